@@ -1,0 +1,98 @@
+"""The front door: one listening port for clients and peers alike.
+
+Each new connection is sniffed on its first bytes. A peer announces itself
+with the peer handshake (``DISTKV-PEER ...``) and is handed to the apply side
+of replication; everything else is a client speaking the text protocol. The
+choice is made once per connection, after which the chosen protocol gets the
+transport and every byte, including the ones already read.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IProtocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from distkv import wire
+from distkv.peerproto import no_delay
+
+
+@implementer(IHalfCloseableProtocol)
+class FrontDoor(Protocol):
+    """Chooses the protocol for a connection from its first bytes."""
+
+    def __init__(
+        self,
+        client: Callable[[], IProtocol],
+        peer: Callable[[], IProtocol],
+    ) -> None:
+        self._client = client
+        self._peer = peer
+        self._buffer = b""
+        self.inner: Optional[IProtocol] = None
+
+    def connectionMade(self) -> None:
+        no_delay(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        inner = self.inner
+        if inner is not None:
+            inner.dataReceived(data)
+            return
+        buffer = self._buffer + data
+        magic = wire.MAGIC
+        if len(buffer) < len(magic) and magic.startswith(buffer):
+            self._buffer = buffer  # could still become a peer handshake
+            return
+        self._buffer = b""
+        self._choose(self._peer if buffer.startswith(magic) else self._client)
+        self.inner.dataReceived(buffer)  # type: ignore[union-attr]
+
+    def _choose(self, make: Callable[[], IProtocol]) -> None:
+        inner = make()
+        self.inner = inner
+        inner.makeConnection(self.transport)
+
+    def readConnectionLost(self) -> None:
+        if self.inner is None:
+            self._choose(self._client)
+            if self._buffer:
+                self.inner.dataReceived(self._buffer)  # type: ignore[union-attr]
+        half = IHalfCloseableProtocol(self.inner, None)
+        if half is not None:
+            half.readConnectionLost()
+        else:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        half = IHalfCloseableProtocol(self.inner, None)
+        if half is not None:
+            half.writeConnectionLost()
+        else:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.inner is not None:
+            self.inner.connectionLost(reason)
+
+
+class FrontDoorFactory(Factory):
+    """Builds a front door per connection."""
+
+    noisy = False
+
+    def __init__(
+        self,
+        client: Callable[[], IProtocol],
+        peer: Callable[[], IProtocol],
+    ) -> None:
+        self._client = client
+        self._peer = peer
+
+    def buildProtocol(self, addr: IAddress) -> FrontDoor:
+        door = FrontDoor(self._client, self._peer)
+        door.factory = self
+        return door

@@ -1,0 +1,135 @@
+"""The per-peer outbox: writes a peer has not yet acknowledged, bounded by bytes.
+
+Every local write gets the next sequence number of each peer's outbox. Writes
+stay until the peer acknowledges a sequence number at or above theirs, so a
+link that drops and comes back sends again from the first unacknowledged write
+(the peer merges duplicates harmlessly). A key written again before the peer
+acknowledged it keeps only its newest entry: under last-writer-wins the older
+one can never matter, and a hot key cannot fill the outbox. When the pending
+bytes pass the bound the outbox empties itself and records that the peer needs
+a full resync (anti-entropy), rather than growing without limit. At most
+``window`` bytes are sent ahead of the acknowledgements, so a slow peer holds
+writes here, where they are counted, not in socket buffers.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import Deque, List, Tuple
+
+from distkv.store import Entry
+
+#: Rough per-entry overhead (frame header, version, bookkeeping) in bytes.
+ENTRY_OVERHEAD = 64
+
+
+def entry_size(key: bytes, entry: Entry) -> int:
+    value = entry.value
+    return ENTRY_OVERHEAD + len(key) + (0 if value is None else len(value))
+
+
+class Outbox:
+    """Unacknowledged writes for one peer, in sequence order."""
+
+    def __init__(self, max_bytes: int, window: int = 1 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.window = window
+        self._pending: OrderedDict[bytes, Tuple[int, Entry, int]] = OrderedDict()
+        self._unsent: Deque[Tuple[int, bytes]] = deque()
+        self._in_flight: Deque[Tuple[int, int]] = deque()
+        self._in_flight_bytes = 0
+        self.bytes = 0
+        self.last_seq = 0
+        self.acked = 0
+        self.needs_resync = False
+        self.overflows = 0
+        self._connected = False
+        self._sent_seq = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, key: bytes, entry: Entry) -> None:
+        """Queue a local write for this peer."""
+        self.last_seq += 1
+        seq = self.last_seq
+        size = entry_size(key, entry)
+        old = self._pending.pop(key, None)
+        if old is not None:
+            self.bytes -= old[2]
+        self._pending[key] = (seq, entry, size)
+        self.bytes += size
+        if self._connected:
+            self._unsent.append((seq, key))
+            if len(self._unsent) > 2 * len(self._pending) + 1024:
+                self._compact()
+        if self.bytes > self.max_bytes:
+            self.overflow()
+
+    def overflow(self) -> None:
+        """Drop everything pending and ask for a full resync instead."""
+        self._pending.clear()
+        self._unsent.clear()
+        self.bytes = 0
+        self.needs_resync = True
+        self.overflows += 1
+
+    def ack(self, seq: int) -> None:
+        """The peer applied everything up to ``seq``."""
+        if seq <= self.acked:
+            return
+        self.acked = seq
+        pending = self._pending
+        while pending:
+            key = next(iter(pending))
+            item = pending[key]
+            if item[0] > seq:
+                break
+            del pending[key]
+            self.bytes -= item[2]
+        in_flight = self._in_flight
+        while in_flight and in_flight[0][0] <= seq:
+            self._in_flight_bytes -= in_flight.popleft()[1]
+
+    def _compact(self) -> None:
+        # Superseded writes of a hot key pile up in the unsent queue while the
+        # window is full; rebuild it from what is really pending and unsent.
+        sent = self._sent_seq
+        self._unsent = deque(
+            (item[0], key) for key, item in self._pending.items() if item[0] > sent
+        )
+
+    def rewind(self) -> None:
+        """A new connection: everything unacknowledged must be sent again."""
+        self._connected = True
+        self._sent_seq = 0
+        self._compact()
+        self._in_flight.clear()
+        self._in_flight_bytes = 0
+
+    def disconnect(self) -> None:
+        """The connection is gone; keep what is pending for the next one."""
+        self._connected = False
+        self._unsent.clear()
+        self._in_flight.clear()
+        self._in_flight_bytes = 0
+
+    def take(self) -> List[Tuple[int, bytes, Entry]]:
+        """The next writes to send, as many as the window allows."""
+        out = []
+        unsent = self._unsent
+        pending = self._pending
+        while unsent and self._in_flight_bytes < self.window:
+            seq, key = unsent.popleft()
+            item = pending.get(key)
+            if item is None or item[0] != seq:
+                continue  # acknowledged, superseded or dropped since queued
+            out.append((seq, key, item[1]))
+            self._sent_seq = seq
+            self._in_flight.append((seq, item[2]))
+            self._in_flight_bytes += item[2]
+        return out
+
+    def drained(self) -> bool:
+        """True when the peer has acknowledged every write given to us."""
+        return not self._pending

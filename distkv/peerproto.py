@@ -1,0 +1,181 @@
+"""The two ends of a peer connection.
+
+:class:`PushProtocol` runs on the connecting side: it introduces this node,
+sends the link's outbox as write frames and hands acknowledgements back to the
+link. :class:`ApplyProtocol` runs on the accepting side, reached through the
+front door: it checks who is calling, merges each write into the store and
+acknowledges what it applied. A heartbeat on the pushing side drops a link whose
+peer stopped answering (a frozen process or a silent network), so the outbox
+keeps the writes and the reconnect logic takes over.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Optional, Tuple, Union
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from distkv import wire
+from distkv.store import Entry
+
+if TYPE_CHECKING:
+    from distkv.peers import PeerLink
+
+log = Logger()
+
+MAX_LINE = 512
+
+Refusal = Tuple[str, str]
+
+
+def no_delay(transport: object) -> None:
+    """Switch off Nagle: replication and replies are small and latency-bound."""
+    setter = getattr(transport, "setTcpNoDelay", None)
+    if setter is not None:
+        setter(True)
+
+
+class PushProtocol(Protocol):
+    """Connecting side: introduce ourselves, then stream the outbox."""
+
+    def __init__(self, link: PeerLink, clock: IReactorTime, heartbeat: float) -> None:
+        self._link = link
+        self._clock = clock
+        self._heartbeat = heartbeat
+        self._buffer = b""
+        self._decoder: Optional[wire.FrameDecoder] = None
+        self._timer: Optional[IDelayedCall] = None
+        self._silent_ticks = 0
+
+    def connectionMade(self) -> None:
+        no_delay(self.transport)
+        self.transport.write(wire.hello_line(wire.MAGIC, self._link.local))
+        self._timer = self._clock.callLater(self._heartbeat, self._tick)
+
+    def _tick(self) -> None:
+        self._silent_ticks += 1
+        if self._silent_ticks > 3:
+            log.warn("Peer {peer} stopped answering; dropping the link", peer=self._link.name)
+            self.transport.abortConnection()
+            return
+        if self._decoder is not None:
+            self.transport.write(wire.HEARTBEAT)
+        self._timer = self._clock.callLater(self._heartbeat, self._tick)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._silent_ticks = 0
+        if self._decoder is None:
+            self._buffer += data
+            line, found, rest = self._buffer.partition(b"\n")
+            if not found:
+                if len(self._buffer) > MAX_LINE:
+                    self._fail("handshake reply too long")
+                return
+            self._buffer = b""
+            try:
+                reply = wire.parse_reply(line)
+            except wire.WireError as e:
+                self._fail(str(e))
+                return
+            if not isinstance(reply, wire.Hello):
+                self._link.refused(reply)
+                self.transport.loseConnection()
+                return
+            self._decoder = wire.FrameDecoder(1 << 16)
+            if not self._link.linked(self, reply):
+                self.transport.loseConnection()
+                return
+            data = rest
+        try:
+            frames = self._decoder.feed(data)
+        except wire.WireError as e:
+            self._fail(str(e))
+            return
+        for frame in frames:
+            if isinstance(frame, wire.Ack):
+                self._link.acked(frame.seq)
+
+    def _fail(self, why: str) -> None:
+        log.warn("Dropping link to {peer}: {why}", peer=self._link.name, why=why)
+        self.transport.abortConnection()
+
+    def send(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self._decoder is not None:
+            self._link.unlinked(self)
+
+
+class ApplyProtocol(Protocol):
+    """Accepting side: vet the caller, merge its writes, acknowledge them.
+
+    ``vet`` answers a caller's Hello with our own Hello, or with a refusal.
+    ``apply`` merges one replicated write into the store.
+    """
+
+    def __init__(
+        self,
+        vet: Callable[[wire.Hello], Union[wire.Hello, Refusal]],
+        apply: Callable[[bytes, Entry], object],
+        max_frame: int,
+    ) -> None:
+        self._vet = vet
+        self._apply = apply
+        self._max_frame = max_frame
+        self._buffer = b""
+        self._decoder: Optional[wire.FrameDecoder] = None
+        self.remote: Optional[wire.Hello] = None
+
+    def connectionMade(self) -> None:
+        no_delay(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._decoder is None:
+            self._buffer += data
+            line, found, rest = self._buffer.partition(b"\n")
+            if not found:
+                if len(self._buffer) > MAX_LINE:
+                    self._refuse(("protocol", "handshake line too long"))
+                return
+            self._buffer = b""
+            try:
+                hello = wire.parse_hello(line, wire.MAGIC)
+            except wire.WireError as e:
+                self._refuse(("protocol", str(e)))
+                return
+            answer = self._vet(hello)
+            if not isinstance(answer, wire.Hello):
+                self._refuse(answer)
+                return
+            self.remote = hello
+            self._decoder = wire.FrameDecoder(self._max_frame)
+            self.transport.write(wire.hello_line(wire.OK_WORD, answer))
+            data = rest
+        try:
+            frames = self._decoder.feed(data)
+        except wire.WireError as e:
+            log.warn("Dropping peer {peer}: {why}", peer=self.remote, why=str(e))
+            self.transport.abortConnection()
+            return
+        applied = 0
+        apply = self._apply
+        for frame in frames:
+            if isinstance(frame, wire.Write):
+                apply(frame.key, frame.entry)
+                applied = frame.seq
+            elif isinstance(frame, wire.Heartbeat) and not frame.reply:
+                self.transport.write(wire.HEARTBEAT_REPLY)
+        if applied:
+            self.transport.write(wire.encode_ack(applied))
+
+    def _refuse(self, refusal: Refusal) -> None:
+        log.warn("Refusing peer connection: {code} {why}", code=refusal[0], why=refusal[1])
+        self.transport.write(wire.refusal_line(*refusal))
+        self.transport.loseConnection()

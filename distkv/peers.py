@@ -1,0 +1,267 @@
+"""Links to peers: one reconnecting client factory per peer, in one Service.
+
+A :class:`PeerLink` owns a peer's :class:`~distkv.outbox.Outbox` and the
+connection that drains it. It reconnects with exponential backoff and jitter
+(``ReconnectingClientFactory``), resumes from the first unacknowledged write on
+every new connection, recognises itself when a peer list names this very node,
+refuses a second node using our id, and marks the peer for a full resync when
+its outbox overflowed or the peer came back as a new incarnation (having lost
+what it had). :class:`Replication` subscribes to the store and fans every
+local write out to every link; writes that arrived from peers are never sent
+on, since each node pushes its own writes to everyone.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IAddress, IConnector, IReactorTCP, IReactorTime
+from twisted.internet.protocol import ReconnectingClientFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from distkv import wire
+from distkv.outbox import Outbox
+from distkv.peerproto import PushProtocol
+from distkv.store import Entry, Store
+
+log = Logger()
+
+
+class PeerLink(ReconnectingClientFactory):
+    """The outgoing link to one peer and its outbox."""
+
+    noisy = False
+    initialDelay = 0.2
+    factor = 2.0
+    maxDelay = 10.0
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        local: wire.Hello,
+        reactor: IReactorTime,
+        outbox: Outbox,
+        heartbeat: float,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.name = "{}:{}".format(host, port)
+        self.local = local
+        self.clock = reactor
+        self.outbox = outbox
+        self._heartbeat = heartbeat
+        self._protocol: Optional[PushProtocol] = None
+        self.remote: Optional[wire.Hello] = None
+        self.is_self = False
+        self.refusal: Optional[Tuple[str, str]] = None
+        self._drain_waiters: List[Deferred[None]] = []
+
+    @property
+    def up(self) -> bool:
+        return self._protocol is not None
+
+    def buildProtocol(self, addr: IAddress) -> PushProtocol:
+        proto = PushProtocol(self, self.clock, self._heartbeat)
+        proto.factory = self  # type: ignore[assignment]
+        return proto
+
+    def linked(self, proto: PushProtocol, remote: wire.Hello) -> bool:
+        """The peer accepted our handshake; False when we must hang up."""
+        if remote.node == self.local.node:
+            if remote.incarnation == self.local.incarnation:
+                log.info("Peer {peer} is this node itself; skipping it", peer=self.name)
+                self.is_self = True
+                self.stopTrying()
+            else:
+                log.error(
+                    "Peer {peer} uses our node id {node}; refusing to link",
+                    peer=self.name,
+                    node=remote.node,
+                )
+                self.refusal = ("duplicate-node-id", remote.node)
+            return False
+        if self.remote is not None and (
+            self.remote.incarnation != remote.incarnation or self.remote.node != remote.node
+        ):
+            self.mark_resync("it restarted as a new incarnation")
+        self.remote = remote
+        self.refusal = None
+        self.resetDelay()
+        self._protocol = proto
+        self.outbox.rewind()
+        log.info(
+            "Peer {peer} ({node}) is up; {pending} writes to resend",
+            peer=self.name,
+            node=remote.node,
+            pending=len(self.outbox),
+        )
+        self.pump()
+        return True
+
+    def refused(self, refusal: Tuple[str, str]) -> None:
+        code, message = refusal
+        if code == "self":
+            log.info("Peer {peer} is this node itself; skipping it", peer=self.name)
+            self.is_self = True
+            self.stopTrying()
+            return
+        self.refusal = refusal
+        log.error(
+            "Peer {peer} refused our link: {code} {message}",
+            peer=self.name,
+            code=code,
+            message=message,
+        )
+
+    def unlinked(self, proto: PushProtocol) -> None:
+        if self._protocol is proto:
+            self._protocol = None
+            self.outbox.disconnect()
+            log.info(
+                "Peer {peer} is down; {pending} writes held for it",
+                peer=self.name,
+                pending=len(self.outbox),
+            )
+
+    def mark_resync(self, why: str) -> None:
+        if not self.outbox.needs_resync:
+            log.warn("Peer {peer} needs a full resync: {why}", peer=self.name, why=why)
+        self.outbox.needs_resync = True
+
+    def send(self, key: bytes, entry: Entry) -> None:
+        """Queue a local write for this peer and send it if the link allows."""
+        outbox = self.outbox
+        overflows = outbox.overflows
+        outbox.add(key, entry)
+        if outbox.overflows != overflows:
+            self.mark_resync("its outbox passed {} bytes".format(outbox.max_bytes))
+        if self._protocol is not None:
+            self.pump()
+
+    def pump(self) -> None:
+        proto = self._protocol
+        if proto is None:
+            return
+        batch = self.outbox.take()
+        if batch:
+            proto.send(b"".join([wire.encode_write(*item) for item in batch]))
+
+    def acked(self, seq: int) -> None:
+        self.outbox.ack(seq)
+        self.pump()
+        if self._drain_waiters and self.outbox.drained():
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def drained(self) -> Deferred[None]:
+        """Fires once the peer has acknowledged everything queued so far."""
+        if self.outbox.drained() or self.is_self:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._drain_waiters.append(waiter)
+        return waiter
+
+    def close(self) -> None:
+        """Stop reconnecting and hang up."""
+        self.stopTrying()
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.loseConnection()
+        for waiter in self._drain_waiters:
+            waiter.callback(None)
+        self._drain_waiters = []
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        log.debug("Cannot reach peer {peer}: {why}", peer=self.name, why=reason.value)
+        super().clientConnectionFailed(connector, reason)
+
+    def status(self) -> str:
+        outbox = self.outbox
+        return "peer {} node={} link={} outbox_writes={} outbox_bytes={} acked_seq={} resync={}{}".format(
+            self.name,
+            self.remote.node if self.remote else "-",
+            "self" if self.is_self else ("up" if self.up else "down"),
+            len(outbox),
+            outbox.bytes,
+            outbox.acked,
+            "needed" if outbox.needs_resync else "no",
+            " refused={}".format(self.refusal[0]) if self.refusal else "",
+        )
+
+
+class Replication(Service):
+    """Keeps a link to every peer and pushes every local write to each."""
+
+    name = "replication"
+
+    def __init__(
+        self,
+        store: Store,
+        local: wire.Hello,
+        reactor: IReactorTCP,
+        outbox_bytes: int,
+        heartbeat: float = 5.0,
+        flush_timeout: float = 2.0,
+    ) -> None:
+        self.local = local
+        self._reactor = reactor
+        self._outbox_bytes = outbox_bytes
+        self._heartbeat = heartbeat
+        self._flush_timeout = flush_timeout
+        self.links: Dict[Tuple[str, int], PeerLink] = {}
+        self._connectors: List[IConnector] = []
+        store.subscribe(self._changed)
+
+    def add_peer(self, host: str, port: int) -> PeerLink:
+        key = (host, port)
+        link = self.links.get(key)
+        if link is None:
+            link = PeerLink(
+                host,
+                port,
+                self.local,
+                self._reactor,  # type: ignore[arg-type]
+                Outbox(self._outbox_bytes),
+                self._heartbeat,
+            )
+            self.links[key] = link
+            if self.running:
+                self._connect(link)
+        return link
+
+    def _connect(self, link: PeerLink) -> None:
+        self._connectors.append(
+            self._reactor.connectTCP(link.host, link.port, link, timeout=5)
+        )
+
+    def _changed(self, key: bytes, entry: Entry, local: bool) -> None:
+        if local:
+            for link in self.links.values():
+                link.send(key, entry)
+
+    def startService(self) -> None:
+        super().startService()
+        for link in self.links.values():
+            self._connect(link)
+
+    def stopService(self) -> Deferred[object]:
+        """Give links a moment to flush what they hold, then hang up."""
+        super().stopService()
+        waiting = [link.drained() for link in self.links.values() if link.up]
+        done: Deferred[object] = DeferredList(waiting)  # type: ignore[assignment]
+        timer = self._reactor.callLater(  # type: ignore[attr-defined]
+            self._flush_timeout, lambda: [link.close() for link in self.links.values()]
+        )
+
+        def hang_up(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            for link in self.links.values():
+                link.close()
+            return result
+
+        return done.addBoth(hang_up)

@@ -1,0 +1,132 @@
+"""The ``twistd distkv`` command line: options, validated, and the wiring.
+
+``Options`` turns the command line into checked values (raising
+``usage.UsageError`` with a message a user understands); ``makeService``
+builds the node and returns its service. Nothing else lives here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List, Optional, Tuple
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from distkv import wire
+from distkv.node import Node
+
+_PORT_ONLY = re.compile(r"^\d+$")
+_ENDPOINT_PORT = re.compile(r"^(?:tcp6?|ssl):(?:port=)?(\d+)(?::|$)")
+
+
+def parse_peer(item: str) -> Tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``) -> (host, port), or UsageError."""
+    text = item.strip()
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or any(c.isspace() for c in host):
+        raise usage.UsageError(
+            "bad peer address {!r}: expected host:port, e.g. 127.0.0.1:9001".format(item)
+        )
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise usage.UsageError("bad peer address {!r}: port must be 1-65535".format(item))
+    return host, port
+
+
+def server_endpoint(value: str) -> str:
+    """A bare port becomes a TCP endpoint with a listen backlog for bursts."""
+    if _PORT_ONLY.match(value):
+        port = int(value)
+        if not 0 <= port < 65536:
+            raise usage.UsageError("--port {} is not a TCP port (0-65535)".format(value))
+        return "tcp:{}:backlog=1024".format(port)
+    if ":" not in value:
+        raise usage.UsageError(
+            "--port {!r} is neither a port number nor an endpoint like tcp:9000".format(value)
+        )
+    return value
+
+
+def endpoint_port(endpoint: str) -> Optional[int]:
+    match = _ENDPOINT_PORT.match(endpoint)
+    return int(match.group(1)) if match else None
+
+
+def _positive(name: str, value: str, kind: type = int) -> float:
+    try:
+        number = kind(value)
+    except ValueError:
+        raise usage.UsageError("--{} must be a number, not {!r}".format(name, value))
+    if number <= 0:
+        raise usage.UsageError("--{} must be positive".format(name))
+    return number  # type: ignore[no-any-return]
+
+
+class Options(usage.Options):
+    """twistd distkv [options]"""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run one DistKV node. Clients (nc, the text protocol) and peers share the "
+        "one port. Every write is replicated to every peer; data lives in memory."
+    )
+    optParameters = [
+        ["port", "p", "9000", "Port number or Twisted server endpoint to listen on "
+         "(e.g. 9000, tcp:9000:interface=127.0.0.1)."],
+        ["node-id", None, None, "This node's id (letters, digits, _ . : -; at most 64). "
+         "Default: a random id at each start."],
+        ["max-request", None, "1048576", "Largest request line in bytes; a longer one "
+         "gets ERR and the connection is closed."],
+        ["outbox-bytes", None, "67108864", "Bytes of unacknowledged writes held per "
+         "peer before that peer is marked for a full resync."],
+        ["max-clock-skew", None, "60", "Seconds a peer's version may lie ahead of our "
+         "clock before the write is refused (and counted)."],
+        ["heartbeat", None, "5", "Seconds between peer heartbeats; a peer silent for "
+         "four of them is dropped and reconnected."],
+        ["flush-timeout", None, "2", "Seconds a stopping node waits for peers to "
+         "acknowledge pending writes."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["peers"] = []
+
+    def opt_peers(self, value: str) -> None:
+        """Comma-separated host:port list of the other nodes (may repeat)."""
+        for item in value.split(","):
+            if item.strip():
+                self["peers"].append(parse_peer(item))
+
+    def postOptions(self) -> None:
+        self["endpoint"] = server_endpoint(self["port"])
+        node_id = self["node-id"]
+        if node_id is not None and not wire.valid_node_id(node_id):
+            raise usage.UsageError(
+                "--node-id {!r}: use 1-64 letters, digits or _ . : -".format(node_id)
+            )
+        self["max-request"] = int(_positive("max-request", self["max-request"]))
+        self["outbox-bytes"] = int(_positive("outbox-bytes", self["outbox-bytes"]))
+        for name in ("max-clock-skew", "heartbeat", "flush-timeout"):
+            self[name] = _positive(name, self[name], float)
+
+
+def makeService(config: Options) -> IService:
+    from twisted.internet import reactor
+
+    node = Node(
+        reactor,
+        config["node-id"],
+        listen_port=endpoint_port(config["endpoint"]),
+        max_request=config["max-request"],
+        outbox_bytes=config["outbox-bytes"],
+        max_clock_skew=config["max-clock-skew"],
+        heartbeat=config["heartbeat"],
+        flush_timeout=config["flush-timeout"],
+    )
+    peers: List[Tuple[str, int]] = config["peers"]
+    for host, port in peers:
+        node.add_peer(host, port)
+    return node.service(config["endpoint"])

@@ -1,0 +1,343 @@
+"""Run DistKV clusters inside your own test suite.
+
+Two kinds, both built from real :class:`~distkv.node.Node` objects:
+
+* :class:`SimulatedCluster` runs every node in one process on a fake clock and
+  a simulated network, so partitions, crashes, lost acknowledgements and
+  clock skew are deterministic: nothing happens until you call
+  :meth:`SimulatedCluster.run` or :meth:`SimulatedCluster.advance`.
+* :func:`start_local_cluster` starts nodes on real loopback ports with the
+  running reactor, for tests that talk to DistKV over real sockets (from
+  pytest-twisted or trial).
+
+This is the only module that imports ``twisted.test.iosim``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+
+from twisted.internet import error
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import ClientFactory, Factory
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.test import iosim
+
+from distkv.node import Node
+from distkv.store import Entry
+
+
+class _Connector:
+    """An IConnector for the simulated network; ``connect`` queues an attempt."""
+
+    def __init__(self, net: SimulatedNetwork, host: str, port: int, factory: ClientFactory):
+        self.net = net
+        self.host = host
+        self.port = port
+        self.factory = factory
+        self.state = "disconnected"
+        self.connection: Optional[_Connection] = None
+
+    def connect(self) -> None:
+        self.state = "connecting"
+        self.net._attempts.append(self)
+        self.factory.startedConnecting(self)
+
+    def stopConnecting(self) -> None:
+        if self.state != "connecting":
+            raise error.NotConnectingError()
+        self.net._attempts.remove(self)
+        self.state = "disconnected"
+        self.factory.clientConnectionFailed(self, Failure(error.UserError()))
+
+    def disconnect(self) -> None:
+        if self.connection is not None:
+            self.connection.transports[0].loseConnection()
+        elif self.state == "connecting":
+            self.stopConnecting()
+
+    def getDestination(self) -> IPv4Address:
+        return IPv4Address("TCP", self.host, self.port)
+
+
+class _Connection:
+    """One simulated TCP connection between two nodes."""
+
+    def __init__(self, connector: _Connector, client_node: str, server_node: str,
+                 pump: iosim.IOPump):
+        self.connector = connector
+        self.nodes = (client_node, server_node)
+        self.pump = pump
+        self.transports = (pump.clientIO, pump.serverIO)
+        self.closed = False
+
+    def step(self) -> bool:
+        moved = bool(self.pump.pump(advanceClock=False))
+        if not self.closed and self.pump.clientIO.disconnected and self.pump.serverIO.disconnected:
+            self._closed(error.ConnectionDone())
+        return moved
+
+    def cut(self, deliver_client_bytes: bool = False) -> None:
+        """Break the connection; bytes still in flight are lost."""
+        if self.closed:
+            return
+        client, server = self.pump.clientIO, self.pump.serverIO
+        if deliver_client_bytes:
+            data = client.getOutBuffer()
+            if data:
+                server.bufferReceived(data)
+        client.stream, server.stream = [], []
+        for transport in (client, server):
+            transport.disconnecting = transport.disconnected = True
+            transport.disconnectReason = error.ConnectionLost()
+            transport.reportDisconnect()
+        self._closed(error.ConnectionLost())
+
+    def _closed(self, reason: Exception) -> None:
+        self.closed = True
+        connector = self.connector
+        connector.connection = None
+        connector.state = "disconnected"
+        connector.factory.clientConnectionLost(connector, Failure(reason))
+
+
+class SimulatedNetwork(MemoryReactorClock):
+    """A fake reactor whose TCP connections join nodes in the same process.
+
+    Each node registers its port with :meth:`attach`. A connection attempt
+    succeeds when the target is attached and no partition separates the two
+    nodes, and fails with "connection refused" otherwise.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._servers: Dict[int, Tuple[str, Factory]] = {}
+        self._attempts: List[_Connector] = []
+        self.connections: List[_Connection] = []
+        self._blocked: Set[Tuple[str, str]] = set()
+
+    def attach(self, node_id: str, port: int, factory: Factory) -> None:
+        self._servers[port] = (node_id, factory)
+
+    def detach(self, port: int) -> None:
+        self._servers.pop(port, None)
+
+    def connectTCP(self, host: str, port: int, factory: ClientFactory,  # type: ignore[override]
+                   timeout: float = 30, bindAddress: Any = None) -> _Connector:
+        connector = _Connector(self, host, port, factory)
+        connector.connect()
+        return connector
+
+    def block(self, a: str, b: str) -> None:
+        """Partition nodes ``a`` and ``b``: cut their connections, refuse new ones."""
+        self._blocked.update([(a, b), (b, a)])
+        self.cut(a, b)
+
+    def unblock(self, a: str, b: str) -> None:
+        self._blocked.difference_update([(a, b), (b, a)])
+
+    def cut(self, a: str, b: str, deliver_client_bytes: bool = False) -> None:
+        """Break every connection between ``a`` and ``b`` (they may reconnect)."""
+        for connection in list(self.connections):
+            if set(connection.nodes) == {a, b} or (a == b and a in connection.nodes):
+                connection.cut(deliver_client_bytes)
+
+    def isolate(self, node_id: str) -> None:
+        """Cut every connection that touches ``node_id``."""
+        for connection in list(self.connections):
+            if node_id in connection.nodes:
+                connection.cut()
+
+    def _complete(self, connector: _Connector) -> None:
+        client_node = getattr(getattr(connector.factory, "local", None), "node", "?")
+        target = self._servers.get(connector.port)
+        if target is None or (client_node, target[0]) in self._blocked:
+            connector.state = "disconnected"
+            connector.factory.clientConnectionFailed(
+                connector, Failure(error.ConnectionRefusedError())
+            )
+            return
+        server_node, server_factory = target
+        client_address = IPv4Address("TCP", "127.0.0.1", 40000 + len(self.connections))
+        server_address = IPv4Address("TCP", "127.0.0.1", connector.port)
+        client = connector.factory.buildProtocol(server_address)
+        server = server_factory.buildProtocol(client_address)
+        client_io = iosim.FakeTransport(client, False, client_address, server_address)
+        server_io = iosim.FakeTransport(server, True, server_address, client_address)
+        pump = iosim.connect(server, server_io, client, client_io, greet=False, clock=self)
+        connection = _Connection(connector, client_node, server_node, pump)
+        connector.state = "connected"
+        connector.connection = connection
+        self.connections.append(connection)
+
+    def run(self, limit: int = 100_000) -> None:
+        """Deliver attempts and bytes until the network is quiet."""
+        for _ in range(limit):
+            self.advance(0)
+            busy = False
+            while self._attempts:
+                self._complete(self._attempts.pop(0))
+                busy = True
+            for connection in list(self.connections):
+                if connection.closed:
+                    self.connections.remove(connection)
+                    continue
+                busy = connection.step() or busy
+            self.connections = [c for c in self.connections if not c.closed]
+            if not busy:
+                return
+        raise AssertionError("the simulated network never went quiet")
+
+    def advance_by(self, seconds: float, step: float = 0.1) -> None:
+        """Let ``seconds`` pass in ``step`` increments, delivering as time goes."""
+        self.run()
+        elapsed = 0.0
+        while elapsed < seconds:
+            self.advance(step)
+            elapsed += step
+            self.run()
+
+
+class SimulatedCluster:
+    """Nodes ``n1``..``nN`` on one :class:`SimulatedNetwork`, all peered.
+
+    ``node_options`` go to every :class:`~distkv.node.Node`; ``skew_ms`` maps
+    a node id to how far its wall clock is off.
+    """
+
+    def __init__(self, size: int = 3, skew_ms: Optional[Dict[str, int]] = None,
+                 **node_options: Any) -> None:
+        self.net = SimulatedNetwork()
+        self.net.advance(1_700_000_000)  # a plausible wall clock
+        self._skew = dict(skew_ms or {})
+        self._options = node_options
+        self.ports = {"n{}".format(i + 1): 7000 + i for i in range(size)}
+        self.nodes: Dict[str, Node] = {}
+        for node_id in self.ports:
+            self.start(node_id)
+        self.net.run()
+
+    def _make(self, node_id: str) -> Node:
+        skew = self._skew.get(node_id, 0)
+        net = self.net
+        node = Node(
+            net,
+            node_id,
+            listen_port=self.ports[node_id],
+            now_ms=lambda: int(net.seconds() * 1000) + skew,
+            **self._options,
+        )
+        for other, port in self.ports.items():
+            if other != node_id:
+                node.add_peer("127.0.0.1", port)
+        return node
+
+    def start(self, node_id: str) -> Node:
+        """Start (or restart, empty) the node ``node_id``."""
+        node = self._make(node_id)
+        self.nodes[node_id] = node
+        self.net.attach(node_id, self.ports[node_id], node.factory())
+        node.replication.startService()
+        return node
+
+    def crash(self, node_id: str) -> None:
+        """Kill a node at once: connections cut, timers stopped, memory gone."""
+        node = self.nodes.pop(node_id)
+        self.net.detach(self.ports[node_id])
+        for link in node.replication.links.values():
+            link.stopTrying()
+        self.net.isolate(node_id)
+        node.replication.running = False
+
+    def run(self) -> None:
+        self.net.run()
+
+    def advance(self, seconds: float) -> None:
+        self.net.advance_by(seconds)
+
+    def settle(self) -> None:
+        """Long enough for every link to reconnect and drain."""
+        self.net.advance_by(30.0, step=0.5)
+
+    def snapshots(self) -> Dict[str, Dict[bytes, Entry]]:
+        return {node_id: node.store.snapshot() for node_id, node in self.nodes.items()}
+
+    def converged(self) -> bool:
+        """True when every running node holds exactly the same entries."""
+        snaps = list(self.snapshots().values())
+        return all(snap == snaps[0] for snap in snaps[1:])
+
+    def stop(self) -> None:
+        """Stop every node cleanly; afterwards no delayed call is left."""
+        stopping = [node.replication.stopService() for node in self.nodes.values()]
+        done: List[object] = []
+        gatherResults(stopping).addBoth(done.append)
+        self.net.advance_by(10.0, step=0.5)
+        assert done, "nodes did not stop"
+
+
+class LocalCluster:
+    """Nodes on real loopback ports (see :func:`start_local_cluster`)."""
+
+    def __init__(self, nodes: List[Node], ports: List[IListeningPort]) -> None:
+        self.nodes = nodes
+        self._ports = ports
+
+    @property
+    def addresses(self) -> List[Tuple[str, int]]:
+        return [("127.0.0.1", port.getHost().port) for port in self._ports]  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def stop(self) -> Any:
+        yield gatherResults([node.replication.stopService() for node in self.nodes])
+        yield gatherResults([port.stopListening() for port in self._ports])
+
+
+@inlineCallbacks
+def start_local_cluster(reactor: Any, size: int = 3, **node_options: Any) -> Any:
+    """Start ``size`` peered nodes on free loopback ports; fires a LocalCluster.
+
+    Call ``yield cluster.stop()`` when done. ``node_options`` go to every
+    :class:`~distkv.node.Node` (for example ``heartbeat=1.0``).
+    """
+    nodes: List[Node] = []
+    ports: List[IListeningPort] = []
+    for index in range(size):
+        node = Node(reactor, "local{}".format(index + 1), **node_options)
+        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            node.factory()
+        )
+        node.listen_port = port.getHost().port
+        nodes.append(node)
+        ports.append(port)
+    for node in nodes:
+        for port in ports:
+            node.add_peer("127.0.0.1", port.getHost().port)
+        node.replication.startService()
+    return LocalCluster(nodes, ports)
+
+
+def identical(nodes: Iterable[Node]) -> bool:
+    """True when the given nodes hold exactly the same entries."""
+    snaps = [node.store.snapshot() for node in nodes]
+    return all(snap == snaps[0] for snap in snaps[1:])
+
+
+def wait_for(reactor: Any, condition: Any, timeout: float = 10.0, interval: float = 0.01) -> Deferred[None]:
+    """Fire when ``condition()`` is true; fail with TimeoutError after ``timeout``."""
+    from twisted.internet.task import deferLater
+
+    started = reactor.seconds()
+
+    @inlineCallbacks
+    def poll() -> Any:
+        while not condition():
+            if reactor.seconds() - started > timeout:
+                raise TimeoutError("condition not met within {}s".format(timeout))
+            yield deferLater(reactor, interval, lambda: None)
+
+    return poll()  # type: ignore[no-any-return]

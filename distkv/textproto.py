@@ -1,0 +1,126 @@
+"""The text protocol that ``nc`` users type, one command per line.
+
+Grammar (``\\r\\n`` or ``\\n`` ends every line; the command word is
+case-insensitive; spaces and tabs separate words)::
+
+    line    = "SET" ws key " " value      ; value: the rest of the line, spaces kept
+            | word *(ws arg)              ; every other command
+    key     = 1*(any byte but whitespace)
+    reply   = "OK" | "PONG" | value | "(nil)" | integer | "ERR " message
+            | *(line) "END"               ; multi-line reports
+
+An empty line is ignored. A line longer than the request limit gets ``ERR``
+and the connection is closed, because the rest of the stream can no longer be
+split into commands reliably; nothing stored changes. When the client
+half-closes its side, every command received is answered (a last line without
+its newline included) before the server closes.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from zope.interface import implementer
+
+from distkv.commands import (
+    Bulk,
+    Dispatcher,
+    Error,
+    Integer,
+    Lines,
+    Reply,
+    Request,
+    Status,
+)
+
+log = Logger()
+
+_WHITESPACE = b" \t"
+
+
+class ParseError(Exception):
+    pass
+
+
+def parse_line(line: bytes) -> Request:
+    """Split one text-protocol line (without its line ending) into a Request."""
+    stripped = line.lstrip(_WHITESPACE)
+    words = stripped.split(None, 1)
+    name = words[0].upper()
+    if name != b"SET":
+        return Request(name, tuple(stripped.split()[1:]))
+    rest = words[1].lstrip(_WHITESPACE) if len(words) > 1 else b""
+    for index, byte in enumerate(rest):
+        if byte in _WHITESPACE:
+            return Request(name, (rest[:index], rest[index + 1 :]))
+    return Request(name, (rest,) if rest else ())
+
+
+def format_reply(reply: Reply) -> bytes:
+    """The text-protocol bytes for ``reply``, line ending included."""
+    if isinstance(reply, Bulk):
+        return b"(nil)\r\n" if reply.value is None else reply.value + b"\r\n"
+    if isinstance(reply, Status):
+        return reply.text + b"\r\n"
+    if isinstance(reply, Integer):
+        return b"%d\r\n" % (reply.number,)
+    if isinstance(reply, Error):
+        message = reply.message
+        if not message.startswith("ERR "):
+            message = "ERR " + message
+        return message.encode("utf-8") + b"\r\n"
+    assert isinstance(reply, Lines)
+    return "".join(line + "\r\n" for line in reply.lines + ("END",)).encode("utf-8")
+
+
+@implementer(IHalfCloseableProtocol)
+class TextProtocol(LineReceiver):
+    """Parses lines, runs them through the dispatcher, writes the replies."""
+
+    delimiter = b"\n"
+
+    def __init__(self, dispatcher: Dispatcher, max_request: int) -> None:
+        self._dispatcher = dispatcher
+        self.MAX_LENGTH = max_request
+        self._closing = False
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._closing:
+            return
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line.strip():
+            return
+        reply = self._dispatcher.execute(parse_line(line))
+        self.transport.write(format_reply(reply))
+        if isinstance(reply, Status) and reply.close:
+            self._close()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        log.warn(
+            "Closing {peer}: request over the {limit}-byte limit",
+            peer=self.transport.getPeer(),
+            limit=self.MAX_LENGTH,
+        )
+        self.transport.write(
+            b"ERR request exceeds the limit of %d bytes; closing\r\n" % (self.MAX_LENGTH,)
+        )
+        self._close()
+
+    def _close(self) -> None:
+        self._closing = True
+        self.clearLineBuffer()
+        self.transport.loseConnection()
+
+    def readConnectionLost(self) -> None:
+        # The client sent all it will send: answer a final unterminated line
+        # too, then close once the replies are written.
+        rest = self.clearLineBuffer()
+        if rest and not self._closing:
+            self.lineReceived(rest)
+        if not self._closing:
+            self._close()
+
+    def writeConnectionLost(self) -> None:
+        self._close()

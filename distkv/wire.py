@@ -1,0 +1,183 @@
+"""The peer-to-peer wire format: handshake lines and binary frames, sans-IO.
+
+A peer connection starts on the shared client port with one text line, so the
+front door can tell it from a client::
+
+    DISTKV-PEER <proto> <node-id> <incarnation>\\r\\n         (connecting side)
+    DISTKV-PEER-OK <proto> <node-id> <incarnation>\\r\\n      (accepting side)
+    DISTKV-PEER-ERR <code> <message>\\r\\n                    (refusal, then close)
+
+After the handshake both directions carry frames: a 4-byte big-endian length,
+then a body whose first byte names its kind::
+
+    W seq:u64 ms:u64 counter:u32 flags:u8 node-len:u16 node key-len:u32 key value
+    A seq:u64            applied everything up to seq
+    H / h                heartbeat and its answer
+
+Replicated writes travel only as ``W`` frames, never as client commands, so a
+receiving node can never mistake one for a local write and broadcast it again.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import List, NamedTuple, Optional, Tuple, Union
+
+from distkv.hlc import Version
+from distkv.store import Entry
+
+PROTOCOL_VERSION = 1
+MAGIC = b"DISTKV-PEER "
+OK_WORD = b"DISTKV-PEER-OK"
+ERR_WORD = b"DISTKV-PEER-ERR"
+
+NODE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_INCARNATION = re.compile(r"^[0-9a-f]{1,32}$")
+
+_LENGTH = struct.Struct(">I")
+_WRITE = struct.Struct(">QQIBH")
+_KEYLEN = struct.Struct(">I")
+_SEQ = struct.Struct(">Q")
+_TOMBSTONE = 1
+
+HEARTBEAT = _LENGTH.pack(1) + b"H"
+HEARTBEAT_REPLY = _LENGTH.pack(1) + b"h"
+
+
+class WireError(Exception):
+    """A peer sent something that breaks the protocol; drop the connection."""
+
+
+class Hello(NamedTuple):
+    """Who is on the other end of a peer connection."""
+
+    node: str
+    incarnation: str
+
+
+class Write(NamedTuple):
+    seq: int
+    key: bytes
+    entry: Entry
+
+
+class Ack(NamedTuple):
+    seq: int
+
+
+class Heartbeat(NamedTuple):
+    reply: bool
+
+
+Frame = Union[Write, Ack, Heartbeat]
+
+
+def valid_node_id(node: str) -> bool:
+    return NODE_ID.match(node) is not None
+
+
+def hello_line(word: bytes, hello: Hello) -> bytes:
+    return b"%s %d %s %s\r\n" % (
+        word.strip(),
+        PROTOCOL_VERSION,
+        hello.node.encode("ascii"),
+        hello.incarnation.encode("ascii"),
+    )
+
+
+def refusal_line(code: str, message: str) -> bytes:
+    return b"%s %s %s\r\n" % (ERR_WORD, code.encode("ascii"), message.encode("utf-8"))
+
+
+def parse_hello(line: bytes, word: bytes) -> Hello:
+    """Parse a handshake line that must start with ``word``."""
+    parts = line.strip().split()
+    if len(parts) != 4 or parts[0] != word.strip():
+        raise WireError("malformed handshake {!r}".format(line[:200]))
+    if parts[1] != b"%d" % (PROTOCOL_VERSION,):
+        raise WireError("unsupported peer protocol version {!r}".format(parts[1]))
+    node = parts[2].decode("ascii", "replace")
+    incarnation = parts[3].decode("ascii", "replace")
+    if not valid_node_id(node) or not _INCARNATION.match(incarnation):
+        raise WireError("malformed node id or incarnation in handshake")
+    return Hello(node, incarnation)
+
+
+def parse_reply(line: bytes) -> Union[Hello, Tuple[str, str]]:
+    """Parse the accepting side's answer: a Hello, or a (code, message) refusal."""
+    if line.startswith(ERR_WORD + b" "):
+        _, code, message = (line.strip().split(None, 2) + [b"", b""])[:3]
+        return code.decode("ascii", "replace"), message.decode("utf-8", "replace")
+    return parse_hello(line, OK_WORD)
+
+
+def encode_write(seq: int, key: bytes, entry: Entry) -> bytes:
+    version = entry.version
+    node = version.node.encode("ascii")
+    value = entry.value
+    flags = _TOMBSTONE if value is None else 0
+    body = b"".join(
+        (
+            b"W",
+            _WRITE.pack(seq, version.ms, version.counter, flags, len(node)),
+            node,
+            _KEYLEN.pack(len(key)),
+            key,
+            value or b"",
+        )
+    )
+    return _LENGTH.pack(len(body)) + body
+
+
+def encode_ack(seq: int) -> bytes:
+    return _LENGTH.pack(9) + b"A" + _SEQ.pack(seq)
+
+
+def decode_body(body: bytes) -> Frame:
+    kind = body[:1]
+    try:
+        if kind == b"W":
+            seq, ms, counter, flags, node_len = _WRITE.unpack_from(body, 1)
+            offset = 1 + _WRITE.size
+            node = body[offset : offset + node_len].decode("ascii")
+            offset += node_len
+            (key_len,) = _KEYLEN.unpack_from(body, offset)
+            offset += _KEYLEN.size
+            key = body[offset : offset + key_len]
+            if len(key) != key_len or not key:
+                raise WireError("truncated key in write frame")
+            offset += key_len
+            value: Optional[bytes] = None if flags & _TOMBSTONE else body[offset:]
+            return Write(seq, key, Entry(value, Version(ms, counter, node)))
+        if kind == b"A" and len(body) == 9:
+            return Ack(_SEQ.unpack_from(body, 1)[0])
+        if kind in (b"H", b"h") and len(body) == 1:
+            return Heartbeat(kind == b"h")
+    except (struct.error, UnicodeDecodeError) as e:
+        raise WireError("malformed frame: {}".format(e)) from e
+    raise WireError("unknown frame kind {!r}".format(kind))
+
+
+class FrameDecoder:
+    """Cuts a byte stream into frames; refuses any frame over ``max_frame``."""
+
+    def __init__(self, max_frame: int) -> None:
+        self.max_frame = max_frame
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> List[Frame]:
+        buffer = self._buffer + data if self._buffer else data
+        frames = []
+        offset = 0
+        end = len(buffer)
+        while end - offset >= 4:
+            (length,) = _LENGTH.unpack_from(buffer, offset)
+            if length > self.max_frame or length == 0:
+                raise WireError("frame of {} bytes refused".format(length))
+            if end - offset - 4 < length:
+                break
+            frames.append(decode_body(buffer[offset + 4 : offset + 4 + length]))
+            offset += 4 + length
+        self._buffer = buffer[offset:]
+        return frames
