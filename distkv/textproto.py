@@ -98,6 +98,9 @@ class TextProtocol(LineReceiver):
             self._close()
 
     def lineLengthExceeded(self, line: bytes) -> None:
+        if self._closing:
+            self.clearLineBuffer()
+            return
         log.warn(
             "Closing {peer}: request over the {limit}-byte limit",
             peer=self.transport.getPeer(),

@@ -1,0 +1,270 @@
+"""Whole clusters in one process on a fake clock: faults are deterministic here."""
+
+from __future__ import annotations
+
+from typing import Dict
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from distkv.node import Node
+from distkv.testing import SimulatedCluster, SimulatedNetwork
+
+
+def values(cluster: SimulatedCluster, node_id: str) -> Dict[bytes, bytes]:
+    store = cluster.nodes[node_id].store
+    return {k: e.value for k, e in store.items() if e.value is not None}
+
+
+def link(cluster: SimulatedCluster, source: str, target: str):  # type: ignore[no-untyped-def]
+    port = cluster.ports[target]
+    return cluster.nodes[source].replication.links[("127.0.0.1", port)]
+
+
+class ClusterTests(SynchronousTestCase):
+    def make(self, size: int = 3, **options: object) -> SimulatedCluster:
+        cluster = SimulatedCluster(size, **options)  # type: ignore[arg-type]
+        cluster.settle()
+
+        def stop() -> None:
+            cluster.stop()
+            self.assertEqual(cluster.net.getDelayedCalls(), [])
+
+        self.addCleanup(stop)
+        return cluster
+
+    def test_writes_on_every_node_reach_every_node(self) -> None:
+        """With 5 nodes, writes and deletes made through each node end identical everywhere."""
+        cluster = self.make(5)
+        for node_id, node in cluster.nodes.items():
+            for i in range(10):
+                node.store.set(b"%s-%d" % (node_id.encode(), i), b"v%d" % i)
+            node.store.delete(b"%s-0" % node_id.encode())
+        cluster.run()
+        self.assertTrue(cluster.converged())
+        self.assertEqual(len(values(cluster, "n3")), 45)
+
+    def test_replicated_writes_are_not_broadcast_again(self) -> None:
+        """A node queues only its own writes: what it received never enters its outboxes."""
+        cluster = self.make(3)
+        for i in range(20):
+            cluster.nodes["n1"].store.set(b"k%d" % i, b"v")
+        cluster.run()
+        self.assertTrue(cluster.converged())
+        for source in ("n2", "n3"):
+            for peer_link in cluster.nodes[source].replication.links.values():
+                self.assertEqual(peer_link.outbox.last_seq, 0)
+
+    def test_dropped_links_reconnect_and_resume(self) -> None:
+        """Links cut mid-stream reconnect with backoff and deliver every write exactly as written."""
+        cluster = self.make(3)
+        n1 = cluster.nodes["n1"]
+        for round_ in range(5):
+            for i in range(20):
+                n1.store.set(b"k%d" % i, b"round%d" % round_)
+            cluster.net.cut("n1", "n2")
+            cluster.net.cut("n1", "n3")
+            cluster.advance(0.05)
+        cluster.settle()
+        self.assertTrue(cluster.converged())
+        self.assertEqual(values(cluster, "n2")[b"k7"], b"round4")
+        self.assertTrue(link(cluster, "n1", "n2").up)
+
+    def test_lost_acknowledgements_cause_harmless_duplicates(self) -> None:
+        """Writes delivered whose acks were lost are sent again, and duplicates change nothing."""
+        cluster = self.make(2)
+        n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+        applied = []
+        n2.store.subscribe(lambda key, entry, local: applied.append(key))
+        for i in range(10):
+            n1.store.set(b"k%d" % i, b"v%d" % i)
+        # Deliver n1's writes to n2 but drop the connection before acks return.
+        cluster.net.cut("n1", "n2", deliver_client_bytes=True)
+        self.assertEqual(len(applied), 10)
+        self.assertEqual(len(link(cluster, "n1", "n2").outbox), 10)
+        cluster.settle()
+        self.assertEqual(len(applied), 10)  # resent, merged, not re-applied
+        self.assertTrue(link(cluster, "n1", "n2").outbox.drained())
+        self.assertTrue(cluster.converged())
+
+    def test_partitioned_peer_gets_what_it_missed_when_healed(self) -> None:
+        """A peer cut off from everyone while others write receives it all once reachable."""
+        cluster = self.make(3)
+        for other in ("n1", "n2"):
+            cluster.net.block("n3", other)
+        for i in range(30):
+            cluster.nodes["n1" if i % 2 else "n2"].store.set(b"k%d" % i, b"v%d" % i)
+        cluster.advance(5)
+        self.assertEqual(values(cluster, "n3"), {})
+        self.assertEqual(len(link(cluster, "n1", "n3").outbox), 15)
+        for other in ("n1", "n2"):
+            cluster.net.unblock("n3", other)
+        cluster.settle()
+        self.assertTrue(cluster.converged())
+        self.assertEqual(len(values(cluster, "n3")), 30)
+
+    def test_partition_with_writes_on_both_sides_converges(self) -> None:
+        """Both sides of a partition write the same keys; after healing all nodes agree."""
+        cluster = self.make(4)
+        for a in ("n1", "n2"):
+            for b in ("n3", "n4"):
+                cluster.net.block(a, b)
+        for i in range(20):
+            cluster.nodes["n1"].store.set(b"k%d" % i, b"left")
+            cluster.advance(0.01)
+            cluster.nodes["n4"].store.set(b"k%d" % i, b"right")
+        cluster.advance(1)
+        for a in ("n1", "n2"):
+            for b in ("n3", "n4"):
+                cluster.net.unblock(a, b)
+        cluster.settle()
+        self.assertTrue(cluster.converged())
+        self.assertEqual(set(values(cluster, "n2").values()), {b"right"})
+
+    def test_concurrent_writers_on_the_same_keys_converge(self) -> None:
+        """All nodes write the same keys at the same instant: one value per key wins everywhere."""
+        cluster = self.make(5)
+        for i in range(10):
+            for node_id, node in cluster.nodes.items():
+                node.store.set(b"k%d" % i, node_id.encode())
+        cluster.run()
+        self.assertTrue(cluster.converged())
+        # Same timestamp: the version's node id breaks the tie.
+        self.assertEqual(values(cluster, "n1")[b"k0"], b"n5")
+
+    def test_causal_overwrite_through_a_slow_clock_wins(self) -> None:
+        """A node whose clock is 10 s behind overwrites a value it has seen, and its write wins."""
+        cluster = SimulatedCluster(3, skew_ms={"n1": -10_000})
+        self.addCleanup(cluster.stop)
+        cluster.settle()
+        cluster.nodes["n2"].store.set(b"k", b"from fast clock")
+        cluster.run()
+        self.assertEqual(cluster.nodes["n1"].store.get(b"k"), b"from fast clock")
+        cluster.nodes["n1"].store.set(b"k", b"from slow clock")
+        cluster.run()
+        self.assertTrue(cluster.converged())
+        self.assertEqual(cluster.nodes["n3"].store.get(b"k"), b"from slow clock")
+
+    def test_versions_from_a_clock_hours_ahead_are_refused_and_counted(self) -> None:
+        """Writes stamped two hours in the future are refused by peers and counted in STATUS."""
+        cluster = SimulatedCluster(2, skew_ms={"n2": 7_200_000}, max_clock_skew=60.0)
+        self.addCleanup(cluster.stop)
+        cluster.settle()
+        cluster.nodes["n2"].store.set(b"k", b"from the future")
+        cluster.run()
+        n1 = cluster.nodes["n1"]
+        self.assertIsNone(n1.store.get(b"k"))
+        self.assertIn("refused_future_versions 1", n1.status_lines())
+        self.assertTrue(link(cluster, "n2", "n1").outbox.drained())  # no stuck retries
+
+    def test_deleted_key_never_comes_back(self) -> None:
+        """A delete made while one node is cut off wins when that node returns with the old value."""
+        cluster = self.make(3)
+        cluster.nodes["n1"].store.set(b"k", b"v")
+        cluster.run()
+        for other in ("n1", "n2"):
+            cluster.net.block("n3", other)
+        cluster.advance(0.5)
+        self.assertTrue(cluster.nodes["n2"].store.delete(b"k"))
+        cluster.advance(3)
+        self.assertEqual(cluster.nodes["n3"].store.get(b"k"), b"v")
+        for other in ("n1", "n2"):
+            cluster.net.unblock("n3", other)
+        cluster.settle()
+        self.assertTrue(cluster.converged())
+        for node in cluster.nodes.values():
+            self.assertIsNone(node.store.get(b"k"))
+
+    def test_peer_down_while_others_write_then_restarted(self) -> None:
+        """Writes made while a node is down are delivered to its restart; the restart is flagged for resync."""
+        cluster = self.make(3)
+        cluster.nodes["n1"].store.set(b"before", b"1")
+        cluster.run()
+        cluster.crash("n3")
+        for i in range(10):
+            cluster.nodes["n1"].store.set(b"during%d" % i, b"x")
+            cluster.nodes["n2"].store.delete(b"gone%d" % i)
+        cluster.advance(5)
+        self.assertFalse(link(cluster, "n1", "n3").up)
+        cluster.start("n3")
+        cluster.settle()
+        n3 = cluster.nodes["n3"]
+        self.assertEqual(n3.store.get(b"during9"), b"x")
+        self.assertEqual(n3.store.tombstones, 10)
+        # It came back empty: "before" needs the full resync (anti-entropy), which is flagged.
+        self.assertIsNone(n3.store.get(b"before"))
+        for source in ("n1", "n2"):
+            self.assertTrue(link(cluster, source, "n3").outbox.needs_resync)
+            self.assertTrue(any("resync=needed" in line for line in
+                                cluster.nodes[source].status_lines()))
+
+    def test_outbox_overflow_marks_the_peer_for_resync(self) -> None:
+        """Too many undelivered bytes for one peer empties its outbox and flags a resync."""
+        cluster = self.make(2, outbox_bytes=4096)
+        cluster.net.block("n1", "n2")
+        for i in range(100):
+            cluster.nodes["n1"].store.set(b"k%d" % i, b"x" * 50)
+        peer = link(cluster, "n1", "n2")
+        self.assertTrue(peer.outbox.needs_resync)
+        self.assertLessEqual(peer.outbox.bytes, 4096)
+        cluster.net.unblock("n1", "n2")
+        cluster.settle()
+        # Writes after the overflow are still delivered; the overflowed ones await the resync.
+        self.assertEqual(cluster.nodes["n2"].store.get(b"k99"), b"x" * 50)
+        self.assertTrue(any("resync=needed" in line for line in cluster.nodes["n1"].status_lines()))
+
+    def test_heartbeat_drops_a_link_whose_peer_went_silent(self) -> None:
+        """A peer that stops answering is dropped after four heartbeats and reconnected later."""
+        cluster = self.make(2, heartbeat=1.0)
+        peer = link(cluster, "n1", "n2")
+        self.assertTrue(peer.up)
+        connection = [c for c in cluster.net.connections if c.nodes == ("n1", "n2")][0]
+        connection.pump.serverIO.protocol.dataReceived = lambda data: None  # frozen peer
+        cluster.advance(6)
+        self.assertNotIn(connection, cluster.net.connections)
+        cluster.settle()
+        self.assertTrue(peer.up)
+
+
+class IdentityTests(SynchronousTestCase):
+    def two_nodes(self, id_a: str, id_b: str) -> tuple:  # type: ignore[type-arg]
+        net = SimulatedNetwork()
+        nodes = []
+        for node_id, port, other in ((id_a, 1, 2), (id_b, 2, 1)):
+            node = Node(net, node_id, listen_port=port)
+            node.add_peer("127.0.0.1", other)
+            net.attach(node_id, port, node.factory())
+            node.replication.startService()
+            nodes.append(node)
+        net.advance_by(3)
+        return net, nodes
+
+    def test_nodes_with_the_same_id_refuse_to_link(self) -> None:
+        """Two nodes sharing an id never link, never exchange writes, and say why."""
+        net, (a, b) = self.two_nodes("same", "same")
+        a.store.set(b"k", b"v")
+        net.advance_by(3)
+        self.assertIsNone(b.store.get(b"k"))
+        for node in (a, b):
+            (peer,) = node.replication.links.values()
+            self.assertFalse(peer.up)
+            self.assertIn("refused=duplicate-node-id", peer.status())
+        for node in (a, b):
+            for peer in node.replication.links.values():
+                peer.stopTrying()
+        net.advance_by(15)
+
+    def test_a_peer_entry_that_reaches_this_node_is_skipped(self) -> None:
+        """A peer address that turns out to be this node (by handshake) is dropped, not retried."""
+        net = SimulatedNetwork()
+        node = Node(net, "solo", listen_port=1)
+        net.attach("solo", 1, node.factory())
+        alias = node.add_peer("solo.example", 1)  # same port, a name we cannot recognise
+        self.assertIsNotNone(alias)
+        self.assertIsNone(node.add_peer("127.0.0.1", 1))
+        node.replication.startService()
+        net.advance_by(3)
+        assert alias is not None
+        self.assertTrue(alias.is_self)
+        self.assertFalse(alias.up)
+        self.assertIn("link=self", alias.status())
+        self.assertEqual(net.getDelayedCalls(), [])

@@ -1,0 +1,78 @@
+"""The hybrid logical clock: monotonic stamps, causality across skew, refusal of the far future."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from distkv.hlc import HybridClock, Version
+
+
+class FakeWall:
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+class HybridClockTests(SynchronousTestCase):
+    def test_stamps_strictly_increase_when_wall_clock_stalls_or_goes_back(self) -> None:
+        """Every stamp is above the previous one even if the wall clock jumps backwards."""
+        wall = FakeWall(1000)
+        clock = HybridClock("a", wall)
+        stamps = [clock.now()]
+        for ms in (1000, 1000, 999, 500, 1001, 1001):
+            wall.ms = ms
+            stamps.append(clock.now())
+        self.assertEqual(stamps, sorted(stamps))
+        self.assertEqual(len(set(stamps)), len(stamps))
+
+    def test_observed_version_makes_the_next_stamp_larger(self) -> None:
+        """A node whose clock is behind still stamps above a version it has seen."""
+        clock = HybridClock("slow", FakeWall(1000))
+        remote = Version(5000, 7, "fast")
+        self.assertTrue(clock.observe(remote))
+        self.assertGreater(clock.now(), remote)
+
+    def test_now_above_beats_a_version_it_never_observed(self) -> None:
+        """now_above returns a stamp above the given version whatever the wall clock says."""
+        clock = HybridClock("a", FakeWall(10))
+        target = Version(10_000_000, 3, "z")
+        self.assertGreater(clock.now_above(target), target)
+
+    def test_far_future_version_is_refused_and_counted(self) -> None:
+        """A version beyond the allowed skew is refused, counted, and leaves the clock alone."""
+        clock = HybridClock("a", FakeWall(1000), max_drift_ms=500)
+        self.assertFalse(clock.observe(Version(1501 + 1000, 0, "b")))
+        self.assertEqual(clock.refused, 1)
+        self.assertLess(clock.now(), Version(2000, 0, ""))
+        self.assertTrue(clock.observe(Version(1400, 0, "b")))
+        self.assertEqual(clock.refused, 1)
+
+    def test_restore_never_stamps_below_the_saved_high_water_mark(self) -> None:
+        """After a restart with the wall clock set back, stamps stay above the saved mark."""
+        clock = HybridClock("a", FakeWall(1000))
+        clock.restore(5000)
+        self.assertGreater(clock.now(), Version(5000, 1 << 30, "zzzz"))
+
+    @given(st.lists(st.tuples(st.booleans(), st.integers(0, 10_000), st.integers(0, 50))))
+    def test_stamps_are_monotonic_under_any_mix_of_ticks_and_observations(
+        self, steps: list[tuple[bool, int, int]]
+    ) -> None:
+        """Interleaved wall-clock moves and observations never produce a smaller stamp."""
+        wall = FakeWall(5000)
+        clock = HybridClock("a", wall, max_drift_ms=10**9)
+        last = clock.now()
+        for observe, ms, counter in steps:
+            if observe:
+                seen = Version(ms, counter, "b")
+                clock.observe(seen)
+                stamp = clock.now()
+                self.assertGreater(stamp, seen)
+            else:
+                wall.ms = ms
+                stamp = clock.now()
+            self.assertGreater(stamp, last)
+            last = stamp

@@ -1,0 +1,143 @@
+"""The sans-IO store: last-writer-wins merge that converges under any delivery order."""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from distkv.hlc import HybridClock, Version
+from distkv.store import Entry, Store
+
+
+def make_store(node: str = "a", wall: int = 1000) -> Store:
+    return Store(HybridClock(node, lambda: wall, max_drift_ms=10**12))
+
+
+Write = Tuple[bytes, Entry]
+
+# A history: writers (with their own skewed clocks) each do a sequence of
+# sets and deletes on a few keys, sometimes after hearing another's writes.
+operations = st.lists(
+    st.tuples(
+        st.integers(0, 2),  # which writer
+        st.sampled_from([b"k1", b"k2", b"k3"]),
+        st.one_of(st.none(), st.binary(max_size=4)),  # None: delete
+        st.booleans(),  # first merge everything written so far
+    ),
+    max_size=30,
+)
+
+
+def generate(history: List[Tuple[int, bytes, object, bool]]) -> List[Write]:
+    skews = [0, 5000, -3000]
+    writers = [make_store("w{}".format(i), 100_000 + skews[i]) for i in range(3)]
+    written: List[Write] = []
+    for who, key, value, sync in history:
+        store = writers[who]
+        if sync:
+            for k, e in written:
+                store.apply(k, e)
+        if value is None:
+            store.delete(key)
+        else:
+            assert isinstance(value, bytes)
+            store.set(key, value)
+        written.append((key, store.entry(key)))  # type: ignore[arg-type]
+    return written
+
+
+class StoreTests(SynchronousTestCase):
+    def test_set_get_delete(self) -> None:
+        """SET stores a value, GET returns it, DEL leaves a tombstone and reports a live delete."""
+        store = make_store()
+        self.assertIsNone(store.get(b"k"))
+        store.set(b"k", b"v")
+        self.assertEqual(store.get(b"k"), b"v")
+        self.assertEqual(len(store), 1)
+        self.assertTrue(store.delete(b"k"))
+        self.assertFalse(store.delete(b"k"))
+        self.assertIsNone(store.get(b"k"))
+        self.assertEqual((len(store), store.tombstones), (0, 1))
+
+    def test_delete_of_unknown_key_leaves_a_tombstone_that_beats_older_writes(self) -> None:
+        """DEL of a key this node never saw still wins over an older write arriving later."""
+        store = make_store(wall=2000)
+        self.assertFalse(store.delete(b"k"))
+        self.assertFalse(store.apply(b"k", Entry(b"old", Version(1500, 0, "b"))))
+        self.assertIsNone(store.get(b"k"))
+
+    def test_tombstone_loses_to_a_newer_write(self) -> None:
+        """A write newer than a tombstone brings the key back."""
+        store = make_store(wall=2000)
+        store.delete(b"k")
+        self.assertTrue(store.apply(b"k", Entry(b"new", Version(3000, 0, "b"))))
+        self.assertEqual(store.get(b"k"), b"new")
+
+    def test_local_overwrite_beats_a_value_from_a_clock_far_ahead(self) -> None:
+        """Overwriting a key always wins over the value it replaces, whatever the skew."""
+        store = make_store(wall=1000)
+        store.apply(b"k", Entry(b"remote", Version(50_000, 9, "b")))
+        entry = store.set(b"k", b"mine")
+        self.assertGreater(entry.version, Version(50_000, 9, "b"))
+        self.assertEqual(store.get(b"k"), b"mine")
+
+    def test_listeners_hear_local_and_remote_changes_but_not_stale_ones(self) -> None:
+        """Listeners get (key, entry, local) for each change and nothing for a stale write."""
+        store = make_store(wall=5000)
+        heard: List[Tuple[bytes, Entry, bool]] = []
+        store.subscribe(lambda k, e, local: heard.append((k, e, local)))
+        mine = store.set(b"a", b"1")
+        theirs = Entry(b"2", Version(6000, 0, "b"))
+        store.apply(b"b", theirs)
+        store.apply(b"b", Entry(b"old", Version(10, 0, "b")))
+        store.apply(b"b", theirs)
+        self.assertEqual(heard, [(b"a", mine, True), (b"b", theirs, False)])
+
+    def test_far_future_remote_write_is_refused(self) -> None:
+        """A remote version beyond the allowed skew is not stored."""
+        store = Store(HybridClock("a", lambda: 1000, max_drift_ms=100))
+        self.assertFalse(store.apply(b"k", Entry(b"v", Version(10_000, 0, "b"))))
+        self.assertIsNone(store.entry(b"k"))
+        self.assertEqual(store.clock.refused, 1)
+
+    @settings(max_examples=150, deadline=None)
+    @given(operations, st.randoms(use_true_random=False), st.integers(0, 3))
+    def test_any_delivery_order_with_duplicates_converges(
+        self, history: List[Tuple[int, bytes, object, bool]], rnd: object, dups: int
+    ) -> None:
+        """Replicas fed the same writes in any order, with duplicates, end identical."""
+        written = generate(history)
+        replicas = []
+        for _ in range(3):
+            deliveries = list(written) + list(written[:dups])
+            rnd.shuffle(deliveries)  # type: ignore[attr-defined]
+            replica = make_store("r", 100_000)
+            for key, entry in deliveries:
+                replica.apply(key, entry)
+            replicas.append(replica.snapshot())
+        self.assertEqual(replicas[0], replicas[1])
+        self.assertEqual(replicas[0], replicas[2])
+        # ...and what they hold is, per key, the write with the highest version.
+        best = {}
+        for key, entry in written:
+            if key not in best or entry.version > best[key].version:
+                best[key] = entry
+        self.assertEqual(replicas[0], best)
+
+    @given(operations)
+    def test_a_writer_that_heard_everything_overwrites_it(
+        self, history: List[Tuple[int, bytes, object, bool]]
+    ) -> None:
+        """A write made after merging all others is the one every replica keeps (causality)."""
+        written = generate(history)
+        late = make_store("late", 1)  # its wall clock is far behind everyone's
+        for key, entry in written:
+            late.apply(key, entry)
+        final = late.set(b"k1", b"final")
+        replica = make_store("r", 100_000)
+        for key, entry in reversed(written + [(b"k1", final)]):
+            replica.apply(key, entry)
+        self.assertEqual(replica.get(b"k1"), b"final")

@@ -1,0 +1,157 @@
+"""The text protocol over StringTransport: every reply and error, whole and in chunks."""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from distkv.frontdoor import FrontDoor
+from distkv.node import Node
+from distkv.textproto import parse_line
+
+ADDRESS = IPv4Address("TCP", "127.0.0.1", 5555)
+
+
+def connect(node: Node) -> Tuple[FrontDoor, StringTransport]:
+    proto = node.factory().buildProtocol(ADDRESS)
+    transport = StringTransport(peerAddress=ADDRESS)
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def converse(node: Node, data: bytes, chunk: int = 0) -> bytes:
+    proto, transport = connect(node)
+    step = chunk or len(data) or 1
+    for i in range(0, len(data), step):
+        proto.dataReceived(data[i : i + step])
+    return transport.value()
+
+
+SCRIPT = [
+    (b"SET k hello world\r\n", b"OK\r\n"),
+    (b"GET k\r\n", b"hello world\r\n"),
+    (b"get k\n", b"hello world\r\n"),
+    (b"SET  spaced  two  spaces \n", b"OK\r\n"),
+    (b"GET spaced\n", b" two  spaces \r\n"),
+    (b"SET empty \n", b"OK\r\n"),
+    (b"GET empty\n", b"\r\n"),
+    (b"SET utf8 caf\xc3\xa9 \xe2\x9c\x93\n", b"OK\r\n"),
+    (b"GET utf8\n", b"caf\xc3\xa9 \xe2\x9c\x93\r\n"),
+    (b"GET missing\n", b"(nil)\r\n"),
+    (b"DEL k\n", b"1\r\n"),
+    (b"DEL k\n", b"0\r\n"),
+    (b"GET k\n", b"(nil)\r\n"),
+    (b"PING\r\n", b"PONG\r\n"),
+    (b"PiNg\n", b"PONG\r\n"),
+    (b"\r\n", b""),
+    (b"FLY me\n", b"ERR unknown command 'FLY'\r\n"),
+    (b"GET\n", b"ERR wrong number of arguments for 'get' command\r\n"),
+    (b"GET a b\n", b"ERR wrong number of arguments for 'get' command\r\n"),
+    (b"SET onlykey\n", b"ERR wrong number of arguments for 'set' command\r\n"),
+    (b"SET\n", b"ERR wrong number of arguments for 'set' command\r\n"),
+    (b"DEL\n", b"ERR wrong number of arguments for 'del' command\r\n"),
+    (b"DIS\n", b"ERR unknown command 'DIS'\r\n"),
+    (b"PING still-usable\n", b"still-usable\r\n"),
+]
+
+
+class TextProtocolTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.node = Node(Clock(), "t1")
+
+    def test_every_command_and_error_reply(self) -> None:
+        """Each request gets exactly its documented reply, and errors keep the connection."""
+        proto, transport = connect(self.node)
+        for request, reply in SCRIPT:
+            transport.clear()
+            proto.dataReceived(request)
+            self.assertEqual(transport.value(), reply, request)
+        self.assertFalse(transport.disconnecting)
+
+    def test_pipelined_script_in_any_chunk_size(self) -> None:
+        """The whole script pipelined, fed in chunks of 1..N bytes, gives the same replies in order."""
+        data = b"".join(request for request, _ in SCRIPT)
+        expected = b"".join(reply for _, reply in SCRIPT)
+        for chunk in range(1, 40):
+            node = Node(Clock(), "t1")
+            self.assertEqual(converse(node, data, chunk), expected, chunk)
+
+    def test_quit_answers_ok_then_closes_and_ignores_the_rest(self) -> None:
+        """QUIT replies OK, closes, and commands pipelined after it are not run."""
+        proto, transport = connect(self.node)
+        proto.dataReceived(b"PING\nQUIT\nSET after 1\n")
+        self.assertEqual(transport.value(), b"PONG\r\nOK\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertIsNone(self.node.store.get(b"after"))
+
+    def test_half_close_answers_everything_then_closes(self) -> None:
+        """After the client half-closes, every request (even an unterminated last one) is answered."""
+        self.node.store.set(b"k", b"v")
+        for chunk in (1, 3, 100):
+            proto, transport = connect(self.node)
+            data = b"PING\nGET k"
+            for i in range(0, len(data), chunk):
+                proto.dataReceived(data[i : i + chunk])
+            self.assertFalse(transport.disconnecting)
+            proto.readConnectionLost()
+            self.assertEqual(transport.value(), b"PONG\r\nv\r\n")
+            self.assertTrue(transport.disconnecting)
+
+    def test_half_close_before_any_byte_just_closes(self) -> None:
+        """A client that half-closes without sending anything is closed cleanly."""
+        proto, transport = connect(self.node)
+        proto.readConnectionLost()
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+
+    def test_oversized_request_gets_err_closes_and_changes_nothing(self) -> None:
+        """A line over the limit, whole or unterminated, gets ERR and a close; stored data stays."""
+        for tail in (b"\n", b""):
+            node = Node(Clock(), "t1", max_request=64)
+            node.store.set(b"k", b"before")
+            for chunk in (1, 7, 1000):
+                proto, transport = connect(node)
+                data = b"SET k " + b"x" * 100 + tail
+                for i in range(0, len(data), chunk):
+                    if transport.disconnecting:
+                        break
+                    proto.dataReceived(data[i : i + chunk])
+                self.assertTrue(transport.value().startswith(b"ERR request exceeds"))
+                self.assertEqual(transport.value().count(b"\n"), 1)
+                self.assertTrue(transport.disconnecting)
+                self.assertEqual(node.store.get(b"k"), b"before")
+                # The buffer was dropped: memory does not grow with what follows.
+                proto.dataReceived(b"y" * 10_000)
+                inner = proto.inner
+                self.assertLessEqual(len(inner._buffer), 64)  # type: ignore[union-attr]
+
+    def test_request_at_the_limit_is_accepted(self) -> None:
+        """A request exactly at the size limit is served."""
+        node = Node(Clock(), "t1", max_request=64)
+        line = b"SET k " + b"v" * (64 - 6)
+        self.assertEqual(len(line), 64)
+        self.assertEqual(converse(node, line + b"\n"), b"OK\r\n")
+        self.assertEqual(node.store.get(b"k"), b"v" * 58)
+
+    def test_status_report_ends_with_end(self) -> None:
+        """STATUS lists node id, key and tombstone counts, and ends with END."""
+        self.node.store.set(b"a", b"1")
+        self.node.store.delete(b"b")
+        lines = converse(self.node, b"STATUS\n").split(b"\r\n")
+        self.assertIn(b"node t1", lines)
+        self.assertIn(b"keys 1", lines)
+        self.assertIn(b"tombstones 1", lines)
+        self.assertEqual(lines[-2:], [b"END", b""])
+
+
+class ParseLineTests(SynchronousTestCase):
+    def test_set_value_is_the_rest_of_the_line_after_one_space(self) -> None:
+        """SET keeps the value's own spaces and tabs; other commands split on whitespace."""
+        self.assertEqual(parse_line(b"SET k  a\tb ").args, (b"k", b" a\tb "))
+        self.assertEqual(parse_line(b"set\tk\tv").args, (b"k", b"v"))
+        self.assertEqual(parse_line(b"DEL a  b\tc").args, (b"a", b"b", b"c"))
+        self.assertEqual(parse_line(b"  get k").name, b"GET")

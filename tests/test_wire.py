@@ -1,0 +1,62 @@
+"""The peer wire format: frames survive any chunking; bad input is refused."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from distkv import wire
+from distkv.hlc import Version
+from distkv.store import Entry
+
+writes = st.builds(
+    wire.Write,
+    st.integers(1, 2**63),
+    st.binary(min_size=1, max_size=40),
+    st.builds(
+        Entry,
+        st.one_of(st.none(), st.binary(max_size=60)),
+        st.builds(Version, st.integers(0, 2**62), st.integers(0, 2**31), st.from_regex(r"\A[a-z0-9]{1,10}\Z")),
+    ),
+)
+
+
+class WireTests(SynchronousTestCase):
+    @given(st.lists(writes, max_size=20), st.lists(st.integers(1, 50), min_size=1))
+    def test_frames_round_trip_through_any_chunking(self, frames: list, cuts: list) -> None:  # type: ignore[type-arg]
+        """Write and ack frames decode to what was encoded however the stream is split."""
+        stream = b"".join(wire.encode_write(*f) for f in frames) + wire.encode_ack(42)
+        decoder = wire.FrameDecoder(1 << 20)
+        got = []
+        offset, i = 0, 0
+        while offset < len(stream):
+            size = cuts[i % len(cuts)]
+            got.extend(decoder.feed(stream[offset : offset + size]))
+            offset += size
+            i += 1
+        self.assertEqual(got, list(frames) + [wire.Ack(42)])
+
+    def test_oversized_frame_is_refused(self) -> None:
+        """A length prefix over the limit is a protocol error, before any body is buffered."""
+        decoder = wire.FrameDecoder(100)
+        with self.assertRaises(wire.WireError):
+            decoder.feed(b"\x00\x00\x10\x00W")
+
+    def test_garbage_frames_are_refused(self) -> None:
+        """Unknown kinds and truncated writes raise WireError instead of storing anything."""
+        for body in (b"Z", b"W\x00\x01", b"A\x00", b"Hx"):
+            with self.assertRaises(wire.WireError):
+                wire.FrameDecoder(1 << 10).feed(len(body).to_bytes(4, "big") + body)
+
+    def test_handshake_round_trip_and_refusal(self) -> None:
+        """Hello lines parse back; malformed ones and refusals are told apart."""
+        hello = wire.Hello("node-1", "abc123")
+        self.assertEqual(wire.parse_hello(wire.hello_line(wire.MAGIC, hello), wire.MAGIC), hello)
+        self.assertEqual(wire.parse_reply(wire.hello_line(wire.OK_WORD, hello)), hello)
+        self.assertEqual(
+            wire.parse_reply(wire.refusal_line("self", "it is me")), ("self", "it is me")
+        )
+        for bad in (b"DISTKV-PEER 2 a b\r\n", b"DISTKV-PEER 1 bad/id ab\r\n", b"HELLO\r\n"):
+            with self.assertRaises(wire.WireError):
+                wire.parse_hello(bad, wire.MAGIC)
