@@ -48,19 +48,22 @@ class FrontDoor(Protocol):
             self._buffer = buffer  # could still become a peer handshake
             return
         self._buffer = b""
-        self._choose(self._peer if buffer.startswith(magic) else self._client)
-        self.inner.dataReceived(buffer)  # type: ignore[union-attr]
+        self._choose(self._peer if buffer.startswith(magic) else self._client).dataReceived(
+            buffer
+        )
 
-    def _choose(self, make: Callable[[], IProtocol]) -> None:
+    def _choose(self, make: Callable[[], IProtocol]) -> IProtocol:
         inner = make()
         self.inner = inner
+        assert self.transport is not None
         inner.makeConnection(self.transport)
+        return inner
 
     def readConnectionLost(self) -> None:
         if self.inner is None:
-            self._choose(self._client)
+            inner = self._choose(self._client)
             if self._buffer:
-                self.inner.dataReceived(self._buffer)  # type: ignore[union-attr]
+                inner.dataReceived(self._buffer)
         half = IHalfCloseableProtocol(self.inner, None)
         if half is not None:
             half.readConnectionLost()
@@ -92,7 +95,7 @@ class FrontDoorFactory(Factory):
         self._client = client
         self._peer = peer
 
-    def buildProtocol(self, addr: IAddress) -> FrontDoor:
+    def buildProtocol(self, addr: Optional[IAddress]) -> FrontDoor:
         door = FrontDoor(self._client, self._peer)
         door.factory = self
         return door

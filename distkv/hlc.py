@@ -22,7 +22,7 @@ class Version(NamedTuple):
     node: str
 
     def __str__(self) -> str:
-        return "{}.{}@{}".format(self.ms, self.counter, self.node)
+        return f"{self.ms}.{self.counter}@{self.node}"
 
 
 class HybridClock:

@@ -105,17 +105,17 @@ class Node:
                 "A peer connected with our own node id {node}; refusing it",
                 node=caller.node,
             )
-            return ("duplicate-node-id", "node id {} is already in use".format(caller.node))
+            return ("duplicate-node-id", f"node id {caller.node} is already in use")
         return self.hello
 
     def status_lines(self) -> List[str]:
         store = self.store
         lines = [
-            "node {}".format(self.node_id),
-            "incarnation {}".format(self.incarnation),
-            "keys {}".format(len(store)),
-            "tombstones {}".format(store.tombstones),
-            "refused_future_versions {}".format(self.clock.refused),
+            f"node {self.node_id}",
+            f"incarnation {self.incarnation}",
+            f"keys {len(store)}",
+            f"tombstones {store.tombstones}",
+            f"refused_future_versions {self.clock.refused}",
         ]
         lines.extend(link.status() for link in self.replication.links.values())
         return lines

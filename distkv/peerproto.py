@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Optional, Tuple, Union
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -40,6 +40,8 @@ def no_delay(transport: object) -> None:
 
 class PushProtocol(Protocol):
     """Connecting side: introduce ourselves, then stream the outbox."""
+
+    transport: ITCPTransport
 
     def __init__(self, link: PeerLink, clock: IReactorTime, heartbeat: float) -> None:
         self._link = link
@@ -119,6 +121,8 @@ class ApplyProtocol(Protocol):
     ``vet`` answers a caller's Hello with our own Hello, or with a refusal.
     ``apply`` merges one replicated write into the store.
     """
+
+    transport: ITCPTransport
 
     def __init__(
         self,

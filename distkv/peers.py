@@ -36,7 +36,7 @@ class PeerLink(ReconnectingClientFactory):
     noisy = False
     initialDelay = 0.2
     factor = 2.0
-    maxDelay = 10.0
+    maxDelay = 10
 
     def __init__(
         self,
@@ -49,9 +49,10 @@ class PeerLink(ReconnectingClientFactory):
     ) -> None:
         self.host = host
         self.port = port
-        self.name = "{}:{}".format(host, port)
+        self.name = f"{host}:{port}"
         self.local = local
-        self.clock = reactor
+        self.clock = reactor  # type: ignore[assignment]
+        self._reactor = reactor
         self.outbox = outbox
         self._heartbeat = heartbeat
         self._protocol: Optional[PushProtocol] = None
@@ -64,8 +65,8 @@ class PeerLink(ReconnectingClientFactory):
     def up(self) -> bool:
         return self._protocol is not None
 
-    def buildProtocol(self, addr: IAddress) -> PushProtocol:
-        proto = PushProtocol(self, self.clock, self._heartbeat)
+    def buildProtocol(self, addr: Optional[IAddress]) -> PushProtocol:
+        proto = PushProtocol(self, self._reactor, self._heartbeat)
         proto.factory = self  # type: ignore[assignment]
         return proto
 
@@ -138,7 +139,7 @@ class PeerLink(ReconnectingClientFactory):
         overflows = outbox.overflows
         outbox.add(key, entry)
         if outbox.overflows != overflows:
-            self.mark_resync("its outbox passed {} bytes".format(outbox.max_bytes))
+            self.mark_resync(f"its outbox passed {outbox.max_bytes} bytes")
         if self._protocol is not None:
             self.pump()
 
@@ -189,7 +190,7 @@ class PeerLink(ReconnectingClientFactory):
             outbox.bytes,
             outbox.acked,
             "needed" if outbox.needs_resync else "no",
-            " refused={}".format(self.refusal[0]) if self.refusal else "",
+            f" refused={self.refusal[0]}" if self.refusal else "",
         )
 
 
@@ -254,14 +255,17 @@ class Replication(Service):
         waiting = [link.drained() for link in self.links.values() if link.up]
         done: Deferred[object] = DeferredList(waiting)  # type: ignore[assignment]
         timer = self._reactor.callLater(  # type: ignore[attr-defined]
-            self._flush_timeout, lambda: [link.close() for link in self.links.values()]
+            self._flush_timeout, self._close_links
         )
 
         def hang_up(result: object) -> object:
             if timer.active():
                 timer.cancel()
-            for link in self.links.values():
-                link.close()
+            self._close_links()
             return result
 
         return done.addBoth(hang_up)
+
+    def _close_links(self) -> None:
+        for link in self.links.values():
+            link.close()

@@ -28,11 +28,11 @@ def parse_peer(item: str) -> Tuple[str, int]:
         host = host[1:-1]
     if not sep or not host or not port_text.isdigit() or any(c.isspace() for c in host):
         raise usage.UsageError(
-            "bad peer address {!r}: expected host:port, e.g. 127.0.0.1:9001".format(item)
+            f"bad peer address {item!r}: expected host:port, e.g. 127.0.0.1:9001"
         )
     port = int(port_text)
     if not 0 < port < 65536:
-        raise usage.UsageError("bad peer address {!r}: port must be 1-65535".format(item))
+        raise usage.UsageError(f"bad peer address {item!r}: port must be 1-65535")
     return host, port
 
 
@@ -41,11 +41,11 @@ def server_endpoint(value: str) -> str:
     if _PORT_ONLY.match(value):
         port = int(value)
         if not 0 <= port < 65536:
-            raise usage.UsageError("--port {} is not a TCP port (0-65535)".format(value))
-        return "tcp:{}:backlog=1024".format(port)
+            raise usage.UsageError(f"--port {value} is not a TCP port (0-65535)")
+        return f"tcp:{port}:backlog=1024"
     if ":" not in value:
         raise usage.UsageError(
-            "--port {!r} is neither a port number nor an endpoint like tcp:9000".format(value)
+            f"--port {value!r} is neither a port number nor an endpoint like tcp:9000"
         )
     return value
 
@@ -59,9 +59,9 @@ def _positive(name: str, value: str, kind: type = int) -> float:
     try:
         number = kind(value)
     except ValueError:
-        raise usage.UsageError("--{} must be a number, not {!r}".format(name, value))
+        raise usage.UsageError(f"--{name} must be a number, not {value!r}")
     if number <= 0:
-        raise usage.UsageError("--{} must be positive".format(name))
+        raise usage.UsageError(f"--{name} must be positive")
     return number  # type: ignore[no-any-return]
 
 
@@ -105,7 +105,7 @@ class Options(usage.Options):
         node_id = self["node-id"]
         if node_id is not None and not wire.valid_node_id(node_id):
             raise usage.UsageError(
-                "--node-id {!r}: use 1-64 letters, digits or _ . : -".format(node_id)
+                f"--node-id {node_id!r}: use 1-64 letters, digits or _ . : -"
             )
         self["max-request"] = int(_positive("max-request", self["max-request"]))
         self["outbox-bytes"] = int(_positive("outbox-bytes", self["outbox-bytes"]))

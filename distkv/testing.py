@@ -19,18 +19,20 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from twisted.internet import error
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IConnector, IListeningPort
 from twisted.internet.protocol import ClientFactory, Factory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.test import iosim
+from zope.interface import implementer
 
 from distkv.node import Node
 from distkv.store import Entry
 
 
+@implementer(IConnector)
 class _Connector:
     """An IConnector for the simulated network; ``connect`` queues an attempt."""
 
@@ -215,7 +217,7 @@ class SimulatedCluster:
         self.net.advance(1_700_000_000)  # a plausible wall clock
         self._skew = dict(skew_ms or {})
         self._options = node_options
-        self.ports = {"n{}".format(i + 1): 7000 + i for i in range(size)}
+        self.ports = {f"n{i + 1}": 7000 + i for i in range(size)}
         self.nodes: Dict[str, Node] = {}
         for node_id in self.ports:
             self.start(node_id)
@@ -289,12 +291,12 @@ class LocalCluster:
 
     @property
     def addresses(self) -> List[Tuple[str, int]]:
-        return [("127.0.0.1", port.getHost().port) for port in self._ports]  # type: ignore[attr-defined]
+        return [("127.0.0.1", _port_number(port)) for port in self._ports]
 
     @inlineCallbacks
     def stop(self) -> Any:
         yield gatherResults([node.replication.stopService() for node in self.nodes])
-        yield gatherResults([port.stopListening() for port in self._ports])
+        yield gatherResults([maybeDeferred(port.stopListening) for port in self._ports])
 
 
 @inlineCallbacks
@@ -307,18 +309,24 @@ def start_local_cluster(reactor: Any, size: int = 3, **node_options: Any) -> Any
     nodes: List[Node] = []
     ports: List[IListeningPort] = []
     for index in range(size):
-        node = Node(reactor, "local{}".format(index + 1), **node_options)
+        node = Node(reactor, f"local{index + 1}", **node_options)
         port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
             node.factory()
         )
-        node.listen_port = port.getHost().port
+        node.listen_port = _port_number(port)
         nodes.append(node)
         ports.append(port)
     for node in nodes:
         for port in ports:
-            node.add_peer("127.0.0.1", port.getHost().port)
+            node.add_peer("127.0.0.1", _port_number(port))
         node.replication.startService()
     return LocalCluster(nodes, ports)
+
+
+def _port_number(port: IListeningPort) -> int:
+    address = port.getHost()
+    assert isinstance(address, IPv4Address)
+    return address.port
 
 
 def identical(nodes: Iterable[Node]) -> bool:
@@ -337,7 +345,7 @@ def wait_for(reactor: Any, condition: Any, timeout: float = 10.0, interval: floa
     def poll() -> Any:
         while not condition():
             if reactor.seconds() - started > timeout:
-                raise TimeoutError("condition not met within {}s".format(timeout))
+                raise TimeoutError(f"condition not met within {timeout}s")
             yield deferLater(reactor, interval, lambda: None)
 
     return poll()  # type: ignore[no-any-return]

@@ -18,7 +18,7 @@ its newline included) before the server closes.
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, ITCPTransport
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
@@ -79,6 +79,7 @@ class TextProtocol(LineReceiver):
     """Parses lines, runs them through the dispatcher, writes the replies."""
 
     delimiter = b"\n"
+    transport: ITCPTransport
 
     def __init__(self, dispatcher: Dispatcher, max_request: int) -> None:
         self._dispatcher = dispatcher

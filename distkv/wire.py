@@ -94,9 +94,9 @@ def parse_hello(line: bytes, word: bytes) -> Hello:
     """Parse a handshake line that must start with ``word``."""
     parts = line.strip().split()
     if len(parts) != 4 or parts[0] != word.strip():
-        raise WireError("malformed handshake {!r}".format(line[:200]))
+        raise WireError(f"malformed handshake {line[:200]!r}")
     if parts[1] != b"%d" % (PROTOCOL_VERSION,):
-        raise WireError("unsupported peer protocol version {!r}".format(parts[1]))
+        raise WireError(f"unsupported peer protocol version {parts[1]!r}")
     node = parts[2].decode("ascii", "replace")
     incarnation = parts[3].decode("ascii", "replace")
     if not valid_node_id(node) or not _INCARNATION.match(incarnation):
@@ -155,8 +155,8 @@ def decode_body(body: bytes) -> Frame:
         if kind in (b"H", b"h") and len(body) == 1:
             return Heartbeat(kind == b"h")
     except (struct.error, UnicodeDecodeError) as e:
-        raise WireError("malformed frame: {}".format(e)) from e
-    raise WireError("unknown frame kind {!r}".format(kind))
+        raise WireError(f"malformed frame: {e}") from e
+    raise WireError(f"unknown frame kind {kind!r}")
 
 
 class FrameDecoder:
@@ -174,7 +174,7 @@ class FrameDecoder:
         while end - offset >= 4:
             (length,) = _LENGTH.unpack_from(buffer, offset)
             if length > self.max_frame or length == 0:
-                raise WireError("frame of {} bytes refused".format(length))
+                raise WireError(f"frame of {length} bytes refused")
             if end - offset - 4 < length:
                 break
             frames.append(decode_body(buffer[offset + 4 : offset + 4 + length]))

@@ -175,7 +175,7 @@ class ClusterTests(SynchronousTestCase):
             self.assertIsNone(node.store.get(b"k"))
 
     def test_peer_down_while_others_write_then_restarted(self) -> None:
-        """Writes made while a node is down are delivered to its restart; the restart is flagged for resync."""
+        """Writes made while a node is down reach its restart, which is flagged for resync."""
         cluster = self.make(3)
         cluster.nodes["n1"].store.set(b"before", b"1")
         cluster.run()

@@ -33,7 +33,7 @@ operations = st.lists(
 
 def generate(history: List[Tuple[int, bytes, object, bool]]) -> List[Write]:
     skews = [0, 5000, -3000]
-    writers = [make_store("w{}".format(i), 100_000 + skews[i]) for i in range(3)]
+    writers = [make_store(f"w{i}", 100_000 + skews[i]) for i in range(3)]
     written: List[Write] = []
     for who, key, value, sync in history:
         store = writers[who]

@@ -17,7 +17,12 @@ writes = st.builds(
     st.builds(
         Entry,
         st.one_of(st.none(), st.binary(max_size=60)),
-        st.builds(Version, st.integers(0, 2**62), st.integers(0, 2**31), st.from_regex(r"\A[a-z0-9]{1,10}\Z")),
+        st.builds(
+            Version,
+            st.integers(0, 2**62),
+            st.integers(0, 2**31),
+            st.from_regex(r"\A[a-z0-9]{1,10}\Z"),
+        ),
     ),
 )
 

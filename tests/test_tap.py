@@ -1,0 +1,79 @@
+"""The twistd command line: options are validated with messages a user understands."""
+
+from __future__ import annotations
+
+from twisted.application.service import IServiceCollection
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from distkv.tap import Options, endpoint_port, makeService, parse_peer, server_endpoint
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        """With no options the node listens on 9000 with no peers and sane limits."""
+        options = parse()
+        self.assertEqual(options["endpoint"], "tcp:9000:backlog=1024")
+        self.assertEqual(options["peers"], [])
+        self.assertEqual(options["max-request"], 1 << 20)
+        self.assertIsNone(options["node-id"])
+
+    def test_peers_accept_commas_and_repetition(self) -> None:
+        """--peers takes comma-separated host:port items and may repeat."""
+        options = parse("--peers", "127.0.0.1:9001, localhost:9002", "--peers=[::1]:9003")
+        self.assertEqual(
+            options["peers"], [("127.0.0.1", 9001), ("localhost", 9002), ("::1", 9003)]
+        )
+
+    def test_malformed_peer_addresses_are_usage_errors(self) -> None:
+        """A peer without a port, with a bad port or with spaces is refused, naming the item."""
+        for bad in ("nonsense", "host:", ":9000", "host:99999", "host:port", "a b:1"):
+            with self.assertRaises(usage.UsageError) as caught:
+                parse("--peers", bad)
+            self.assertIn(repr(bad.strip()), str(caught.exception))
+
+    def test_port_takes_a_number_or_an_endpoint(self) -> None:
+        """A bare port becomes a TCP endpoint; an endpoint string passes through."""
+        self.assertEqual(parse("--port", "9100")["endpoint"], "tcp:9100:backlog=1024")
+        endpoint = "tcp:9100:interface=127.0.0.1"
+        self.assertEqual(parse("--port", endpoint)["endpoint"], endpoint)
+        for bad in ("99999", "nine"):
+            self.assertRaises(usage.UsageError, parse, "--port", bad)
+
+    def test_numeric_options_must_be_positive_numbers(self) -> None:
+        """Limits and timings refuse zero, negatives and words."""
+        for option in ("--max-request", "--outbox-bytes", "--heartbeat", "--flush-timeout",
+                       "--max-clock-skew"):
+            for bad in ("0", "-1", "lots"):
+                self.assertRaises(usage.UsageError, parse, option, bad)
+
+    def test_node_id_is_checked(self) -> None:
+        """A node id with spaces or slashes, or too long, is refused."""
+        self.assertEqual(parse("--node-id", "node-1.a")["node-id"], "node-1.a")
+        for bad in ("has space", "a/b", "x" * 65, ""):
+            self.assertRaises(usage.UsageError, parse, "--node-id", bad)
+
+    def test_endpoint_port_is_found_for_self_detection(self) -> None:
+        """The listening port is read from bare and endpoint forms alike."""
+        self.assertEqual(endpoint_port(server_endpoint("9000")), 9000)
+        self.assertEqual(endpoint_port("tcp:port=9001:interface=127.0.0.1"), 9001)
+        self.assertEqual(endpoint_port("ssl:9443:privateKey=k.pem"), 9443)
+        self.assertIsNone(endpoint_port("unix:/tmp/sock"))
+
+    def test_parse_peer_accepts_ipv6_brackets(self) -> None:
+        """[v6]:port is split at the last colon."""
+        self.assertEqual(parse_peer("[::1]:9000"), ("::1", 9000))
+
+    def test_make_service_skips_our_own_address(self) -> None:
+        """makeService links to every peer but the entry that is this node's own port."""
+        options = parse("--port", "9000", "--peers", "127.0.0.1:9000,127.0.0.1:9001,localhost:9002")
+        service = makeService(options)
+        self.assertTrue(IServiceCollection.providedBy(service))
+        replication = service.getServiceNamed("replication")  # type: ignore[attr-defined]
+        self.assertEqual(sorted(replication.links), [("127.0.0.1", 9001), ("localhost", 9002)])
