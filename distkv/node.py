@@ -9,7 +9,7 @@ handshakes, and reports its state for the STATUS command.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -17,6 +17,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from distkv import wire
+from distkv.antientropy import answer_offer
 from distkv.commands import Dispatcher
 from distkv.frontdoor import FrontDoorFactory
 from distkv.hlc import HybridClock
@@ -55,6 +56,7 @@ class Node:
         max_clock_skew: float = 60.0,
         heartbeat: float = 5.0,
         flush_timeout: float = 2.0,
+        sync_interval: float = 60.0,
         now_ms: Optional[Callable[[], int]] = None,
     ) -> None:
         self.reactor = reactor
@@ -74,8 +76,12 @@ class Node:
             outbox_bytes,
             heartbeat=heartbeat,
             flush_timeout=flush_timeout,
+            sync_interval=sync_interval,
+            max_frame=max_request + FRAME_OVERHEAD,
         )
         self.dispatcher = Dispatcher(self.store, self.status_lines)
+        #: node id -> when its last anti-entropy round into us completed
+        self.synced_from: Dict[str, float] = {}
 
     def _wall_ms(self) -> int:
         return int(self.reactor.seconds() * 1000)
@@ -95,7 +101,19 @@ class Node:
         return TextProtocol(self.dispatcher, self.max_request)
 
     def _peer_protocol(self) -> ApplyProtocol:
-        return ApplyProtocol(self._vet, self.store.apply, self.max_request + FRAME_OVERHEAD)
+        return ApplyProtocol(
+            self._vet,
+            self.store.apply,
+            self._answer_offer,
+            self._synced_from,
+            self.max_request + FRAME_OVERHEAD,
+        )
+
+    def _answer_offer(self, offer: wire.DigestOffer) -> bytes:
+        return answer_offer(self.store, offer)
+
+    def _synced_from(self, peer: wire.Hello) -> None:
+        self.synced_from[peer.node] = self.reactor.seconds()
 
     def _vet(self, caller: wire.Hello) -> Union[wire.Hello, Refusal]:
         if caller.node == self.node_id:
@@ -116,6 +134,7 @@ class Node:
             f"keys {len(store)}",
             f"tombstones {store.tombstones}",
             f"refused_future_versions {self.clock.refused}",
+            "synced_from {}".format(",".join(sorted(self.synced_from)) or "-"),
         ]
         lines.extend(link.status() for link in self.replication.links.values())
         return lines

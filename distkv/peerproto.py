@@ -43,8 +43,11 @@ class PushProtocol(Protocol):
 
     transport: ITCPTransport
 
-    def __init__(self, link: PeerLink, clock: IReactorTime, heartbeat: float) -> None:
+    def __init__(
+        self, link: PeerLink, clock: IReactorTime, heartbeat: float, max_frame: int
+    ) -> None:
         self._link = link
+        self._max_frame = max_frame
         self._clock = clock
         self._heartbeat = heartbeat
         self._buffer = b""
@@ -86,7 +89,7 @@ class PushProtocol(Protocol):
                 self._link.refused(reply)
                 self.transport.loseConnection()
                 return
-            self._decoder = wire.FrameDecoder(1 << 16)
+            self._decoder = wire.FrameDecoder(self._max_frame)
             if not self._link.linked(self, reply):
                 self.transport.loseConnection()
                 return
@@ -96,9 +99,17 @@ class PushProtocol(Protocol):
         except wire.WireError as e:
             self._fail(str(e))
             return
+        link = self._link
         for frame in frames:
             if isinstance(frame, wire.Ack):
-                self._link.acked(frame.seq)
+                link.acked(frame.seq)
+            elif isinstance(frame, wire.KeyList):
+                link.key_list(frame)
+            elif isinstance(frame, wire.RoundMark):
+                if frame.kind == b"E":
+                    link.keys_done(frame.round)
+                elif frame.kind == b"s":
+                    link.round_applied(frame.round)
 
     def _fail(self, why: str) -> None:
         log.warn("Dropping link to {peer}: {why}", peer=self._link.name, why=why)
@@ -119,7 +130,9 @@ class ApplyProtocol(Protocol):
     """Accepting side: vet the caller, merge its writes, acknowledge them.
 
     ``vet`` answers a caller's Hello with our own Hello, or with a refusal.
-    ``apply`` merges one replicated write into the store.
+    ``apply`` merges one replicated write into the store. ``answer`` turns an
+    anti-entropy digest offer into the bytes of our answer; ``synced`` hears
+    that a round from the caller was fully applied.
     """
 
     transport: ITCPTransport
@@ -128,10 +141,14 @@ class ApplyProtocol(Protocol):
         self,
         vet: Callable[[wire.Hello], Union[wire.Hello, Refusal]],
         apply: Callable[[bytes, Entry], object],
+        answer: Callable[[wire.DigestOffer], bytes],
+        synced: Callable[[wire.Hello], None],
         max_frame: int,
     ) -> None:
         self._vet = vet
         self._apply = apply
+        self._answer = answer
+        self._synced = synced
         self._max_frame = max_frame
         self._buffer = b""
         self._decoder: Optional[wire.FrameDecoder] = None
@@ -170,12 +187,20 @@ class ApplyProtocol(Protocol):
             return
         applied = 0
         apply = self._apply
+        write = self.transport.write
         for frame in frames:
             if isinstance(frame, wire.Write):
                 apply(frame.key, frame.entry)
-                applied = frame.seq
+                if frame.seq:  # 0: sent by anti-entropy, outside the outbox
+                    applied = frame.seq
             elif isinstance(frame, wire.Heartbeat) and not frame.reply:
-                self.transport.write(wire.HEARTBEAT_REPLY)
+                write(wire.HEARTBEAT_REPLY)
+            elif isinstance(frame, wire.DigestOffer):
+                write(self._answer(frame))
+            elif isinstance(frame, wire.RoundMark) and frame.kind == b"S":
+                assert self.remote is not None
+                self._synced(self.remote)
+                write(wire.encode_mark(b"s", frame.round))
         if applied:
             self.transport.write(wire.encode_ack(applied))
 

@@ -6,7 +6,10 @@ connection that drains it. It reconnects with exponential backoff and jitter
 every new connection, recognises itself when a peer list names this very node,
 refuses a second node using our id, and marks the peer for a full resync when
 its outbox overflowed or the peer came back as a new incarnation (having lost
-what it had). :class:`Replication` subscribes to the store and fans every
+what it had). While a link is up it runs anti-entropy rounds (see
+:mod:`distkv.antientropy`): at once, every ``sync_interval`` seconds, and
+whenever a resync is needed; a round that completes with no overflow in the
+meantime clears the resync mark. :class:`Replication` subscribes to the store and fans every
 local write out to every link; writes that arrived from peers are never sent
 on, since each node pushes its own writes to everyone.
 """
@@ -19,10 +22,12 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IAddress, IConnector, IReactorTCP, IReactorTime
 from twisted.internet.protocol import ReconnectingClientFactory
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from distkv import wire
+from distkv.antientropy import Round
 from distkv.outbox import Outbox
 from distkv.peerproto import PushProtocol
 from distkv.store import Entry, Store
@@ -46,6 +51,9 @@ class PeerLink(ReconnectingClientFactory):
         reactor: IReactorTime,
         outbox: Outbox,
         heartbeat: float,
+        store: Store,
+        sync_interval: float,
+        max_frame: int,
     ) -> None:
         self.host = host
         self.port = port
@@ -55,6 +63,16 @@ class PeerLink(ReconnectingClientFactory):
         self._reactor = reactor
         self.outbox = outbox
         self._heartbeat = heartbeat
+        self._store = store
+        self.sync_interval = sync_interval
+        self._max_frame = max_frame
+        self._sync_loop: Optional[LoopingCall] = None
+        self._round: Optional[Round] = None
+        self._rounds_started = 0
+        self._round_overflows = 0
+        self.rounds_completed = 0
+        self.resyncs = 0
+        self.last_round_sent = 0
         self._protocol: Optional[PushProtocol] = None
         self.remote: Optional[wire.Hello] = None
         self.is_self = False
@@ -66,7 +84,7 @@ class PeerLink(ReconnectingClientFactory):
         return self._protocol is not None
 
     def buildProtocol(self, addr: Optional[IAddress]) -> PushProtocol:
-        proto = PushProtocol(self, self._reactor, self._heartbeat)
+        proto = PushProtocol(self, self._reactor, self._heartbeat, self._max_frame)
         proto.factory = self  # type: ignore[assignment]
         return proto
 
@@ -101,6 +119,10 @@ class PeerLink(ReconnectingClientFactory):
             pending=len(self.outbox),
         )
         self.pump()
+        loop = LoopingCall(self._sync_tick)
+        loop.clock = self._reactor
+        self._sync_loop = loop
+        loop.start(self.sync_interval, now=True)
         return True
 
     def refused(self, refusal: Tuple[str, str]) -> None:
@@ -121,6 +143,10 @@ class PeerLink(ReconnectingClientFactory):
     def unlinked(self, proto: PushProtocol) -> None:
         if self._protocol is proto:
             self._protocol = None
+            self._round = None
+            if self._sync_loop is not None and self._sync_loop.running:
+                self._sync_loop.stop()
+            self._sync_loop = None
             self.outbox.disconnect()
             log.info(
                 "Peer {peer} is down; {pending} writes held for it",
@@ -130,8 +156,48 @@ class PeerLink(ReconnectingClientFactory):
 
     def mark_resync(self, why: str) -> None:
         if not self.outbox.needs_resync:
+            self.resyncs += 1
             log.warn("Peer {peer} needs a full resync: {why}", peer=self.name, why=why)
         self.outbox.needs_resync = True
+        if self._protocol is not None and self._round is None:
+            self._reactor.callLater(0, self._sync_tick)  # type: ignore[attr-defined]
+
+    def _sync_tick(self) -> None:
+        try:
+            if self._protocol is not None and self._round is None:
+                self._rounds_started += 1
+                self._round = Round(self._store, self._rounds_started)
+                self._round_overflows = self.outbox.overflows
+                self._protocol.send(self._round.offer())
+        except Exception:
+            log.failure("Anti-entropy round with {peer} failed to start", peer=self.name)
+
+    def key_list(self, frame: wire.KeyList) -> None:
+        if self._round is not None and frame.round == self._round.number:
+            self._round.key_list(frame)
+
+    def keys_done(self, number: int) -> None:
+        if self._round is not None and number == self._round.number and self._protocol:
+            self._protocol.send(self._round.keys_done())
+
+    def round_applied(self, number: int) -> None:
+        """The peer applied everything our round sent it."""
+        current = self._round
+        if current is None or number != current.number:
+            return
+        self._round = None
+        self.rounds_completed += 1
+        self.last_round_sent = current.sent
+        if self.outbox.needs_resync:
+            if self.outbox.overflows == self._round_overflows:
+                self.outbox.needs_resync = False
+                log.info(
+                    "Resync of peer {peer} complete: {sent} entries sent",
+                    peer=self.name,
+                    sent=current.sent,
+                )
+            else:
+                self._reactor.callLater(0, self._sync_tick)  # type: ignore[attr-defined]
 
     def send(self, key: bytes, entry: Entry) -> None:
         """Queue a local write for this peer and send it if the link allows."""
@@ -182,7 +248,10 @@ class PeerLink(ReconnectingClientFactory):
 
     def status(self) -> str:
         outbox = self.outbox
-        return "peer {} node={} link={} outbox_writes={} outbox_bytes={} acked_seq={} resync={}{}".format(
+        return (
+            "peer {} node={} link={} outbox_writes={} outbox_bytes={} acked_seq={} "
+            "resync={} resyncs={} sync={} sync_rounds={} last_sync_sent={}{}"
+        ).format(
             self.name,
             self.remote.node if self.remote else "-",
             "self" if self.is_self else ("up" if self.up else "down"),
@@ -190,6 +259,10 @@ class PeerLink(ReconnectingClientFactory):
             outbox.bytes,
             outbox.acked,
             "needed" if outbox.needs_resync else "no",
+            self.resyncs,
+            "running" if self._round is not None else "idle",
+            self.rounds_completed,
+            self.last_round_sent,
             f" refused={self.refusal[0]}" if self.refusal else "",
         )
 
@@ -207,8 +280,13 @@ class Replication(Service):
         outbox_bytes: int,
         heartbeat: float = 5.0,
         flush_timeout: float = 2.0,
+        sync_interval: float = 60.0,
+        max_frame: int = 1 << 24,
     ) -> None:
         self.local = local
+        self._store = store
+        self._sync_interval = sync_interval
+        self._max_frame = max_frame
         self._reactor = reactor
         self._outbox_bytes = outbox_bytes
         self._heartbeat = heartbeat
@@ -228,6 +306,9 @@ class Replication(Service):
                 self._reactor,  # type: ignore[arg-type]
                 Outbox(self._outbox_bytes),
                 self._heartbeat,
+                self._store,
+                self._sync_interval,
+                self._max_frame,
             )
             self.links[key] = link
             if self.running:

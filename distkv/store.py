@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
+from distkv.digest import Digest
 from distkv.hlc import HybridClock, Version
 
 
@@ -51,6 +52,7 @@ class Store:
         self._data: Dict[bytes, Entry] = {}
         self._live = 0
         self._listeners: List[Listener] = []
+        self.digest = Digest()
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener(key, entry, local)`` after every change."""
@@ -109,12 +111,14 @@ class Store:
         if current is None or newer(entry, current):
             self._count(current, entry)
             self._data[key] = entry
+            self.digest.replace(key, None if current is None else current.version, entry.version)
 
     def _put(
         self, key: bytes, entry: Entry, current: Optional[Entry], local: bool
     ) -> None:
         self._count(current, entry)
         self._data[key] = entry
+        self.digest.replace(key, None if current is None else current.version, entry.version)
         for listener in self._listeners:
             listener(key, entry, local)
 

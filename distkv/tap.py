@@ -88,6 +88,8 @@ class Options(usage.Options):
          "four of them is dropped and reconnected."],
         ["flush-timeout", None, "2", "Seconds a stopping node waits for peers to "
          "acknowledge pending writes."],
+        ["sync-interval", None, "60", "Seconds between anti-entropy rounds with each "
+         "peer (a round also runs when a link comes up or a resync is needed)."],
     ]
 
     def __init__(self) -> None:
@@ -109,7 +111,7 @@ class Options(usage.Options):
             )
         self["max-request"] = int(_positive("max-request", self["max-request"]))
         self["outbox-bytes"] = int(_positive("outbox-bytes", self["outbox-bytes"]))
-        for name in ("max-clock-skew", "heartbeat", "flush-timeout"):
+        for name in ("max-clock-skew", "heartbeat", "flush-timeout", "sync-interval"):
             self[name] = _positive(name, self[name], float)
 
 
@@ -125,6 +127,7 @@ def makeService(config: Options) -> IService:
         max_clock_skew=config["max-clock-skew"],
         heartbeat=config["heartbeat"],
         flush_timeout=config["flush-timeout"],
+        sync_interval=config["sync-interval"],
     )
     peers: List[Tuple[str, int]] = config["peers"]
     for host, port in peers:

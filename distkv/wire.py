@@ -14,6 +14,18 @@ then a body whose first byte names its kind::
     A seq:u64            applied everything up to seq
     H / h                heartbeat and its answer
 
+Anti-entropy rounds ride on the same connection. The connecting side sends
+its digest; the accepting side answers with the keys and versions of every
+bucket that differs; the connecting side sends (as ``W`` frames with sequence
+number 0, which need no acknowledgement) each entry it holds newer, then ends
+the round; the accepting side confirms once it has applied all of them::
+
+    D round:u32 digest            (connecting side)
+    K round:u32 bucket:u32 count:u32 (key-len:u32 key ms:u64 counter:u32 node-len:u16 node)*
+    E round:u32                   (accepting side: no more key lists)
+    S round:u32                   (connecting side: every newer entry sent)
+    s round:u32                   (accepting side: all applied)
+
 Replicated writes travel only as ``W`` frames, never as client commands, so a
 receiving node can never mistake one for a local write and broadcast it again.
 """
@@ -22,8 +34,9 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import List, NamedTuple, Optional, Tuple, Union
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
+from distkv.digest import DIGEST_BYTES
 from distkv.hlc import Version
 from distkv.store import Entry
 
@@ -39,6 +52,9 @@ _LENGTH = struct.Struct(">I")
 _WRITE = struct.Struct(">QQIBH")
 _KEYLEN = struct.Struct(">I")
 _SEQ = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+_KEYLIST = struct.Struct(">III")
+_KEYVERSION = struct.Struct(">QIH")
 _TOMBSTONE = 1
 
 HEARTBEAT = _LENGTH.pack(1) + b"H"
@@ -70,7 +86,25 @@ class Heartbeat(NamedTuple):
     reply: bool
 
 
-Frame = Union[Write, Ack, Heartbeat]
+class DigestOffer(NamedTuple):
+    round: int
+    digest: bytes
+
+
+class KeyList(NamedTuple):
+    round: int
+    bucket: int
+    versions: List[Tuple[bytes, Version]]
+
+
+class RoundMark(NamedTuple):
+    """``E``, ``S`` or ``s``: a step of an anti-entropy round."""
+
+    kind: bytes
+    round: int
+
+
+Frame = Union[Write, Ack, Heartbeat, DigestOffer, KeyList, RoundMark]
 
 
 def valid_node_id(node: str) -> bool:
@@ -134,6 +168,48 @@ def encode_ack(seq: int) -> bytes:
     return _LENGTH.pack(9) + b"A" + _SEQ.pack(seq)
 
 
+def encode_digest(round_: int, digest: bytes) -> bytes:
+    return _frame(b"D" + _U32.pack(round_) + digest)
+
+
+def encode_key_list(round_: int, bucket: int, versions: Sequence[Tuple[bytes, Version]]) -> bytes:
+    parts = [b"K", _KEYLIST.pack(round_, bucket, len(versions))]
+    for key, version in versions:
+        node = version.node.encode("ascii")
+        parts.append(_KEYLEN.pack(len(key)))
+        parts.append(key)
+        parts.append(_KEYVERSION.pack(version.ms, version.counter, len(node)))
+        parts.append(node)
+    return _frame(b"".join(parts))
+
+
+def encode_mark(kind: bytes, round_: int) -> bytes:
+    return _frame(kind + _U32.pack(round_))
+
+
+def _frame(body: bytes) -> bytes:
+    return _LENGTH.pack(len(body)) + body
+
+
+def _decode_key_list(body: bytes) -> KeyList:
+    round_, bucket, count = _KEYLIST.unpack_from(body, 1)
+    offset = 1 + _KEYLIST.size
+    versions = []
+    for _ in range(count):
+        (key_len,) = _KEYLEN.unpack_from(body, offset)
+        offset += _KEYLEN.size
+        key = body[offset : offset + key_len]
+        offset += key_len
+        ms, counter, node_len = _KEYVERSION.unpack_from(body, offset)
+        offset += _KEYVERSION.size
+        node = body[offset : offset + node_len].decode("ascii")
+        offset += node_len
+        versions.append((key, Version(ms, counter, node)))
+    if offset != len(body):
+        raise WireError("malformed key list frame")
+    return KeyList(round_, bucket, versions)
+
+
 def decode_body(body: bytes) -> Frame:
     kind = body[:1]
     try:
@@ -154,6 +230,12 @@ def decode_body(body: bytes) -> Frame:
             return Ack(_SEQ.unpack_from(body, 1)[0])
         if kind in (b"H", b"h") and len(body) == 1:
             return Heartbeat(kind == b"h")
+        if kind == b"D" and len(body) == 5 + DIGEST_BYTES:
+            return DigestOffer(_U32.unpack_from(body, 1)[0], body[5:])
+        if kind == b"K":
+            return _decode_key_list(body)
+        if kind in (b"E", b"S", b"s") and len(body) == 5:
+            return RoundMark(kind, _U32.unpack_from(body, 1)[0])
     except (struct.error, UnicodeDecodeError) as e:
         raise WireError(f"malformed frame: {e}") from e
     raise WireError(f"unknown frame kind {kind!r}")

@@ -6,7 +6,9 @@ from typing import Dict
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from distkv.hlc import Version
 from distkv.node import Node
+from distkv.store import Entry
 from distkv.testing import SimulatedCluster, SimulatedNetwork
 
 
@@ -119,6 +121,8 @@ class ClusterTests(SynchronousTestCase):
         cluster.settle()
         self.assertTrue(cluster.converged())
         self.assertEqual(set(values(cluster, "n2").values()), {b"right"})
+        digests = {node.store.digest.encode() for node in cluster.nodes.values()}
+        self.assertEqual(len(digests), 1)
 
     def test_concurrent_writers_on_the_same_keys_converge(self) -> None:
         """All nodes write the same keys at the same instant: one value per key wins everywhere."""
@@ -175,7 +179,7 @@ class ClusterTests(SynchronousTestCase):
             self.assertIsNone(node.store.get(b"k"))
 
     def test_peer_down_while_others_write_then_restarted(self) -> None:
-        """Writes made while a node is down reach its restart, which is flagged for resync."""
+        """A node restarted empty gets what it missed and, by anti-entropy, everything else."""
         cluster = self.make(3)
         cluster.nodes["n1"].store.set(b"before", b"1")
         cluster.run()
@@ -185,20 +189,25 @@ class ClusterTests(SynchronousTestCase):
             cluster.nodes["n2"].store.delete(b"gone%d" % i)
         cluster.advance(5)
         self.assertFalse(link(cluster, "n1", "n3").up)
-        cluster.start("n3")
+        before = {node_id: cluster.nodes[node_id].store.snapshot() for node_id in ("n1", "n2")}
+        n3 = cluster.start("n3")
         cluster.settle()
-        n3 = cluster.nodes["n3"]
+        # Its peers noticed the new incarnation and resynced it...
+        # ...and the resync brought back what it had lost, deleting nothing anywhere.
         self.assertEqual(n3.store.get(b"during9"), b"x")
         self.assertEqual(n3.store.tombstones, 10)
-        # It came back empty: "before" needs the full resync (anti-entropy), which is flagged.
-        self.assertIsNone(n3.store.get(b"before"))
+        self.assertEqual(n3.store.get(b"before"), b"1")
+        for node_id, snapshot in before.items():
+            self.assertEqual(cluster.nodes[node_id].store.snapshot(), snapshot)
+        self.assertTrue(cluster.converged())
         for source in ("n1", "n2"):
-            self.assertTrue(link(cluster, source, "n3").outbox.needs_resync)
-            self.assertTrue(any("resync=needed" in line for line in
-                                cluster.nodes[source].status_lines()))
+            peer = link(cluster, source, "n3")
+            self.assertEqual(peer.resyncs, 1)
+            self.assertFalse(peer.outbox.needs_resync)
+            self.assertIn("resync=no resyncs=1", peer.status())
 
-    def test_outbox_overflow_marks_the_peer_for_resync(self) -> None:
-        """Too many undelivered bytes for one peer empties its outbox and flags a resync."""
+    def test_outbox_overflow_is_repaired_by_a_resync(self) -> None:
+        """Too many undelivered bytes empty the outbox and flag a resync that then repairs all."""
         cluster = self.make(2, outbox_bytes=4096)
         cluster.net.block("n1", "n2")
         for i in range(100):
@@ -206,11 +215,12 @@ class ClusterTests(SynchronousTestCase):
         peer = link(cluster, "n1", "n2")
         self.assertTrue(peer.outbox.needs_resync)
         self.assertLessEqual(peer.outbox.bytes, 4096)
+        self.assertTrue(any("resync=needed" in line for line in cluster.nodes["n1"].status_lines()))
         cluster.net.unblock("n1", "n2")
         cluster.settle()
-        # Writes after the overflow are still delivered; the overflowed ones await the resync.
-        self.assertEqual(cluster.nodes["n2"].store.get(b"k99"), b"x" * 50)
-        self.assertTrue(any("resync=needed" in line for line in cluster.nodes["n1"].status_lines()))
+        self.assertTrue(cluster.converged())
+        self.assertEqual(len(values(cluster, "n2")), 100)
+        self.assertFalse(peer.outbox.needs_resync)
 
     def test_heartbeat_drops_a_link_whose_peer_went_silent(self) -> None:
         """A peer that stops answering is dropped after four heartbeats and reconnected later."""
@@ -223,6 +233,73 @@ class ClusterTests(SynchronousTestCase):
         self.assertNotIn(connection, cluster.net.connections)
         cluster.settle()
         self.assertTrue(peer.up)
+
+
+class AntiEntropyTests(SynchronousTestCase):
+    def make(self, size: int = 2, **options: object) -> SimulatedCluster:
+        cluster = SimulatedCluster(size, **options)  # type: ignore[arg-type]
+        cluster.settle()
+        self.addCleanup(cluster.stop)
+        return cluster
+
+    def diverge(self, node: Node, count: int, stamp_ms: int, prefix: bytes = b"hidden") -> None:
+        """Put entries into one node's store behind replication's back."""
+        for i in range(count):
+            node.store.load(b"%s%d" % (prefix, i), Entry(b"v", Version(stamp_ms, i, node.node_id)))
+
+    def test_a_round_sends_only_what_the_peer_lacks(self) -> None:
+        """With 500 keys in common and 5 missing, a resync round sends exactly the 5."""
+        cluster = self.make(2)
+        n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+        for i in range(500):
+            n1.store.set(b"common%d" % i, b"x")
+        cluster.run()
+        self.diverge(n1, 5, int(cluster.net.seconds() * 1000))
+        peer = link(cluster, "n1", "n2")
+        peer.mark_resync("test")
+        cluster.run()
+        self.assertEqual(peer.last_round_sent, 5)
+        self.assertTrue(cluster.converged())
+        self.assertIn("n1", n2.synced_from)
+
+    def test_periodic_rounds_repair_silent_divergence(self) -> None:
+        """Without any flag, the periodic round finds and repairs a divergence."""
+        cluster = self.make(3, sync_interval=10.0)
+        self.diverge(cluster.nodes["n2"], 3, int(cluster.net.seconds() * 1000))
+        self.assertFalse(cluster.converged())
+        cluster.advance(11)
+        self.assertTrue(cluster.converged())
+
+    def test_newer_side_wins_and_absence_deletes_nothing(self) -> None:
+        """Each side sends what it holds newer; a key one side lacks is copied, never removed."""
+        cluster = self.make(2)
+        n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+        now = int(cluster.net.seconds() * 1000)
+        n1.store.load(b"k", Entry(b"older", Version(now, 0, "n1")))
+        n2.store.load(b"k", Entry(b"newer", Version(now + 5, 0, "n2")))
+        n2.store.load(b"only-on-n2", Entry(b"v", Version(now, 1, "n2")))
+        n1.store.load(b"dead", Entry(None, Version(now, 2, "n1")))
+        n2.store.load(b"dead", Entry(b"stale", Version(now - 5, 0, "n2")))
+        for source, target in (("n1", "n2"), ("n2", "n1")):
+            link(cluster, source, target).mark_resync("test")
+        cluster.run()
+        self.assertTrue(cluster.converged())
+        self.assertEqual(n1.store.get(b"k"), b"newer")
+        self.assertEqual(n1.store.get(b"only-on-n2"), b"v")
+        self.assertIsNone(n2.store.get(b"dead"))
+
+    def test_all_nodes_restarted_empty_one_by_one_keep_the_data(self) -> None:
+        """Restarting every memory-only node in turn, each resyncs before the next goes."""
+        cluster = self.make(3)
+        for i in range(50):
+            cluster.nodes[f"n{i % 3 + 1}"].store.set(b"k%d" % i, b"v%d" % i)
+        cluster.run()
+        for node_id in ("n1", "n2", "n3"):
+            cluster.crash(node_id)
+            cluster.start(node_id)
+            cluster.settle()
+        self.assertTrue(cluster.converged())
+        self.assertEqual(len(values(cluster, "n1")), 50)
 
 
 class IdentityTests(SynchronousTestCase):

@@ -65,3 +65,38 @@ class WireTests(SynchronousTestCase):
         for bad in (b"DISTKV-PEER 2 a b\r\n", b"DISTKV-PEER 1 bad/id ab\r\n", b"HELLO\r\n"):
             with self.assertRaises(wire.WireError):
                 wire.parse_hello(bad, wire.MAGIC)
+
+
+class AntiEntropyFrameTests(SynchronousTestCase):
+    def test_digest_key_list_and_marks_round_trip(self) -> None:
+        """Digest offers, key lists (empty or not) and round marks decode to what was sent."""
+        from distkv.digest import Digest
+
+        digest = Digest()
+        digest.replace(b"k", None, Version(5, 1, "a"))
+        versions = [(b"a", Version(1, 2, "n1")), (b"b" * 300, Version(3, 4, "n2"))]
+        stream = (
+            wire.encode_digest(7, digest.encode())
+            + wire.encode_key_list(7, 1023, versions)
+            + wire.encode_key_list(7, 0, [])
+            + b"".join(wire.encode_mark(kind, 7) for kind in (b"E", b"S", b"s"))
+        )
+        frames = wire.FrameDecoder(1 << 20).feed(stream)
+        self.assertEqual(
+            frames,
+            [
+                wire.DigestOffer(7, digest.encode()),
+                wire.KeyList(7, 1023, versions),
+                wire.KeyList(7, 0, []),
+                wire.RoundMark(b"E", 7),
+                wire.RoundMark(b"S", 7),
+                wire.RoundMark(b"s", 7),
+            ],
+        )
+
+    def test_truncated_key_list_is_refused(self) -> None:
+        """A key list whose entries run past the frame is a protocol error."""
+        frame = wire.encode_key_list(1, 2, [(b"key", Version(1, 1, "n"))])
+        body = frame[4:-2]
+        with self.assertRaises(wire.WireError):
+            wire.FrameDecoder(1 << 10).feed(len(body).to_bytes(4, "big") + body)

@@ -1,0 +1,82 @@
+"""Anti-entropy rounds: find what a peer lacks by digest, send only that.
+
+A round runs over one peer connection, driven by the connecting side (the
+side that pushes its writes): it offers its digest, the accepting side answers
+with the keys and versions of the buckets that differ, and the connecting side
+sends each entry it holds newer than the peer's (or that the peer lacks).
+Entries the peer holds newer flow the other way in the peer's own round over
+its own link, so each round only ever pushes. Absence is never a delete: a key
+one side lacks is sent, never removed. Nothing here does I/O: the functions
+return the bytes to write.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Set, Tuple
+
+from distkv import wire
+from distkv.digest import select
+from distkv.hlc import Version
+from distkv.store import Entry, Store
+
+#: Key bytes per key-list frame: one frame stays far below the frame limit
+#: (a single key larger than this travels alone, still under the limit).
+KEY_BYTES_PER_FRAME = 256 * 1024
+
+
+def answer_offer(store: Store, offer: wire.DigestOffer) -> bytes:
+    """The accepting side's answer: key lists for differing buckets, then ``E``."""
+    buckets = store.digest.differing(offer.digest)
+    frames = []
+    for bucket, items in select(store.items(), buckets).items():
+        chunk: List[Tuple[bytes, Version]] = []
+        size = 0
+        for key, entry in items:
+            chunk.append((key, entry.version))
+            size += len(key) + 32
+            if size >= KEY_BYTES_PER_FRAME:
+                frames.append(wire.encode_key_list(offer.round, bucket, chunk))
+                chunk, size = [], 0
+        if chunk or not items:
+            frames.append(wire.encode_key_list(offer.round, bucket, chunk))
+    frames.append(wire.encode_mark(b"E", offer.round))
+    return b"".join(frames)
+
+
+class Round:
+    """The connecting side's half of one round."""
+
+    def __init__(self, store: Store, number: int) -> None:
+        self.store = store
+        self.number = number
+        self._buckets: Set[int] = set()
+        self._theirs: Dict[bytes, Version] = {}
+        self.sent = 0
+        self.finished = False
+
+    def offer(self) -> bytes:
+        return wire.encode_digest(self.number, self.store.digest.encode())
+
+    def key_list(self, frame: wire.KeyList) -> None:
+        self._buckets.add(frame.bucket)
+        self._theirs.update(frame.versions)
+
+    def newer(self) -> List[Tuple[bytes, Entry]]:
+        """Entries in the differing buckets that the peer lacks or holds older."""
+        theirs = self._theirs
+        out = []
+        for items in select(self.store.items(), sorted(self._buckets)).values():
+            for key, entry in items:
+                seen = theirs.get(key)
+                if seen is None or entry.version > seen:
+                    out.append((key, entry))
+        return out
+
+    def keys_done(self) -> bytes:
+        """Everything the peer needs from us, then the end-of-round mark."""
+        newer = self.newer()
+        self.sent = len(newer)
+        self._theirs = {}
+        parts = [wire.encode_write(0, key, entry) for key, entry in newer]
+        parts.append(wire.encode_mark(b"S", self.number))
+        return b"".join(parts)
