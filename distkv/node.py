@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from distkv import wire
@@ -33,6 +34,18 @@ LOCAL_HOSTS = frozenset(["127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""])
 
 #: Bytes a peer frame may add around the largest request a client may send.
 FRAME_OVERHEAD = 4096
+
+
+class Listener(StreamServerEndpointService):
+    """The client-and-peer port; a port that cannot be opened stops the node plainly."""
+
+    def privilegedStartService(self) -> None:
+        self._raiseSynchronously = True
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            log.critical("Cannot listen for clients and peers: {why}", why=e)
+            raise SystemExit(1) from None
 
 
 def new_node_id() -> str:
@@ -145,9 +158,5 @@ class Node:
         # Started first and stopped last: the listener stops taking clients
         # while replication still gets its moment to flush.
         self.replication.setServiceParent(top)
-        listener = StreamServerEndpointService(
-            serverFromString(self.reactor, endpoint), self.factory()
-        )
-        listener._raiseSynchronously = True
-        listener.setServiceParent(top)
+        Listener(serverFromString(self.reactor, endpoint), self.factory()).setServiceParent(top)
         return top
