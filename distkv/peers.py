@@ -233,14 +233,22 @@ class PeerLink(ReconnectingClientFactory):
         self._drain_waiters.append(waiter)
         return waiter
 
+    def flush(self) -> Deferred[None]:
+        """Fires once the peer has acknowledged everything; a link waiting out
+        its backoff tries again at once, since the node is about to stop."""
+        retry = self._callID
+        if not self.up and not self.outbox.drained() and retry is not None and retry.active():
+            retry.reset(0)
+        return self.drained()
+
     def close(self) -> None:
         """Stop reconnecting and hang up."""
         self.stopTrying()
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.loseConnection()
-        for waiter in self._drain_waiters:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
             waiter.callback(None)
-        self._drain_waiters = []
 
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
         log.debug("Cannot reach peer {peer}: {why}", peer=self.name, why=reason.value)
@@ -333,7 +341,7 @@ class Replication(Service):
     def stopService(self) -> Deferred[object]:
         """Give links a moment to flush what they hold, then hang up."""
         super().stopService()
-        waiting = [link.drained() for link in self.links.values() if link.up]
+        waiting = [link.flush() for link in self.links.values()]
         done: Deferred[object] = DeferredList(waiting)  # type: ignore[assignment]
         timer = self._reactor.callLater(  # type: ignore[attr-defined]
             self._flush_timeout, self._close_links

@@ -15,6 +15,7 @@ from twisted.python import usage
 
 from distkv import wire
 from distkv.node import Node
+from distkv.shutdown import ExitZeroOnTerm
 
 _PORT_ONLY = re.compile(r"^\d+$")
 _ENDPOINT_PORT = re.compile(r"^(?:tcp6?|ssl):(?:port=)?(\d+)(?::|$)")
@@ -132,4 +133,6 @@ def makeService(config: Options) -> IService:
     peers: List[Tuple[str, int]] = config["peers"]
     for host, port in peers:
         node.add_peer(host, port)
-    return node.service(config["endpoint"])
+    top = node.service(config["endpoint"])
+    ExitZeroOnTerm(reactor).setServiceParent(top)
+    return top

@@ -235,6 +235,39 @@ class ClusterTests(SynchronousTestCase):
         self.assertTrue(peer.up)
 
 
+class ShutdownTests(SynchronousTestCase):
+    def test_stopping_flushes_to_a_peer_whose_link_was_backing_off(self) -> None:
+        """Stopping retries a link in backoff at once and waits until its writes are acknowledged."""
+        cluster = SimulatedCluster(2)
+        cluster.settle()
+        cluster.net.block("n1", "n2")
+        for i in range(10):
+            cluster.nodes["n1"].store.set(b"k%d" % i, b"v")
+        cluster.advance(20)  # the link's backoff has grown to seconds
+        cluster.net.unblock("n1", "n2")
+        stopped: list = []  # type: ignore[type-arg]
+        cluster.nodes["n1"].replication.stopService().addBoth(stopped.append)
+        cluster.advance(0.5)
+        self.assertEqual(len(stopped), 1)
+        self.assertEqual(cluster.nodes["n2"].store.get(b"k9"), b"v")
+        cluster.stop()
+
+    def test_stopping_gives_up_on_an_unreachable_peer_after_the_flush_timeout(self) -> None:
+        """A peer that cannot be reached does not hold the stop beyond --flush-timeout."""
+        cluster = SimulatedCluster(2, flush_timeout=2.0)
+        cluster.settle()
+        cluster.net.block("n1", "n2")
+        cluster.nodes["n1"].store.set(b"k", b"v")
+        stopped: list = []  # type: ignore[type-arg]
+        cluster.nodes["n1"].replication.stopService().addBoth(stopped.append)
+        cluster.advance(1.5)
+        self.assertEqual(stopped, [])
+        cluster.advance(1.0)
+        self.assertEqual(len(stopped), 1)
+        cluster.stop()
+        self.assertEqual(cluster.net.getDelayedCalls(), [])
+
+
 class AntiEntropyTests(SynchronousTestCase):
     def make(self, size: int = 2, **options: object) -> SimulatedCluster:
         cluster = SimulatedCluster(size, **options)  # type: ignore[arg-type]
