@@ -8,6 +8,7 @@ builds the node and returns its service. Nothing else lives here.
 from __future__ import annotations
 
 import re
+import sys
 from typing import List, Optional, Tuple
 
 from twisted.application.service import IService
@@ -96,6 +97,17 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["peers"] = []
+
+    def parseOptions(self, options: Optional[List[str]] = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if self.parent is None:  # type: ignore[attr-defined]
+                raise
+            # Under twistd: some Twisted releases (26.4, which PyPy 3.9 gets)
+            # print a usage error and exit 0; a bad option must fail the run.
+            sys.stdout.write(f"{self}\n")
+            raise SystemExit(f"twistd distkv: {e}") from None
 
     def opt_peers(self, value: str) -> None:
         """Comma-separated host:port list of the other nodes (may repeat)."""

@@ -66,6 +66,14 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(endpoint_port("ssl:9443:privateKey=k.pem"), 9443)
         self.assertIsNone(endpoint_port("unix:/tmp/sock"))
 
+    def test_under_twistd_a_usage_error_exits_non_zero(self) -> None:
+        """As twistd's subcommand, a bad option exits non-zero on every Twisted release."""
+        from twisted.scripts.twistd import ServerOptions
+
+        with self.assertRaises(SystemExit) as caught:
+            ServerOptions().parseOptions(["distkv", "--peers", "nonsense"])
+        self.assertIn("bad peer address 'nonsense'", str(caught.exception.code))
+
     def test_parse_peer_accepts_ipv6_brackets(self) -> None:
         """[v6]:port is split at the last colon."""
         self.assertEqual(parse_peer("[::1]:9000"), ("::1", 9000))
