@@ -13,12 +13,22 @@ An empty line is ignored. A line longer than the request limit gets ``ERR``
 and the connection is closed, because the rest of the stream can no longer be
 split into commands reliably; nothing stored changes. When the client
 half-closes its side, every command received is answered (a last line without
-its newline included) before the server closes.
+its newline included) before the server closes. A client that sends faster
+than it reads its replies is not read from while its replies back up (the
+protocol is the transport's streaming producer), so neither requests nor
+replies pile up in memory.
 """
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, ITCPTransport
+from typing import cast
+
+from twisted.internet.interfaces import (
+    IConsumer,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    ITCPTransport,
+)
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
@@ -74,7 +84,7 @@ def format_reply(reply: Reply) -> bytes:
     return "".join(line + "\r\n" for line in reply.lines + ("END",)).encode("utf-8")
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IPushProducer)
 class TextProtocol(LineReceiver):
     """Parses lines, runs them through the dispatcher, writes the replies."""
 
@@ -85,6 +95,17 @@ class TextProtocol(LineReceiver):
         self._dispatcher = dispatcher
         self.MAX_LENGTH = max_request
         self._closing = False
+        self._eof = False
+
+    def connectionMade(self) -> None:
+        # The transport pauses us (and we stop reading) while its write buffer
+        # is full, and resumes us when the client has caught up.
+        cast(IConsumer, self.transport).registerProducer(self, True)
+
+    def resumeProducing(self) -> None:
+        super().resumeProducing()
+        if self._eof and not self.paused:
+            self._finish()
 
     def lineReceived(self, line: bytes) -> None:
         if self._closing:
@@ -118,10 +139,20 @@ class TextProtocol(LineReceiver):
         self.transport.loseConnection()
 
     def readConnectionLost(self) -> None:
-        # The client sent all it will send: answer a final unterminated line
-        # too, then close once the replies are written.
+        # The client sent all it will send: answer everything, a final
+        # unterminated line too, then close once the replies are written.
+        self._eof = True
+        if not self.paused:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._closing:
+            return
+        self.dataReceived(b"")  # lines held back while we were paused
+        if self.paused or self._closing:
+            return
         rest = self.clearLineBuffer()
-        if rest and not self._closing:
+        if rest:
             self.lineReceived(rest)
         if not self._closing:
             self._close()

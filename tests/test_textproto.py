@@ -155,3 +155,40 @@ class ParseLineTests(SynchronousTestCase):
         self.assertEqual(parse_line(b"set\tk\tv").args, (b"k", b"v"))
         self.assertEqual(parse_line(b"DEL a  b\tc").args, (b"a", b"b", b"c"))
         self.assertEqual(parse_line(b"  get k").name, b"GET")
+
+
+class BackpressureTests(SynchronousTestCase):
+    def test_paused_by_a_full_write_buffer_reads_nothing_more(self) -> None:
+        """While the transport is paused, no request is run; resuming answers them all, in order."""
+        node = Node(Clock(), "t1")
+        proto, transport = connect(node)
+        inner = proto.inner
+        self.assertIsNone(inner)
+        proto.dataReceived(b"SET k v\n")
+        inner = proto.inner
+        assert inner is not None
+        self.assertIs(transport.producer, inner)
+        inner.pauseProducing()  # what a TCP transport does when its buffer is full
+        self.assertEqual(transport.producerState, "paused")
+        proto.dataReceived(b"GET k\nSET k w\nGET k\n")
+        self.assertEqual(transport.value(), b"OK\r\n")
+        self.assertEqual(node.store.get(b"k"), b"v")
+        inner.resumeProducing()
+        self.assertEqual(transport.value(), b"OK\r\nv\r\nOK\r\nw\r\n")
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_half_close_while_paused_is_answered_after_resuming(self) -> None:
+        """A client that half-closes while paused still gets every reply, then the close."""
+        node = Node(Clock(), "t1")
+        node.store.set(b"k", b"v")
+        proto, transport = connect(node)
+        proto.dataReceived(b"PING\n")
+        inner = proto.inner
+        assert inner is not None
+        inner.pauseProducing()
+        proto.dataReceived(b"GET k\nGET k\nGET k")
+        proto.readConnectionLost()
+        self.assertFalse(transport.disconnecting)
+        inner.resumeProducing()
+        self.assertEqual(transport.value(), b"PONG\r\n" + b"v\r\n" * 3)
+        self.assertTrue(transport.disconnecting)
