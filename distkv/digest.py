@@ -40,9 +40,11 @@ class Digest:
     def __init__(self) -> None:
         self.hashes = [0] * BUCKETS
 
-    def replace(self, key: bytes, old: Optional[Version], new: Version) -> None:
+    def replace(self, key: bytes, old: Optional[Version], new: Optional[Version]) -> None:
         bucket = bucket_of(key)
-        value = self.hashes[bucket] ^ entry_hash(key, new)
+        value = self.hashes[bucket]
+        if new is not None:
+            value ^= entry_hash(key, new)
         if old is not None:
             value ^= entry_hash(key, old)
         self.hashes[bucket] = value

@@ -4,15 +4,23 @@
 node runs under ``twistd`` on the real reactor and inside a test on a fake
 clock. It decides which peer entries are this node itself, answers peer
 handshakes, and reports its state for the STATUS command.
+
+With a data dir the node loads its data, its clock's high-water mark and each
+peer's unacknowledged writes from :mod:`distkv.disk` before it serves, and
+answers writes only once :mod:`distkv.journal` has committed them. A node that
+starts without data (memory only, or an empty data dir) and has peers is
+*loading*: it refuses reads until a peer has completed an anti-entropy round
+into it, or until ``loading_wait`` seconds have passed with none reachable.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -20,11 +28,13 @@ from twisted.logger import Logger
 from distkv import wire
 from distkv.antientropy import answer_offer
 from distkv.commands import Dispatcher
+from distkv.disk import Disk, PeerState
 from distkv.frontdoor import FrontDoorFactory
 from distkv.hlc import HybridClock
+from distkv.journal import Journal
 from distkv.peerproto import ApplyProtocol, Refusal
 from distkv.peers import PeerLink, Replication
-from distkv.store import Store
+from distkv.store import Entry, Store
 from distkv.textproto import TextProtocol
 
 log = Logger()
@@ -52,6 +62,34 @@ def new_node_id() -> str:
     return "n" + uuid.uuid4().hex[:11]
 
 
+class NodeService(MultiService):
+    """The node's services; the journal closes only after everything else stopped,
+    so writes that peers deliver while links flush are still committed."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self.node = node
+        self.journal = node.journal
+
+    def startService(self) -> None:
+        if self.journal is not None:
+            self.journal.startService()
+        super().startService()
+        self.node.start_loading()
+
+    def stopService(self) -> Deferred[object]:
+        stopped: Deferred[object] = super().stopService()  # type: ignore[assignment]
+        journal = self.journal
+        if journal is not None:
+
+            def close(result: object) -> object:
+                journal.stopService()
+                return result
+
+            stopped.addBoth(close)
+        return stopped
+
+
 class Node:
     """A DistKV node, wired around ``reactor``.
 
@@ -70,9 +108,16 @@ class Node:
         heartbeat: float = 5.0,
         flush_timeout: float = 2.0,
         sync_interval: float = 60.0,
+        data_dir: Optional[str] = None,
+        fsync: str = "everysec",
+        loading_wait: float = 30.0,
         now_ms: Optional[Callable[[], int]] = None,
     ) -> None:
         self.reactor = reactor
+        disk = None
+        if data_dir is not None:
+            disk = Disk(data_dir, fsync)  # DiskError: the caller reports it
+            node_id = disk.claim(node_id, new_node_id())
         self.node_id = node_id or new_node_id()
         self.incarnation = uuid.uuid4().hex[:16]
         self.listen_port = listen_port
@@ -82,6 +127,29 @@ class Node:
             now_ms = self._wall_ms
         self.clock = HybridClock(self.node_id, now_ms, int(max_clock_skew * 1000))
         self.store = Store(self.clock)
+        self.journal: Optional[Journal] = None
+        self._saved_peers: Dict[str, PeerState] = {}
+        self._unacked: List[Tuple[int, bytes, Entry]] = []
+        has_data = False
+        if disk is not None:
+            self._saved_peers = disk.peers()
+            lowest = min((p.acked for p in self._saved_peers.values()), default=0)
+            loaded = disk.load(self.store, lowest)
+            self.clock.restore(loaded.clock_ms)
+            self._unacked = loaded.unacked
+            has_data = loaded.entries > 0
+            self.journal = Journal(disk, self.store, self.clock, reactor)
+            log.info(
+                "Loaded {count} entries ({keys} keys) from {path}; fsync {fsync}",
+                count=loaded.entries,
+                keys=len(self.store),
+                path=disk.path,
+                fsync=fsync,
+            )
+        self._started_empty = not has_data
+        #: True while reads wait for a first sync from a peer (see start_loading).
+        self.loading = False
+        self.loading_wait = loading_wait
         self.replication = Replication(
             self.store,
             self.hello,
@@ -92,19 +160,61 @@ class Node:
             sync_interval=sync_interval,
             max_frame=max_request + FRAME_OVERHEAD,
         )
-        self.dispatcher = Dispatcher(self.store, self.status_lines)
+        self.dispatcher = Dispatcher(
+            self.store, self.status_lines, self._durable, self._is_loading
+        )
         #: node id -> when its last anti-entropy round into us completed
         self.synced_from: Dict[str, float] = {}
 
     def _wall_ms(self) -> int:
         return int(self.reactor.seconds() * 1000)
 
+    def _durable(self) -> Optional[Deferred[None]]:
+        return None if self.journal is None else self.journal.durable()
+
+    def _is_loading(self) -> bool:
+        return self.loading
+
     def add_peer(self, host: str, port: int) -> Optional[PeerLink]:
-        """Link to a peer, unless the address is plainly this node's own."""
+        """Link to a peer, unless the address is plainly this node's own.
+
+        With a data dir, the writes this peer had not acknowledged before the
+        last stop go back into its outbox.
+        """
         if port == self.listen_port and host in LOCAL_HOSTS:
             log.info("Skipping peer {host}:{port}: it is this node", host=host, port=port)
             return None
-        return self.replication.add_peer(host, port)
+        known = host, port
+        if known in self.replication.links:
+            return self.replication.links[known]
+        link = self.replication.add_peer(host, port)
+        if self.journal is not None:
+            journal = self.journal
+            saved = self._saved_peers.get(link.name)
+            acked = saved.acked if saved is not None else 0
+            link.outbox.acked = acked
+            for seq, key, entry in self._unacked:
+                if seq > acked:
+                    link.send(seq, key, entry)
+            link.on_acked = lambda link: journal.peer_acked(
+                link.name, link.outbox.acked, link.remote.node if link.remote else None
+            )
+        return link
+
+    def _check_loading(self) -> None:
+        """Stop refusing reads once synced, alone, or out of patience."""
+        if not self.loading:
+            return
+        links = [link for link in self.replication.links.values() if not link.is_self]
+        if self.synced_from or not links:
+            why = "synced from a peer" if self.synced_from else "no peers to sync from"
+        elif self.reactor.seconds() >= self._loading_deadline:
+            why = f"no peer completed a sync within {self.loading_wait:g}s; serving anyway"
+        else:
+            self.reactor.callLater(0.25, self._check_loading)
+            return
+        self.loading = False
+        log.info("Loading done ({why}); serving reads", why=why)
 
     def factory(self) -> FrontDoorFactory:
         """The factory for the shared client-and-peer port."""
@@ -120,6 +230,7 @@ class Node:
             self._answer_offer,
             self._synced_from,
             self.max_request + FRAME_OVERHEAD,
+            self._durable,
         )
 
     def _answer_offer(self, offer: wire.DigestOffer) -> bytes:
@@ -127,6 +238,8 @@ class Node:
 
     def _synced_from(self, peer: wire.Hello) -> None:
         self.synced_from[peer.node] = self.reactor.seconds()
+        if self.loading:
+            self._check_loading()
 
     def _vet(self, caller: wire.Hello) -> Union[wire.Hello, Refusal]:
         if caller.node == self.node_id:
@@ -144,6 +257,7 @@ class Node:
         lines = [
             f"node {self.node_id}",
             f"incarnation {self.incarnation}",
+            "state {}".format("loading" if self.loading else "serving"),
             f"keys {len(store)}",
             f"tombstones {store.tombstones}",
             f"refused_future_versions {self.clock.refused}",
@@ -152,9 +266,46 @@ class Node:
         lines.extend(link.status() for link in self.replication.links.values())
         return lines
 
+    def start(self) -> None:
+        """Start without a listener (the caller attaches :meth:`factory`)."""
+        if self.journal is not None:
+            self.journal.startService()
+        self.replication.startService()
+        self.start_loading()
+
+    def stop(self) -> Deferred[object]:
+        """Flush to peers, then commit and close (see :meth:`start`)."""
+        stopped: Deferred[object] = self.replication.stopService()
+        journal = self.journal
+        if journal is not None:
+
+            def close(result: object) -> object:
+                journal.stopService()
+                return result
+
+            stopped.addBoth(close)
+        return stopped
+
+    def crash(self) -> None:
+        """Stop at once, as ``kill -9`` would: nothing flushed, nothing more committed."""
+        for link in self.replication.links.values():
+            link.stopTrying()
+            link.close()
+        self.replication.running = False
+        if self.journal is not None:
+            self.journal.abandon()
+
+    def start_loading(self) -> None:
+        """A node that starts without data, and has peers, loads from them first."""
+        if self._started_empty and self.replication.links:
+            self._started_empty = False
+            self.loading = True
+            self._loading_deadline = self.reactor.seconds() + self.loading_wait
+            self._check_loading()
+
     def service(self, endpoint: str) -> MultiService:
         """The node as a service listening on the server endpoint ``endpoint``."""
-        top = MultiService()
+        top = NodeService(self)
         # Started first and stopped last: the listener stops taking clients
         # while replication still gets its moment to flush.
         self.replication.setServiceParent(top)

@@ -1,7 +1,8 @@
 """The per-peer outbox: writes a peer has not yet acknowledged, bounded by bytes.
 
-Every local write gets the next sequence number of each peer's outbox. Writes
-stay until the peer acknowledges a sequence number at or above theirs, so a
+Every local write carries the node's local write sequence number (the same
+for every peer, and persisted with the write, so an outbox can be rebuilt
+from disk after a restart). Writes stay until the peer acknowledges a sequence number at or above theirs, so a
 link that drops and comes back sends again from the first unacknowledged write
 (the peer merges duplicates harmlessly). A key written again before the peer
 acknowledged it keeps only its newest entry: under last-writer-wins the older
@@ -15,7 +16,7 @@ writes here, where they are counted, not in socket buffers.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import Deque, List, Tuple
+from typing import Deque, List, Optional, Tuple
 
 from distkv.store import Entry
 
@@ -49,10 +50,9 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def add(self, key: bytes, entry: Entry) -> None:
-        """Queue a local write for this peer."""
-        self.last_seq += 1
-        seq = self.last_seq
+    def add(self, seq: int, key: bytes, entry: Entry) -> None:
+        """Queue local write number ``seq`` (numbers only ever grow)."""
+        self.last_seq = seq
         size = entry_size(key, entry)
         old = self._pending.pop(key, None)
         if old is not None:
@@ -129,6 +129,12 @@ class Outbox:
             self._in_flight.append((seq, item[2]))
             self._in_flight_bytes += item[2]
         return out
+
+    def oldest(self) -> Optional[Entry]:
+        """The pending write the peer has waited for longest, if any."""
+        if not self._pending:
+            return None
+        return next(iter(self._pending.values()))[1]
 
     def drained(self) -> bool:
         """True when the peer has acknowledged every write given to us."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Optional, Tuple, Union
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -132,7 +133,9 @@ class ApplyProtocol(Protocol):
     ``vet`` answers a caller's Hello with our own Hello, or with a refusal.
     ``apply`` merges one replicated write into the store. ``answer`` turns an
     anti-entropy digest offer into the bytes of our answer; ``synced`` hears
-    that a round from the caller was fully applied.
+    that a round from the caller was fully applied. ``durable`` is the
+    journal's (see :mod:`distkv.journal`): acknowledgements, and the end of a
+    round, are only sent once what they confirm is committed to disk.
     """
 
     transport: ITCPTransport
@@ -144,7 +147,9 @@ class ApplyProtocol(Protocol):
         answer: Callable[[wire.DigestOffer], bytes],
         synced: Callable[[wire.Hello], None],
         max_frame: int,
+        durable: Callable[[], Optional[Deferred[None]]] = lambda: None,
     ) -> None:
+        self._durable = durable
         self._vet = vet
         self._apply = apply
         self._answer = answer
@@ -198,11 +203,34 @@ class ApplyProtocol(Protocol):
             elif isinstance(frame, wire.DigestOffer):
                 write(self._answer(frame))
             elif isinstance(frame, wire.RoundMark) and frame.kind == b"S":
-                assert self.remote is not None
-                self._synced(self.remote)
-                write(wire.encode_mark(b"s", frame.round))
+                if applied:
+                    self._confirm(wire.encode_ack(applied))
+                    applied = 0
+                self._confirm(wire.encode_mark(b"s", frame.round), self._round_done)
         if applied:
-            self.transport.write(wire.encode_ack(applied))
+            self._confirm(wire.encode_ack(applied))
+
+    def _confirm(self, data: bytes, then: Optional[Callable[[], None]] = None) -> None:
+        """Send ``data`` once everything applied so far is committed."""
+        waiting = self._durable()
+        if waiting is None:
+            self.transport.write(data)
+            if then is not None:
+                then()
+            return
+
+        def committed(_: object) -> None:
+            self.transport.write(data)
+            if then is not None:
+                then()
+
+        # A failed commit is logged by the journal; the peer, never told, keeps
+        # the writes and sends them again.
+        waiting.addCallbacks(committed, lambda _: None)
+
+    def _round_done(self) -> None:
+        assert self.remote is not None
+        self._synced(self.remote)
 
     def _refuse(self, refusal: Refusal) -> None:
         log.warn("Refusing peer connection: {code} {why}", code=refusal[0], why=refusal[1])

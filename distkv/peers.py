@@ -16,7 +16,7 @@ on, since each node pushes its own writes to everyone.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -78,6 +78,8 @@ class PeerLink(ReconnectingClientFactory):
         self.is_self = False
         self.refusal: Optional[Tuple[str, str]] = None
         self._drain_waiters: List[Deferred[None]] = []
+        #: Told after every acknowledgement (the journal saves it).
+        self.on_acked: Optional[Callable[[PeerLink], None]] = None
 
     @property
     def up(self) -> bool:
@@ -199,11 +201,11 @@ class PeerLink(ReconnectingClientFactory):
             else:
                 self._reactor.callLater(0, self._sync_tick)  # type: ignore[attr-defined]
 
-    def send(self, key: bytes, entry: Entry) -> None:
-        """Queue a local write for this peer and send it if the link allows."""
+    def send(self, seq: int, key: bytes, entry: Entry) -> None:
+        """Queue local write ``seq`` for this peer and send it if the link allows."""
         outbox = self.outbox
         overflows = outbox.overflows
-        outbox.add(key, entry)
+        outbox.add(seq, key, entry)
         if outbox.overflows != overflows:
             self.mark_resync(f"its outbox passed {outbox.max_bytes} bytes")
         if self._protocol is not None:
@@ -219,6 +221,8 @@ class PeerLink(ReconnectingClientFactory):
 
     def acked(self, seq: int) -> None:
         self.outbox.ack(seq)
+        if self.on_acked is not None:
+            self.on_acked(self)
         self.pump()
         if self._drain_waiters and self.outbox.drained():
             waiters, self._drain_waiters = self._drain_waiters, []
@@ -328,10 +332,10 @@ class Replication(Service):
             self._reactor.connectTCP(link.host, link.port, link, timeout=5)
         )
 
-    def _changed(self, key: bytes, entry: Entry, local: bool) -> None:
-        if local:
+    def _changed(self, key: bytes, entry: Entry, seq: int) -> None:
+        if seq:
             for link in self.links.values():
-                link.send(key, entry)
+                link.send(seq, key, entry)
 
     def startService(self) -> None:
         super().startService()

@@ -5,14 +5,20 @@ the :class:`~distkv.hlc.Version` of the write that produced it. Local writes are
 stamped by the injected :class:`~distkv.hlc.HybridClock`; remote writes are
 merged by keeping the highest version, which makes merging commutative,
 associative and idempotent, so replicas converge whatever order or duplication
-their deliveries arrive in. Listeners hear about every change, tagged local or
-remote, which is how replication and persistence hook in without the store
-knowing about either.
+their deliveries arrive in. Listeners hear about every change, with the local
+write sequence number (0 for a remote write), which is how replication and
+persistence hook in without the store knowing about either.
+
+Tombstones are purged below the *stable horizon*: a version such that every
+node of the cluster has received every write at or below it (see
+:mod:`distkv.stability`). Below that horizon nothing can still be on its way,
+so a write for a key this replica does not hold is a leftover of a purged
+delete and is dropped rather than resurrected.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 from distkv.digest import Digest
 from distkv.hlc import HybridClock, Version
@@ -25,7 +31,13 @@ class Entry(NamedTuple):
     version: Version
 
 
-Listener = Callable[[bytes, Entry, bool], None]
+#: ``listener(key, entry, seq)``: ``seq`` numbers local writes from 1; 0 is a
+#: write merged from a peer.
+Listener = Callable[[bytes, Entry, int], None]
+PurgeListener = Callable[[List[Tuple[bytes, Version]]], None]
+
+#: Below every real version.
+ZERO = Version(0, 0, "")
 
 
 def newer(candidate: Entry, current: Entry) -> bool:
@@ -52,11 +64,23 @@ class Store:
         self._data: Dict[bytes, Entry] = {}
         self._live = 0
         self._listeners: List[Listener] = []
+        self._purge_listeners: List[PurgeListener] = []
+        self._tombstones: Set[bytes] = set()
         self.digest = Digest()
+        #: The sequence number of the last local write.
+        self.seq = 0
+        #: Every node has received every write below this version.
+        self.horizon = ZERO
+        self.purged = 0
+        self.stale_dropped = 0
 
     def subscribe(self, listener: Listener) -> None:
-        """Call ``listener(key, entry, local)`` after every change."""
+        """Call ``listener(key, entry, seq)`` after every change."""
         self._listeners.append(listener)
+
+    def on_purge(self, listener: PurgeListener) -> None:
+        """Call ``listener([(key, version), ...])`` with the tombstones purged."""
+        self._purge_listeners.append(listener)
 
     def get(self, key: bytes) -> Optional[bytes]:
         """The live value of ``key``, or ``None`` when absent or deleted."""
@@ -88,42 +112,75 @@ class Store:
             entry = Entry(value, self.clock.now())
         else:
             entry = Entry(value, self.clock.now_above(current.version))
-        self._put(key, entry, current, True)
+        self.seq += 1
+        self._put(key, entry, current, self.seq)
         return entry
 
     def apply(self, key: bytes, entry: Entry) -> bool:
         """Merge a replicated write; True when it changed this replica.
 
         A version too far in the future (see ``HybridClock.observe``) is
-        refused and counted by the clock, never stored.
+        refused and counted by the clock, never stored. A write below the
+        stable horizon for a key held nowhere here is the leftover of a purged
+        delete (every node had it, and a newer tombstone, before the purge):
+        it is dropped and counted.
         """
         if not self.clock.observe(entry.version):
             return False
         current = self._data.get(key)
-        if current is not None and not newer(entry, current):
+        if current is None:
+            if entry.version < self.horizon:
+                self.stale_dropped += 1
+                return False
+        elif not newer(entry, current):
             return False
-        self._put(key, entry, current, False)
+        self._put(key, entry, current, 0)
         return True
 
-    def load(self, key: bytes, entry: Entry) -> None:
+    def load(self, key: bytes, entry: Entry, seq: int = 0) -> None:
         """Put back an entry read from disk, telling no listener."""
         current = self._data.get(key)
         if current is None or newer(entry, current):
-            self._count(current, entry)
+            self._count(key, current, entry)
             self._data[key] = entry
             self.digest.replace(key, None if current is None else current.version, entry.version)
+        if seq > self.seq:
+            self.seq = seq
 
-    def _put(
-        self, key: bytes, entry: Entry, current: Optional[Entry], local: bool
-    ) -> None:
-        self._count(current, entry)
+    def purge(self, horizon: Version) -> int:
+        """Forget every tombstone below ``horizon``; returns how many went."""
+        if horizon <= self.horizon:
+            return 0
+        self.horizon = horizon
+        gone = []
+        data = self._data
+        for key in self._tombstones:
+            version = data[key].version
+            if version < horizon:
+                gone.append((key, version))
+        for key, version in gone:
+            del data[key]
+            self._tombstones.discard(key)
+            self.digest.replace(key, version, None)
+        if gone:
+            self.purged += len(gone)
+            for listener in self._purge_listeners:
+                listener(gone)
+        return len(gone)
+
+    def _put(self, key: bytes, entry: Entry, current: Optional[Entry], seq: int) -> None:
+        self._count(key, current, entry)
         self._data[key] = entry
         self.digest.replace(key, None if current is None else current.version, entry.version)
         for listener in self._listeners:
-            listener(key, entry, local)
+            listener(key, entry, seq)
 
-    def _count(self, current: Optional[Entry], entry: Entry) -> None:
+    def _count(self, key: bytes, current: Optional[Entry], entry: Entry) -> None:
         was_live = current is not None and current.value is not None
+        if entry.value is None:
+            self._tombstones.add(key)
+        elif not was_live:
+            self._tombstones.discard(key)
         self._live += (entry.value is not None) - was_live
 
     def __len__(self) -> int:
@@ -136,7 +193,7 @@ class Store:
 
     @property
     def tombstones(self) -> int:
-        return len(self._data) - self._live
+        return len(self._tombstones)
 
     def items(self) -> Iterator[Tuple[bytes, Entry]]:
         """Every stored key and entry, tombstones included."""

@@ -15,6 +15,7 @@ This is the only module that imports ``twisted.test.iosim``.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from twisted.internet import error
@@ -208,11 +209,14 @@ class SimulatedCluster:
     """Nodes ``n1``..``nN`` on one :class:`SimulatedNetwork`, all peered.
 
     ``node_options`` go to every :class:`~distkv.node.Node`; ``skew_ms`` maps
-    a node id to how far its wall clock is off.
+    a node id to how far its wall clock is off. With ``data_root`` each node
+    keeps its data in ``data_root/<node id>``, so a crashed node restarts
+    from what it had committed.
     """
 
     def __init__(self, size: int = 3, skew_ms: Optional[Dict[str, int]] = None,
-                 **node_options: Any) -> None:
+                 data_root: Optional[str] = None, **node_options: Any) -> None:
+        self.data_root = data_root
         self.net = SimulatedNetwork()
         self.net.advance(1_700_000_000)  # a plausible wall clock
         self._skew = dict(skew_ms or {})
@@ -226,12 +230,15 @@ class SimulatedCluster:
     def _make(self, node_id: str) -> Node:
         skew = self._skew.get(node_id, 0)
         net = self.net
+        options = dict(self._options)
+        if self.data_root is not None:
+            options["data_dir"] = os.path.join(self.data_root, node_id)
         node = Node(
             net,
             node_id,
             listen_port=self.ports[node_id],
             now_ms=lambda: int(net.seconds() * 1000) + skew,
-            **self._options,
+            **options,
         )
         for other, port in self.ports.items():
             if other != node_id:
@@ -239,21 +246,20 @@ class SimulatedCluster:
         return node
 
     def start(self, node_id: str) -> Node:
-        """Start (or restart, empty) the node ``node_id``."""
+        """Start (or restart: empty, or from its data dir) the node ``node_id``."""
         node = self._make(node_id)
         self.nodes[node_id] = node
         self.net.attach(node_id, self.ports[node_id], node.factory())
-        node.replication.startService()
+        node.start()
         return node
 
     def crash(self, node_id: str) -> None:
-        """Kill a node at once: connections cut, timers stopped, memory gone."""
+        """Kill a node at once: connections cut, timers stopped, memory gone,
+        and nothing more committed to its data dir."""
         node = self.nodes.pop(node_id)
         self.net.detach(self.ports[node_id])
-        for link in node.replication.links.values():
-            link.stopTrying()
+        node.crash()
         self.net.isolate(node_id)
-        node.replication.running = False
 
     def run(self) -> None:
         self.net.run()
@@ -275,7 +281,7 @@ class SimulatedCluster:
 
     def stop(self) -> None:
         """Stop every node cleanly; afterwards no delayed call is left."""
-        stopping = [node.replication.stopService() for node in self.nodes.values()]
+        stopping = [node.stop() for node in self.nodes.values()]
         done: List[object] = []
         gatherResults(stopping).addBoth(done.append)
         self.net.advance_by(10.0, step=0.5)
@@ -295,7 +301,7 @@ class LocalCluster:
 
     @inlineCallbacks
     def stop(self) -> Any:
-        yield gatherResults([node.replication.stopService() for node in self.nodes])
+        yield gatherResults([node.stop() for node in self.nodes])
         yield gatherResults([maybeDeferred(port.stopListening) for port in self._ports])
 
 
@@ -319,7 +325,7 @@ def start_local_cluster(reactor: Any, size: int = 3, **node_options: Any) -> Any
     for node in nodes:
         for port in ports:
             node.add_peer("127.0.0.1", _port_number(port))
-        node.replication.startService()
+        node.start()
     return LocalCluster(nodes, ports)
 
 

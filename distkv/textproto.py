@@ -16,13 +16,17 @@ half-closes its side, every command received is answered (a last line without
 its newline included) before the server closes. A client that sends faster
 than it reads its replies is not read from while its replies back up (the
 protocol is the transport's streaming producer), so neither requests nor
-replies pile up in memory.
+replies pile up in memory. A write is answered once it is committed to disk
+(when the node has a data dir); replies still leave in request order, so a
+reply that is ready waits behind an earlier write's.
 """
 
 from __future__ import annotations
 
-from typing import cast
+from collections import deque
+from typing import Deque, List, Optional, Union, cast
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IConsumer,
     IHalfCloseableProtocol,
@@ -39,6 +43,7 @@ from distkv.commands import (
     Error,
     Integer,
     Lines,
+    Outcome,
     Reply,
     Request,
     Status,
@@ -96,6 +101,10 @@ class TextProtocol(LineReceiver):
         self.MAX_LENGTH = max_request
         self._closing = False
         self._eof = False
+        # Replies waiting for an earlier one (a write not yet committed):
+        # each slot is [bytes or None until ready, close after it].
+        self._queue: Deque[List[Union[Optional[bytes], bool]]] = deque()
+        self._close_when_sent = False
 
     def connectionMade(self) -> None:
         # The transport pauses us (and we stop reading) while its write buffer
@@ -114,9 +123,35 @@ class TextProtocol(LineReceiver):
             line = line[:-1]
         if not line.strip():
             return
-        reply = self._dispatcher.execute(parse_line(line))
-        self.transport.write(format_reply(reply))
-        if isinstance(reply, Status) and reply.close:
+        self._respond(self._dispatcher.execute(parse_line(line)))
+
+    def _respond(self, outcome: Outcome) -> None:
+        if isinstance(outcome, Deferred):
+            slot: List[Union[Optional[bytes], bool]] = [None, False]
+            self._queue.append(slot)
+            outcome.addCallback(self._ready, slot)
+            return
+        close = isinstance(outcome, Status) and outcome.close
+        if self._queue:
+            self._queue.append([format_reply(outcome), close])
+            if close:
+                self._closing = True
+            return
+        self.transport.write(format_reply(outcome))
+        if close:
+            self._close()
+
+    def _ready(self, reply: Reply, slot: List[Union[Optional[bytes], bool]]) -> None:
+        slot[0] = format_reply(reply)
+        queue = self._queue
+        while queue and queue[0][0] is not None:
+            data, close = queue.popleft()
+            self.transport.write(cast(bytes, data))
+            if close:
+                queue.clear()
+                self._close()
+                return
+        if not queue and self._close_when_sent:
             self._close()
 
     def lineLengthExceeded(self, line: bytes) -> None:
@@ -128,14 +163,17 @@ class TextProtocol(LineReceiver):
             peer=self.transport.getPeer(),
             limit=self.MAX_LENGTH,
         )
-        self.transport.write(
-            b"ERR request exceeds the limit of %d bytes; closing\r\n" % (self.MAX_LENGTH,)
+        self._respond(
+            Error(f"ERR request exceeds the limit of {self.MAX_LENGTH} bytes; closing")
         )
         self._close()
 
     def _close(self) -> None:
         self._closing = True
         self.clearLineBuffer()
+        if self._queue:
+            self._close_when_sent = True  # once the replies still owed are out
+            return
         self.transport.loseConnection()
 
     def readConnectionLost(self) -> None:

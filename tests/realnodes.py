@@ -142,12 +142,16 @@ class NodeProcess:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return self
 
-    def wait_ready(self) -> NodeProcess:
+    def wait_ready(self, serving: bool = True) -> NodeProcess:
+        """Wait until the node answers PING and (``serving``) has finished loading."""
         def answers() -> bool:
             assert self.proc is not None and self.proc.poll() is None, self.log_text()
             return ask(self.port, "PING") == "PONG"
 
         wait_until(answers, f"node {self.node_id} to answer PING")
+        if serving:
+            wait_until(lambda: "state serving" in status(self.port),
+                       f"node {self.node_id} to finish loading")
         return self
 
     def signal(self, signum: int) -> None:

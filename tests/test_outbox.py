@@ -13,6 +13,11 @@ def entry(value: bytes, ms: int = 1) -> Entry:
     return Entry(value, Version(ms, 0, "a"))
 
 
+def push(box: Outbox, key: bytes, item: Entry) -> None:
+    """Queue a write under the next local sequence number, as the store numbers them."""
+    box.add(box.last_seq + 1, key, item)
+
+
 def keys(batch: list) -> list:  # type: ignore[type-arg]
     return [key for _, key, _ in batch]
 
@@ -23,7 +28,7 @@ class OutboxTests(SynchronousTestCase):
         box = Outbox(1 << 20)
         box.rewind()
         for i in range(5):
-            box.add(b"k%d" % i, entry(b"v"))
+            push(box, b"k%d" % i, entry(b"v"))
         batch = box.take()
         self.assertEqual(keys(batch), [b"k0", b"k1", b"k2", b"k3", b"k4"])
         self.assertEqual(box.take(), [])
@@ -38,11 +43,11 @@ class OutboxTests(SynchronousTestCase):
         box = Outbox(1 << 20)
         box.rewind()
         for i in range(4):
-            box.add(b"k%d" % i, entry(b"v"))
+            push(box, b"k%d" % i, entry(b"v"))
         batch = box.take()
         box.ack(batch[1][0])
         box.disconnect()
-        box.add(b"k9", entry(b"v"))  # written while the peer is away
+        push(box, b"k9", entry(b"v"))  # written while the peer is away
         box.rewind()
         self.assertEqual(keys(box.take()), [b"k2", b"k3", b"k9"])
 
@@ -50,7 +55,7 @@ class OutboxTests(SynchronousTestCase):
         """A key written again before the peer acknowledged it is sent once, newest value."""
         box = Outbox(1 << 20)
         for i in range(100):
-            box.add(b"hot", entry(b"%d" % i, ms=i))
+            push(box, b"hot", entry(b"%d" % i, ms=i))
         box.rewind()
         batch = box.take()
         self.assertEqual(len(batch), 1)
@@ -60,9 +65,9 @@ class OutboxTests(SynchronousTestCase):
         """Passing the byte bound drops the pending writes and marks the peer for resync."""
         box = Outbox(max_bytes=10 * (ENTRY_OVERHEAD + 10))
         for i in range(9):
-            box.add(b"k%d" % i, entry(b"12345678"))
+            push(box, b"k%d" % i, entry(b"12345678"))
         self.assertFalse(box.needs_resync)
-        box.add(b"big", entry(b"x" * 200))
+        push(box, b"big", entry(b"x" * 200))
         self.assertTrue(box.needs_resync)
         self.assertEqual((len(box), box.bytes, box.overflows), (0, 0, 1))
 
@@ -72,7 +77,7 @@ class OutboxTests(SynchronousTestCase):
         box = Outbox(1 << 20, window=3 * size)
         box.rewind()
         for i in range(10):
-            box.add(b"k%d" % i, entry(b"x" * 100))
+            push(box, b"k%d" % i, entry(b"x" * 100))
         first = box.take()
         self.assertEqual(len(first), 3)
         self.assertEqual(box.take(), [])
@@ -83,10 +88,10 @@ class OutboxTests(SynchronousTestCase):
         """Rewriting one key a million times while the window is full keeps memory bounded."""
         box = Outbox(1 << 30, window=1)
         box.rewind()
-        box.add(b"first", entry(b"v"))
+        push(box, b"first", entry(b"v"))
         box.take()  # window now full
         for i in range(20_000):
-            box.add(b"hot", entry(b"%d" % i, ms=i))
+            push(box, b"hot", entry(b"%d" % i, ms=i))
         self.assertLess(len(box._unsent), 3000)
         box.ack(1)
         batch = box.take()

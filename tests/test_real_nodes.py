@@ -173,8 +173,10 @@ def test_sigterm_flushes_to_peers_and_exits_zero(cluster: Cluster) -> None:
 def test_two_nodes_with_one_id_refuse_to_link(tmp_path: Path, cluster: Cluster) -> None:
     """Nodes sharing a node id never link, never exchange writes, and both log why."""
     p1, p2 = free_ports(2)
-    one = cluster.add(NodeProcess(tmp_path, p1, [p2], "twin")).start()
-    two = cluster.add(NodeProcess(tmp_path, p2, [p1], "twin")).start()
+    # They can never sync from each other: no waiting to load either.
+    patience = ["--loading-wait", "0"]
+    one = cluster.add(NodeProcess(tmp_path, p1, [p2], "twin", patience)).start()
+    two = cluster.add(NodeProcess(tmp_path, p2, [p1], "twin", patience)).start()
     one.wait_ready()
     two.wait_ready()
     assert ask(one.port, "SET k v") == "OK"

@@ -85,16 +85,22 @@ class StoreTests(SynchronousTestCase):
         self.assertEqual(store.get(b"k"), b"mine")
 
     def test_listeners_hear_local_and_remote_changes_but_not_stale_ones(self) -> None:
-        """Listeners get (key, entry, local) for each change and nothing for a stale write."""
+        """Listeners get (key, entry, seq) for each change and nothing for a stale write;
+        seq numbers local writes from 1 and is 0 for a remote one."""
         store = make_store(wall=5000)
-        heard: List[Tuple[bytes, Entry, bool]] = []
-        store.subscribe(lambda k, e, local: heard.append((k, e, local)))
+        heard: List[Tuple[bytes, Entry, int]] = []
+        store.subscribe(lambda k, e, seq: heard.append((k, e, seq)))
         mine = store.set(b"a", b"1")
         theirs = Entry(b"2", Version(6000, 0, "b"))
         store.apply(b"b", theirs)
         store.apply(b"b", Entry(b"old", Version(10, 0, "b")))
         store.apply(b"b", theirs)
-        self.assertEqual(heard, [(b"a", mine, True), (b"b", theirs, False)])
+        second = store.delete(b"a")
+        self.assertTrue(second)
+        self.assertEqual(
+            heard,
+            [(b"a", mine, 1), (b"b", theirs, 0), (b"a", store.entry(b"a"), 2)],
+        )
 
     def test_far_future_remote_write_is_refused(self) -> None:
         """A remote version beyond the allowed skew is not stored."""

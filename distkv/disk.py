@@ -1,0 +1,203 @@
+"""The node's SQLite file: what survives a restart. Plain ``sqlite3``, no reactor.
+
+One database per data directory, in WAL mode, with three tables::
+
+    meta(name, value)            format version, node id, clock high-water mark
+    entries(key, value, ms, counter, node, seq)
+                                 every key, value or tombstone (value NULL) and
+                                 its version; seq numbers this node's own writes
+                                 (NULL for a write merged from a peer)
+    peers(address, acked, node)  per peer: our highest write it acknowledged
+
+The per-peer outbox is not stored twice: after a restart it is rebuilt from
+the entries this node wrote with a sequence number above what that peer
+acknowledged. A write later overwritten by a peer's newer write loses its
+sequence number with its row, and rightly: the newer write reaches everyone
+from its own node.
+
+Anything wrong with the file (not a database, corrupt, another format, another
+node's data) raises :class:`DiskError` with a message for the operator.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import Dict, Iterable, List, NamedTuple, Optional, Protocol, Tuple
+
+from distkv.hlc import Version
+from distkv.store import Entry
+
+FORMAT = "1"
+FILENAME = "distkv.sqlite3"
+
+#: What each ``--fsync`` policy sets SQLite's ``synchronous`` pragma to. In WAL
+#: mode: FULL syncs the log at every commit; NORMAL syncs it only when it is
+#: checkpointed (which the node does every second for ``everysec``); OFF
+#: leaves it to the operating system. All three survive a crash of the process.
+SYNCHRONOUS = {"always": "FULL", "everysec": "NORMAL", "no": "OFF"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    key BLOB PRIMARY KEY,
+    value BLOB,
+    ms INTEGER NOT NULL,
+    counter INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    seq INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS peers (
+    address TEXT PRIMARY KEY,
+    acked INTEGER NOT NULL,
+    node TEXT
+);
+"""
+
+class Loader(Protocol):
+    """What :meth:`Disk.load` fills: a :class:`~distkv.store.Store`."""
+
+    def load(self, key: bytes, entry: Entry, seq: int = 0) -> None: ...
+
+
+Row = Tuple[bytes, Optional[bytes], int, int, str, Optional[int]]
+
+
+class DiskError(Exception):
+    """The data directory cannot be used; the message says why and where."""
+
+
+class Loaded(NamedTuple):
+    """What :meth:`Disk.load` read back."""
+
+    entries: int
+    clock_ms: int
+    #: This node's own writes, ``(seq, key, entry)``, oldest first, above the
+    #: lowest sequence number some peer has not acknowledged.
+    unacked: List[Tuple[int, bytes, Entry]]
+
+
+class PeerState(NamedTuple):
+    acked: int
+    node: Optional[str]
+
+
+class Disk:
+    """The SQLite database in ``directory``, opened with the ``fsync`` policy."""
+
+    def __init__(self, directory: str, fsync: str = "everysec") -> None:
+        self.directory = directory
+        self.path = os.path.join(directory, FILENAME)
+        self.fsync = fsync
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            raise DiskError(f"cannot create data dir {directory}: {e.strerror}") from None
+        self.fresh = not os.path.exists(self.path)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise DiskError(f"cannot open {self.path}: {e}") from None
+        try:
+            self._open()
+        except sqlite3.Error as e:
+            self._db.close()
+            raise DiskError(f"{self.path} is unreadable or corrupt: {e}") from None
+
+    def _open(self) -> None:
+        db = self._db
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise DiskError(f"{self.path}: SQLite refused WAL mode (got {mode})")
+        db.execute(f"PRAGMA synchronous={SYNCHRONOUS[self.fsync]}")
+        db.executescript(_SCHEMA)
+        found = self._meta("format")
+        if found is None:
+            db.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
+        elif found != FORMAT:
+            raise DiskError(f"{self.path} has data format {found}; this DistKV reads {FORMAT}")
+
+    def _meta(self, name: str) -> Optional[str]:
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def claim(self, wanted: Optional[str], generated: str) -> str:
+        """The node id this data belongs to, recording it on first use.
+
+        ``wanted`` is the id asked for on the command line; a data dir written
+        by another node id is refused rather than served as if it were ours.
+        """
+        stored = self._meta("node_id")
+        if stored is None:
+            node = wanted or generated
+            self._db.execute("INSERT INTO meta VALUES ('node_id', ?)", (node,))
+            return node
+        if wanted is not None and wanted != stored:
+            raise DiskError(
+                f"data dir {self.directory} belongs to node id {stored}, not {wanted}; "
+                f"start with --node-id {stored} or use another --data-dir"
+            )
+        return stored
+
+    def peers(self) -> Dict[str, PeerState]:
+        rows = self._db.execute("SELECT address, acked, node FROM peers").fetchall()
+        return {address: PeerState(acked, node) for address, acked, node in rows}
+
+    def load(self, into: Loader, unacked_above: int) -> Loaded:
+        """Read every entry into ``into.load(key, entry, seq)``.
+
+        Reading the whole table also checks every page of it, so a corrupt
+        file is found here, at start, and not halfway through serving.
+        """
+        count = 0
+        unacked = []
+        try:
+            rows = self._db.execute("SELECT key, value, ms, counter, node, seq FROM entries")
+            for key, value, ms, counter, node, seq in rows:
+                entry = Entry(value, Version(ms, counter, node))
+                into.load(bytes(key), entry, seq or 0)
+                if seq is not None and seq > unacked_above:
+                    unacked.append((seq, bytes(key), entry))
+                count += 1
+            clock = int(self._meta("clock_ms") or 0)
+        except sqlite3.Error as e:
+            raise DiskError(f"{self.path} is unreadable or corrupt: {e}") from None
+        unacked.sort(key=lambda item: item[0])
+        return Loaded(count, clock, unacked)
+
+    def commit(
+        self,
+        rows: Iterable[Row],
+        purged: Iterable[Tuple[bytes, int, int, str]],
+        peers: Iterable[Tuple[str, int, Optional[str]]],
+        clock_ms: int,
+    ) -> None:
+        """Write one batch in one transaction (raises ``sqlite3.Error``)."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)", rows)
+            db.executemany(
+                "DELETE FROM entries WHERE key = ? AND ms = ? AND counter = ? AND node = ?"
+                " AND value IS NULL",
+                purged,
+            )
+            db.executemany("INSERT OR REPLACE INTO peers VALUES (?, ?, ?)", peers)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('clock_ms', ?)", (str(clock_ms),))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def sync(self) -> None:
+        """Force what is committed onto the disk (a WAL checkpoint syncs the log first)."""
+        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def close(self) -> None:
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self._db.close()
+
+

@@ -1,0 +1,159 @@
+"""Group commit: every change made in one reactor turn is committed together.
+
+The :class:`Journal` listens to the store. Each change is queued (a key written
+twice in one turn is written once), and one commit is scheduled for the end of
+the current reactor turn, so a burst of pipelined writes from many clients
+costs one transaction. Whoever must not answer before the data is on disk (a
+client waiting for ``OK``, a peer waiting for its acknowledgement) asks
+:meth:`Journal.durable` for a Deferred that fires after the commit that holds
+everything changed so far.
+
+With ``--fsync everysec`` the journal forces the log to disk once a second
+when something was committed since the last time. A commit that fails (disk
+full, file removed) is logged as critical; the writes waiting for it get an
+error, never an ``OK``, and so does every later write, while reads go on.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Dict, List, Optional, Tuple
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from distkv.disk import Disk, Row
+from distkv.hlc import HybridClock, Version
+from distkv.store import Entry, Store
+
+log = Logger()
+
+
+class NotPersistedError(Exception):
+    """The write is in memory but could not be committed to disk."""
+
+
+class Journal(Service):
+    """Commits the store's changes to a :class:`~distkv.disk.Disk` in batches."""
+
+    name = "journal"
+
+    def __init__(self, disk: Disk, store: Store, clock: HybridClock, reactor: Any) -> None:
+        self.disk = disk
+        self._clock = clock
+        self._reactor = reactor
+        self._rows: Dict[bytes, Row] = {}
+        self._purged: List[Tuple[bytes, int, int, str]] = []
+        self._peers: Dict[str, Tuple[str, int, Optional[str]]] = {}
+        self._waiters: List[Deferred[None]] = []
+        self._call: Optional[IDelayedCall] = None
+        self._sync_loop: Optional[LoopingCall] = None
+        self._unsynced = False
+        self.closed = False
+        self.failure: Optional[str] = None
+        self.commits = 0
+        self.rows_written = 0
+        store.subscribe(self._changed)
+        store.on_purge(self._gone)
+
+    def _changed(self, key: bytes, entry: Entry, seq: int) -> None:
+        version = entry.version
+        self._rows[key] = (key, entry.value, version.ms, version.counter, version.node, seq or None)
+        self._schedule()
+
+    def _gone(self, purged: List[Tuple[bytes, Version]]) -> None:
+        self._purged.extend((key, v.ms, v.counter, v.node) for key, v in purged)
+        self._schedule()
+
+    def peer_acked(self, address: str, acked: int, node: Optional[str]) -> None:
+        """Remember what a peer acknowledged; saved with the next commit.
+
+        Not worth a commit of its own: if it is lost in a crash, the peer is
+        sent those writes again and merges the duplicates harmlessly.
+        """
+        self._peers[address] = (address, acked, node)
+
+    def _schedule(self) -> None:
+        if self._call is None and not self.closed:
+            self._call = self._reactor.callLater(0, self.commit)
+
+    def durable(self) -> Optional[Deferred[None]]:
+        """None when everything changed so far is committed, else a Deferred
+        that fires once it is (or fails with :class:`NotPersistedError`)."""
+        if self.failure is not None:
+            return fail(NotPersistedError(self.failure))
+        if not self._rows and not self._purged:
+            return None
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    def commit(self) -> None:
+        """Write everything queued in one transaction and release its waiters."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        if self.closed or self.failure is not None:
+            return
+        rows, self._rows = self._rows, {}
+        purged, self._purged = self._purged, []
+        peers, self._peers = self._peers, {}
+        waiters, self._waiters = self._waiters, []
+        try:
+            self.disk.commit(rows.values(), purged, peers.values(), self._clock.high_water())
+        except sqlite3.Error as e:
+            self.failure = f"ERR write not persisted: {e}"
+            log.critical(
+                "Cannot commit to {path}: {why}; refusing writes from now on",
+                path=self.disk.path,
+                why=str(e),
+            )
+            for waiter in waiters:
+                waiter.errback(NotPersistedError(self.failure))
+            return
+        self.commits += 1
+        self.rows_written += len(rows)
+        self._unsynced = True
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _sync(self) -> None:
+        if self._unsynced and not self.closed and self.failure is None:
+            self._unsynced = False
+            try:
+                self.disk.sync()
+            except sqlite3.Error as e:
+                log.error("Cannot sync {path}: {why}", path=self.disk.path, why=str(e))
+
+    def startService(self) -> None:
+        super().startService()
+        if self.disk.fsync == "everysec":
+            loop = LoopingCall(self._sync)
+            loop.clock = self._reactor
+            self._sync_loop = loop
+            loop.start(1.0, now=False)
+
+    def abandon(self) -> None:
+        """Close without committing what is queued, as a killed process would."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        if self._sync_loop is not None and self._sync_loop.running:
+            self._sync_loop.stop()
+        self.running = False
+        self.closed = True
+        self.disk.close()
+
+    def stopService(self) -> None:
+        """Commit what is queued, then close the database."""
+        super().stopService()
+        if self._sync_loop is not None and self._sync_loop.running:
+            self._sync_loop.stop()
+        self.commit()
+        self.closed = True
+        try:
+            self.disk.close()
+        except sqlite3.Error as e:
+            log.error("Closing {path} failed: {why}", path=self.disk.path, why=str(e))
