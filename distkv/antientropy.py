@@ -6,13 +6,17 @@ with the keys and versions of the buckets that differ, and the connecting side
 sends each entry it holds newer than the peer's (or that the peer lacks).
 Entries the peer holds newer flow the other way in the peer's own round over
 its own link, so each round only ever pushes. Absence is never a delete: a key
-one side lacks is sent, never removed. Nothing here does I/O: the functions
-return the bytes to write.
+one side lacks is sent, never removed, with one exception. The accepting side
+ends its answer with its stable horizon (see :mod:`distkv.stability`); a key
+it lacks whose version lies below that horizon was deleted and purged while
+this replica missed it (an old copy of a data dir), so it is dropped here
+rather than sent. Nothing here does I/O: the functions return the bytes to
+write.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from distkv import wire
 from distkv.digest import select
@@ -39,7 +43,7 @@ def answer_offer(store: Store, offer: wire.DigestOffer) -> bytes:
                 chunk, size = [], 0
         if chunk or not items:
             frames.append(wire.encode_key_list(offer.round, bucket, chunk))
-    frames.append(wire.encode_mark(b"E", offer.round))
+    frames.append(wire.encode_mark(b"E", offer.round, store.horizon))
     return b"".join(frames)
 
 
@@ -52,6 +56,7 @@ class Round:
         self._buckets: Set[int] = set()
         self._theirs: Dict[bytes, Version] = {}
         self.sent = 0
+        self.dropped = 0
         self.finished = False
 
     def offer(self) -> bytes:
@@ -61,20 +66,24 @@ class Round:
         self._buckets.add(frame.bucket)
         self._theirs.update(frame.versions)
 
-    def newer(self) -> List[Tuple[bytes, Entry]]:
-        """Entries in the differing buckets that the peer lacks or holds older."""
+    def newer(self, horizon: Optional[Version] = None) -> List[Tuple[bytes, Entry]]:
+        """Entries in the differing buckets that the peer lacks or holds older;
+        a key the peer lacks below its ``horizon`` is dropped, not sent."""
         theirs = self._theirs
+        store = self.store
         out = []
-        for items in select(self.store.items(), sorted(self._buckets)).values():
+        for items in select(store.items(), sorted(self._buckets)).values():
             for key, entry in items:
                 seen = theirs.get(key)
-                if seen is None or entry.version > seen:
+                if seen is None and horizon is not None and store.drop_dead(key, horizon):
+                    self.dropped += 1
+                elif seen is None or entry.version > seen:
                     out.append((key, entry))
         return out
 
-    def keys_done(self) -> bytes:
+    def keys_done(self, horizon: Optional[Version] = None) -> bytes:
         """Everything the peer needs from us, then the end-of-round mark."""
-        newer = self.newer()
+        newer = self.newer(horizon)
         self.sent = len(newer)
         self._theirs = {}
         parts = [wire.encode_write(0, key, entry) for key, entry in newer]

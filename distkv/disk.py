@@ -178,8 +178,7 @@ class Disk:
         try:
             db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)", rows)
             db.executemany(
-                "DELETE FROM entries WHERE key = ? AND ms = ? AND counter = ? AND node = ?"
-                " AND value IS NULL",
+                "DELETE FROM entries WHERE key = ? AND ms = ? AND counter = ? AND node = ?",
                 purged,
             )
             db.executemany("INSERT OR REPLACE INTO peers VALUES (?, ?, ?)", peers)

@@ -11,18 +11,23 @@ answers writes only once :mod:`distkv.journal` has committed them. A node that
 starts without data (memory only, or an empty data dir) and has peers is
 *loading*: it refuses reads until a peer has completed an anti-entropy round
 into it, or until ``loading_wait`` seconds have passed with none reachable.
+
+Every ``heartbeat`` seconds the node purges the tombstones below the cluster's
+stable horizon (:mod:`distkv.stability`), held a further ``tombstone_grace``
+seconds behind the wall clock.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from distkv import wire
@@ -30,10 +35,11 @@ from distkv.antientropy import answer_offer
 from distkv.commands import Dispatcher
 from distkv.disk import Disk, PeerState
 from distkv.frontdoor import FrontDoorFactory
-from distkv.hlc import HybridClock
+from distkv.hlc import HybridClock, Version
 from distkv.journal import Journal
 from distkv.peerproto import ApplyProtocol, Refusal
 from distkv.peers import PeerLink, Replication
+from distkv.stability import Stability
 from distkv.store import Entry, Store
 from distkv.textproto import TextProtocol
 
@@ -75,9 +81,11 @@ class NodeService(MultiService):
         if self.journal is not None:
             self.journal.startService()
         super().startService()
+        self.node.start_purging()
         self.node.start_loading()
 
     def stopService(self) -> Deferred[object]:
+        self.node.stop_purging()
         stopped: Deferred[object] = super().stopService()  # type: ignore[assignment]
         journal = self.journal
         if journal is not None:
@@ -111,6 +119,7 @@ class Node:
         data_dir: Optional[str] = None,
         fsync: str = "everysec",
         loading_wait: float = 30.0,
+        tombstone_grace: float = 600.0,
         now_ms: Optional[Callable[[], int]] = None,
     ) -> None:
         self.reactor = reactor
@@ -125,6 +134,13 @@ class Node:
         self.hello = wire.Hello(self.node_id, self.incarnation)
         if now_ms is None:
             now_ms = self._wall_ms
+        self._now_ms = now_ms
+        self.tombstone_grace = tombstone_grace
+        self.heartbeat = heartbeat
+        self.stability = Stability()
+        #: Nodes that linked to us, whether or not our peer list names them.
+        self._inbound: Set[str] = set()
+        self._purge_loop: Optional[LoopingCall] = None
         self.clock = HybridClock(self.node_id, now_ms, int(max_clock_skew * 1000))
         self.store = Store(self.clock)
         self.journal: Optional[Journal] = None
@@ -188,6 +204,8 @@ class Node:
         if known in self.replication.links:
             return self.replication.links[known]
         link = self.replication.add_peer(host, port)
+        link.our_low = self._our_low
+        link.on_new_node = self._node_replaced
         if self.journal is not None:
             journal = self.journal
             saved = self._saved_peers.get(link.name)
@@ -200,6 +218,35 @@ class Node:
                 link.name, link.outbox.acked, link.remote.node if link.remote else None
             )
         return link
+
+    def members(self) -> Optional[List[str]]:
+        """The other nodes of the cluster; None while a peer address never answered."""
+        names = []
+        for link in self.replication.links.values():
+            if link.is_self:
+                continue
+            if link.remote is None:
+                return None
+            names.append(link.remote.node)
+        names.extend(self._inbound.difference(names))
+        return names
+
+    def _our_low(self) -> Version:
+        return self.stability.low(self.members())
+
+    def _node_replaced(self, old: str, new: str) -> None:
+        self.stability.forget(old)
+        self._inbound.discard(old)
+
+    def _heard(self, peer: wire.Hello, floor: Version, low: Version) -> None:
+        self._inbound.add(peer.node)
+        self.stability.heard(peer.node, floor, low)
+
+    def purge(self) -> int:
+        """Purge the tombstones every node has and that are past the grace period."""
+        horizon = self.stability.horizon(self.members())
+        cutoff = Version(self._now_ms() - int(self.tombstone_grace * 1000), 0, "")
+        return self.store.purge(min(horizon, cutoff))
 
     def _check_loading(self) -> None:
         """Stop refusing reads once synced, alone, or out of patience."""
@@ -231,6 +278,7 @@ class Node:
             self._synced_from,
             self.max_request + FRAME_OVERHEAD,
             self._durable,
+            self._heard,
         )
 
     def _answer_offer(self, offer: wire.DigestOffer) -> bytes:
@@ -261,6 +309,8 @@ class Node:
             f"keys {len(store)}",
             f"tombstones {store.tombstones}",
             f"refused_future_versions {self.clock.refused}",
+            f"stable_horizon {store.horizon}",
+            f"tombstones_purged {store.purged}",
             "synced_from {}".format(",".join(sorted(self.synced_from)) or "-"),
         ]
         lines.extend(link.status() for link in self.replication.links.values())
@@ -271,10 +321,18 @@ class Node:
         if self.journal is not None:
             self.journal.startService()
         self.replication.startService()
+        self.start_purging()
         self.start_loading()
+
+    def start_purging(self) -> None:
+        loop = LoopingCall(self.purge)
+        loop.clock = self.reactor
+        self._purge_loop = loop
+        loop.start(self.heartbeat, now=False)
 
     def stop(self) -> Deferred[object]:
         """Flush to peers, then commit and close (see :meth:`start`)."""
+        self.stop_purging()
         stopped: Deferred[object] = self.replication.stopService()
         journal = self.journal
         if journal is not None:
@@ -286,8 +344,13 @@ class Node:
             stopped.addBoth(close)
         return stopped
 
+    def stop_purging(self) -> None:
+        if self._purge_loop is not None and self._purge_loop.running:
+            self._purge_loop.stop()
+
     def crash(self) -> None:
         """Stop at once, as ``kill -9`` would: nothing flushed, nothing more committed."""
+        self.stop_purging()
         for link in self.replication.links.values():
             link.stopTrying()
             link.close()

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from distkv import wire
+from distkv.hlc import Version
 from distkv.store import Entry
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ class PushProtocol(Protocol):
             self.transport.abortConnection()
             return
         if self._decoder is not None:
-            self.transport.write(wire.HEARTBEAT)
+            self.transport.write(self._link.heartbeat())
         self._timer = self._clock.callLater(self._heartbeat, self._tick)
 
     def dataReceived(self, data: bytes) -> None:
@@ -108,7 +109,7 @@ class PushProtocol(Protocol):
                 link.key_list(frame)
             elif isinstance(frame, wire.RoundMark):
                 if frame.kind == b"E":
-                    link.keys_done(frame.round)
+                    link.keys_done(frame.round, frame.horizon)
                 elif frame.kind == b"s":
                     link.round_applied(frame.round)
 
@@ -133,7 +134,8 @@ class ApplyProtocol(Protocol):
     ``vet`` answers a caller's Hello with our own Hello, or with a refusal.
     ``apply`` merges one replicated write into the store. ``answer`` turns an
     anti-entropy digest offer into the bytes of our answer; ``synced`` hears
-    that a round from the caller was fully applied. ``durable`` is the
+    that a round from the caller was fully applied; ``heard`` gets the floor
+and low of each heartbeat (see :mod:`distkv.stability`). ``durable`` is the
     journal's (see :mod:`distkv.journal`): acknowledgements, and the end of a
     round, are only sent once what they confirm is committed to disk.
     """
@@ -148,8 +150,10 @@ class ApplyProtocol(Protocol):
         synced: Callable[[wire.Hello], None],
         max_frame: int,
         durable: Callable[[], Optional[Deferred[None]]] = lambda: None,
+        heard: Callable[[wire.Hello, Version, Version], None] = lambda *_: None,
     ) -> None:
         self._durable = durable
+        self._heard = heard
         self._vet = vet
         self._apply = apply
         self._answer = answer
@@ -200,6 +204,9 @@ class ApplyProtocol(Protocol):
                     applied = frame.seq
             elif isinstance(frame, wire.Heartbeat) and not frame.reply:
                 write(wire.HEARTBEAT_REPLY)
+                if frame.floor is not None and frame.low is not None:
+                    assert self.remote is not None
+                    self._heard(self.remote, frame.floor, frame.low)
             elif isinstance(frame, wire.DigestOffer):
                 write(self._answer(frame))
             elif isinstance(frame, wire.RoundMark) and frame.kind == b"S":

@@ -28,9 +28,10 @@ from twisted.python.failure import Failure
 
 from distkv import wire
 from distkv.antientropy import Round
+from distkv.hlc import Version
 from distkv.outbox import Outbox
 from distkv.peerproto import PushProtocol
-from distkv.store import Entry, Store
+from distkv.store import ZERO, Entry, Store
 
 log = Logger()
 
@@ -80,6 +81,13 @@ class PeerLink(ReconnectingClientFactory):
         self._drain_waiters: List[Deferred[None]] = []
         #: Told after every acknowledgement (the journal saves it).
         self.on_acked: Optional[Callable[[PeerLink], None]] = None
+        #: Told when the peer's address answers as a different node: (old, new).
+        self.on_new_node: Optional[Callable[[str, str], None]] = None
+        #: Our own low (see :mod:`distkv.stability`), sent with each heartbeat.
+        self.our_low: Callable[[], Version] = lambda: ZERO
+        # Whether a full round has shown the peer everything we hold since it
+        # came up as its present incarnation; until then we vouch for nothing.
+        self._proven = False
 
     @property
     def up(self) -> bool:
@@ -105,10 +113,20 @@ class PeerLink(ReconnectingClientFactory):
                 )
                 self.refusal = ("duplicate-node-id", remote.node)
             return False
-        if self.remote is not None and (
-            self.remote.incarnation != remote.incarnation or self.remote.node != remote.node
-        ):
+        previous = self.remote
+        if previous is not None and previous.node != remote.node:
+            log.warn(
+                "Peer {peer} is now node {node} (was {old})",
+                peer=self.name,
+                node=remote.node,
+                old=previous.node,
+            )
+            if self.on_new_node is not None:
+                self.on_new_node(previous.node, remote.node)
+        if previous is not None and previous != remote:
             self.mark_resync("it restarted as a new incarnation")
+        if previous != remote:
+            self._proven = False
         self.remote = remote
         self.refusal = None
         self.resetDelay()
@@ -178,9 +196,15 @@ class PeerLink(ReconnectingClientFactory):
         if self._round is not None and frame.round == self._round.number:
             self._round.key_list(frame)
 
-    def keys_done(self, number: int) -> None:
+    def keys_done(self, number: int, horizon: Optional[Version] = None) -> None:
         if self._round is not None and number == self._round.number and self._protocol:
-            self._protocol.send(self._round.keys_done())
+            self._protocol.send(self._round.keys_done(horizon))
+            if self._round.dropped:
+                log.warn(
+                    "Dropped {count} keys that peer {peer} deleted and purged long ago",
+                    count=self._round.dropped,
+                    peer=self.name,
+                )
 
     def round_applied(self, number: int) -> None:
         """The peer applied everything our round sent it."""
@@ -190,6 +214,8 @@ class PeerLink(ReconnectingClientFactory):
         self._round = None
         self.rounds_completed += 1
         self.last_round_sent = current.sent
+        if self.outbox.overflows == self._round_overflows:
+            self._proven = True
         if self.outbox.needs_resync:
             if self.outbox.overflows == self._round_overflows:
                 self.outbox.needs_resync = False
@@ -218,6 +244,21 @@ class PeerLink(ReconnectingClientFactory):
         batch = self.outbox.take()
         if batch:
             proto.send(b"".join([wire.encode_write(*item) for item in batch]))
+
+    def floor(self) -> Version:
+        """Every write of ours below this version has been applied by the peer.
+
+        Zero until a full round has run since the peer came up as this
+        incarnation, and while a resync is pending: then we cannot vouch.
+        """
+        outbox = self.outbox
+        if not self._proven or outbox.needs_resync:
+            return ZERO
+        oldest = outbox.oldest()
+        return oldest.version if oldest is not None else self._store.clock.now()
+
+    def heartbeat(self) -> bytes:
+        return wire.encode_heartbeat(self.floor(), self.our_low())
 
     def acked(self, seq: int) -> None:
         self.outbox.ack(seq)
@@ -262,7 +303,7 @@ class PeerLink(ReconnectingClientFactory):
         outbox = self.outbox
         return (
             "peer {} node={} link={} outbox_writes={} outbox_bytes={} acked_seq={} "
-            "resync={} resyncs={} sync={} sync_rounds={} last_sync_sent={}{}"
+            "resync={} resyncs={} sync={} sync_rounds={} last_sync_sent={} floor={}{}"
         ).format(
             self.name,
             self.remote.node if self.remote else "-",
@@ -275,6 +316,7 @@ class PeerLink(ReconnectingClientFactory):
             "running" if self._round is not None else "idle",
             self.rounds_completed,
             self.last_round_sent,
+            self.floor() if self._proven else "-",
             f" refused={self.refusal[0]}" if self.refusal else "",
         )
 

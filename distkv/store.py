@@ -79,7 +79,8 @@ class Store:
         self._listeners.append(listener)
 
     def on_purge(self, listener: PurgeListener) -> None:
-        """Call ``listener([(key, version), ...])`` with the tombstones purged."""
+        """Call ``listener([(key, version), ...])`` with the entries forgotten
+        (purged tombstones, and dead keys dropped by :meth:`drop_dead`)."""
         self._purge_listeners.append(listener)
 
     def get(self, key: bytes) -> Optional[bytes]:
@@ -129,7 +130,7 @@ class Store:
             return False
         current = self._data.get(key)
         if current is None:
-            if entry.version < self.horizon:
+            if entry.version < self.horizon:  # a purged delete's leftover
                 self.stale_dropped += 1
                 return False
         elif not newer(entry, current):
@@ -152,21 +153,39 @@ class Store:
         if horizon <= self.horizon:
             return 0
         self.horizon = horizon
-        gone = []
         data = self._data
-        for key in self._tombstones:
-            version = data[key].version
-            if version < horizon:
-                gone.append((key, version))
-        for key, version in gone:
-            del data[key]
-            self._tombstones.discard(key)
-            self.digest.replace(key, version, None)
+        gone = [(key, data[key].version) for key in self._tombstones if data[key].version < horizon]
+        self._forget(gone)
+        self.purged += len(gone)
+        return len(gone)
+
+    def drop_dead(self, key: bytes, horizon: Version) -> bool:
+        """Forget ``key`` when a peer whose stable horizon is ``horizon`` lacks it.
+
+        Below a horizon every node had every write, so a key a peer no longer
+        holds was deleted and its tombstone purged; this replica missed that
+        (say, its data dir came back from an old copy). Keeping the entry, or
+        sending it, would bring the deleted key back.
+        """
+        entry = self._data.get(key)
+        if entry is None or not entry.version < horizon:
+            return False
+        self._forget([(key, entry.version)])
+        self.stale_dropped += 1
+        return True
+
+    def _forget(self, gone: List[Tuple[bytes, Version]]) -> None:
+        data = self._data
+        for key, _ in gone:
+            entry = data.pop(key)
+            if entry.value is None:
+                self._tombstones.discard(key)
+            else:
+                self._live -= 1
+            self.digest.replace(key, entry.version, None)
         if gone:
-            self.purged += len(gone)
             for listener in self._purge_listeners:
                 listener(gone)
-        return len(gone)
 
     def _put(self, key: bytes, entry: Entry, current: Optional[Entry], seq: int) -> None:
         self._count(key, current, entry)

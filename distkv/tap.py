@@ -99,6 +99,8 @@ class Options(usage.Options):
         ["fsync", None, "everysec", "With --data-dir: always (every acknowledged write "
          "survives a power cut), everysec (up to ~1s lost on power cut) or no (the OS "
          "decides). Every policy survives kill -9."],
+        ["tombstone-grace", None, "600", "Seconds a delete's tombstone is kept at least; "
+         "it is purged after that once every peer has it."],
         ["loading-wait", None, "30", "Seconds a node that started without data refuses "
          "reads (ERR LOADING) waiting for a peer to sync it, before serving anyway."],
     ]
@@ -133,7 +135,8 @@ class Options(usage.Options):
             )
         self["max-request"] = int(_positive("max-request", self["max-request"]))
         self["outbox-bytes"] = int(_positive("outbox-bytes", self["outbox-bytes"]))
-        for name in ("max-clock-skew", "heartbeat", "flush-timeout", "sync-interval"):
+        for name in ("max-clock-skew", "heartbeat", "flush-timeout", "sync-interval",
+                     "tombstone-grace"):
             self[name] = _positive(name, self[name], float)
         if self["fsync"] not in SYNCHRONOUS:
             raise usage.UsageError(
@@ -164,6 +167,7 @@ def makeService(config: Options) -> IService:
             data_dir=config["data-dir"],
             fsync=config["fsync"],
             loading_wait=config["loading-wait"],
+            tombstone_grace=config["tombstone-grace"],
         )
     except DiskError as e:
         # Bad state on disk: say so and stop, rather than serve nothing.

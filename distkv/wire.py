@@ -12,7 +12,12 @@ then a body whose first byte names its kind::
 
     W seq:u64 ms:u64 counter:u32 flags:u8 node-len:u16 node key-len:u32 key value
     A seq:u64            applied everything up to seq
-    H / h                heartbeat and its answer
+    H [floor low]        heartbeat, with two versions (ms:u64 counter:u32
+                         node-len:u16 node, each): every write of the sender
+                         below ``floor`` has been applied by the receiver, and
+                         the sender has received every write below ``low``
+                         from every node (see :mod:`distkv.stability`)
+    h                    the heartbeat's answer
 
 Anti-entropy rounds ride on the same connection. The connecting side sends
 its digest; the accepting side answers with the keys and versions of every
@@ -22,7 +27,8 @@ the round; the accepting side confirms once it has applied all of them::
 
     D round:u32 digest            (connecting side)
     K round:u32 bucket:u32 count:u32 (key-len:u32 key ms:u64 counter:u32 node-len:u16 node)*
-    E round:u32                   (accepting side: no more key lists)
+    E round:u32 horizon           (accepting side: no more key lists; its stable
+                                   horizon, below which a key it lacks is dead)
     S round:u32                   (connecting side: every newer entry sent)
     s round:u32                   (accepting side: all applied)
 
@@ -57,7 +63,6 @@ _KEYLIST = struct.Struct(">III")
 _KEYVERSION = struct.Struct(">QIH")
 _TOMBSTONE = 1
 
-HEARTBEAT = _LENGTH.pack(1) + b"H"
 HEARTBEAT_REPLY = _LENGTH.pack(1) + b"h"
 
 
@@ -84,6 +89,8 @@ class Ack(NamedTuple):
 
 class Heartbeat(NamedTuple):
     reply: bool
+    floor: Optional[Version] = None
+    low: Optional[Version] = None
 
 
 class DigestOffer(NamedTuple):
@@ -102,6 +109,7 @@ class RoundMark(NamedTuple):
 
     kind: bytes
     round: int
+    horizon: Optional[Version] = None
 
 
 Frame = Union[Write, Ack, Heartbeat, DigestOffer, KeyList, RoundMark]
@@ -164,6 +172,24 @@ def encode_write(seq: int, key: bytes, entry: Entry) -> bytes:
     return _LENGTH.pack(len(body)) + body
 
 
+def _version(version: Version) -> bytes:
+    node = version.node.encode("ascii")
+    return _KEYVERSION.pack(version.ms, version.counter, len(node)) + node
+
+
+def _read_version(body: bytes, offset: int) -> Tuple[Version, int]:
+    ms, counter, node_len = _KEYVERSION.unpack_from(body, offset)
+    offset += _KEYVERSION.size
+    node = body[offset : offset + node_len].decode("ascii")
+    if len(node) != node_len:
+        raise WireError("truncated version")
+    return Version(ms, counter, node), offset + node_len
+
+
+def encode_heartbeat(floor: Version, low: Version) -> bytes:
+    return _frame(b"H" + _version(floor) + _version(low))
+
+
 def encode_ack(seq: int) -> bytes:
     return _LENGTH.pack(9) + b"A" + _SEQ.pack(seq)
 
@@ -183,8 +209,9 @@ def encode_key_list(round_: int, bucket: int, versions: Sequence[Tuple[bytes, Ve
     return _frame(b"".join(parts))
 
 
-def encode_mark(kind: bytes, round_: int) -> bytes:
-    return _frame(kind + _U32.pack(round_))
+def encode_mark(kind: bytes, round_: int, horizon: Optional[Version] = None) -> bytes:
+    tail = b"" if horizon is None else _version(horizon)
+    return _frame(kind + _U32.pack(round_) + tail)
 
 
 def _frame(body: bytes) -> bytes:
@@ -230,12 +257,23 @@ def decode_body(body: bytes) -> Frame:
             return Ack(_SEQ.unpack_from(body, 1)[0])
         if kind in (b"H", b"h") and len(body) == 1:
             return Heartbeat(kind == b"h")
+        if kind == b"H":
+            floor, offset = _read_version(body, 1)
+            low, offset = _read_version(body, offset)
+            if offset != len(body):
+                raise WireError("malformed heartbeat frame")
+            return Heartbeat(False, floor, low)
         if kind == b"D" and len(body) == 5 + DIGEST_BYTES:
             return DigestOffer(_U32.unpack_from(body, 1)[0], body[5:])
         if kind == b"K":
             return _decode_key_list(body)
         if kind in (b"E", b"S", b"s") and len(body) == 5:
             return RoundMark(kind, _U32.unpack_from(body, 1)[0])
+        if kind == b"E":
+            horizon, offset = _read_version(body, 5)
+            if offset != len(body):
+                raise WireError("malformed round mark")
+            return RoundMark(kind, _U32.unpack_from(body, 1)[0], horizon)
     except (struct.error, UnicodeDecodeError) as e:
         raise WireError(f"malformed frame: {e}") from e
     raise WireError(f"unknown frame kind {kind!r}")

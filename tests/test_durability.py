@@ -1,0 +1,289 @@
+"""Persistence on a fake clock: what is committed, when writes are answered, what a
+restart brings back, and the bad states on disk that must stop a node."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from typing import List, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from distkv import wire
+from distkv.commands import OK, Error, Request
+from distkv.disk import FILENAME, Disk, DiskError
+from distkv.hlc import Version
+from distkv.node import Node
+from distkv.peerproto import ApplyProtocol
+from distkv.store import Entry
+from distkv.testing import SimulatedCluster
+from tests.scratch import scratch_dir
+from tests.test_textproto import connect
+
+
+def results(outcome: object) -> List[object]:
+    """What a command's outcome has produced so far (a Deferred may not have fired)."""
+    got: List[object] = []
+    if isinstance(outcome, Deferred):
+        outcome.addBoth(got.append)
+    else:
+        got.append(outcome)
+    return got
+
+
+class DiskNodeTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.dir = scratch_dir(self)
+
+    def node(self, node_id: Optional[str] = "a", **options: object) -> Node:
+        node = Node(self.clock, node_id, data_dir=self.dir, **options)  # type: ignore[arg-type]
+        node.start()
+        self.addCleanup(lambda: None if node.journal is None or node.journal.closed else node.crash())
+        return node
+
+    def test_a_write_is_answered_only_after_its_commit(self) -> None:
+        """SET and DEL replies wait for the commit at the end of the reactor turn."""
+        node = self.node()
+        set_reply = results(node.dispatcher.execute(Request(b"SET", (b"k", b"v"))))
+        del_reply = results(node.dispatcher.execute(Request(b"DEL", (b"k",))))
+        self.assertEqual((set_reply, del_reply), ([], []))
+        self.assertEqual(node.journal.commits, 0)  # type: ignore[union-attr]
+        self.clock.advance(0)
+        self.assertEqual(set_reply, [OK])
+        self.assertEqual(del_reply[0].number, 1)  # type: ignore[attr-defined]
+
+    def test_writes_of_one_turn_share_one_commit(self) -> None:
+        """A burst of pipelined writes from many clients costs one transaction."""
+        node = self.node()
+        replies = [results(node.dispatcher.execute(Request(b"SET", (b"k%d" % i, b"v"))))
+                   for i in range(500)]
+        self.clock.advance(0)
+        self.assertEqual(node.journal.commits, 1)  # type: ignore[union-attr]
+        self.assertTrue(all(reply == [OK] for reply in replies))
+
+    def test_pipelined_replies_stay_in_order_around_commits(self) -> None:
+        """Over the text protocol a GET after a SET waits its turn behind the SET's OK."""
+        node = self.node()
+        node.dispatcher.execute(Request(b"SET", (b"k", b"old")))
+        self.clock.advance(0)
+        proto, transport = connect(node)
+        proto.dataReceived(b"SET k new\r\nGET k\r\nPING\r\nQUIT\r\nGET k\r\n")
+        self.assertEqual(transport.value(), b"")  # nothing overtakes the uncommitted SET
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0)
+        self.assertEqual(transport.value(), b"OK\r\nnew\r\nPONG\r\nOK\r\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_restart_brings_back_data_tombstones_id_and_clock(self) -> None:
+        """Committed values and tombstones survive a crash; the id is kept and the
+        clock never stamps below what it had stamped before."""
+        node = self.node(node_id=None)
+        node.store.set(b"a", b"1")
+        node.store.set(b"b", b"two words")
+        node.store.delete(b"a")
+        node.store.apply(b"c", Entry(b"remote", Version(1_700_000_000_500, 0, "x")))
+        self.clock.advance(0)
+        last = node.store.entry(b"b").version  # type: ignore[union-attr]
+        before = node.store.snapshot()
+        node_id = node.node_id
+        node.crash()
+        again = Node(self.clock, None, data_dir=self.dir, now_ms=lambda: 1_000)
+        self.addCleanup(again.crash)
+        self.assertEqual(again.node_id, node_id)
+        self.assertEqual(again.store.snapshot(), before)
+        self.assertEqual(again.store.get(b"b"), b"two words")
+        self.assertIsNone(again.store.get(b"a"))
+        self.assertEqual(again.store.tombstones, 1)
+        self.assertGreater(again.store.set(b"d", b"x").version, last)
+        self.assertGreater(again.store.set(b"e", b"x").version, Version(1_700_000_000_500, 0, "x"))
+
+    def test_uncommitted_writes_are_lost_but_were_never_acknowledged(self) -> None:
+        """A crash before the commit loses the write, and its client never got OK."""
+        node = self.node()
+        reply = results(node.dispatcher.execute(Request(b"SET", (b"k", b"v"))))
+        node.crash()
+        self.assertEqual(reply, [])
+        again = Node(self.clock, "a", data_dir=self.dir)
+        self.addCleanup(again.crash)
+        self.assertIsNone(again.store.get(b"k"))
+
+    def test_a_failed_commit_never_answers_ok(self) -> None:
+        """When the disk refuses a commit, waiting writes and later writes get ERR."""
+        node = self.node()
+        journal = node.journal
+        assert journal is not None
+
+        def broken(*args: object) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        journal.disk.commit = broken  # type: ignore[method-assign]
+        reply = results(node.dispatcher.execute(Request(b"SET", (b"k", b"v"))))
+        self.clock.advance(0)
+        self.assertIsInstance(reply[0], Error)
+        self.assertIn("not persisted", reply[0].message)  # type: ignore[union-attr]
+        later = results(node.dispatcher.execute(Request(b"SET", (b"j", b"v"))))
+        self.assertIsInstance(later[0], Error)
+        self.assertEqual(node.dispatcher.execute(Request(b"GET", (b"nothing",))).value, None)  # type: ignore[union-attr]
+
+    def test_each_fsync_policy_sets_wal_and_its_synchronous_level(self) -> None:
+        """always -> FULL (2), everysec -> NORMAL (1), no -> OFF (0), all in WAL mode."""
+        for policy, level in (("always", 2), ("everysec", 1), ("no", 0)):
+            disk = Disk(os.path.join(self.dir, policy), policy)
+            db = disk._db
+            self.assertEqual(db.execute("PRAGMA synchronous").fetchone()[0], level)
+            self.assertEqual(db.execute("PRAGMA journal_mode").fetchone()[0], "wal")
+            disk.close()
+
+    def test_everysec_syncs_once_a_second_when_something_was_committed(self) -> None:
+        node = self.node()
+        journal = node.journal
+        assert journal is not None
+        synced: List[int] = []
+        real = journal.disk.sync
+        journal.disk.sync = lambda: (synced.append(1), real())  # type: ignore[method-assign, func-returns-value]
+        self.clock.advance(1.0)
+        self.assertEqual(synced, [])  # nothing to sync
+        node.store.set(b"k", b"v")
+        self.clock.advance(0)
+        self.clock.advance(1.0)
+        self.assertEqual(synced, [1])
+
+    def test_corrupt_database_stops_the_node_with_a_clear_message(self) -> None:
+        os.makedirs(self.dir)
+        with open(os.path.join(self.dir, FILENAME), "wb") as f:
+            f.write(b"\x00garbage" * 1000)
+        with self.assertRaises(DiskError) as caught:
+            Node(self.clock, "a", data_dir=self.dir)
+        self.assertIn("unreadable or corrupt", str(caught.exception))
+
+    def test_data_dir_of_another_node_is_refused(self) -> None:
+        self.node("first").crash()
+        with self.assertRaises(DiskError) as caught:
+            Node(self.clock, "second", data_dir=self.dir)
+        self.assertIn("belongs to node id first", str(caught.exception))
+
+    def test_data_dir_that_is_a_file_is_refused(self) -> None:
+        with open(self.dir, "w") as f:
+            f.write("not a directory")
+        self.assertRaises(DiskError, Node, self.clock, "a", data_dir=self.dir)
+
+    def test_unknown_data_format_is_refused(self) -> None:
+        self.node().crash()
+        db = sqlite3.connect(os.path.join(self.dir, FILENAME))
+        db.execute("UPDATE meta SET value = '99' WHERE name = 'format'")
+        db.commit()
+        db.close()
+        with self.assertRaises(DiskError) as caught:
+            Node(self.clock, "a", data_dir=self.dir)
+        self.assertIn("format 99", str(caught.exception))
+
+
+class ApplyAfterCommitTests(SynchronousTestCase):
+    def test_peer_acknowledgements_wait_for_the_commit(self) -> None:
+        """The accepting side acks a replicated write only after it is durable."""
+        pending: List[Deferred[None]] = []
+
+        def durable() -> Optional[Deferred[None]]:
+            pending.append(Deferred())
+            return pending[-1]
+
+        applied: List[bytes] = []
+        proto = ApplyProtocol(
+            lambda hello: wire.Hello("me", "1"),
+            lambda key, entry: applied.append(key),
+            lambda offer: b"",
+            lambda hello: None,
+            1 << 20,
+            durable,
+        )
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(wire.hello_line(wire.MAGIC, wire.Hello("them", "2")))
+        transport.clear()
+        proto.dataReceived(wire.encode_write(7, b"k", Entry(b"v", Version(1, 0, "them"))))
+        self.assertEqual((applied, transport.value()), ([b"k"], b""))
+        pending[0].callback(None)
+        self.assertEqual(transport.value(), wire.encode_ack(7))
+
+
+class DurableClusterTests(SynchronousTestCase):
+    def make(self, size: int = 3, **options: object) -> SimulatedCluster:
+        cluster = SimulatedCluster(size, data_root=scratch_dir(self), **options)  # type: ignore[arg-type]
+        cluster.settle()
+        self.addCleanup(cluster.stop)
+        return cluster
+
+    def test_every_node_crashed_and_restarted_keeps_all_acknowledged_data(self) -> None:
+        """Crash all nodes at once after writes were committed: all of it comes back."""
+        cluster = self.make(3)
+        for index, node_id in enumerate(cluster.ports):
+            for i in range(50):
+                cluster.nodes[node_id].store.set(b"%d-%d" % (index, i), b"v%d" % i)
+            cluster.nodes[node_id].store.delete(b"%d-0" % index)
+        cluster.net.advance(0)  # one commit per node: everything acknowledged
+        expected = cluster.nodes["n1"].store.snapshot()
+        for node_id in list(cluster.nodes):
+            cluster.crash(node_id)
+        for node_id in cluster.ports:
+            cluster.start(node_id)
+        cluster.settle()
+        self.assertTrue(cluster.converged())
+        self.assertEqual(len(cluster.nodes["n2"].store), 147)
+        for key, entry in expected.items():
+            if entry.version.node == "n1":
+                self.assertEqual(cluster.nodes["n3"].store.entry(key), entry)
+
+    def test_outbox_survives_a_crash_and_reaches_the_peer_after_restart(self) -> None:
+        """Writes for a peer that was down stay queued across the writer's own crash."""
+        cluster = self.make(2)
+        cluster.crash("n2")
+        for i in range(20):
+            cluster.nodes["n1"].store.set(b"k%d" % i, b"v")
+        cluster.net.advance(0)
+        cluster.crash("n1")
+        n1 = cluster.start("n1")
+        queued = next(iter(n1.replication.links.values())).outbox
+        self.assertEqual(len(queued), 20)
+        cluster.start("n2")
+        cluster.settle()
+        self.assertTrue(cluster.converged())
+        self.assertEqual(len(cluster.nodes["n2"].store), 20)
+        self.assertTrue(queued.drained())
+
+    def test_acknowledged_peers_are_not_resent_everything_after_a_restart(self) -> None:
+        """What a peer acknowledged before the crash is remembered on disk."""
+        cluster = self.make(2)
+        for i in range(30):
+            cluster.nodes["n1"].store.set(b"k%d" % i, b"v")
+        cluster.run()
+        cluster.net.advance(0)
+        cluster.nodes["n1"].store.set(b"late", b"v")
+        cluster.net.advance(0)
+        cluster.crash("n2")
+        cluster.crash("n1")
+        n1 = cluster.start("n1")
+        outbox = next(iter(n1.replication.links.values())).outbox
+        self.assertEqual(len(outbox), 1)
+
+    def test_a_new_node_with_an_empty_data_dir_loads_before_it_serves(self) -> None:
+        """An empty data dir is a node without its data: LOADING until synced."""
+        cluster = self.make(3)
+        for i in range(40):
+            cluster.nodes["n1"].store.set(b"k%d" % i, b"v")
+        cluster.settle()
+        cluster.crash("n3")
+        shutil.rmtree(os.path.join(cluster.data_root, "n3"))  # type: ignore[arg-type]
+        n3 = cluster.start("n3")
+        self.assertTrue(n3.loading)
+        reply = n3.dispatcher.execute(Request(b"GET", (b"k1",)))
+        self.assertTrue(reply.message.startswith("LOADING"))  # type: ignore[union-attr]
+        cluster.settle()
+        self.assertFalse(n3.loading)
+        self.assertEqual(n3.dispatcher.execute(Request(b"GET", (b"k1",))).value, b"v")  # type: ignore[union-attr]
+        self.assertTrue(cluster.converged())
