@@ -158,8 +158,34 @@ def test_bad_options_and_help(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=30)
     assert helped.returncode == 0
     for option in ("--port", "--peers", "--node-id", "--max-request", "--outbox-bytes",
-                   "--max-clock-skew", "--heartbeat", "--flush-timeout", "--sync-interval"):
+                   "--max-clock-skew", "--heartbeat", "--flush-timeout", "--sync-interval",
+                   "--data-dir", "--fsync", "--loading-wait", "--tombstone-grace"):
         assert option in helped.stdout
+
+
+def test_bad_state_on_disk_stops_the_node_with_a_clear_message(tmp_path: Path) -> None:
+    """A corrupt database, or another node's data dir: exit 1 with one clear line."""
+    twistd = twistd_for(sys.executable)
+    (port,) = free_ports(1)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([twistd, "-n", "--pidfile=", "distkv", "--port",
+                               f"tcp:{port}:interface=127.0.0.1", *args],
+                              cwd=str(tmp_path), capture_output=True, text=True, timeout=30)
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "distkv.sqlite3").write_bytes(b"this is not a database" * 500)
+    done = run("--data-dir", str(corrupt))
+    assert done.returncode == 1
+    assert "distkv.sqlite3 is unreadable or corrupt: file is not a database" in done.stderr
+    owned = tmp_path / "owned"
+    node = NodeProcess(tmp_path, port, [], "first", ["--data-dir", str(owned)]).start()
+    node.wait_ready()
+    assert node.terminate() == 0
+    done = run("--data-dir", str(owned), "--node-id", "second")
+    assert done.returncode == 1
+    assert "belongs to node id first, not second" in done.stderr
 
 
 def test_sigterm_flushes_to_peers_and_exits_zero(cluster: Cluster) -> None:

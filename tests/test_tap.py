@@ -53,6 +53,19 @@ class OptionsTests(SynchronousTestCase):
             for bad in ("0", "-1", "lots"):
                 self.assertRaises(usage.UsageError, parse, option, bad)
 
+    def test_persistence_options(self) -> None:
+        """--fsync takes one of three policies; --loading-wait may be 0; grace must be positive."""
+        options = parse("--data-dir", "/tmp/x", "--fsync", "always", "--loading-wait", "0")
+        self.assertEqual((options["data-dir"], options["fsync"]), ("/tmp/x", "always"))
+        self.assertEqual(options["loading-wait"], 0.0)
+        self.assertEqual(parse()["fsync"], "everysec")
+        self.assertIsNone(parse()["data-dir"])
+        for argv in (("--fsync", "sometimes"), ("--loading-wait", "-1"),
+                     ("--loading-wait", "soon"), ("--tombstone-grace", "0")):
+            with self.assertRaises(usage.UsageError) as caught:
+                parse(*argv)
+            self.assertIn(argv[0], str(caught.exception))
+
     def test_node_id_is_checked(self) -> None:
         """A node id with spaces or slashes, or too long, is refused."""
         self.assertEqual(parse("--node-id", "node-1.a")["node-id"], "node-1.a")
