@@ -143,8 +143,9 @@ class Disk:
         rows = self._db.execute("SELECT address, acked, node FROM peers").fetchall()
         return {address: PeerState(acked, node) for address, acked, node in rows}
 
-    def load(self, into: Loader, unacked_above: int) -> Loaded:
-        """Read every entry into ``into.load(key, entry, seq)``.
+    def load(self, into: Loader, unacked_above: Optional[int]) -> Loaded:
+        """Read every entry into ``into.load(key, entry, seq)``, and collect this
+        node's writes numbered above ``unacked_above`` (None: collect none).
 
         Reading the whole table also checks every page of it, so a corrupt
         file is found here, at start, and not halfway through serving.
@@ -156,7 +157,7 @@ class Disk:
             for key, value, ms, counter, node, seq in rows:
                 entry = Entry(value, Version(ms, counter, node))
                 into.load(bytes(key), entry, seq or 0)
-                if seq is not None and seq > unacked_above:
+                if seq is not None and unacked_above is not None and seq > unacked_above:
                     unacked.append((seq, bytes(key), entry))
                 count += 1
             clock = int(self._meta("clock_ms") or 0)

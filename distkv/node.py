@@ -81,8 +81,7 @@ class NodeService(MultiService):
         if self.journal is not None:
             self.journal.startService()
         super().startService()
-        self.node.start_purging()
-        self.node.start_loading()
+        self.node.started()
 
     def stopService(self) -> Deferred[object]:
         self.node.stop_purging()
@@ -149,7 +148,8 @@ class Node:
         has_data = False
         if disk is not None:
             self._saved_peers = disk.peers()
-            lowest = min((p.acked for p in self._saved_peers.values()), default=0)
+            # A node that never had peers keeps no outbox to rebuild.
+            lowest = min((p.acked for p in self._saved_peers.values()), default=None)
             loaded = disk.load(self.store, lowest)
             self.clock.restore(loaded.clock_ms)
             self._unacked = loaded.unacked
@@ -217,6 +217,9 @@ class Node:
             link.on_acked = lambda link: journal.peer_acked(
                 link.name, link.outbox.acked, link.remote.node if link.remote else None
             )
+            # Recorded at once, so that a restart rebuilds this peer's outbox
+            # even if it never acknowledged anything.
+            link.on_acked(link)
         return link
 
     def members(self) -> Optional[List[str]]:
@@ -321,6 +324,10 @@ class Node:
         if self.journal is not None:
             self.journal.startService()
         self.replication.startService()
+        self.started()
+
+    def started(self) -> None:
+        self._unacked = []  # every outbox has been rebuilt by now
         self.start_purging()
         self.start_loading()
 

@@ -287,3 +287,32 @@ class DurableClusterTests(SynchronousTestCase):
         self.assertFalse(n3.loading)
         self.assertEqual(n3.dispatcher.execute(Request(b"GET", (b"k1",))).value, b"v")  # type: ignore[union-attr]
         self.assertTrue(cluster.converged())
+
+
+class LoadingTests(SynchronousTestCase):
+    def test_with_no_peer_reachable_a_node_serves_after_the_loading_wait(self) -> None:
+        """Reads get LOADING while no peer can sync the node, then it serves anyway."""
+        cluster = SimulatedCluster(2, loading_wait=12.0)
+        cluster.settle()
+        self.addCleanup(cluster.stop)
+        cluster.crash("n2")
+        cluster.crash("n1")
+        n1 = cluster.start("n1")
+        cluster.advance(11)
+        self.assertEqual(n1.status_lines()[2], "state loading")
+        self.assertEqual(
+            n1.dispatcher.execute(Request(b"DEL", (b"k",))),
+            Error("LOADING this node started without its data and is still syncing it "
+                  "from its peers"),
+        )
+        self.assertEqual(n1.dispatcher.execute(Request(b"SET", (b"k", b"v"))), OK)
+        cluster.advance(2)
+        self.assertEqual(n1.status_lines()[2], "state serving")
+        self.assertEqual(n1.dispatcher.execute(Request(b"GET", (b"k",))).value, b"v")  # type: ignore[union-attr]
+
+    def test_a_node_without_peers_serves_at_once(self) -> None:
+        node = Node(Clock(), "alone")
+        node.start()
+        self.addCleanup(node.stop)
+        self.assertFalse(node.loading)
+        self.assertEqual(node.dispatcher.execute(Request(b"GET", (b"k",))).value, None)  # type: ignore[union-attr]
