@@ -1,72 +1,62 @@
 """The command layer shared by every front end: requests in, replies out.
 
-Front ends (the text protocol now, RESP later) parse bytes into a
-:class:`Request` and format the :class:`Reply` they get back; this module
-decides what each command means and holds no data and no networking of its
-own. A write's reply may be a Deferred that fires once the write is
-committed to disk (see :mod:`distkv.journal`); front ends keep replies in
-request order. While a node that started without its data is still loading
-it from its peers, reads and deletes are refused with ``LOADING`` (as Redis
-does while it loads its dump); ``SET`` is accepted, since a new version wins
-or loses by the same rule whenever the older data arrives.
+Front ends (the text protocol and RESP2) parse bytes into a
+:class:`~distkv.replies.Request` and encode the reply they get back; this
+module decides what each command means and holds no data and no networking of
+its own. The data commands live here; the server commands that clients send
+on connect (INFO, COMMAND, CONFIG, CLIENT, HELLO) are in
+:mod:`distkv.servercmds`.
+
+A write's reply may be a Deferred that fires once the write is committed to
+disk (see :mod:`distkv.journal`); front ends keep replies in request order.
+While a node that started without its data is still loading it from its
+peers, reads and deletes are refused with ``LOADING`` (as Redis does while it
+loads its dump); ``SET`` is accepted, since a new version wins or loses by the
+same rule whenever the older data arrives.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, Union
+import bisect
+import re
+import zlib
+from typing import Callable, Dict, List, Optional, Pattern, Tuple, Union
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from distkv import servercmds
+from distkv.replies import (
+    GOODBYE,
+    LOADING,
+    NIL,
+    NOT_INTEGER,
+    OK,
+    PONG,
+    SYNTAX,
+    Array,
+    Bulk,
+    Error,
+    Integer,
+    Lines,
+    Reply,
+    Request,
+    Session,
+    Stats,
+    Status,
+    wrong_arity,
+)
 from distkv.store import Store
 
+__all__ = [
+    "GOODBYE", "LOADING", "NIL", "OK", "PONG", "Array", "Bulk", "Dispatcher", "Error",
+    "Integer", "Lines", "Outcome", "Reply", "Request", "Session", "Status", "wrong_arity",
+]
 
-class Request(NamedTuple):
-    """One parsed command: its upper-cased name and its arguments."""
-
-    name: bytes
-    args: Tuple[bytes, ...]
-
-
-class Status(NamedTuple):
-    """A simple success line such as ``OK`` or ``PONG``."""
-
-    text: bytes
-    close: bool = False
-
-
-class Bulk(NamedTuple):
-    """A value, or ``None`` for a missing key."""
-
-    value: Optional[bytes]
-
-
-class Integer(NamedTuple):
-    number: int
-
-
-class Error(NamedTuple):
-    """A refusal; ``message`` starts with its code word, e.g. ``ERR ...``."""
-
-    message: str
-
-
-class Lines(NamedTuple):
-    """A multi-line report (status); the text protocol ends it with ``END``."""
-
-    lines: Tuple[str, ...]
-
-
-Reply = Union[Status, Bulk, Integer, Error, Lines]
 #: What a command returns: a reply now, or one once the write is durable.
 Outcome = Union[Reply, "Deferred[Reply]"]
 Durable = Callable[[], Optional["Deferred[None]"]]
-
-OK = Status(b"OK")
-PONG = Status(b"PONG")
-GOODBYE = Status(b"OK", close=True)
-NIL = Bulk(None)
-LOADING = Error("LOADING this node started without its data and is still syncing it from its peers")
+Handler = Callable[[Tuple[bytes, ...], Session], Outcome]
 
 
 def _no_wait() -> Optional[Deferred[None]]:
@@ -81,21 +71,57 @@ def _not_persisted(failure: Failure) -> Reply:
     return Error(str(failure.value))
 
 
-def wrong_arity(name: bytes) -> Error:
-    return Error(
-        "ERR wrong number of arguments for '{}' command".format(
-            name.decode("ascii", "replace").lower()
-        )
-    )
+def glob_regex(pattern: bytes) -> Pattern[bytes]:
+    """Redis's glob (``* ? [abc] [^a] [a-z] \\x``) as an anchored bytes regex."""
+    out = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i : i + 1]
+        i += 1
+        if c == b"*":
+            out.append(b".*")
+        elif c == b"?":
+            out.append(b".")
+        elif c == b"\\" and i < n:
+            out.append(re.escape(pattern[i : i + 1]))
+            i += 1
+        elif c == b"[":
+            end = pattern.find(b"]", i + 1 if pattern[i : i + 1] in (b"^", b"]") else i)
+            if end < 0:
+                out.append(re.escape(c))
+                continue
+            body = pattern[i:end]
+            i = end + 1
+            negate = body.startswith(b"^")
+            if negate:
+                body = body[1:]
+            parts = []
+            j = 0
+            while j < len(body):
+                if body[j : j + 1] == b"\\" and j + 1 < len(body):
+                    parts.append(re.escape(body[j + 1 : j + 2]))
+                    j += 2
+                elif j + 2 < len(body) and body[j + 1 : j + 2] == b"-":
+                    low, high = sorted((body[j : j + 1], body[j + 2 : j + 3]))
+                    parts.append(re.escape(low) + b"-" + re.escape(high))
+                    j += 3
+                else:
+                    parts.append(re.escape(body[j : j + 1]))
+                    j += 1
+            out.append(b"[" + (b"^" if negate else b"") + b"".join(parts) + b"]")
+        else:
+            out.append(re.escape(c))
+    return re.compile(b"".join(out) + b"\\Z", re.DOTALL)
 
 
 class Dispatcher:
     """Runs requests against a store.
 
-    ``status`` returns the lines of the STATUS report; the node supplies it so
-    this module needs to know nothing about peers. ``durable`` returns None
-    when every change is already committed, or a Deferred that fires once it
-    is. ``loading`` is true while the node must not answer reads.
+    ``status`` returns the lines of the STATUS report and ``info`` the node's
+    own INFO sections; the node supplies both, so this module needs to know
+    nothing about peers. ``durable`` returns None when every change is already
+    committed, or a Deferred that fires once it is. ``loading`` is true while
+    the node must not answer reads.
     """
 
     def __init__(
@@ -104,34 +130,67 @@ class Dispatcher:
         status: Callable[[], List[str]],
         durable: Durable = _no_wait,
         loading: Callable[[], bool] = _never,
+        info: Callable[[], Dict[str, List[Tuple[str, object]]]] = dict,
+        stats: Optional[Stats] = None,
     ) -> None:
         self._store = store
         self._status = status
         self._durable = durable
         self._loading = loading
+        self.info = info
+        self.stats = stats if stats is not None else Stats(0.0)
+        #: What CONFIG GET reports (lower-case names); the node fills it in.
+        self.config: Dict[bytes, bytes] = {b"save": b"", b"appendonly": b"no", b"databases": b"1"}
+        self._scan: Tuple[int, List[Tuple[int, bytes]]] = (-1, [])
         # name -> (handler, minimum args, maximum args or -1 for no limit)
-        self._table: Dict[bytes, Tuple[Callable[[Tuple[bytes, ...]], Outcome], int, int]] = {
+        self._table: Dict[bytes, Tuple[Handler, int, int]] = {
             b"GET": (self._get, 1, 1),
-            b"SET": (self._set, 2, 2),
+            b"SET": (self._set, 2, -1),
             b"DEL": (self._del, 1, -1),
+            b"EXISTS": (self._exists, 1, -1),
+            b"MGET": (self._mget, 1, -1),
+            b"MSET": (self._mset, 2, -1),
+            b"DBSIZE": (self._dbsize, 0, 0),
+            b"KEYS": (self._keys, 1, 1),
+            b"SCAN": (self._scan_command, 1, -1),
             b"PING": (self._ping, 0, 1),
+            b"ECHO": (self._echo, 1, 1),
             b"QUIT": (self._quit, 0, 0),
+            b"SELECT": (self._select, 1, 1),
             b"STATUS": (self._status_report, 0, 0),
         }
+        for name, spec in servercmds.table(self).items():
+            self._table[name] = spec
 
-    def execute(self, request: Request) -> Outcome:
+    def store_size(self) -> int:
+        return len(self._store)
+
+    def names(self) -> List[bytes]:
+        return sorted(self._table)
+
+    def arity(self, name: bytes) -> int:
+        """Redis's arity: the count with the name, negative for "at least"."""
+        _, least, most = self._table[name]
+        return least + 1 if most == least else -(least + 1)
+
+    def execute(self, request: Request, session: Optional[Session] = None) -> Outcome:
+        self.stats.commands_processed += 1
         spec = self._table.get(request.name)
         if spec is None:
             return Error(
-                "ERR unknown command '{}'".format(
-                    request.name[:64].decode("utf-8", "replace")
-                )
+                "ERR unknown command '{}', with args beginning with: {}".format(
+                    request.name[:64].decode("utf-8", "replace"),
+                    " ".join(
+                        "'{}'".format(arg[:64].decode("utf-8", "replace"))
+                        for arg in request.args[:8]
+                    ),
+                ).rstrip()
             )
         handler, least, most = spec
         count = len(request.args)
         if count < least or (most >= 0 and count > most):
             return wrong_arity(request.name)
-        return handler(request.args)
+        return handler(request.args, session or _ANONYMOUS)
 
     def _after_commit(self, reply: Reply) -> Outcome:
         waiting = self._durable()
@@ -139,19 +198,21 @@ class Dispatcher:
             return reply
         return waiting.addCallbacks(lambda _: reply, _not_persisted)
 
-    def _get(self, args: Tuple[bytes, ...]) -> Outcome:
+    def _get(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
         if self._loading():
             return LOADING
         return Bulk(self._store.get(args[0]))
 
-    def _set(self, args: Tuple[bytes, ...]) -> Outcome:
+    def _set(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
+        if len(args) > 2:
+            return SYNTAX  # NX, XX, EX, GET...: Redis options DistKV does not have yet
         key = args[0]
         if not key:
             return Error("ERR empty key")
         self._store.set(key, args[1])
         return self._after_commit(OK)
 
-    def _del(self, args: Tuple[bytes, ...]) -> Outcome:
+    def _del(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
         if self._loading():
             return LOADING
         deleted = 0
@@ -160,11 +221,115 @@ class Dispatcher:
                 deleted += self._store.delete(key)
         return self._after_commit(Integer(deleted))
 
-    def _ping(self, args: Tuple[bytes, ...]) -> Reply:
+    def _exists(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
+        if self._loading():
+            return LOADING
+        store = self._store
+        return Integer(sum(1 for key in args if key in store))
+
+    def _mget(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
+        if self._loading():
+            return LOADING
+        get = self._store.get
+        return Array(tuple(Bulk(get(key)) for key in args))
+
+    def _mset(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
+        if len(args) % 2:
+            return wrong_arity(b"mset")
+        if not all(args[0::2]):
+            return Error("ERR empty key")
+        for index in range(0, len(args), 2):
+            self._store.set(args[index], args[index + 1])
+        return self._after_commit(OK)
+
+    def _dbsize(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
+        return Integer(len(self._store))
+
+    def _keys(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
+        if self._loading():
+            return LOADING
+        match = glob_regex(args[0]).match
+        return Array(tuple(Bulk(key) for key in self._store.live_keys() if match(key)))
+
+    def _scan_command(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
+        """SCAN cursor [MATCH pattern] [COUNT n], in CRC-32 order of the keys.
+
+        The cursor is the next hash to visit, so every key present for the
+        whole iteration is returned (new ones may or may not be), as Redis
+        promises. A snapshot of the hashes is reused while nothing changed.
+        """
+        if self._loading():
+            return LOADING
+        try:
+            cursor = int(args[0])
+        except ValueError:
+            return Error("ERR invalid cursor")
+        if cursor < 0:
+            return Error("ERR invalid cursor")
+        count = 10
+        match: Optional[Pattern[bytes]] = None
+        options = args[1:]
+        if len(options) % 2:
+            return SYNTAX
+        for index in range(0, len(options), 2):
+            option, value = options[index].upper(), options[index + 1]
+            if option == b"MATCH":
+                match = glob_regex(value)
+            elif option == b"COUNT":
+                try:
+                    count = int(value)
+                except ValueError:
+                    return NOT_INTEGER
+                if count < 1:
+                    return SYNTAX
+            else:
+                return SYNTAX
+        order = self._scan_order(fresh=cursor == 0)
+        start = position = bisect.bisect_left(order, (cursor, b""))
+        found: List[Reply] = []
+        store = self._store
+        while position < len(order):
+            # Stop after COUNT keys, but never between two keys of one hash.
+            if position - start >= count and order[position][0] != order[position - 1][0]:
+                break
+            key = order[position][1]
+            if key in store and (match is None or match.match(key)):
+                found.append(Bulk(key))
+            position += 1
+        if position >= len(order):
+            following = 0
+            self._scan = (-1, [])  # done: let the snapshot go
+        else:
+            following = order[position - 1][0] + 1
+        return Array((Bulk(b"%d" % following), Array(tuple(found))))
+
+    def _scan_order(self, fresh: bool) -> List[Tuple[int, bytes]]:
+        changed = self._store.changes
+        built, order = self._scan
+        if built != changed and (fresh or not order):
+            order = sorted((zlib.crc32(key), key) for key in self._store.live_keys())
+            self._scan = (changed, order)
+        return order
+
+    def _ping(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
         return Bulk(args[0]) if args else PONG
 
-    def _quit(self, args: Tuple[bytes, ...]) -> Reply:
+    def _echo(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
+        return Bulk(args[0])
+
+    def _quit(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
         return GOODBYE
 
-    def _status_report(self, args: Tuple[bytes, ...]) -> Reply:
+    def _select(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
+        try:
+            index = int(args[0])
+        except ValueError:
+            return NOT_INTEGER
+        return OK if index == 0 else Error("ERR DB index is out of range")
+
+    def _status_report(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
         return Lines(tuple(self._status()))
+
+
+_ANONYMOUS = Session("internal")
+

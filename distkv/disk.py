@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from typing import Dict, Iterable, List, NamedTuple, Optional, Protocol, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Protocol, Sequence, Tuple
 
 from distkv.hlc import Version
 from distkv.store import Entry
@@ -106,20 +106,38 @@ class Disk:
 
     def _open(self) -> None:
         db = self._db
-        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        mode = self._run("PRAGMA journal_mode=WAL")[0][0]
         if str(mode).lower() != "wal":
             raise DiskError(f"{self.path}: SQLite refused WAL mode (got {mode})")
-        db.execute(f"PRAGMA synchronous={SYNCHRONOUS[self.fsync]}")
-        db.executescript(_SCHEMA)
+        self._run(f"PRAGMA synchronous={SYNCHRONOUS[self.fsync]}")
+        db.executescript(_SCHEMA).close()
         found = self._meta("format")
         if found is None:
-            db.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
+            self._run("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
         elif found != FORMAT:
             raise DiskError(f"{self.path} has data format {found}; this DistKV reads {FORMAT}")
 
+    def _run(self, sql: str, params: Sequence[object] = ()) -> List[Any]:
+        """Run one statement and close its cursor at once: PyPy's sqlite3 keeps
+        an unclosed statement active until garbage collection, which makes a
+        later COMMIT fail with "SQL statements in progress"."""
+        cursor = self._db.cursor()
+        try:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+
+    def _run_many(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        cursor = self._db.cursor()
+        try:
+            cursor.executemany(sql, rows)
+        finally:
+            cursor.close()
+
     def _meta(self, name: str) -> Optional[str]:
-        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-        return None if row is None else str(row[0])
+        rows = self._run("SELECT value FROM meta WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
 
     def claim(self, wanted: Optional[str], generated: str) -> str:
         """The node id this data belongs to, recording it on first use.
@@ -130,7 +148,7 @@ class Disk:
         stored = self._meta("node_id")
         if stored is None:
             node = wanted or generated
-            self._db.execute("INSERT INTO meta VALUES ('node_id', ?)", (node,))
+            self._run("INSERT INTO meta VALUES ('node_id', ?)", (node,))
             return node
         if wanted is not None and wanted != stored:
             raise DiskError(
@@ -140,7 +158,7 @@ class Disk:
         return stored
 
     def peers(self) -> Dict[str, PeerState]:
-        rows = self._db.execute("SELECT address, acked, node FROM peers").fetchall()
+        rows = self._run("SELECT address, acked, node FROM peers")
         return {address: PeerState(acked, node) for address, acked, node in rows}
 
     def load(self, into: Loader, unacked_above: Optional[int]) -> Loaded:
@@ -153,13 +171,17 @@ class Disk:
         count = 0
         unacked = []
         try:
-            rows = self._db.execute("SELECT key, value, ms, counter, node, seq FROM entries")
-            for key, value, ms, counter, node, seq in rows:
-                entry = Entry(value, Version(ms, counter, node))
-                into.load(bytes(key), entry, seq or 0)
-                if seq is not None and unacked_above is not None and seq > unacked_above:
-                    unacked.append((seq, bytes(key), entry))
-                count += 1
+            rows = self._db.cursor()
+            try:
+                rows.execute("SELECT key, value, ms, counter, node, seq FROM entries")
+                for key, value, ms, counter, node, seq in rows:
+                    entry = Entry(value, Version(ms, counter, node))
+                    into.load(bytes(key), entry, seq or 0)
+                    if seq is not None and unacked_above is not None and seq > unacked_above:
+                        unacked.append((seq, bytes(key), entry))
+                    count += 1
+            finally:
+                rows.close()
             clock = int(self._meta("clock_ms") or 0)
         except sqlite3.Error as e:
             raise DiskError(f"{self.path} is unreadable or corrupt: {e}") from None
@@ -174,29 +196,28 @@ class Disk:
         clock_ms: int,
     ) -> None:
         """Write one batch in one transaction (raises ``sqlite3.Error``)."""
-        db = self._db
-        db.execute("BEGIN")
+        self._run("BEGIN")
         try:
-            db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)", rows)
-            db.executemany(
+            self._run_many("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._run_many(
                 "DELETE FROM entries WHERE key = ? AND ms = ? AND counter = ? AND node = ?",
                 purged,
             )
-            db.executemany("INSERT OR REPLACE INTO peers VALUES (?, ?, ?)", peers)
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('clock_ms', ?)", (str(clock_ms),))
-            db.execute("COMMIT")
+            self._run_many("INSERT OR REPLACE INTO peers VALUES (?, ?, ?)", peers)
+            self._run("INSERT OR REPLACE INTO meta VALUES ('clock_ms', ?)", (str(clock_ms),))
+            self._run("COMMIT")
         except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._run("ROLLBACK")
             raise
 
     def sync(self) -> None:
         """Force what is committed onto the disk (a WAL checkpoint syncs the log first)."""
-        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self._run("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         try:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._run("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             self._db.close()
 

@@ -2,9 +2,10 @@
 
 Each new connection is sniffed on its first bytes. A peer announces itself
 with the peer handshake (``DISTKV-PEER ...``) and is handed to the apply side
-of replication; everything else is a client speaking the text protocol. The
-choice is made once per connection, after which the chosen protocol gets the
-transport and every byte, including the ones already read.
+of replication; a first byte ``*`` starts a RESP2 (Redis protocol) client;
+everything else is a client speaking the text protocol. The choice is made
+once per connection, after which the chosen protocol gets the transport and
+every byte, including the ones already read.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ class FrontDoor(Protocol):
         self,
         client: Callable[[], IProtocol],
         peer: Callable[[], IProtocol],
+        resp: Optional[Callable[[], IProtocol]] = None,
     ) -> None:
         self._client = client
         self._peer = peer
+        self._resp = resp or client
         self._buffer = b""
         self.inner: Optional[IProtocol] = None
 
@@ -43,6 +46,9 @@ class FrontDoor(Protocol):
             inner.dataReceived(data)
             return
         buffer = self._buffer + data
+        if buffer[:1] == b"*":
+            self._choose(self._resp).dataReceived(buffer)
+            return
         magic = wire.MAGIC
         if len(buffer) < len(magic) and magic.startswith(buffer):
             self._buffer = buffer  # could still become a peer handshake
@@ -91,11 +97,13 @@ class FrontDoorFactory(Factory):
         self,
         client: Callable[[], IProtocol],
         peer: Callable[[], IProtocol],
+        resp: Optional[Callable[[], IProtocol]] = None,
     ) -> None:
         self._client = client
         self._peer = peer
+        self._resp = resp
 
     def buildProtocol(self, addr: Optional[IAddress]) -> FrontDoor:
-        door = FrontDoor(self._client, self._peer)
+        door = FrontDoor(self._client, self._peer, self._resp)
         door.factory = self
         return door

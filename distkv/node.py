@@ -19,6 +19,8 @@ seconds behind the wall clock.
 
 from __future__ import annotations
 
+import os
+import platform
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
@@ -39,6 +41,8 @@ from distkv.hlc import HybridClock, Version
 from distkv.journal import Journal
 from distkv.peerproto import ApplyProtocol, Refusal
 from distkv.peers import PeerLink, Replication
+from distkv.replies import Stats
+from distkv.resp import RespProtocol
 from distkv.stability import Stability
 from distkv.store import Entry, Store
 from distkv.textproto import TextProtocol
@@ -176,9 +180,24 @@ class Node:
             sync_interval=sync_interval,
             max_frame=max_request + FRAME_OVERHEAD,
         )
+        self.started_at = reactor.seconds()
+        self.data_dir = data_dir
+        self.fsync = fsync
         self.dispatcher = Dispatcher(
-            self.store, self.status_lines, self._durable, self._is_loading
+            self.store,
+            self.status_lines,
+            self._durable,
+            self._is_loading,
+            self.info_sections,
+            Stats(self.started_at),
         )
+        self.dispatcher.config.update({
+            b"appendonly": b"yes" if data_dir else b"no",
+            b"appendfsync": fsync.encode() if data_dir else b"no",
+            b"dir": os.path.abspath(data_dir).encode() if data_dir else os.getcwd().encode(),
+            b"maxmemory": b"0",
+            b"port": str(listen_port or 0).encode(),
+        })
         #: node id -> when its last anti-entropy round into us completed
         self.synced_from: Dict[str, float] = {}
 
@@ -268,10 +287,13 @@ class Node:
 
     def factory(self) -> FrontDoorFactory:
         """The factory for the shared client-and-peer port."""
-        return FrontDoorFactory(self._client_protocol, self._peer_protocol)
+        return FrontDoorFactory(self._client_protocol, self._peer_protocol, self._resp_protocol)
 
     def _client_protocol(self) -> TextProtocol:
         return TextProtocol(self.dispatcher, self.max_request)
+
+    def _resp_protocol(self) -> RespProtocol:
+        return RespProtocol(self.dispatcher, self.max_request)
 
     def _peer_protocol(self) -> ApplyProtocol:
         return ApplyProtocol(
@@ -372,6 +394,51 @@ class Node:
             self.loading = True
             self._loading_deadline = self.reactor.seconds() + self.loading_wait
             self._check_loading()
+
+    def info_sections(self) -> Dict[str, List[Tuple[str, object]]]:
+        """This node's part of INFO, in Redis's section names."""
+        store = self.store
+        links = [link for link in self.replication.links.values() if not link.is_self]
+        replication: List[Tuple[str, object]] = [
+            ("role", "master"),
+            ("node_id", self.node_id),
+            ("connected_peers", sum(1 for link in links if link.up)),
+        ]
+        for index, link in enumerate(links):
+            outbox = link.outbox
+            replication.append((f"peer{index}", ",".join([
+                f"addr={link.name}",
+                "node={}".format(link.remote.node if link.remote else "-"),
+                "link={}".format("up" if link.up else "down"),
+                f"outbox_writes={len(outbox)}",
+                f"outbox_bytes={outbox.bytes}",
+                f"acked_seq={outbox.acked}",
+                "resync={}".format("needed" if outbox.needs_resync else "no"),
+                f"resyncs={link.resyncs}",
+                f"sync_rounds={link.rounds_completed}",
+            ])))
+        return {
+            "server": [
+                ("redis_mode", "standalone"),
+                ("process_id", os.getpid()),
+                ("run_id", self.incarnation),
+                ("tcp_port", self.listen_port or 0),
+                ("uptime_in_seconds", int(self.reactor.seconds() - self.started_at)),
+                ("python_implementation", platform.python_implementation()),
+            ],
+            "persistence": [
+                ("loading", int(self.loading)),
+                ("data_dir", self.data_dir or ""),
+                ("fsync", self.fsync if self.data_dir else "memory-only"),
+                ("commits", self.journal.commits if self.journal else 0),
+            ],
+            "stats": [
+                ("tombstones", store.tombstones),
+                ("tombstones_purged", store.purged),
+                ("refused_future_versions", self.clock.refused),
+            ],
+            "replication": replication,
+        }
 
     def service(self, endpoint: str) -> MultiService:
         """The node as a service listening on the server endpoint ``endpoint``."""

@@ -73,6 +73,8 @@ class Store:
         self.horizon = ZERO
         self.purged = 0
         self.stale_dropped = 0
+        #: Counts every change, so a reader can tell whether anything changed.
+        self.changes = 0
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener(key, entry, seq)`` after every change."""
@@ -175,6 +177,7 @@ class Store:
         return True
 
     def _forget(self, gone: List[Tuple[bytes, Version]]) -> None:
+        self.changes += 1
         data = self._data
         for key, _ in gone:
             entry = data.pop(key)
@@ -188,6 +191,7 @@ class Store:
                 listener(gone)
 
     def _put(self, key: bytes, entry: Entry, current: Optional[Entry], seq: int) -> None:
+        self.changes += 1
         self._count(key, current, entry)
         self._data[key] = entry
         self.digest.replace(key, None if current is None else current.version, entry.version)
@@ -217,6 +221,10 @@ class Store:
     def items(self) -> Iterator[Tuple[bytes, Entry]]:
         """Every stored key and entry, tombstones included."""
         return iter(list(self._data.items()))
+
+    def live_keys(self) -> List[bytes]:
+        """Every key with a live value."""
+        return [key for key, entry in self._data.items() if entry.value is not None]
 
     def snapshot(self) -> Dict[bytes, Entry]:
         """A copy of everything stored, for comparing replicas."""

@@ -23,8 +23,7 @@ reply that is ready waits behind an earlier write's.
 
 from __future__ import annotations
 
-from collections import deque
-from typing import Deque, List, Optional, Union, cast
+from typing import List, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -33,11 +32,14 @@ from twisted.internet.interfaces import (
     IPushProducer,
     ITCPTransport,
 )
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from distkv.commands import (
+    Array,
     Bulk,
     Dispatcher,
     Error,
@@ -46,8 +48,10 @@ from distkv.commands import (
     Outcome,
     Reply,
     Request,
+    Session,
     Status,
 )
+from distkv.replyqueue import ReplyQueue
 
 log = Logger()
 
@@ -81,12 +85,25 @@ def format_reply(reply: Reply) -> bytes:
     if isinstance(reply, Integer):
         return b"%d\r\n" % (reply.number,)
     if isinstance(reply, Error):
-        message = reply.message
+        message = reply.message.replace("\r", " ").replace("\n", " ")
         if not message.startswith("ERR "):
             message = "ERR " + message
         return message.encode("utf-8") + b"\r\n"
+    if isinstance(reply, Array):
+        return b"".join(_array_lines(reply)) + b"END\r\n"
     assert isinstance(reply, Lines)
     return "".join(line + "\r\n" for line in reply.lines + ("END",)).encode("utf-8")
+
+
+def _array_lines(array: Array) -> List[bytes]:
+    """An array's elements one per line (nested arrays inline), for the text protocol."""
+    out = []
+    for item in array.items:
+        if isinstance(item, Array):
+            out.extend(_array_lines(item))
+        else:
+            out.append(format_reply(item))
+    return out
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
@@ -101,15 +118,24 @@ class TextProtocol(LineReceiver):
         self.MAX_LENGTH = max_request
         self._closing = False
         self._eof = False
-        # Replies waiting for an earlier one (a write not yet committed):
-        # each slot is [bytes or None until ready, close after it].
-        self._queue: Deque[List[Union[Optional[bytes], bool]]] = deque()
-        self._close_when_sent = False
+        self.session = Session("text")
+        self._owed = ReplyQueue(self._send, format_reply, self._hang_up)
+
+    def _send(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def _hang_up(self) -> None:
+        self.transport.loseConnection()
 
     def connectionMade(self) -> None:
         # The transport pauses us (and we stop reading) while its write buffer
         # is full, and resumes us when the client has caught up.
         cast(IConsumer, self.transport).registerProducer(self, True)
+        self.session.address = str(self.transport.getPeer())
+        self._dispatcher.stats.connected()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._dispatcher.stats.disconnected()
 
     def resumeProducing(self) -> None:
         super().resumeProducing()
@@ -123,35 +149,20 @@ class TextProtocol(LineReceiver):
             line = line[:-1]
         if not line.strip():
             return
-        self._respond(self._dispatcher.execute(parse_line(line)))
+        self._respond(self._dispatcher.execute(parse_line(line), self.session))
 
     def _respond(self, outcome: Outcome) -> None:
         if isinstance(outcome, Deferred):
-            slot: List[Union[Optional[bytes], bool]] = [None, False]
-            self._queue.append(slot)
-            outcome.addCallback(self._ready, slot)
+            self._owed.wait_for(outcome)
             return
         close = isinstance(outcome, Status) and outcome.close
-        if self._queue:
-            self._queue.append([format_reply(outcome), close])
+        if self._owed:
+            self._owed.then(format_reply(outcome), close)
             if close:
                 self._closing = True
             return
         self.transport.write(format_reply(outcome))
         if close:
-            self._close()
-
-    def _ready(self, reply: Reply, slot: List[Union[Optional[bytes], bool]]) -> None:
-        slot[0] = format_reply(reply)
-        queue = self._queue
-        while queue and queue[0][0] is not None:
-            data, close = queue.popleft()
-            self.transport.write(cast(bytes, data))
-            if close:
-                queue.clear()
-                self._close()
-                return
-        if not queue and self._close_when_sent:
             self._close()
 
     def lineLengthExceeded(self, line: bytes) -> None:
@@ -171,10 +182,7 @@ class TextProtocol(LineReceiver):
     def _close(self) -> None:
         self._closing = True
         self.clearLineBuffer()
-        if self._queue:
-            self._close_when_sent = True  # once the replies still owed are out
-            return
-        self.transport.loseConnection()
+        self._owed.close_when_sent()
 
     def readConnectionLost(self) -> None:
         # The client sent all it will send: answer everything, a final

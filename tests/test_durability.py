@@ -135,9 +135,8 @@ class DiskNodeTests(SynchronousTestCase):
         """always -> FULL (2), everysec -> NORMAL (1), no -> OFF (0), all in WAL mode."""
         for policy, level in (("always", 2), ("everysec", 1), ("no", 0)):
             disk = Disk(os.path.join(self.dir, policy), policy)
-            db = disk._db
-            self.assertEqual(db.execute("PRAGMA synchronous").fetchone()[0], level)
-            self.assertEqual(db.execute("PRAGMA journal_mode").fetchone()[0], "wal")
+            self.assertEqual(disk._run("PRAGMA synchronous"), [(level,)])
+            self.assertEqual(disk._run("PRAGMA journal_mode"), [("wal",)])
             disk.close()
 
     def test_everysec_syncs_once_a_second_when_something_was_committed(self) -> None:

@@ -1,0 +1,106 @@
+"""What commands answer, independent of any wire format, and per-connection state.
+
+The command layer returns these values; each front end encodes them its own
+way (the text protocol as lines, RESP2 with Redis's reply types). Errors carry
+their code word first (``ERR ...``, ``LOADING ...``), as Redis's do.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Iterator, NamedTuple, Optional, Tuple, Union
+
+
+class Request(NamedTuple):
+    """One parsed command: its upper-cased name and its arguments."""
+
+    name: bytes
+    args: Tuple[bytes, ...]
+
+
+class Status(NamedTuple):
+    """A simple success line such as ``OK`` or ``PONG``."""
+
+    text: bytes
+    close: bool = False
+
+
+class Bulk(NamedTuple):
+    """A value, or ``None`` for a missing key."""
+
+    value: Optional[bytes]
+
+
+class Integer(NamedTuple):
+    number: int
+
+
+class Error(NamedTuple):
+    """A refusal; ``message`` starts with its code word, e.g. ``ERR ...``."""
+
+    message: str
+
+
+class Lines(NamedTuple):
+    """A multi-line report (STATUS, INFO): text lines, or a RESP bulk string."""
+
+    lines: Tuple[str, ...]
+
+
+class Array(NamedTuple):
+    """Several replies (MGET, KEYS, SCAN): RESP arrays; lines then ``END`` in text."""
+
+    items: Tuple[Reply, ...]
+
+
+Reply = Union[Status, Bulk, Integer, Error, Lines, Array]
+
+OK = Status(b"OK")
+PONG = Status(b"PONG")
+GOODBYE = Status(b"OK", close=True)
+NIL = Bulk(None)
+LOADING = Error(
+    "LOADING this node started without its data and is still syncing it from its peers"
+)
+SYNTAX = Error("ERR syntax error")
+NOT_INTEGER = Error("ERR value is not an integer or out of range")
+
+
+def wrong_arity(name: bytes) -> Error:
+    return Error(
+        "ERR wrong number of arguments for '{}' command".format(
+            name.decode("ascii", "replace").lower()
+        )
+    )
+
+
+_ids: Iterator[int] = itertools.count(1)
+
+
+class Session:
+    """One client connection as the command layer sees it."""
+
+    __slots__ = ("id", "name", "kind", "address")
+
+    def __init__(self, kind: str, address: str = "") -> None:
+        self.id = next(_ids)
+        self.name = b""
+        self.kind = kind
+        self.address = address
+
+
+class Stats:
+    """Counters for INFO, shared by every connection of a node."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.connected_clients = 0
+        self.connections_received = 0
+        self.commands_processed = 0
+
+    def connected(self) -> None:
+        self.connected_clients += 1
+        self.connections_received += 1
+
+    def disconnected(self) -> None:
+        self.connected_clients -= 1

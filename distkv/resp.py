@@ -1,0 +1,251 @@
+"""RESP2, the Redis protocol, on the shared client port.
+
+A connection whose first byte is ``*`` speaks RESP2 for its whole life (the
+front door decides). Requests are arrays of bulk strings::
+
+    *3\\r\\n$3\\r\\nSET\\r\\n$1\\r\\nk\\r\\n$5\\r\\nhello\\r\\n
+
+(an inline command, a plain line of words, is accepted too, as Redis does).
+Replies use Redis's types: ``+OK``, ``-ERR ...``, ``:1``, ``$5\\r\\nhello``,
+``$-1`` for nil and ``*n`` arrays. Keys and values are binary-safe.
+
+Everything that arrives in one read is parsed at once, run through the shared
+:class:`~distkv.commands.Dispatcher`, and answered with a single write. A
+malformed request gets Redis's ``-ERR Protocol error: ...`` and the connection
+is closed, since the stream can no longer be split into requests; so does a
+request larger than the node's request limit, and nothing stored changes.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple, cast
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IConsumer,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    ITCPTransport,
+)
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from distkv.commands import Dispatcher
+from distkv.replies import OK, Array, Bulk, Error, Integer, Lines, Reply, Request, Session, Status
+from distkv.replyqueue import ReplyQueue
+
+log = Logger()
+
+#: Most arguments in one request (Redis allows 1024*1024 too).
+MAX_ARGUMENTS = 1024 * 1024
+
+_NIL = b"$-1\r\n"
+_OK = b"+OK\r\n"
+
+
+class ProtocolError(Exception):
+    """The byte stream is not RESP; the message is Redis's wording."""
+
+
+def parse(buffer: bytes, limit: int) -> Tuple[List[List[bytes]], int]:
+    """Split complete requests off ``buffer``: (requests, bytes consumed).
+
+    ``limit`` bounds a single argument and a single request; past it, or on
+    anything that is not RESP, :class:`ProtocolError` is raised.
+    """
+    requests = []
+    end = len(buffer)
+    pos = 0
+    find = buffer.find
+    while pos < end:
+        if buffer[pos] != 42:  # not '*': an inline command, one line of words
+            eol = find(b"\n", pos)
+            if eol < 0:
+                if end - pos > limit:
+                    raise ProtocolError("Protocol error: too big inline request")
+                break
+            words = buffer[pos:eol].split()
+            pos = eol + 1
+            if words:
+                requests.append(words)
+            continue
+        eol = find(b"\r\n", pos)
+        if eol < 0:
+            if end - pos > 32:
+                raise ProtocolError("Protocol error: invalid multibulk length")
+            break
+        try:
+            count = int(buffer[pos + 1 : eol])
+        except ValueError:
+            raise ProtocolError("Protocol error: invalid multibulk length") from None
+        if count > MAX_ARGUMENTS:
+            raise ProtocolError("Protocol error: invalid multibulk length")
+        at = eol + 2
+        args = []
+        for _ in range(count):
+            if at >= end:
+                break
+            if buffer[at] != 36:  # '$'
+                raise ProtocolError(
+                    f"Protocol error: expected '$', got '{chr(buffer[at])}'"
+                )
+            eol = find(b"\r\n", at)
+            if eol < 0:
+                if end - at > 32:
+                    raise ProtocolError("Protocol error: invalid bulk length")
+                break
+            try:
+                length = int(buffer[at + 1 : eol])
+            except ValueError:
+                raise ProtocolError("Protocol error: invalid bulk length") from None
+            if length < 0 or length > limit:
+                raise ProtocolError("Protocol error: invalid bulk length")
+            start = eol + 2
+            stop = start + length
+            if stop + 2 > end:
+                break
+            args.append(buffer[start:stop])
+            at = stop + 2
+        else:
+            pos = at
+            if args:
+                requests.append(args)
+            continue
+        if at - pos > limit:
+            raise ProtocolError("Protocol error: request exceeds the size limit")
+        break  # the rest of this request has not arrived yet
+    return requests, pos
+
+
+def encode(reply: Reply) -> bytes:
+    """The RESP2 bytes for ``reply``."""
+    kind = type(reply)
+    if kind is Bulk:
+        value = cast(Bulk, reply).value
+        if value is None:
+            return _NIL
+        return b"$%d\r\n%s\r\n" % (len(value), value)
+    if kind is Status:
+        return b"+" + cast(Status, reply).text + b"\r\n"
+    if kind is Integer:
+        return b":%d\r\n" % (cast(Integer, reply).number,)
+    if kind is Error:
+        message = cast(Error, reply).message.replace("\r", " ").replace("\n", " ")
+        return b"-" + message.encode("utf-8") + b"\r\n"
+    if kind is Array:
+        items = cast(Array, reply).items
+        return b"*%d\r\n" % (len(items),) + b"".join([encode(item) for item in items])
+    text = "".join(line + "\r\n" for line in cast(Lines, reply).lines).encode("utf-8")
+    return b"$%d\r\n%s\r\n" % (len(text), text)
+
+
+@implementer(IHalfCloseableProtocol, IPushProducer)
+class RespProtocol(Protocol):
+    """Parses RESP2 requests, runs them, writes Redis-shaped replies."""
+
+    transport: ITCPTransport
+
+    def __init__(self, dispatcher: Dispatcher, max_request: int) -> None:
+        self._dispatcher = dispatcher
+        self._limit = max_request
+        self._buffer = b""
+        self._closing = False
+        self._paused = False
+        self._eof = False
+        self.session = Session("resp")
+        self._owed = ReplyQueue(self._send, encode, self._hang_up)
+
+    def _send(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def _hang_up(self) -> None:
+        self.transport.loseConnection()
+
+    def connectionMade(self) -> None:
+        cast(IConsumer, self.transport).registerProducer(self, True)
+        self.session.address = str(self.transport.getPeer())
+        self._dispatcher.stats.connected()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._dispatcher.stats.disconnected()
+
+    # IPushProducer: the transport pauses us while the client is not reading
+    # its replies; requests then wait, unparsed, in our buffer.
+    def pauseProducing(self) -> None:
+        self._paused = True
+        cast(IPushProducer, self.transport).pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        cast(IPushProducer, self.transport).resumeProducing()
+        self.dataReceived(b"")
+        if self._eof and not self._paused:
+            self._close()
+
+    def stopProducing(self) -> None:
+        self._closing = True
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        buffer = self._buffer + data if self._buffer else data
+        if self._paused:
+            self._buffer = buffer
+            return
+        error: Optional[str] = None
+        try:
+            requests, used = parse(buffer, self._limit)
+        except ProtocolError as e:
+            requests, used, error = [], len(buffer), str(e)
+        self._buffer = buffer[used:] if used < len(buffer) else b""
+        execute = self._dispatcher.execute
+        session = self.session
+        owed = self._owed
+        write = self.transport.write
+        out: List[bytes] = []
+        for args in requests:
+            outcome = execute(Request(args[0].upper(), tuple(args[1:])), session)
+            if isinstance(outcome, Deferred):  # a write waiting for its commit
+                if out:
+                    write(b"".join(out))
+                    out = []
+                owed.wait_for(outcome)
+                continue
+            data = _OK if outcome is OK else encode(outcome)
+            close = type(outcome) is Status and outcome.close  # type: ignore[union-attr]
+            if owed:
+                owed.then(data, close)
+            else:
+                out.append(data)
+            if close:
+                self._closing = True
+                break
+        if out:
+            write(b"".join(out))
+        if error is not None and not self._closing:
+            log.warn("Closing RESP client {peer}: {why}", peer=session.address, why=error)
+            if owed:
+                owed.then(b"-ERR " + error.encode() + b"\r\n")
+            else:
+                self.transport.write(b"-ERR " + error.encode() + b"\r\n")
+            self._closing = True
+        if self._closing:
+            self._buffer = b""
+            owed.close_when_sent()
+
+    def _close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._owed.close_when_sent()
+
+    def readConnectionLost(self) -> None:
+        # Half-close: answer what arrived (done as it arrived), then close.
+        self._eof = True
+        if not self._paused:
+            self._close()
+
+    def writeConnectionLost(self) -> None:
+        self._close()
+

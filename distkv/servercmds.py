@@ -1,0 +1,203 @@
+"""Server commands: what Redis clients and tools send besides data commands.
+
+``redis-cli``, ``redis-py`` and ``redis-benchmark`` send some of these on
+connect (``CLIENT SETINFO``, ``CONFIG GET save``, ``COMMAND DOCS``, ``HELLO``);
+the answers follow Redis's reply shapes and error wording so the tools run
+unmodified. ``INFO`` reports DistKV's own state in Redis's sections, with one
+line per peer under ``replication``. DistKV has one database (``SELECT 0``),
+speaks RESP2 only (``HELLO 3`` gets ``NOPROTO``), and has no passwords yet.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Dict, List, Tuple
+
+from distkv.replies import (
+    NIL,
+    OK,
+    Array,
+    Bulk,
+    Error,
+    Integer,
+    Lines,
+    Reply,
+    Session,
+)
+
+if TYPE_CHECKING:
+    from distkv.commands import Dispatcher, Handler
+
+#: The Redis release whose commands and replies DistKV follows; clients read it
+#: from INFO and HELLO to decide what they may send.
+REDIS_VERSION = "7.0.0"
+DISTKV_VERSION = "0.3"
+
+DEFAULT_SECTIONS = ("server", "clients", "persistence", "stats", "replication", "keyspace")
+
+#: Key positions (first, last, step) for COMMAND, as Redis reports them.
+_KEY_SPECS = {
+    b"GET": (1, 1, 1), b"SET": (1, 1, 1), b"DEL": (1, -1, 1), b"EXISTS": (1, -1, 1),
+    b"MGET": (1, -1, 1), b"MSET": (1, -1, 2),
+}
+_CLIENT_NAME = re.compile(rb"^[!-~]*$")
+
+
+def _unknown_subcommand(sub: bytes, command: str) -> Error:
+    return Error(
+        "ERR unknown subcommand '{}'. Try {} HELP.".format(
+            sub[:64].decode("utf-8", "replace"), command
+        )
+    )
+
+
+def table(dispatcher: Dispatcher) -> Dict[bytes, Tuple[Handler, int, int]]:
+    """The server commands, bound to ``dispatcher``, for its command table."""
+    commands = ServerCommands(dispatcher)
+    return {
+        b"INFO": (commands.info, 0, -1),
+        b"COMMAND": (commands.command, 0, -1),
+        b"CONFIG": (commands.config, 1, -1),
+        b"CLIENT": (commands.client, 1, -1),
+        b"HELLO": (commands.hello, 0, -1),
+    }
+
+
+class ServerCommands:
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def info(self, args: Tuple[bytes, ...], session: Session) -> Reply:
+        wanted = {arg.decode("utf-8", "replace").lower() for arg in args} or {"default"}
+        if wanted & {"all", "everything"}:
+            wanted = set(DEFAULT_SECTIONS)
+        elif "default" in wanted:
+            wanted = (wanted - {"default"}) | set(DEFAULT_SECTIONS)
+        sections = self.sections()
+        lines: List[str] = []
+        for name in DEFAULT_SECTIONS:
+            if name in wanted:
+                if lines:
+                    lines.append("")
+                lines.append("# " + name.capitalize())
+                lines.extend(f"{key}:{value}" for key, value in sections.get(name, []))
+        return Lines(tuple(lines))
+
+    def sections(self) -> Dict[str, List[Tuple[str, object]]]:
+        dispatcher = self.dispatcher
+        sections = {name: list(items) for name, items in dispatcher.info().items()}
+        stats = dispatcher.stats
+        sections.setdefault("server", []).insert(0, ("redis_version", REDIS_VERSION))
+        sections["server"].insert(1, ("distkv_version", DISTKV_VERSION))
+        sections["clients"] = [("connected_clients", stats.connected_clients)]
+        sections.setdefault("stats", [])[0:0] = [
+            ("total_connections_received", stats.connections_received),
+            ("total_commands_processed", stats.commands_processed),
+        ]
+        keys = dispatcher.store_size()
+        sections["keyspace"] = [("db0", f"keys={keys},expires=0,avg_ttl=0")] if keys else []
+        return sections
+
+    def command(self, args: Tuple[bytes, ...], session: Session) -> Reply:
+        dispatcher = self.dispatcher
+        if not args:
+            return Array(tuple(self._describe(name) for name in dispatcher.names()))
+        sub = args[0].upper()
+        if sub == b"COUNT" and len(args) == 1:
+            return Integer(len(dispatcher.names()))
+        if sub == b"DOCS":
+            return Array(())  # an empty map: clients fall back to no hints
+        if sub == b"INFO":
+            known = set(dispatcher.names())
+            return Array(tuple(
+                self._describe(name.upper()) if name.upper() in known else NIL
+                for name in args[1:]
+            ))
+        return _unknown_subcommand(args[0], "COMMAND")
+
+    def _describe(self, name: bytes) -> Reply:
+        first, last, step = _KEY_SPECS.get(name, (0, 0, 0))
+        return Array((
+            Bulk(name.lower()),
+            Integer(self.dispatcher.arity(name)),
+            Array(()),
+            Integer(first),
+            Integer(last),
+            Integer(step),
+        ))
+
+    def config(self, args: Tuple[bytes, ...], session: Session) -> Reply:
+        from distkv.commands import glob_regex
+
+        sub = args[0].upper()
+        if sub == b"GET" and len(args) >= 2:
+            settings = self.dispatcher.config
+            out: List[Reply] = []
+            for name in sorted(settings):
+                if any(glob_regex(pattern.lower()).match(name) for pattern in args[1:]):
+                    out.extend((Bulk(name), Bulk(settings[name])))
+            return Array(tuple(out))
+        if sub == b"SET":
+            return Error("ERR CONFIG SET is not supported: DistKV is configured by its "
+                         "command line")
+        if sub == b"RESETSTAT" and len(args) == 1:
+            return OK
+        return _unknown_subcommand(args[0], "CONFIG")
+
+    def client(self, args: Tuple[bytes, ...], session: Session) -> Reply:
+        sub = args[0].upper()
+        if sub == b"SETNAME" and len(args) == 2:
+            if not _CLIENT_NAME.match(args[1]):
+                return Error("ERR Client names cannot contain spaces, newlines or "
+                             "special characters.")
+            session.name = args[1]
+            return OK
+        if sub == b"GETNAME" and len(args) == 1:
+            return Bulk(session.name or None)
+        if sub == b"ID" and len(args) == 1:
+            return Integer(session.id)
+        if sub == b"SETINFO" and len(args) == 3:
+            if args[1].upper() not in (b"LIB-NAME", b"LIB-VER"):
+                return Error("ERR Unrecognized option '{}'".format(
+                    args[1][:64].decode("utf-8", "replace")))
+            return OK
+        if sub == b"INFO" and len(args) == 1:
+            return Bulk(b"id=%d addr=%s name=%s" % (
+                session.id, session.address.encode(), session.name))
+        return _unknown_subcommand(args[0], "CLIENT")
+
+    def hello(self, args: Tuple[bytes, ...], session: Session) -> Reply:
+        if args:
+            try:
+                version = int(args[0])
+            except ValueError:
+                return Error("ERR Protocol version is not an integer or out of range")
+            if version != 2:
+                return Error("NOPROTO unsupported protocol version")
+        rest = list(args[1:])
+        while rest:
+            option = rest.pop(0).upper()
+            if option == b"SETNAME" and rest:
+                name = rest.pop(0)
+                if not _CLIENT_NAME.match(name):
+                    return Error("ERR Client names cannot contain spaces, newlines or "
+                                 "special characters.")
+                session.name = name
+            elif option == b"AUTH" and len(rest) >= 2:
+                return Error("ERR AUTH <password> called without any password configured "
+                             "for the default user. Are you sure your configuration is "
+                             "correct?")
+            else:
+                return Error("ERR Syntax error in HELLO option '{}'".format(
+                    option[:64].decode("utf-8", "replace").lower()))
+        pairs: List[Tuple[str, Reply]] = [
+            ("server", Bulk(b"redis")),
+            ("version", Bulk(REDIS_VERSION.encode())),
+            ("proto", Integer(2)),
+            ("id", Integer(session.id)),
+            ("mode", Bulk(b"standalone")),
+            ("role", Bulk(b"master")),
+            ("modules", Array(())),
+        ]
+        return Array(tuple(item for key, value in pairs for item in (Bulk(key.encode()), value)))
+
