@@ -39,6 +39,7 @@ from distkv.replies import (
     Error,
     Integer,
     Lines,
+    Map,
     Reply,
     Request,
     Session,
@@ -50,7 +51,7 @@ from distkv.store import Store
 
 __all__ = [
     "GOODBYE", "LOADING", "NIL", "OK", "PONG", "Array", "Bulk", "Dispatcher", "Error",
-    "Integer", "Lines", "Outcome", "Reply", "Request", "Session", "Status", "wrong_arity",
+    "Integer", "Lines", "Map", "Outcome", "Reply", "Request", "Session", "Status", "wrong_arity",
 ]
 
 #: What a command returns: a reply now, or one once the write is durable.

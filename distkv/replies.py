@@ -53,7 +53,13 @@ class Array(NamedTuple):
     items: Tuple[Reply, ...]
 
 
-Reply = Union[Status, Bulk, Integer, Error, Lines, Array]
+class Map(NamedTuple):
+    """Key-value pairs, flat (HELLO, CONFIG GET): a RESP3 map, a RESP2 array."""
+
+    items: Tuple[Reply, ...]
+
+
+Reply = Union[Status, Bulk, Integer, Error, Lines, Array, Map]
 
 OK = Status(b"OK")
 PONG = Status(b"PONG")
@@ -80,13 +86,15 @@ _ids: Iterator[int] = itertools.count(1)
 class Session:
     """One client connection as the command layer sees it."""
 
-    __slots__ = ("id", "name", "kind", "address")
+    __slots__ = ("id", "name", "kind", "address", "protocol")
 
     def __init__(self, kind: str, address: str = "") -> None:
         self.id = next(_ids)
         self.name = b""
         self.kind = kind
         self.address = address
+        #: The RESP version this client asked for with HELLO (2 until then).
+        self.protocol = 2
 
 
 class Stats:

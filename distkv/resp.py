@@ -7,7 +7,8 @@ front door decides). Requests are arrays of bulk strings::
 
 (an inline command, a plain line of words, is accepted too, as Redis does).
 Replies use Redis's types: ``+OK``, ``-ERR ...``, ``:1``, ``$5\\r\\nhello``,
-``$-1`` for nil and ``*n`` arrays. Keys and values are binary-safe.
+``$-1`` for nil and ``*n`` arrays; after ``HELLO 3``, RESP3's ``_`` nil and
+``%n`` maps. Keys and values are binary-safe.
 
 Everything that arrives in one read is parsed at once, run through the shared
 :class:`~distkv.commands.Dispatcher`, and answered with a single write. A
@@ -33,7 +34,19 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from distkv.commands import Dispatcher
-from distkv.replies import OK, Array, Bulk, Error, Integer, Lines, Reply, Request, Session, Status
+from distkv.replies import (
+    OK,
+    Array,
+    Bulk,
+    Error,
+    Integer,
+    Lines,
+    Map,
+    Reply,
+    Request,
+    Session,
+    Status,
+)
 from distkv.replyqueue import ReplyQueue
 
 log = Logger()
@@ -49,13 +62,21 @@ class ProtocolError(Exception):
     """The byte stream is not RESP; the message is Redis's wording."""
 
 
-def parse(buffer: bytes, limit: int) -> Tuple[List[List[bytes]], int]:
-    """Split complete requests off ``buffer``: (requests, bytes consumed).
+def parse(buffer: bytes, limit: int) -> Tuple[List[List[bytes]], int, Optional[str]]:
+    """Split complete requests off ``buffer``: (requests, bytes consumed, error).
 
-    ``limit`` bounds a single argument and a single request; past it, or on
-    anything that is not RESP, :class:`ProtocolError` is raised.
+    ``limit`` bounds a single argument and a single request. Past it, or on
+    anything that is not RESP, ``error`` says what was wrong (Redis's words)
+    and ``requests`` holds the complete requests before it.
     """
-    requests = []
+    requests: List[List[bytes]] = []
+    try:
+        return _parse(buffer, limit, requests) + (None,)
+    except ProtocolError as e:
+        return requests, len(buffer), str(e)
+
+
+def _parse(buffer: bytes, limit: int, requests: List[List[bytes]]) -> Tuple[List[List[bytes]], int]:
     end = len(buffer)
     pos = 0
     find = buffer.find
@@ -134,11 +155,25 @@ def encode(reply: Reply) -> bytes:
     if kind is Error:
         message = cast(Error, reply).message.replace("\r", " ").replace("\n", " ")
         return b"-" + message.encode("utf-8") + b"\r\n"
-    if kind is Array:
+    if kind is Array or kind is Map:
         items = cast(Array, reply).items
         return b"*%d\r\n" % (len(items),) + b"".join([encode(item) for item in items])
     text = "".join(line + "\r\n" for line in cast(Lines, reply).lines).encode("utf-8")
     return b"$%d\r\n%s\r\n" % (len(text), text)
+
+
+def encode3(reply: Reply) -> bytes:
+    """The RESP3 bytes for ``reply``: nil is ``_``, a map is ``%``; else as RESP2."""
+    kind = type(reply)
+    if kind is Bulk and cast(Bulk, reply).value is None:
+        return b"_\r\n"
+    if kind is Array:
+        items = cast(Array, reply).items
+        return b"*%d\r\n" % (len(items),) + b"".join([encode3(item) for item in items])
+    if kind is Map:
+        items = cast(Map, reply).items
+        return b"%%%d\r\n" % (len(items) // 2,) + b"".join([encode3(item) for item in items])
+    return encode(reply)
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
@@ -155,7 +190,10 @@ class RespProtocol(Protocol):
         self._paused = False
         self._eof = False
         self.session = Session("resp")
-        self._owed = ReplyQueue(self._send, encode, self._hang_up)
+        self._owed = ReplyQueue(self._send, self._encode, self._hang_up)
+
+    def _encode(self, reply: Reply) -> bytes:
+        return encode3(reply) if self.session.protocol == 3 else encode(reply)
 
     def _send(self, data: bytes) -> None:
         self.transport.write(data)
@@ -194,11 +232,7 @@ class RespProtocol(Protocol):
         if self._paused:
             self._buffer = buffer
             return
-        error: Optional[str] = None
-        try:
-            requests, used = parse(buffer, self._limit)
-        except ProtocolError as e:
-            requests, used, error = [], len(buffer), str(e)
+        requests, used, error = parse(buffer, self._limit)
         self._buffer = buffer[used:] if used < len(buffer) else b""
         execute = self._dispatcher.execute
         session = self.session
@@ -213,7 +247,12 @@ class RespProtocol(Protocol):
                     out = []
                 owed.wait_for(outcome)
                 continue
-            data = _OK if outcome is OK else encode(outcome)
+            if outcome is OK:
+                data = _OK
+            elif session.protocol == 2:
+                data = encode(outcome)
+            else:
+                data = encode3(outcome)
             close = type(outcome) is Status and outcome.close  # type: ignore[union-attr]
             if owed:
                 owed.then(data, close)

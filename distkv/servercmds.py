@@ -5,7 +5,8 @@ connect (``CLIENT SETINFO``, ``CONFIG GET save``, ``COMMAND DOCS``, ``HELLO``);
 the answers follow Redis's reply shapes and error wording so the tools run
 unmodified. ``INFO`` reports DistKV's own state in Redis's sections, with one
 line per peer under ``replication``. DistKV has one database (``SELECT 0``),
-speaks RESP2 only (``HELLO 3`` gets ``NOPROTO``), and has no passwords yet.
+speaks RESP2, and RESP3 after ``HELLO 3`` (for the replies it has: nil as
+``_``, maps for HELLO and CONFIG GET), and has no passwords yet.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from distkv.replies import (
     Error,
     Integer,
     Lines,
+    Map,
     Reply,
     Session,
 )
@@ -136,7 +138,7 @@ class ServerCommands:
             for name in sorted(settings):
                 if any(glob_regex(pattern.lower()).match(name) for pattern in args[1:]):
                     out.extend((Bulk(name), Bulk(settings[name])))
-            return Array(tuple(out))
+            return Map(tuple(out))
         if sub == b"SET":
             return Error("ERR CONFIG SET is not supported: DistKV is configured by its "
                          "command line")
@@ -172,7 +174,7 @@ class ServerCommands:
                 version = int(args[0])
             except ValueError:
                 return Error("ERR Protocol version is not an integer or out of range")
-            if version != 2:
+            if version not in (2, 3):
                 return Error("NOPROTO unsupported protocol version")
         rest = list(args[1:])
         while rest:
@@ -190,14 +192,16 @@ class ServerCommands:
             else:
                 return Error("ERR Syntax error in HELLO option '{}'".format(
                     option[:64].decode("utf-8", "replace").lower()))
+        if args and session.kind == "resp":
+            session.protocol = version
         pairs: List[Tuple[str, Reply]] = [
             ("server", Bulk(b"redis")),
             ("version", Bulk(REDIS_VERSION.encode())),
-            ("proto", Integer(2)),
+            ("proto", Integer(session.protocol)),
             ("id", Integer(session.id)),
             ("mode", Bulk(b"standalone")),
             ("role", Bulk(b"master")),
             ("modules", Array(())),
         ]
-        return Array(tuple(item for key, value in pairs for item in (Bulk(key.encode()), value)))
+        return Map(tuple(item for key, value in pairs for item in (Bulk(key.encode()), value)))
 

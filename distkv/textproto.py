@@ -23,7 +23,7 @@ reply that is ready waits behind an earlier write's.
 
 from __future__ import annotations
 
-from typing import List, cast
+from typing import List, Union, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -45,6 +45,7 @@ from distkv.commands import (
     Error,
     Integer,
     Lines,
+    Map,
     Outcome,
     Reply,
     Request,
@@ -89,17 +90,17 @@ def format_reply(reply: Reply) -> bytes:
         if not message.startswith("ERR "):
             message = "ERR " + message
         return message.encode("utf-8") + b"\r\n"
-    if isinstance(reply, Array):
+    if isinstance(reply, (Array, Map)):
         return b"".join(_array_lines(reply)) + b"END\r\n"
     assert isinstance(reply, Lines)
     return "".join(line + "\r\n" for line in reply.lines + ("END",)).encode("utf-8")
 
 
-def _array_lines(array: Array) -> List[bytes]:
+def _array_lines(array: Union[Array, Map]) -> List[bytes]:
     """An array's elements one per line (nested arrays inline), for the text protocol."""
     out = []
     for item in array.items:
-        if isinstance(item, Array):
+        if isinstance(item, (Array, Map)):
             out.extend(_array_lines(item))
         else:
             out.append(format_reply(item))

@@ -1,0 +1,306 @@
+"""RESP2 (and RESP3 after HELLO 3) over StringTransport: parsing fed whole and in
+1..N-byte chunks, Redis's reply types and error wording, binary safety, the size
+limit and protocol errors, ordering behind commits, and the Redis glob."""
+
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from distkv.commands import glob_regex
+from distkv.frontdoor import FrontDoor
+from distkv.node import Node
+from distkv.resp import parse
+from tests.scratch import scratch_dir
+
+ADDRESS = IPv4Address("TCP", "127.0.0.1", 6000)
+
+
+def command(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def connect(node: Node) -> Tuple[FrontDoor, StringTransport]:
+    proto = node.factory().buildProtocol(ADDRESS)
+    transport = StringTransport(peerAddress=ADDRESS)
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def decode(data: bytes) -> object:
+    """A RESP2 reply (bulk strings, nil and arrays) as Python values."""
+    value, rest = _decode(data)
+    assert rest == b"", rest
+    return value
+
+
+def _decode(data: bytes) -> Tuple[object, bytes]:
+    line, _, rest = data.partition(b"\r\n")
+    kind, body = line[:1], line[1:]
+    if kind == b"$":
+        size = int(body)
+        return (None, rest) if size < 0 else (rest[:size], rest[size + 2 :])
+    if kind == b"*":
+        items = []
+        for _ in range(int(body)):
+            item, rest = _decode(rest)
+            items.append(item)
+        return items, rest
+    return line, rest
+
+
+def converse(node: Node, data: bytes, chunk: int = 0) -> bytes:
+    proto, transport = connect(node)
+    step = chunk or len(data)
+    for i in range(0, len(data), step):
+        proto.dataReceived(data[i : i + step])
+    return transport.value()
+
+
+SCRIPT: Sequence[Tuple[Tuple[bytes, ...], bytes]] = [
+    ((b"PING",), b"+PONG\r\n"),
+    ((b"ping", b"hi there"), b"$8\r\nhi there\r\n"),
+    ((b"ECHO", b"a\r\nb"), b"$4\r\na\r\nb\r\n"),
+    ((b"SET", b"k", b"v\x00\r\n"), b"+OK\r\n"),
+    ((b"GET", b"k"), b"$4\r\nv\x00\r\n\r\n"),
+    ((b"GET", b"missing"), b"$-1\r\n"),
+    ((b"SET", b"key with space", b""), b"+OK\r\n"),
+    ((b"GET", b"key with space"), b"$0\r\n\r\n"),
+    ((b"SET", b"k", b"v", b"EX", b"10"), b"-ERR syntax error\r\n"),
+    ((b"SET", b"k", b"v", b"NX"), b"-ERR syntax error\r\n"),
+    ((b"SET", b"k"), b"-ERR wrong number of arguments for 'set' command\r\n"),
+    ((b"MSET", b"a", b"1", b"b", b"2"), b"+OK\r\n"),
+    ((b"MSET", b"a", b"1", b"b"), b"-ERR wrong number of arguments for 'mset' command\r\n"),
+    ((b"MGET", b"a", b"nope", b"b"), b"*3\r\n$1\r\n1\r\n$-1\r\n$1\r\n2\r\n"),
+    ((b"EXISTS", b"a", b"nope", b"a"), b":2\r\n"),
+    ((b"DEL", b"a", b"nope", b"b"), b":2\r\n"),
+    ((b"DEL", b"a"), b":0\r\n"),
+    ((b"DBSIZE",), b":2\r\n"),
+    ((b"KEYS", b"k"), b"*1\r\n$1\r\nk\r\n"),
+    ((b"KEYS", b"k*"), b"*2\r\n$1\r\nk\r\n$14\r\nkey with space\r\n"),
+    ((b"SELECT", b"0"), b"+OK\r\n"),
+    ((b"SELECT", b"1"), b"-ERR DB index is out of range\r\n"),
+    ((b"SELECT", b"x"), b"-ERR value is not an integer or out of range\r\n"),
+    ((b"CONFIG", b"GET", b"save"), b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n"),
+    ((b"CONFIG", b"GET", b"appendonly"), b"*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"),
+    ((b"CONFIG", b"SET", b"save", b""), b"-ERR CONFIG SET is not supported: DistKV is "
+     b"configured by its command line\r\n"),
+    ((b"CLIENT", b"SETINFO", b"LIB-NAME", b"redis-py"), b"+OK\r\n"),
+    ((b"CLIENT", b"SETNAME", b"app"), b"+OK\r\n"),
+    ((b"CLIENT", b"GETNAME"), b"$3\r\napp\r\n"),
+    ((b"CLIENT", b"SETNAME", b"a b"), b"-ERR Client names cannot contain spaces, newlines "
+     b"or special characters.\r\n"),
+    ((b"CLIENT", b"KILL"), b"-ERR unknown subcommand 'KILL'. Try CLIENT HELP.\r\n"),
+    ((b"COMMAND", b"DOCS"), b"*0\r\n"),
+    ((b"COMMAND", b"COUNT"), b":19\r\n"),
+    ((b"COMMAND", b"INFO", b"get", b"nosuch"),
+     b"*2\r\n*6\r\n$3\r\nget\r\n:2\r\n*0\r\n:1\r\n:1\r\n:1\r\n$-1\r\n"),
+    ((b"HELLO", b"4"), b"-NOPROTO unsupported protocol version\r\n"),
+    ((b"HELLO", b"x"), b"-ERR Protocol version is not an integer or out of range\r\n"),
+    ((b"FLY", b"me"), b"-ERR unknown command 'FLY', with args beginning with: 'me'\r\n"),
+    ((b"GET",), b"-ERR wrong number of arguments for 'get' command\r\n"),
+]
+
+
+class RespParserTests(SynchronousTestCase):
+    def test_complete_requests_and_the_rest(self) -> None:
+        data = command(b"SET", b"k", b"v") + command(b"GET", b"k") + b"*2\r\n$3\r\nGET"
+        requests, used, error = parse(data, 1 << 20)
+        self.assertEqual((requests, error), ([[b"SET", b"k", b"v"], [b"GET", b"k"]], None))
+        self.assertEqual(data[used:], b"*2\r\n$3\r\nGET")
+
+    def test_inline_commands_are_accepted_too(self) -> None:
+        self.assertEqual(parse(b"PING\r\nGET k\n\r\n", 100),
+                         ([[b"PING"], [b"GET", b"k"]], 14, None))
+
+    def test_malformed_input_is_a_protocol_error_in_redis_words(self) -> None:
+        for data, words in (
+            (b"*x\r\n", "invalid multibulk length"),
+            (b"*1\r\n+PING\r\n", "expected '$', got '+'"),
+            (b"*1\r\n$-5\r\n", "invalid bulk length"),
+            (b"*1\r\n$200\r\n", "invalid bulk length"),
+            (b"*1\r\n$1" + b"0" * 40, "invalid bulk length"),
+        ):
+            requests, used, error = parse(command(b"PING") + data, 100)
+            self.assertEqual((requests, used), ([[b"PING"]], len(data) + 14))
+            self.assertIn(words, str(error))
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.lists(st.lists(st.binary(max_size=30), min_size=1, max_size=5), max_size=8),
+           st.integers(1, 40))
+    def test_any_split_of_the_stream_parses_the_same(self, requests: List[List[bytes]],
+                                                     step: int) -> None:
+        stream = b"".join(command(*args) for args in requests)
+        got: List[List[bytes]] = []
+        buffer = b""
+        for i in range(0, len(stream), step):
+            buffer += stream[i : i + step]
+            done, used, error = parse(buffer, 1 << 20)
+            self.assertIsNone(error)
+            got.extend(done)
+            buffer = buffer[used:]
+        self.assertEqual((got, buffer), (requests, b""))
+
+
+class RespProtocolTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.node = Node(self.clock, "resp-node", max_request=1000)
+
+    def test_every_command_reply_whole_and_in_chunks(self) -> None:
+        """Each request gets Redis's reply, whether the stream comes whole or 1..7 bytes at a time."""
+        for chunk in range(0, 8):
+            node = Node(self.clock, "n", max_request=1000)
+            stream = b"".join(command(*request) for request, _ in SCRIPT)
+            expected = b"".join(reply for _, reply in SCRIPT)
+            self.assertEqual(converse(node, stream, chunk), expected, f"chunk {chunk}")
+
+    def test_one_by_one_each_reply_matches(self) -> None:
+        proto, transport = connect(self.node)
+        for request, reply in SCRIPT:
+            transport.clear()
+            proto.dataReceived(command(*request))
+            self.assertEqual(transport.value(), reply, request)
+
+    def test_a_pipeline_of_hundreds_is_answered_in_order_in_one_write(self) -> None:
+        proto, transport = connect(self.node)
+        writes: List[bytes] = []
+        transport.write = writes.append  # type: ignore[method-assign]
+        stream = b"".join(command(b"SET", b"k%d" % i, b"%d" % i) for i in range(300))
+        stream += b"".join(command(b"GET", b"k%d" % i) for i in range(300))
+        proto.dataReceived(stream)
+        self.assertEqual(len(writes), 1)
+        self.assertEqual(writes[0], b"+OK\r\n" * 300 + b"".join(
+            b"$%d\r\n%d\r\n" % (len(b"%d" % i), i) for i in range(300)))
+
+    def test_protocol_error_answers_earlier_requests_then_closes(self) -> None:
+        proto, transport = connect(self.node)
+        proto.dataReceived(command(b"SET", b"k", b"v") + b"*1\r\n?oops\r\n" + command(b"PING"))
+        self.assertEqual(transport.value(),
+                         b"+OK\r\n-ERR Protocol error: expected '$', got '?'\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.node.store.get(b"k"), b"v")
+
+    def test_a_request_over_the_limit_is_refused_and_nothing_changes(self) -> None:
+        proto, transport = connect(self.node)
+        proto.dataReceived(command(b"SET", b"big", b"x" * 2000))
+        self.assertIn(b"-ERR Protocol error: invalid bulk length", transport.value())
+        self.assertTrue(transport.disconnecting)
+        self.assertIsNone(self.node.store.get(b"big"))
+        proto, transport = connect(self.node)
+        many = b"*200\r\n" + b"$5\r\nvalue\r\n" * 199  # never completes: bounded anyway
+        proto.dataReceived(many)
+        self.assertIn(b"request exceeds the size limit", transport.value())
+        self.assertTrue(transport.disconnecting)
+
+    def test_quit_answers_then_closes_and_ignores_the_rest(self) -> None:
+        proto, transport = connect(self.node)
+        proto.dataReceived(command(b"QUIT") + command(b"SET", b"after", b"x"))
+        self.assertEqual(transport.value(), b"+OK\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertIsNone(self.node.store.get(b"after"))
+
+    def test_half_close_answers_everything_then_closes(self) -> None:
+        proto, transport = connect(self.node)
+        proto.dataReceived(command(b"SET", b"k", b"v") + command(b"GET", b"k"))
+        proto.readConnectionLost()
+        self.assertEqual(transport.value(), b"+OK\r\n$1\r\nv\r\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_hello_3_switches_to_resp3_nil_and_maps(self) -> None:
+        proto, transport = connect(self.node)
+        proto.dataReceived(command(b"HELLO", b"3"))
+        self.assertTrue(transport.value().startswith(b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n"))
+        self.assertIn(b"$5\r\nproto\r\n:3\r\n", transport.value())
+        transport.clear()
+        proto.dataReceived(command(b"MGET", b"nope") + command(b"CONFIG", b"GET", b"save"))
+        self.assertEqual(transport.value(), b"*1\r\n_\r\n%1\r\n$4\r\nsave\r\n$0\r\n\r\n")
+
+    def test_info_has_redis_sections_and_the_peers(self) -> None:
+        node = Node(self.clock, "info-node", max_request=1000)
+        node.add_peer("127.0.0.1", 7999)
+        node.store.set(b"k", b"v")
+        proto, transport = connect(node)
+        proto.dataReceived(command(b"INFO"))
+        text = transport.value().decode()
+        for needle in ("# Server\r\nredis_version:", "# Clients\r\nconnected_clients:1",
+                       "# Replication\r\nrole:master\r\nnode_id:info-node",
+                       "peer0:addr=127.0.0.1:7999,node=-,link=down",
+                       "# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n"):
+            self.assertIn(needle, text)
+        transport.clear()
+        proto.dataReceived(command(b"INFO", b"keyspace"))
+        self.assertEqual(transport.value(),
+                         b"$44\r\n# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n\r\n")
+
+    def test_replies_wait_for_the_commit_and_keep_their_order(self) -> None:
+        node = Node(self.clock, "disk", data_dir=scratch_dir(self))
+        node.start()
+        self.addCleanup(node.crash)
+        proto, transport = connect(node)
+        proto.dataReceived(command(b"GET", b"k") + command(b"SET", b"k", b"v")
+                           + command(b"GET", b"k") + command(b"QUIT"))
+        self.assertEqual(transport.value(), b"$-1\r\n")
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0)
+        self.assertEqual(transport.value(), b"$-1\r\n+OK\r\n$1\r\nv\r\n+OK\r\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_scan_visits_every_key_present_throughout(self) -> None:
+        """Keys present for the whole iteration all come back, with writes and
+        deletes going on meanwhile; deleted keys are not returned after their delete."""
+        store = self.node.store
+        for i in range(500):
+            store.set(b"key%d" % i, b"v")
+        proto, transport = connect(self.node)
+        seen: List[bytes] = []
+        cursor = b"0"
+        for step in range(1000):
+            transport.clear()
+            proto.dataReceived(command(b"SCAN", cursor, b"COUNT", b"7"))
+            cursor, keys = decode(transport.value())  # type: ignore[misc]
+            seen.extend(keys)
+            store.set(b"new%d" % step, b"v")
+            if step < 10:
+                store.delete(b"key%d" % (499 - step))
+            if cursor == b"0":
+                break
+        self.assertEqual(cursor, b"0")
+        kept = {b"key%d" % i for i in range(490)}
+        self.assertEqual(kept - set(seen), set())
+        self.assertEqual(len(seen), len(set(seen)))  # no key twice
+
+    def test_scan_match_and_bad_arguments(self) -> None:
+        for i in range(20):
+            self.node.store.set(b"user:%d" % i, b"v")
+            self.node.store.set(b"item:%d" % i, b"v")
+        reply = converse(self.node, command(b"SCAN", b"0", b"MATCH", b"user:1?", b"COUNT", b"1000"))
+        self.assertTrue(reply.startswith(b"*2\r\n$1\r\n0\r\n*10\r\n"))
+        self.assertNotIn(b"item", reply)
+        for args, error in (((b"SCAN", b"x"), b"-ERR invalid cursor\r\n"),
+                            ((b"SCAN", b"0", b"COUNT", b"x"),
+                             b"-ERR value is not an integer or out of range\r\n"),
+                            ((b"SCAN", b"0", b"BOGUS", b"1"), b"-ERR syntax error\r\n"),
+                            ((b"SCAN", b"0", b"COUNT"), b"-ERR syntax error\r\n")):
+            self.assertEqual(converse(self.node, command(*args)), error)
+
+
+class GlobTests(SynchronousTestCase):
+    def test_redis_glob_syntax(self) -> None:
+        cases = [
+            (b"*", b"anything", True), (b"h?llo", b"hello", True), (b"h?llo", b"hllo", False),
+            (b"h*llo", b"heeeello", True), (b"h[ae]llo", b"hallo", True),
+            (b"h[ae]llo", b"hillo", False), (b"h[^e]llo", b"hallo", True),
+            (b"h[^e]llo", b"hello", False), (b"h[a-b]llo", b"hbllo", True),
+            (b"h[a-b]llo", b"hcllo", False), (b"h\\*llo", b"h*llo", True),
+            (b"h\\*llo", b"hello", False), (b"user:*", b"user:\nx", True),
+            (b"a.c", b"abc", False), (b"[", b"[", True),
+        ]
+        for pattern, key, expected in cases:
+            self.assertEqual(bool(glob_regex(pattern).match(key)), expected, (pattern, key))
