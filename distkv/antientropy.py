@@ -87,5 +87,5 @@ class Round:
         self.sent = len(newer)
         self._theirs = {}
         parts = [wire.encode_write(0, key, entry) for key, entry in newer]
-        parts.append(wire.encode_mark(b"S", self.number))
+        parts.append(wire.encode_mark(b"S", self.number, self.store.clock.now()))
         return b"".join(parts)

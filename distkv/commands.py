@@ -10,9 +10,9 @@ on connect (INFO, COMMAND, CONFIG, CLIENT, HELLO) are in
 A write's reply may be a Deferred that fires once the write is committed to
 disk (see :mod:`distkv.journal`); front ends keep replies in request order.
 While a node that started without its data is still loading it from its
-peers, reads and deletes are refused with ``LOADING`` (as Redis does while it
-loads its dump); ``SET`` is accepted, since a new version wins or loses by the
-same rule whenever the older data arrives.
+peers, data commands are refused with ``LOADING`` (as Redis does while it
+loads its dump): reads, because the data is not there yet, and writes, because
+until a peer has synced it the node's clock may lag the cluster's.
 """
 
 from __future__ import annotations
@@ -205,6 +205,8 @@ class Dispatcher:
         return Bulk(self._store.get(args[0]))
 
     def _set(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
+        if self._loading():
+            return LOADING
         if len(args) > 2:
             return SYNTAX  # NX, XX, EX, GET...: Redis options DistKV does not have yet
         key = args[0]
@@ -235,6 +237,8 @@ class Dispatcher:
         return Array(tuple(Bulk(get(key)) for key in args))
 
     def _mset(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
+        if self._loading():
+            return LOADING
         if len(args) % 2:
             return wrong_arity(b"mset")
         if not all(args[0::2]):

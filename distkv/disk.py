@@ -2,7 +2,8 @@
 
 One database per data directory, in WAL mode, with three tables::
 
-    meta(name, value)            format version, node id, clock high-water mark
+    meta(name, value)            format version, node id, clock high-water mark,
+                                 the last local write sequence number
     entries(key, value, ms, counter, node, seq)
                                  every key, value or tombstone (value NULL) and
                                  its version; seq numbers this node's own writes
@@ -72,6 +73,8 @@ class Loaded(NamedTuple):
 
     entries: int
     clock_ms: int
+    #: The highest local write sequence number ever handed out.
+    seq: int
     #: This node's own writes, ``(seq, key, entry)``, oldest first, above the
     #: lowest sequence number some peer has not acknowledged.
     unacked: List[Tuple[int, bytes, Entry]]
@@ -183,10 +186,11 @@ class Disk:
             finally:
                 rows.close()
             clock = int(self._meta("clock_ms") or 0)
+            seq = int(self._meta("seq") or 0)
         except sqlite3.Error as e:
             raise DiskError(f"{self.path} is unreadable or corrupt: {e}") from None
         unacked.sort(key=lambda item: item[0])
-        return Loaded(count, clock, unacked)
+        return Loaded(count, clock, seq, unacked)
 
     def commit(
         self,
@@ -194,6 +198,8 @@ class Disk:
         purged: Iterable[Tuple[bytes, int, int, str]],
         peers: Iterable[Tuple[str, int, Optional[str]]],
         clock_ms: int,
+        seq: int,
+        forget: Iterable[str] = (),
     ) -> None:
         """Write one batch in one transaction (raises ``sqlite3.Error``)."""
         self._run("BEGIN")
@@ -204,7 +210,11 @@ class Disk:
                 purged,
             )
             self._run_many("INSERT OR REPLACE INTO peers VALUES (?, ?, ?)", peers)
+            self._run_many("DELETE FROM peers WHERE address = ?", [(a,) for a in forget])
             self._run("INSERT OR REPLACE INTO meta VALUES ('clock_ms', ?)", (str(clock_ms),))
+            # A row loses its sequence number when a peer's write replaces it,
+            # so the highest number handed out is kept on its own.
+            self._run("INSERT OR REPLACE INTO meta VALUES ('seq', ?)", (str(seq),))
             self._run("COMMIT")
         except BaseException:
             if self._db.in_transaction:

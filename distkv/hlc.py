@@ -70,17 +70,18 @@ class HybridClock:
         self._counter = version.counter
         return self.now()
 
-    def observe(self, version: Version) -> bool:
+    def observe(self, version: Version, count: bool = True) -> bool:
         """Move the clock past ``version``; refuse it when it is too far ahead.
 
-        Returns False, and counts the refusal, when ``version`` lies more than
-        ``max_drift_ms`` beyond our wall clock; the caller must not store it.
+        Returns False, and counts the refusal (unless ``count`` is false: a
+        peer's clock reading rather than a write), when ``version`` lies more
+        than ``max_drift_ms`` beyond our wall clock; the caller must not store it.
         """
         if version.ms > self._ms or (
             version.ms == self._ms and version.counter > self._counter
         ):
             if version.ms - self._now_ms() > self.max_drift_ms:
-                self.refused += 1
+                self.refused += count
                 return False
             self._ms = version.ms
             self._counter = version.counter

@@ -43,11 +43,13 @@ class Journal(Service):
 
     def __init__(self, disk: Disk, store: Store, clock: HybridClock, reactor: Any) -> None:
         self.disk = disk
+        self._store = store
         self._clock = clock
         self._reactor = reactor
         self._rows: Dict[bytes, Row] = {}
         self._purged: List[Tuple[bytes, int, int, str]] = []
         self._peers: Dict[str, Tuple[str, int, Optional[str]]] = {}
+        self._forget: List[str] = []
         self._waiters: List[Deferred[None]] = []
         self._call: Optional[IDelayedCall] = None
         self._sync_loop: Optional[LoopingCall] = None
@@ -76,6 +78,12 @@ class Journal(Service):
         """
         self._peers[address] = (address, acked, node)
 
+    def forget_peer(self, address: str) -> None:
+        """``address`` turned out to be this node: keep no outbox state for it."""
+        self._peers.pop(address, None)
+        self._forget.append(address)
+        self._schedule()
+
     def _schedule(self) -> None:
         if self._call is None and not self.closed:
             self._call = self._reactor.callLater(0, self.commit)
@@ -101,9 +109,17 @@ class Journal(Service):
         rows, self._rows = self._rows, {}
         purged, self._purged = self._purged, []
         peers, self._peers = self._peers, {}
+        forget, self._forget = self._forget, []
         waiters, self._waiters = self._waiters, []
         try:
-            self.disk.commit(rows.values(), purged, peers.values(), self._clock.high_water())
+            self.disk.commit(
+                rows.values(),
+                purged,
+                peers.values(),
+                self._clock.high_water(),
+                self._store.seq,
+                forget,
+            )
         except sqlite3.Error as e:
             self.failure = f"ERR write not persisted: {e}"
             log.critical(

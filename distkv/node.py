@@ -156,6 +156,9 @@ class Node:
             lowest = min((p.acked for p in self._saved_peers.values()), default=None)
             loaded = disk.load(self.store, lowest)
             self.clock.restore(loaded.clock_ms)
+            # Never hand out a sequence number a peer may already have acknowledged.
+            highest_acked = max((p.acked for p in self._saved_peers.values()), default=0)
+            self.store.seq = max(self.store.seq, loaded.seq, highest_acked)
             self._unacked = loaded.unacked
             has_data = loaded.entries > 0
             self.journal = Journal(disk, self.store, self.clock, reactor)
@@ -239,6 +242,7 @@ class Node:
             # Recorded at once, so that a restart rebuilds this peer's outbox
             # even if it never acknowledged anything.
             link.on_acked(link)
+            link.on_self = lambda link: journal.forget_peer(link.name)
         return link
 
     def members(self) -> Optional[List[str]]:
@@ -261,6 +265,7 @@ class Node:
         self._inbound.discard(old)
 
     def _heard(self, peer: wire.Hello, floor: Version, low: Version) -> None:
+        self.clock.observe(floor, count=False)  # a peer's fresh stamp: keeps the clocks together
         self._inbound.add(peer.node)
         self.stability.heard(peer.node, floor, low)
 
@@ -309,7 +314,12 @@ class Node:
     def _answer_offer(self, offer: wire.DigestOffer) -> bytes:
         return answer_offer(self.store, offer)
 
-    def _synced_from(self, peer: wire.Hello) -> None:
+    def _synced_from(self, peer: wire.Hello, clock: Optional[Version] = None) -> None:
+        if clock is not None:
+            # Never stamp below a peer we have synced from: a node restarted
+            # with its wall clock behind would otherwise write below versions
+            # (and stable horizons) the others already hold.
+            self.clock.observe(clock, count=False)
         self.synced_from[peer.node] = self.reactor.seconds()
         if self.loading:
             self._check_loading()

@@ -11,6 +11,7 @@ keeps the writes and the reconnect logic takes over.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Callable, Optional, Tuple, Union
 
 from twisted.internet.defer import Deferred
@@ -147,7 +148,7 @@ and low of each heartbeat (see :mod:`distkv.stability`). ``durable`` is the
         vet: Callable[[wire.Hello], Union[wire.Hello, Refusal]],
         apply: Callable[[bytes, Entry], object],
         answer: Callable[[wire.DigestOffer], bytes],
-        synced: Callable[[wire.Hello], None],
+        synced: Callable[[wire.Hello, Optional[Version]], None],
         max_frame: int,
         durable: Callable[[], Optional[Deferred[None]]] = lambda: None,
         heard: Callable[[wire.Hello, Version, Version], None] = lambda *_: None,
@@ -213,7 +214,9 @@ and low of each heartbeat (see :mod:`distkv.stability`). ``durable`` is the
                 if applied:
                     self._confirm(wire.encode_ack(applied))
                     applied = 0
-                self._confirm(wire.encode_mark(b"s", frame.round), self._round_done)
+                self._confirm(
+                    wire.encode_mark(b"s", frame.round), partial(self._round_done, frame.horizon)
+                )
         if applied:
             self._confirm(wire.encode_ack(applied))
 
@@ -235,9 +238,9 @@ and low of each heartbeat (see :mod:`distkv.stability`). ``durable`` is the
         # the writes and sends them again.
         waiting.addCallbacks(committed, lambda _: None)
 
-    def _round_done(self) -> None:
+    def _round_done(self, clock: Optional[Version]) -> None:
         assert self.remote is not None
-        self._synced(self.remote)
+        self._synced(self.remote, clock)
 
     def _refuse(self, refusal: Refusal) -> None:
         log.warn("Refusing peer connection: {code} {why}", code=refusal[0], why=refusal[1])

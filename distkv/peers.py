@@ -81,6 +81,8 @@ class PeerLink(ReconnectingClientFactory):
         self._drain_waiters: List[Deferred[None]] = []
         #: Told after every acknowledgement (the journal saves it).
         self.on_acked: Optional[Callable[[PeerLink], None]] = None
+        #: Told when the address turns out to be this very node.
+        self.on_self: Optional[Callable[[PeerLink], None]] = None
         #: Told when the peer's address answers as a different node: (old, new).
         self.on_new_node: Optional[Callable[[str, str], None]] = None
         #: Our own low (see :mod:`distkv.stability`), sent with each heartbeat.
@@ -103,8 +105,7 @@ class PeerLink(ReconnectingClientFactory):
         if remote.node == self.local.node:
             if remote.incarnation == self.local.incarnation:
                 log.info("Peer {peer} is this node itself; skipping it", peer=self.name)
-                self.is_self = True
-                self.stopTrying()
+                self._found_self()
             else:
                 log.error(
                     "Peer {peer} uses our node id {node}; refusing to link",
@@ -149,8 +150,7 @@ class PeerLink(ReconnectingClientFactory):
         code, message = refusal
         if code == "self":
             log.info("Peer {peer} is this node itself; skipping it", peer=self.name)
-            self.is_self = True
-            self.stopTrying()
+            self._found_self()
             return
         self.refusal = refusal
         log.error(
@@ -159,6 +159,14 @@ class PeerLink(ReconnectingClientFactory):
             code=code,
             message=message,
         )
+
+    def _found_self(self) -> None:
+        self.is_self = True
+        self.stopTrying()
+        self.outbox.overflow()  # nothing to hold for ourselves
+        self.outbox.needs_resync = False
+        if self.on_self is not None:
+            self.on_self(self)
 
     def unlinked(self, proto: PushProtocol) -> None:
         if self._protocol is proto:

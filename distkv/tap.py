@@ -102,7 +102,7 @@ class Options(usage.Options):
         ["tombstone-grace", None, "600", "Seconds a delete's tombstone is kept at least; "
          "it is purged after that once every peer has it."],
         ["loading-wait", None, "30", "Seconds a node that started without data refuses "
-         "reads (ERR LOADING) waiting for a peer to sync it, before serving anyway."],
+         "data commands (ERR LOADING) waiting for a peer to sync it, before serving anyway."],
     ]
 
     def __init__(self) -> None:
@@ -138,6 +138,10 @@ class Options(usage.Options):
         for name in ("max-clock-skew", "heartbeat", "flush-timeout", "sync-interval",
                      "tombstone-grace"):
             self[name] = _positive(name, self[name], float)
+        if self["tombstone-grace"] <= self["max-clock-skew"]:
+            # Clocks may differ by up to the skew: a shorter grace could purge a
+            # delete before a node whose clock lags has stamped past it.
+            raise usage.UsageError("--tombstone-grace must be longer than --max-clock-skew")
         if self["fsync"] not in SYNCHRONOUS:
             raise usage.UsageError(
                 f"--fsync {self['fsync']!r}: use one of always, everysec, no"

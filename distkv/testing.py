@@ -307,7 +307,8 @@ class LocalCluster:
 
 @inlineCallbacks
 def start_local_cluster(reactor: Any, size: int = 3, **node_options: Any) -> Any:
-    """Start ``size`` peered nodes on free loopback ports; fires a LocalCluster.
+    """Start ``size`` peered nodes on free loopback ports; fires a LocalCluster
+    once every node has finished loading and serves.
 
     Call ``yield cluster.stop()`` when done. ``node_options`` go to every
     :class:`~distkv.node.Node` (for example ``heartbeat=1.0``).
@@ -326,6 +327,8 @@ def start_local_cluster(reactor: Any, size: int = 3, **node_options: Any) -> Any
         for port in ports:
             node.add_peer("127.0.0.1", _port_number(port))
         node.start()
+    # Nodes start empty, so each loads from a peer first: wait until all serve.
+    yield wait_for(reactor, lambda: not any(node.loading for node in nodes), timeout=30)
     return LocalCluster(nodes, ports)
 
 

@@ -29,7 +29,8 @@ the round; the accepting side confirms once it has applied all of them::
     K round:u32 bucket:u32 count:u32 (key-len:u32 key ms:u64 counter:u32 node-len:u16 node)*
     E round:u32 horizon           (accepting side: no more key lists; its stable
                                    horizon, below which a key it lacks is dead)
-    S round:u32                   (connecting side: every newer entry sent)
+    S round:u32 clock             (connecting side: every newer entry sent; its clock,
+                                   which the other side observes before it serves)
     s round:u32                   (accepting side: all applied)
 
 Replicated writes travel only as ``W`` frames, never as client commands, so a
@@ -105,7 +106,8 @@ class KeyList(NamedTuple):
 
 
 class RoundMark(NamedTuple):
-    """``E``, ``S`` or ``s``: a step of an anti-entropy round."""
+    """``E``, ``S`` or ``s``: a step of an anti-entropy round; ``E`` carries the
+    sender's stable horizon, ``S`` the sender's clock."""
 
     kind: bytes
     round: int
@@ -269,11 +271,11 @@ def decode_body(body: bytes) -> Frame:
             return _decode_key_list(body)
         if kind in (b"E", b"S", b"s") and len(body) == 5:
             return RoundMark(kind, _U32.unpack_from(body, 1)[0])
-        if kind == b"E":
-            horizon, offset = _read_version(body, 5)
+        if kind in (b"E", b"S"):
+            version, offset = _read_version(body, 5)
             if offset != len(body):
                 raise WireError("malformed round mark")
-            return RoundMark(kind, _U32.unpack_from(body, 1)[0], horizon)
+            return RoundMark(kind, _U32.unpack_from(body, 1)[0], version)
     except (struct.error, UnicodeDecodeError) as e:
         raise WireError(f"malformed frame: {e}") from e
     raise WireError(f"unknown frame kind {kind!r}")

@@ -197,7 +197,7 @@ class ApplyAfterCommitTests(SynchronousTestCase):
             lambda hello: wire.Hello("me", "1"),
             lambda key, entry: applied.append(key),
             lambda offer: b"",
-            lambda hello: None,
+            lambda hello, clock: None,
             1 << 20,
             durable,
         )
@@ -290,7 +290,7 @@ class DurableClusterTests(SynchronousTestCase):
 
 class LoadingTests(SynchronousTestCase):
     def test_with_no_peer_reachable_a_node_serves_after_the_loading_wait(self) -> None:
-        """Reads get LOADING while no peer can sync the node, then it serves anyway."""
+        """Reads and writes get LOADING while no peer can sync the node, then it serves anyway."""
         cluster = SimulatedCluster(2, loading_wait=12.0)
         cluster.settle()
         self.addCleanup(cluster.stop)
@@ -304,9 +304,10 @@ class LoadingTests(SynchronousTestCase):
             Error("LOADING this node started without its data and is still syncing it "
                   "from its peers"),
         )
-        self.assertEqual(n1.dispatcher.execute(Request(b"SET", (b"k", b"v"))), OK)
+        self.assertIsInstance(n1.dispatcher.execute(Request(b"SET", (b"k", b"v"))), Error)
         cluster.advance(2)
         self.assertEqual(n1.status_lines()[2], "state serving")
+        self.assertEqual(n1.dispatcher.execute(Request(b"SET", (b"k", b"v"))), OK)
         self.assertEqual(n1.dispatcher.execute(Request(b"GET", (b"k",))).value, b"v")  # type: ignore[union-attr]
 
     def test_a_node_without_peers_serves_at_once(self) -> None:
@@ -315,3 +316,66 @@ class LoadingTests(SynchronousTestCase):
         self.addCleanup(node.stop)
         self.assertFalse(node.loading)
         self.assertEqual(node.dispatcher.execute(Request(b"GET", (b"k",))).value, None)  # type: ignore[union-attr]
+
+
+class RestartEdgeTests(SynchronousTestCase):
+    def test_sequence_numbers_never_go_back_after_a_restart(self) -> None:
+        """n1's writes are all overwritten by n2 (their rows lose their numbers), n1
+        restarts: its new writes get numbers above what n2 acknowledged, so they flow."""
+        cluster = SimulatedCluster(2, data_root=scratch_dir(self))
+        cluster.settle()
+        self.addCleanup(cluster.stop)
+        for i in range(300):
+            cluster.nodes["n1"].store.set(b"k%d" % i, b"one")
+        cluster.settle()
+        for i in range(300):
+            cluster.nodes["n2"].store.set(b"k%d" % i, b"two")
+        cluster.settle()
+        cluster.crash("n1")
+        n1 = cluster.start("n1")
+        self.assertGreaterEqual(n1.store.seq, 300)
+        for i in range(400):
+            n1.store.set(b"new%d" % i, b"x" * 10_000)
+        cluster.settle()
+        self.assertTrue(cluster.converged())
+        self.assertEqual(len(cluster.nodes["n2"].store), 700)
+        self.assertTrue(next(iter(n1.replication.links.values())).outbox.drained())
+
+    def test_an_address_that_is_this_node_keeps_no_outbox_on_disk(self) -> None:
+        cluster = SimulatedCluster(2, data_root=scratch_dir(self))
+        cluster.settle()
+        self.addCleanup(cluster.stop)
+        n1 = cluster.nodes["n1"]
+        alias = n1.add_peer("n1.example", cluster.ports["n1"])
+        cluster.settle()
+        self.assertTrue(alias is not None and alias.is_self)
+        n1.store.set(b"k", b"v")
+        cluster.settle()
+        cluster.crash("n1")
+        again = cluster.start("n1")
+        self.assertEqual(sorted(again._saved_peers), ["127.0.0.1:7001"])
+
+    def test_a_node_restarted_with_a_slow_clock_writes_above_what_others_hold(self) -> None:
+        """A memory node whose wall clock is 20 s behind restarts; its first writes
+        after loading still win and survive, though the others' stable horizon is
+        ahead of its wall clock."""
+        cluster = SimulatedCluster(3, skew_ms={"n1": -20_000}, heartbeat=1.0,
+                                   tombstone_grace=5.0, sync_interval=10.0)
+        cluster.settle()
+        self.addCleanup(cluster.stop)
+        for i in range(20):
+            cluster.nodes["n2"].store.set(b"k%d" % i, b"v")
+            cluster.advance(1)
+        cluster.nodes["n2"].store.delete(b"k0")
+        cluster.advance(20)
+        self.assertGreater(cluster.nodes["n2"].store.horizon.ms,
+                           int(cluster.net.seconds() * 1000) - 20_000)
+        cluster.crash("n1")
+        n1 = cluster.start("n1")
+        cluster.settle()
+        self.assertFalse(n1.loading)
+        self.assertEqual(n1.dispatcher.execute(Request(b"SET", (b"fresh", b"acked"))), OK)
+        cluster.settle()
+        for node in cluster.nodes.values():
+            self.assertEqual(node.store.get(b"fresh"), b"acked")
+            self.assertEqual(node.store.stale_dropped, 0)

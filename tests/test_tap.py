@@ -61,7 +61,8 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(parse()["fsync"], "everysec")
         self.assertIsNone(parse()["data-dir"])
         for argv in (("--fsync", "sometimes"), ("--loading-wait", "-1"),
-                     ("--loading-wait", "soon"), ("--tombstone-grace", "0")):
+                     ("--loading-wait", "soon"), ("--tombstone-grace", "0"),
+                     ("--tombstone-grace", "30")):
             with self.assertRaises(usage.UsageError) as caught:
                 parse(*argv)
             self.assertIn(argv[0], str(caught.exception))
