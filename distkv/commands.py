@@ -181,11 +181,11 @@ class Dispatcher:
             return Error(
                 "ERR unknown command '{}', with args beginning with: {}".format(
                     request.name[:64].decode("utf-8", "replace"),
-                    " ".join(
-                        "'{}'".format(arg[:64].decode("utf-8", "replace"))
+                    "".join(
+                        "'{}' ".format(arg[:64].decode("utf-8", "replace"))
                         for arg in request.args[:8]
                     ),
-                ).rstrip()
+                )
             )
         handler, least, most = spec
         count = len(request.args)

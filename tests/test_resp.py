@@ -103,7 +103,7 @@ SCRIPT: Sequence[Tuple[Tuple[bytes, ...], bytes]] = [
      b"*2\r\n*6\r\n$3\r\nget\r\n:2\r\n*0\r\n:1\r\n:1\r\n:1\r\n$-1\r\n"),
     ((b"HELLO", b"4"), b"-NOPROTO unsupported protocol version\r\n"),
     ((b"HELLO", b"x"), b"-ERR Protocol version is not an integer or out of range\r\n"),
-    ((b"FLY", b"me"), b"-ERR unknown command 'FLY', with args beginning with: 'me'\r\n"),
+    ((b"FLY", b"me"), b"-ERR unknown command 'FLY', with args beginning with: 'me' \r\n"),
     ((b"GET",), b"-ERR wrong number of arguments for 'get' command\r\n"),
 ]
 
@@ -304,3 +304,27 @@ class GlobTests(SynchronousTestCase):
         ]
         for pattern, key, expected in cases:
             self.assertEqual(bool(glob_regex(pattern).match(key)), expected, (pattern, key))
+
+
+class NoDelayTests(SynchronousTestCase):
+    def test_client_and_peer_connections_switch_off_nagle(self) -> None:
+        """TCP_NODELAY on every client connection and on the links to peers."""
+
+        class Transport(StringTransport):
+            nodelay = False
+
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                self.nodelay = enabled
+
+        node = Node(Clock(), "n")
+        door = node.factory().buildProtocol(ADDRESS)
+        transport = Transport()
+        door.makeConnection(transport)
+        self.assertTrue(transport.nodelay)
+        link = node.add_peer("127.0.0.1", 7999)
+        assert link is not None
+        push = link.buildProtocol(None)
+        transport = Transport()
+        push.makeConnection(transport)
+        self.assertTrue(transport.nodelay)
+        push.connectionLost()

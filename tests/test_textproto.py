@@ -48,13 +48,13 @@ SCRIPT = [
     (b"PING\r\n", b"PONG\r\n"),
     (b"PiNg\n", b"PONG\r\n"),
     (b"\r\n", b""),
-    (b"FLY me\n", b"ERR unknown command 'FLY', with args beginning with: 'me'\r\n"),
+    (b"FLY me\n", b"ERR unknown command 'FLY', with args beginning with: 'me' \r\n"),
     (b"GET\n", b"ERR wrong number of arguments for 'get' command\r\n"),
     (b"GET a b\n", b"ERR wrong number of arguments for 'get' command\r\n"),
     (b"SET onlykey\n", b"ERR wrong number of arguments for 'set' command\r\n"),
     (b"SET\n", b"ERR wrong number of arguments for 'set' command\r\n"),
     (b"DEL\n", b"ERR wrong number of arguments for 'del' command\r\n"),
-    (b"DIS\n", b"ERR unknown command 'DIS', with args beginning with:\r\n"),
+    (b"DIS\n", b"ERR unknown command 'DIS', with args beginning with: \r\n"),
     (b"PING still-usable\n", b"still-usable\r\n"),
 ]
 
