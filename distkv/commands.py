@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import re
 import zlib
-from typing import Callable, Dict, List, Optional, Pattern, Tuple, Union
+from typing import Callable, Dict, List, Optional, Pattern, Sequence, Tuple, Union
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -57,15 +57,7 @@ __all__ = [
 #: What a command returns: a reply now, or one once the write is durable.
 Outcome = Union[Reply, "Deferred[Reply]"]
 Durable = Callable[[], Optional["Deferred[None]"]]
-Handler = Callable[[Tuple[bytes, ...], Session], Outcome]
-
-
-def _no_wait() -> Optional[Deferred[None]]:
-    return None
-
-
-def _never() -> bool:
-    return False
+Handler = Callable[[Sequence[bytes], Session], Outcome]
 
 
 def _not_persisted(failure: Failure) -> Reply:
@@ -129,15 +121,15 @@ class Dispatcher:
         self,
         store: Store,
         status: Callable[[], List[str]],
-        durable: Durable = _no_wait,
-        loading: Callable[[], bool] = _never,
+        durable: Optional[Durable] = None,
         info: Callable[[], Dict[str, List[Tuple[str, object]]]] = dict,
         stats: Optional[Stats] = None,
     ) -> None:
         self._store = store
         self._status = status
         self._durable = durable
-        self._loading = loading
+        #: True while data commands must be refused with LOADING.
+        self.loading = False
         self.info = info
         self.stats = stats if stats is not None else Stats(0.0)
         #: What CONFIG GET reports (lower-case names); the node fills it in.
@@ -175,37 +167,43 @@ class Dispatcher:
         return least + 1 if most == least else -(least + 1)
 
     def execute(self, request: Request, session: Optional[Session] = None) -> Outcome:
+        return self.run(request.name, request.args, session or _ANONYMOUS)
+
+    def run(self, name: bytes, args: Sequence[bytes], session: Session) -> Outcome:
+        """Run command ``name`` (upper case) with ``args`` for ``session``."""
         self.stats.commands_processed += 1
-        spec = self._table.get(request.name)
+        spec = self._table.get(name)
         if spec is None:
             return Error(
                 "ERR unknown command '{}', with args beginning with: {}".format(
-                    request.name[:64].decode("utf-8", "replace"),
+                    name[:64].decode("utf-8", "replace"),
                     "".join(
-                        "'{}' ".format(arg[:64].decode("utf-8", "replace"))
-                        for arg in request.args[:8]
+                        "'{}' ".format(arg[:64].decode("utf-8", "replace")) for arg in args[:8]
                     ),
                 )
             )
         handler, least, most = spec
-        count = len(request.args)
+        count = len(args)
         if count < least or (most >= 0 and count > most):
-            return wrong_arity(request.name)
-        return handler(request.args, session or _ANONYMOUS)
+            return wrong_arity(name)
+        return handler(args, session)
 
     def _after_commit(self, reply: Reply) -> Outcome:
-        waiting = self._durable()
+        durable = self._durable
+        if durable is None:
+            return reply
+        waiting = durable()
         if waiting is None:
             return reply
         return waiting.addCallbacks(lambda _: reply, _not_persisted)
 
-    def _get(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
-        if self._loading():
+    def _get(self, args: Sequence[bytes], session: Session) -> Outcome:
+        if self.loading:
             return LOADING
         return Bulk(self._store.get(args[0]))
 
-    def _set(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
-        if self._loading():
+    def _set(self, args: Sequence[bytes], session: Session) -> Outcome:
+        if self.loading:
             return LOADING
         if len(args) > 2:
             return SYNTAX  # NX, XX, EX, GET...: Redis options DistKV does not have yet
@@ -215,8 +213,8 @@ class Dispatcher:
         self._store.set(key, args[1])
         return self._after_commit(OK)
 
-    def _del(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
-        if self._loading():
+    def _del(self, args: Sequence[bytes], session: Session) -> Outcome:
+        if self.loading:
             return LOADING
         deleted = 0
         for key in args:
@@ -224,20 +222,20 @@ class Dispatcher:
                 deleted += self._store.delete(key)
         return self._after_commit(Integer(deleted))
 
-    def _exists(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
-        if self._loading():
+    def _exists(self, args: Sequence[bytes], session: Session) -> Outcome:
+        if self.loading:
             return LOADING
         store = self._store
         return Integer(sum(1 for key in args if key in store))
 
-    def _mget(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
-        if self._loading():
+    def _mget(self, args: Sequence[bytes], session: Session) -> Outcome:
+        if self.loading:
             return LOADING
         get = self._store.get
         return Array(tuple(Bulk(get(key)) for key in args))
 
-    def _mset(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
-        if self._loading():
+    def _mset(self, args: Sequence[bytes], session: Session) -> Outcome:
+        if self.loading:
             return LOADING
         if len(args) % 2:
             return wrong_arity(b"mset")
@@ -247,23 +245,23 @@ class Dispatcher:
             self._store.set(args[index], args[index + 1])
         return self._after_commit(OK)
 
-    def _dbsize(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
+    def _dbsize(self, args: Sequence[bytes], session: Session) -> Outcome:
         return Integer(len(self._store))
 
-    def _keys(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
-        if self._loading():
+    def _keys(self, args: Sequence[bytes], session: Session) -> Outcome:
+        if self.loading:
             return LOADING
         match = glob_regex(args[0]).match
         return Array(tuple(Bulk(key) for key in self._store.live_keys() if match(key)))
 
-    def _scan_command(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
+    def _scan_command(self, args: Sequence[bytes], session: Session) -> Outcome:
         """SCAN cursor [MATCH pattern] [COUNT n], in CRC-32 order of the keys.
 
         The cursor is the next hash to visit, so every key present for the
         whole iteration is returned (new ones may or may not be), as Redis
         promises. A snapshot of the hashes is reused while nothing changed.
         """
-        if self._loading():
+        if self.loading:
             return LOADING
         try:
             cursor = int(args[0])
@@ -316,23 +314,23 @@ class Dispatcher:
             self._scan = (changed, order)
         return order
 
-    def _ping(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
+    def _ping(self, args: Sequence[bytes], session: Session) -> Outcome:
         return Bulk(args[0]) if args else PONG
 
-    def _echo(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
+    def _echo(self, args: Sequence[bytes], session: Session) -> Outcome:
         return Bulk(args[0])
 
-    def _quit(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
+    def _quit(self, args: Sequence[bytes], session: Session) -> Outcome:
         return GOODBYE
 
-    def _select(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
+    def _select(self, args: Sequence[bytes], session: Session) -> Outcome:
         try:
             index = int(args[0])
         except ValueError:
             return NOT_INTEGER
         return OK if index == 0 else Error("ERR DB index is out of range")
 
-    def _status_report(self, args: Tuple[bytes, ...], session: Session) -> Outcome:
+    def _status_report(self, args: Sequence[bytes], session: Session) -> Outcome:
         return Lines(tuple(self._status()))
 
 

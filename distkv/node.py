@@ -170,8 +170,6 @@ class Node:
                 fsync=fsync,
             )
         self._started_empty = not has_data
-        #: True while reads wait for a first sync from a peer (see start_loading).
-        self.loading = False
         self.loading_wait = loading_wait
         self.replication = Replication(
             self.store,
@@ -189,8 +187,7 @@ class Node:
         self.dispatcher = Dispatcher(
             self.store,
             self.status_lines,
-            self._durable,
-            self._is_loading,
+            None if self.journal is None else self.journal.durable,
             self.info_sections,
             Stats(self.started_at),
         )
@@ -210,8 +207,14 @@ class Node:
     def _durable(self) -> Optional[Deferred[None]]:
         return None if self.journal is None else self.journal.durable()
 
-    def _is_loading(self) -> bool:
-        return self.loading
+    @property
+    def loading(self) -> bool:
+        """True while data commands wait for a first sync from a peer (see start_loading)."""
+        return self.dispatcher.loading
+
+    @loading.setter
+    def loading(self, value: bool) -> None:
+        self.dispatcher.loading = value
 
     def add_peer(self, host: str, port: int) -> Optional[PeerLink]:
         """Link to a peer, unless the address is plainly this node's own.

@@ -20,7 +20,13 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IAddress, IConnector, IReactorTCP, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IConnector,
+    IDelayedCall,
+    IReactorTCP,
+    IReactorTime,
+)
 from twisted.internet.protocol import ReconnectingClientFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -79,6 +85,7 @@ class PeerLink(ReconnectingClientFactory):
         self.is_self = False
         self.refusal: Optional[Tuple[str, str]] = None
         self._drain_waiters: List[Deferred[None]] = []
+        self._pump_call: Optional[IDelayedCall] = None
         #: Told after every acknowledgement (the journal saves it).
         self.on_acked: Optional[Callable[[PeerLink], None]] = None
         #: Told when the address turns out to be this very node.
@@ -160,6 +167,11 @@ class PeerLink(ReconnectingClientFactory):
             message=message,
         )
 
+    def _cancel_pump(self) -> None:
+        call, self._pump_call = self._pump_call, None
+        if call is not None and call.active():
+            call.cancel()
+
     def _found_self(self) -> None:
         self.is_self = True
         self.stopTrying()
@@ -172,6 +184,7 @@ class PeerLink(ReconnectingClientFactory):
         if self._protocol is proto:
             self._protocol = None
             self._round = None
+            self._cancel_pump()
             if self._sync_loop is not None and self._sync_loop.running:
                 self._sync_loop.stop()
             self._sync_loop = None
@@ -242,8 +255,13 @@ class PeerLink(ReconnectingClientFactory):
         outbox.add(seq, key, entry)
         if outbox.overflows != overflows:
             self.mark_resync(f"its outbox passed {outbox.max_bytes} bytes")
-        if self._protocol is not None:
-            self.pump()
+        if self._protocol is not None and self._pump_call is None:
+            # One frame batch per reactor turn, however many writes it holds.
+            self._pump_call = self._reactor.callLater(0, self._scheduled_pump)  # type: ignore[attr-defined]
+
+    def _scheduled_pump(self) -> None:
+        self._pump_call = None
+        self.pump()
 
     def pump(self) -> None:
         proto = self._protocol

@@ -43,7 +43,6 @@ from distkv.replies import (
     Lines,
     Map,
     Reply,
-    Request,
     Session,
     Status,
 )
@@ -234,13 +233,13 @@ class RespProtocol(Protocol):
             return
         requests, used, error = parse(buffer, self._limit)
         self._buffer = buffer[used:] if used < len(buffer) else b""
-        execute = self._dispatcher.execute
+        run = self._dispatcher.run
         session = self.session
         owed = self._owed
         write = self.transport.write
         out: List[bytes] = []
         for args in requests:
-            outcome = execute(Request(args[0].upper(), tuple(args[1:])), session)
+            outcome = run(args[0].upper(), args[1:], session)
             if isinstance(outcome, Deferred):  # a write waiting for its commit
                 if out:
                     write(b"".join(out))

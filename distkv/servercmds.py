@@ -12,7 +12,7 @@ speaks RESP2, and RESP3 after ``HELLO 3`` (for the replies it has: nil as
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Dict, List, Tuple
+from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 
 from distkv.replies import (
     NIL,
@@ -69,7 +69,7 @@ class ServerCommands:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
 
-    def info(self, args: Tuple[bytes, ...], session: Session) -> Reply:
+    def info(self, args: Sequence[bytes], session: Session) -> Reply:
         wanted = {arg.decode("utf-8", "replace").lower() for arg in args} or {"default"}
         if wanted & {"all", "everything"}:
             wanted = set(DEFAULT_SECTIONS)
@@ -100,7 +100,7 @@ class ServerCommands:
         sections["keyspace"] = [("db0", f"keys={keys},expires=0,avg_ttl=0")] if keys else []
         return sections
 
-    def command(self, args: Tuple[bytes, ...], session: Session) -> Reply:
+    def command(self, args: Sequence[bytes], session: Session) -> Reply:
         dispatcher = self.dispatcher
         if not args:
             return Array(tuple(self._describe(name) for name in dispatcher.names()))
@@ -128,7 +128,7 @@ class ServerCommands:
             Integer(step),
         ))
 
-    def config(self, args: Tuple[bytes, ...], session: Session) -> Reply:
+    def config(self, args: Sequence[bytes], session: Session) -> Reply:
         from distkv.commands import glob_regex
 
         sub = args[0].upper()
@@ -146,7 +146,7 @@ class ServerCommands:
             return OK
         return _unknown_subcommand(args[0], "CONFIG")
 
-    def client(self, args: Tuple[bytes, ...], session: Session) -> Reply:
+    def client(self, args: Sequence[bytes], session: Session) -> Reply:
         sub = args[0].upper()
         if sub == b"SETNAME" and len(args) == 2:
             if not _CLIENT_NAME.match(args[1]):
@@ -168,7 +168,7 @@ class ServerCommands:
                 session.id, session.address.encode(), session.name))
         return _unknown_subcommand(args[0], "CLIENT")
 
-    def hello(self, args: Tuple[bytes, ...], session: Session) -> Reply:
+    def hello(self, args: Sequence[bytes], session: Session) -> Reply:
         if args:
             try:
                 version = int(args[0])

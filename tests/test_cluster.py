@@ -79,6 +79,7 @@ class ClusterTests(SynchronousTestCase):
         n2.store.subscribe(lambda key, entry, local: applied.append(key))
         for i in range(10):
             n1.store.set(b"k%d" % i, b"v%d" % i)
+        cluster.net.advance(0)  # the link sends its batch at the end of the turn
         # Deliver n1's writes to n2 but drop the connection before acks return.
         cluster.net.cut("n1", "n2", deliver_client_bytes=True)
         self.assertEqual(len(applied), 10)
