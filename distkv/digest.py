@@ -27,11 +27,16 @@ def bucket_of(key: bytes) -> int:
     return zlib.crc32(key) & (BUCKETS - 1)
 
 
+_node_bytes: Dict[str, bytes] = {}
+
+
 def entry_hash(key: bytes, version: Version) -> int:
-    h = blake2b(key, digest_size=8)
-    h.update(_VERSION.pack(version.ms, version.counter))
-    h.update(version.node.encode("ascii"))
-    return int.from_bytes(h.digest(), "big")
+    node = version.node
+    tail = _node_bytes.get(node)
+    if tail is None:
+        tail = _node_bytes[node] = node.encode("ascii")
+    data = key + _VERSION.pack(version.ms, version.counter) + tail
+    return int.from_bytes(blake2b(data, digest_size=8).digest(), "big")
 
 
 class Digest:

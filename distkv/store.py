@@ -191,10 +191,24 @@ class Store:
                 listener(gone)
 
     def _put(self, key: bytes, entry: Entry, current: Optional[Entry], seq: int) -> None:
+        # The hot path of every write: _count() inlined.
         self.changes += 1
-        self._count(key, current, entry)
+        if current is None:
+            if entry.value is None:
+                self._tombstones.add(key)
+            else:
+                self._live += 1
+            self.digest.replace(key, None, entry.version)
+        else:
+            if current.value is None:
+                if entry.value is not None:
+                    self._tombstones.discard(key)
+                    self._live += 1
+            elif entry.value is None:
+                self._tombstones.add(key)
+                self._live -= 1
+            self.digest.replace(key, current.version, entry.version)
         self._data[key] = entry
-        self.digest.replace(key, None if current is None else current.version, entry.version)
         for listener in self._listeners:
             listener(key, entry, seq)
 
