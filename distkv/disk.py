@@ -177,7 +177,9 @@ class Disk:
             rows = self._db.cursor()
             try:
                 rows.execute("SELECT key, value, ms, counter, node, seq FROM entries")
+                nodes: Dict[str, str] = {}  # one string per node id, not one per row
                 for key, value, ms, counter, node, seq in rows:
+                    node = nodes.setdefault(node, node)
                     entry = Entry(value, Version(ms, counter, node))
                     into.load(bytes(key), entry, seq or 0)
                     if seq is not None and unacked_above is not None and seq > unacked_above:

@@ -336,6 +336,11 @@ class Node:
                 node=caller.node,
             )
             return ("duplicate-node-id", f"node id {caller.node} is already in use")
+        # A peer that just linked to us is up: our link to it need not wait out
+        # its backoff (which may have grown to 10 s while the peer was down).
+        for link in self.replication.links.values():
+            if not link.up and (link.remote is None or link.remote.node == caller.node):
+                link.retry_now()
         return self.hello
 
     def status_lines(self) -> List[str]:

@@ -304,6 +304,13 @@ class PeerLink(ReconnectingClientFactory):
         self._drain_waiters.append(waiter)
         return waiter
 
+    def retry_now(self) -> None:
+        """Reconnect at once if waiting out a backoff delay."""
+        retry = self._callID
+        if retry is not None and retry.active():
+            self.resetDelay()
+            retry.reset(0)
+
     def flush(self) -> Deferred[None]:
         """Fires once the peer has acknowledged everything; a link waiting out
         its backoff tries again at once, since the node is about to stop."""

@@ -379,3 +379,20 @@ class IdentityTests(SynchronousTestCase):
         self.assertFalse(alias.up)
         self.assertIn("link=self", alias.status())
         self.assertEqual(net.getDelayedCalls(), [])
+
+
+class ReconnectTests(SynchronousTestCase):
+    def test_a_peer_that_links_to_us_cuts_our_backoff_short(self) -> None:
+        """n1 has backed off to 10 s retrying n2; when n2 comes back and links to n1,
+        n1's own link to n2 comes up at once instead of after the delay."""
+        cluster = SimulatedCluster(2)
+        self.addCleanup(cluster.stop)
+        cluster.settle()
+        cluster.crash("n2")
+        cluster.advance(120)
+        outgoing = link(cluster, "n1", "n2")
+        self.assertFalse(outgoing.up)
+        self.assertGreaterEqual(outgoing.delay, 5)
+        cluster.start("n2")
+        cluster.advance(0.3)
+        self.assertTrue(outgoing.up)
