@@ -7,8 +7,9 @@ its own. The data commands live here; the server commands that clients send
 on connect (INFO, COMMAND, CONFIG, CLIENT, HELLO) are in
 :mod:`distkv.servercmds`.
 
-A write's reply may be a Deferred that fires once the write is committed to
-disk (see :mod:`distkv.journal`); front ends keep replies in request order.
+A write's reply may be :class:`Pending`: the reply, and the journal batch
+(see :mod:`distkv.journal`) whose commit it must wait for; front ends keep
+replies in request order.
 While a node that started without its data is still loading it from its
 peers, data commands are refused with ``LOADING`` (as Redis does while it
 loads its dump): reads, because the data is not there yet, and writes, because
@@ -20,12 +21,10 @@ from __future__ import annotations
 import bisect
 import re
 import zlib
-from typing import Callable, Dict, List, Optional, Pattern, Sequence, Tuple, Union
-
-from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
+from typing import Callable, Dict, List, NamedTuple, Optional, Pattern, Sequence, Tuple, Union
 
 from distkv import servercmds
+from distkv.journal import Batch
 from distkv.replies import (
     GOODBYE,
     LOADING,
@@ -51,17 +50,22 @@ from distkv.store import Store
 
 __all__ = [
     "GOODBYE", "LOADING", "NIL", "OK", "PONG", "Array", "Bulk", "Dispatcher", "Error",
-    "Integer", "Lines", "Map", "Outcome", "Reply", "Request", "Session", "Status", "wrong_arity",
+    "Integer", "Lines", "Map", "Outcome", "Pending", "Reply", "Request", "Session", "Status", "wrong_arity",
 ]
 
+
+
+class Pending(NamedTuple):
+    """A reply to send once ``batch`` is committed (an error instead if it fails)."""
+
+    batch: Batch
+    reply: Reply
+
+
 #: What a command returns: a reply now, or one once the write is durable.
-Outcome = Union[Reply, "Deferred[Reply]"]
-Durable = Callable[[], Optional["Deferred[None]"]]
+Outcome = Union[Reply, Pending]
+Durable = Callable[[], Optional[Batch]]
 Handler = Callable[[Sequence[bytes], Session], Outcome]
-
-
-def _not_persisted(failure: Failure) -> Reply:
-    return Error(str(failure.value))
 
 
 def glob_regex(pattern: bytes) -> Pattern[bytes]:
@@ -113,7 +117,7 @@ class Dispatcher:
     ``status`` returns the lines of the STATUS report and ``info`` the node's
     own INFO sections; the node supplies both, so this module needs to know
     nothing about peers. ``durable`` returns None when every change is already
-    committed, or a Deferred that fires once it is. ``loading`` is true while
+    committed, or the journal batch that will hold it. ``loading`` is true while
     the node must not answer reads.
     """
 
@@ -192,10 +196,10 @@ class Dispatcher:
         durable = self._durable
         if durable is None:
             return reply
-        waiting = durable()
-        if waiting is None:
+        batch = durable()
+        if batch is None:
             return reply
-        return waiting.addCallbacks(lambda _: reply, _not_persisted)
+        return Pending(batch, reply)
 
     def _get(self, args: Sequence[bytes], session: Session) -> Outcome:
         if self.loading:

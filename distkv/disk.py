@@ -113,6 +113,9 @@ class Disk:
         if str(mode).lower() != "wal":
             raise DiskError(f"{self.path}: SQLite refused WAL mode (got {mode})")
         self._run(f"PRAGMA synchronous={SYNCHRONOUS[self.fsync]}")
+        # 64 MiB of page cache: the write path is B-tree inserts; a small cache
+        # makes each one a page fault once the table outgrows it.
+        self._run("PRAGMA cache_size=-65536")
         db.executescript(_SCHEMA).close()
         found = self._meta("format")
         if found is None:

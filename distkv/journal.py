@@ -5,8 +5,9 @@ twice in one turn is written once), and one commit is scheduled for the end of
 the current reactor turn, so a burst of pipelined writes from many clients
 costs one transaction. Whoever must not answer before the data is on disk (a
 client waiting for ``OK``, a peer waiting for its acknowledgement) asks
-:meth:`Journal.durable` for a Deferred that fires after the commit that holds
-everything changed so far.
+:meth:`Journal.durable` for the :class:`Batch` that holds everything changed
+so far, and is told when it is committed. One Batch serves every write of a
+turn: a write costs a list entry, not a Deferred of its own.
 
 With ``--fsync everysec`` the journal forces the log to disk once a second
 when something was committed since the last time. A commit that fails (disk
@@ -17,10 +18,9 @@ error, never an ``OK``, and so does every later write, while reads go on.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -32,8 +32,32 @@ from distkv.store import Entry, Store
 log = Logger()
 
 
-class NotPersistedError(Exception):
-    """The write is in memory but could not be committed to disk."""
+class Batch:
+    """The changes of one commit; tells its waiters once it is done.
+
+    A waiter is called with None when the batch is committed, or with the
+    error message (``ERR write not persisted: ...``) when it failed.
+    """
+
+    __slots__ = ("_waiters", "done", "error")
+
+    def __init__(self, error: Optional[str] = None) -> None:
+        self._waiters: List[Callable[[Optional[str]], object]] = []
+        self.done = error is not None
+        self.error = error
+
+    def when_done(self, waiter: Callable[[Optional[str]], object]) -> None:
+        if self.done:
+            waiter(self.error)
+        else:
+            self._waiters.append(waiter)
+
+    def finish(self, error: Optional[str]) -> None:
+        self.done = True
+        self.error = error
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter(error)
 
 
 class Journal(Service):
@@ -50,7 +74,7 @@ class Journal(Service):
         self._purged: List[Tuple[bytes, int, int, str]] = []
         self._peers: Dict[str, Tuple[str, int, Optional[str]]] = {}
         self._forget: List[str] = []
-        self._waiters: List[Deferred[None]] = []
+        self._batch: Optional[Batch] = None
         self._call: Optional[IDelayedCall] = None
         self._sync_loop: Optional[LoopingCall] = None
         self._unsynced = False
@@ -88,16 +112,17 @@ class Journal(Service):
         if self._call is None and not self.closed:
             self._call = self._reactor.callLater(0, self.commit)
 
-    def durable(self) -> Optional[Deferred[None]]:
-        """None when everything changed so far is committed, else a Deferred
-        that fires once it is (or fails with :class:`NotPersistedError`)."""
+    def durable(self) -> Optional[Batch]:
+        """None when everything changed so far is committed, else the batch
+        whose commit will hold it (already failed once commits fail)."""
         if self.failure is not None:
-            return fail(NotPersistedError(self.failure))
+            return Batch(self.failure)
         if not self._rows and not self._purged:
             return None
-        waiter: Deferred[None] = Deferred()
-        self._waiters.append(waiter)
-        return waiter
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = Batch()
+        return batch
 
     def commit(self) -> None:
         """Write everything queued in one transaction and release its waiters."""
@@ -110,7 +135,7 @@ class Journal(Service):
         purged, self._purged = self._purged, []
         peers, self._peers = self._peers, {}
         forget, self._forget = self._forget, []
-        waiters, self._waiters = self._waiters, []
+        batch, self._batch = self._batch, None
         try:
             self.disk.commit(
                 rows.values(),
@@ -127,14 +152,14 @@ class Journal(Service):
                 path=self.disk.path,
                 why=str(e),
             )
-            for waiter in waiters:
-                waiter.errback(NotPersistedError(self.failure))
+            if batch is not None:
+                batch.finish(self.failure)
             return
         self.commits += 1
         self.rows_written += len(rows)
         self._unsynced = True
-        for waiter in waiters:
-            waiter.callback(None)
+        if batch is not None:
+            batch.finish(None)
 
     def _sync(self) -> None:
         if self._unsynced and not self.closed and self.failure is None:

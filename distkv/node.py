@@ -38,7 +38,7 @@ from distkv.commands import Dispatcher
 from distkv.disk import Disk, PeerState
 from distkv.frontdoor import FrontDoorFactory
 from distkv.hlc import HybridClock, Version
-from distkv.journal import Journal
+from distkv.journal import Batch, Journal
 from distkv.peerproto import ApplyProtocol, Refusal
 from distkv.peers import PeerLink, Replication
 from distkv.replies import Stats
@@ -204,7 +204,7 @@ class Node:
     def _wall_ms(self) -> int:
         return int(self.reactor.seconds() * 1000)
 
-    def _durable(self) -> Optional[Deferred[None]]:
+    def _durable(self) -> Optional[Batch]:
         return None if self.journal is None else self.journal.durable()
 
     @property

@@ -14,7 +14,6 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Callable, Optional, Tuple, Union
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -22,6 +21,7 @@ from twisted.python.failure import Failure
 
 from distkv import wire
 from distkv.hlc import Version
+from distkv.journal import Batch
 from distkv.store import Entry
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ and low of each heartbeat (see :mod:`distkv.stability`). ``durable`` is the
         answer: Callable[[wire.DigestOffer], bytes],
         synced: Callable[[wire.Hello, Optional[Version]], None],
         max_frame: int,
-        durable: Callable[[], Optional[Deferred[None]]] = lambda: None,
+        durable: Callable[[], Optional[Batch]] = lambda: None,
         heard: Callable[[wire.Hello, Version, Version], None] = lambda *_: None,
     ) -> None:
         self._durable = durable
@@ -222,21 +222,22 @@ and low of each heartbeat (see :mod:`distkv.stability`). ``durable`` is the
 
     def _confirm(self, data: bytes, then: Optional[Callable[[], None]] = None) -> None:
         """Send ``data`` once everything applied so far is committed."""
-        waiting = self._durable()
-        if waiting is None:
+        batch = self._durable()
+        if batch is None:
             self.transport.write(data)
             if then is not None:
                 then()
             return
 
-        def committed(_: object) -> None:
-            self.transport.write(data)
-            if then is not None:
-                then()
+        def committed(error: Optional[str]) -> None:
+            # A failed commit is logged by the journal; the peer, never told,
+            # keeps the writes and sends them again.
+            if error is None:
+                self.transport.write(data)
+                if then is not None:
+                    then()
 
-        # A failed commit is logged by the journal; the peer, never told, keeps
-        # the writes and sends them again.
-        waiting.addCallbacks(committed, lambda _: None)
+        batch.when_done(committed)
 
     def _round_done(self, clock: Optional[Version]) -> None:
         assert self.remote is not None

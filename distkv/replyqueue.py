@@ -1,19 +1,22 @@
 """Replies in request order when some of them must wait.
 
 A write on a node with a data dir is answered only once its commit is done,
-so its reply is a Deferred. Every front end (text and RESP) must still answer
-in request order: a reply that is ready waits behind an earlier one that is
-not. :class:`ReplyQueue` holds those replies until they can go, and knows when
-a connection that asked to close (``QUIT``, a half-close, an error) has been
-sent everything it is owed.
+so its reply is :class:`~distkv.commands.Pending` on a journal batch. Every
+front end (text and RESP) must still answer in request order: a reply that is
+ready waits behind an earlier one that is not. :class:`ReplyQueue` holds those
+replies until they can go, and knows when a connection that asked to close
+(``QUIT``, a half-close, an error) has been sent everything it is owed.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Deque, List
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional
 
-from twisted.internet.defer import Deferred
+from distkv.replies import Error
+
+if TYPE_CHECKING:
+    from distkv.commands import Pending
 
 
 class ReplyQueue:
@@ -21,6 +24,8 @@ class ReplyQueue:
 
     ``send`` writes bytes to the client, ``encode`` turns a reply into bytes,
     ``close`` hangs up; it is called once every owed reply has been sent.
+    Consecutive writes waiting on one batch share a slot: one callback per
+    batch per connection, however many writes were pipelined.
     """
 
     def __init__(
@@ -32,7 +37,8 @@ class ReplyQueue:
         self._send = send
         self._encode = encode
         self._close = close
-        # Each slot: [bytes, or None until the reply is ready; close after it]
+        # Each slot: [bytes, or None until ready; close after it; the batch
+        # waited on, or None; the replies waiting on it]
         self._slots: Deque[List[Any]] = deque()
         self._close_when_empty = False
 
@@ -40,14 +46,18 @@ class ReplyQueue:
         """True while some reply is still owed."""
         return bool(self._slots)
 
-    def wait_for(self, outcome: Deferred[Any]) -> None:
-        slot: List[Any] = [None, False]
-        self._slots.append(slot)
-        outcome.addCallback(self._ready, slot)
+    def wait_for(self, pending: Pending) -> None:
+        slots = self._slots
+        if slots and slots[-1][2] is pending.batch and slots[-1][0] is None:
+            slots[-1][3].append(pending.reply)
+            return
+        slot: List[Any] = [None, False, pending.batch, [pending.reply]]
+        slots.append(slot)
+        pending.batch.when_done(lambda error: self._ready(error, slot))
 
     def then(self, data: bytes, close: bool = False) -> None:
         """Bytes that are ready but must wait behind the replies still owed."""
-        self._slots.append([data, close])
+        self._slots.append([data, close, None, None])
 
     def close_when_sent(self) -> None:
         """Hang up once everything owed is out (now, if nothing is)."""
@@ -56,13 +66,18 @@ class ReplyQueue:
         else:
             self._close()
 
-    def _ready(self, reply: Any, slot: List[Any]) -> None:
-        slot[0] = self._encode(reply)
+    def _ready(self, error: Optional[str], slot: List[Any]) -> None:
+        encode = self._encode
+        if error is None:
+            slot[0] = b"".join([encode(reply) for reply in slot[3]])
+        else:
+            slot[0] = encode(Error(error)) * len(slot[3])
+        slot[2] = slot[3] = None
         slots = self._slots
         ready: List[bytes] = []
         close = False
         while slots and slots[0][0] is not None:
-            data, close = slots.popleft()
+            data, close = slots.popleft()[:2]
             ready.append(data)
             if close:
                 slots.clear()
@@ -71,4 +86,3 @@ class ReplyQueue:
             self._send(b"".join(ready))
         if close or (not slots and self._close_when_empty):
             self._close()
-

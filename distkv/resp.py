@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple, cast
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IConsumer,
     IHalfCloseableProtocol,
@@ -33,7 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from distkv.commands import Dispatcher
+from distkv.commands import Dispatcher, Pending
 from distkv.replies import (
     OK,
     Array,
@@ -240,7 +239,7 @@ class RespProtocol(Protocol):
         out: List[bytes] = []
         for args in requests:
             outcome = run(args[0].upper(), args[1:], session)
-            if isinstance(outcome, Deferred):  # a write waiting for its commit
+            if isinstance(outcome, Pending):  # a write waiting for its commit
                 if out:
                     write(b"".join(out))
                     out = []

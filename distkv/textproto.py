@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from typing import List, Union, cast
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IConsumer,
     IHalfCloseableProtocol,
@@ -47,6 +46,7 @@ from distkv.commands import (
     Lines,
     Map,
     Outcome,
+    Pending,
     Reply,
     Request,
     Session,
@@ -153,7 +153,7 @@ class TextProtocol(LineReceiver):
         self._respond(self._dispatcher.execute(parse_line(line), self.session))
 
     def _respond(self, outcome: Outcome) -> None:
-        if isinstance(outcome, Deferred):
+        if isinstance(outcome, Pending):
             self._owed.wait_for(outcome)
             return
         close = isinstance(outcome, Status) and outcome.close

@@ -8,15 +8,15 @@ import shutil
 import sqlite3
 from typing import List, Optional
 
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv import wire
-from distkv.commands import OK, Error, Request
+from distkv.commands import OK, Error, Pending, Request
 from distkv.disk import FILENAME, Disk, DiskError
 from distkv.hlc import Version
+from distkv.journal import Batch
 from distkv.node import Node
 from distkv.peerproto import ApplyProtocol
 from distkv.store import Entry
@@ -26,10 +26,11 @@ from tests.test_textproto import connect
 
 
 def results(outcome: object) -> List[object]:
-    """What a command's outcome has produced so far (a Deferred may not have fired)."""
+    """What a command's outcome has produced so far (a write may still wait for its commit)."""
     got: List[object] = []
-    if isinstance(outcome, Deferred):
-        outcome.addBoth(got.append)
+    if isinstance(outcome, Pending):
+        reply = outcome.reply
+        outcome.batch.when_done(lambda error: got.append(reply if error is None else Error(error)))
     else:
         got.append(outcome)
     return got
@@ -186,10 +187,10 @@ class DiskNodeTests(SynchronousTestCase):
 class ApplyAfterCommitTests(SynchronousTestCase):
     def test_peer_acknowledgements_wait_for_the_commit(self) -> None:
         """The accepting side acks a replicated write only after it is durable."""
-        pending: List[Deferred[None]] = []
+        pending: List[Batch] = []
 
-        def durable() -> Optional[Deferred[None]]:
-            pending.append(Deferred())
+        def durable() -> Optional[Batch]:
+            pending.append(Batch())
             return pending[-1]
 
         applied: List[bytes] = []
@@ -207,7 +208,7 @@ class ApplyAfterCommitTests(SynchronousTestCase):
         transport.clear()
         proto.dataReceived(wire.encode_write(7, b"k", Entry(b"v", Version(1, 0, "them"))))
         self.assertEqual((applied, transport.value()), ([b"k"], b""))
-        pending[0].callback(None)
+        pending[0].finish(None)
         self.assertEqual(transport.value(), wire.encode_ack(7))
 
 

@@ -252,6 +252,25 @@ class RespProtocolTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"$-1\r\n+OK\r\n$1\r\nv\r\n+OK\r\n")
         self.assertTrue(transport.disconnecting)
 
+    def test_a_failed_commit_answers_every_waiting_write_with_an_error(self) -> None:
+        import sqlite3
+
+        node = Node(self.clock, "disk", data_dir=scratch_dir(self))
+        node.start()
+        self.addCleanup(node.crash)
+
+        def broken(*args: object) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        node.journal.disk.commit = broken  # type: ignore[union-attr, method-assign]
+        proto, transport = connect(node)
+        proto.dataReceived(command(b"SET", b"a", b"1") + command(b"PING")
+                           + command(b"SET", b"b", b"2") + command(b"SET", b"c", b"3"))
+        self.assertEqual(transport.value(), b"")
+        self.clock.advance(0)
+        error = b"-ERR write not persisted: disk I/O error\r\n"
+        self.assertEqual(transport.value(), error + b"+PONG\r\n" + error * 2)
+
     def test_scan_visits_every_key_present_throughout(self) -> None:
         """Keys present for the whole iteration all come back, with writes and
         deletes going on meanwhile; deleted keys are not returned after their delete."""
