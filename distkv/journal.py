@@ -9,8 +9,10 @@ client waiting for ``OK``, a peer waiting for its acknowledgement) asks
 so far, and is told when it is committed. One Batch serves every write of a
 turn: a write costs a list entry, not a Deferred of its own.
 
-With ``--fsync everysec`` the journal forces the log to disk once a second
-when something was committed since the last time. A commit that fails (disk
+Once a second, when something was committed since the last time, the
+journal checkpoints the log into the database; with ``--fsync everysec`` that
+is what forces the log to disk. On a reactor with threads the checkpoint runs
+in the thread pool, so its fsyncs never stall the reactor. A commit that fails (disk
 full, file removed) is logged as critical; the writes waiting for it get an
 error, never an ``OK``, and so does every later write, while reads go on.
 """
@@ -21,8 +23,10 @@ import sqlite3
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application.service import Service
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorThreads
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from distkv.disk import Disk, Row
@@ -78,6 +82,8 @@ class Journal(Service):
         self._call: Optional[IDelayedCall] = None
         self._sync_loop: Optional[LoopingCall] = None
         self._unsynced = False
+        self._syncing = False
+        self._sync_done: Optional[Deferred[None]] = None
         self.closed = False
         self.failure: Optional[str] = None
         self.commits = 0
@@ -162,20 +168,34 @@ class Journal(Service):
             batch.finish(None)
 
     def _sync(self) -> None:
-        if self._unsynced and not self.closed and self.failure is None:
-            self._unsynced = False
-            try:
-                self.disk.sync()
-            except sqlite3.Error as e:
-                log.error("Cannot sync {path}: {why}", path=self.disk.path, why=str(e))
+        if self._syncing or not self._unsynced or self.closed or self.failure is not None:
+            return
+        self._unsynced = False
+        if not IReactorThreads.providedBy(self._reactor):
+            self._checkpoint()  # a fake clock in tests: inline
+            return
+        self._syncing = True
+        done = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._checkpoint)
+        self._sync_done = done
+        done.addBoth(self._synced)
+
+    def _checkpoint(self) -> None:
+        try:
+            self.disk.sync()
+        except sqlite3.Error as e:
+            log.error("Cannot checkpoint {path}: {why}", path=self.disk.path, why=str(e))
+
+    def _synced(self, result: object) -> None:
+        self._syncing = False
+        self._sync_done = None
 
     def startService(self) -> None:
         super().startService()
-        if self.disk.fsync == "everysec":
-            loop = LoopingCall(self._sync)
-            loop.clock = self._reactor
-            self._sync_loop = loop
-            loop.start(1.0, now=False)
+        # Every policy: checkpoints also keep the log from growing.
+        loop = LoopingCall(self._sync)
+        loop.clock = self._reactor
+        self._sync_loop = loop
+        loop.start(1.0, now=False)
 
     def abandon(self) -> None:
         """Close without committing what is queued, as a killed process would."""
@@ -187,13 +207,21 @@ class Journal(Service):
         self.closed = True
         self.disk.close()
 
-    def stopService(self) -> None:
-        """Commit what is queued, then close the database."""
+    def stopService(self) -> Optional[Deferred[None]]:  # type: ignore[override]
+        """Commit what is queued, then close the database (once a checkpoint
+        still running in a thread has finished)."""
         super().stopService()
         if self._sync_loop is not None and self._sync_loop.running:
             self._sync_loop.stop()
         self.commit()
         self.closed = True
+        running = self._sync_done
+        if running is not None:
+            return running.addBoth(lambda _: self._close_disk())
+        self._close_disk()
+        return None
+
+    def _close_disk(self) -> None:
         try:
             self.disk.close()
         except sqlite3.Error as e:

@@ -94,8 +94,8 @@ class NodeService(MultiService):
         if journal is not None:
 
             def close(result: object) -> object:
-                journal.stopService()
-                return result
+                closing = journal.stopService()
+                return result if closing is None else closing.addCallback(lambda _: result)
 
             stopped.addBoth(close)
         return stopped
@@ -385,8 +385,8 @@ class Node:
         if journal is not None:
 
             def close(result: object) -> object:
-                journal.stopService()
-                return result
+                closing = journal.stopService()
+                return result if closing is None else closing.addCallback(lambda _: result)
 
             stopped.addBoth(close)
         return stopped
