@@ -20,7 +20,6 @@ seconds behind the wall clock.
 from __future__ import annotations
 
 import os
-import platform
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
@@ -32,7 +31,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from distkv import wire
+from distkv import report, wire
 from distkv.antientropy import answer_offer
 from distkv.commands import Dispatcher
 from distkv.disk import Disk, PeerState
@@ -344,20 +343,8 @@ class Node:
         return self.hello
 
     def status_lines(self) -> List[str]:
-        store = self.store
-        lines = [
-            f"node {self.node_id}",
-            f"incarnation {self.incarnation}",
-            "state {}".format("loading" if self.loading else "serving"),
-            f"keys {len(store)}",
-            f"tombstones {store.tombstones}",
-            f"refused_future_versions {self.clock.refused}",
-            f"stable_horizon {store.horizon}",
-            f"tombstones_purged {store.purged}",
-            "synced_from {}".format(",".join(sorted(self.synced_from)) or "-"),
-        ]
-        lines.extend(link.status() for link in self.replication.links.values())
-        return lines
+        """The lines of the STATUS report."""
+        return report.status_lines(self)
 
     def start(self) -> None:
         """Start without a listener (the caller attaches :meth:`factory`)."""
@@ -415,48 +402,7 @@ class Node:
 
     def info_sections(self) -> Dict[str, List[Tuple[str, object]]]:
         """This node's part of INFO, in Redis's section names."""
-        store = self.store
-        links = [link for link in self.replication.links.values() if not link.is_self]
-        replication: List[Tuple[str, object]] = [
-            ("role", "master"),
-            ("node_id", self.node_id),
-            ("connected_peers", sum(1 for link in links if link.up)),
-        ]
-        for index, link in enumerate(links):
-            outbox = link.outbox
-            replication.append((f"peer{index}", ",".join([
-                f"addr={link.name}",
-                "node={}".format(link.remote.node if link.remote else "-"),
-                "link={}".format("up" if link.up else "down"),
-                f"outbox_writes={len(outbox)}",
-                f"outbox_bytes={outbox.bytes}",
-                f"acked_seq={outbox.acked}",
-                "resync={}".format("needed" if outbox.needs_resync else "no"),
-                f"resyncs={link.resyncs}",
-                f"sync_rounds={link.rounds_completed}",
-            ])))
-        return {
-            "server": [
-                ("redis_mode", "standalone"),
-                ("process_id", os.getpid()),
-                ("run_id", self.incarnation),
-                ("tcp_port", self.listen_port or 0),
-                ("uptime_in_seconds", int(self.reactor.seconds() - self.started_at)),
-                ("python_implementation", platform.python_implementation()),
-            ],
-            "persistence": [
-                ("loading", int(self.loading)),
-                ("data_dir", self.data_dir or ""),
-                ("fsync", self.fsync if self.data_dir else "memory-only"),
-                ("commits", self.journal.commits if self.journal else 0),
-            ],
-            "stats": [
-                ("tombstones", store.tombstones),
-                ("tombstones_purged", store.purged),
-                ("refused_future_versions", self.clock.refused),
-            ],
-            "replication": replication,
-        }
+        return report.info_sections(self)
 
     def service(self, endpoint: str) -> MultiService:
         """The node as a service listening on the server endpoint ``endpoint``."""

@@ -1,0 +1,77 @@
+"""What a node reports about itself: the STATUS lines and its INFO sections.
+
+Read-only views of a :class:`~distkv.node.Node`, kept apart from the node's
+wiring so that module stays about how a node is put together.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import TYPE_CHECKING, Dict, List, Tuple
+
+if TYPE_CHECKING:
+    from distkv.node import Node
+
+
+def status_lines(node: Node) -> List[str]:
+    store = node.store
+    lines = [
+        f"node {node.node_id}",
+        f"incarnation {node.incarnation}",
+        "state {}".format("loading" if node.loading else "serving"),
+        f"keys {len(store)}",
+        f"tombstones {store.tombstones}",
+        f"refused_future_versions {node.clock.refused}",
+        f"stable_horizon {store.horizon}",
+        f"tombstones_purged {store.purged}",
+        "synced_from {}".format(",".join(sorted(node.synced_from)) or "-"),
+    ]
+    lines.extend(link.status() for link in node.replication.links.values())
+    return lines
+
+
+def info_sections(node: Node) -> Dict[str, List[Tuple[str, object]]]:
+    """This node's part of INFO, in Redis's section names."""
+    store = node.store
+    links = [link for link in node.replication.links.values() if not link.is_self]
+    replication: List[Tuple[str, object]] = [
+        ("role", "master"),
+        ("node_id", node.node_id),
+        ("connected_peers", sum(1 for link in links if link.up)),
+    ]
+    for index, link in enumerate(links):
+        outbox = link.outbox
+        replication.append((f"peer{index}", ",".join([
+            f"addr={link.name}",
+            "node={}".format(link.remote.node if link.remote else "-"),
+            "link={}".format("up" if link.up else "down"),
+            f"outbox_writes={len(outbox)}",
+            f"outbox_bytes={outbox.bytes}",
+            f"acked_seq={outbox.acked}",
+            "resync={}".format("needed" if outbox.needs_resync else "no"),
+            f"resyncs={link.resyncs}",
+            f"sync_rounds={link.rounds_completed}",
+        ])))
+    return {
+        "server": [
+            ("redis_mode", "standalone"),
+            ("process_id", os.getpid()),
+            ("run_id", node.incarnation),
+            ("tcp_port", node.listen_port or 0),
+            ("uptime_in_seconds", int(node.reactor.seconds() - node.started_at)),
+            ("python_implementation", platform.python_implementation()),
+        ],
+        "persistence": [
+            ("loading", int(node.loading)),
+            ("data_dir", node.data_dir or ""),
+            ("fsync", node.fsync if node.data_dir else "memory-only"),
+            ("commits", node.journal.commits if node.journal else 0),
+        ],
+        "stats": [
+            ("tombstones", store.tombstones),
+            ("tombstones_purged", store.purged),
+            ("refused_future_versions", node.clock.refused),
+        ],
+        "replication": replication,
+    }
