@@ -89,15 +89,7 @@ class NodeService(MultiService):
     def stopService(self) -> Deferred[object]:
         self.node.stop_purging()
         stopped: Deferred[object] = super().stopService()  # type: ignore[assignment]
-        journal = self.journal
-        if journal is not None:
-
-            def close(result: object) -> object:
-                closing = journal.stopService()
-                return result if closing is None else closing.addCallback(lambda _: result)
-
-            stopped.addBoth(close)
-        return stopped
+        return self.node.close_journal_after(stopped)
 
 
 class Node:
@@ -367,16 +359,20 @@ class Node:
     def stop(self) -> Deferred[object]:
         """Flush to peers, then commit and close (see :meth:`start`)."""
         self.stop_purging()
-        stopped: Deferred[object] = self.replication.stopService()
+        return self.close_journal_after(self.replication.stopService())
+
+    def close_journal_after(self, stopped: Deferred[object]) -> Deferred[object]:
+        """Commit and close the journal once ``stopped`` fires: peers' writes
+        that arrive while links flush are still committed."""
         journal = self.journal
-        if journal is not None:
+        if journal is None:
+            return stopped
 
-            def close(result: object) -> object:
-                closing = journal.stopService()
-                return result if closing is None else closing.addCallback(lambda _: result)
+        def close(result: object) -> object:
+            closing = journal.stopService()
+            return result if closing is None else closing.addCallback(lambda _: result)
 
-            stopped.addBoth(close)
-        return stopped
+        return stopped.addBoth(close)
 
     def stop_purging(self) -> None:
         if self._purge_loop is not None and self._purge_loop.running:

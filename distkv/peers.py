@@ -314,9 +314,8 @@ class PeerLink(ReconnectingClientFactory):
     def flush(self) -> Deferred[None]:
         """Fires once the peer has acknowledged everything; a link waiting out
         its backoff tries again at once, since the node is about to stop."""
-        retry = self._callID
-        if not self.up and not self.outbox.drained() and retry is not None and retry.active():
-            retry.reset(0)
+        if not self.up and not self.outbox.drained():
+            self.retry_now()
         return self.drained()
 
     def close(self) -> None:
