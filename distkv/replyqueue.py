@@ -6,17 +6,24 @@ front end (text and RESP) must still answer in request order: a reply that is
 ready waits behind an earlier one that is not. :class:`ReplyQueue` holds those
 replies until they can go, and knows when a connection that asked to close
 (``QUIT``, a half-close, an error) has been sent everything it is owed.
+:class:`ClientConnection` is what both client front ends build on: the
+session, the connection counters, the queue, and being the transport's
+streaming producer.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, cast
 
-from distkv.replies import Error
+from twisted.internet.interfaces import IConsumer, IPushProducer, ITCPTransport
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+
+from distkv.replies import Error, Session
 
 if TYPE_CHECKING:
-    from distkv.commands import Pending
+    from distkv.commands import Dispatcher, Pending
 
 
 class ReplyQueue:
@@ -86,3 +93,33 @@ class ReplyQueue:
             self._send(b"".join(ready))
         if close or (not slots and self._close_when_empty):
             self._close()
+
+
+class ClientConnection(Protocol):
+    """A client connection of either front end (text or RESP).
+
+    It registers as its transport's streaming producer, so the transport
+    pauses it (and it stops reading) while replies back up, and resumes it
+    once the client has caught up; subclasses say how to pause.
+    """
+
+    transport: ITCPTransport
+
+    def __init__(self, dispatcher: Dispatcher, kind: str, encode: Callable[[Any], bytes]) -> None:
+        self._dispatcher = dispatcher
+        self.session = Session(kind)
+        self._owed = ReplyQueue(self._send, encode, self._hang_up)
+
+    def _send(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def _hang_up(self) -> None:
+        self.transport.loseConnection()
+
+    def connectionMade(self) -> None:
+        cast(IConsumer, self.transport).registerProducer(cast(IPushProducer, self), True)
+        self.session.address = str(self.transport.getPeer())
+        self._dispatcher.stats.connected()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._dispatcher.stats.disconnected()

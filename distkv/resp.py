@@ -22,14 +22,10 @@ from __future__ import annotations
 from typing import List, Optional, Tuple, cast
 
 from twisted.internet.interfaces import (
-    IConsumer,
     IHalfCloseableProtocol,
     IPushProducer,
-    ITCPTransport,
 )
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from distkv.commands import Dispatcher, Pending
@@ -42,10 +38,9 @@ from distkv.replies import (
     Lines,
     Map,
     Reply,
-    Session,
     Status,
 )
-from distkv.replyqueue import ReplyQueue
+from distkv.replyqueue import ClientConnection
 
 log = Logger()
 
@@ -175,37 +170,19 @@ def encode3(reply: Reply) -> bytes:
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
-class RespProtocol(Protocol):
+class RespProtocol(ClientConnection):
     """Parses RESP2 requests, runs them, writes Redis-shaped replies."""
 
-    transport: ITCPTransport
-
     def __init__(self, dispatcher: Dispatcher, max_request: int) -> None:
-        self._dispatcher = dispatcher
+        super().__init__(dispatcher, "resp", self._encode)
         self._limit = max_request
         self._buffer = b""
         self._closing = False
         self._paused = False
         self._eof = False
-        self.session = Session("resp")
-        self._owed = ReplyQueue(self._send, self._encode, self._hang_up)
 
     def _encode(self, reply: Reply) -> bytes:
         return encode3(reply) if self.session.protocol == 3 else encode(reply)
-
-    def _send(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def _hang_up(self) -> None:
-        self.transport.loseConnection()
-
-    def connectionMade(self) -> None:
-        cast(IConsumer, self.transport).registerProducer(self, True)
-        self.session.address = str(self.transport.getPeer())
-        self._dispatcher.stats.connected()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._dispatcher.stats.disconnected()
 
     # IPushProducer: the transport pauses us while the client is not reading
     # its replies; requests then wait, unparsed, in our buffer.

@@ -23,18 +23,14 @@ reply that is ready waits behind an earlier write's.
 
 from __future__ import annotations
 
-from typing import List, Union, cast
+from typing import List, Union
 
 from twisted.internet.interfaces import (
-    IConsumer,
     IHalfCloseableProtocol,
     IPushProducer,
-    ITCPTransport,
 )
-from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from distkv.commands import (
@@ -49,10 +45,9 @@ from distkv.commands import (
     Pending,
     Reply,
     Request,
-    Session,
     Status,
 )
-from distkv.replyqueue import ReplyQueue
+from distkv.replyqueue import ClientConnection
 
 log = Logger()
 
@@ -108,35 +103,16 @@ def _array_lines(array: Union[Array, Map]) -> List[bytes]:
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
-class TextProtocol(LineReceiver):
+class TextProtocol(ClientConnection, LineReceiver):
     """Parses lines, runs them through the dispatcher, writes the replies."""
 
     delimiter = b"\n"
-    transport: ITCPTransport
 
     def __init__(self, dispatcher: Dispatcher, max_request: int) -> None:
-        self._dispatcher = dispatcher
+        super().__init__(dispatcher, "text", format_reply)
         self.MAX_LENGTH = max_request
         self._closing = False
         self._eof = False
-        self.session = Session("text")
-        self._owed = ReplyQueue(self._send, format_reply, self._hang_up)
-
-    def _send(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def _hang_up(self) -> None:
-        self.transport.loseConnection()
-
-    def connectionMade(self) -> None:
-        # The transport pauses us (and we stop reading) while its write buffer
-        # is full, and resumes us when the client has caught up.
-        cast(IConsumer, self.transport).registerProducer(self, True)
-        self.session.address = str(self.transport.getPeer())
-        self._dispatcher.stats.connected()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._dispatcher.stats.disconnected()
 
     def resumeProducing(self) -> None:
         super().resumeProducing()
