@@ -12,7 +12,7 @@ import signal
 import socket
 import threading
 from pathlib import Path
-from typing import Iterator, List, Sequence
+from typing import List, Sequence
 
 import pytest
 
@@ -21,15 +21,6 @@ from tests.realnodes import Cluster, NodeProcess, ask, free_ports, status, wait_
 pytestmark = pytest.mark.process
 
 BATCH = 40
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    started = Cluster(tmp_path)
-    try:
-        yield started
-    finally:
-        started.kill_all()
 
 
 class Writer(threading.Thread):

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -25,15 +24,6 @@ from tests.realnodes import (
 )
 
 pytestmark = pytest.mark.process
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    started = Cluster(tmp_path)
-    try:
-        yield started
-    finally:
-        started.kill_all()
 
 
 def converged(nodes: list, keys: dict) -> bool:  # type: ignore[type-arg]

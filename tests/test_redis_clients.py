@@ -7,23 +7,13 @@ import selectors
 import socket
 import subprocess
 import time
-from pathlib import Path
-from typing import Iterator, List
+from typing import List
 
 import pytest
 
 from tests.realnodes import Cluster, ask, require_tool, wait_until
 
 pytestmark = pytest.mark.process
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    started = Cluster(tmp_path)
-    try:
-        yield started
-    finally:
-        started.kill_all()
 
 
 def redis_module():  # type: ignore[no-untyped-def]
