@@ -165,6 +165,17 @@ class DigestTests(SynchronousTestCase):
             fresh.replace(key, None, entry.version)
         self.assertEqual(replica.digest.encode(), fresh.encode())
 
+    def test_entry_hashes_are_the_same_in_every_process(self) -> None:
+        """Pinned values: the suite runs under CPython and PyPy, so a mixed
+        cluster's digests agree (and no per-process hash seed leaks in)."""
+        from distkv.digest import entry_hash
+
+        self.assertEqual(entry_hash(b"k", Version(5, 1, "a")), 1596513199962457322)
+        self.assertEqual(
+            entry_hash(b"key:\x00\xff", Version(1764340000123, 70000, "0123456789abcdef")),
+            18103449162796092722,
+        )
+
     def test_digests_differ_exactly_in_the_changed_bucket(self) -> None:
         """One extra key makes one bucket differ, and only that one."""
         from distkv.digest import bucket_of
