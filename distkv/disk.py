@@ -1,38 +1,64 @@
 """The node's SQLite file: what survives a restart. Plain ``sqlite3``, no reactor.
 
-One database per data directory, in WAL mode, with three tables::
+One database per data directory, in WAL mode::
 
     meta(name, value)            format version, node id, clock high-water mark,
-                                 the last local write sequence number
-    entries(key, value, ms, counter, node, seq)
-                                 every key, value or tombstone (value NULL) and
-                                 its version; seq numbers this node's own writes
-                                 (NULL for a write merged from a peer). A rowid
-                                 table: rows are appended and only the small key
-                                 index is kept in key order, which inserts about
-                                 1.6x faster than a WITHOUT ROWID table here.
+                                 the last local write sequence number, and which
+                                 snapshot generation holds the data up to which
+                                 log row
+    log(id, writes, forgets)     one row per group commit: every entry written in
+                                 it and every entry forgotten (purged tombstones,
+                                 dead keys), in order of commit
+    snapshot(generation, part, writes)
+                                 the whole store as it was at one moment, in
+                                 parts of a few thousand entries
     peers(address, acked, node)  per peer: our highest write it acknowledged
 
+The data is log-structured, as in Redis's append-only file: a commit appends
+one row holding its entries, encoded as the peer protocol's ``W`` frames (see
+:mod:`distkv.wire`; the key, the value or tombstone, the version, and the
+local write sequence number, 0 for a write merged from a peer), and its
+forgotten entries as one ``K`` frame. Appending one row per commit, instead of
+updating one row per key, is what keeps persistence cheap: a keyed table cost
+an index lookup and a B-tree insert per write, on the reactor thread. Once the
+log outgrows the snapshot, the journal writes a new snapshot generation from
+memory, part by part, then switches to it and drops the log rows it covers in
+one transaction (:meth:`Disk.finish_snapshot`); a crash halfway leaves the old
+generation and the whole log in charge. Loading replays the snapshot, then
+the log rows after it.
+
 The per-peer outbox is not stored twice: after a restart it is rebuilt from
-the entries this node wrote with a sequence number above what that peer
-acknowledged. A write later overwritten by a peer's newer write loses its
-sequence number with its row, and rightly: the newer write reaches everyone
-from its own node.
+this node's own writes (those with a sequence number) above what that peer
+acknowledged and not overwritten since. A snapshot keeps the sequence number
+of an entry that some peer has still to acknowledge.
 
 Anything wrong with the file (not a database, corrupt, another format, another
-node's data) raises :class:`DiskError` with a message for the operator.
+node's data) raises :class:`DiskError` with a message for the operator. A data
+dir of format 1 (one row per key, DistKV before the log) is converted on open.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from typing import Any, Collection, Dict, Iterable, List, NamedTuple, Optional, Protocol, Sequence, Tuple
+from typing import (
+    Any,
+    Collection,
+    Dict,
+    Iterable,
+    List,
+    NamedTuple,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+)
 
+from distkv import wire
 from distkv.hlc import Version
 from distkv.store import Entry
 
-FORMAT = "1"
+FORMAT = "2"
 FILENAME = "distkv.sqlite3"
 
 #: What each ``--fsync`` policy sets SQLite's ``synchronous`` pragma to. In WAL
@@ -43,13 +69,16 @@ SYNCHRONOUS = {"always": "FULL", "everysec": "NORMAL", "no": "OFF"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS entries (
-    key BLOB PRIMARY KEY,
-    value BLOB,
-    ms INTEGER NOT NULL,
-    counter INTEGER NOT NULL,
-    node TEXT NOT NULL,
-    seq INTEGER
+CREATE TABLE IF NOT EXISTS log (
+    id INTEGER PRIMARY KEY,
+    writes BLOB NOT NULL,
+    forgets BLOB
+);
+CREATE TABLE IF NOT EXISTS snapshot (
+    generation INTEGER NOT NULL,
+    part INTEGER NOT NULL,
+    writes BLOB NOT NULL,
+    PRIMARY KEY (generation, part)
 );
 CREATE TABLE IF NOT EXISTS peers (
     address TEXT PRIMARY KEY,
@@ -58,13 +87,21 @@ CREATE TABLE IF NOT EXISTS peers (
 );
 """
 
+#: Larger than any record the node writes (a value is bounded by --max-request).
+_MAX_RECORD = 1 << 31
+
 class Loader(Protocol):
     """What :meth:`Disk.load` fills: a :class:`~distkv.store.Store`."""
 
     def load(self, key: bytes, entry: Entry, seq: int = 0) -> None: ...
 
+    def unload(self, key: bytes, version: Version) -> None: ...
 
-Row = Tuple[bytes, Optional[bytes], int, int, str, Optional[int]]
+    def entry(self, key: bytes) -> Optional[Entry]: ...
+
+
+#: One entry to write: ``(seq, key, entry)``, seq 0 for a write merged from a peer.
+Row = Tuple[int, bytes, Entry]
 
 
 class DiskError(Exception):
@@ -74,6 +111,7 @@ class DiskError(Exception):
 class Loaded(NamedTuple):
     """What :meth:`Disk.load` read back."""
 
+    #: Entries read (snapshot and log, a key counted each time it appears).
     entries: int
     clock_ms: int
     #: The highest local write sequence number ever handed out.
@@ -88,6 +126,16 @@ class PeerState(NamedTuple):
     node: Optional[str]
 
 
+def encode_rows(rows: Iterable[Row]) -> bytes:
+    """Entries as the records of a log row or snapshot part."""
+    encode = wire.encode_write
+    return b"".join([encode(seq, key, entry) for seq, key, entry in rows])
+
+
+def _frames(blob: bytes) -> List[wire.Frame]:
+    return wire.FrameDecoder(_MAX_RECORD).feed(bytes(blob))
+
+
 class Disk:
     """The SQLite database in ``directory``, opened with the ``fsync`` policy."""
 
@@ -95,6 +143,14 @@ class Disk:
         self.directory = directory
         self.path = os.path.join(directory, FILENAME)
         self.fsync = fsync
+        #: Bytes in the log since the current snapshot, and in that snapshot.
+        self.log_bytes = 0
+        self.snapshot_bytes = 0
+        #: The id of the last log row written.
+        self.last_log = 0
+        self._generation = 0
+        self._snapshot_log = 0
+        self._format1 = False
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as e:
@@ -109,6 +165,9 @@ class Disk:
         except sqlite3.Error as e:
             self._db.close()
             raise DiskError(f"{self.path} is unreadable or corrupt: {e}") from None
+        except DiskError:
+            self._db.close()
+            raise
 
     def _open(self) -> None:
         db = self._db
@@ -116,9 +175,6 @@ class Disk:
         if str(mode).lower() != "wal":
             raise DiskError(f"{self.path}: SQLite refused WAL mode (got {mode})")
         self._run(f"PRAGMA synchronous={SYNCHRONOUS[self.fsync]}")
-        # 64 MiB of page cache: the write path is B-tree inserts; a small cache
-        # makes each one a page fault once the table outgrows it.
-        self._run("PRAGMA cache_size=-65536")
         # Checkpoints (copying the log into the database, with its fsyncs) are
         # run by the node once a second, off the reactor thread (see sync()),
         # not by whichever commit happens to cross SQLite's threshold.
@@ -128,8 +184,13 @@ class Disk:
         found = self._meta("format")
         if found is None:
             self._run("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
+        elif found == "1":
+            self._format1 = True  # converted by load()
         elif found != FORMAT:
             raise DiskError(f"{self.path} has data format {found}; this DistKV reads {FORMAT}")
+        self._generation = int(self._meta("snapshot") or 0)
+        self._snapshot_log = int(self._meta("snapshot_log") or 0)
+        self.last_log = max(self._snapshot_log, self._run("SELECT max(id) FROM log")[0][0] or 0)
 
     def _run(self, sql: str, params: Sequence[object] = ()) -> List[Any]:
         """Run one statement and close its cursor at once: PyPy's sqlite3 keeps
@@ -176,58 +237,104 @@ class Disk:
         return {address: PeerState(acked, node) for address, acked, node in rows}
 
     def load(self, into: Loader, unacked_above: Optional[int]) -> Loaded:
-        """Read every entry into ``into.load(key, entry, seq)``, and collect this
-        node's writes numbered above ``unacked_above`` (None: collect none).
+        """Replay the snapshot, then the log, into ``into``; collect this node's
+        writes numbered above ``unacked_above`` (None: collect none) that are
+        still what ``into`` holds.
 
-        Reading the whole table also checks every page of it, so a corrupt
-        file is found here, at start, and not halfway through serving.
+        Reading everything also checks every page of it, so a corrupt file is
+        found here, at start, and not halfway through serving.
         """
-        count = 0
-        unacked = []
+        replay = _Replay(into, unacked_above)
         try:
-            rows = self._db.cursor()
-            try:
-                rows.execute("SELECT key, value, ms, counter, node, seq FROM entries")
-                nodes: Dict[str, str] = {}  # one string per node id, not one per row
-                for key, value, ms, counter, node, seq in rows:
-                    node = nodes.setdefault(node, node)
-                    entry = Entry(value, Version(ms, counter, node))
-                    into.load(bytes(key), entry, seq or 0)
-                    if seq is not None and unacked_above is not None and seq > unacked_above:
-                        unacked.append((seq, bytes(key), entry))
-                    count += 1
-            finally:
-                rows.close()
+            if self._format1:
+                self._convert_format1(replay)
+            for (blob,) in self._select(
+                "SELECT writes FROM snapshot WHERE generation = ? ORDER BY part",
+                (self._generation,),
+            ):
+                self.snapshot_bytes += len(blob)
+                replay.writes(blob)
+            for writes, forgets in self._select(
+                "SELECT writes, forgets FROM log WHERE id > ? ORDER BY id", (self._snapshot_log,)
+            ):
+                self.log_bytes += len(writes) + len(forgets or b"")
+                replay.writes(writes)
+                if forgets:
+                    replay.forgets(forgets)
             clock = int(self._meta("clock_ms") or 0)
             seq = int(self._meta("seq") or 0)
         except sqlite3.Error as e:
             raise DiskError(f"{self.path} is unreadable or corrupt: {e}") from None
-        unacked.sort(key=lambda item: item[0])
-        return Loaded(count, clock, seq, unacked)
+        except wire.WireError as e:
+            raise DiskError(f"{self.path} holds a malformed record: {e}") from None
+        return Loaded(replay.count, clock, seq, replay.unacked())
+
+    def _select(self, sql: str, params: Sequence[object] = ()) -> Iterable[Any]:
+        cursor = self._db.cursor()
+        try:
+            cursor.execute(sql, params)
+            yield from cursor
+        finally:
+            cursor.close()
+
+    def _convert_format1(self, replay: _Replay) -> None:
+        """Turn the one-row-per-key table of format 1 into snapshot generation 1."""
+        parts: List[bytes] = []
+        rows: List[Row] = []
+        nodes: Dict[str, str] = {}
+        for key, value, ms, counter, node, seq in self._select(
+            "SELECT key, value, ms, counter, node, seq FROM entries"
+        ):
+            version = Version(ms, counter, nodes.setdefault(node, node))
+            rows.append((seq or 0, bytes(key), Entry(value, version)))
+            if len(rows) >= SNAPSHOT_PART:
+                parts.append(encode_rows(rows))
+                rows = []
+        if rows:
+            parts.append(encode_rows(rows))
+        self._run("BEGIN")
+        try:
+            self._run("DELETE FROM snapshot")
+            self._run("DELETE FROM log")
+            self._run_many(
+                "INSERT INTO snapshot VALUES (1, ?, ?)", list(enumerate(parts))
+            )
+            self._set_meta(snapshot="1", snapshot_log="0", format=FORMAT)
+            self._run("DROP TABLE entries")
+            self._run("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._run("ROLLBACK")
+            raise
+        self._format1 = False
+        self._generation, self._snapshot_log, self.last_log = 1, 0, 0
+
+    def _set_meta(self, **values: str) -> None:
+        self._run_many("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(values.items()))
 
     def commit(
         self,
         rows: Iterable[Row],
-        purged: Sequence[Tuple[bytes, int, int, str]],
+        purged: Sequence[Tuple[bytes, Version]],
         peers: Collection[Tuple[str, int, Optional[str]]],
         clock_ms: int,
         seq: int,
         forget: Sequence[str] = (),
     ) -> None:
-        """Write one batch in one transaction (raises ``sqlite3.Error``)."""
+        """Append one batch as one log row, in one transaction (raises ``sqlite3.Error``)."""
+        writes = encode_rows(rows)
+        forgets = wire.encode_key_list(0, 0, purged) if purged else None
         self._run("BEGIN")
         try:
-            self._run_many("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)", rows)
-            if purged:
-                self._run_many(
-                    "DELETE FROM entries WHERE key = ? AND ms = ? AND counter = ? AND node = ?",
-                    purged,
-                )
+            # Numbered explicitly: SQLite would reuse the numbers of log rows a
+            # snapshot dropped, and rows numbered below the snapshot are skipped.
+            last = self.last_log + 1
+            self._run("INSERT INTO log VALUES (?, ?, ?)", (last, writes, forgets))
             if peers:
                 self._run_many("INSERT OR REPLACE INTO peers VALUES (?, ?, ?)", peers)
             if forget:
                 self._run_many("DELETE FROM peers WHERE address = ?", [(a,) for a in forget])
-            # A row loses its sequence number when a peer's write replaces it,
+            # A write loses its sequence number when a peer's write replaces it,
             # so the highest number handed out is kept on its own.
             self._run(
                 "INSERT OR REPLACE INTO meta VALUES ('clock_ms', ?), ('seq', ?)",
@@ -238,13 +345,67 @@ class Disk:
             if self._db.in_transaction:
                 self._run("ROLLBACK")
             raise
+        self.last_log = last
+        self.log_bytes += len(writes) + (len(forgets) if forgets else 0)
+
+    def start_snapshot(self) -> Tuple[int, int]:
+        """Begin a new snapshot generation: ``(generation, last log row it covers)``.
+
+        Parts left by a snapshot that a crash interrupted are cleared first.
+        """
+        generation = self._generation + 1
+        self._run("DELETE FROM snapshot WHERE generation >= ?", (generation,))
+        return generation, self.last_log
+
+    def write_snapshot_part(self, generation: int, part: int, rows: Iterable[Row]) -> int:
+        """Store one part of a snapshot in progress (its own transaction); returns its size."""
+        blob = encode_rows(rows)
+        self._run("INSERT INTO snapshot VALUES (?, ?, ?)", (generation, part, blob))
+        return len(blob)
+
+    def finish_snapshot(self, generation: int, covers: int, size: int) -> None:
+        """Make ``generation`` the snapshot and drop the log rows up to ``covers``,
+        atomically: a crash before this leaves the previous state whole."""
+        self._run("BEGIN")
+        try:
+            self._set_meta(snapshot=str(generation), snapshot_log=str(covers))
+            self._run("DELETE FROM snapshot WHERE generation <> ?", (generation,))
+            self._run("DELETE FROM log WHERE id <= ?", (covers,))
+            left = self._run("SELECT sum(length(writes) + ifnull(length(forgets), 0)) FROM log")
+            self._run("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._run("ROLLBACK")
+            raise
+        self._generation, self._snapshot_log = generation, covers
+        self.snapshot_bytes = size
+        self.log_bytes = left[0][0] or 0
 
     def sync(self) -> None:
-        """Checkpoint: copy the log into the database. With ``everysec`` (NORMAL)
-        this first fsyncs the log, which is what makes commits survive a power
-        cut. Uses a connection of its own, so it may run in another thread
-        while the reactor thread goes on committing (a PASSIVE checkpoint never
+        """Make every commit so far survive a power cut (``everysec``), and
+        checkpoint once the write-ahead log has grown past ``CHECKPOINT_BYTES``.
+
+        With ``synchronous=NORMAL`` a commit is written to SQLite's log file
+        but not flushed; flushing that one file is all ``everysec`` needs, as
+        Redis flushes its append-only file. A checkpoint (copying the log
+        into the database, and with NORMAL syncing both) only keeps the log
+        from growing, so it runs when the log is large, not every second.
+        Uses a connection of its own, so it may run in another thread while
+        the reactor thread goes on committing (a PASSIVE checkpoint never
         blocks writers); only one thread may call it at a time."""
+        wal = self.path + "-wal"
+        try:
+            size = os.path.getsize(wal)
+        except OSError:
+            return  # no log yet: nothing committed
+        if self.fsync == "everysec":
+            fd = os.open(wal, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if size < CHECKPOINT_BYTES:
+            return
         db = self._checkpointer
         if db is None:
             db = self._checkpointer = sqlite3.connect(
@@ -262,3 +423,47 @@ class Disk:
             self._db.close()
 
 
+#: How large SQLite's write-ahead log may grow before it is checkpointed.
+CHECKPOINT_BYTES = 64 << 20
+
+#: Entries per snapshot part.
+SNAPSHOT_PART = 5000
+
+
+class _Replay:
+    """Applies records to a :class:`Loader` in order, remembering which local
+    writes may still be owed to a peer."""
+
+    def __init__(self, into: Loader, unacked_above: Optional[int]) -> None:
+        self._into = into
+        self._above = unacked_above
+        self._candidates: Dict[bytes, Tuple[int, Entry]] = {}
+        self.count = 0
+
+    def writes(self, blob: bytes) -> None:
+        load = self._into.load
+        above = self._above
+        candidates = self._candidates
+        frames = _frames(blob)
+        for frame in frames:
+            if type(frame) is not wire.Write:
+                raise wire.WireError(f"unexpected {type(frame).__name__} among writes")
+            seq, key, entry = frame  # type: ignore[misc]
+            load(key, entry, seq)
+            if seq and above is not None and seq > above:
+                candidates[key] = (seq, entry)
+        self.count += len(frames)
+
+    def forgets(self, blob: bytes) -> None:
+        unload = self._into.unload
+        for frame in _frames(blob):
+            if type(frame) is not wire.KeyList:
+                raise wire.WireError(f"unexpected {type(frame).__name__} among forgets")
+            for key, version in frame.versions:  # type: ignore[union-attr]
+                unload(key, version)
+
+    def unacked(self) -> List[Tuple[int, bytes, Entry]]:
+        entry = self._into.entry
+        owed = [(seq, key, held) for key, (seq, held) in self._candidates.items() if entry(key) == held]
+        owed.sort(key=lambda item: item[0])
+        return owed

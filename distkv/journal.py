@@ -9,10 +9,18 @@ client waiting for ``OK``, a peer waiting for its acknowledgement) asks
 so far, and is told when it is committed. One Batch serves every write of a
 turn: a write costs a list entry, not a Deferred of its own.
 
+Each commit appends one row to the database's log (see :mod:`distkv.disk`).
+Once the log has grown past both ``compact_bytes`` and the size of the last
+snapshot, the journal writes a new snapshot of the store, a part per reactor
+turn so that clients are served in between, and then drops the log rows the
+snapshot covers: each logged byte is rewritten at most about once, and a
+restart replays at most about twice the data.
+
 Once a second, when something was committed since the last time, the
-journal checkpoints the log into the database; with ``--fsync everysec`` that
-is what forces the log to disk. On a reactor with threads the checkpoint runs
-in the thread pool, so its fsyncs never stall the reactor. A commit that fails (disk
+journal calls :meth:`~distkv.disk.Disk.sync`: with ``--fsync everysec`` that
+flushes SQLite's write-ahead log file to disk, and under every policy it
+checkpoints that file into the database once it is large. On a reactor with
+threads this runs in the thread pool, so its fsyncs never stall the reactor. A commit that fails (disk
 full, file removed) is logged as critical; the writes waiting for it get an
 error, never an ``OK``, and so does every later write, while reads go on.
 """
@@ -29,7 +37,7 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from distkv.disk import Disk, Row
+from distkv.disk import SNAPSHOT_PART, Disk, Row
 from distkv.hlc import HybridClock, Version
 from distkv.store import Entry, Store
 
@@ -69,13 +77,28 @@ class Journal(Service):
 
     name = "journal"
 
-    def __init__(self, disk: Disk, store: Store, clock: HybridClock, reactor: Any) -> None:
+    def __init__(
+        self,
+        disk: Disk,
+        store: Store,
+        clock: HybridClock,
+        reactor: Any,
+        compact_bytes: int = 16 << 20,
+    ) -> None:
         self.disk = disk
         self._store = store
         self._clock = clock
         self._reactor = reactor
+        self.compact_bytes = compact_bytes
+        #: Keys whose local write some peer has still to acknowledge, with its
+        #: sequence number (the node supplies it from the outboxes); a snapshot
+        #: keeps those numbers, so the outbox can be rebuilt after a restart.
+        self.owed: Callable[[], Dict[bytes, int]] = dict
+        self._snapshot: Optional[_Snapshot] = None
+        self._compact_after = 0
+        self.snapshots = 0
         self._rows: Dict[bytes, Row] = {}
-        self._purged: List[Tuple[bytes, int, int, str]] = []
+        self._purged: List[Tuple[bytes, Version]] = []
         self._peers: Dict[str, Tuple[str, int, Optional[str]]] = {}
         self._forget: List[str] = []
         self._batch: Optional[Batch] = None
@@ -92,12 +115,12 @@ class Journal(Service):
         store.on_purge(self._gone)
 
     def _changed(self, key: bytes, entry: Entry, seq: int) -> None:
-        version = entry.version
-        self._rows[key] = (key, entry.value, version.ms, version.counter, version.node, seq or None)
-        self._schedule()
+        self._rows[key] = (seq, key, entry)
+        if self._call is None:
+            self._schedule()
 
     def _gone(self, purged: List[Tuple[bytes, Version]]) -> None:
-        self._purged.extend((key, v.ms, v.counter, v.node) for key, v in purged)
+        self._purged.extend(purged)
         self._schedule()
 
     def peer_acked(self, address: str, acked: int, node: Optional[str]) -> None:
@@ -166,6 +189,62 @@ class Journal(Service):
         self._unsynced = True
         if batch is not None:
             batch.finish(None)
+        disk = self.disk
+        if (
+            self._snapshot is None
+            and disk.log_bytes > max(self.compact_bytes, disk.snapshot_bytes, self._compact_after)
+        ):
+            self._start_snapshot()
+
+    def _start_snapshot(self) -> None:
+        """Copy the store's entries (cheap: references) and write them out, a
+        part per reactor turn. What changes meanwhile is in later log rows."""
+        try:
+            generation, covers = self.disk.start_snapshot()
+        except sqlite3.Error as e:
+            self._snapshot_failed(e)
+            return
+        self._snapshot = _Snapshot(generation, covers, list(self._store.items()), self.owed())
+        self._reactor.callLater(0, self._snapshot_step)
+
+    def _snapshot_step(self) -> None:
+        snapshot = self._snapshot
+        if snapshot is None or self.closed or self.failure is not None:
+            self._snapshot = None
+            return
+        start = snapshot.part * SNAPSHOT_PART
+        chunk = snapshot.items[start : start + SNAPSHOT_PART]
+        owed = snapshot.owed
+        try:
+            if chunk:
+                snapshot.size += self.disk.write_snapshot_part(
+                    snapshot.generation,
+                    snapshot.part,
+                    [(owed.get(key, 0), key, entry) for key, entry in chunk],
+                )
+                snapshot.part += 1
+            if start + SNAPSHOT_PART < len(snapshot.items):
+                self._reactor.callLater(0, self._snapshot_step)
+                return
+            self.disk.finish_snapshot(snapshot.generation, snapshot.covers, snapshot.size)
+        except sqlite3.Error as e:
+            self._snapshot_failed(e)
+            return
+        self._snapshot = None
+        self.snapshots += 1
+        log.info(
+            "Snapshot {generation} written: {count} entries, {size} bytes; log compacted",
+            generation=snapshot.generation,
+            count=len(snapshot.items),
+            size=snapshot.size,
+        )
+
+    def _snapshot_failed(self, error: sqlite3.Error) -> None:
+        # The previous snapshot and the whole log stay in charge; try again
+        # once the log has grown by as much again.
+        self._snapshot = None
+        self._compact_after = self.disk.log_bytes + max(self.compact_bytes, self.disk.snapshot_bytes)
+        log.error("Cannot write a snapshot to {path}: {why}", path=self.disk.path, why=str(error))
 
     def _sync(self) -> None:
         if self._syncing or not self._unsynced or self.closed or self.failure is not None:
@@ -191,7 +270,7 @@ class Journal(Service):
 
     def startService(self) -> None:
         super().startService()
-        # Every policy: checkpoints also keep the log from growing.
+        # Every policy: checkpoints keep SQLite's write-ahead log from growing.
         loop = LoopingCall(self._sync)
         loop.clock = self._reactor
         self._sync_loop = loop
@@ -226,3 +305,19 @@ class Journal(Service):
             self.disk.close()
         except sqlite3.Error as e:
             log.error("Closing {path} failed: {why}", path=self.disk.path, why=str(e))
+
+
+class _Snapshot:
+    """A snapshot being written: the entries as they were, and how far it got."""
+
+    __slots__ = ("covers", "generation", "items", "owed", "part", "size")
+
+    def __init__(
+        self, generation: int, covers: int, items: List[Tuple[bytes, Entry]], owed: Dict[bytes, int]
+    ) -> None:
+        self.generation = generation
+        self.covers = covers
+        self.items = items
+        self.owed = owed
+        self.part = 0
+        self.size = 0

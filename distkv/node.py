@@ -153,6 +153,7 @@ class Node:
             self._unacked = loaded.unacked
             has_data = loaded.entries > 0
             self.journal = Journal(disk, self.store, self.clock, reactor)
+            self.journal.owed = self._owed
             log.info(
                 "Loaded {count} entries ({keys} keys) from {path}; fsync {fsync}",
                 count=loaded.entries,
@@ -238,6 +239,16 @@ class Node:
             link.on_acked(link)
             link.on_self = lambda link: journal.forget_peer(link.name)
         return link
+
+    def _owed(self) -> Dict[bytes, int]:
+        """Each key with a local write some peer has not acknowledged, and the
+        highest such write's sequence number."""
+        owed: Dict[bytes, int] = {}
+        for link in self.replication.links.values():
+            for key, seq in link.outbox.owed():
+                if seq > owed.get(key, 0):
+                    owed[key] = seq
+        return owed
 
     def members(self) -> Optional[List[str]]:
         """The other nodes of the cluster; None while a peer address never answered."""

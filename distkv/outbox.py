@@ -16,7 +16,7 @@ writes here, where they are counted, not in socket buffers.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import Deque, List, Optional, Tuple
+from typing import Deque, Iterator, List, Optional, Tuple
 
 from distkv.store import Entry
 
@@ -129,6 +129,10 @@ class Outbox:
             self._in_flight.append((seq, item[2]))
             self._in_flight_bytes += item[2]
         return out
+
+    def owed(self) -> Iterator[Tuple[bytes, int]]:
+        """``(key, seq)`` of every write still waiting for the peer's ack."""
+        return ((key, item[0]) for key, item in self._pending.items())
 
     def oldest(self) -> Optional[Entry]:
         """The pending write the peer has waited for longest, if any."""

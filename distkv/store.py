@@ -150,6 +150,13 @@ class Store:
         if seq > self.seq:
             self.seq = seq
 
+    def unload(self, key: bytes, version: Version) -> None:
+        """Forget ``key`` if it holds ``version``, telling no listener (replaying
+        a purge read from disk)."""
+        entry = self._data.get(key)
+        if entry is not None and entry.version == version:
+            self._drop(key)
+
     def purge(self, horizon: Version) -> int:
         """Forget every tombstone below ``horizon``; returns how many went."""
         if horizon <= self.horizon:
@@ -178,17 +185,19 @@ class Store:
 
     def _forget(self, gone: List[Tuple[bytes, Version]]) -> None:
         self.changes += 1
-        data = self._data
         for key, _ in gone:
-            entry = data.pop(key)
-            if entry.value is None:
-                self._tombstones.discard(key)
-            else:
-                self._live -= 1
-            self.digest.replace(key, entry.version, None)
+            self._drop(key)
         if gone:
             for listener in self._purge_listeners:
                 listener(gone)
+
+    def _drop(self, key: bytes) -> None:
+        entry = self._data.pop(key)
+        if entry.value is None:
+            self._tombstones.discard(key)
+        else:
+            self._live -= 1
+        self.digest.replace(key, entry.version, None)
 
     def _put(self, key: bytes, entry: Entry, current: Optional[Entry], seq: int) -> None:
         # The hot path of every write: _count() inlined.

@@ -1,0 +1,241 @@
+"""The log-structured data dir: snapshots that compact the log, crashes halfway
+through one, what each fsync policy flushes, and data dirs of the old format."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import List
+from unittest import mock
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from distkv import disk as disk_module
+from distkv.disk import FILENAME, Disk
+from distkv.hlc import Version
+from distkv.node import Node
+from distkv.testing import SimulatedCluster
+from tests.scratch import scratch_dir
+
+
+def count_rows(path: str, table: str) -> int:
+    db = sqlite3.connect(os.path.join(path, FILENAME))
+    try:
+        return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    finally:
+        db.close()
+
+
+class SnapshotTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.dir = scratch_dir(self)
+
+    def node(self) -> Node:
+        node = Node(self.clock, "a", data_dir=self.dir)
+        node.start()
+        self.addCleanup(lambda: None if node.journal is None or node.journal.closed else node.crash())
+        return node
+
+    def restarted(self, node: Node) -> Node:
+        node.crash()
+        return self.node()
+
+    def test_a_snapshot_replaces_the_log_and_a_restart_reads_it_back(self) -> None:
+        """Values, overwrites, tombstones and purges, across several snapshots."""
+        node = self.node()
+        journal = node.journal
+        assert journal is not None
+        journal.compact_bytes = 2_000
+        for turn in range(30):
+            for i in range(20):
+                node.store.set(b"k%d" % (turn * 7 + i), b"v%d" % turn)
+            node.store.delete(b"k%d" % turn)
+            self.clock.advance(0)  # the commit, and a whole snapshot when one is due
+        node.store.purge(Version(2_000_000_000_000, 0, ""))  # every tombstone goes
+        self.clock.advance(0)
+        self.assertGreaterEqual(journal.snapshots, 2)
+        self.assertLess(count_rows(self.dir, "log"), journal.commits)
+        before = node.store.snapshot()
+        self.assertEqual(node.store.tombstones, 0)
+        again = self.restarted(node)
+        self.assertEqual(again.store.snapshot(), before)
+        self.assertEqual(again.store.digest.encode(), node.store.digest.encode())
+
+    def test_a_crash_halfway_through_a_snapshot_loses_nothing(self) -> None:
+        """Parts of an unfinished snapshot are ignored; the old state stays whole,
+        and the next snapshot clears them."""
+        node = self.node()
+        journal = node.journal
+        assert journal is not None
+        for i in range(100):
+            node.store.set(b"k%d" % i, b"v")
+        self.clock.advance(0)
+        journal.compact_bytes = 0
+        real = journal.disk.write_snapshot_part
+        written: List[int] = []
+
+        def killed_after_one_part(*args: object) -> int:
+            if written:
+                raise KilledError()
+            written.append(1)
+            return real(*args)  # type: ignore[arg-type]
+
+        with mock.patch("distkv.journal.SNAPSHOT_PART", 10):
+            node.store.set(b"k0", b"new")
+            before = node.store.snapshot()
+            with mock.patch.object(journal.disk, "write_snapshot_part", killed_after_one_part):
+                self.assertRaises(KilledError, self.clock.advance, 0)  # commit, then part 1 of 10
+            self.assertEqual(count_rows(self.dir, "snapshot"), 1)
+            self.assertEqual(journal.snapshots, 0)
+            again = self.restarted(node)
+            self.assertEqual(again.store.snapshot(), before)
+            journal = again.journal
+            assert journal is not None
+            journal.compact_bytes = 0
+            again.store.set(b"k1", b"newer")
+            self.clock.advance(0)
+        self.assertEqual(journal.snapshots, 1)
+        self.assertEqual(count_rows(self.dir, "snapshot"), 10)
+        self.assertEqual(self.restarted(again).store.get(b"k1"), b"newer")
+
+    def test_a_failed_snapshot_keeps_the_log_and_is_tried_again_later(self) -> None:
+        node = self.node()
+        journal = node.journal
+        assert journal is not None
+        journal.compact_bytes = 100
+        calls: List[int] = []
+
+        def broken(*args: object) -> int:
+            calls.append(1)
+            raise sqlite3.OperationalError("disk I/O error")
+
+        with mock.patch.object(journal.disk, "write_snapshot_part", broken):
+            node.store.set(b"k", b"v" * 200)  # past 100 bytes of log: a snapshot, which fails
+            self.clock.advance(0)
+            self.assertEqual(calls, [1])
+            node.store.set(b"j", b"v")  # the log has not grown by 100 bytes more: no new try
+            self.clock.advance(0)
+            self.assertEqual(calls, [1])
+            node.store.set(b"i", b"v" * 200)
+            self.clock.advance(0)
+            self.assertEqual(calls, [1, 1])
+        self.assertEqual(journal.snapshots, 0)
+        self.assertIsNone(journal.failure)  # writes go on
+        again = self.restarted(node)
+        self.assertEqual((again.store.get(b"j"), len(again.store)), (b"v", 3))
+
+
+class KilledError(Exception):
+    """Stands for kill -9 in the middle of a reactor turn."""
+
+
+class SnapshotOutboxTests(SynchronousTestCase):
+    def test_a_snapshot_keeps_the_writes_a_down_peer_still_waits_for(self) -> None:
+        cluster = SimulatedCluster(2, data_root=scratch_dir(self))
+        cluster.settle()
+        self.addCleanup(cluster.stop)
+        cluster.crash("n2")
+        n1 = cluster.nodes["n1"]
+        assert n1.journal is not None
+        n1.journal.compact_bytes = 0
+        for i in range(50):
+            n1.store.set(b"k%d" % i, b"v")
+        cluster.net.advance(0)
+        self.assertEqual(n1.journal.snapshots, 1)
+        self.assertEqual(count_rows(os.path.join(cluster.data_root or "", "n1"), "log"), 0)
+        cluster.crash("n1")
+        n1 = cluster.start("n1")
+        self.assertEqual(len(next(iter(n1.replication.links.values())).outbox), 50)
+        cluster.start("n2")
+        cluster.settle()
+        self.assertTrue(cluster.converged())
+        self.assertEqual(len(cluster.nodes["n2"].store), 50)
+
+
+class SyncPolicyTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.dir = scratch_dir(self)
+
+    def synced_files(self, policy: str) -> List[str]:
+        """The files ``Disk.sync`` flushes after one commit."""
+        node = Node(Clock(), "a", data_dir=os.path.join(self.dir, policy), fsync=policy)
+        self.addCleanup(node.crash)
+        node.store.set(b"k", b"v")
+        assert node.journal is not None
+        node.journal.commit()
+        flushed: List[str] = []
+        real = os.fsync
+
+        def fsync(fd: int) -> None:
+            flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+            real(fd)
+
+        with mock.patch("distkv.disk.os.fsync", fsync):
+            node.journal.disk.sync()
+        return flushed
+
+    def test_everysec_flushes_the_write_ahead_log_file(self) -> None:
+        flushed = self.synced_files("everysec")
+        self.assertEqual(len(flushed), 1)
+        self.assertTrue(flushed[0].endswith(FILENAME + "-wal"), flushed)
+
+    def test_no_and_always_leave_the_flushing_to_others(self) -> None:
+        """``no``: the operating system; ``always``: SQLite, at every commit."""
+        self.assertEqual(self.synced_files("no"), [])
+        self.assertEqual(self.synced_files("always"), [])
+
+    def test_the_log_is_checkpointed_into_the_database_once_it_is_large(self) -> None:
+        disk = Disk(self.dir)
+        self.addCleanup(disk.close)
+        disk.commit([(1, b"k", disk_module.Entry(b"v" * 50_000, Version(1, 0, "a")))], [], [], 1, 1)
+        size = os.path.getsize(os.path.join(self.dir, FILENAME))
+        disk.sync()
+        self.assertEqual(os.path.getsize(os.path.join(self.dir, FILENAME)), size)
+        with mock.patch.object(disk_module, "CHECKPOINT_BYTES", 1):
+            disk.sync()
+        self.assertGreater(os.path.getsize(os.path.join(self.dir, FILENAME)), size + 50_000)
+
+
+class FormatOneTests(SynchronousTestCase):
+    def test_a_data_dir_of_format_1_is_converted(self) -> None:
+        """The one-row-per-key table of earlier versions is read, written as a
+        snapshot, and dropped; values, tombstones, the id and the outbox stay."""
+        path = scratch_dir(self)
+        os.makedirs(path)
+        db = sqlite3.connect(os.path.join(path, FILENAME))
+        db.executescript("""
+            CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE entries (key BLOB PRIMARY KEY, value BLOB, ms INTEGER NOT NULL,
+                                  counter INTEGER NOT NULL, node TEXT NOT NULL, seq INTEGER);
+            CREATE TABLE peers (address TEXT PRIMARY KEY, acked INTEGER NOT NULL, node TEXT);
+            INSERT INTO meta VALUES ('format', '1'), ('node_id', 'old'),
+                                    ('clock_ms', '1700000000900'), ('seq', '3');
+            INSERT INTO entries VALUES (x'6b31', x'7631', 1700000000100, 0, 'old', 1);
+            INSERT INTO entries VALUES (x'6b32', NULL, 1700000000200, 0, 'old', 2);
+            INSERT INTO entries VALUES (x'6b33', x'7633', 1700000000300, 1, 'peer', NULL);
+            INSERT INTO peers VALUES ('127.0.0.1:7002', 1, 'peer');
+        """)
+        db.commit()
+        db.close()
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        for _ in range(2):  # converted, then read as format 2
+            node = Node(clock, None, data_dir=path)
+            node.add_peer("127.0.0.1", 7002)
+            self.assertEqual(node.node_id, "old")
+            self.assertEqual(node.store.get(b"k1"), b"v1")
+            tombstone = disk_module.Entry(None, Version(1_700_000_000_200, 0, "old"))
+            self.assertEqual(node.store.entry(b"k2"), tombstone)
+            self.assertEqual(node.store.get(b"k3"), b"v3")
+            self.assertEqual(node.store.seq, 3)
+            self.assertEqual([key for _, key, _ in node._unacked], [b"k2"])
+            node.crash()
+        db = sqlite3.connect(os.path.join(path, FILENAME))
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        fmt = db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()[0]
+        db.close()
+        self.assertNotIn("entries", tables)
+        self.assertEqual(fmt, "2")
