@@ -132,10 +132,6 @@ def encode_rows(rows: Iterable[Row]) -> bytes:
     return b"".join([encode(seq, key, entry) for seq, key, entry in rows])
 
 
-def _frames(blob: bytes) -> List[wire.Frame]:
-    return wire.FrameDecoder(_MAX_RECORD).feed(bytes(blob))
-
-
 class Disk:
     """The SQLite database in ``directory``, opened with the ``fsync`` policy."""
 
@@ -444,19 +440,17 @@ class _Replay:
         load = self._into.load
         above = self._above
         candidates = self._candidates
-        frames = _frames(blob)
-        for frame in frames:
-            if type(frame) is not wire.Write:
-                raise wire.WireError(f"unexpected {type(frame).__name__} among writes")
-            seq, key, entry = frame  # type: ignore[misc]
+        count = 0
+        for seq, key, entry in wire.iter_writes(bytes(blob)):
             load(key, entry, seq)
             if seq and above is not None and seq > above:
                 candidates[key] = (seq, entry)
-        self.count += len(frames)
+            count += 1
+        self.count += count
 
     def forgets(self, blob: bytes) -> None:
         unload = self._into.unload
-        for frame in _frames(blob):
+        for frame in wire.FrameDecoder(_MAX_RECORD).feed(bytes(blob)):
             if type(frame) is not wire.KeyList:
                 raise wire.WireError(f"unexpected {type(frame).__name__} among forgets")
             for key, version in frame.versions:  # type: ignore[union-attr]

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from distkv.digest import DIGEST_BYTES
 from distkv.hlc import Version
@@ -279,6 +279,44 @@ def decode_body(body: bytes) -> Frame:
     except (struct.error, UnicodeDecodeError) as e:
         raise WireError(f"malformed frame: {e}") from e
     raise WireError(f"unknown frame kind {kind!r}")
+
+
+_WRITE_FRAME = struct.Struct(">IcQQIBH")
+_new_tuple = tuple.__new__
+
+
+def iter_writes(buffer: bytes) -> Iterator[Tuple[int, bytes, Entry]]:
+    """``(seq, key, entry)`` of each ``W`` frame in ``buffer``, which holds
+    nothing else: the bulk path for reading a data dir back (see
+    :mod:`distkv.disk`), with each node id decoded once."""
+    head = _WRITE_FRAME.unpack_from
+    head_size = _WRITE_FRAME.size
+    key_len_at = _KEYLEN.unpack_from
+    nodes: Dict[bytes, str] = {}
+    offset = 0
+    end = len(buffer)
+    try:
+        while offset < end:
+            length, kind, seq, ms, counter, flags, node_len = head(buffer, offset)
+            stop = offset + 4 + length
+            if kind != b"W" or stop > end:
+                raise WireError(f"not a whole write frame at byte {offset}")
+            at = offset + head_size
+            raw = buffer[at : at + node_len]
+            node = nodes.get(raw)
+            if node is None:
+                node = nodes[raw] = raw.decode("ascii")
+            at += node_len
+            (key_len,) = key_len_at(buffer, at)
+            at += 4
+            key = buffer[at : at + key_len]
+            if len(key) != key_len or not key:
+                raise WireError("truncated key in write frame")
+            value: Optional[bytes] = None if flags & _TOMBSTONE else buffer[at + key_len : stop]
+            yield seq, key, _new_tuple(Entry, (value, _new_tuple(Version, (ms, counter, node))))
+            offset = stop
+    except (struct.error, UnicodeDecodeError) as e:
+        raise WireError(f"malformed frame: {e}") from e
 
 
 class FrameDecoder:

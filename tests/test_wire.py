@@ -42,6 +42,18 @@ class WireTests(SynchronousTestCase):
             i += 1
         self.assertEqual(got, list(frames) + [wire.Ack(42)])
 
+    @given(st.lists(writes, max_size=20))
+    def test_bulk_write_reader_agrees_with_the_frame_decoder(self, frames: list) -> None:  # type: ignore[type-arg]
+        """iter_writes (how a data dir is read back) gives what FrameDecoder gives."""
+        stream = b"".join(wire.encode_write(*f) for f in frames)
+        self.assertEqual([wire.Write(*w) for w in wire.iter_writes(stream)], list(frames))
+
+    def test_bulk_write_reader_refuses_anything_but_whole_writes(self) -> None:
+        write = wire.encode_write(1, b"k", Entry(b"v", Version(1, 2, "n")))
+        for bad in (wire.encode_ack(3), write[:-1], write + b"\x00", write[:4] + b"W\x00"):
+            with self.assertRaises(wire.WireError):
+                list(wire.iter_writes(bad))
+
     def test_oversized_frame_is_refused(self) -> None:
         """A length prefix over the limit is a protocol error, before any body is buffered."""
         decoder = wire.FrameDecoder(100)
