@@ -17,7 +17,11 @@ node id, a string (whose hash is seeded per process), enters as a 64-bit
 integer derived from it once. ``tests/test_store.py`` pins the values, and the
 suite runs under both interpreters, so a mixed cluster agrees; were some
 interpreter to hash differently, its digests would differ in every bucket,
-which costs a full key exchange per round, never a wrong result.
+which costs a full key exchange per round, never a wrong result (the node
+warns at start when it finds itself on such an interpreter: see
+``PORTABLE``). Unlike ``blake2b`` this hash can be inverted, so the 2**-64
+holds for keys nobody crafted to collide; a crafted collision could hide a
+difference from one round, not corrupt data.
 """
 
 from __future__ import annotations
@@ -59,6 +63,11 @@ def _hash(crc: int, version: Version) -> int:
     if node is None:
         node = node_number(version.node)
     return hash((crc, version.ms, version.counter, node)) & _MASK
+
+
+#: False on an interpreter whose tuple hash differs from CPython's 64-bit one
+#: (a 32-bit build, say); the node warns, since its digests then never match.
+PORTABLE = entry_hash(b"k", Version(5, 1, "a")) == 1596513199962457322
 
 
 class Digest:

@@ -62,9 +62,10 @@ FORMAT = "2"
 FILENAME = "distkv.sqlite3"
 
 #: What each ``--fsync`` policy sets SQLite's ``synchronous`` pragma to. In WAL
-#: mode: FULL syncs the log at every commit; NORMAL syncs it only when it is
-#: checkpointed (which the node does every second for ``everysec``); OFF
-#: leaves it to the operating system. All three survive a crash of the process.
+#: mode: FULL syncs the write-ahead log at every commit; NORMAL syncs it only
+#: when it is checkpointed, and ``everysec`` has :meth:`Disk.sync` flush it
+#: every second; OFF leaves it to the operating system. All three survive a
+#: crash of the process.
 SYNCHRONOUS = {"always": "FULL", "everysec": "NORMAL", "no": "OFF"}
 
 _SCHEMA = """
@@ -171,10 +172,14 @@ class Disk:
         if str(mode).lower() != "wal":
             raise DiskError(f"{self.path}: SQLite refused WAL mode (got {mode})")
         self._run(f"PRAGMA synchronous={SYNCHRONOUS[self.fsync]}")
-        # Checkpoints (copying the log into the database, with its fsyncs) are
-        # run by the node once a second, off the reactor thread (see sync()),
-        # not by whichever commit happens to cross SQLite's threshold.
+        # Checkpoints (copying the write-ahead log into the database, with
+        # their fsyncs) are run from sync(), off the reactor thread, not by
+        # whichever commit happens to cross SQLite's threshold. Once a
+        # checkpoint has copied everything, the next commit starts the log file
+        # over and cuts it back to this size, so its size tells sync() whether
+        # another checkpoint is due.
         self._run("PRAGMA wal_autocheckpoint=0")
+        self._run(f"PRAGMA journal_size_limit={WAL_KEEP_BYTES}")
         self._checkpointer: Optional[sqlite3.Connection] = None
         db.executescript(_SCHEMA).close()
         found = self._meta("format")
@@ -243,7 +248,7 @@ class Disk:
         replay = _Replay(into, unacked_above)
         try:
             if self._format1:
-                self._convert_format1(replay)
+                self._convert_format1()
             for (blob,) in self._select(
                 "SELECT writes FROM snapshot WHERE generation = ? ORDER BY part",
                 (self._generation,),
@@ -260,8 +265,10 @@ class Disk:
             clock = int(self._meta("clock_ms") or 0)
             seq = int(self._meta("seq") or 0)
         except sqlite3.Error as e:
+            self._db.close()
             raise DiskError(f"{self.path} is unreadable or corrupt: {e}") from None
         except wire.WireError as e:
+            self._db.close()
             raise DiskError(f"{self.path} holds a malformed record: {e}") from None
         return Loaded(replay.count, clock, seq, replay.unacked())
 
@@ -273,7 +280,7 @@ class Disk:
         finally:
             cursor.close()
 
-    def _convert_format1(self, replay: _Replay) -> None:
+    def _convert_format1(self) -> None:
         """Turn the one-row-per-key table of format 1 into snapshot generation 1."""
         parts: List[bytes] = []
         rows: List[Row] = []
@@ -359,6 +366,10 @@ class Disk:
         self._run("INSERT INTO snapshot VALUES (?, ?, ?)", (generation, part, blob))
         return len(blob)
 
+    def drop_snapshot(self, generation: int) -> None:
+        """Remove the parts of a snapshot that will not be finished."""
+        self._run("DELETE FROM snapshot WHERE generation = ?", (generation,))
+
     def finish_snapshot(self, generation: int, covers: int, size: int) -> None:
         """Make ``generation`` the snapshot and drop the log rows up to ``covers``,
         atomically: a crash before this leaves the previous state whole."""
@@ -421,9 +432,12 @@ class Disk:
 
 #: How large SQLite's write-ahead log may grow before it is checkpointed.
 CHECKPOINT_BYTES = 64 << 20
+#: What the write-ahead log file is cut back to once it has been checkpointed.
+WAL_KEEP_BYTES = 4 << 20
 
-#: Entries per snapshot part.
+#: Entries per snapshot part, at most; and about how many bytes, at most.
 SNAPSHOT_PART = 5000
+SNAPSHOT_PART_BYTES = 8 << 20
 
 
 class _Replay:
@@ -450,7 +464,11 @@ class _Replay:
 
     def forgets(self, blob: bytes) -> None:
         unload = self._into.unload
-        for frame in wire.FrameDecoder(_MAX_RECORD).feed(bytes(blob)):
+        decoder = wire.FrameDecoder(_MAX_RECORD)
+        frames = decoder.feed(bytes(blob))
+        if decoder.pending():
+            raise wire.WireError("a forgotten-entries record ends halfway through a frame")
+        for frame in frames:
             if type(frame) is not wire.KeyList:
                 raise wire.WireError(f"unexpected {type(frame).__name__} among forgets")
             for key, version in frame.versions:  # type: ignore[union-attr]

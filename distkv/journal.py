@@ -36,8 +36,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorThreads
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from distkv.disk import SNAPSHOT_PART, Disk, Row
+from distkv.disk import SNAPSHOT_PART, SNAPSHOT_PART_BYTES, Disk, Row
 from distkv.hlc import HybridClock, Version
 from distkv.store import Entry, Store
 
@@ -202,9 +203,9 @@ class Journal(Service):
         try:
             generation, covers = self.disk.start_snapshot()
         except sqlite3.Error as e:
-            self._snapshot_failed(e)
+            self._snapshot_failed(e, None)
             return
-        self._snapshot = _Snapshot(generation, covers, list(self._store.items()), self.owed())
+        self._snapshot = _Snapshot(generation, covers, self._store.items(), self.owed())
         self._reactor.callLater(0, self._snapshot_step)
 
     def _snapshot_step(self) -> None:
@@ -212,46 +213,66 @@ class Journal(Service):
         if snapshot is None or self.closed or self.failure is not None:
             self._snapshot = None
             return
-        start = snapshot.part * SNAPSHOT_PART
-        chunk = snapshot.items[start : start + SNAPSHOT_PART]
+        items = snapshot.items
         owed = snapshot.owed
+        node = self._clock.node
+        # A part holds up to SNAPSHOT_PART entries, fewer once it passes
+        # SNAPSHOT_PART_BYTES (large values), and at least one.
+        rows: List[Row] = []
+        size = 0
+        position = snapshot.position
+        end = min(len(items), position + SNAPSHOT_PART)
+        while position < end and (size < SNAPSHOT_PART_BYTES or not rows):
+            key, entry = items[position]
+            position += 1
+            # Only our own writes carry a sequence number (a peer's write that
+            # replaced one of ours still owed is not ours to resend).
+            seq = owed.get(key, 0) if entry.version.node == node else 0
+            rows.append((seq, key, entry))
+            size += len(key) + len(entry.value or b"")
+        snapshot.position = position
         try:
-            if chunk:
-                snapshot.size += self.disk.write_snapshot_part(
-                    snapshot.generation,
-                    snapshot.part,
-                    [(owed.get(key, 0), key, entry) for key, entry in chunk],
-                )
+            if rows:
+                snapshot.size += self.disk.write_snapshot_part(snapshot.generation, snapshot.part, rows)
                 snapshot.part += 1
-            if start + SNAPSHOT_PART < len(snapshot.items):
+            if position < len(items):
                 self._reactor.callLater(0, self._snapshot_step)
                 return
             self.disk.finish_snapshot(snapshot.generation, snapshot.covers, snapshot.size)
         except sqlite3.Error as e:
-            self._snapshot_failed(e)
+            self._snapshot_failed(e, snapshot.generation)
             return
         self._snapshot = None
+        self._compact_after = 0
         self.snapshots += 1
         log.info(
             "Snapshot {generation} written: {count} entries, {size} bytes; log compacted",
             generation=snapshot.generation,
-            count=len(snapshot.items),
+            count=len(items),
             size=snapshot.size,
         )
 
-    def _snapshot_failed(self, error: sqlite3.Error) -> None:
+    def _snapshot_failed(self, error: sqlite3.Error, generation: Optional[int]) -> None:
         # The previous snapshot and the whole log stay in charge; try again
         # once the log has grown by as much again.
         self._snapshot = None
         self._compact_after = self.disk.log_bytes + max(self.compact_bytes, self.disk.snapshot_bytes)
         log.error("Cannot write a snapshot to {path}: {why}", path=self.disk.path, why=str(error))
+        if generation is not None:
+            try:
+                self.disk.drop_snapshot(generation)  # give the space back
+            except sqlite3.Error:
+                pass
 
     def _sync(self) -> None:
         if self._syncing or not self._unsynced or self.closed or self.failure is not None:
             return
         self._unsynced = False
         if not IReactorThreads.providedBy(self._reactor):
-            self._checkpoint()  # a fake clock in tests: inline
+            try:  # a fake clock in tests: inline
+                self._checkpoint()
+            except OSError as e:
+                self._flush_failed(e)
             return
         self._syncing = True
         done = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._checkpoint)
@@ -259,6 +280,8 @@ class Journal(Service):
         done.addBoth(self._synced)
 
     def _checkpoint(self) -> None:
+        """Flush and maybe checkpoint (see Disk.sync); an OSError (the fsync
+        failed) is raised to the caller."""
         try:
             self.disk.sync()
         except sqlite3.Error as e:
@@ -267,6 +290,20 @@ class Journal(Service):
     def _synced(self, result: object) -> None:
         self._syncing = False
         self._sync_done = None
+        if isinstance(result, Failure):
+            error = result.value
+            self._flush_failed(error if isinstance(error, Exception) else Exception(str(error)))
+
+    def _flush_failed(self, error: Exception) -> None:
+        """The data could not be flushed to disk: what was acknowledged may be
+        lost in a power cut, and later writes could be too. Refuse writes
+        from now on, as Redis does after a failed fsync of its append-only file."""
+        self.failure = f"ERR write not persisted: cannot flush to disk: {error}"
+        log.critical(
+            "Cannot flush {path} to disk: {why}; refusing writes from now on",
+            path=self.disk.path,
+            why=str(error),
+        )
 
     def startService(self) -> None:
         super().startService()
@@ -310,7 +347,7 @@ class Journal(Service):
 class _Snapshot:
     """A snapshot being written: the entries as they were, and how far it got."""
 
-    __slots__ = ("covers", "generation", "items", "owed", "part", "size")
+    __slots__ = ("covers", "generation", "items", "owed", "part", "position", "size")
 
     def __init__(
         self, generation: int, covers: int, items: List[Tuple[bytes, Entry]], owed: Dict[bytes, int]
@@ -320,4 +357,5 @@ class _Snapshot:
         self.items = items
         self.owed = owed
         self.part = 0
+        self.position = 0
         self.size = 0

@@ -31,7 +31,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from distkv import report, wire
+from distkv import digest, report, wire
 from distkv.antientropy import answer_offer
 from distkv.commands import Dispatcher
 from distkv.disk import Disk, PeerState
@@ -135,6 +135,11 @@ class Node:
         #: Nodes that linked to us, whether or not our peer list names them.
         self._inbound: Set[str] = set()
         self._purge_loop: Optional[LoopingCall] = None
+        if not digest.PORTABLE:
+            log.warn(
+                "This interpreter hashes tuples unlike 64-bit CPython: anti-entropy will "
+                "exchange every bucket's keys with other nodes on every round"
+            )
         self.clock = HybridClock(self.node_id, now_ms, int(max_clock_skew * 1000))
         self.store = Store(self.clock)
         self.journal: Optional[Journal] = None

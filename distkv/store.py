@@ -18,7 +18,7 @@ delete and is dropped rather than resurrected.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from distkv.digest import Digest
 from distkv.hlc import HybridClock, Version
@@ -241,9 +241,10 @@ class Store:
     def tombstones(self) -> int:
         return len(self._tombstones)
 
-    def items(self) -> Iterator[Tuple[bytes, Entry]]:
-        """Every stored key and entry, tombstones included."""
-        return iter(list(self._data.items()))
+    def items(self) -> List[Tuple[bytes, Entry]]:
+        """Every stored key and entry, tombstones included (a copy: the store
+        may change while the caller goes through it)."""
+        return list(self._data.items())
 
     def live_keys(self) -> List[bytes]:
         """Every key with a live value."""

@@ -341,3 +341,7 @@ class FrameDecoder:
             offset += 4 + length
         self._buffer = buffer[offset:]
         return frames
+
+    def pending(self) -> int:
+        """Bytes held back: the start of a frame that has not all arrived."""
+        return len(self._buffer)

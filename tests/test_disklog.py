@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv import disk as disk_module
+from distkv.commands import Pending, Request
 from distkv.disk import FILENAME, Disk
 from distkv.hlc import Version
 from distkv.node import Node
@@ -132,6 +133,42 @@ class KilledError(Exception):
     """Stands for kill -9 in the middle of a reactor turn."""
 
 
+    def test_large_values_make_smaller_parts(self) -> None:
+        """Parts are cut by bytes too, so large values never make one huge blob."""
+        node = self.node()
+        journal = node.journal
+        assert journal is not None
+        journal.compact_bytes = 0
+        with mock.patch("distkv.journal.SNAPSHOT_PART_BYTES", 1_000):
+            for i in range(9):
+                node.store.set(b"k%d" % i, b"v" * 600)
+            self.clock.advance(0)
+        self.assertEqual(journal.snapshots, 1)
+        self.assertEqual(count_rows(self.dir, "snapshot"), 5)  # two entries a part, then one
+        self.assertEqual(len(self.restarted(node).store), 9)
+
+    def test_a_failed_flush_stops_writes(self) -> None:
+        """everysec: when the write-ahead log cannot be flushed, what was
+        acknowledged may not survive a power cut; later writes get ERR."""
+        node = self.node()
+        node.store.set(b"k", b"v")
+        self.clock.advance(0)
+
+        def failing(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        with mock.patch("distkv.disk.os.fsync", failing):
+            self.clock.advance(1)
+        journal = node.journal
+        assert journal is not None
+        self.assertIn("cannot flush to disk", journal.failure or "")
+        reply = node.dispatcher.execute(Request(b"SET", (b"j", b"v")))
+        self.assertIsInstance(reply, Pending)
+        got: List[object] = []
+        reply.batch.when_done(got.append)  # type: ignore[union-attr]
+        self.assertIn("cannot flush to disk", str(got[0]))
+
+
 class SnapshotOutboxTests(SynchronousTestCase):
     def test_a_snapshot_keeps_the_writes_a_down_peer_still_waits_for(self) -> None:
         cluster = SimulatedCluster(2, data_root=scratch_dir(self))
@@ -153,6 +190,31 @@ class SnapshotOutboxTests(SynchronousTestCase):
         cluster.settle()
         self.assertTrue(cluster.converged())
         self.assertEqual(len(cluster.nodes["n2"].store), 50)
+
+
+    def test_a_peer_write_over_an_owed_one_is_not_resent_as_ours(self) -> None:
+        """n1's write is owed to n3 (down) when n2 overwrites the key; after a
+        snapshot and a restart n1 does not count n2's value among its own writes."""
+        cluster = SimulatedCluster(3, data_root=scratch_dir(self))
+        cluster.settle()
+        self.addCleanup(cluster.stop)
+        cluster.crash("n3")
+        n1 = cluster.nodes["n1"]
+        n1.store.set(b"k", b"from n1")
+        n1.store.set(b"mine", b"from n1")
+        cluster.run()
+        cluster.nodes["n2"].store.set(b"k", b"from n2")
+        cluster.run()
+        self.assertEqual(n1.store.get(b"k"), b"from n2")
+        assert n1.journal is not None
+        n1.journal.compact_bytes = 0
+        n1.store.set(b"other", b"x")
+        cluster.net.advance(0)
+        self.assertEqual(n1.journal.snapshots, 1)
+        cluster.crash("n1")
+        n1 = cluster.start("n1")
+        to_n3 = n1.replication.links[("127.0.0.1", cluster.ports["n3"])].outbox
+        self.assertEqual(sorted(key for key, _ in to_n3.owed()), [b"mine", b"other"])
 
 
 class SyncPolicyTests(SynchronousTestCase):
@@ -197,6 +259,22 @@ class SyncPolicyTests(SynchronousTestCase):
         with mock.patch.object(disk_module, "CHECKPOINT_BYTES", 1):
             disk.sync()
         self.assertGreater(os.path.getsize(os.path.join(self.dir, FILENAME)), size + 50_000)
+
+
+    def test_the_log_file_is_cut_back_after_a_checkpoint(self) -> None:
+        """Once checkpointed, the log file starts over and shrinks, so its size
+        keeps telling when the next checkpoint is due."""
+        disk = Disk(self.dir)
+        self.addCleanup(disk.close)
+        wal = os.path.join(self.dir, FILENAME + "-wal")
+        for i in range(12):
+            disk.commit([(i + 1, b"k%d" % i, disk_module.Entry(b"v" * 500_000, Version(1, i, "a")))],
+                        [], [], 1, i + 1)
+        self.assertGreater(os.path.getsize(wal), disk_module.WAL_KEEP_BYTES + 1_000_000)
+        with mock.patch.object(disk_module, "CHECKPOINT_BYTES", disk_module.WAL_KEEP_BYTES):
+            disk.sync()
+        disk.commit([(13, b"k", disk_module.Entry(b"v", Version(2, 0, "a")))], [], [], 2, 13)
+        self.assertLessEqual(os.path.getsize(wal), disk_module.WAL_KEEP_BYTES)
 
 
 class FormatOneTests(SynchronousTestCase):
