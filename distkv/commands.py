@@ -139,6 +139,7 @@ class Dispatcher:
         #: What CONFIG GET reports (lower-case names); the node fills it in.
         self.config: Dict[bytes, bytes] = {b"save": b"", b"appendonly": b"no", b"databases": b"1"}
         self._scan: Tuple[int, List[Tuple[int, bytes]]] = (-1, [])
+        self._pending_ok: Optional[Pending] = None
         # name -> (handler, minimum args, maximum args or -1 for no limit)
         self._table: Dict[bytes, Tuple[Handler, int, int]] = {
             b"GET": (self._get, 1, 1),
@@ -199,6 +200,11 @@ class Dispatcher:
         batch = durable()
         if batch is None:
             return reply
+        if reply is OK:  # most writes of a turn: one shared Pending per batch
+            pending = self._pending_ok
+            if pending is None or pending.batch is not batch:
+                pending = self._pending_ok = Pending(batch, OK)
+            return pending
         return Pending(batch, reply)
 
     def _get(self, args: Sequence[bytes], session: Session) -> Outcome:

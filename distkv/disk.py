@@ -6,9 +6,11 @@ One database per data directory, in WAL mode::
                                  the last local write sequence number, and which
                                  snapshot generation holds the data up to which
                                  log row
-    log(id, writes, forgets)     one row per group commit: every entry written in
-                                 it and every entry forgotten (purged tombstones,
-                                 dead keys), in order of commit
+    log(id, writes, forgets, clock_ms, seq)
+                                 one row per group commit: every entry written in
+                                 it, every entry forgotten (purged tombstones,
+                                 dead keys), and the clock's high-water mark and
+                                 the last local sequence number at that commit
     snapshot(generation, part, writes)
                                  the whole store as it was at one moment, in
                                  parts of a few thousand entries
@@ -73,7 +75,9 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS log (
     id INTEGER PRIMARY KEY,
     writes BLOB NOT NULL,
-    forgets BLOB
+    forgets BLOB,
+    clock_ms INTEGER NOT NULL,
+    seq INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS snapshot (
     generation INTEGER NOT NULL,
@@ -148,6 +152,7 @@ class Disk:
         self._generation = 0
         self._snapshot_log = 0
         self._format1 = False
+        self._wal_entry_synced = False
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as e:
@@ -255,15 +260,18 @@ class Disk:
             ):
                 self.snapshot_bytes += len(blob)
                 replay.writes(blob)
-            for writes, forgets in self._select(
-                "SELECT writes, forgets FROM log WHERE id > ? ORDER BY id", (self._snapshot_log,)
+            clock = int(self._meta("clock_ms") or 0)
+            seq = int(self._meta("seq") or 0)
+            for writes, forgets, clock_ms, last_seq in self._select(
+                "SELECT writes, forgets, clock_ms, seq FROM log WHERE id > ? ORDER BY id",
+                (self._snapshot_log,),
             ):
                 self.log_bytes += len(writes) + len(forgets or b"")
                 replay.writes(writes)
                 if forgets:
                     replay.forgets(forgets)
-            clock = int(self._meta("clock_ms") or 0)
-            seq = int(self._meta("seq") or 0)
+                clock = max(clock, clock_ms)
+                seq = max(seq, last_seq)
         except sqlite3.Error as e:
             self._db.close()
             raise DiskError(f"{self.path} is unreadable or corrupt: {e}") from None
@@ -324,30 +332,34 @@ class Disk:
         seq: int,
         forget: Sequence[str] = (),
     ) -> None:
-        """Append one batch as one log row, in one transaction (raises ``sqlite3.Error``)."""
+        """Append one batch as one log row, in one transaction (raises ``sqlite3.Error``).
+
+        The clock's mark and the last sequence number ride in the row (a write
+        loses its sequence number when a peer's write replaces it, so the
+        highest number handed out is kept on its own): most commits are a
+        single INSERT, with no other page to write.
+        """
         writes = encode_rows(rows)
         forgets = wire.encode_key_list(0, 0, purged) if purged else None
-        self._run("BEGIN")
-        try:
-            # Numbered explicitly: SQLite would reuse the numbers of log rows a
-            # snapshot dropped, and rows numbered below the snapshot are skipped.
-            last = self.last_log + 1
-            self._run("INSERT INTO log VALUES (?, ?, ?)", (last, writes, forgets))
-            if peers:
-                self._run_many("INSERT OR REPLACE INTO peers VALUES (?, ?, ?)", peers)
-            if forget:
-                self._run_many("DELETE FROM peers WHERE address = ?", [(a,) for a in forget])
-            # A write loses its sequence number when a peer's write replaces it,
-            # so the highest number handed out is kept on its own.
-            self._run(
-                "INSERT OR REPLACE INTO meta VALUES ('clock_ms', ?), ('seq', ?)",
-                (str(clock_ms), str(seq)),
-            )
-            self._run("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._run("ROLLBACK")
-            raise
+        # Numbered explicitly: SQLite would reuse the numbers of log rows a
+        # snapshot dropped, and rows numbered below the snapshot are skipped.
+        last = self.last_log + 1
+        row = (last, writes, forgets, clock_ms, seq)
+        if not peers and not forget:
+            self._run("INSERT INTO log VALUES (?, ?, ?, ?, ?)", row)  # its own transaction
+        else:
+            self._run("BEGIN")
+            try:
+                self._run("INSERT INTO log VALUES (?, ?, ?, ?, ?)", row)
+                if peers:
+                    self._run_many("INSERT OR REPLACE INTO peers VALUES (?, ?, ?)", peers)
+                if forget:
+                    self._run_many("DELETE FROM peers WHERE address = ?", [(a,) for a in forget])
+                self._run("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._run("ROLLBACK")
+                raise
         self.last_log = last
         self.log_bytes += len(writes) + (len(forgets) if forgets else 0)
 
@@ -375,7 +387,15 @@ class Disk:
         atomically: a crash before this leaves the previous state whole."""
         self._run("BEGIN")
         try:
-            self._set_meta(snapshot=str(generation), snapshot_log=str(covers))
+            # The marks of the log rows about to go are kept in meta.
+            clock_ms, seq = self._run(
+                "SELECT max(clock_ms), max(seq) FROM log WHERE id <= ?", (covers,)
+            )[0]
+            marks = {}
+            if clock_ms is not None:
+                marks["clock_ms"] = str(max(clock_ms, int(self._meta("clock_ms") or 0)))
+                marks["seq"] = str(max(seq, int(self._meta("seq") or 0)))
+            self._set_meta(snapshot=str(generation), snapshot_log=str(covers), **marks)
             self._run("DELETE FROM snapshot WHERE generation <> ?", (generation,))
             self._run("DELETE FROM log WHERE id <= ?", (covers,))
             left = self._run("SELECT sum(length(writes) + ifnull(length(forgets), 0)) FROM log")
@@ -406,11 +426,12 @@ class Disk:
         except OSError:
             return  # no log yet: nothing committed
         if self.fsync == "everysec":
-            fd = os.open(wal, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _flush(wal)
+            if not self._wal_entry_synced:
+                # The log file was created when the database was opened: its
+                # directory entry must reach the disk too, once.
+                _flush(self.directory)
+                self._wal_entry_synced = True
         if size < CHECKPOINT_BYTES:
             return
         db = self._checkpointer
@@ -428,6 +449,15 @@ class Disk:
             self._run("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             self._db.close()
+
+
+def _flush(path: str) -> None:
+    """fsync a file or directory by name (raises OSError)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 #: How large SQLite's write-ahead log may grow before it is checkpointed.

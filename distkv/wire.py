@@ -57,6 +57,11 @@ _INCARNATION = re.compile(r"^[0-9a-f]{1,32}$")
 
 _LENGTH = struct.Struct(">I")
 _WRITE = struct.Struct(">QQIBH")
+#: A whole W frame's head: length, kind, then _WRITE's fields.
+_WRITE_FRAME = struct.Struct(">IcQQIBH")
+#: The bytes of a W frame body besides the node id, key and value.
+_WRITE_FIXED = 1 + _WRITE.size + 4
+_node_ascii: Dict[str, bytes] = {}
 _KEYLEN = struct.Struct(">I")
 _SEQ = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
@@ -158,20 +163,19 @@ def parse_reply(line: bytes) -> Union[Hello, Tuple[str, str]]:
 
 def encode_write(seq: int, key: bytes, entry: Entry) -> bytes:
     version = entry.version
-    node = version.node.encode("ascii")
+    node = _node_ascii.get(version.node)
+    if node is None:
+        node = _node_ascii[version.node] = version.node.encode("ascii")
     value = entry.value
-    flags = _TOMBSTONE if value is None else 0
-    body = b"".join(
-        (
-            b"W",
-            _WRITE.pack(seq, version.ms, version.counter, flags, len(node)),
-            node,
-            _KEYLEN.pack(len(key)),
-            key,
-            value or b"",
-        )
+    if value is None:
+        flags, value = _TOMBSTONE, b""
+    else:
+        flags = 0
+    head = _WRITE_FRAME.pack(
+        _WRITE_FIXED + len(node) + len(key) + len(value),
+        b"W", seq, version.ms, version.counter, flags, len(node),
     )
-    return _LENGTH.pack(len(body)) + body
+    return b"".join((head, node, _KEYLEN.pack(len(key)), key, value))
 
 
 def _version(version: Version) -> bytes:
@@ -281,7 +285,6 @@ def decode_body(body: bytes) -> Frame:
     raise WireError(f"unknown frame kind {kind!r}")
 
 
-_WRITE_FRAME = struct.Struct(">IcQQIBH")
 _new_tuple = tuple.__new__
 
 

@@ -61,9 +61,13 @@ class SnapshotTests(SynchronousTestCase):
         self.assertLess(count_rows(self.dir, "log"), journal.commits)
         before = node.store.snapshot()
         self.assertEqual(node.store.tombstones, 0)
+        seq, stamped = node.store.seq, max(entry.version for entry in before.values())
         again = self.restarted(node)
         self.assertEqual(again.store.snapshot(), before)
         self.assertEqual(again.store.digest.encode(), node.store.digest.encode())
+        # The clock's mark and the sequence number outlive the log rows that held them.
+        self.assertEqual(again.store.seq, seq)
+        self.assertGreater(again.store.set(b"new", b"v").version, stamped)
 
     def test_a_crash_halfway_through_a_snapshot_loses_nothing(self) -> None:
         """Parts of an unfinished snapshot are ignored; the old state stays whole,
@@ -241,8 +245,9 @@ class SyncPolicyTests(SynchronousTestCase):
 
     def test_everysec_flushes_the_write_ahead_log_file(self) -> None:
         flushed = self.synced_files("everysec")
-        self.assertEqual(len(flushed), 1)
+        self.assertEqual(len(flushed), 2)
         self.assertTrue(flushed[0].endswith(FILENAME + "-wal"), flushed)
+        self.assertEqual(flushed[1], os.path.realpath(os.path.join(self.dir, "everysec")))
 
     def test_no_and_always_leave_the_flushing_to_others(self) -> None:
         """``no``: the operating system; ``always``: SQLite, at every commit."""
