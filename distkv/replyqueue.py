@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IConsumer, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from distkv.replies import Error, Session
+from distkv.replies import OK, Error, Session
 
 if TYPE_CHECKING:
     from distkv.commands import Dispatcher, Pending
@@ -75,10 +75,13 @@ class ReplyQueue:
 
     def _ready(self, error: Optional[str], slot: List[Any]) -> None:
         encode = self._encode
-        if error is None:
-            slot[0] = b"".join([encode(reply) for reply in slot[3]])
+        replies = slot[3]
+        if error is not None:
+            slot[0] = encode(Error(error)) * len(replies)
+        elif replies.count(OK) == len(replies):  # the usual burst of SETs
+            slot[0] = encode(OK) * len(replies)
         else:
-            slot[0] = encode(Error(error)) * len(slot[3])
+            slot[0] = b"".join([encode(reply) for reply in replies])
         slot[2] = slot[3] = None
         slots = self._slots
         ready: List[bytes] = []
