@@ -34,7 +34,10 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 from distkv.hlc import Version
 
 BUCKETS = 1024
-_HASHES = struct.Struct(f">{BUCKETS}Q")
+# Signed: each bucket's hash is kept as the interpreter's signed 64-bit hash
+# value (XOR keeps it in range), a machine integer on PyPy; packed as "q" it is
+# the same 8 bytes as its unsigned twin.
+_HASHES = struct.Struct(f">{BUCKETS}q")
 
 
 def bucket_of(key: bytes) -> int:
@@ -46,28 +49,31 @@ _node_numbers: Dict[str, int] = {}
 
 
 def node_number(node: str) -> int:
-    """A node id as a 64-bit integer, the same in every process."""
+    """A node id as a 62-bit integer, the same in every process."""
     number = _node_numbers.get(node)
     if number is None:
         digest = blake2b(node.encode("utf-8"), digest_size=8).digest()
-        number = _node_numbers[node] = int.from_bytes(digest, "big")
+        # 62 bits: a machine-sized integer on PyPy, where a larger one is a
+        # heap-allocated long and makes every entry hash several times slower.
+        number = _node_numbers[node] = int.from_bytes(digest, "big") >> 2
     return number
 
 
 def entry_hash(key: bytes, version: Version) -> int:
-    return _hash(zlib.crc32(key), version)
+    """The 64-bit hash of one entry, unsigned."""
+    return _hash(zlib.crc32(key), version) & _MASK
 
 
 def _hash(crc: int, version: Version) -> int:
     node = _node_numbers.get(version.node)
     if node is None:
         node = node_number(version.node)
-    return hash((crc, version.ms, version.counter, node)) & _MASK
+    return hash((crc, version.ms, version.counter, node))
 
 
 #: False on an interpreter whose tuple hash differs from CPython's 64-bit one
 #: (a 32-bit build, say); the node warns, since its digests then never match.
-PORTABLE = entry_hash(b"k", Version(5, 1, "a")) == 1596513199962457322
+PORTABLE = entry_hash(b"k", Version(5, 1, "a")) == 43926231581603748
 
 
 class Digest:

@@ -170,10 +170,10 @@ class DigestTests(SynchronousTestCase):
         cluster's digests agree (and no per-process hash seed leaks in)."""
         from distkv.digest import entry_hash
 
-        self.assertEqual(entry_hash(b"k", Version(5, 1, "a")), 1596513199962457322)
+        self.assertEqual(entry_hash(b"k", Version(5, 1, "a")), 43926231581603748)
         self.assertEqual(
             entry_hash(b"key:\x00\xff", Version(1764340000123, 70000, "0123456789abcdef")),
-            18103449162796092722,
+            5731426814760964294,
         )
 
     def test_digests_differ_exactly_in_the_changed_bucket(self) -> None:
