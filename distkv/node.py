@@ -127,7 +127,11 @@ class Node:
         self.max_request = max_request
         self.hello = wire.Hello(self.node_id, self.incarnation)
         if now_ms is None:
-            now_ms = self._wall_ms
+            seconds = reactor.seconds  # one call per stamp, on every write
+
+            def now_ms() -> int:
+                return int(seconds() * 1000)
+
         self._now_ms = now_ms
         self.tombstone_grace = tombstone_grace
         self.heartbeat = heartbeat
@@ -197,9 +201,6 @@ class Node:
         })
         #: node id -> when its last anti-entropy round into us completed
         self.synced_from: Dict[str, float] = {}
-
-    def _wall_ms(self) -> int:
-        return int(self.reactor.seconds() * 1000)
 
     def _durable(self) -> Optional[Batch]:
         return None if self.journal is None else self.journal.durable()

@@ -36,6 +36,8 @@ class Entry(NamedTuple):
 Listener = Callable[[bytes, Entry, int], None]
 PurgeListener = Callable[[List[Tuple[bytes, Version]]], None]
 
+_new_tuple = tuple.__new__
+
 #: Below every real version.
 ZERO = Version(0, 0, "")
 
@@ -111,10 +113,8 @@ class Store:
 
     def _write(self, key: bytes, value: Optional[bytes]) -> Entry:
         current = self._data.get(key)
-        if current is None:
-            entry = Entry(value, self.clock.now())
-        else:
-            entry = Entry(value, self.clock.now_above(current.version))
+        stamp = self.clock.now_above(None if current is None else current.version)
+        entry: Entry = _new_tuple(Entry, (value, stamp))
         self.seq += 1
         self._put(key, entry, current, self.seq)
         return entry
