@@ -42,6 +42,25 @@ class HybridClockTests(SynchronousTestCase):
         target = Version(10_000_000, 3, "z")
         self.assertGreater(clock.now_above(target), target)
 
+    @given(
+        st.integers(0, 50),
+        st.lists(st.tuples(st.integers(0, 60), st.integers(0, 5), st.sampled_from("amz")), max_size=30),
+    )
+    def test_now_above_is_above_the_version_and_every_earlier_stamp(
+        self, wall_ms: int, targets: list  # type: ignore[type-arg]
+    ) -> None:
+        """Whatever the wall clock and the versions to beat (ties in ms and
+        counter with any node id included), each stamp is above both."""
+        clock = HybridClock("m", FakeWall(wall_ms))
+        last = Version(0, 0, "")
+        for ms, counter, node in targets:
+            target = Version(ms, counter, node)
+            stamp = clock.now_above(target)
+            self.assertGreater(stamp, target)
+            self.assertGreater(stamp, last)
+            last = stamp
+        self.assertGreater(clock.now_above(None), last)
+
     def test_far_future_version_is_refused_and_counted(self) -> None:
         """A version beyond the allowed skew is refused, counted, and leaves the clock alone."""
         clock = HybridClock("a", FakeWall(1000), max_drift_ms=500)
