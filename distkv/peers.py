@@ -7,8 +7,10 @@ every new connection, recognises itself when a peer list names this very node,
 refuses a second node using our id, and marks the peer for a full resync when
 its outbox overflowed or the peer came back as a new incarnation (having lost
 what it had). While a link is up it runs anti-entropy rounds (see
-:mod:`distkv.antientropy`): at once, every ``sync_interval`` seconds, and
-whenever a resync is needed; a round that completes with no overflow in the
+:mod:`distkv.antientropy`): when it comes up (once the peer has acknowledged
+the backlog the outbox resends, if there is one, so that the backlog is not
+sent twice), every ``sync_interval`` seconds, and whenever
+a resync is needed; a round that completes with no overflow in the
 meantime clears the resync mark. :class:`Replication` subscribes to the store and fans every
 local write out to every link; writes that arrived from peers are never sent
 on, since each node pushes its own writes to everyone.
@@ -97,6 +99,9 @@ class PeerLink(ReconnectingClientFactory):
         # Whether a full round has shown the peer everything we hold since it
         # came up as its present incarnation; until then we vouch for nothing.
         self._proven = False
+        # The link-up round waits until the peer acknowledged this write: the
+        # backlog the outbox resends would otherwise be sent twice.
+        self._round_after: Optional[int] = None
 
     @property
     def up(self) -> bool:
@@ -150,7 +155,15 @@ class PeerLink(ReconnectingClientFactory):
         loop = LoopingCall(self._sync_tick)
         loop.clock = self._reactor
         self._sync_loop = loop
-        loop.start(self.sync_interval, now=True)
+        loop.start(self.sync_interval, now=False)
+        if len(self.outbox):
+            # The round would find the resent backlog's keys differing and send
+            # them too: run it once the peer has applied that backlog (a peer
+            # back empty, which needs a full resync, gets the rest from it then).
+            self._round_after = self.outbox.last_seq
+        else:
+            self._round_after = None
+            self._sync_tick()
         return True
 
     def refused(self, refusal: Tuple[str, str]) -> None:
@@ -184,6 +197,7 @@ class PeerLink(ReconnectingClientFactory):
         if self._protocol is proto:
             self._protocol = None
             self._round = None
+            self._round_after = None
             self._cancel_pump()
             if self._sync_loop is not None and self._sync_loop.running:
                 self._sync_loop.stop()
@@ -291,6 +305,9 @@ class PeerLink(ReconnectingClientFactory):
         if self.on_acked is not None:
             self.on_acked(self)
         self.pump()
+        if self._round_after is not None and seq >= self._round_after:
+            self._round_after = None
+            self._sync_tick()
         if self._drain_waiters and self.outbox.drained():
             waiters, self._drain_waiters = self._drain_waiters, []
             for waiter in waiters:

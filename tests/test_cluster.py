@@ -296,6 +296,26 @@ class AntiEntropyTests(SynchronousTestCase):
         self.assertTrue(cluster.converged())
         self.assertIn("n1", n2.synced_from)
 
+    def test_the_backlog_a_new_peer_is_resent_is_not_sent_twice(self) -> None:
+        """A peer back empty gets n1's 300 queued writes (3 MB) from the outbox; the
+        link-up round (a full resync: the peer lost everything) runs after
+        them and sends only what the outbox did not hold; then the peer serves."""
+        cluster = self.make(2)
+        rounds = link(cluster, "n1", "n2").rounds_completed
+        cluster.crash("n2")
+        n1 = cluster.nodes["n1"]
+        for i in range(300):  # 3 MB: more than the outbox sends ahead of acks (1 MiB)
+            n1.store.set(b"k%d" % i, b"v" * 10_000)
+        self.diverge(n1, 3, int(cluster.net.seconds() * 1000))  # only a round carries these
+        n2 = cluster.start("n2")
+        self.assertTrue(n2.loading)
+        cluster.settle()
+        peer = link(cluster, "n1", "n2")
+        self.assertEqual(peer.rounds_completed, rounds + 1)
+        self.assertEqual(peer.last_round_sent, 3)
+        self.assertTrue(cluster.converged())
+        self.assertFalse(n2.loading)
+
     def test_periodic_rounds_repair_silent_divergence(self) -> None:
         """Without any flag, the periodic round finds and repairs a divergence."""
         cluster = self.make(3, sync_interval=10.0)
