@@ -95,6 +95,9 @@ CREATE TABLE IF NOT EXISTS peers (
 #: Larger than any record the node writes (a value is bounded by --max-request).
 _MAX_RECORD = 1 << 31
 
+#: Replaced log rows deleted per reactor turn after a snapshot.
+GARBAGE_ROWS = 64
+
 class Loader(Protocol):
     """What :meth:`Disk.load` fills: a :class:`~distkv.store.Store`."""
 
@@ -383,8 +386,11 @@ class Disk:
         self._run("DELETE FROM snapshot WHERE generation = ?", (generation,))
 
     def finish_snapshot(self, generation: int, covers: int, size: int) -> None:
-        """Make ``generation`` the snapshot and drop the log rows up to ``covers``,
-        atomically: a crash before this leaves the previous state whole."""
+        """Make ``generation`` the snapshot, replacing the log rows up to
+        ``covers``, atomically: a crash before this leaves the previous state
+        whole. What it replaces is left for :meth:`collect_garbage` (loading
+        skips it): deleting it here would free every page of it in this one
+        transaction, a stall of the reactor on a large store."""
         self._run("BEGIN")
         try:
             # The marks of the log rows about to go are kept in meta.
@@ -396,9 +402,10 @@ class Disk:
                 marks["clock_ms"] = str(max(clock_ms, int(self._meta("clock_ms") or 0)))
                 marks["seq"] = str(max(seq, int(self._meta("seq") or 0)))
             self._set_meta(snapshot=str(generation), snapshot_log=str(covers), **marks)
-            self._run("DELETE FROM snapshot WHERE generation <> ?", (generation,))
-            self._run("DELETE FROM log WHERE id <= ?", (covers,))
-            left = self._run("SELECT sum(length(writes) + ifnull(length(forgets), 0)) FROM log")
+            left = self._run(
+                "SELECT sum(length(writes) + ifnull(length(forgets), 0)) FROM log WHERE id > ?",
+                (covers,),
+            )
             self._run("COMMIT")
         except BaseException:
             if self._db.in_transaction:
@@ -407,6 +414,28 @@ class Disk:
         self._generation, self._snapshot_log = generation, covers
         self.snapshot_bytes = size
         self.log_bytes = left[0][0] or 0
+
+    def collect_garbage(self, limit: int = GARBAGE_ROWS) -> bool:
+        """Delete up to ``limit`` log rows that the current snapshot replaced,
+        or, once those are gone, one part of an older snapshot (up to
+        SNAPSHOT_PART_BYTES); True while some remain. Each call is its own
+        short transaction."""
+        cursor = self._db.cursor()
+        try:
+            cursor.execute(
+                "DELETE FROM log WHERE id IN (SELECT id FROM log WHERE id <= ? LIMIT ?)",
+                (self._snapshot_log, limit),
+            )
+            if cursor.rowcount:
+                return True
+            cursor.execute(
+                "DELETE FROM snapshot WHERE rowid IN "
+                "(SELECT rowid FROM snapshot WHERE generation < ? LIMIT 1)",
+                (self._generation,),
+            )
+            return cursor.rowcount > 0
+        finally:
+            cursor.close()
 
     def sync(self) -> None:
         """Make every commit so far survive a power cut (``everysec``), and

@@ -12,9 +12,10 @@ turn: a write costs a list entry, not a Deferred of its own.
 Each commit appends one row to the database's log (see :mod:`distkv.disk`).
 Once the log has grown past both ``compact_bytes`` and the size of the last
 snapshot, the journal writes a new snapshot of the store, a part per reactor
-turn so that clients are served in between, and then drops the log rows the
-snapshot covers: each logged byte is rewritten at most about once, and a
-restart replays at most about twice the data.
+turn so that clients are served in between, switches to it, and then deletes
+the log rows (and the older snapshot) it replaced, a few rows per turn: each
+logged byte is rewritten at most about once, and a restart replays at most
+about twice the data.
 
 Once a second, when something was committed since the last time, the
 journal calls :meth:`~distkv.disk.Disk.sync`: with ``--fsync everysec`` that
@@ -245,12 +246,25 @@ class Journal(Service):
         self._snapshot = None
         self._compact_after = 0
         self.snapshots += 1
+        self._collect()
         log.info(
             "Snapshot {generation} written: {count} entries, {size} bytes; log compacted",
             generation=snapshot.generation,
             count=len(items),
             size=snapshot.size,
         )
+
+    def _collect(self) -> None:
+        """Delete what the snapshot replaced, a few rows per reactor turn."""
+        if self.closed:
+            return
+        try:
+            more = self.disk.collect_garbage()
+        except sqlite3.Error as e:
+            log.error("Cannot delete replaced data from {path}: {why}", path=self.disk.path, why=str(e))
+            return
+        if more:
+            self._reactor.callLater(0, self._collect)
 
     def _snapshot_failed(self, error: sqlite3.Error, generation: Optional[int]) -> None:
         # The previous snapshot and the whole log stay in charge; try again
@@ -312,6 +326,7 @@ class Journal(Service):
         loop.clock = self._reactor
         self._sync_loop = loop
         loop.start(1.0, now=False)
+        self._collect()  # what a snapshot replaced before the last stop
 
     def abandon(self) -> None:
         """Close without committing what is queued, as a killed process would."""

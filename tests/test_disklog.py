@@ -133,6 +133,54 @@ class SnapshotTests(SynchronousTestCase):
         self.assertEqual((again.store.get(b"j"), len(again.store)), (b"v", 3))
 
 
+class GarbageTests(SynchronousTestCase):
+    def test_what_a_snapshot_replaced_is_deleted_a_few_rows_at_a_time(self) -> None:
+        """finish_snapshot only switches; the replaced log rows, then the older
+        generation's parts, are deleted in short steps; a load in between gives
+        the same data and does not count them as log."""
+        path = scratch_dir(self)
+        disk = Disk(path)
+        entries = [(i + 1, b"k%d" % i, disk_module.Entry(b"v%d" % i, Version(10, i, "a"))) for i in range(5)]
+        for seq, key, entry in entries:
+            disk.commit([(seq, key, entry)], [], [], 10, seq)
+        for generation in (1, 2):
+            number, covers = disk.start_snapshot()
+            self.assertEqual(number, generation)
+            size = disk.write_snapshot_part(number, 0, entries)
+            disk.finish_snapshot(number, covers, size)
+        late = [(6, b"late", disk_module.Entry(b"x", Version(11, 0, "a")))]
+        disk.commit(late, [], [], 11, 6)
+        self.assertEqual((count_rows(path, "log"), count_rows(path, "snapshot")), (6, 2))
+        self.assertEqual(disk.log_bytes, len(disk_module.encode_rows(late)))  # replaced rows not counted
+        disk.close()
+
+        def load() -> Node:
+            node = Node(Clock(), "a", data_dir=path)
+            self.addCleanup(lambda: None if node.journal is None or node.journal.closed else node.crash())
+            return node
+
+        before = load()  # replaced rows still there: read as if they were not
+        self.assertEqual(len(before.store), 6)
+        self.assertEqual(before.store.seq, 6)
+        assert before.journal is not None
+        garbage = before.journal.disk
+        self.assertTrue(garbage.collect_garbage(limit=2))
+        self.assertEqual(count_rows(path, "log"), 4)
+        self.assertTrue(garbage.collect_garbage(limit=2))
+        self.assertEqual(count_rows(path, "log"), 2)
+        self.assertTrue(garbage.collect_garbage(limit=2))
+        self.assertEqual((count_rows(path, "log"), count_rows(path, "snapshot")), (1, 2))
+        self.assertTrue(garbage.collect_garbage(limit=2))  # then one old part per call
+        self.assertEqual(count_rows(path, "snapshot"), 1)
+        before.crash()
+        after = load()
+        after.start()  # a started journal finishes the job left over
+        assert after.journal is not None
+        after.journal._reactor.advance(0)  # type: ignore[attr-defined]
+        self.assertEqual((count_rows(path, "log"), count_rows(path, "snapshot")), (1, 1))
+        self.assertEqual(after.store.snapshot(), before.store.snapshot())
+
+
 class KilledError(Exception):
     """Stands for kill -9 in the middle of a reactor turn."""
 
