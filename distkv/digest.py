@@ -13,9 +13,10 @@ hash over four integers (the xxHash-based one CPython has used since 3.8 and
 PyPy shares; integers hash to themselves modulo 2**61-1, with no per-process
 seed), not a cryptographic hash: it costs a fraction of a microsecond on
 CPython and next to nothing on PyPy, against microseconds for ``blake2b``. The
-node id, a string (whose hash is seeded per process), enters as a 64-bit
-integer derived from it once. ``tests/test_store.py`` pins the values, and the
-suite runs under both interpreters, so a mixed cluster agrees; were some
+node id, a string (whose hash is seeded per process), enters as a 62-bit
+integer derived from it once (small enough to be a machine integer on PyPy).
+``tests/test_store.py`` pins the values, and the suite runs under both
+interpreters, so a mixed cluster agrees; were some
 interpreter to hash differently, its digests would differ in every bucket,
 which costs a full key exchange per round, never a wrong result (the node
 warns at start when it finds itself on such an interpreter: see

@@ -24,10 +24,12 @@ forgotten entries as one ``K`` frame. Appending one row per commit, instead of
 updating one row per key, is what keeps persistence cheap: a keyed table cost
 an index lookup and a B-tree insert per write, on the reactor thread. Once the
 log outgrows the snapshot, the journal writes a new snapshot generation from
-memory, part by part, then switches to it and drops the log rows it covers in
-one transaction (:meth:`Disk.finish_snapshot`); a crash halfway leaves the old
-generation and the whole log in charge. Loading replays the snapshot, then
-the log rows after it.
+memory, part by part, then switches to it in one small transaction
+(:meth:`Disk.finish_snapshot`); a crash before that leaves the old generation
+and the whole log in charge. What the switch replaced is deleted afterwards,
+a little per reactor turn (:meth:`Disk.collect_garbage`), since freeing it all
+at once would stall the node. Loading replays the current snapshot, then the
+log rows after it, and skips the rest.
 
 The per-peer outbox is not stored twice: after a restart it is rebuilt from
 this node's own writes (those with a sequence number) above what that peer
@@ -36,7 +38,9 @@ of an entry that some peer has still to acknowledge.
 
 Anything wrong with the file (not a database, corrupt, another format, another
 node's data) raises :class:`DiskError` with a message for the operator. A data
-dir of format 1 (one row per key, DistKV before the log) is converted on open.
+dir of format 1 (one row per key, DistKV before the log) is converted on open,
+and one of format 2 (the log without its clock and sequence columns) is given
+them.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ from distkv import wire
 from distkv.hlc import Version
 from distkv.store import Entry
 
-FORMAT = "2"
+FORMAT = "3"
 FILENAME = "distkv.sqlite3"
 
 #: What each ``--fsync`` policy sets SQLite's ``synchronous`` pragma to. In WAL
@@ -95,8 +99,10 @@ CREATE TABLE IF NOT EXISTS peers (
 #: Larger than any record the node writes (a value is bounded by --max-request).
 _MAX_RECORD = 1 << 31
 
-#: Replaced log rows deleted per reactor turn after a snapshot.
+#: Replaced log rows deleted per reactor turn after a snapshot, at most, and
+#: about how many of their bytes (at least one row).
 GARBAGE_ROWS = 64
+GARBAGE_BYTES = 4 << 20
 
 class Loader(Protocol):
     """What :meth:`Disk.load` fills: a :class:`~distkv.store.Store`."""
@@ -156,6 +162,9 @@ class Disk:
         self._snapshot_log = 0
         self._format1 = False
         self._wal_entry_synced = False
+        #: The generation of a snapshot being written, and the marks it covers.
+        self._building: Optional[int] = None
+        self._building_marks: Optional[Tuple[int, int]] = None
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as e:
@@ -195,6 +204,14 @@ class Disk:
             self._run("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
         elif found == "1":
             self._format1 = True  # converted by load()
+        elif found == "2":
+            # Format 2 (for a few commits) kept the clock mark and sequence
+            # number only in meta: the log rows get the columns, as zero.
+            self._run("BEGIN")
+            self._run("ALTER TABLE log ADD COLUMN clock_ms INTEGER NOT NULL DEFAULT 0")
+            self._run("ALTER TABLE log ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+            self._set_meta(format=FORMAT)
+            self._run("COMMIT")
         elif found != FORMAT:
             raise DiskError(f"{self.path} has data format {found}; this DistKV reads {FORMAT}")
         self._generation = int(self._meta("snapshot") or 0)
@@ -293,26 +310,24 @@ class Disk:
 
     def _convert_format1(self) -> None:
         """Turn the one-row-per-key table of format 1 into snapshot generation 1."""
-        parts: List[bytes] = []
-        rows: List[Row] = []
         nodes: Dict[str, str] = {}
-        for key, value, ms, counter, node, seq in self._select(
-            "SELECT key, value, ms, counter, node, seq FROM entries"
-        ):
-            version = Version(ms, counter, nodes.setdefault(node, node))
-            rows.append((seq or 0, bytes(key), Entry(value, version)))
-            if len(rows) >= SNAPSHOT_PART:
-                parts.append(encode_rows(rows))
-                rows = []
-        if rows:
-            parts.append(encode_rows(rows))
         self._run("BEGIN")
         try:
             self._run("DELETE FROM snapshot")
             self._run("DELETE FROM log")
-            self._run_many(
-                "INSERT INTO snapshot VALUES (1, ?, ?)", list(enumerate(parts))
-            )
+            rows: List[Row] = []
+            size = part = 0
+            for key, value, ms, counter, node, seq in self._select(
+                "SELECT key, value, ms, counter, node, seq FROM entries"
+            ):
+                version = Version(ms, counter, nodes.setdefault(node, node))
+                rows.append((seq or 0, bytes(key), Entry(value, version)))
+                size += len(key) + len(value or b"")
+                if len(rows) >= SNAPSHOT_PART or size >= SNAPSHOT_PART_BYTES:
+                    self.write_snapshot_part(1, part, rows)
+                    rows, size, part = [], 0, part + 1
+            if rows:
+                self.write_snapshot_part(1, part, rows)
             self._set_meta(snapshot="1", snapshot_log="0", format=FORMAT)
             self._run("DROP TABLE entries")
             self._run("COMMIT")
@@ -369,10 +384,15 @@ class Disk:
     def start_snapshot(self) -> Tuple[int, int]:
         """Begin a new snapshot generation: ``(generation, last log row it covers)``.
 
-        Parts left by a snapshot that a crash interrupted are cleared first.
+        The number is above every generation in the table, so parts left by an
+        interrupted snapshot never mix with the new one (they are garbage).
         """
-        generation = self._generation + 1
-        self._run("DELETE FROM snapshot WHERE generation >= ?", (generation,))
+        highest = self._run("SELECT max(generation) FROM snapshot")[0][0] or 0
+        generation = max(highest, self._generation) + 1
+        self._building = generation
+        # Marks only grow, so the covered rows' highest are the last row's.
+        marks = self._run("SELECT clock_ms, seq FROM log WHERE id = ?", (self.last_log,))
+        self._building_marks = (int(marks[0][0]), int(marks[0][1])) if marks else None
         return generation, self.last_log
 
     def write_snapshot_part(self, generation: int, part: int, rows: Iterable[Row]) -> int:
@@ -382,8 +402,9 @@ class Disk:
         return len(blob)
 
     def drop_snapshot(self, generation: int) -> None:
-        """Remove the parts of a snapshot that will not be finished."""
-        self._run("DELETE FROM snapshot WHERE generation = ?", (generation,))
+        """Give up a snapshot in progress; its parts become garbage."""
+        if self._building == generation:
+            self._building = None
 
     def finish_snapshot(self, generation: int, covers: int, size: int) -> None:
         """Make ``generation`` the snapshot, replacing the log rows up to
@@ -391,16 +412,14 @@ class Disk:
         whole. What it replaces is left for :meth:`collect_garbage` (loading
         skips it): deleting it here would free every page of it in this one
         transaction, a stall of the reactor on a large store."""
+        marks: Dict[str, str] = {}
+        if self._building_marks is not None:
+            clock_ms, seq = self._building_marks
+            marks["clock_ms"] = str(max(clock_ms, int(self._meta("clock_ms") or 0)))
+            marks["seq"] = str(max(seq, int(self._meta("seq") or 0)))
         self._run("BEGIN")
         try:
-            # The marks of the log rows about to go are kept in meta.
-            clock_ms, seq = self._run(
-                "SELECT max(clock_ms), max(seq) FROM log WHERE id <= ?", (covers,)
-            )[0]
-            marks = {}
-            if clock_ms is not None:
-                marks["clock_ms"] = str(max(clock_ms, int(self._meta("clock_ms") or 0)))
-                marks["seq"] = str(max(seq, int(self._meta("seq") or 0)))
+            # The marks of the log rows it replaces are kept in meta.
             self._set_meta(snapshot=str(generation), snapshot_log=str(covers), **marks)
             left = self._run(
                 "SELECT sum(length(writes) + ifnull(length(forgets), 0)) FROM log WHERE id > ?",
@@ -412,26 +431,37 @@ class Disk:
                 self._run("ROLLBACK")
             raise
         self._generation, self._snapshot_log = generation, covers
+        self._building = None
         self.snapshot_bytes = size
         self.log_bytes = left[0][0] or 0
 
-    def collect_garbage(self, limit: int = GARBAGE_ROWS) -> bool:
-        """Delete up to ``limit`` log rows that the current snapshot replaced,
-        or, once those are gone, one part of an older snapshot (up to
-        SNAPSHOT_PART_BYTES); True while some remain. Each call is its own
-        short transaction."""
+    def collect_garbage(self) -> bool:
+        """Delete some of what the current snapshot replaced: log rows it
+        covers, up to about GARBAGE_BYTES, or, once those are gone, one part of
+        another generation (not one being built); True while some remain. Each
+        call is its own short transaction."""
+        rows = self._run(
+            "SELECT id, length(writes) + ifnull(length(forgets), 0) FROM log "
+            "WHERE id <= ? ORDER BY id LIMIT ?",
+            (self._snapshot_log, GARBAGE_ROWS),
+        )
+        if rows:
+            total = 0
+            last = rows[0][0]
+            for row_id, size in rows:
+                if total and total + size > GARBAGE_BYTES:
+                    break
+                total += size
+                last = row_id
+            self._run("DELETE FROM log WHERE id <= ?", (last,))
+            return True
+        building = -1 if self._building is None else self._building
         cursor = self._db.cursor()
         try:
             cursor.execute(
-                "DELETE FROM log WHERE id IN (SELECT id FROM log WHERE id <= ? LIMIT ?)",
-                (self._snapshot_log, limit),
-            )
-            if cursor.rowcount:
-                return True
-            cursor.execute(
-                "DELETE FROM snapshot WHERE rowid IN "
-                "(SELECT rowid FROM snapshot WHERE generation < ? LIMIT 1)",
-                (self._generation,),
+                "DELETE FROM snapshot WHERE rowid IN (SELECT rowid FROM snapshot "
+                "WHERE generation <> ? AND generation <> ? LIMIT 1)",
+                (self._generation, building),
             )
             return cursor.rowcount > 0
         finally:

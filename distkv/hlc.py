@@ -27,6 +27,10 @@ class Version(NamedTuple):
 
 _new_tuple = tuple.__new__
 
+#: The largest logical counter: versions travel and are stored with 32 bits for
+#: it, so past it the clock moves to the next millisecond instead.
+MAX_COUNTER = 0xFFFFFFFF
+
 
 class HybridClock:
     """Stamps local writes and observes remote versions.
@@ -58,6 +62,9 @@ class HybridClock:
             self._counter = 0
         else:
             self._counter += 1
+            if self._counter > MAX_COUNTER:  # the wire has 32 bits for it
+                self._ms += 1
+                self._counter = 0
         # tuple.__new__ directly: a named tuple's own __new__ is a Python
         # function, a noticeable part of every write on CPython.
         return _new_tuple(Version, (self._ms, self._counter, self.node))
@@ -75,13 +82,20 @@ class HybridClock:
             self._counter = 0
         else:
             self._counter += 1
+            if self._counter > MAX_COUNTER:
+                self._ms += 1
+                self._counter = 0
         if version is not None and (
             version.ms > self._ms or (version.ms == self._ms and version.counter >= self._counter)
         ):
             # Equal (ms, counter) loses to nothing here: node ids break such
             # ties, but an overwrite must win outright, so step past it.
-            self._ms = version.ms
-            self._counter = version.counter + 1
+            if version.counter >= MAX_COUNTER:
+                self._ms = version.ms + 1
+                self._counter = 0
+            else:
+                self._ms = version.ms
+                self._counter = version.counter + 1
         return _new_tuple(Version, (self._ms, self._counter, self.node))
 
     def observe(self, version: Version, count: bool = True) -> bool:

@@ -176,7 +176,7 @@ class Journal(Service):
                 self._store.seq,
                 forget,
             )
-        except sqlite3.Error as e:
+        except Exception as e:  # sqlite3.Error, or anything that kept the batch from disk
             self.failure = f"ERR write not persisted: {e}"
             log.critical(
                 "Cannot commit to {path}: {why}; refusing writes from now on",

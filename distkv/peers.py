@@ -100,8 +100,11 @@ class PeerLink(ReconnectingClientFactory):
         # came up as its present incarnation; until then we vouch for nothing.
         self._proven = False
         # The link-up round waits until the peer acknowledged this write: the
-        # backlog the outbox resends would otherwise be sent twice.
+        # backlog the outbox resends would otherwise be sent twice. Owed is
+        # kept across links: a link that drops before its deferred round ran
+        # runs one at once next time, so a flapping link still gets rounds.
         self._round_after: Optional[int] = None
+        self._round_owed = False
 
     @property
     def up(self) -> bool:
@@ -156,11 +159,12 @@ class PeerLink(ReconnectingClientFactory):
         loop.clock = self._reactor
         self._sync_loop = loop
         loop.start(self.sync_interval, now=False)
-        if len(self.outbox):
+        if len(self.outbox) and not self._round_owed:
             # The round would find the resent backlog's keys differing and send
             # them too: run it once the peer has applied that backlog (a peer
             # back empty, which needs a full resync, gets the rest from it then).
             self._round_after = self.outbox.last_seq
+            self._round_owed = True
         else:
             self._round_after = None
             self._sync_tick()
@@ -220,6 +224,8 @@ class PeerLink(ReconnectingClientFactory):
     def _sync_tick(self) -> None:
         try:
             if self._protocol is not None and self._round is None:
+                self._round_after = None
+                self._round_owed = False
                 self._rounds_started += 1
                 self._round = Round(self._store, self._rounds_started)
                 self._round_overflows = self.outbox.overflows
@@ -362,7 +368,9 @@ class PeerLink(ReconnectingClientFactory):
             outbox.acked,
             "needed" if outbox.needs_resync else "no",
             self.resyncs,
-            "running" if self._round is not None else "idle",
+            "running" if self._round is not None else (
+                "waiting" if self._round_after is not None else "idle"
+            ),
             self.rounds_completed,
             self.last_round_sent,
             self.floor() if self._proven else "-",

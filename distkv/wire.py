@@ -313,7 +313,7 @@ def iter_writes(buffer: bytes) -> Iterator[Tuple[int, bytes, Entry]]:
             (key_len,) = key_len_at(buffer, at)
             at += 4
             key = buffer[at : at + key_len]
-            if len(key) != key_len or not key:
+            if len(key) != key_len or not key or at + key_len > stop:
                 raise WireError("truncated key in write frame")
             value: Optional[bytes] = None if flags & _TOMBSTONE else buffer[at + key_len : stop]
             yield seq, key, _new_tuple(Entry, (value, _new_tuple(Version, (ms, counter, node))))

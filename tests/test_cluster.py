@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict, List, Tuple
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv.hlc import Version
+from distkv import wire
+from distkv.hlc import HybridClock, Version
 from distkv.node import Node
-from distkv.store import Entry
+from distkv.outbox import Outbox
+from distkv.peers import PeerLink
+from distkv.store import Entry, Store
 from distkv.testing import SimulatedCluster, SimulatedNetwork
 
 
@@ -416,3 +420,52 @@ class ReconnectTests(SynchronousTestCase):
         cluster.start("n2")
         cluster.advance(0.3)
         self.assertTrue(outgoing.up)
+
+
+class FakePush:
+    """Stands for a linked PushProtocol: records what the link sends."""
+
+    def __init__(self) -> None:
+        self.sent: List[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+class LinkUpRoundTests(SynchronousTestCase):
+    def backlogged(self) -> Tuple[PeerLink, Clock, Any]:
+        """A link to peer b with five writes queued for it, just come up."""
+        clock = Clock()
+        store = Store(HybridClock("a", lambda: int(clock.seconds() * 1000)))
+        peer = PeerLink("127.0.0.1", 7001, wire.Hello("a", "1"), clock, Outbox(1 << 20), 5.0,
+                        store, 60.0, 1 << 20)
+        for i in range(5):
+            entry = store.set(b"k%d" % i, b"v")
+            peer.send(store.seq, b"k%d" % i, entry)
+        proto = FakePush()
+        self.assertTrue(peer.linked(proto, wire.Hello("b", "1")))  # type: ignore[arg-type]
+        self.addCleanup(lambda: peer.unlinked(peer._protocol) if peer._protocol else None)
+        return peer, clock, proto
+
+    def test_the_round_waits_for_the_backlog_then_runs(self) -> None:
+        peer, clock, proto = self.backlogged()
+        self.assertIn("sync=waiting", peer.status())
+        self.assertEqual(peer._rounds_started, 0)
+        peer.acked(5)
+        self.assertEqual(peer._rounds_started, 1)
+        self.assertIn("sync=running", peer.status())
+
+    def test_a_link_that_drops_before_its_round_runs_one_at_once_next_time(self) -> None:
+        """A flapping link still gets anti-entropy rounds."""
+        peer, clock, proto = self.backlogged()
+        peer.unlinked(proto)  # type: ignore[arg-type]
+        self.assertTrue(peer.linked(FakePush(), wire.Hello("b", "1")))  # type: ignore[arg-type]
+        self.assertEqual(peer._rounds_started, 1)
+
+    def test_a_resync_mark_starts_the_round_and_the_backlog_ack_adds_none(self) -> None:
+        peer, clock, proto = self.backlogged()
+        peer.mark_resync("test")
+        clock.advance(0)
+        self.assertEqual(peer._rounds_started, 1)
+        peer.acked(5)
+        self.assertEqual(peer._rounds_started, 1)

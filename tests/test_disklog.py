@@ -164,13 +164,15 @@ class GarbageTests(SynchronousTestCase):
         self.assertEqual(before.store.seq, 6)
         assert before.journal is not None
         garbage = before.journal.disk
-        self.assertTrue(garbage.collect_garbage(limit=2))
-        self.assertEqual(count_rows(path, "log"), 4)
-        self.assertTrue(garbage.collect_garbage(limit=2))
-        self.assertEqual(count_rows(path, "log"), 2)
-        self.assertTrue(garbage.collect_garbage(limit=2))
+        with mock.patch.object(disk_module, "GARBAGE_ROWS", 2):
+            self.assertTrue(garbage.collect_garbage())
+            self.assertEqual(count_rows(path, "log"), 4)
+            self.assertTrue(garbage.collect_garbage())
+            self.assertEqual(count_rows(path, "log"), 2)
+        with mock.patch.object(disk_module, "GARBAGE_BYTES", 1):  # one row a call
+            self.assertTrue(garbage.collect_garbage())
         self.assertEqual((count_rows(path, "log"), count_rows(path, "snapshot")), (1, 2))
-        self.assertTrue(garbage.collect_garbage(limit=2))  # then one old part per call
+        self.assertTrue(garbage.collect_garbage())  # then one old part per call
         self.assertEqual(count_rows(path, "snapshot"), 1)
         before.crash()
         after = load()
@@ -369,4 +371,33 @@ class FormatOneTests(SynchronousTestCase):
         fmt = db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()[0]
         db.close()
         self.assertNotIn("entries", tables)
-        self.assertEqual(fmt, "2")
+        self.assertEqual(fmt, disk_module.FORMAT)
+
+    def test_a_data_dir_of_format_2_gets_the_columns_it_lacks(self) -> None:
+        """Format 2 kept the clock mark and sequence number in meta only."""
+        path = scratch_dir(self)
+        os.makedirs(path)
+        entry = disk_module.Entry(b"v", Version(1_700_000_000_100, 0, "two"))
+        write = disk_module.encode_rows([(4, b"k", entry)])
+        db = sqlite3.connect(os.path.join(path, FILENAME))
+        db.executescript("""
+            CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE log (id INTEGER PRIMARY KEY, writes BLOB NOT NULL, forgets BLOB);
+            INSERT INTO meta VALUES ('format', '2'), ('node_id', 'two'),
+                                    ('clock_ms', '1700000000900'), ('seq', '4');
+        """)
+        db.execute("INSERT INTO log VALUES (1, ?, NULL)", (write,))
+        db.commit()
+        db.close()
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        node = Node(clock, None, data_dir=path)
+        self.assertEqual((node.node_id, node.store.get(b"k"), node.store.seq), ("two", b"v", 4))
+        self.assertGreater(node.clock.now(), Version(1_700_000_000_900, 0, "two"))
+        node.store.set(b"j", b"w")
+        assert node.journal is not None
+        node.journal.commit()
+        node.crash()
+        again = Node(clock, None, data_dir=path)  # now format 3, with the new row's marks
+        self.addCleanup(again.crash)
+        self.assertEqual((again.store.get(b"k"), again.store.get(b"j"), again.store.seq), (b"v", b"w", 5))

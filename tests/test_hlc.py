@@ -61,6 +61,20 @@ class HybridClockTests(SynchronousTestCase):
             last = stamp
         self.assertGreater(clock.now_above(None), last)
 
+    def test_the_counter_never_outgrows_its_32_bits(self) -> None:
+        """Past the largest counter the wire can carry, the clock takes the next ms."""
+        from distkv import wire
+        from distkv.hlc import MAX_COUNTER
+        from distkv.store import Entry
+
+        clock = HybridClock("a", FakeWall(5))
+        top = Version(5, MAX_COUNTER, "z")
+        self.assertEqual(HybridClock("a", FakeWall(5)).now_above(top), Version(6, 0, "a"))
+        self.assertTrue(clock.observe(top))
+        stamp = clock.now()
+        self.assertEqual(stamp, Version(6, 0, "a"))
+        wire.encode_write(1, b"k", Entry(b"v", stamp))  # packs
+
     def test_far_future_version_is_refused_and_counted(self) -> None:
         """A version beyond the allowed skew is refused, counted, and leaves the clock alone."""
         clock = HybridClock("a", FakeWall(1000), max_drift_ms=500)

@@ -50,7 +50,10 @@ class WireTests(SynchronousTestCase):
 
     def test_bulk_write_reader_refuses_anything_but_whole_writes(self) -> None:
         write = wire.encode_write(1, b"k", Entry(b"v", Version(1, 2, "n")))
-        for bad in (wire.encode_ack(3), write[:-1], write + b"\x00", write[:4] + b"W\x00"):
+        key_len_at = len(write) - len(b"kv") - 4
+        overlong = write[:key_len_at] + (3).to_bytes(4, "big") + write[key_len_at + 4 :]
+        for bad in (wire.encode_ack(3), write[:-1], write + b"\x00", write[:4] + b"W\x00",
+                    overlong + write):  # a key running into the next frame
             with self.assertRaises(wire.WireError):
                 list(wire.iter_writes(bad))
 
