@@ -129,8 +129,12 @@ class SnapshotTests(SynchronousTestCase):
             self.assertEqual(calls, [1, 1])
         self.assertEqual(journal.snapshots, 0)
         self.assertIsNone(journal.failure)  # writes go on
+        node.store.set(b"h", b"v" * 1_000)  # the disk works again: the next try succeeds
+        self.clock.advance(0)
+        self.assertEqual(journal.snapshots, 1)
+        self.assertEqual(journal._compact_after, 0)  # and the usual threshold is back
         again = self.restarted(node)
-        self.assertEqual((again.store.get(b"j"), len(again.store)), (b"v", 3))
+        self.assertEqual((again.store.get(b"j"), len(again.store)), (b"v", 4))
 
 
 class GarbageTests(SynchronousTestCase):

@@ -132,6 +132,22 @@ class DiskNodeTests(SynchronousTestCase):
         self.assertIsInstance(later[0], Error)
         self.assertEqual(node.dispatcher.execute(Request(b"GET", (b"nothing",))).value, None)  # type: ignore[union-attr]
 
+    def test_a_commit_failing_with_any_error_answers_err_not_silence(self) -> None:
+        """Not only SQLite's errors: whatever keeps a batch from disk, its
+        clients are answered (with an error), never left waiting."""
+        node = self.node()
+        journal = node.journal
+        assert journal is not None
+
+        def broken(*args: object) -> None:
+            raise OverflowError("int too big to convert")
+
+        journal.disk.commit = broken  # type: ignore[method-assign]
+        reply = results(node.dispatcher.execute(Request(b"SET", (b"k", b"v"))))
+        self.clock.advance(0)
+        self.assertIsInstance(reply[0], Error)
+        self.assertIn("not persisted", reply[0].message)  # type: ignore[union-attr]
+
     def test_each_fsync_policy_sets_wal_and_its_synchronous_level(self) -> None:
         """always -> FULL (2), everysec -> NORMAL (1), no -> OFF (0), all in WAL mode."""
         for policy, level in (("always", 2), ("everysec", 1), ("no", 0)):
