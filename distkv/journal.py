@@ -116,6 +116,11 @@ class Journal(Service):
         store.subscribe(self._changed)
         store.on_purge(self._gone)
 
+    @property
+    def snapshot_running(self) -> bool:
+        """True while a snapshot is being written."""
+        return self._snapshot is not None
+
     def _changed(self, key: bytes, entry: Entry, seq: int) -> None:
         self._rows[key] = (seq, key, entry)
         if self._call is None:

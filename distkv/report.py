@@ -62,12 +62,7 @@ def info_sections(node: Node) -> Dict[str, List[Tuple[str, object]]]:
             ("uptime_in_seconds", int(node.reactor.seconds() - node.started_at)),
             ("python_implementation", platform.python_implementation()),
         ],
-        "persistence": [
-            ("loading", int(node.loading)),
-            ("data_dir", node.data_dir or ""),
-            ("fsync", node.fsync if node.data_dir else "memory-only"),
-            ("commits", node.journal.commits if node.journal else 0),
-        ],
+        "persistence": persistence(node),
         "stats": [
             ("tombstones", store.tombstones),
             ("tombstones_purged", store.purged),
@@ -75,3 +70,26 @@ def info_sections(node: Node) -> Dict[str, List[Tuple[str, object]]]:
         ],
         "replication": replication,
     }
+
+
+def persistence(node: Node) -> List[Tuple[str, object]]:
+    """INFO persistence, with Redis's append-only-file names where they fit:
+    the log is DistKV's AOF and a snapshot its rewrite."""
+    journal = node.journal
+    section: List[Tuple[str, object]] = [
+        ("loading", int(node.loading)),
+        ("aof_enabled", int(journal is not None)),
+        ("data_dir", node.data_dir or ""),
+        ("fsync", node.fsync if node.data_dir else "memory-only"),
+    ]
+    if journal is not None:
+        disk = journal.disk
+        section.extend([
+            ("commits", journal.commits),
+            ("aof_rewrite_in_progress", int(journal.snapshot_running)),
+            ("aof_rewrites", journal.snapshots),
+            ("aof_current_size", disk.log_bytes + disk.snapshot_bytes),
+            ("aof_base_size", disk.snapshot_bytes),
+            ("aof_last_write_status", "ok" if journal.failure is None else "err"),
+        ])
+    return section

@@ -95,6 +95,7 @@ class SnapshotTests(SynchronousTestCase):
                 self.assertRaises(KilledError, self.clock.advance, 0)  # commit, then part 1 of 10
             self.assertEqual(count_rows(self.dir, "snapshot"), 1)
             self.assertEqual(journal.snapshots, 0)
+            self.assertIn(("aof_rewrite_in_progress", 1), node.info_sections()["persistence"])
             again = self.restarted(node)
             self.assertEqual(again.store.snapshot(), before)
             journal = again.journal
@@ -133,6 +134,14 @@ class SnapshotTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(journal.snapshots, 1)
         self.assertEqual(journal._compact_after, 0)  # and the usual threshold is back
+        info = dict(node.info_sections()["persistence"])
+        self.assertEqual(
+            (info["aof_enabled"], info["aof_rewrites"], info["aof_rewrite_in_progress"],
+             info["aof_last_write_status"]),
+            (1, 1, 0, "ok"),
+        )
+        self.assertEqual(info["aof_base_size"], journal.disk.snapshot_bytes)
+        self.assertGreaterEqual(info["aof_current_size"], info["aof_base_size"])  # type: ignore[operator]
         again = self.restarted(node)
         self.assertEqual((again.store.get(b"j"), len(again.store)), (b"v", 4))
 
