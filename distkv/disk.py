@@ -158,6 +158,8 @@ class Disk:
         self.snapshot_bytes = 0
         #: The id of the last log row written.
         self.last_log = 0
+        #: The highest clock mark known to be on disk (set by load and commits).
+        self.saved_clock_ms = 0
         self._generation = 0
         self._snapshot_log = 0
         self._format1 = False
@@ -298,6 +300,7 @@ class Disk:
         except wire.WireError as e:
             self._db.close()
             raise DiskError(f"{self.path} holds a malformed record: {e}") from None
+        self.saved_clock_ms = clock
         return Loaded(replay.count, clock, seq, replay.unacked())
 
     def _select(self, sql: str, params: Sequence[object] = ()) -> Iterable[Any]:
@@ -379,7 +382,15 @@ class Disk:
                     self._run("ROLLBACK")
                 raise
         self.last_log = last
+        self.saved_clock_ms = max(self.saved_clock_ms, clock_ms)
         self.log_bytes += len(writes) + (len(forgets) if forgets else 0)
+
+    def save_marks(self, clock_ms: int, seq: int) -> None:
+        """Save the clock's mark and the sequence number without a log row."""
+        clock_ms = max(clock_ms, int(self._meta("clock_ms") or 0))
+        seq = max(seq, int(self._meta("seq") or 0))
+        self._set_meta(clock_ms=str(clock_ms), seq=str(seq))
+        self.saved_clock_ms = max(self.saved_clock_ms, clock_ms)
 
     def start_snapshot(self) -> Tuple[int, int]:
         """Begin a new snapshot generation: ``(generation, last log row it covers)``.

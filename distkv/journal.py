@@ -92,6 +92,8 @@ class Journal(Service):
         self._clock = clock
         self._reactor = reactor
         self.compact_bytes = compact_bytes
+        # What the clock was restored to is the saved mark (plus the one it adds).
+        disk.saved_clock_ms = max(disk.saved_clock_ms, clock.high_water())
         #: Keys whose local write some peer has still to acknowledge, with its
         #: sequence number (the node supplies it from the outboxes); a snapshot
         #: keeps those numbers, so the outbox can be rebuilt after a restart.
@@ -283,8 +285,26 @@ class Journal(Service):
             except sqlite3.Error:
                 pass
 
+    def _save_clock(self) -> None:
+        """Heartbeats move the clock without any write; keep its mark on disk
+        anyway, so that after a crash the node never stamps below a version
+        it had seen (a commit carries the mark too, so this writes only on a
+        node whose clock moved while it took no writes)."""
+        mark = self._clock.high_water()
+        if mark <= self.disk.saved_clock_ms or self._rows or self._purged:
+            return
+        try:
+            self.disk.save_marks(mark, self._store.seq)
+        except sqlite3.Error as e:
+            log.error("Cannot save the clock to {path}: {why}", path=self.disk.path, why=str(e))
+            return
+        self._unsynced = True
+
     def _sync(self) -> None:
-        if self._syncing or not self._unsynced or self.closed or self.failure is not None:
+        if self.closed or self.failure is not None:
+            return
+        self._save_clock()
+        if self._syncing or not self._unsynced:
             return
         self._unsynced = False
         if not IReactorThreads.providedBy(self._reactor):

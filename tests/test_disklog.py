@@ -28,6 +28,10 @@ def count_rows(path: str, table: str) -> int:
         db.close()
 
 
+class KilledError(Exception):
+    """Stands for kill -9 in the middle of a reactor turn."""
+
+
 class SnapshotTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
@@ -146,6 +150,61 @@ class SnapshotTests(SynchronousTestCase):
         self.assertEqual((again.store.get(b"j"), len(again.store)), (b"v", 4))
 
 
+    def test_a_clock_moved_by_heartbeats_alone_is_saved_within_a_second(self) -> None:
+        """No write, but the clock observed a peer 30 s ahead: after a crash the
+        node still stamps above what it had seen."""
+        node = self.node()
+        node.store.set(b"k", b"v")
+        self.clock.advance(0)
+        seen = Version(int(self.clock.seconds() * 1000) + 30_000, 7, "peer")
+        self.assertTrue(node.clock.observe(seen, count=False))  # as a heartbeat's floor does
+        self.clock.advance(1)  # the journal's once-a-second tick
+        again = self.restarted(node)
+        self.assertGreater(again.store.set(b"j", b"w").version, seen)
+        again.crash()
+        journal = self.node().journal
+        assert journal is not None
+        saves: List[object] = []
+        with mock.patch.object(journal.disk, "save_marks", lambda *args: saves.append(args)):
+            self.clock.advance(1)  # a restart alone moves nothing worth writing
+        self.assertEqual((saves, journal.commits), ([], 0))
+
+    def test_large_values_make_smaller_parts(self) -> None:
+        """Parts are cut by bytes too, so large values never make one huge blob."""
+        node = self.node()
+        journal = node.journal
+        assert journal is not None
+        journal.compact_bytes = 0
+        with mock.patch("distkv.journal.SNAPSHOT_PART_BYTES", 1_000):
+            for i in range(9):
+                node.store.set(b"k%d" % i, b"v" * 600)
+            self.clock.advance(0)
+        self.assertEqual(journal.snapshots, 1)
+        self.assertEqual(count_rows(self.dir, "snapshot"), 5)  # two entries a part, then one
+        self.assertEqual(len(self.restarted(node).store), 9)
+
+    def test_a_failed_flush_stops_writes(self) -> None:
+        """everysec: when the write-ahead log cannot be flushed, what was
+        acknowledged may not survive a power cut; later writes get ERR."""
+        node = self.node()
+        node.store.set(b"k", b"v")
+        self.clock.advance(0)
+
+        def failing(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        with mock.patch("distkv.disk.os.fsync", failing):
+            self.clock.advance(1)
+        journal = node.journal
+        assert journal is not None
+        self.assertIn("cannot flush to disk", journal.failure or "")
+        reply = node.dispatcher.execute(Request(b"SET", (b"j", b"v")))
+        self.assertIsInstance(reply, Pending)
+        got: List[object] = []
+        reply.batch.when_done(got.append)  # type: ignore[union-attr]
+        self.assertIn("cannot flush to disk", str(got[0]))
+
+
 class GarbageTests(SynchronousTestCase):
     def test_what_a_snapshot_replaced_is_deleted_a_few_rows_at_a_time(self) -> None:
         """finish_snapshot only switches; the replaced log rows, then the older
@@ -194,46 +253,6 @@ class GarbageTests(SynchronousTestCase):
         after.journal._reactor.advance(0)  # type: ignore[attr-defined]
         self.assertEqual((count_rows(path, "log"), count_rows(path, "snapshot")), (1, 1))
         self.assertEqual(after.store.snapshot(), before.store.snapshot())
-
-
-class KilledError(Exception):
-    """Stands for kill -9 in the middle of a reactor turn."""
-
-
-    def test_large_values_make_smaller_parts(self) -> None:
-        """Parts are cut by bytes too, so large values never make one huge blob."""
-        node = self.node()
-        journal = node.journal
-        assert journal is not None
-        journal.compact_bytes = 0
-        with mock.patch("distkv.journal.SNAPSHOT_PART_BYTES", 1_000):
-            for i in range(9):
-                node.store.set(b"k%d" % i, b"v" * 600)
-            self.clock.advance(0)
-        self.assertEqual(journal.snapshots, 1)
-        self.assertEqual(count_rows(self.dir, "snapshot"), 5)  # two entries a part, then one
-        self.assertEqual(len(self.restarted(node).store), 9)
-
-    def test_a_failed_flush_stops_writes(self) -> None:
-        """everysec: when the write-ahead log cannot be flushed, what was
-        acknowledged may not survive a power cut; later writes get ERR."""
-        node = self.node()
-        node.store.set(b"k", b"v")
-        self.clock.advance(0)
-
-        def failing(fd: int) -> None:
-            raise OSError(5, "Input/output error")
-
-        with mock.patch("distkv.disk.os.fsync", failing):
-            self.clock.advance(1)
-        journal = node.journal
-        assert journal is not None
-        self.assertIn("cannot flush to disk", journal.failure or "")
-        reply = node.dispatcher.execute(Request(b"SET", (b"j", b"v")))
-        self.assertIsInstance(reply, Pending)
-        got: List[object] = []
-        reply.batch.when_done(got.append)  # type: ignore[union-attr]
-        self.assertIn("cannot flush to disk", str(got[0]))
 
 
 class SnapshotOutboxTests(SynchronousTestCase):
