@@ -47,11 +47,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from contextlib import contextmanager
 from typing import (
     Any,
     Collection,
     Dict,
     Iterable,
+    Iterator,
     List,
     NamedTuple,
     Optional,
@@ -209,11 +211,10 @@ class Disk:
         elif found == "2":
             # Format 2 (for a few commits) kept the clock mark and sequence
             # number only in meta: the log rows get the columns, as zero.
-            self._run("BEGIN")
-            self._run("ALTER TABLE log ADD COLUMN clock_ms INTEGER NOT NULL DEFAULT 0")
-            self._run("ALTER TABLE log ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
-            self._set_meta(format=FORMAT)
-            self._run("COMMIT")
+            with self._transaction():
+                self._run("ALTER TABLE log ADD COLUMN clock_ms INTEGER NOT NULL DEFAULT 0")
+                self._run("ALTER TABLE log ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+                self._set_meta(format=FORMAT)
         elif found != FORMAT:
             raise DiskError(f"{self.path} has data format {found}; this DistKV reads {FORMAT}")
         self._generation = int(self._meta("snapshot") or 0)
@@ -237,6 +238,18 @@ class Disk:
             cursor.executemany(sql, rows)
         finally:
             cursor.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT, rolled back if anything in between raises."""
+        self._run("BEGIN")
+        try:
+            yield
+            self._run("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._run("ROLLBACK")
+            raise
 
     def _meta(self, name: str) -> Optional[str]:
         rows = self._run("SELECT value FROM meta WHERE name = ?", (name,))
@@ -314,8 +327,7 @@ class Disk:
     def _convert_format1(self) -> None:
         """Turn the one-row-per-key table of format 1 into snapshot generation 1."""
         nodes: Dict[str, str] = {}
-        self._run("BEGIN")
-        try:
+        with self._transaction():
             self._run("DELETE FROM snapshot")
             self._run("DELETE FROM log")
             rows: List[Row] = []
@@ -333,11 +345,6 @@ class Disk:
                 self.write_snapshot_part(1, part, rows)
             self._set_meta(snapshot="1", snapshot_log="0", format=FORMAT)
             self._run("DROP TABLE entries")
-            self._run("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._run("ROLLBACK")
-            raise
         self._format1 = False
         self._generation, self._snapshot_log, self.last_log = 1, 0, 0
 
@@ -369,28 +376,28 @@ class Disk:
         if not peers and not forget:
             self._run("INSERT INTO log VALUES (?, ?, ?, ?, ?)", row)  # its own transaction
         else:
-            self._run("BEGIN")
-            try:
+            with self._transaction():
                 self._run("INSERT INTO log VALUES (?, ?, ?, ?, ?)", row)
                 if peers:
                     self._run_many("INSERT OR REPLACE INTO peers VALUES (?, ?, ?)", peers)
                 if forget:
                     self._run_many("DELETE FROM peers WHERE address = ?", [(a,) for a in forget])
-                self._run("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._run("ROLLBACK")
-                raise
         self.last_log = last
         self.saved_clock_ms = max(self.saved_clock_ms, clock_ms)
         self.log_bytes += len(writes) + (len(forgets) if forgets else 0)
 
     def save_marks(self, clock_ms: int, seq: int) -> None:
         """Save the clock's mark and the sequence number without a log row."""
-        clock_ms = max(clock_ms, int(self._meta("clock_ms") or 0))
-        seq = max(seq, int(self._meta("seq") or 0))
-        self._set_meta(clock_ms=str(clock_ms), seq=str(seq))
-        self.saved_clock_ms = max(self.saved_clock_ms, clock_ms)
+        marks = self._raised_marks(clock_ms, seq)
+        self._set_meta(**marks)
+        self.saved_clock_ms = max(self.saved_clock_ms, int(marks["clock_ms"]))
+
+    def _raised_marks(self, clock_ms: int, seq: int) -> Dict[str, str]:
+        """The meta values that keep the higher of the saved marks and these."""
+        return {
+            "clock_ms": str(max(clock_ms, int(self._meta("clock_ms") or 0))),
+            "seq": str(max(seq, int(self._meta("seq") or 0))),
+        }
 
     def start_snapshot(self) -> Tuple[int, int]:
         """Begin a new snapshot generation: ``(generation, last log row it covers)``.
@@ -423,24 +430,14 @@ class Disk:
         whole. What it replaces is left for :meth:`collect_garbage` (loading
         skips it): deleting it here would free every page of it in this one
         transaction, a stall of the reactor on a large store."""
-        marks: Dict[str, str] = {}
-        if self._building_marks is not None:
-            clock_ms, seq = self._building_marks
-            marks["clock_ms"] = str(max(clock_ms, int(self._meta("clock_ms") or 0)))
-            marks["seq"] = str(max(seq, int(self._meta("seq") or 0)))
-        self._run("BEGIN")
-        try:
-            # The marks of the log rows it replaces are kept in meta.
+        # The marks of the log rows it replaces are kept in meta.
+        marks = {} if self._building_marks is None else self._raised_marks(*self._building_marks)
+        with self._transaction():
             self._set_meta(snapshot=str(generation), snapshot_log=str(covers), **marks)
             left = self._run(
                 "SELECT sum(length(writes) + ifnull(length(forgets), 0)) FROM log WHERE id > ?",
                 (covers,),
             )
-            self._run("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._run("ROLLBACK")
-            raise
         self._generation, self._snapshot_log = generation, covers
         self._building = None
         self.snapshot_bytes = size

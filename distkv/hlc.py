@@ -56,18 +56,7 @@ class HybridClock:
 
     def now(self) -> Version:
         """Return a fresh version above every version stamped or observed."""
-        wall = self._now_ms()
-        if wall > self._ms:
-            self._ms = wall
-            self._counter = 0
-        else:
-            self._counter += 1
-            if self._counter > MAX_COUNTER:  # the wire has 32 bits for it
-                self._ms += 1
-                self._counter = 0
-        # tuple.__new__ directly: a named tuple's own __new__ is a Python
-        # function, a noticeable part of every write on CPython.
-        return _new_tuple(Version, (self._ms, self._counter, self.node))
+        return self.now_above(None)
 
     def now_above(self, version: Optional[Version]) -> Version:
         """Return a fresh version that is also strictly above ``version``.
@@ -82,7 +71,7 @@ class HybridClock:
             self._counter = 0
         else:
             self._counter += 1
-            if self._counter > MAX_COUNTER:
+            if self._counter > MAX_COUNTER:  # the wire has 32 bits for it
                 self._ms += 1
                 self._counter = 0
         if version is not None and (
@@ -96,6 +85,8 @@ class HybridClock:
             else:
                 self._ms = version.ms
                 self._counter = version.counter + 1
+        # tuple.__new__ directly: a named tuple's own __new__ is a Python
+        # function, a noticeable part of every write on CPython.
         return _new_tuple(Version, (self._ms, self._counter, self.node))
 
     def observe(self, version: Version, count: bool = True) -> bool:
