@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IConsumer, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
+from distkv import sendnow
 from distkv.replies import OK, Error, Session
 
 if TYPE_CHECKING:
@@ -112,14 +113,21 @@ class ClientConnection(Protocol):
         self._dispatcher = dispatcher
         self.session = Session(kind)
         self._owed = ReplyQueue(self._send, encode, self._hang_up)
+        #: Writes a reply; sends at once while nothing is buffered (see
+        #: :mod:`distkv.sendnow`).
+        self.write: Callable[[bytes], None] = self._unconnected
+
+    def _unconnected(self, data: bytes) -> None:
+        self.transport.write(data)
 
     def _send(self, data: bytes) -> None:
-        self.transport.write(data)
+        self.write(data)
 
     def _hang_up(self) -> None:
         self.transport.loseConnection()
 
     def connectionMade(self) -> None:
+        self.write = sendnow.writer(self.transport)
         cast(IConsumer, self.transport).registerProducer(cast(IPushProducer, self), True)
         self.session.address = str(self.transport.getPeer())
         self._dispatcher.stats.connected()

@@ -212,7 +212,7 @@ class RespProtocol(ClientConnection):
         run = self._dispatcher.run
         session = self.session
         owed = self._owed
-        write = self.transport.write
+        write = self.write
         out: List[bytes] = []
         for args in requests:
             outcome = run(args[0].upper(), args[1:], session)
@@ -243,7 +243,7 @@ class RespProtocol(ClientConnection):
             if owed:
                 owed.then(b"-ERR " + error.encode() + b"\r\n")
             else:
-                self.transport.write(b"-ERR " + error.encode() + b"\r\n")
+                self.write(b"-ERR " + error.encode() + b"\r\n")
             self._closing = True
         if self._closing:
             self._buffer = b""

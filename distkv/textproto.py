@@ -138,7 +138,7 @@ class TextProtocol(ClientConnection, LineReceiver):
             if close:
                 self._closing = True
             return
-        self.transport.write(format_reply(outcome))
+        self.write(format_reply(outcome))
         if close:
             self._close()
 
