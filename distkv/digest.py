@@ -84,13 +84,21 @@ class Digest:
         self.hashes = [0] * BUCKETS
 
     def replace(self, key: bytes, old: Optional[Version], new: Optional[Version]) -> None:
+        # On every write's path: _hash() inlined.
         crc = zlib.crc32(key)
         bucket = crc & (BUCKETS - 1)
         value = self.hashes[bucket]
+        numbers = _node_numbers
         if new is not None:
-            value ^= _hash(crc, new)
+            node = numbers.get(new[2])
+            if node is None:
+                node = node_number(new[2])
+            value ^= hash((crc, new[0], new[1], node))
         if old is not None:
-            value ^= _hash(crc, old)
+            node = numbers.get(old[2])
+            if node is None:
+                node = node_number(old[2])
+            value ^= hash((crc, old[0], old[1], node))
         self.hashes[bucket] = value
 
     def encode(self) -> bytes:

@@ -147,6 +147,47 @@ class RespParserTests(SynchronousTestCase):
             buffer = buffer[used:]
         self.assertEqual((got, buffer), (requests, b""))
 
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.lists(
+            st.one_of(
+                st.lists(
+                    st.binary(max_size=12)
+                    | st.sampled_from([b"\r\n", b"a\r\nb", b"$3", b"*2", b"\r", b"\n"]),
+                    min_size=1,
+                    max_size=5,
+                ).map(lambda args: command(*args)),
+                st.sampled_from([
+                    b"*2\r\n$03\r\nGET\r\n$1\r\nk\r\n",  # a length not written the usual way
+                    b"*0\r\n", b"*-1\r\n", b"*1\r\n$-1\r\n", b"*1\r\n+x\r\n",
+                    b"*1\r\n$2\r\nabc\r\n", b"*x\r\n", b"PING\r\n", b"\r\n",
+                ]),
+                st.binary(max_size=8),
+            ),
+            max_size=8,
+        ),
+        st.sampled_from([4, 10, 1 << 20]),
+    )
+    def test_the_fast_path_agrees_with_the_careful_parser(
+        self, pieces: List[bytes], limit: int
+    ) -> None:
+        """Whatever the bytes (CR LF inside arguments, odd headers, garbage, a
+        request cut short anywhere, a tiny limit), the fast path changes nothing."""
+        stream = b"".join(pieces)
+        for cut in range(len(stream) + 1):
+            data = stream[:cut]
+            self.assertEqual(parse(data, limit), parse(data, limit, fast=False))
+
+    def test_long_arguments_and_large_buffers_leave_the_fast_path(self) -> None:
+        for size in (4095, 4096, 4097, 70_000):
+            value = bytes(range(256)) * (size // 256) + b"\r\n" * (size % 256 // 2) + b"x" * (size % 2)
+            data = command(b"GET", b"k") + command(b"SET", b"k", value) + command(b"GET", b"k")
+            for limit in (size - 1, size, 1 << 20):
+                self.assertEqual(parse(data, limit), parse(data, limit, fast=False))
+            requests, used, error = parse(data, 1 << 20)
+            self.assertEqual((requests, used, error),
+                             ([[b"GET", b"k"], [b"SET", b"k", value], [b"GET", b"k"]], len(data), None))
+
 
 class RespProtocolTests(SynchronousTestCase):
     def setUp(self) -> None:
