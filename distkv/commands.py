@@ -172,14 +172,20 @@ class Dispatcher:
         return least + 1 if most == least else -(least + 1)
 
     def execute(self, request: Request, session: Optional[Session] = None) -> Outcome:
+        self.stats.commands_processed += 1
         return self.run(request.name, request.args, session or _ANONYMOUS)
 
     def run(self, name: bytes, args: Sequence[bytes], session: Session) -> Outcome:
-        """Run command ``name`` (upper case) with ``args`` for ``session``."""
-        self.stats.commands_processed += 1
+        """Run command ``name`` (any case) with ``args`` for ``session``.
+
+        The caller counts it in ``stats.commands_processed`` (a front end
+        counts a whole read's requests at once).
+        """
         spec = self._table.get(name)
+        if spec is None:  # clients mostly send upper case already
+            spec = self._table.get(name.upper())
         if spec is None:
-            return Error(
+            return Error(  # the name as sent, as Redis words it
                 "ERR unknown command '{}', with args beginning with: {}".format(
                     name[:64].decode("utf-8", "replace"),
                     "".join(
@@ -221,6 +227,8 @@ class Dispatcher:
         if not key:
             return Error("ERR empty key")
         self._store.set(key, args[1])
+        if self._durable is None:
+            return OK
         return self._after_commit(OK)
 
     def _del(self, args: Sequence[bytes], session: Session) -> Outcome:

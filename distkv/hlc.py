@@ -65,29 +65,34 @@ class HybridClock:
         even if that value came from a peer whose clock runs ahead of ours.
         None (nothing to beat) is the same as :meth:`now`.
         """
+        # Every local write comes here: locals and tuple indexes (version[0] is
+        # its ms, version[1] its counter) rather than attributes, for CPython.
         wall = self._now_ms()
-        if wall > self._ms:
-            self._ms = wall
-            self._counter = 0
+        ms = self._ms
+        if wall > ms:
+            ms = wall
+            counter = 0
         else:
-            self._counter += 1
-            if self._counter > MAX_COUNTER:  # the wire has 32 bits for it
-                self._ms += 1
-                self._counter = 0
+            counter = self._counter + 1
+            if counter > MAX_COUNTER:  # the wire has 32 bits for it
+                ms += 1
+                counter = 0
         if version is not None and (
-            version.ms > self._ms or (version.ms == self._ms and version.counter >= self._counter)
+            version[0] > ms or (version[0] == ms and version[1] >= counter)
         ):
             # Equal (ms, counter) loses to nothing here: node ids break such
             # ties, but an overwrite must win outright, so step past it.
-            if version.counter >= MAX_COUNTER:
-                self._ms = version.ms + 1
-                self._counter = 0
+            if version[1] >= MAX_COUNTER:
+                ms = version[0] + 1
+                counter = 0
             else:
-                self._ms = version.ms
-                self._counter = version.counter + 1
+                ms = version[0]
+                counter = version[1] + 1
+        self._ms = ms
+        self._counter = counter
         # tuple.__new__ directly: a named tuple's own __new__ is a Python
         # function, a noticeable part of every write on CPython.
-        return _new_tuple(Version, (self._ms, self._counter, self.node))
+        return _new_tuple(Version, (ms, counter, self.node))
 
     def observe(self, version: Version, count: bool = True) -> bool:
         """Move the clock past ``version``; refuse it when it is too far ahead.

@@ -404,7 +404,6 @@ class Replication(Service):
         self._flush_timeout = flush_timeout
         self.links: Dict[Tuple[str, int], PeerLink] = {}
         self._connectors: List[IConnector] = []
-        store.subscribe(self._changed)
 
     def add_peer(self, host: str, port: int) -> PeerLink:
         key = (host, port)
@@ -421,6 +420,8 @@ class Replication(Service):
                 self._sync_interval,
                 self._max_frame,
             )
+            if not self.links:  # a node without peers has nothing to fan out
+                self._store.subscribe(self._changed)
             self.links[key] = link
             if self.running:
                 self._connect(link)
@@ -432,7 +433,7 @@ class Replication(Service):
         )
 
     def _changed(self, key: bytes, entry: Entry, seq: int) -> None:
-        if seq:
+        if seq:  # our own write, not one merged from a peer
             for link in self.links.values():
                 link.send(seq, key, entry)
 

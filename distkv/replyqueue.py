@@ -45,17 +45,18 @@ class ReplyQueue:
         self._send = send
         self._encode = encode
         self._close = close
-        # Each slot: [bytes, or None until ready; close after it; the batch
-        # waited on, or None; the replies waiting on it]
-        self._slots: Deque[List[Any]] = deque()
+        #: Each slot: [bytes, or None until ready; close after it; the batch
+        #: waited on, or None; the replies waiting on it]. Front ends read it
+        #: (true while some reply is owed) and never change it.
+        self.slots: Deque[List[Any]] = deque()
         self._close_when_empty = False
 
     def __bool__(self) -> bool:
         """True while some reply is still owed."""
-        return bool(self._slots)
+        return bool(self.slots)
 
     def wait_for(self, pending: Pending) -> None:
-        slots = self._slots
+        slots = self.slots
         if slots and slots[-1][2] is pending.batch and slots[-1][0] is None:
             slots[-1][3].append(pending.reply)
             return
@@ -65,11 +66,11 @@ class ReplyQueue:
 
     def then(self, data: bytes, close: bool = False) -> None:
         """Bytes that are ready but must wait behind the replies still owed."""
-        self._slots.append([data, close, None, None])
+        self.slots.append([data, close, None, None])
 
     def close_when_sent(self) -> None:
         """Hang up once everything owed is out (now, if nothing is)."""
-        if self._slots:
+        if self.slots:
             self._close_when_empty = True
         else:
             self._close()
@@ -84,7 +85,7 @@ class ReplyQueue:
         else:
             slot[0] = b"".join([encode(reply) for reply in replies])
         slot[2] = slot[3] = None
-        slots = self._slots
+        slots = self.slots
         ready: List[bytes] = []
         close = False
         while slots and slots[0][0] is not None:

@@ -19,6 +19,7 @@ request larger than the node's request limit, and nothing stored changes.
 
 from __future__ import annotations
 
+from operator import length_hint
 from typing import Dict, List, Optional, Tuple, cast
 
 from twisted.internet.interfaces import (
@@ -288,32 +289,42 @@ class RespProtocol(ClientConnection):
             return
         requests, used, error = parse(buffer, self._limit)
         self._buffer = buffer[used:] if used < len(buffer) else b""
-        run = self._dispatcher.run
+        dispatcher = self._dispatcher
+        dispatcher.stats.commands_processed += len(requests)
+        run = dispatcher.run
         session = self.session
         owed = self._owed
+        waiting = owed.slots  # replies still owed, in order (see ReplyQueue)
         write = self.write
         out: List[bytes] = []
-        for args in requests:
-            outcome = run(args[0].upper(), args[1:], session)
-            if isinstance(outcome, Pending):  # a write waiting for its commit
+        pending = iter(requests)
+        for args in pending:
+            outcome = run(args[0], args[1:], session)
+            if outcome is OK:  # most writes on a node without a data dir
+                if waiting:
+                    owed.then(_OK)
+                else:
+                    out.append(_OK)
+                continue
+            if type(outcome) is Pending:  # a write waiting for its commit
                 if out:
                     write(b"".join(out))
                     out = []
-                owed.wait_for(outcome)
+                owed.wait_for(outcome)  # type: ignore[arg-type]
                 continue
-            if outcome is OK:
-                data = _OK
-            elif session.protocol == 2:
-                data = encode(outcome)
+            if session.protocol == 2:
+                data = encode(outcome)  # type: ignore[arg-type]
             else:
-                data = encode3(outcome)
+                data = encode3(outcome)  # type: ignore[arg-type]
             close = type(outcome) is Status and outcome.close  # type: ignore[union-attr]
-            if owed:
+            if waiting:
                 owed.then(data, close)
             else:
                 out.append(data)
             if close:
                 self._closing = True
+                # Requests after QUIT are dropped, not processed.
+                dispatcher.stats.commands_processed -= length_hint(pending)
                 break
         if out:
             write(b"".join(out))

@@ -98,7 +98,29 @@ class Store:
 
     def set(self, key: bytes, value: bytes) -> Entry:
         """Write ``value`` locally with a version above anything seen."""
-        return self._write(key, value)
+        # The hot path of every SET, so _write() and _put() are inlined for a
+        # value (never a tombstone), with tuple indexes: current[0] is the
+        # value, current[1] the version.
+        data = self._data
+        current = data.get(key)
+        if current is None:
+            version = self.clock.now_above(None)
+            self._live += 1
+            self.digest.replace(key, None, version)
+        else:
+            old = current[1]
+            version = self.clock.now_above(old)
+            if current[0] is None:
+                self._tombstones.discard(key)
+                self._live += 1
+            self.digest.replace(key, old, version)
+        entry: Entry = _new_tuple(Entry, (value, version))
+        data[key] = entry
+        self.changes += 1
+        self.seq = seq = self.seq + 1
+        for listener in self._listeners:
+            listener(key, entry, seq)
+        return entry
 
     def delete(self, key: bytes) -> bool:
         """Write a tombstone for ``key``; True when a live value was removed.

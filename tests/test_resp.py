@@ -247,6 +247,24 @@ class RespProtocolTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertIsNone(self.node.store.get(b"after"))
 
+    def test_command_names_in_any_case_and_unknown_ones_named_as_sent(self) -> None:
+        stream = (command(b"set", b"k", b"1") + command(b"SeT", b"k", b"2") + command(b"get", b"k")
+                  + command(b"fly", b"me") + command(b"gEt"))
+        self.assertEqual(converse(self.node, stream), b"+OK\r\n+OK\r\n$1\r\n2\r\n"
+                         b"-ERR unknown command 'fly', with args beginning with: 'me' \r\n"
+                         b"-ERR wrong number of arguments for 'get' command\r\n")
+
+    def test_total_commands_processed_counts_each_request_and_none_after_quit(self) -> None:
+        stats = self.node.dispatcher.stats
+        converse(self.node, command(b"SET", b"k", b"v") * 5 + command(b"GET", b"k") * 3)
+        self.assertEqual(stats.commands_processed, 8)
+        converse(self.node, command(b"PING") + command(b"QUIT") + command(b"SET", b"a", b"b") * 4)
+        self.assertEqual(stats.commands_processed, 10)
+        proto = self.node.factory().buildProtocol(ADDRESS)
+        proto.makeConnection(StringTransport(peerAddress=ADDRESS))
+        proto.dataReceived(b"SET t v\nGET t\n")  # the text protocol counts too
+        self.assertEqual(stats.commands_processed, 12)
+
     def test_half_close_answers_everything_then_closes(self) -> None:
         proto, transport = connect(self.node)
         proto.dataReceived(command(b"SET", b"k", b"v") + command(b"GET", b"k"))
