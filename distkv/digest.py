@@ -28,7 +28,7 @@ difference from one round, not corrupt data.
 from __future__ import annotations
 
 import struct
-import zlib
+from binascii import crc32 as _crc32  # zlib's CRC-32; PyPy calls this one faster
 from hashlib import blake2b
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
@@ -42,7 +42,7 @@ _HASHES = struct.Struct(f">{BUCKETS}q")
 
 
 def bucket_of(key: bytes) -> int:
-    return zlib.crc32(key) & (BUCKETS - 1)
+    return _crc32(key) & (BUCKETS - 1)
 
 
 _MASK = (1 << 64) - 1
@@ -62,7 +62,7 @@ def node_number(node: str) -> int:
 
 def entry_hash(key: bytes, version: Version) -> int:
     """The 64-bit hash of one entry, unsigned."""
-    return _hash(zlib.crc32(key), version) & _MASK
+    return _hash(_crc32(key), version) & _MASK
 
 
 def _hash(crc: int, version: Version) -> int:
@@ -82,23 +82,28 @@ class Digest:
 
     def __init__(self) -> None:
         self.hashes = [0] * BUCKETS
+        self._node = ""
+        self._number = node_number("")
 
     def replace(self, key: bytes, old: Optional[Version], new: Optional[Version]) -> None:
-        # On every write's path: _hash() inlined.
-        crc = zlib.crc32(key)
+        # On every write's path: _hash() inlined, and the last node id seen
+        # kept with its number (a write and the entry it replaces mostly share
+        # one), which spares PyPy two dict lookups.
+        crc = _crc32(key)
         bucket = crc & (BUCKETS - 1)
         value = self.hashes[bucket]
-        numbers = _node_numbers
         if new is not None:
-            node = numbers.get(new[2])
-            if node is None:
-                node = node_number(new[2])
-            value ^= hash((crc, new[0], new[1], node))
+            node = new[2]
+            if node is not self._node:
+                self._node = node
+                self._number = node_number(node)
+            value ^= hash((crc, new[0], new[1], self._number))
         if old is not None:
-            node = numbers.get(old[2])
-            if node is None:
-                node = node_number(old[2])
-            value ^= hash((crc, old[0], old[1], node))
+            node = old[2]
+            if node is not self._node:
+                self._node = node
+                self._number = node_number(node)
+            value ^= hash((crc, old[0], old[1], self._number))
         self.hashes[bucket] = value
 
     def encode(self) -> bytes:

@@ -19,6 +19,7 @@ request larger than the node's request limit, and nothing stored changes.
 
 from __future__ import annotations
 
+import sys
 from operator import length_hint
 from typing import Dict, List, Optional, Tuple, cast
 
@@ -57,15 +58,18 @@ class ProtocolError(Exception):
 
 
 def parse(
-    buffer: bytes, limit: int, fast: bool = True
+    buffer: bytes, limit: int, fast: Optional[bool] = None
 ) -> Tuple[List[List[bytes]], int, Optional[str]]:
     """Split complete requests off ``buffer``: (requests, bytes consumed, error).
 
     ``limit`` bounds a single argument and a single request. Past it, or on
     anything that is not RESP, ``error`` says what was wrong (Redis's words)
-    and ``requests`` holds the complete requests before it. ``fast=False``
-    skips :func:`_split_plain` (for tests comparing the two paths).
+    and ``requests`` holds the complete requests before it. ``fast`` says
+    whether to try :func:`_split_plain` first (by default, on CPython only:
+    PyPy's JIT runs the careful parser faster).
     """
+    if fast is None:
+        fast = SPLIT_FIRST
     requests: List[List[bytes]] = []
     pos = _split_plain(buffer, limit, requests) if fast and len(buffer) <= FAST_BUFFER else 0
     if pos == len(buffer):
@@ -76,6 +80,10 @@ def parse(
         return requests, len(buffer), str(e)
 
 
+#: Whether :func:`parse` tries the fast path first: it costs CPython a third of
+#: the careful parser's time, but PyPy's JIT compiles the careful one into
+#: something faster still (230 ns against 690 ns for one SET).
+SPLIT_FIRST = sys.implementation.name == "cpython"
 #: The fast path takes buffers up to this size: a read is at most 64 KiB, and
 #: a large request that arrives over many reads is left to :func:`_parse`,
 #: which does not rescan what it has already seen.
