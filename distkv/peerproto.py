@@ -19,7 +19,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from distkv import wire
+from distkv import sendnow, wire
 from distkv.hlc import Version
 from distkv.journal import Batch
 from distkv.store import Entry
@@ -41,14 +41,30 @@ def no_delay(transport: object) -> None:
         setter(True)
 
 
-class PushProtocol(Protocol):
-    """Connecting side: introduce ourselves, then stream the outbox."""
+class PeerConnection(Protocol):
+    """Either end of a link: Nagle off, and writes that go out at once while
+    nothing is buffered (see :mod:`distkv.sendnow`)."""
 
     transport: ITCPTransport
+
+    def __init__(self) -> None:
+        self._write: Callable[[bytes], None] = self._buffered
+
+    def _buffered(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def connectionMade(self) -> None:
+        no_delay(self.transport)
+        self._write = sendnow.writer(self.transport)
+
+
+class PushProtocol(PeerConnection):
+    """Connecting side: introduce ourselves, then stream the outbox."""
 
     def __init__(
         self, link: PeerLink, clock: IReactorTime, heartbeat: float, max_frame: int
     ) -> None:
+        super().__init__()
         self._link = link
         self._max_frame = max_frame
         self._clock = clock
@@ -59,8 +75,8 @@ class PushProtocol(Protocol):
         self._silent_ticks = 0
 
     def connectionMade(self) -> None:
-        no_delay(self.transport)
-        self.transport.write(wire.hello_line(wire.MAGIC, self._link.local))
+        super().connectionMade()
+        self._write(wire.hello_line(wire.MAGIC, self._link.local))
         self._timer = self._clock.callLater(self._heartbeat, self._tick)
 
     def _tick(self) -> None:
@@ -70,7 +86,7 @@ class PushProtocol(Protocol):
             self.transport.abortConnection()
             return
         if self._decoder is not None:
-            self.transport.write(self._link.heartbeat())
+            self._write(self._link.heartbeat())
         self._timer = self._clock.callLater(self._heartbeat, self._tick)
 
     def dataReceived(self, data: bytes) -> None:
@@ -119,7 +135,7 @@ class PushProtocol(Protocol):
         self.transport.abortConnection()
 
     def send(self, data: bytes) -> None:
-        self.transport.write(data)
+        self._write(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._timer is not None and self._timer.active():
@@ -129,19 +145,17 @@ class PushProtocol(Protocol):
             self._link.unlinked(self)
 
 
-class ApplyProtocol(Protocol):
+class ApplyProtocol(PeerConnection):
     """Accepting side: vet the caller, merge its writes, acknowledge them.
 
     ``vet`` answers a caller's Hello with our own Hello, or with a refusal.
     ``apply`` merges one replicated write into the store. ``answer`` turns an
     anti-entropy digest offer into the bytes of our answer; ``synced`` hears
     that a round from the caller was fully applied; ``heard`` gets the floor
-and low of each heartbeat (see :mod:`distkv.stability`). ``durable`` is the
+    and low of each heartbeat (see :mod:`distkv.stability`). ``durable`` is the
     journal's (see :mod:`distkv.journal`): acknowledgements, and the end of a
     round, are only sent once what they confirm is committed to disk.
     """
-
-    transport: ITCPTransport
 
     def __init__(
         self,
@@ -153,6 +167,7 @@ and low of each heartbeat (see :mod:`distkv.stability`). ``durable`` is the
         durable: Callable[[], Optional[Batch]] = lambda: None,
         heard: Callable[[wire.Hello, Version, Version], None] = lambda *_: None,
     ) -> None:
+        super().__init__()
         self._durable = durable
         self._heard = heard
         self._vet = vet
@@ -163,9 +178,6 @@ and low of each heartbeat (see :mod:`distkv.stability`). ``durable`` is the
         self._buffer = b""
         self._decoder: Optional[wire.FrameDecoder] = None
         self.remote: Optional[wire.Hello] = None
-
-    def connectionMade(self) -> None:
-        no_delay(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         if self._decoder is None:
@@ -187,7 +199,7 @@ and low of each heartbeat (see :mod:`distkv.stability`). ``durable`` is the
                 return
             self.remote = hello
             self._decoder = wire.FrameDecoder(self._max_frame)
-            self.transport.write(wire.hello_line(wire.OK_WORD, answer))
+            self._write(wire.hello_line(wire.OK_WORD, answer))
             data = rest
         try:
             frames = self._decoder.feed(data)
@@ -197,7 +209,7 @@ and low of each heartbeat (see :mod:`distkv.stability`). ``durable`` is the
             return
         applied = 0
         apply = self._apply
-        write = self.transport.write
+        write = self._write
         for frame in frames:
             if isinstance(frame, wire.Write):
                 apply(frame.key, frame.entry)
@@ -224,7 +236,7 @@ and low of each heartbeat (see :mod:`distkv.stability`). ``durable`` is the
         """Send ``data`` once everything applied so far is committed."""
         batch = self._durable()
         if batch is None:
-            self.transport.write(data)
+            self._write(data)
             if then is not None:
                 then()
             return
@@ -233,7 +245,7 @@ and low of each heartbeat (see :mod:`distkv.stability`). ``durable`` is the
             # A failed commit is logged by the journal; the peer, never told,
             # keeps the writes and sends them again.
             if error is None:
-                self.transport.write(data)
+                self._write(data)
                 if then is not None:
                     then()
 
@@ -245,5 +257,5 @@ and low of each heartbeat (see :mod:`distkv.stability`). ``durable`` is the
 
     def _refuse(self, refusal: Refusal) -> None:
         log.warn("Refusing peer connection: {code} {why}", code=refusal[0], why=refusal[1])
-        self.transport.write(wire.refusal_line(*refusal))
+        self._write(wire.refusal_line(*refusal))
         self.transport.loseConnection()
