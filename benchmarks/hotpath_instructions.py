@@ -1,0 +1,109 @@
+"""Instructions per request on the hot path, counted by callgrind: no timing noise.
+
+A benchmark machine shared with other work gives throughput figures that
+spread by 30% or more from run to run. Instruction counts do not: valgrind's
+callgrind counts every instruction the interpreter executes, the same for
+the same code and inputs whatever else the machine is doing. This script
+feeds RESP requests straight into a DistKV node's protocol (no sockets, no
+reactor: what DistKV's own code costs) and into the bare Twisted server's,
+runs each twice with different request counts, and prints the difference
+per request, so start-up and imports cancel out.
+
+    python benchmarks/hotpath_instructions.py                # CPython, SET and GET, -P 1 and 16
+    python benchmarks/hotpath_instructions.py --python /tmp/pypyvenv/bin/python
+
+Needs valgrind (``apt-get install -y valgrind``). Under PyPy the counts
+include the JIT compiling, so compare them only with each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+# Runs inside the measured interpreter: which op pipeline rounds
+FEED = r'''
+import sys
+sys.path.insert(0, {here!r})
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+which, op, pipeline, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+
+def command(*args):
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+class Transport(StringTransport):
+    def setTcpNoDelay(self, enabled):
+        pass
+    def write(self, data):
+        pass
+
+key = b"key:__rand_int__"  # what redis-benchmark sends without -r
+one = command(b"SET", key, b"xxx") if op == "set" else command(b"GET", key)
+if which == "distkv":
+    from distkv.node import Node
+    protocol = Node(Clock(), "n1")._resp_protocol()
+else:
+    import bare_twisted
+    protocol = bare_twisted.BareResp({{}})
+protocol.makeConnection(Transport())
+protocol.dataReceived(command(b"SET", key, b"xxx"))
+chunk = one * pipeline
+for _ in range(50):
+    protocol.dataReceived(chunk)
+received = protocol.dataReceived
+for _ in range(rounds):
+    received(chunk)
+'''
+
+
+def count(python: str, which: str, op: str, pipeline: int, rounds: int) -> int:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+         python, "-c", FEED.format(here=HERE), which, op, str(pipeline), str(rounds)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=900,
+    )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"callgrind run failed ({which} {op}):\n{done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def per_request(python: str, which: str, op: str, pipeline: int, low: int, high: int) -> int:
+    with ThreadPoolExecutor(2) as pool:  # the two runs in parallel: they count, not time
+        a = pool.submit(count, python, which, op, pipeline, low)
+        b = pool.submit(count, python, which, op, pipeline, high)
+        return (b.result() - a.result()) // ((high - low) * pipeline)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter with Twisted installed (default: this one)")
+    parser.add_argument("--ops", default="set,get")
+    parser.add_argument("--pipelines", default="1,16")
+    parser.add_argument("--servers", default="distkv,bare")
+    parser.add_argument("--rounds", type=int, default=500,
+                        help="extra reads fed in the second run (default 500)")
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (apt-get install -y valgrind)")
+    print(f"instructions per request, in-process, {args.python}")
+    for pipeline in map(int, args.pipelines.split(",")):
+        for op in args.ops.split(","):
+            for which in args.servers.split(","):
+                n = per_request(args.python, which, op, pipeline, 100, 100 + args.rounds)
+                print(f"  -P {pipeline:<2} {op.upper():3} {which:7} {n:8,d}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
