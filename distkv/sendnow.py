@@ -11,10 +11,13 @@ buffer, a reply over Twisted's send limit) to ``transport.write``. Bytes are
 therefore never reordered: once anything is buffered, every later write is
 buffered behind it until Twisted has flushed it.
 
-This reads four of Twisted's own (non-public) attributes of a TCP transport,
-``dataBuffer``, ``_tempDataLen``, ``_writeDisconnected`` and ``disconnecting``,
-stable for over a decade; on any other transport (TLS, UNIX sockets, a test's fake) it returns plain
-``transport.write``.
+This reads five of Twisted's own (non-public) attributes of a TCP or UNIX
+socket transport (``twisted.internet.tcp.Connection`` and its subclasses),
+``dataBuffer``, ``_tempDataLen``, ``disconnecting``, ``_writeDisconnected`` and
+``_aborting``, each there for over a decade; on any other transport (TLS,
+a test's fake) it returns plain ``transport.write``. After ``loseConnection``,
+a half-close or ``abortConnection`` every write goes to ``transport.write``,
+which keeps Twisted's own rules for them (sent before the close; dropped).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def writer(transport: Any) -> Callable[[bytes], None]:
         or not hasattr(transport, "_tempDataLen")
         or not hasattr(transport, "dataBuffer")
         or not hasattr(transport, "_writeDisconnected")
+        or not hasattr(transport, "_aborting")
     ):
         return queue
     send = transport.socket.send
@@ -48,6 +52,7 @@ def writer(transport: Any) -> Callable[[bytes], None]:
             or transport._tempDataLen
             or transport.disconnecting
             or transport._writeDisconnected
+            or transport._aborting
             or not transport.connected
             or len(data) > limit
         ):

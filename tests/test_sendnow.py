@@ -200,3 +200,25 @@ def test_other_transports_get_their_own_write() -> None:
     write(b"hello")
     assert transport.value() == b"hello"
     assert write == transport.write
+
+
+@pytest_twisted.inlineCallbacks
+def test_after_abort_connection_nothing_more_is_sent() -> Any:
+    """abortConnection drops what is unsent; a write after it must not slip out."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    factory, port = _listen(reactor)
+    try:
+        client = yield connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Reader()
+        )
+        server = yield factory.made
+        server.write(b"before,")
+        yield wait_for(reactor, lambda: client.total() == 7)
+        server.transport.abortConnection()
+        server.write(b"LATE")
+        yield wait_for(reactor, lambda: server.lost is not None)
+        assert b"".join(client.received) == b"before,"
+    finally:
+        yield port.stopListening()
