@@ -305,8 +305,8 @@ class RespProtocol(ClientConnection):
         waiting = owed.slots  # replies still owed, in order (see ReplyQueue)
         write = self.write
         out: List[bytes] = []
-        pending = iter(requests)
-        for args in pending:
+        remaining = iter(requests)
+        for args in remaining:
             outcome = run(args[0], args[1:], session)
             if outcome is OK:  # most writes on a node without a data dir
                 if waiting:
@@ -332,7 +332,7 @@ class RespProtocol(ClientConnection):
             if close:
                 self._closing = True
                 # Requests after QUIT are dropped, not processed.
-                dispatcher.stats.commands_processed -= length_hint(pending)
+                dispatcher.stats.commands_processed -= length_hint(remaining)
                 break
         if out:
             write(b"".join(out))
