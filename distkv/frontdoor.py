@@ -5,7 +5,8 @@ with the peer handshake (``DISTKV-PEER ...``) and is handed to the apply side
 of replication; a first byte ``*`` starts a RESP2 (Redis protocol) client;
 everything else is a client speaking the text protocol. The choice is made
 once per connection, after which the chosen protocol gets the transport and
-every byte, including the ones already read.
+every byte, including the ones already read; a client protocol (text or RESP)
+also becomes the transport's protocol, so Twisted calls it directly from then on.
 """
 
 from __future__ import annotations
@@ -61,8 +62,15 @@ class FrontDoor(Protocol):
     def _choose(self, make: Callable[[], IProtocol]) -> IProtocol:
         inner = make()
         self.inner = inner
-        assert self.transport is not None
-        inner.makeConnection(self.transport)
+        transport = self.transport
+        assert transport is not None
+        inner.makeConnection(transport)
+        if getattr(transport, "protocol", None) is self and IHalfCloseableProtocol.providedBy(
+            inner
+        ):
+            # A client protocol takes over the transport: Twisted then calls it
+            # directly (one call less per read), the same calls the door made.
+            transport.protocol = inner  # type: ignore[attr-defined]
         return inner
 
     def readConnectionLost(self) -> None:

@@ -153,6 +153,8 @@ def _split_plain(buffer: bytes, limit: int, requests: List[List[bytes]]) -> int:
             i = end + 1
     except IndexError:
         pass
+    if i == last and not parts[last]:
+        return len(buffer)  # every request taken (the usual case)
     return sum(map(len, parts[:i])) + 2 * i
 
 
