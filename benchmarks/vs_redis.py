@@ -84,7 +84,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import free_port, key_for, log_problems, rss_kib, value_for  # noqa: E402
+from benchlib import cpu_seconds, free_port, key_for, log_problems, rss_kib, value_for  # noqa: E402
 
 HOST = "127.0.0.1"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -567,7 +567,21 @@ def run_throughput(args, servers, results):
                 if srv.proc.poll() is not None:
                     print("  ! %s has exited (code %s)" % (srv.name, srv.proc.returncode))
                     continue
-                r = redis_benchmark(srv.port, "set,get", n, clients, pipeline, args.bench_timeout)
+                # One redis-benchmark per test, so the server's own CPU time (from /proc)
+                # can be charged to each: CPU per request does not count the time the server
+                # waits, and moves far less with the machine's load than req/s does.
+                r = {"rows": {}, "rc": 0, "other": [], "overlap": [], "at": None}
+                for test in ("set", "get"):
+                    before = cpu_seconds(srv.proc.pid)
+                    one = redis_benchmark(srv.port, test, n, clients, pipeline, args.bench_timeout)
+                    used = cpu_seconds(srv.proc.pid) - before
+                    for row in one["rows"].values():
+                        row["cpu_us"] = used / n * 1e6
+                    r["rows"].update(one["rows"])
+                    r["rc"] = r["rc"] or one["rc"]
+                    r["other"] += one["other"]
+                    r["overlap"] += one["overlap"]
+                    r["at"] = one["at"]
                 rss = srv.rss_mib()[0]
                 run = {"server": srv.name, "clients": clients, "pipeline": pipeline, "round": rnd, "n": n,
                        "rows": r["rows"], "rc": r["rc"], "other": r["other"], "rss_mib_after": rss,
@@ -576,8 +590,8 @@ def run_throughput(args, servers, results):
                 cells = []
                 for test in ("SET", "GET"):
                     row = r["rows"].get(test)
-                    cells.append("%s %9.0f/s p50 %6.3f p99 %7.3f ms" % (
-                        test, row["rps"], row["p50_latency_ms"], row["p99_latency_ms"])
+                    cells.append("%s %9.0f/s p50 %6.3f p99 %7.3f ms cpu %6.2f us" % (
+                        test, row["rps"], row["p50_latency_ms"], row["p99_latency_ms"], row["cpu_us"])
                                  if row else "%s  (no result)" % test)
                 print("  round %d %-20s %s | %s | RSS %s MiB%s%s" % (
                     rnd, srv.name, cells[0], cells[1], "%.0f" % rss if rss else "?",
@@ -604,7 +618,7 @@ def summarize_throughput(results, names):
     summary = []
     for clients, pipeline in configs:
         for test in ("SET", "GET"):
-            base = None
+            base = base_cpu = None
             for name in names:
                 rows = [r["rows"][test] for r in runs if r["server"] == name and r["clients"] == clients
                         and r["pipeline"] == pipeline and test in r["rows"]]
@@ -614,10 +628,15 @@ def summarize_throughput(results, names):
                          "rounds": len(rows), "rps": median(x["rps"] for x in rows),
                          "rps_each": [x["rps"] for x in rows],
                          "p50": median(x["p50_latency_ms"] for x in rows),
-                         "p99": median(x["p99_latency_ms"] for x in rows)}
+                         "p99": median(x["p99_latency_ms"] for x in rows),
+                         # JSON from before the CPU column has none
+                         "cpu_us": median(x.get("cpu_us") for x in rows)}
                 if name == "redis-server":
                     base = entry["rps"]
+                    base_cpu = entry["cpu_us"]
                 entry["ratio"] = entry["rps"] / base if base else None
+                entry["cpu_ratio"] = (base_cpu / entry["cpu_us"]
+                                      if base and base_cpu and entry["cpu_us"] else None)
                 summary.append(entry)
     for e in summary:  # DistKV against the bare Twisted server on the same interpreter
         bare = [b for b in summary if b["server"] == "bare-twisted-" + e["server"].split("-", 1)[-1]
@@ -625,17 +644,21 @@ def summarize_throughput(results, names):
         e["vs_bare"] = e["rps"] / bare[0]["rps"] if e["server"].startswith("distkv-") and bare else None
     results["throughput_summary"] = summary
     print("\n== throughput: median of rounds; ratio = req/s / redis-server req/s; "
-          "vs bare = DistKV / bare Twisted server, same interpreter ==")
+          "vs bare = DistKV / bare Twisted server, same interpreter; cpu us = the server's "
+          "CPU time per request; cpu ratio = redis-server's cpu us / this server's ==")
     if dropped:
         print("left out (another benchmark overlapped a measurement of the round): %s"
               % ", ".join(results["rounds_left_out"]))
-    print("%-10s %-4s %-20s %10s %8s %8s %7s %8s   %s" % ("config", "test", "server", "req/s", "p50 ms",
-                                                         "p99 ms", "ratio", "vs bare", "each round"))
+    print("%-10s %-4s %-20s %10s %8s %8s %7s %8s %7s %9s   %s" % (
+        "config", "test", "server", "req/s", "p50 ms", "p99 ms", "ratio", "vs bare", "cpu us",
+        "cpu ratio", "each round"))
     for e in summary:
-        print("%-10s %-4s %-20s %10.0f %8.3f %8.3f %7s %8s   %s" % (
+        print("%-10s %-4s %-20s %10.0f %8.3f %8.3f %7s %8s %7s %9s   %s" % (
             "-c%d -P%d" % (e["clients"], e["pipeline"]), e["test"], e["server"], e["rps"], e["p50"], e["p99"],
             "%.2fx" % e["ratio"] if e["ratio"] is not None else "-",
             "%.2fx" % e["vs_bare"] if e["vs_bare"] is not None else "",
+            "%.2f" % e["cpu_us"] if e.get("cpu_us") else "-",
+            "%.2fx" % e["cpu_ratio"] if e.get("cpu_ratio") else "-",
             " ".join("%.0f" % x for x in e["rps_each"])))
     verdicts = []
     for e in summary:
