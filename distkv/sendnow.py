@@ -26,10 +26,6 @@ from typing import Any, Callable
 
 from twisted.internet import tcp
 
-#: A send error other than "would block": leave the bytes to Twisted, whose own
-#: next send sees the same error and closes the connection the usual way.
-_SEND_ERRORS = (OSError,)
-
 
 def writer(transport: Any) -> Callable[[bytes], None]:
     """``transport.write``, sending at once while nothing is buffered."""
@@ -60,10 +56,10 @@ def writer(transport: Any) -> Callable[[bytes], None]:
             return
         try:
             sent = send(data)
-        except BlockingIOError:
+        except OSError:
+            # Would block: Twisted sends it once the socket has room. Any other
+            # error: Twisted's own send meets it too and closes the usual way.
             sent = 0
-        except _SEND_ERRORS:
-            sent = 0  # Twisted's own send will meet the error and close
         if sent < len(data):
             queue(data[sent:] if sent else data)
 
