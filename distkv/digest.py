@@ -32,7 +32,7 @@ from binascii import crc32 as _crc32  # zlib's CRC-32; PyPy calls this one faste
 from hashlib import blake2b
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
-from distkv.hlc import Version
+from distkv.hlc import Stamped, Version
 
 BUCKETS = 1024
 # Signed: each bucket's hash is kept as the interpreter's signed 64-bit hash
@@ -85,25 +85,26 @@ class Digest:
         self._node = ""
         self._number = node_number("")
 
-    def replace(self, key: bytes, old: Optional[Version], new: Optional[Version]) -> None:
-        # On every write's path: _hash() inlined, and the last node id seen
+    def replace(self, key: bytes, old: Optional[Stamped], new: Optional[Stamped]) -> None:
+        # On every write's path: _hash() inlined (``old`` and ``new`` are
+        # versions or store entries: see hlc.Stamped), and the last node id seen
         # kept with its number (a write and the entry it replaces mostly share
         # one), which spares PyPy two dict lookups.
         crc = _crc32(key)
         bucket = crc & (BUCKETS - 1)
         value = self.hashes[bucket]
         if new is not None:
-            node = new[2]
+            node = new[-1]
             if node is not self._node:
                 self._node = node
                 self._number = node_number(node)
-            value ^= hash((crc, new[0], new[1], self._number))
+            value ^= hash((crc, new[-3], new[-2], self._number))
         if old is not None:
-            node = old[2]
+            node = old[-1]
             if node is not self._node:
                 self._node = node
                 self._number = node_number(node)
-            value ^= hash((crc, old[0], old[1], self._number))
+            value ^= hash((crc, old[-3], old[-2], self._number))
         self.hashes[bucket] = value
 
     def encode(self) -> bytes:

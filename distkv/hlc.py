@@ -11,7 +11,7 @@ here touches a reactor.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 
 class Version(NamedTuple):
@@ -26,6 +26,10 @@ class Version(NamedTuple):
 
 
 _new_tuple = tuple.__new__
+
+#: What the clock and the digest take as a version: a :class:`Version`, or a
+#: store entry, whose last three fields are a version's (ms, counter, node).
+Stamped = Tuple[Any, ...]
 
 #: The largest logical counter: versions travel and are stored with 32 bits for
 #: it, so past it the clock moves to the next millisecond instead.
@@ -58,15 +62,16 @@ class HybridClock:
         """Return a fresh version above every version stamped or observed."""
         return self.now_above(None)
 
-    def now_above(self, version: Optional[Version]) -> Version:
+    def now_above(self, version: Optional[Stamped]) -> Version:
         """Return a fresh version that is also strictly above ``version``.
 
         Used for an overwrite: the new write must beat the value it replaces
         even if that value came from a peer whose clock runs ahead of ours.
-        None (nothing to beat) is the same as :meth:`now`.
+        None (nothing to beat) is the same as :meth:`now`. ``version`` may be
+        a store entry too (see :data:`Stamped`).
         """
-        # Every local write comes here: locals and tuple indexes (version[0] is
-        # its ms, version[1] its counter) rather than attributes, for CPython.
+        # Every local write comes here: locals and tuple indexes (version[-3]
+        # is its ms, version[-2] its counter) rather than attributes, for CPython.
         wall = self._now_ms()
         ms = self._ms
         if wall > ms:
@@ -78,37 +83,37 @@ class HybridClock:
                 ms += 1
                 counter = 0
         if version is not None and (
-            version[0] > ms or (version[0] == ms and version[1] >= counter)
+            version[-3] > ms or (version[-3] == ms and version[-2] >= counter)
         ):
             # Equal (ms, counter) loses to nothing here: node ids break such
             # ties, but an overwrite must win outright, so step past it.
-            if version[1] >= MAX_COUNTER:
-                ms = version[0] + 1
+            if version[-2] >= MAX_COUNTER:
+                ms = version[-3] + 1
                 counter = 0
             else:
-                ms = version[0]
-                counter = version[1] + 1
+                ms = version[-3]
+                counter = version[-2] + 1
         self._ms = ms
         self._counter = counter
         # tuple.__new__ directly: a named tuple's own __new__ is a Python
         # function, a noticeable part of every write on CPython.
         return _new_tuple(Version, (ms, counter, self.node))
 
-    def observe(self, version: Version, count: bool = True) -> bool:
+    def observe(self, version: Stamped, count: bool = True) -> bool:
         """Move the clock past ``version``; refuse it when it is too far ahead.
 
         Returns False, and counts the refusal (unless ``count`` is false: a
         peer's clock reading rather than a write), when ``version`` lies more
         than ``max_drift_ms`` beyond our wall clock; the caller must not store it.
         """
-        if version.ms > self._ms or (
-            version.ms == self._ms and version.counter > self._counter
+        if version[-3] > self._ms or (
+            version[-3] == self._ms and version[-2] > self._counter
         ):
-            if version.ms - self._now_ms() > self.max_drift_ms:
+            if version[-3] - self._now_ms() > self.max_drift_ms:
                 self.refused += count
                 return False
-            self._ms = version.ms
-            self._counter = version.counter
+            self._ms = version[-3]
+            self._counter = version[-2]
         return True
 
     def high_water(self) -> int:

@@ -162,18 +162,17 @@ def parse_reply(line: bytes) -> Union[Hello, Tuple[str, str]]:
 
 
 def encode_write(seq: int, key: bytes, entry: Entry) -> bytes:
-    version = entry.version
-    node = _node_ascii.get(version.node)
+    value, ms, counter, name = entry
+    node = _node_ascii.get(name)
     if node is None:
-        node = _node_ascii[version.node] = version.node.encode("ascii")
-    value = entry.value
+        node = _node_ascii[name] = name.encode("ascii")
     if value is None:
         flags, value = _TOMBSTONE, b""
     else:
         flags = 0
     head = _WRITE_FRAME.pack(
         _WRITE_FIXED + len(node) + len(key) + len(value),
-        b"W", seq, version.ms, version.counter, flags, len(node),
+        b"W", seq, ms, counter, flags, len(node),
     )
     return b"".join((head, node, _KEYLEN.pack(len(key)), key, value))
 
@@ -258,7 +257,7 @@ def decode_body(body: bytes) -> Frame:
                 raise WireError("truncated key in write frame")
             offset += key_len
             value: Optional[bytes] = None if flags & _TOMBSTONE else body[offset:]
-            return Write(seq, key, Entry(value, Version(ms, counter, node)))
+            return Write(seq, key, _new_tuple(Entry, (value, ms, counter, node)))
         if kind == b"A" and len(body) == 9:
             return Ack(_SEQ.unpack_from(body, 1)[0])
         if kind in (b"H", b"h") and len(body) == 1:
@@ -316,7 +315,7 @@ def iter_writes(buffer: bytes) -> Iterator[Tuple[int, bytes, Entry]]:
             if len(key) != key_len or not key or at + key_len > stop:
                 raise WireError("truncated key in write frame")
             value: Optional[bytes] = None if flags & _TOMBSTONE else buffer[at + key_len : stop]
-            yield seq, key, _new_tuple(Entry, (value, _new_tuple(Version, (ms, counter, node))))
+            yield seq, key, _new_tuple(Entry, (value, ms, counter, node))
             offset = stop
     except (struct.error, UnicodeDecodeError) as e:
         raise WireError(f"malformed frame: {e}") from e
