@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from distkv.digest import Digest
 from distkv.hlc import HybridClock, Version
 from distkv.store import Entry, Store
 
@@ -147,6 +148,27 @@ class StoreTests(SynchronousTestCase):
         for key, entry in reversed(written + [(b"k1", final)]):
             replica.apply(key, entry)
         self.assertEqual(replica.get(b"k1"), b"final")
+
+
+class EntryTests(SynchronousTestCase):
+    def test_an_entry_is_one_flat_tuple_that_still_gives_its_version(self) -> None:
+        version = Version(1700000000123, 7, "node-a")
+        entry = Entry(b"v", version)
+        self.assertEqual(tuple(entry), (b"v", 1700000000123, 7, "node-a"))  # one object, no inner tuple
+        self.assertEqual((entry.value, entry.version), (b"v", version))
+        self.assertIs(type(entry.version), Version)
+        self.assertEqual(Entry(None, version).value, None)
+        self.assertEqual(repr(entry), "Entry(b'v', Version(ms=1700000000123, counter=7, node='node-a'))")
+
+    def test_the_clock_and_the_digest_take_an_entry_for_its_version(self) -> None:
+        version = Version(50, 3, "b")
+        entry = Entry(b"x", version)
+        self.assertEqual(HybridClock("a", lambda: 10).now_above(entry),
+                         HybridClock("a", lambda: 10).now_above(version))
+        by_version, by_entry = Digest(), Digest()
+        by_version.replace(b"k", None, version)
+        by_entry.replace(b"k", None, entry)
+        self.assertEqual(by_version.hashes, by_entry.hashes)
 
 
 class DigestTests(SynchronousTestCase):
