@@ -43,7 +43,13 @@ class Entry(Tuple[Optional[bytes], int, int, str]):
     __slots__ = ()
 
     def __new__(cls, value: Optional[bytes], version: Version) -> Entry:
+        if len(version) != 3:  # an entry passed for its version, say
+            raise TypeError(f"not a version: {version!r}")
         return _new_tuple(cls, (value, version[0], version[1], version[2]))
+
+    def __getnewargs__(self) -> Tuple[Optional[bytes], Version]:  # type: ignore[override]
+        # What copy and pickle call __new__ with.
+        return (self[0], self.version)
 
     #: The value, or None for a tombstone (a C-level getter: no Python call).
     value = property(itemgetter(0))

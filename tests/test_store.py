@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from typing import List, Tuple
 
 from hypothesis import given, settings
@@ -159,6 +161,14 @@ class EntryTests(SynchronousTestCase):
         self.assertIs(type(entry.version), Version)
         self.assertEqual(Entry(None, version).value, None)
         self.assertEqual(repr(entry), "Entry(b'v', Version(ms=1700000000123, counter=7, node='node-a'))")
+        with self.assertRaises(TypeError):
+            Entry(b"w", entry)  # type: ignore[arg-type]  # an entry is not a version
+
+    def test_entries_copy_and_pickle(self) -> None:
+        entry = Entry(None, Version(9, 1, "n"))
+        for copied in (copy.copy(entry), copy.deepcopy(entry),
+                       *(pickle.loads(pickle.dumps(entry, protocol)) for protocol in range(6))):
+            self.assertEqual((type(copied), copied), (Entry, entry))
 
     def test_the_clock_and_the_digest_take_an_entry_for_its_version(self) -> None:
         version = Version(50, 3, "b")
