@@ -6,7 +6,7 @@ import socket
 from typing import Any, Callable, List, Optional
 
 import pytest_twisted
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -50,23 +50,26 @@ class ServerFactory(Factory):
         return Server(self.made)
 
 
-def _listen(reactor: Any) -> Any:
+@inlineCallbacks
+def _connected(reactor: Any) -> Any:
+    """(listening port, client Reader, Server) over one loopback connection."""
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
     factory = ServerFactory()
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    return factory, port
+    client = yield connectProtocol(
+        TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Reader()
+    )
+    server = yield factory.made
+    return port, client, server
 
 
 @pytest_twisted.inlineCallbacks
 def test_a_reply_goes_out_without_waiting_for_the_reactor() -> Any:
     from twisted.internet import reactor
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-    factory, port = _listen(reactor)
+    port, client, server = yield _connected(reactor)
     try:
-        client = yield connectProtocol(
-            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Reader()
-        )
-        server = yield factory.made
         server.write(b"+OK\r\n")
         # Sent by the call itself: Twisted holds nothing and watches nothing.
         assert server.transport not in reactor.getWriters()
@@ -82,15 +85,10 @@ def test_what_the_kernel_does_not_take_waits_and_nothing_is_reordered() -> Any:
     """A client that stops reading fills the socket buffers: the rest of a
     write, and every write after it, wait in Twisted's buffer, in order."""
     from twisted.internet import reactor
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-    factory, port = _listen(reactor)
+    port, client, server = yield _connected(reactor)
     try:
-        client = yield connectProtocol(
-            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Reader()
-        )
         client.transport.pauseProducing()
-        server = yield factory.made
         server.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         sent: List[bytes] = []
         for i in range(200):  # far beyond the socket buffers of both ends
@@ -122,15 +120,10 @@ def test_a_write_never_overtakes_bytes_twisted_still_holds() -> Any:
     """The socket has room again but Twisted has not yet flushed its buffer:
     a new write must queue behind it, not go out first."""
     from twisted.internet import reactor
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-    factory, port = _listen(reactor)
+    port, client, server = yield _connected(reactor)
     try:
-        client = yield connectProtocol(
-            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Reader()
-        )
         client.transport.pauseProducing()
-        server = yield factory.made
         transport = server.transport
         transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         first = b"".join(b"%07d," % i for i in range(200_000))
@@ -153,14 +146,9 @@ def test_a_write_never_overtakes_bytes_twisted_still_holds() -> Any:
 @pytest_twisted.inlineCallbacks
 def test_writing_to_a_reset_connection_loses_it_quietly() -> Any:
     from twisted.internet import reactor
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-    factory, port = _listen(reactor)
+    port, client, server = yield _connected(reactor)
     try:
-        client = yield connectProtocol(
-            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Reader()
-        )
-        server = yield factory.made
         # SO_LINGER 0: the close sends a reset, not a FIN.
         client.transport.socket.setsockopt(
             socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
@@ -176,14 +164,9 @@ def test_writing_to_a_reset_connection_loses_it_quietly() -> Any:
 @pytest_twisted.inlineCallbacks
 def test_after_lose_connection_writes_are_left_to_twisted() -> Any:
     from twisted.internet import reactor
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-    factory, port = _listen(reactor)
+    port, client, server = yield _connected(reactor)
     try:
-        client = yield connectProtocol(
-            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Reader()
-        )
-        server = yield factory.made
         server.write(b"first,")
         server.transport.loseConnection()
         server.write(b"second")  # Twisted's own rule: still sent before the close
@@ -206,14 +189,9 @@ def test_other_transports_get_their_own_write() -> None:
 def test_after_abort_connection_nothing_more_is_sent() -> Any:
     """abortConnection drops what is unsent; a write after it must not slip out."""
     from twisted.internet import reactor
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-    factory, port = _listen(reactor)
+    port, client, server = yield _connected(reactor)
     try:
-        client = yield connectProtocol(
-            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Reader()
-        )
-        server = yield factory.made
         server.write(b"before,")
         yield wait_for(reactor, lambda: client.total() == 7)
         server.transport.abortConnection()
