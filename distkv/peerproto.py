@@ -15,7 +15,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Callable, Optional, Tuple, Union
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -41,21 +41,15 @@ def no_delay(transport: object) -> None:
         setter(True)
 
 
-class PeerConnection(Protocol):
+class PeerConnection(sendnow.SendingProtocol):
     """Either end of a link: Nagle off, and writes that go out at once while
     nothing is buffered (see :mod:`distkv.sendnow`)."""
 
     transport: ITCPTransport
 
-    def __init__(self) -> None:
-        self._write: Callable[[bytes], None] = self._buffered
-
-    def _buffered(self, data: bytes) -> None:
-        self.transport.write(data)
-
     def connectionMade(self) -> None:
         no_delay(self.transport)
-        self._write = sendnow.writer(self.transport)
+        super().connectionMade()
 
 
 class PushProtocol(PeerConnection):
@@ -76,7 +70,7 @@ class PushProtocol(PeerConnection):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self._write(wire.hello_line(wire.MAGIC, self._link.local))
+        self.write(wire.hello_line(wire.MAGIC, self._link.local))
         self._timer = self._clock.callLater(self._heartbeat, self._tick)
 
     def _tick(self) -> None:
@@ -86,7 +80,7 @@ class PushProtocol(PeerConnection):
             self.transport.abortConnection()
             return
         if self._decoder is not None:
-            self._write(self._link.heartbeat())
+            self.write(self._link.heartbeat())
         self._timer = self._clock.callLater(self._heartbeat, self._tick)
 
     def dataReceived(self, data: bytes) -> None:
@@ -135,7 +129,7 @@ class PushProtocol(PeerConnection):
         self.transport.abortConnection()
 
     def send(self, data: bytes) -> None:
-        self._write(data)
+        self.write(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._timer is not None and self._timer.active():
@@ -199,7 +193,7 @@ class ApplyProtocol(PeerConnection):
                 return
             self.remote = hello
             self._decoder = wire.FrameDecoder(self._max_frame)
-            self._write(wire.hello_line(wire.OK_WORD, answer))
+            self.write(wire.hello_line(wire.OK_WORD, answer))
             data = rest
         try:
             frames = self._decoder.feed(data)
@@ -209,7 +203,7 @@ class ApplyProtocol(PeerConnection):
             return
         applied = 0
         apply = self._apply
-        write = self._write
+        write = self.write
         for frame in frames:
             if isinstance(frame, wire.Write):
                 apply(frame.key, frame.entry)
@@ -236,7 +230,7 @@ class ApplyProtocol(PeerConnection):
         """Send ``data`` once everything applied so far is committed."""
         batch = self._durable()
         if batch is None:
-            self._write(data)
+            self.write(data)
             if then is not None:
                 then()
             return
@@ -245,7 +239,7 @@ class ApplyProtocol(PeerConnection):
             # A failed commit is logged by the journal; the peer, never told,
             # keeps the writes and sends them again.
             if error is None:
-                self._write(data)
+                self.write(data)
                 if then is not None:
                     then()
 
@@ -257,5 +251,5 @@ class ApplyProtocol(PeerConnection):
 
     def _refuse(self, refusal: Refusal) -> None:
         log.warn("Refusing peer connection: {code} {why}", code=refusal[0], why=refusal[1])
-        self._write(wire.refusal_line(*refusal))
+        self.write(wire.refusal_line(*refusal))
         self.transport.loseConnection()

@@ -17,7 +17,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, cast
 
 from twisted.internet.interfaces import IConsumer, IPushProducer, ITCPTransport
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 from distkv import sendnow
@@ -100,7 +100,7 @@ class ReplyQueue:
             self._close()
 
 
-class ClientConnection(Protocol):
+class ClientConnection(sendnow.SendingProtocol):
     """A client connection of either front end (text or RESP).
 
     It registers as its transport's streaming producer, so the transport
@@ -111,15 +111,10 @@ class ClientConnection(Protocol):
     transport: ITCPTransport
 
     def __init__(self, dispatcher: Dispatcher, kind: str, encode: Callable[[Any], bytes]) -> None:
+        super().__init__()
         self._dispatcher = dispatcher
         self.session = Session(kind)
         self._owed = ReplyQueue(self._send, encode, self._hang_up)
-        #: Writes a reply; sends at once while nothing is buffered (see
-        #: :mod:`distkv.sendnow`).
-        self.write: Callable[[bytes], None] = self._unconnected
-
-    def _unconnected(self, data: bytes) -> None:
-        self.transport.write(data)
 
     def _send(self, data: bytes) -> None:
         self.write(data)
@@ -128,7 +123,7 @@ class ClientConnection(Protocol):
         self.transport.loseConnection()
 
     def connectionMade(self) -> None:
-        self.write = sendnow.writer(self.transport)
+        super().connectionMade()
         cast(IConsumer, self.transport).registerProducer(cast(IPushProducer, self), True)
         self.session.address = str(self.transport.getPeer())
         self._dispatcher.stats.connected()

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.internet import tcp
+from twisted.internet.protocol import Protocol
 
 
 def writer(transport: Any) -> Callable[[bytes], None]:
@@ -64,3 +65,22 @@ def writer(transport: Any) -> Callable[[bytes], None]:
             queue(data[sent:] if sent else data)
 
     return write
+
+
+class SendingProtocol(Protocol):
+    """A protocol whose :attr:`write` goes through :func:`writer` once connected.
+
+    The base of every DistKV connection that answers or pushes (client front
+    ends and both ends of a peer link); subclasses call ``super()`` in
+    ``__init__`` and ``connectionMade``.
+    """
+
+    def __init__(self) -> None:
+        #: Writes to the connection: at once while nothing is buffered.
+        self.write: Callable[[bytes], None] = self._buffered
+
+    def _buffered(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def connectionMade(self) -> None:
+        self.write = writer(self.transport)
