@@ -11,7 +11,7 @@ here touches a reactor.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Tuple, Type, TypeVar
 
 
 class Version(NamedTuple):
@@ -30,6 +30,7 @@ _new_tuple = tuple.__new__
 #: What the clock and the digest take as a version: a :class:`Version`, or a
 #: store entry, whose last three fields are a version's (ms, counter, node).
 Stamped = Tuple[Any, ...]
+T = TypeVar("T", bound=Tuple[Any, ...])
 
 #: The largest logical counter: versions travel and are stored with 32 bits for
 #: it, so past it the clock moves to the next millisecond instead.
@@ -70,8 +71,17 @@ class HybridClock:
         None (nothing to beat) is the same as :meth:`now`. ``version`` may be
         a store entry too (see :data:`Stamped`).
         """
-        # Every local write comes here: locals and tuple indexes (version[-3]
-        # is its ms, version[-2] its counter) rather than attributes, for CPython.
+        return _new_tuple(Version, self.stamp(None, version, tuple)[1:])
+
+    def stamp(self, value: object, above: Optional[Stamped], kind: Type[T]) -> T:
+        """``(value, ms, counter, node)`` as a ``kind`` (a tuple type): ``value``
+        with a fresh version, strictly above ``above`` (as :meth:`now_above`).
+
+        The store makes its entries this way, with no :class:`Version` built
+        only to be taken apart.
+        """
+        # Every local write comes here: locals and tuple indexes (above[-3]
+        # is its ms, above[-2] its counter) rather than attributes, for CPython.
         wall = self._now_ms()
         ms = self._ms
         if wall > ms:
@@ -82,22 +92,23 @@ class HybridClock:
             if counter > MAX_COUNTER:  # the wire has 32 bits for it
                 ms += 1
                 counter = 0
-        if version is not None and (
-            version[-3] > ms or (version[-3] == ms and version[-2] >= counter)
+        if above is not None and (
+            above[-3] > ms or (above[-3] == ms and above[-2] >= counter)
         ):
             # Equal (ms, counter) loses to nothing here: node ids break such
             # ties, but an overwrite must win outright, so step past it.
-            if version[-2] >= MAX_COUNTER:
-                ms = version[-3] + 1
+            if above[-2] >= MAX_COUNTER:
+                ms = above[-3] + 1
                 counter = 0
             else:
-                ms = version[-3]
-                counter = version[-2] + 1
+                ms = above[-3]
+                counter = above[-2] + 1
         self._ms = ms
         self._counter = counter
-        # tuple.__new__ directly: a named tuple's own __new__ is a Python
-        # function, a noticeable part of every write on CPython.
-        return _new_tuple(Version, (ms, counter, self.node))
+        # tuple.__new__ directly: a named tuple's own __new__, or a tuple
+        # subclass's, is a Python function, a noticeable part of every write
+        # on CPython.
+        return _new_tuple(kind, (value, ms, counter, self.node))
 
     def observe(self, version: Stamped, count: bool = True) -> bool:
         """Move the clock past ``version``; refuse it when it is too far ahead.

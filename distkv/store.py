@@ -102,7 +102,8 @@ class Store:
         self._listeners: List[Listener] = []
         self._purge_listeners: List[PurgeListener] = []
         self._tombstones: Set[bytes] = set()
-        self.digest = Digest()
+        self.digest = Digest(self._data)
+        self._changed = self.digest.changed
         #: The sequence number of the last local write.
         self.seq = 0
         #: Every node has received every write below this version.
@@ -134,17 +135,20 @@ class Store:
         """Write ``value`` locally with a version above anything seen."""
         # The hot path of every SET, so _write() and _put() are inlined for a
         # value (never a tombstone), with tuple indexes: current[0] is the
-        # value; the clock and the digest read the version off the entry.
+        # value; the clock reads the version off the entry and makes the new one.
         data = self._data
         current = data.get(key)
-        version = self.clock.now_above(current)
+        entry: Entry = self.clock.stamp(value, current, Entry)
         if current is None:
             self._live += 1
         elif current[0] is None:
             self._tombstones.discard(key)
             self._live += 1
-        self.digest.replace(key, current, version)
-        entry: Entry = _new_tuple(Entry, (value, version[0], version[1], version[2]))
+        changed = self._changed
+        if key not in changed:  # Digest.note() inlined: once per key between digest reads
+            if len(changed) >= self.digest.fold_at:
+                self.digest.fold()
+            changed[key] = None if current is None else current[1:]
         data[key] = entry
         self.changes += 1
         self.seq = seq = self.seq + 1
@@ -165,8 +169,7 @@ class Store:
 
     def _write(self, key: bytes, value: Optional[bytes]) -> Entry:
         current = self._data.get(key)
-        stamp = self.clock.now_above(current)
-        entry: Entry = _new_tuple(Entry, (value, stamp[0], stamp[1], stamp[2]))
+        entry = self.clock.stamp(value, current, Entry)
         self.seq += 1
         self._put(key, entry, current, self.seq)
         return entry
@@ -197,8 +200,8 @@ class Store:
         current = self._data.get(key)
         if current is None or newer(entry, current):
             self._count(key, current, entry)
+            self.digest.note(key, current)
             self._data[key] = entry
-            self.digest.replace(key, current, entry)
         if seq > self.seq:
             self.seq = seq
 
@@ -244,12 +247,13 @@ class Store:
                 listener(gone)
 
     def _drop(self, key: bytes) -> None:
-        entry = self._data.pop(key)
+        entry = self._data[key]
+        self.digest.note(key, entry)
+        del self._data[key]
         if entry[0] is None:
             self._tombstones.discard(key)
         else:
             self._live -= 1
-        self.digest.replace(key, entry, None)
 
     def _put(self, key: bytes, entry: Entry, current: Optional[Entry], seq: int) -> None:
         # The hot path of every write: _count() inlined.
@@ -259,7 +263,6 @@ class Store:
                 self._tombstones.add(key)
             else:
                 self._live += 1
-            self.digest.replace(key, None, entry)
         else:
             if current[0] is None:
                 if entry[0] is not None:
@@ -268,7 +271,8 @@ class Store:
             elif entry[0] is None:
                 self._tombstones.add(key)
                 self._live -= 1
-            self.digest.replace(key, current, entry)
+        if key not in self._changed:
+            self.digest.note(key, current)
         self._data[key] = entry
         for listener in self._listeners:
             listener(key, entry, seq)

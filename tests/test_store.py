@@ -175,10 +175,15 @@ class EntryTests(SynchronousTestCase):
         entry = Entry(b"x", version)
         self.assertEqual(HybridClock("a", lambda: 10).now_above(entry),
                          HybridClock("a", lambda: 10).now_above(version))
-        by_version, by_entry = Digest(), Digest()
-        by_version.replace(b"k", None, version)
-        by_entry.replace(b"k", None, entry)
-        self.assertEqual(by_version.hashes, by_entry.hashes)
+        self.assertEqual(Digest({b"k": version}).hashes, Digest({b"k": entry}).hashes)
+
+    def test_the_clock_stamps_an_entry_as_it_would_a_version(self) -> None:
+        """clock.stamp() makes the entry a value and now_above()'s version would."""
+        above = Entry(b"old", Version(50, 3, "b"))
+        stamped = HybridClock("a", lambda: 10).stamp(b"new", above, Entry)
+        self.assertIs(type(stamped), Entry)
+        self.assertEqual(stamped, Entry(b"new", HybridClock("a", lambda: 10).now_above(above)))
+        self.assertEqual(stamped.version, Version(50, 4, "a"))
 
 
 class DigestTests(SynchronousTestCase):
@@ -192,10 +197,68 @@ class DigestTests(SynchronousTestCase):
         replica = make_store("r", 100_000)
         for key, entry in generate(history):
             replica.apply(key, entry)
-        fresh = Digest()
-        for key, entry in replica.items():
-            fresh.replace(key, None, entry.version)
+        fresh = Digest({key: entry.version for key, entry in replica.items()})
         self.assertEqual(replica.digest.encode(), fresh.encode())
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["set", "delete", "apply", "purge", "drop", "unload", "load", "read"]),
+                st.integers(0, 5),  # which key
+                st.integers(0, 3),  # how far the wall clock moves first
+            ),
+            max_size=60,
+        ),
+        st.integers(1, 4),  # FOLD_AT
+    )
+    @settings(max_examples=300, deadline=None)
+    def test_a_digest_read_at_any_point_matches_one_computed_from_scratch(
+        self, steps: List[Tuple[str, int, int]], fold_at: int
+    ) -> None:
+        """Every kind of change, with the digest read (and so folded) between any
+        two of them and folds forced every few keys, leaves the same hashes as a
+        digest built from the store's contents at that moment."""
+        wall = [1000]
+        store = Store(HybridClock("a", lambda: wall[0], max_drift_ms=10**12))
+        store.digest.fold_at = fold_at
+        peer = Store(HybridClock("b", lambda: wall[0] + 7, max_drift_ms=10**12))
+        for op, which, tick in steps:
+            key = b"k%d" % which
+            wall[0] += tick
+            if op == "set":
+                store.set(key, b"v%d" % wall[0])
+            elif op == "delete":
+                store.delete(key)
+            elif op == "apply":
+                store.apply(key, peer.set(key, b"p%d" % wall[0]))
+            elif op == "purge":
+                store.purge(Version(wall[0], 0, ""))
+            elif op == "drop":
+                store.drop_dead(key, Version(wall[0], 0, ""))
+            elif op == "unload":
+                entry = store.entry(key)
+                if entry is not None:
+                    store.unload(key, entry.version)
+            elif op == "load":
+                store.load(key, peer.set(key, b"l%d" % wall[0]))
+            else:
+                fresh = Digest({k: e.version for k, e in store.items()})
+                self.assertEqual(store.digest.hashes, fresh.hashes)
+            self.assertLessEqual(len(store.digest.changed), fold_at)
+        fresh = Digest({k: e.version for k, e in store.items()})
+        self.assertEqual(store.digest.encode(), fresh.encode())
+        self.assertEqual(store.digest.changed, {})
+
+    def test_a_noted_change_keeps_no_value_alive(self) -> None:
+        """Between digest reads a changed key's old version is kept, never its old value."""
+        store = make_store()
+        store.set(b"k", b"big" * 1000)
+        store.digest.encode()
+        store.set(b"k", b"small")
+        store.set(b"k", b"smaller")
+        (kept,) = store.digest.changed.values()
+        self.assertEqual(len(kept), 3)  # type: ignore[arg-type]
+        self.assertNotIn(b"big" * 1000, kept)  # type: ignore[operator]
 
     def test_entry_hashes_are_the_same_in_every_process(self) -> None:
         """Pinned values: the suite runs under CPython and PyPy, so a mixed

@@ -87,8 +87,7 @@ class AntiEntropyFrameTests(SynchronousTestCase):
         """Digest offers, key lists (empty or not) and round marks decode to what was sent."""
         from distkv.digest import Digest
 
-        digest = Digest()
-        digest.replace(b"k", None, Version(5, 1, "a"))
+        digest = Digest({b"k": Version(5, 1, "a")})
         versions = [(b"a", Version(1, 2, "n1")), (b"b" * 300, Version(3, 4, "n2"))]
         stream = (
             wire.encode_digest(7, digest.encode())
