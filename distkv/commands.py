@@ -48,6 +48,8 @@ from distkv.replies import (
 )
 from distkv.store import Store
 
+_new_tuple = tuple.__new__
+
 __all__ = [
     "GOODBYE", "LOADING", "NIL", "OK", "PONG", "Array", "Bulk", "Dispatcher", "Error",
     "Integer", "Lines", "Map", "Outcome", "Pending", "Reply", "Request", "Session", "Status", "wrong_arity",
@@ -130,6 +132,9 @@ class Dispatcher:
         stats: Optional[Stats] = None,
     ) -> None:
         self._store = store
+        #: The store's clock: a front end holds it over a batch of requests
+        #: (see HybridClock.hold).
+        self.clock = store.clock
         self._status = status
         self._durable = durable
         #: True while data commands must be refused with LOADING.
@@ -216,7 +221,10 @@ class Dispatcher:
     def _get(self, args: Sequence[bytes], session: Session) -> Outcome:
         if self.loading:
             return LOADING
-        return Bulk(self._store.get(args[0]))
+        value = self._store.get(args[0])
+        # tuple.__new__: Bulk(value) would call the named tuple's __new__, a
+        # Python function, on every GET.
+        return NIL if value is None else _new_tuple(Bulk, (value,))
 
     def _set(self, args: Sequence[bytes], session: Session) -> Outcome:
         if self.loading:

@@ -58,6 +58,8 @@ class HybridClock:
         self._ms = 0
         self._counter = 0
         self.refused = 0
+        # None, or the wall reading held for a batch (-1 until its first stamp).
+        self._held: Optional[int] = None
 
     def now(self) -> Version:
         """Return a fresh version above every version stamped or observed."""
@@ -82,7 +84,13 @@ class HybridClock:
         """
         # Every local write comes here: locals and tuple indexes (above[-3]
         # is its ms, above[-2] its counter) rather than attributes, for CPython.
-        wall = self._now_ms()
+        held = self._held
+        if held is None:
+            wall = self._now_ms()
+        elif held < 0:  # the first stamp of a held batch
+            wall = self._held = self._now_ms()
+        else:
+            wall = held
         ms = self._ms
         if wall > ms:
             ms = wall
@@ -109,6 +117,23 @@ class HybridClock:
         # subclass's, is a Python function, a noticeable part of every write
         # on CPython.
         return _new_tuple(kind, (value, ms, counter, self.node))
+
+    def hold(self) -> None:
+        """Stamp with one wall-clock reading, the next stamp's, until :meth:`release`.
+
+        A front end holds the clock over the requests that arrived in one
+        read: they arrived together, and reading the wall clock is a good part
+        of a write's cost on CPython. Versions still rise (the counter orders
+        writes within one reading) and still beat every version observed;
+        they just carry the millisecond the batch began in. A front end must
+        release it once the batch is done, whatever happens in between: a
+        reading held for longer would fall ever further behind the wall.
+        """
+        self._held = -1
+
+    def release(self) -> None:
+        """Read the wall clock for every stamp again (see :meth:`hold`)."""
+        self._held = None
 
     def observe(self, version: Stamped, count: bool = True) -> bool:
         """Move the clock past ``version``; refuse it when it is too far ahead.

@@ -29,6 +29,39 @@ class HybridClockTests(SynchronousTestCase):
         self.assertEqual(stamps, sorted(stamps))
         self.assertEqual(len(set(stamps)), len(stamps))
 
+    def test_a_held_clock_stamps_with_one_reading_until_released(self) -> None:
+        """While held, stamps carry the millisecond of the first one after hold()
+        and rise by counter however the wall moves; after release they follow
+        the wall again, and still rise."""
+        wall = FakeWall(1000)
+        clock = HybridClock("a", wall)
+        clock.hold()
+        wall.ms = 1005  # the reading held is the first stamp's, not hold()'s
+        stamps = []
+        for ms in (1005, 1009, 1500):
+            wall.ms = ms
+            stamps.append(clock.now())
+        self.assertEqual(stamps, [Version(1005, 0, "a"), Version(1005, 1, "a"), Version(1005, 2, "a")])
+        self.assertGreater(clock.now_above(Version(1005, 9, "z")), Version(1005, 9, "z"))
+        clock.release()
+        self.assertEqual(clock.now(), Version(1500, 0, "a"))
+        clock.hold()
+        clock.release()  # held, never stamped: the next stamp still reads the wall
+        wall.ms = 1600
+        self.assertEqual(clock.now(), Version(1600, 0, "a"))
+
+    def test_a_held_clock_judges_observed_versions_by_the_wall(self) -> None:
+        """Holding the clock does not change what counts as too far ahead."""
+        wall = FakeWall(1000)
+        clock = HybridClock("a", wall, max_drift_ms=100)
+        clock.hold()
+        clock.now()
+        wall.ms = 2000
+        self.assertTrue(clock.observe(Version(2050, 0, "b")))
+        self.assertFalse(clock.observe(Version(2200, 0, "b")))
+        self.assertGreater(clock.now(), Version(2050, 0, "b"))
+        clock.release()
+
     def test_observed_version_makes_the_next_stamp_larger(self) -> None:
         """A node whose clock is behind still stamps above a version it has seen."""
         clock = HybridClock("slow", FakeWall(1000))

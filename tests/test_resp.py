@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from distkv.commands import glob_regex
 from distkv.frontdoor import FrontDoor
 from distkv.node import Node
+from distkv.replies import Session
 from distkv.resp import parse
 from tests.scratch import scratch_dir
 
@@ -219,6 +220,53 @@ class RespProtocolTests(SynchronousTestCase):
         self.assertEqual(len(writes), 1)
         self.assertEqual(writes[0], b"+OK\r\n" * 300 + b"".join(
             b"$%d\r\n%d\r\n" % (len(b"%d" % i), i) for i in range(300)))
+
+    def test_the_writes_of_one_read_share_one_wall_clock_reading(self) -> None:
+        """Pipelined writes that arrive in one read are stamped with one reading
+        of the wall clock (their counters order them); the next read reads it
+        again, and so does a write made outside any read."""
+        readings: List[int] = []
+
+        def wall() -> int:
+            readings.append(1_000_000 + len(readings))  # moves on at every reading
+            return readings[-1]
+
+        node = Node(self.clock, "n", now_ms=wall)
+        proto, transport = connect(node)
+        sets = b"".join(command(b"SET", b"k%d" % i, b"v") for i in range(5))
+        proto.dataReceived(sets + command(b"GET", b"k0"))
+        versions = [node.store.entry(b"k%d" % i).version for i in range(5)]  # type: ignore[union-attr]
+        self.assertEqual(len(readings), 1)
+        self.assertEqual([(v.ms, v.counter) for v in versions], [(readings[0], i) for i in range(5)])
+        proto.dataReceived(command(b"SET", b"k0", b"w") + command(b"SET", b"k1", b"w"))
+        self.assertEqual(len(readings), 2)
+        node.store.set(b"k9", b"direct")
+        self.assertEqual(node.store.entry(b"k9").version.ms, readings[2])  # type: ignore[union-attr]
+
+    def test_the_clock_is_released_when_a_command_fails(self) -> None:
+        """A command that raises in the middle of a read does not leave the clock
+        held: later writes read the wall clock again."""
+        readings: List[int] = []
+
+        def wall() -> int:
+            readings.append(2_000_000 + len(readings))
+            return readings[-1]
+
+        node = Node(self.clock, "n", now_ms=wall)
+        proto, transport = connect(node)
+        real_run = node.dispatcher.run
+
+        def run(name: bytes, args: Sequence[bytes], session: Session) -> object:
+            if name == b"BOOM":
+                raise RuntimeError("a bug in a command")
+            return real_run(name, args, session)
+
+        node.dispatcher.run = run  # type: ignore[method-assign,assignment]
+        with self.assertRaises(RuntimeError):
+            proto.dataReceived(command(b"SET", b"a", b"1") + command(b"BOOM"))
+        node.store.set(b"b", b"2")
+        node.store.set(b"c", b"3")
+        self.assertEqual(len(readings), 3)
 
     def test_protocol_error_answers_earlier_requests_then_closes(self) -> None:
         proto, transport = connect(self.node)
