@@ -75,8 +75,10 @@ def _hash(crc: int, version: Version) -> int:
 PORTABLE = entry_hash(b"k", Version(5, 1, "a")) == 43926231581603748
 
 
-#: A digest folds its noted changes in once this many keys have changed.
+#: A digest folds its noted changes in once this many keys have changed,
 FOLD_AT = 1024
+#: or once the keys noted add up to this many bytes (the notes hold the keys).
+FOLD_BYTES = 256 * 1024
 
 
 class Digest:
@@ -87,33 +89,36 @@ class Digest:
     counted. A change to it is not hashed when it is made: the caller first
     notes the key (:meth:`note`) with the version the digest still counts for
     it, and the hashes take in every noted key at once, from the entry then
-    held, when they are next read, or once ``fold_at`` keys are noted.
-    XOR is commutative, so the result is the same as hashing every change in
-    turn, but a key written many times between two reads (a hot key, or a
-    pipeline of writes to it) is hashed twice rather than twice per write,
-    and the rest are hashed in one loop rather than one call per write.
+    held, when they are next read, or once ``fold_at`` keys (or
+    :data:`FOLD_BYTES` of keys) are noted. XOR is commutative, so the result
+    is the same as hashing every change in turn, but a key written many
+    times between two reads (a hot key, or a pipeline of writes to it) is
+    hashed twice in all rather than twice per write.
     """
 
     def __init__(self, entries: Mapping[bytes, Stamped], fold_at: int = FOLD_AT) -> None:
         self._entries = entries
         #: Fold once this many keys are noted.
         self.fold_at = fold_at
+        self._key_bytes = 0
         self._hashes = [0] * BUCKETS
-        #: Key -> the version the hashes still count for it (None: no entry);
-        #: read and filled in directly by the store's hot path.
+        #: Key -> the version the hashes still count for it (None: no entry).
+        #: The store reads it (never writes it) to call note() only once per
+        #: key; it is cleared in place, never replaced.
         self.changed: Dict[bytes, Optional[Stamped]] = dict.fromkeys(entries)
 
     def note(self, key: bytes, old: Optional[Stamped]) -> None:
         """Call before changing ``key``'s entry; ``old`` is the entry it holds now."""
         changed = self.changed
         if key not in changed:
-            if len(changed) >= self.fold_at:
+            if len(changed) >= self.fold_at or self._key_bytes >= FOLD_BYTES:
                 # Now, not after the new key is noted: every change noted so
                 # far has been made, and this key's is still to come.
                 self.fold()
             # Its version only (the last three fields): an old value must not
             # stay in memory until the next fold.
             changed[key] = None if old is None else old[-3:]
+            self._key_bytes += len(key)
 
     def fold(self) -> None:
         """Hash every noted change into its bucket."""
@@ -142,6 +147,7 @@ class Digest:
                 value ^= hash((crc, old[-3], old[-2], number))
             hashes[bucket] = value
         changed.clear()
+        self._key_bytes = 0
 
     @property
     def hashes(self) -> List[int]:

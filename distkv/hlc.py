@@ -122,12 +122,15 @@ class HybridClock:
         """Stamp with one wall-clock reading, the next stamp's, until :meth:`release`.
 
         A front end holds the clock over the requests that arrived in one
-        read: they arrived together, and reading the wall clock is a good part
-        of a write's cost on CPython. Versions still rise (the counter orders
-        writes within one reading) and still beat every version observed;
-        they just carry the millisecond the batch began in. A front end must
-        release it once the batch is done, whatever happens in between: a
-        reading held for longer would fall ever further behind the wall.
+        read: they arrived together, so their writes are stamped with the
+        time the first of them was run, and reading the wall clock is a good
+        part of a write's cost on CPython. Versions still rise (the counter
+        orders writes within one reading) and still beat every version
+        observed; only their millisecond may lag the wall by as long as the
+        read's requests take to run. A front end must release it once the
+        batch is done, whatever happens in between: a reading held for longer
+        would fall ever further behind the wall. Holds do not nest: the first
+        release ends the hold.
         """
         self._held = -1
 

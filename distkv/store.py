@@ -103,7 +103,7 @@ class Store:
         self._purge_listeners: List[PurgeListener] = []
         self._tombstones: Set[bytes] = set()
         self.digest = Digest(self._data)
-        self._changed = self.digest.changed
+        self._changed = self.digest.changed  # the keys the digest has noted
         #: The sequence number of the last local write.
         self.seq = 0
         #: Every node has received every write below this version.
@@ -144,11 +144,8 @@ class Store:
         elif current[0] is None:
             self._tombstones.discard(key)
             self._live += 1
-        changed = self._changed
-        if key not in changed:  # Digest.note() inlined: once per key between digest reads
-            if len(changed) >= self.digest.fold_at:
-                self.digest.fold()
-            changed[key] = None if current is None else current[1:]
+        if key not in self._changed:  # once per key between digest reads
+            self.digest.note(key, current)
         data[key] = entry
         self.changes += 1
         self.seq = seq = self.seq + 1

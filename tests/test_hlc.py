@@ -108,6 +108,20 @@ class HybridClockTests(SynchronousTestCase):
         self.assertEqual(stamp, Version(6, 0, "a"))
         wire.encode_write(1, b"k", Entry(b"v", stamp))  # packs
 
+    def test_a_held_clock_also_moves_to_the_next_ms_past_the_largest_counter(self) -> None:
+        """Held, the clock still never hands out a counter past 32 bits: it takes
+        the next millisecond, above the held reading, and keeps rising from there."""
+        from distkv.hlc import MAX_COUNTER
+
+        clock = HybridClock("a", FakeWall(5))
+        clock.hold()
+        self.assertEqual(clock.now(), Version(5, 0, "a"))
+        self.assertEqual(clock.now_above(Version(5, MAX_COUNTER, "z")), Version(6, 0, "a"))
+        self.assertTrue(clock.observe(Version(6, MAX_COUNTER, "z")))
+        self.assertEqual(clock.now(), Version(7, 0, "a"))
+        self.assertEqual(clock.now(), Version(7, 1, "a"))
+        clock.release()
+
     def test_far_future_version_is_refused_and_counted(self) -> None:
         """A version beyond the allowed skew is refused, counted, and leaves the clock alone."""
         clock = HybridClock("a", FakeWall(1000), max_drift_ms=500)

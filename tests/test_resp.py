@@ -328,6 +328,13 @@ class RespProtocolTests(SynchronousTestCase):
         transport.clear()
         proto.dataReceived(command(b"MGET", b"nope") + command(b"CONFIG", b"GET", b"save"))
         self.assertEqual(transport.value(), b"*1\r\n_\r\n%1\r\n$4\r\nsave\r\n$0\r\n\r\n")
+        transport.clear()
+        proto.dataReceived(command(b"SET", b"k", b"v\r\n") + command(b"GET", b"k")
+                           + command(b"GET", b"no"))
+        self.assertEqual(transport.value(), b"+OK\r\n$3\r\nv\r\n\r\n_\r\n")
+        transport.clear()
+        proto.dataReceived(command(b"GET", b"no"))  # alone in its read, too
+        self.assertEqual(transport.value(), b"_\r\n")
 
     def test_info_has_redis_sections_and_the_peers(self) -> None:
         node = Node(self.clock, "info-node", max_request=1000)

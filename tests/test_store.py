@@ -250,15 +250,45 @@ class DigestTests(SynchronousTestCase):
         self.assertEqual(store.digest.changed, {})
 
     def test_a_noted_change_keeps_no_value_alive(self) -> None:
-        """Between digest reads a changed key's old version is kept, never its old value."""
-        store = make_store()
-        store.set(b"k", b"big" * 1000)
+        """Between digest reads a changed key's old version is kept, never its
+        old value, whichever kind of change replaced it."""
+        big = b"big" * 1000
+        store, peer = make_store("a"), make_store("b", 5000)
+        changes = {
+            b"set": lambda key: store.set(key, b"small"),
+            b"delete": lambda key: store.delete(key),
+            b"apply": lambda key: store.apply(key, peer.set(key, b"newer")),
+            b"load": lambda key: store.load(key, peer.set(key, b"newer")),
+            b"drop": lambda key: store.drop_dead(key, Version(10**9, 0, "")),
+        }
+        for name in changes:
+            store.set(name, big)
         store.digest.encode()
-        store.set(b"k", b"small")
-        store.set(b"k", b"smaller")
-        (kept,) = store.digest.changed.values()
-        self.assertEqual(len(kept), 3)  # type: ignore[arg-type]
-        self.assertNotIn(b"big" * 1000, kept)  # type: ignore[operator]
+        for name, change in changes.items():
+            change(name)
+        self.assertEqual(set(store.digest.changed), set(changes))
+        for name, kept in store.digest.changed.items():
+            self.assertEqual(len(kept), 3, name)  # type: ignore[arg-type]
+            self.assertNotIn(big, kept, name)  # type: ignore[operator]
+
+    def test_noted_keys_are_folded_by_count_and_by_size(self) -> None:
+        """The notes between digest reads stay bounded: a fold comes after
+        fold_at keys, or after FOLD_BYTES of keys, whichever is first."""
+        from distkv.digest import FOLD_AT, FOLD_BYTES
+
+        store = make_store()
+        for i in range(3 * FOLD_AT):
+            store.set(b"k%d" % i, b"v")
+            self.assertLessEqual(len(store.digest.changed), FOLD_AT)
+        store.digest.encode()
+        long_key = b"x" * (FOLD_BYTES // 4)
+        for i in range(12):
+            store.set(long_key + b"%d" % i, b"v")
+            noted = sum(map(len, store.digest.changed))
+            self.assertLessEqual(noted, FOLD_BYTES + len(long_key) + 2)
+        self.assertLess(len(store.digest.changed), 6)
+        fresh = Digest({k: e.version for k, e in store.items()})
+        self.assertEqual(store.digest.encode(), fresh.encode())
 
     def test_entry_hashes_are_the_same_in_every_process(self) -> None:
         """Pinned values: the suite runs under CPython and PyPy, so a mixed
