@@ -1,4 +1,4 @@
-"""Bucketed digests of a store, kept up to date on every write, for anti-entropy.
+"""Bucketed digests of a store, kept up to date as it changes, for anti-entropy.
 
 Keys fall into a fixed number of buckets by CRC-32. A bucket's digest is the
 XOR of one 64-bit hash per stored entry, taken over the key's CRC-32 and its
@@ -9,7 +9,8 @@ lazily, for every key changed since the hashes were last read). Two
 replicas compare their digest vectors, then exchange the keys and versions of
 the buckets that differ, never the whole data set.
 
-The entry hash is on every write's path, so it is the interpreter's own tuple
+The entry hash is taken twice for every key written (its old version out,
+its new one in), so it is the interpreter's own tuple
 hash over four integers (the xxHash-based one CPython has used since 3.8 and
 PyPy shares; integers hash to themselves modulo 2**61-1, with no per-process
 seed), not a cryptographic hash: it costs a fraction of a microsecond on
