@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Set, Tuple
 from distkv import wire
 from distkv.digest import select
 from distkv.hlc import Version
-from distkv.store import Entry, Store
+from distkv.store import Entry, Store, version_of
 
 #: Key bytes per key-list frame: one frame stays far below the frame limit
 #: (a single key larger than this travels alone, still under the limit).
@@ -36,7 +36,7 @@ def answer_offer(store: Store, offer: wire.DigestOffer) -> bytes:
         chunk: List[Tuple[bytes, Version]] = []
         size = 0
         for key, entry in items:
-            chunk.append((key, entry.version))
+            chunk.append((key, version_of(entry)))
             size += len(key) + 32
             if size >= KEY_BYTES_PER_FRAME:
                 frames.append(wire.encode_key_list(offer.round, bucket, chunk))
@@ -77,7 +77,7 @@ class Round:
                 seen = theirs.get(key)
                 if seen is None and horizon is not None and store.drop_dead(key, horizon):
                     self.dropped += 1
-                elif seen is None or entry.version > seen:
+                elif seen is None or entry[1:] > seen:
                     out.append((key, entry))
         return out
 

@@ -335,8 +335,7 @@ class Disk:
             for key, value, ms, counter, node, seq in self._select(
                 "SELECT key, value, ms, counter, node, seq FROM entries"
             ):
-                version = Version(ms, counter, nodes.setdefault(node, node))
-                rows.append((seq or 0, bytes(key), Entry(value, version)))
+                rows.append((seq or 0, bytes(key), (value, ms, counter, nodes.setdefault(node, node))))
                 size += len(key) + len(value or b"")
                 if len(rows) >= SNAPSHOT_PART or size >= SNAPSHOT_PART_BYTES:
                     self.write_snapshot_part(1, part, rows)

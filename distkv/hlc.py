@@ -11,7 +11,7 @@ here touches a reactor.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Tuple, Type, TypeVar
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 
 class Version(NamedTuple):
@@ -30,7 +30,6 @@ _new_tuple = tuple.__new__
 #: What the clock and the digest take as a version: a :class:`Version`, or a
 #: store entry, whose last three fields are a version's (ms, counter, node).
 Stamped = Tuple[Any, ...]
-T = TypeVar("T", bound=Tuple[Any, ...])
 
 #: The largest logical counter: versions travel and are stored with 32 bits for
 #: it, so past it the clock moves to the next millisecond instead.
@@ -73,13 +72,15 @@ class HybridClock:
         None (nothing to beat) is the same as :meth:`now`. ``version`` may be
         a store entry too (see :data:`Stamped`).
         """
-        return _new_tuple(Version, self.stamp(None, version, tuple)[1:])
+        return _new_tuple(Version, self.stamp(None, version)[1:])
 
-    def stamp(self, value: object, above: Optional[Stamped], kind: Type[T]) -> T:
-        """``(value, ms, counter, node)`` as a ``kind`` (a tuple type): ``value``
-        with a fresh version, strictly above ``above`` (as :meth:`now_above`).
+    def stamp(
+        self, value: Optional[bytes], above: Optional[Stamped]
+    ) -> Tuple[Optional[bytes], int, int, str]:
+        """``(value, ms, counter, node)``: ``value`` with a fresh version,
+        strictly above ``above`` (as :meth:`now_above`).
 
-        The store makes its entries this way, with no :class:`Version` built
+        The store's entries are made this way, with no :class:`Version` built
         only to be taken apart.
         """
         # Every local write comes here: locals and tuple indexes (above[-3]
@@ -113,10 +114,7 @@ class HybridClock:
                 counter = above[-2] + 1
         self._ms = ms
         self._counter = counter
-        # tuple.__new__ directly: a named tuple's own __new__, or a tuple
-        # subclass's, is a Python function, a noticeable part of every write
-        # on CPython.
-        return _new_tuple(kind, (value, ms, counter, self.node))
+        return (value, ms, counter, self.node)
 
     def hold(self) -> None:
         """Stamp with one wall-clock reading, the next stamp's, until :meth:`release`.

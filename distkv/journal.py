@@ -237,7 +237,7 @@ class Journal(Service):
             # replaced one of ours still owed is not ours to resend).
             seq = owed.get(key, 0) if entry[3] == node else 0  # entry[3]: its node
             rows.append((seq, key, entry))
-            size += len(key) + len(entry.value or b"")
+            size += len(key) + len(entry[0] or b"")
         snapshot.position = position
         try:
             if rows:

@@ -25,7 +25,7 @@ ENTRY_OVERHEAD = 64
 
 
 def entry_size(key: bytes, entry: Entry) -> int:
-    value = entry.value
+    value = entry[0]
     return ENTRY_OVERHEAD + len(key) + (0 if value is None else len(value))
 
 

@@ -39,7 +39,7 @@ from distkv.antientropy import Round
 from distkv.hlc import Version
 from distkv.outbox import Outbox
 from distkv.peerproto import PushProtocol
-from distkv.store import ZERO, Entry, Store
+from distkv.store import ZERO, Entry, Store, version_of
 
 log = Logger()
 
@@ -301,7 +301,7 @@ class PeerLink(ReconnectingClientFactory):
         if not self._proven or outbox.needs_resync:
             return ZERO
         oldest = outbox.oldest()
-        return oldest.version if oldest is not None else self._store.clock.now()
+        return version_of(oldest) if oldest is not None else self._store.clock.now()
 
     def heartbeat(self) -> bytes:
         return wire.encode_heartbeat(self.floor(), self.our_low())

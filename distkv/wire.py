@@ -257,7 +257,7 @@ def decode_body(body: bytes) -> Frame:
                 raise WireError("truncated key in write frame")
             offset += key_len
             value: Optional[bytes] = None if flags & _TOMBSTONE else body[offset:]
-            return Write(seq, key, _new_tuple(Entry, (value, ms, counter, node)))
+            return Write(seq, key, (value, ms, counter, node))
         if kind == b"A" and len(body) == 9:
             return Ack(_SEQ.unpack_from(body, 1)[0])
         if kind in (b"H", b"h") and len(body) == 1:
@@ -284,7 +284,6 @@ def decode_body(body: bytes) -> Frame:
     raise WireError(f"unknown frame kind {kind!r}")
 
 
-_new_tuple = tuple.__new__
 
 
 def iter_writes(buffer: bytes) -> Iterator[Tuple[int, bytes, Entry]]:
@@ -315,7 +314,7 @@ def iter_writes(buffer: bytes) -> Iterator[Tuple[int, bytes, Entry]]:
             if len(key) != key_len or not key or at + key_len > stop:
                 raise WireError("truncated key in write frame")
             value: Optional[bytes] = None if flags & _TOMBSTONE else buffer[at + key_len : stop]
-            yield seq, key, _new_tuple(Entry, (value, ms, counter, node))
+            yield seq, key, (value, ms, counter, node)
             offset = stop
     except (struct.error, UnicodeDecodeError) as e:
         raise WireError(f"malformed frame: {e}") from e

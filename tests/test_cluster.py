@@ -12,13 +12,13 @@ from distkv.hlc import HybridClock, Version
 from distkv.node import Node
 from distkv.outbox import Outbox
 from distkv.peers import PeerLink
-from distkv.store import Entry, Store
+from distkv.store import Store, make_entry
 from distkv.testing import SimulatedCluster, SimulatedNetwork
 
 
 def values(cluster: SimulatedCluster, node_id: str) -> Dict[bytes, bytes]:
     store = cluster.nodes[node_id].store
-    return {k: e.value for k, e in store.items() if e.value is not None}
+    return {k: e[0] for k, e in store.items() if e[0] is not None}
 
 
 def link(cluster: SimulatedCluster, source: str, target: str):  # type: ignore[no-untyped-def]
@@ -283,7 +283,7 @@ class AntiEntropyTests(SynchronousTestCase):
     def diverge(self, node: Node, count: int, stamp_ms: int, prefix: bytes = b"hidden") -> None:
         """Put entries into one node's store behind replication's back."""
         for i in range(count):
-            node.store.load(b"%s%d" % (prefix, i), Entry(b"v", Version(stamp_ms, i, node.node_id)))
+            node.store.load(b"%s%d" % (prefix, i), make_entry(b"v", Version(stamp_ms, i, node.node_id)))
 
     def test_a_round_sends_only_what_the_peer_lacks(self) -> None:
         """With 500 keys in common and 5 missing, a resync round sends exactly the 5."""
@@ -333,11 +333,11 @@ class AntiEntropyTests(SynchronousTestCase):
         cluster = self.make(2)
         n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
         now = int(cluster.net.seconds() * 1000)
-        n1.store.load(b"k", Entry(b"older", Version(now, 0, "n1")))
-        n2.store.load(b"k", Entry(b"newer", Version(now + 5, 0, "n2")))
-        n2.store.load(b"only-on-n2", Entry(b"v", Version(now, 1, "n2")))
-        n1.store.load(b"dead", Entry(None, Version(now, 2, "n1")))
-        n2.store.load(b"dead", Entry(b"stale", Version(now - 5, 0, "n2")))
+        n1.store.load(b"k", make_entry(b"older", Version(now, 0, "n1")))
+        n2.store.load(b"k", make_entry(b"newer", Version(now + 5, 0, "n2")))
+        n2.store.load(b"only-on-n2", make_entry(b"v", Version(now, 1, "n2")))
+        n1.store.load(b"dead", make_entry(None, Version(now, 2, "n1")))
+        n2.store.load(b"dead", make_entry(b"stale", Version(now - 5, 0, "n2")))
         for source, target in (("n1", "n2"), ("n2", "n1")):
             link(cluster, source, target).mark_resync("test")
         cluster.run()

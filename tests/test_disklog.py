@@ -16,6 +16,7 @@ from distkv.commands import Pending, Request
 from distkv.disk import FILENAME, Disk
 from distkv.hlc import Version
 from distkv.node import Node
+from distkv.store import make_entry, version_of
 from distkv.testing import SimulatedCluster
 from tests.scratch import scratch_dir
 
@@ -65,13 +66,13 @@ class SnapshotTests(SynchronousTestCase):
         self.assertLess(count_rows(self.dir, "log"), journal.commits)
         before = node.store.snapshot()
         self.assertEqual(node.store.tombstones, 0)
-        seq, stamped = node.store.seq, max(entry.version for entry in before.values())
+        seq, stamped = node.store.seq, max(version_of(entry) for entry in before.values())
         again = self.restarted(node)
         self.assertEqual(again.store.snapshot(), before)
         self.assertEqual(again.store.digest.encode(), node.store.digest.encode())
         # The clock's mark and the sequence number outlive the log rows that held them.
         self.assertEqual(again.store.seq, seq)
-        self.assertGreater(again.store.set(b"new", b"v").version, stamped)
+        self.assertGreater(version_of(again.store.set(b"new", b"v")), stamped)
 
     def test_a_crash_halfway_through_a_snapshot_loses_nothing(self) -> None:
         """Parts of an unfinished snapshot are ignored; the old state stays whole,
@@ -160,7 +161,7 @@ class SnapshotTests(SynchronousTestCase):
         self.assertTrue(node.clock.observe(seen, count=False))  # as a heartbeat's floor does
         self.clock.advance(1)  # the journal's once-a-second tick
         again = self.restarted(node)
-        self.assertGreater(again.store.set(b"j", b"w").version, seen)
+        self.assertGreater(version_of(again.store.set(b"j", b"w")), seen)
         again.crash()
         journal = self.node().journal
         assert journal is not None
@@ -212,7 +213,7 @@ class GarbageTests(SynchronousTestCase):
         the same data and does not count them as log."""
         path = scratch_dir(self)
         disk = Disk(path)
-        entries = [(i + 1, b"k%d" % i, disk_module.Entry(b"v%d" % i, Version(10, i, "a"))) for i in range(5)]
+        entries = [(i + 1, b"k%d" % i, make_entry(b"v%d" % i, Version(10, i, "a"))) for i in range(5)]
         for seq, key, entry in entries:
             disk.commit([(seq, key, entry)], [], [], 10, seq)
         for generation in (1, 2):
@@ -220,7 +221,7 @@ class GarbageTests(SynchronousTestCase):
             self.assertEqual(number, generation)
             size = disk.write_snapshot_part(number, 0, entries)
             disk.finish_snapshot(number, covers, size)
-        late = [(6, b"late", disk_module.Entry(b"x", Version(11, 0, "a")))]
+        late = [(6, b"late", make_entry(b"x", Version(11, 0, "a")))]
         disk.commit(late, [], [], 11, 6)
         self.assertEqual((count_rows(path, "log"), count_rows(path, "snapshot")), (6, 2))
         self.assertEqual(disk.log_bytes, len(disk_module.encode_rows(late)))  # replaced rows not counted
@@ -339,7 +340,7 @@ class SyncPolicyTests(SynchronousTestCase):
     def test_the_log_is_checkpointed_into_the_database_once_it_is_large(self) -> None:
         disk = Disk(self.dir)
         self.addCleanup(disk.close)
-        disk.commit([(1, b"k", disk_module.Entry(b"v" * 50_000, Version(1, 0, "a")))], [], [], 1, 1)
+        disk.commit([(1, b"k", make_entry(b"v" * 50_000, Version(1, 0, "a")))], [], [], 1, 1)
         size = os.path.getsize(os.path.join(self.dir, FILENAME))
         disk.sync()
         self.assertEqual(os.path.getsize(os.path.join(self.dir, FILENAME)), size)
@@ -355,12 +356,12 @@ class SyncPolicyTests(SynchronousTestCase):
         self.addCleanup(disk.close)
         wal = os.path.join(self.dir, FILENAME + "-wal")
         for i in range(12):
-            disk.commit([(i + 1, b"k%d" % i, disk_module.Entry(b"v" * 500_000, Version(1, i, "a")))],
+            disk.commit([(i + 1, b"k%d" % i, make_entry(b"v" * 500_000, Version(1, i, "a")))],
                         [], [], 1, i + 1)
         self.assertGreater(os.path.getsize(wal), disk_module.WAL_KEEP_BYTES + 1_000_000)
         with mock.patch.object(disk_module, "CHECKPOINT_BYTES", disk_module.WAL_KEEP_BYTES):
             disk.sync()
-        disk.commit([(13, b"k", disk_module.Entry(b"v", Version(2, 0, "a")))], [], [], 2, 13)
+        disk.commit([(13, b"k", make_entry(b"v", Version(2, 0, "a")))], [], [], 2, 13)
         self.assertLessEqual(os.path.getsize(wal), disk_module.WAL_KEEP_BYTES)
 
 
@@ -392,7 +393,7 @@ class FormatOneTests(SynchronousTestCase):
             node.add_peer("127.0.0.1", 7002)
             self.assertEqual(node.node_id, "old")
             self.assertEqual(node.store.get(b"k1"), b"v1")
-            tombstone = disk_module.Entry(None, Version(1_700_000_000_200, 0, "old"))
+            tombstone = make_entry(None, Version(1_700_000_000_200, 0, "old"))
             self.assertEqual(node.store.entry(b"k2"), tombstone)
             self.assertEqual(node.store.get(b"k3"), b"v3")
             self.assertEqual(node.store.seq, 3)
@@ -409,7 +410,7 @@ class FormatOneTests(SynchronousTestCase):
         """Format 2 kept the clock mark and sequence number in meta only."""
         path = scratch_dir(self)
         os.makedirs(path)
-        entry = disk_module.Entry(b"v", Version(1_700_000_000_100, 0, "two"))
+        entry = make_entry(b"v", Version(1_700_000_000_100, 0, "two"))
         write = disk_module.encode_rows([(4, b"k", entry)])
         db = sqlite3.connect(os.path.join(path, FILENAME))
         db.executescript("""

@@ -19,7 +19,7 @@ from distkv.hlc import Version
 from distkv.journal import Batch
 from distkv.node import Node
 from distkv.peerproto import ApplyProtocol
-from distkv.store import Entry
+from distkv.store import make_entry, version_of
 from distkv.testing import SimulatedCluster
 from tests.scratch import scratch_dir
 from tests.test_textproto import connect
@@ -88,9 +88,9 @@ class DiskNodeTests(SynchronousTestCase):
         node.store.set(b"a", b"1")
         node.store.set(b"b", b"two words")
         node.store.delete(b"a")
-        node.store.apply(b"c", Entry(b"remote", Version(1_700_000_000_500, 0, "x")))
+        node.store.apply(b"c", make_entry(b"remote", Version(1_700_000_000_500, 0, "x")))
         self.clock.advance(0)
-        last = node.store.entry(b"b").version  # type: ignore[union-attr]
+        last = version_of(node.store.entry(b"b"))  # type: ignore[union-attr]
         before = node.store.snapshot()
         node_id = node.node_id
         node.crash()
@@ -101,8 +101,8 @@ class DiskNodeTests(SynchronousTestCase):
         self.assertEqual(again.store.get(b"b"), b"two words")
         self.assertIsNone(again.store.get(b"a"))
         self.assertEqual(again.store.tombstones, 1)
-        self.assertGreater(again.store.set(b"d", b"x").version, last)
-        self.assertGreater(again.store.set(b"e", b"x").version, Version(1_700_000_000_500, 0, "x"))
+        self.assertGreater(version_of(again.store.set(b"d", b"x")), last)
+        self.assertGreater(version_of(again.store.set(b"e", b"x")), Version(1_700_000_000_500, 0, "x"))
 
     def test_uncommitted_writes_are_lost_but_were_never_acknowledged(self) -> None:
         """A crash before the commit loses the write, and its client never got OK."""
@@ -222,7 +222,7 @@ class ApplyAfterCommitTests(SynchronousTestCase):
         proto.makeConnection(transport)
         proto.dataReceived(wire.hello_line(wire.MAGIC, wire.Hello("them", "2")))
         transport.clear()
-        proto.dataReceived(wire.encode_write(7, b"k", Entry(b"v", Version(1, 0, "them"))))
+        proto.dataReceived(wire.encode_write(7, b"k", make_entry(b"v", Version(1, 0, "them"))))
         self.assertEqual((applied, transport.value()), ([b"k"], b""))
         pending[0].finish(None)
         self.assertEqual(transport.value(), wire.encode_ack(7))
@@ -252,7 +252,7 @@ class DurableClusterTests(SynchronousTestCase):
         self.assertTrue(cluster.converged())
         self.assertEqual(len(cluster.nodes["n2"].store), 147)
         for key, entry in expected.items():
-            if entry.version.node == "n1":
+            if version_of(entry).node == "n1":
                 self.assertEqual(cluster.nodes["n3"].store.entry(key), entry)
 
     def test_outbox_survives_a_crash_and_reaches_the_peer_after_restart(self) -> None:

@@ -98,7 +98,7 @@ class HybridClockTests(SynchronousTestCase):
         """Past the largest counter the wire can carry, the clock takes the next ms."""
         from distkv import wire
         from distkv.hlc import MAX_COUNTER
-        from distkv.store import Entry
+        from distkv.store import make_entry
 
         clock = HybridClock("a", FakeWall(5))
         top = Version(5, MAX_COUNTER, "z")
@@ -106,7 +106,7 @@ class HybridClockTests(SynchronousTestCase):
         self.assertTrue(clock.observe(top))
         stamp = clock.now()
         self.assertEqual(stamp, Version(6, 0, "a"))
-        wire.encode_write(1, b"k", Entry(b"v", stamp))  # packs
+        wire.encode_write(1, b"k", make_entry(b"v", stamp))  # packs
 
     def test_a_held_clock_also_moves_to_the_next_ms_past_the_largest_counter(self) -> None:
         """Held, the clock still never hands out a counter past 32 bits: it takes

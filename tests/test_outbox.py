@@ -6,11 +6,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.hlc import Version
 from distkv.outbox import ENTRY_OVERHEAD, Outbox
-from distkv.store import Entry
+from distkv.store import Entry, make_entry
 
 
 def entry(value: bytes, ms: int = 1) -> Entry:
-    return Entry(value, Version(ms, 0, "a"))
+    return make_entry(value, Version(ms, 0, "a"))
 
 
 def push(box: Outbox, key: bytes, item: Entry) -> None:
@@ -59,7 +59,7 @@ class OutboxTests(SynchronousTestCase):
         box.rewind()
         batch = box.take()
         self.assertEqual(len(batch), 1)
-        self.assertEqual(batch[0][2].value, b"99")
+        self.assertEqual(batch[0][2][0], b"99")
 
     def test_overflow_empties_the_outbox_and_flags_a_resync(self) -> None:
         """Passing the byte bound drops the pending writes and marks the peer for resync."""
@@ -95,4 +95,4 @@ class OutboxTests(SynchronousTestCase):
         self.assertLess(len(box._unsent), 3000)
         box.ack(1)
         batch = box.take()
-        self.assertEqual([(k, e.value) for _, k, e in batch], [(b"hot", b"19999")])
+        self.assertEqual([(k, e[0]) for _, k, e in batch], [(b"hot", b"19999")])

@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.hlc import Version
 from distkv.stability import TOP, Stability
-from distkv.store import ZERO, Entry
+from distkv.store import ZERO, make_entry, version_of
 from distkv.testing import SimulatedCluster
 from tests.scratch import scratch_dir
 
@@ -105,7 +105,7 @@ class PurgeClusterTests(SynchronousTestCase):
         """A write older than the stable horizon for a key held nowhere is a purged
         delete's leftover: it is not stored, so it cannot resurrect the key."""
         cluster = self.make()
-        old = Entry(b"zombie", cluster.nodes["n1"].clock.now())
+        old = make_entry(b"zombie", cluster.nodes["n1"].clock.now())
         cluster.nodes["n1"].store.apply(b"k", old)
         cluster.settle()
         cluster.nodes["n1"].store.delete(b"k")
@@ -113,9 +113,9 @@ class PurgeClusterTests(SynchronousTestCase):
         self.assertEqual(self.tombstones(cluster), {"n1": 0, "n2": 0, "n3": 0})
         n2 = cluster.nodes["n2"].store
         self.assertFalse(n2.apply(b"k", old))
-        self.assertFalse(n2.apply(b"k", Entry(None, old.version)))
+        self.assertFalse(n2.apply(b"k", make_entry(None, version_of(old))))
         self.assertNotIn(b"k", n2)
-        self.assertTrue(n2.apply(b"fresh", Entry(b"v", cluster.nodes["n1"].clock.now())))
+        self.assertTrue(n2.apply(b"fresh", make_entry(b"v", cluster.nodes["n1"].clock.now())))
 
     def test_a_peer_returning_with_data_from_before_a_purge_cannot_resurrect(self) -> None:
         """n3 comes back with an old copy of its data dir, holding a key that was

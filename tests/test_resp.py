@@ -18,6 +18,7 @@ from distkv.frontdoor import FrontDoor
 from distkv.node import Node
 from distkv.replies import Session
 from distkv.resp import parse
+from distkv.store import version_of
 from tests.scratch import scratch_dir
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 6000)
@@ -235,13 +236,13 @@ class RespProtocolTests(SynchronousTestCase):
         proto, transport = connect(node)
         sets = b"".join(command(b"SET", b"k%d" % i, b"v") for i in range(5))
         proto.dataReceived(sets + command(b"GET", b"k0"))
-        versions = [node.store.entry(b"k%d" % i).version for i in range(5)]  # type: ignore[union-attr]
+        versions = [version_of(node.store.entry(b"k%d" % i)) for i in range(5)]  # type: ignore[union-attr]
         self.assertEqual(len(readings), 1)
         self.assertEqual([(v.ms, v.counter) for v in versions], [(readings[0], i) for i in range(5)])
         proto.dataReceived(command(b"SET", b"k0", b"w") + command(b"SET", b"k1", b"w"))
         self.assertEqual(len(readings), 2)
         node.store.set(b"k9", b"direct")
-        self.assertEqual(node.store.entry(b"k9").version.ms, readings[2])  # type: ignore[union-attr]
+        self.assertEqual(version_of(node.store.entry(b"k9")).ms, readings[2])  # type: ignore[union-attr]
 
     def test_the_clock_is_released_when_a_command_fails(self) -> None:
         """A command that raises in the middle of a read does not leave the clock

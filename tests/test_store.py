@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import pickle
 from typing import List, Tuple
 
 from hypothesis import given, settings
@@ -12,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.digest import Digest
 from distkv.hlc import HybridClock, Version
-from distkv.store import Entry, Store
+from distkv.store import Entry, Store, make_entry, version_of
 
 
 def make_store(node: str = "a", wall: int = 1000) -> Store:
@@ -69,22 +67,22 @@ class StoreTests(SynchronousTestCase):
         """DEL of a key this node never saw still wins over an older write arriving later."""
         store = make_store(wall=2000)
         self.assertFalse(store.delete(b"k"))
-        self.assertFalse(store.apply(b"k", Entry(b"old", Version(1500, 0, "b"))))
+        self.assertFalse(store.apply(b"k", make_entry(b"old", Version(1500, 0, "b"))))
         self.assertIsNone(store.get(b"k"))
 
     def test_tombstone_loses_to_a_newer_write(self) -> None:
         """A write newer than a tombstone brings the key back."""
         store = make_store(wall=2000)
         store.delete(b"k")
-        self.assertTrue(store.apply(b"k", Entry(b"new", Version(3000, 0, "b"))))
+        self.assertTrue(store.apply(b"k", make_entry(b"new", Version(3000, 0, "b"))))
         self.assertEqual(store.get(b"k"), b"new")
 
     def test_local_overwrite_beats_a_value_from_a_clock_far_ahead(self) -> None:
         """Overwriting a key always wins over the value it replaces, whatever the skew."""
         store = make_store(wall=1000)
-        store.apply(b"k", Entry(b"remote", Version(50_000, 9, "b")))
+        store.apply(b"k", make_entry(b"remote", Version(50_000, 9, "b")))
         entry = store.set(b"k", b"mine")
-        self.assertGreater(entry.version, Version(50_000, 9, "b"))
+        self.assertGreater(version_of(entry), Version(50_000, 9, "b"))
         self.assertEqual(store.get(b"k"), b"mine")
 
     def test_listeners_hear_local_and_remote_changes_but_not_stale_ones(self) -> None:
@@ -94,9 +92,9 @@ class StoreTests(SynchronousTestCase):
         heard: List[Tuple[bytes, Entry, int]] = []
         store.subscribe(lambda k, e, seq: heard.append((k, e, seq)))
         mine = store.set(b"a", b"1")
-        theirs = Entry(b"2", Version(6000, 0, "b"))
+        theirs = make_entry(b"2", Version(6000, 0, "b"))
         store.apply(b"b", theirs)
-        store.apply(b"b", Entry(b"old", Version(10, 0, "b")))
+        store.apply(b"b", make_entry(b"old", Version(10, 0, "b")))
         store.apply(b"b", theirs)
         second = store.delete(b"a")
         self.assertTrue(second)
@@ -108,7 +106,7 @@ class StoreTests(SynchronousTestCase):
     def test_far_future_remote_write_is_refused(self) -> None:
         """A remote version beyond the allowed skew is not stored."""
         store = Store(HybridClock("a", lambda: 1000, max_drift_ms=100))
-        self.assertFalse(store.apply(b"k", Entry(b"v", Version(10_000, 0, "b"))))
+        self.assertFalse(store.apply(b"k", make_entry(b"v", Version(10_000, 0, "b"))))
         self.assertIsNone(store.entry(b"k"))
         self.assertEqual(store.clock.refused, 1)
 
@@ -132,7 +130,7 @@ class StoreTests(SynchronousTestCase):
         # ...and what they hold is, per key, the write with the highest version.
         best = {}
         for key, entry in written:
-            if key not in best or entry.version > best[key].version:
+            if key not in best or version_of(entry) > version_of(best[key]):
                 best[key] = entry
         self.assertEqual(replicas[0], best)
 
@@ -153,37 +151,44 @@ class StoreTests(SynchronousTestCase):
 
 
 class EntryTests(SynchronousTestCase):
-    def test_an_entry_is_one_flat_tuple_that_still_gives_its_version(self) -> None:
+    def test_an_entry_is_one_flat_tuple_that_gives_its_version_back(self) -> None:
         version = Version(1700000000123, 7, "node-a")
-        entry = Entry(b"v", version)
-        self.assertEqual(tuple(entry), (b"v", 1700000000123, 7, "node-a"))  # one object, no inner tuple
-        self.assertEqual((entry.value, entry.version), (b"v", version))
-        self.assertIs(type(entry.version), Version)
-        self.assertEqual(Entry(None, version).value, None)
-        self.assertEqual(repr(entry), "Entry(b'v', Version(ms=1700000000123, counter=7, node='node-a'))")
+        entry = make_entry(b"v", version)
+        self.assertIs(type(entry), tuple)  # one object, no inner tuple, no class to construct
+        self.assertEqual(entry, (b"v", 1700000000123, 7, "node-a"))
+        self.assertEqual(version_of(entry), version)
+        self.assertIs(type(version_of(entry)), Version)
+        self.assertEqual(make_entry(None, version)[0], None)
         with self.assertRaises(TypeError):
-            Entry(b"w", entry)  # type: ignore[arg-type]  # an entry is not a version
-
-    def test_entries_copy_and_pickle(self) -> None:
-        entry = Entry(None, Version(9, 1, "n"))
-        for copied in (copy.copy(entry), copy.deepcopy(entry),
-                       *(pickle.loads(pickle.dumps(entry, protocol)) for protocol in range(6))):
-            self.assertEqual((type(copied), copied), (Entry, entry))
+            make_entry(b"w", entry)  # type: ignore[arg-type]  # an entry is not a version
 
     def test_the_clock_and_the_digest_take_an_entry_for_its_version(self) -> None:
         version = Version(50, 3, "b")
-        entry = Entry(b"x", version)
+        entry = make_entry(b"x", version)
         self.assertEqual(HybridClock("a", lambda: 10).now_above(entry),
                          HybridClock("a", lambda: 10).now_above(version))
         self.assertEqual(Digest({b"k": version}).hashes, Digest({b"k": entry}).hashes)
 
     def test_the_clock_stamps_an_entry_as_it_would_a_version(self) -> None:
         """clock.stamp() makes the entry a value and now_above()'s version would."""
-        above = Entry(b"old", Version(50, 3, "b"))
-        stamped = HybridClock("a", lambda: 10).stamp(b"new", above, Entry)
-        self.assertIs(type(stamped), Entry)
-        self.assertEqual(stamped, Entry(b"new", HybridClock("a", lambda: 10).now_above(above)))
-        self.assertEqual(stamped.version, Version(50, 4, "a"))
+        above = make_entry(b"old", Version(50, 3, "b"))
+        stamped = HybridClock("a", lambda: 10).stamp(b"new", above)
+        self.assertIs(type(stamped), tuple)
+        self.assertEqual(stamped, make_entry(b"new", HybridClock("a", lambda: 10).now_above(above)))
+        self.assertEqual(version_of(stamped), Version(50, 4, "a"))
+
+    def test_entries_written_and_read_back_are_plain_tuples(self) -> None:
+        """Whatever made an entry (a local write, the wire, the disk), the store holds a tuple."""
+        from distkv import wire
+
+        store = make_store("a", 100)
+        store.set(b"local", b"v")
+        store.delete(b"gone")
+        frame = wire.encode_write(1, b"r", make_entry(b"w", Version(5, 0, "b")))
+        _, _, remote = next(wire.iter_writes(frame))
+        store.apply(b"r", remote)
+        self.assertEqual({key: type(entry) for key, entry in store.items()},
+                         {b"local": tuple, b"gone": tuple, b"r": tuple})
 
 
 class DigestTests(SynchronousTestCase):
@@ -197,7 +202,7 @@ class DigestTests(SynchronousTestCase):
         replica = make_store("r", 100_000)
         for key, entry in generate(history):
             replica.apply(key, entry)
-        fresh = Digest({key: entry.version for key, entry in replica.items()})
+        fresh = Digest({key: version_of(entry) for key, entry in replica.items()})
         self.assertEqual(replica.digest.encode(), fresh.encode())
 
     @given(
@@ -238,14 +243,14 @@ class DigestTests(SynchronousTestCase):
             elif op == "unload":
                 entry = store.entry(key)
                 if entry is not None:
-                    store.unload(key, entry.version)
+                    store.unload(key, version_of(entry))
             elif op == "load":
                 store.load(key, peer.set(key, b"l%d" % wall[0]))
             else:
-                fresh = Digest({k: e.version for k, e in store.items()})
+                fresh = Digest({k: version_of(e) for k, e in store.items()})
                 self.assertEqual(store.digest.hashes, fresh.hashes)
             self.assertLessEqual(len(store.digest.changed), fold_at)
-        fresh = Digest({k: e.version for k, e in store.items()})
+        fresh = Digest({k: version_of(e) for k, e in store.items()})
         self.assertEqual(store.digest.encode(), fresh.encode())
         self.assertEqual(store.digest.changed, {})
 
@@ -287,7 +292,7 @@ class DigestTests(SynchronousTestCase):
             noted = sum(map(len, store.digest.changed))
             self.assertLessEqual(noted, FOLD_BYTES + len(long_key) + 2)
         self.assertLess(len(store.digest.changed), 6)
-        fresh = Digest({k: e.version for k, e in store.items()})
+        fresh = Digest({k: version_of(e) for k, e in store.items()})
         self.assertEqual(store.digest.encode(), fresh.encode())
 
     def test_entry_hashes_are_the_same_in_every_process(self) -> None:

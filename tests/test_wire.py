@@ -8,14 +8,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from distkv import wire
 from distkv.hlc import Version
-from distkv.store import Entry
+from distkv.store import make_entry
 
 writes = st.builds(
     wire.Write,
     st.integers(1, 2**63),
     st.binary(min_size=1, max_size=40),
     st.builds(
-        Entry,
+        make_entry,
         st.one_of(st.none(), st.binary(max_size=60)),
         st.builds(
             Version,
@@ -49,7 +49,7 @@ class WireTests(SynchronousTestCase):
         self.assertEqual([wire.Write(*w) for w in wire.iter_writes(stream)], list(frames))
 
     def test_bulk_write_reader_refuses_anything_but_whole_writes(self) -> None:
-        write = wire.encode_write(1, b"k", Entry(b"v", Version(1, 2, "n")))
+        write = wire.encode_write(1, b"k", make_entry(b"v", Version(1, 2, "n")))
         key_len_at = len(write) - len(b"kv") - 4
         overlong = write[:key_len_at] + (3).to_bytes(4, "big") + write[key_len_at + 4 :]
         for bad in (wire.encode_ack(3), write[:-1], write + b"\x00", write[:4] + b"W\x00",
