@@ -67,7 +67,25 @@ class Pending(NamedTuple):
 #: What a command returns: a reply now, or one once the write is durable.
 Outcome = Union[Reply, Pending]
 Durable = Callable[[], Optional[Batch]]
+#: ``handler(args, session)``: runs a command given its arguments, once the
+#: dispatcher has checked how many there are.
 Handler = Callable[[Sequence[bytes], Session], Outcome]
+#: ``command(request, session)``: runs a whole request, ``request[0]`` being
+#: the command's name, and refuses a wrong number of arguments itself.
+Command = Callable[[Sequence[bytes], Session], Outcome]
+
+
+def checked(handler: Handler, least: int, most: int) -> Command:
+    """``handler`` as a :data:`Command`: Redis's arity error when the request
+    has fewer than ``least`` arguments or (``most`` >= 0) more than ``most``."""
+
+    def command(request: Sequence[bytes], session: Session) -> Outcome:
+        count = len(request) - 1
+        if count < least or (most >= 0 and count > most):
+            return wrong_arity(request[0])
+        return handler(request[1:], session)
+
+    return command
 
 
 def glob_regex(pattern: bytes) -> Pattern[bytes]:
@@ -145,10 +163,17 @@ class Dispatcher:
         self.config: Dict[bytes, bytes] = {b"save": b"", b"appendonly": b"no", b"databases": b"1"}
         self._scan: Tuple[int, List[Tuple[int, bytes]]] = (-1, [])
         self._pending_ok: Optional[Pending] = None
-        # name -> (handler, minimum args, maximum args or -1 for no limit)
-        self._table: Dict[bytes, Tuple[Handler, int, int]] = {
-            b"GET": (self._get, 1, 1),
-            b"SET": (self._set, 2, -1),
+        #: Every command by its upper-case name. A front end may look a name
+        #: up here itself (see :meth:`run`).
+        self.commands: Dict[bytes, Command] = {
+            # Nearly every request: these two check their own arity, which
+            # spares them a call through checked() on CPython.
+            b"GET": self._get,
+            b"SET": self._set,
+        }
+        # name -> (minimum args, maximum args or -1 for no limit), for COMMAND
+        self._arity: Dict[bytes, Tuple[int, int]] = {b"GET": (1, 1), b"SET": (2, -1)}
+        handlers: Dict[bytes, Tuple[Handler, int, int]] = {
             b"DEL": (self._del, 1, -1),
             b"EXISTS": (self._exists, 1, -1),
             b"MGET": (self._mget, 1, -1),
@@ -162,47 +187,56 @@ class Dispatcher:
             b"SELECT": (self._select, 1, 1),
             b"STATUS": (self._status_report, 0, 0),
         }
-        for name, spec in servercmds.table(self).items():
-            self._table[name] = spec
+        handlers.update(servercmds.table(self))
+        for name, (handler, least, most) in handlers.items():
+            self.commands[name] = checked(handler, least, most)
+            self._arity[name] = (least, most)
 
     def store_size(self) -> int:
         return len(self._store)
 
     def names(self) -> List[bytes]:
-        return sorted(self._table)
+        return sorted(self.commands)
 
     def arity(self, name: bytes) -> int:
         """Redis's arity: the count with the name, negative for "at least"."""
-        _, least, most = self._table[name]
+        least, most = self._arity[name]
         return least + 1 if most == least else -(least + 1)
 
     def execute(self, request: Request, session: Optional[Session] = None) -> Outcome:
         self.stats.commands_processed += 1
-        return self.run(request.name, request.args, session or _ANONYMOUS)
+        return self.run((request.name, *request.args), session or _ANONYMOUS)
 
-    def run(self, name: bytes, args: Sequence[bytes], session: Session) -> Outcome:
-        """Run command ``name`` (any case) with ``args`` for ``session``.
+    def run(self, request: Sequence[bytes], session: Session) -> Outcome:
+        """Run ``request``, its command's name (any case) and then its
+        arguments, for ``session``.
 
         The caller counts it in ``stats.commands_processed`` (a front end
-        counts a whole read's requests at once).
+        counts a whole read's requests at once). A front end may instead look
+        the name up in :attr:`commands` itself, falling back on
+        :meth:`command`, and call what it finds: the same thing, with one
+        Python call fewer per request.
         """
-        spec = self._table.get(name)
-        if spec is None:  # clients mostly send upper case already
-            spec = self._table.get(name.upper())
-        if spec is None:
-            return Error(  # the name as sent, as Redis words it
-                "ERR unknown command '{}', with args beginning with: {}".format(
-                    name[:64].decode("utf-8", "replace"),
-                    "".join(
-                        "'{}' ".format(arg[:64].decode("utf-8", "replace")) for arg in args[:8]
-                    ),
-                )
+        try:
+            command = self.commands[request[0]]
+        except KeyError:  # clients mostly send upper case already
+            command = self.command(request[0])
+        return command(request, session)
+
+    def command(self, name: bytes) -> Command:
+        """The command called ``name``, in any case; for a name that is no
+        command, one that answers so."""
+        return self.commands.get(name.upper(), self._unknown)
+
+    def _unknown(self, request: Sequence[bytes], session: Session) -> Outcome:
+        return Error(  # the name as sent, as Redis words it
+            "ERR unknown command '{}', with args beginning with: {}".format(
+                request[0][:64].decode("utf-8", "replace"),
+                "".join(
+                    "'{}' ".format(arg[:64].decode("utf-8", "replace")) for arg in request[1:9]
+                ),
             )
-        handler, least, most = spec
-        count = len(args)
-        if count < least or (most >= 0 and count > most):
-            return wrong_arity(name)
-        return handler(args, session)
+        )
 
     def _after_commit(self, reply: Reply) -> Outcome:
         durable = self._durable
@@ -218,23 +252,28 @@ class Dispatcher:
             return pending
         return Pending(batch, reply)
 
-    def _get(self, args: Sequence[bytes], session: Session) -> Outcome:
+    def _get(self, request: Sequence[bytes], session: Session) -> Outcome:
+        if len(request) != 2:
+            return wrong_arity(request[0])
         if self.loading:
             return LOADING
-        value = self._store.get(args[0])
+        value = self._store.get(request[1])
         # tuple.__new__: Bulk(value) would call the named tuple's __new__, a
         # Python function, on every GET.
         return NIL if value is None else _new_tuple(Bulk, (value,))
 
-    def _set(self, args: Sequence[bytes], session: Session) -> Outcome:
+    def _set(self, request: Sequence[bytes], session: Session) -> Outcome:
+        if len(request) != 3:
+            if len(request) < 3:
+                return wrong_arity(request[0])
+            # NX, XX, EX, GET...: Redis options DistKV does not have yet
+            return LOADING if self.loading else SYNTAX
         if self.loading:
             return LOADING
-        if len(args) > 2:
-            return SYNTAX  # NX, XX, EX, GET...: Redis options DistKV does not have yet
-        key = args[0]
+        key = request[1]
         if not key:
             return Error("ERR empty key")
-        self._store.set(key, args[1])
+        self._store.set(key, request[2])
         if self._durable is None:
             return OK
         return self._after_commit(OK)

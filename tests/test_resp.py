@@ -13,10 +13,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv.commands import glob_regex
+from distkv.commands import Outcome, glob_regex
 from distkv.frontdoor import FrontDoor
 from distkv.node import Node
-from distkv.replies import Session
+from distkv.replies import Error, Session
 from distkv.resp import parse
 from distkv.store import version_of
 from tests.scratch import scratch_dir
@@ -211,6 +211,33 @@ class RespProtocolTests(SynchronousTestCase):
             proto.dataReceived(command(*request))
             self.assertEqual(transport.value(), reply, request)
 
+    def test_every_command_refuses_the_argument_counts_its_arity_rules_out(self) -> None:
+        """GET and SET count their own arguments, the rest are checked for them:
+        either way a request with fewer (or, for a fixed arity, more) arguments
+        than COMMAND reports gets Redis's arity error, whatever the case of
+        its name, and one with the right count does not."""
+        dispatcher = self.node.dispatcher
+        session = Session("resp")
+        checked = 0
+        for name in dispatcher.names():
+            arity = dispatcher.arity(name)
+            wrong = [abs(arity) - 2] + ([arity] if arity > 0 else [])
+            for spelled in (name, name.lower(), name.capitalize()):
+                error = f"ERR wrong number of arguments for '{name.decode().lower()}' command"
+                for count in wrong:
+                    if count < 0:
+                        continue
+                    reply = dispatcher.run([spelled] + [b"0"] * count, session)
+                    self.assertEqual(reply, Error(error), (spelled, count))
+                    proto, transport = connect(Node(self.clock, "n"))
+                    proto.dataReceived(command(spelled, *[b"0"] * count))
+                    self.assertEqual(transport.value(), b"-" + error.encode() + b"\r\n")
+                    checked += 1
+                if name != b"QUIT":
+                    reply = dispatcher.run([spelled] + [b"0"] * (abs(arity) - 1), session)
+                    self.assertNotEqual(reply, Error(error), spelled)
+        self.assertGreater(checked, 50)
+
     def test_a_pipeline_of_hundreds_is_answered_in_order_in_one_write(self) -> None:
         proto, transport = connect(self.node)
         writes: List[bytes] = []
@@ -255,14 +282,11 @@ class RespProtocolTests(SynchronousTestCase):
 
         node = Node(self.clock, "n", now_ms=wall)
         proto, transport = connect(node)
-        real_run = node.dispatcher.run
 
-        def run(name: bytes, args: Sequence[bytes], session: Session) -> object:
-            if name == b"BOOM":
-                raise RuntimeError("a bug in a command")
-            return real_run(name, args, session)
+        def boom(request: Sequence[bytes], session: Session) -> Outcome:
+            raise RuntimeError("a bug in a command")
 
-        node.dispatcher.run = run  # type: ignore[method-assign,assignment]
+        node.dispatcher.commands[b"BOOM"] = boom
         with self.assertRaises(RuntimeError):
             proto.dataReceived(command(b"SET", b"a", b"1") + command(b"BOOM"))
         node.store.set(b"b", b"2")
