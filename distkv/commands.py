@@ -34,7 +34,6 @@ from distkv.replies import (
     PONG,
     SYNTAX,
     Array,
-    Bulk,
     Error,
     Integer,
     Lines,
@@ -44,14 +43,13 @@ from distkv.replies import (
     Session,
     Stats,
     Status,
+    bulk,
     wrong_arity,
 )
 from distkv.store import Store
 
-_new_tuple = tuple.__new__
-
 __all__ = [
-    "GOODBYE", "LOADING", "NIL", "OK", "PONG", "Array", "Bulk", "Dispatcher", "Error",
+    "GOODBYE", "LOADING", "NIL", "OK", "PONG", "Array", "Dispatcher", "Error",
     "Integer", "Lines", "Map", "Outcome", "Pending", "Reply", "Request", "Session", "Status", "wrong_arity",
 ]
 
@@ -258,9 +256,7 @@ class Dispatcher:
         if self.loading:
             return LOADING
         value = self._store.get(request[1])
-        # tuple.__new__: Bulk(value) would call the named tuple's __new__, a
-        # Python function, on every GET.
-        return NIL if value is None else _new_tuple(Bulk, (value,))
+        return NIL if value is None else value  # bulk(value), without the call
 
     def _set(self, request: Sequence[bytes], session: Session) -> Outcome:
         if len(request) != 3:
@@ -297,7 +293,7 @@ class Dispatcher:
         if self.loading:
             return LOADING
         get = self._store.get
-        return Array(tuple(Bulk(get(key)) for key in args))
+        return Array(tuple(bulk(get(key)) for key in args))
 
     def _mset(self, args: Sequence[bytes], session: Session) -> Outcome:
         if self.loading:
@@ -317,7 +313,7 @@ class Dispatcher:
         if self.loading:
             return LOADING
         match = glob_regex(args[0]).match
-        return Array(tuple(Bulk(key) for key in self._store.live_keys() if match(key)))
+        return Array(tuple(key for key in self._store.live_keys() if match(key)))
 
     def _scan_command(self, args: Sequence[bytes], session: Session) -> Outcome:
         """SCAN cursor [MATCH pattern] [COUNT n], in CRC-32 order of the keys.
@@ -362,14 +358,14 @@ class Dispatcher:
                 break
             key = order[position][1]
             if key in store and (match is None or match.match(key)):
-                found.append(Bulk(key))
+                found.append(key)
             position += 1
         if position >= len(order):
             following = 0
             self._scan = (-1, [])  # done: let the snapshot go
         else:
             following = order[position - 1][0] + 1
-        return Array((Bulk(b"%d" % following), Array(tuple(found))))
+        return Array((b"%d" % following, Array(tuple(found))))
 
     def _scan_order(self, fresh: bool) -> List[Tuple[int, bytes]]:
         changed = self._store.changes
@@ -380,10 +376,10 @@ class Dispatcher:
         return order
 
     def _ping(self, args: Sequence[bytes], session: Session) -> Outcome:
-        return Bulk(args[0]) if args else PONG
+        return args[0] if args else PONG
 
     def _echo(self, args: Sequence[bytes], session: Session) -> Outcome:
-        return Bulk(args[0])
+        return args[0]
 
     def _quit(self, args: Sequence[bytes], session: Session) -> Outcome:
         return GOODBYE

@@ -25,10 +25,17 @@ class Status(NamedTuple):
     close: bool = False
 
 
-class Bulk(NamedTuple):
-    """A value, or ``None`` for a missing key."""
+class Nil:
+    """No value: a missing key (RESP's nil, ``(nil)`` in the text protocol).
 
-    value: Optional[bytes]
+    A value that is there, or any other bulk string (a key, a name), is
+    replied as the ``bytes`` themselves: no object to build for a GET's reply.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NIL"
 
 
 class Integer(NamedTuple):
@@ -59,12 +66,17 @@ class Map(NamedTuple):
     items: Tuple[Reply, ...]
 
 
-Reply = Union[Status, Bulk, Integer, Error, Lines, Array, Map]
+Reply = Union[bytes, Nil, Status, Integer, Error, Lines, Array, Map]
 
 OK = Status(b"OK")
 PONG = Status(b"PONG")
 GOODBYE = Status(b"OK", close=True)
-NIL = Bulk(None)
+NIL = Nil()
+
+
+def bulk(value: Optional[bytes]) -> Union[bytes, Nil]:
+    """``value`` as a reply: the bytes themselves, or :data:`NIL` for None."""
+    return NIL if value is None else value
 LOADING = Error(
     "LOADING this node started without its data and is still syncing it from its peers"
 )

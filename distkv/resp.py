@@ -32,9 +32,9 @@ from zope.interface import implementer
 
 from distkv.commands import Dispatcher, Pending
 from distkv.replies import (
+    NIL,
     OK,
     Array,
-    Bulk,
     Error,
     Integer,
     Map,
@@ -224,14 +224,15 @@ def _parse(
 
 def encode(reply: Reply) -> bytes:
     """The RESP2 bytes for ``reply``."""
+    if type(reply) is bytes:
+        return b"$%d\r\n%s\r\n" % (len(reply), reply)
     kind = type(reply)
-    # Every reply type's first field is the one to encode (a Status's text);
-    # an index rather than typing.cast, which is a Python call on this hot path.
-    field: Any = reply[0]
-    if kind is Bulk:
-        if field is None:
-            return _NIL
-        return b"$%d\r\n%s\r\n" % (len(field), field)
+    if reply is NIL:
+        return _NIL
+    # Every other reply type's first field is the one to encode (a Status's
+    # text); an index rather than typing.cast, which is a Python call on this
+    # hot path.
+    field: Any = reply[0]  # type: ignore[index]
     if kind is Status:
         return b"+%s\r\n" % (field,)
     if kind is Integer:
@@ -247,14 +248,14 @@ def encode(reply: Reply) -> bytes:
 
 def encode3(reply: Reply) -> bytes:
     """The RESP3 bytes for ``reply``: nil is ``_``, a map is ``%``; else as RESP2."""
-    kind = type(reply)
-    field: Any = reply[0]
-    if kind is Bulk and field is None:
+    if reply is NIL:
         return b"_\r\n"
-    if kind is Array:
-        return b"*%d\r\n" % (len(field),) + b"".join([encode3(item) for item in field])
-    if kind is Map:
-        return b"%%%d\r\n" % (len(field) // 2,) + b"".join([encode3(item) for item in field])
+    if type(reply) is Array:
+        items = reply.items
+        return b"*%d\r\n" % (len(items),) + b"".join([encode3(item) for item in items])
+    if type(reply) is Map:
+        items = reply.items
+        return b"%%%d\r\n" % (len(items) // 2,) + b"".join([encode3(item) for item in items])
     return encode(reply)
 
 
@@ -350,10 +351,9 @@ class RespProtocol(ClientConnection):
                     out = []
                 owed.wait_for(outcome)  # type: ignore[arg-type]
                 continue
-            value: Any = outcome[0]  # type: ignore[index]
-            if kind is Bulk and value is not None:
+            if kind is bytes:
                 # What encode() (and encode3()) make of a value, inline: GET's reply.
-                data = b"$%d\r\n%s\r\n" % (len(value), value)
+                data = b"$%d\r\n%s\r\n" % (len(outcome), outcome)  # type: ignore[arg-type]
                 close = False
             else:
                 if session.protocol == 2:

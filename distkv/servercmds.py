@@ -18,7 +18,6 @@ from distkv.replies import (
     NIL,
     OK,
     Array,
-    Bulk,
     Error,
     Integer,
     Lines,
@@ -120,7 +119,7 @@ class ServerCommands:
     def _describe(self, name: bytes) -> Reply:
         first, last, step = _KEY_SPECS.get(name, (0, 0, 0))
         return Array((
-            Bulk(name.lower()),
+            name.lower(),
             Integer(self.dispatcher.arity(name)),
             Array(()),
             Integer(first),
@@ -137,7 +136,7 @@ class ServerCommands:
             out: List[Reply] = []
             for name in sorted(settings):
                 if any(glob_regex(pattern.lower()).match(name) for pattern in args[1:]):
-                    out.extend((Bulk(name), Bulk(settings[name])))
+                    out.extend((name, settings[name]))
             return Map(tuple(out))
         if sub == b"SET":
             return Error("ERR CONFIG SET is not supported: DistKV is configured by its "
@@ -155,7 +154,7 @@ class ServerCommands:
             session.name = args[1]
             return OK
         if sub == b"GETNAME" and len(args) == 1:
-            return Bulk(session.name or None)
+            return session.name or NIL
         if sub == b"ID" and len(args) == 1:
             return Integer(session.id)
         if sub == b"SETINFO" and len(args) == 3:
@@ -164,8 +163,8 @@ class ServerCommands:
                     args[1][:64].decode("utf-8", "replace")))
             return OK
         if sub == b"INFO" and len(args) == 1:
-            return Bulk(b"id=%d addr=%s name=%s" % (
-                session.id, session.address.encode(), session.name))
+            return b"id=%d addr=%s name=%s" % (
+                session.id, session.address.encode(), session.name)
         return _unknown_subcommand(args[0], "CLIENT")
 
     def hello(self, args: Sequence[bytes], session: Session) -> Reply:
@@ -195,13 +194,13 @@ class ServerCommands:
         if args and session.kind == "resp":
             session.protocol = version
         pairs: List[Tuple[str, Reply]] = [
-            ("server", Bulk(b"redis")),
-            ("version", Bulk(REDIS_VERSION.encode())),
+            ("server", b"redis"),
+            ("version", REDIS_VERSION.encode()),
             ("proto", Integer(session.protocol)),
             ("id", Integer(session.id)),
-            ("mode", Bulk(b"standalone")),
-            ("role", Bulk(b"master")),
+            ("mode", b"standalone"),
+            ("role", b"master"),
             ("modules", Array(())),
         ]
-        return Map(tuple(item for key, value in pairs for item in (Bulk(key.encode()), value)))
+        return Map(tuple(item for key, value in pairs for item in (key.encode(), value)))
 

@@ -34,8 +34,8 @@ from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
 from distkv.commands import (
+    NIL,
     Array,
-    Bulk,
     Dispatcher,
     Error,
     Integer,
@@ -74,8 +74,10 @@ def parse_line(line: bytes) -> Request:
 
 def format_reply(reply: Reply) -> bytes:
     """The text-protocol bytes for ``reply``, line ending included."""
-    if isinstance(reply, Bulk):
-        return b"(nil)\r\n" if reply.value is None else reply.value + b"\r\n"
+    if isinstance(reply, bytes):
+        return reply + b"\r\n"
+    if reply is NIL:
+        return b"(nil)\r\n"
     if isinstance(reply, Status):
         return reply.text + b"\r\n"
     if isinstance(reply, Integer):

@@ -13,7 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv import wire
-from distkv.commands import OK, Error, Pending, Request
+from distkv.commands import NIL, OK, Error, Pending, Request
 from distkv.disk import FILENAME, Disk, DiskError
 from distkv.hlc import Version
 from distkv.journal import Batch
@@ -130,7 +130,7 @@ class DiskNodeTests(SynchronousTestCase):
         self.assertIn("not persisted", reply[0].message)  # type: ignore[union-attr]
         later = results(node.dispatcher.execute(Request(b"SET", (b"j", b"v"))))
         self.assertIsInstance(later[0], Error)
-        self.assertEqual(node.dispatcher.execute(Request(b"GET", (b"nothing",))).value, None)  # type: ignore[union-attr]
+        self.assertEqual(node.dispatcher.execute(Request(b"GET", (b"nothing",))), NIL)
 
     def test_a_commit_failing_with_any_error_answers_err_not_silence(self) -> None:
         """Not only SQLite's errors: whatever keeps a batch from disk, its
@@ -301,7 +301,7 @@ class DurableClusterTests(SynchronousTestCase):
         self.assertTrue(reply.message.startswith("LOADING"))  # type: ignore[union-attr]
         cluster.settle()
         self.assertFalse(n3.loading)
-        self.assertEqual(n3.dispatcher.execute(Request(b"GET", (b"k1",))).value, b"v")  # type: ignore[union-attr]
+        self.assertEqual(n3.dispatcher.execute(Request(b"GET", (b"k1",))), b"v")
         self.assertTrue(cluster.converged())
 
 
@@ -325,14 +325,14 @@ class LoadingTests(SynchronousTestCase):
         cluster.advance(2)
         self.assertEqual(n1.status_lines()[2], "state serving")
         self.assertEqual(n1.dispatcher.execute(Request(b"SET", (b"k", b"v"))), OK)
-        self.assertEqual(n1.dispatcher.execute(Request(b"GET", (b"k",))).value, b"v")  # type: ignore[union-attr]
+        self.assertEqual(n1.dispatcher.execute(Request(b"GET", (b"k",))), b"v")
 
     def test_a_node_without_peers_serves_at_once(self) -> None:
         node = Node(Clock(), "alone")
         node.start()
         self.addCleanup(node.stop)
         self.assertFalse(node.loading)
-        self.assertEqual(node.dispatcher.execute(Request(b"GET", (b"k",))).value, None)  # type: ignore[union-attr]
+        self.assertEqual(node.dispatcher.execute(Request(b"GET", (b"k",))), NIL)
 
 
 class RestartEdgeTests(SynchronousTestCase):
