@@ -112,25 +112,66 @@ def _split_plain(buffer: bytes, limit: int, requests: List[List[bytes]]) -> int:
     (an argument holding CR LF was cut in two and does not match). This
     replaces a ``find``, an ``int`` and bounds checks per argument, the bulk
     of a small request's cost on CPython, with a few calls into C per
-    request. The first request that is not plain, or not complete, stops it,
-    and :func:`_parse` takes over from there with every check.
+    request. A run of requests of two or three arguments (GET, SET: a
+    pipeline is mostly one or the other) is unpacked five or seven pieces at
+    a time from one iterator (``zip`` reuses its tuple), which spares the
+    index arithmetic of a piece at a time. The first request that is not
+    plain, or not complete, stops it, and :func:`_parse` takes over from
+    there with every check.
     """
     parts = buffer.split(b"\r\n")
     last = len(parts) - 1  # parts[last] is what follows the final CR LF
-    counts = _COUNTS.get
-    heads = _heads(limit)
+    heads = _HEADS.get(limit) or _heads(limit)
     append = requests.append
     i = 0
     try:
         while i < last:
-            count = counts(parts[i])
-            if count is None:
-                break
+            count = _COUNTS[parts[i]]
             end = i + 2 * count  # the piece holding the last argument
             if end >= last:
                 break  # not all here yet
-            # Each "$n" must be the head of a piece of n bytes (an IndexError
-            # past the table: too long for the fast path).
+            if 2 <= count <= 3 and end + 1 < last:
+                # More follows: take the run of requests of this shape.
+                taken = len(requests)
+                size = end + 1 - i
+                # Groups of ``size`` pieces must never take in parts[last],
+                # which no CR LF follows yet: zip over a copy without it,
+                # unless the groups from the start end before it anyway (a
+                # buffer of whole requests: the usual case). islice would
+                # cost more per piece than the copy.
+                if i or (last + 1) % size == 0:
+                    pieces = iter(parts[i:last])
+                else:
+                    pieces = iter(parts)
+                try:
+                    if count == 3:
+                        for star, head1, arg1, head2, arg2, head3, arg3 in zip(
+                            pieces, pieces, pieces, pieces, pieces, pieces, pieces
+                        ):
+                            if (
+                                star != b"*3"
+                                or head1 != heads[len(arg1)]
+                                or head2 != heads[len(arg2)]
+                                or head3 != heads[len(arg3)]
+                            ):
+                                break
+                            append([arg1, arg2, arg3])
+                    else:
+                        for star, head1, arg1, head2, arg2 in zip(
+                            pieces, pieces, pieces, pieces, pieces
+                        ):
+                            if star != b"*2" or head1 != heads[len(arg1)] or head2 != heads[len(arg2)]:
+                                break
+                            append([arg1, arg2])
+                finally:  # an IndexError ends the run too: count what it took
+                    i += size * (len(requests) - taken)
+                if len(requests) == taken:
+                    break  # the request at i is not plain
+                continue
+            # One request (of any size), the last in the buffer or followed
+            # by one of another shape. Each "$n" must be the head of a piece
+            # of n bytes (an IndexError past the table: too long for the
+            # fast path).
             if count == 3:
                 if (
                     parts[i + 1] != heads[len(parts[i + 2])]
@@ -144,13 +185,11 @@ def _split_plain(buffer: bytes, limit: int, requests: List[List[bytes]]) -> int:
                     or parts[i + 3] != heads[len(parts[i + 4])]
                 ):
                     break
-            else:
-                args = parts[i + 2 : end + 1 : 2]
-                if parts[i + 1 : end : 2] != [heads[len(arg)] for arg in args]:
-                    break
+            elif parts[i + 1 : end : 2] != [heads[len(arg)] for arg in parts[i + 2 : end + 1 : 2]]:
+                break
             append(parts[i + 2 : end + 1 : 2])
             i = end + 1
-    except IndexError:
+    except (KeyError, IndexError):  # not a "*n" the fast path takes; too long
         pass
     if i == last and not parts[last]:
         return len(buffer)  # every request taken (the usual case)

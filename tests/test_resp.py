@@ -180,6 +180,44 @@ class RespParserTests(SynchronousTestCase):
             data = stream[:cut]
             self.assertEqual(parse(data, limit, fast=True), parse(data, limit, fast=False))
 
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.integers(1, 6),  # how many in a row
+                st.one_of(
+                    st.lists(st.binary(max_size=6), min_size=2, max_size=3),
+                    st.lists(st.sampled_from([b"k", b"\r\n", b"a\r\nb", b"$1", b"*3", b""]),
+                             min_size=2, max_size=3),
+                    st.lists(st.binary(min_size=9, max_size=12), min_size=1, max_size=4),
+                ).map(lambda args: command(*args)),
+            ),
+            min_size=1,
+            max_size=4,
+        ),
+        st.sampled_from([10, 1 << 20]),
+    )
+    def test_runs_of_one_shape_agree_with_the_careful_parser(
+        self, runs: List[Tuple[int, bytes]], limit: int
+    ) -> None:
+        """Pipelines are runs of one shape (the fast path takes GETs and SETs a
+        run at a time): a run cut short anywhere, ended by a request that is
+        not plain or too long, or followed by another shape parses the same."""
+        stream = b"".join(request * times for times, request in runs)
+        for cut in range(len(stream) + 1):
+            data = stream[:cut]
+            self.assertEqual(parse(data, limit, fast=True), parse(data, limit, fast=False))
+
+    def test_a_run_ended_by_a_long_argument_is_taken_up_to_it(self) -> None:
+        sets = command(b"SET", b"k", b"v") * 3
+        for long in (command(b"SET", b"k", b"v" * 5000), command(b"GET", b"k" * 5000)):
+            gets = command(b"GET", b"k") * 2
+            for before, n in ((sets, 3), (gets, 2), (sets + gets, 5), (gets + sets, 5)):
+                data = before + long + sets
+                requests, used, error = parse(data, 1 << 20, fast=True)
+                self.assertEqual((requests, used, error), parse(data, 1 << 20, fast=False))
+                self.assertEqual((len(requests), used, error), (n + 4, len(data), None))
+
     def test_long_arguments_and_large_buffers_leave_the_fast_path(self) -> None:
         for size in (4095, 4096, 4097, 70_000):
             value = bytes(range(256)) * (size // 256) + b"\r\n" * (size % 256 // 2) + b"x" * (size % 2)
