@@ -73,15 +73,16 @@ PONG = Status(b"PONG")
 GOODBYE = Status(b"OK", close=True)
 NIL = Nil()
 
-
-def bulk(value: Optional[bytes]) -> Union[bytes, Nil]:
-    """``value`` as a reply: the bytes themselves, or :data:`NIL` for None."""
-    return NIL if value is None else value
 LOADING = Error(
     "LOADING this node started without its data and is still syncing it from its peers"
 )
 SYNTAX = Error("ERR syntax error")
 NOT_INTEGER = Error("ERR value is not an integer or out of range")
+
+
+def bulk(value: Optional[bytes]) -> Union[bytes, Nil]:
+    """``value`` as a reply: the bytes themselves, or :data:`NIL` for None."""
+    return NIL if value is None else value
 
 
 def wrong_arity(name: bytes) -> Error:
