@@ -54,7 +54,6 @@ __all__ = [
 ]
 
 
-
 class Pending(NamedTuple):
     """A reply to send once ``batch`` is committed (an error instead if it fails)."""
 

@@ -284,8 +284,6 @@ def decode_body(body: bytes) -> Frame:
     raise WireError(f"unknown frame kind {kind!r}")
 
 
-
-
 def iter_writes(buffer: bytes) -> Iterator[Tuple[int, bytes, Entry]]:
     """``(seq, key, entry)`` of each ``W`` frame in ``buffer``, which holds
     nothing else: the bulk path for reading a data dir back (see

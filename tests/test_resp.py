@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from distkv.commands import Outcome, glob_regex
 from distkv.frontdoor import FrontDoor
 from distkv.node import Node
-from distkv.replies import Error, Session
+from distkv.replies import LOADING, Error, Session
 from distkv.resp import parse
 from distkv.store import version_of
 from tests.scratch import scratch_dir
@@ -74,6 +74,9 @@ SCRIPT: Sequence[Tuple[Tuple[bytes, ...], bytes]] = [
     ((b"GET", b"missing"), b"$-1\r\n"),
     ((b"SET", b"key with space", b""), b"+OK\r\n"),
     ((b"GET", b"key with space"), b"$0\r\n\r\n"),
+    ((b"MGET", b"key with space", b"missing"), b"*2\r\n$0\r\n\r\n$-1\r\n"),  # empty, not nil
+    ((b"SET", b"", b"v"), b"-ERR empty key\r\n"),
+    ((b"SET", b"", b"v", b"NX"), b"-ERR syntax error\r\n"),  # options are refused first
     ((b"SET", b"k", b"v", b"EX", b"10"), b"-ERR syntax error\r\n"),
     ((b"SET", b"k", b"v", b"NX"), b"-ERR syntax error\r\n"),
     ((b"SET", b"k"), b"-ERR wrong number of arguments for 'set' command\r\n"),
@@ -93,6 +96,7 @@ SCRIPT: Sequence[Tuple[Tuple[bytes, ...], bytes]] = [
     ((b"CONFIG", b"GET", b"appendonly"), b"*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"),
     ((b"CONFIG", b"SET", b"save", b""), b"-ERR CONFIG SET is not supported: DistKV is "
      b"configured by its command line\r\n"),
+    ((b"CLIENT", b"GETNAME"), b"$-1\r\n"),  # no name yet
     ((b"CLIENT", b"SETINFO", b"LIB-NAME", b"redis-py"), b"+OK\r\n"),
     ((b"CLIENT", b"SETNAME", b"app"), b"+OK\r\n"),
     ((b"CLIENT", b"GETNAME"), b"$3\r\napp\r\n"),
@@ -275,6 +279,29 @@ class RespProtocolTests(SynchronousTestCase):
                     reply = dispatcher.run([spelled] + [b"0"] * (abs(arity) - 1), session)
                     self.assertNotEqual(reply, Error(error), spelled)
         self.assertGreater(checked, 50)
+
+    def test_while_loading_data_commands_are_refused_after_their_arity(self) -> None:
+        """A node still loading refuses data commands with LOADING, but a
+        request with the wrong number of arguments gets the arity error first,
+        as before; SET with options gets LOADING (its syntax is judged later)."""
+        self.node.dispatcher.loading = True
+        proto, transport = connect(self.node)
+        loading = b"-" + LOADING.message.encode() + b"\r\n"
+        for request, reply in (
+            ((b"GET", b"k"), loading),
+            ((b"SET", b"k", b"v"), loading),
+            ((b"SET", b"k", b"v", b"NX"), loading),
+            ((b"MGET", b"k"), loading),
+            ((b"GET",), b"-ERR wrong number of arguments for 'get' command\r\n"),
+            ((b"GET", b"a", b"b"), b"-ERR wrong number of arguments for 'get' command\r\n"),
+            ((b"SET", b"k"), b"-ERR wrong number of arguments for 'set' command\r\n"),
+            ((b"MGET",), b"-ERR wrong number of arguments for 'mget' command\r\n"),
+            ((b"PING",), b"+PONG\r\n"),
+        ):
+            transport.clear()
+            proto.dataReceived(command(*request))
+            self.assertEqual(transport.value(), reply, request)
+        self.assertEqual(len(self.node.store), 0)
 
     def test_a_pipeline_of_hundreds_is_answered_in_order_in_one_write(self) -> None:
         proto, transport = connect(self.node)
