@@ -213,8 +213,13 @@ class PeerLink(ReconnectingClientFactory):
                 pending=len(self.outbox),
             )
 
-    def mark_resync(self, why: str) -> None:
-        if not self.outbox.needs_resync:
+    def mark_resync(self, why: str, already: Optional[bool] = None) -> None:
+        """Flag the peer for a full resync; count and log it unless one was
+        already pending (``already``: whether it was, when the caller's own
+        step, such as an outbox overflow, has set the flag by now)."""
+        if already is None:
+            already = self.outbox.needs_resync
+        if not already:
             self.resyncs += 1
             log.warn("Peer {peer} needs a full resync: {why}", peer=self.name, why=why)
         self.outbox.needs_resync = True
@@ -272,9 +277,10 @@ class PeerLink(ReconnectingClientFactory):
         """Queue local write ``seq`` for this peer and send it if the link allows."""
         outbox = self.outbox
         overflows = outbox.overflows
+        already = outbox.needs_resync
         outbox.add(seq, key, entry)
-        if outbox.overflows != overflows:
-            self.mark_resync(f"its outbox passed {outbox.max_bytes} bytes")
+        if outbox.overflows != overflows:  # the outbox set needs_resync itself
+            self.mark_resync(f"its outbox passed {outbox.max_bytes} bytes", already)
         if self._protocol is not None and self._pump_call is None:
             # One frame batch per reactor turn, however many writes it holds.
             self._pump_call = self._reactor.callLater(0, self._scheduled_pump)  # type: ignore[attr-defined]

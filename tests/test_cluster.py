@@ -221,6 +221,8 @@ class ClusterTests(SynchronousTestCase):
         self.assertTrue(peer.outbox.needs_resync)
         self.assertLessEqual(peer.outbox.bytes, 4096)
         self.assertTrue(any("resync=needed" in line for line in cluster.nodes["n1"].status_lines()))
+        self.assertEqual(peer.resyncs, 1, "the overflow is counted (resyncs=1 in STATUS) and logged")
+        self.assertIn("resyncs=1", peer.status())
         cluster.net.unblock("n1", "n2")
         cluster.settle()
         self.assertTrue(cluster.converged())
