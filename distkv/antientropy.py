@@ -23,11 +23,6 @@ from distkv.digest import select
 from distkv.hlc import Version
 from distkv.store import Entry, Store, version_of
 
-#: Key bytes per key-list frame: one frame stays far below the frame limit
-#: (a single key larger than this travels alone, still under the limit).
-KEY_BYTES_PER_FRAME = 256 * 1024
-
-
 def answer_offer(store: Store, offer: wire.DigestOffer) -> bytes:
     """The accepting side's answer: key lists for differing buckets, then ``E``."""
     buckets = store.digest.differing(offer.digest)
@@ -36,11 +31,14 @@ def answer_offer(store: Store, offer: wire.DigestOffer) -> bytes:
         chunk: List[Tuple[bytes, Version]] = []
         size = 0
         for key, entry in items:
-            chunk.append((key, version_of(entry)))
-            size += len(key) + 32
-            if size >= KEY_BYTES_PER_FRAME:
+            # The bytes this key adds to the frame (see wire.encode_key_list);
+            # the frame goes out before a key would take it past the bound.
+            adds = len(key) + 18 + len(entry[3])
+            if chunk and size + adds > wire.KEY_LIST_BYTES:
                 frames.append(wire.encode_key_list(offer.round, bucket, chunk))
                 chunk, size = [], 0
+            chunk.append((key, version_of(entry)))
+            size += adds
         if chunk or not items:
             frames.append(wire.encode_key_list(offer.round, bucket, chunk))
     frames.append(wire.encode_mark(b"E", offer.round, store.horizon))

@@ -51,10 +51,6 @@ log = Logger()
 #: Host names that mean "this machine" in a peer list.
 LOCAL_HOSTS = frozenset(["127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""])
 
-#: Bytes a peer frame may add around the largest request a client may send.
-FRAME_OVERHEAD = 4096
-
-
 class Listener(StreamServerEndpointService):
     """The client-and-peer port; a port that cannot be opened stops the node plainly."""
 
@@ -180,7 +176,7 @@ class Node:
             heartbeat=heartbeat,
             flush_timeout=flush_timeout,
             sync_interval=sync_interval,
-            max_frame=max_request + FRAME_OVERHEAD,
+            max_frame=wire.max_frame(max_request),
         )
         self.started_at = reactor.seconds()
         self.data_dir = data_dir
@@ -317,7 +313,7 @@ class Node:
             self.store.apply,
             self._answer_offer,
             self._synced_from,
-            self.max_request + FRAME_OVERHEAD,
+            wire.max_frame(self.max_request),
             self._durable,
             self._heard,
         )

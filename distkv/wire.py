@@ -43,7 +43,7 @@ import re
 import struct
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from distkv.digest import DIGEST_BYTES
+from distkv.digest import BUCKETS, DIGEST_BYTES
 from distkv.hlc import Version
 from distkv.store import Entry
 
@@ -70,6 +70,26 @@ _KEYVERSION = struct.Struct(">QIH")
 _TOMBSTONE = 1
 
 HEARTBEAT_REPLY = _LENGTH.pack(1) + b"h"
+
+#: Key bytes a key-list frame is filled to before the next key starts another
+#: (a single key larger than this travels alone).
+KEY_LIST_BYTES = 256 * 1024
+
+#: The most a frame body adds to the request bytes it carries: a write's head
+#: (kind, seq, ms, counter, flags, node-id length, key length) and the longest
+#: node id, or a key list's head and one entry's version; rounded up.
+FRAME_SLACK = 128
+
+
+def max_frame(max_request: int) -> int:
+    """The largest frame body a node with this ``--max-request`` can emit.
+
+    A write carries one key and value, and no request over ``max_request``
+    bytes is ever stored; a key list holds up to :data:`KEY_LIST_BYTES` of
+    keys, or one key; a digest offer has a fixed size. Peers with the same
+    options therefore accept every frame a node sends.
+    """
+    return max(max_request, KEY_LIST_BYTES, 5 + DIGEST_BYTES) + FRAME_SLACK
 
 
 class WireError(Exception):
@@ -182,13 +202,22 @@ def _version(version: Version) -> bytes:
     return _KEYVERSION.pack(version.ms, version.counter, len(node)) + node
 
 
+def _node(raw: bytes, bound: bool = False) -> str:
+    """A node id read off the wire; a bound (a floor, low, horizon or clock
+    reading) may also carry the empty id of the versions below or above all."""
+    node = raw.decode("ascii")
+    if NODE_ID.match(node) is None and not (bound and not node):
+        raise WireError(f"malformed node id {raw[:80]!r}")
+    return node
+
+
 def _read_version(body: bytes, offset: int) -> Tuple[Version, int]:
     ms, counter, node_len = _KEYVERSION.unpack_from(body, offset)
     offset += _KEYVERSION.size
-    node = body[offset : offset + node_len].decode("ascii")
-    if len(node) != node_len:
+    raw = body[offset : offset + node_len]
+    if len(raw) != node_len:
         raise WireError("truncated version")
-    return Version(ms, counter, node), offset + node_len
+    return Version(ms, counter, _node(raw, bound=True)), offset + node_len
 
 
 def encode_heartbeat(floor: Version, low: Version) -> bytes:
@@ -225,6 +254,8 @@ def _frame(body: bytes) -> bytes:
 
 def _decode_key_list(body: bytes) -> KeyList:
     round_, bucket, count = _KEYLIST.unpack_from(body, 1)
+    if bucket >= BUCKETS:
+        raise WireError(f"no digest bucket {bucket}")
     offset = 1 + _KEYLIST.size
     versions = []
     for _ in range(count):
@@ -232,11 +263,15 @@ def _decode_key_list(body: bytes) -> KeyList:
         offset += _KEYLEN.size
         key = body[offset : offset + key_len]
         offset += key_len
+        if len(key) != key_len or not key:
+            raise WireError("malformed key in key list frame")
         ms, counter, node_len = _KEYVERSION.unpack_from(body, offset)
         offset += _KEYVERSION.size
-        node = body[offset : offset + node_len].decode("ascii")
+        raw = body[offset : offset + node_len]
+        if len(raw) != node_len:
+            raise WireError("truncated version in key list frame")
         offset += node_len
-        versions.append((key, Version(ms, counter, node)))
+        versions.append((key, Version(ms, counter, _node(raw))))
     if offset != len(body):
         raise WireError("malformed key list frame")
     return KeyList(round_, bucket, versions)
@@ -248,7 +283,7 @@ def decode_body(body: bytes) -> Frame:
         if kind == b"W":
             seq, ms, counter, flags, node_len = _WRITE.unpack_from(body, 1)
             offset = 1 + _WRITE.size
-            node = body[offset : offset + node_len].decode("ascii")
+            node = _node(body[offset : offset + node_len])
             offset += node_len
             (key_len,) = _KEYLEN.unpack_from(body, offset)
             offset += _KEYLEN.size
@@ -256,7 +291,9 @@ def decode_body(body: bytes) -> Frame:
             if len(key) != key_len or not key:
                 raise WireError("truncated key in write frame")
             offset += key_len
-            value: Optional[bytes] = None if flags & _TOMBSTONE else body[offset:]
+            if flags & ~_TOMBSTONE or (flags and offset != len(body)):
+                raise WireError("malformed flags in write frame")
+            value: Optional[bytes] = None if flags else body[offset:]
             return Write(seq, key, (value, ms, counter, node))
         if kind == b"A" and len(body) == 9:
             return Ack(_SEQ.unpack_from(body, 1)[0])

@@ -114,3 +114,106 @@ class AntiEntropyFrameTests(SynchronousTestCase):
         body = frame[4:-2]
         with self.assertRaises(wire.WireError):
             wire.FrameDecoder(1 << 10).feed(len(body).to_bytes(4, "big") + body)
+
+
+def _decode_all(max_request: int, stream: bytes) -> list:  # type: ignore[type-arg]
+    return wire.FrameDecoder(wire.max_frame(max_request)).feed(stream)
+
+
+class FrameLimitTests(SynchronousTestCase):
+    """Every frame a node can emit is accepted by a peer running the same options."""
+
+    LIMITS = (1, 100, 4096, 8192, 300_000, 1 << 20)
+
+    def test_the_largest_write_fits_every_limit(self) -> None:
+        """A write whose key and value fill --max-request, by a 64-character node id, decodes."""
+        for limit in self.LIMITS:
+            key = b"k" * max(1, limit // 3)
+            value = b"v" * (limit - len(key))
+            entry = make_entry(value, Version(2**63, 2**32 - 1, "n" * 64))
+            for item in (entry, make_entry(None, Version(1, 0, "n" * 64))):
+                frame = wire.encode_write(2**64 - 1, key, item)
+                self.assertEqual(_decode_all(limit, frame), [wire.Write(2**64 - 1, key, item)])
+
+    def test_a_digest_offer_fits_a_small_request_limit(self) -> None:
+        """The 8 KiB digest offer is accepted however small --max-request is (it stopped every round)."""
+        from distkv.store import Store
+        from distkv.hlc import HybridClock
+
+        store = Store(HybridClock("n1", lambda: 1000))
+        offer = wire.encode_digest(7, store.digest.encode())
+        for limit in self.LIMITS:
+            self.assertEqual(_decode_all(limit, offer)[0].round, 7)
+
+    def test_key_lists_stay_within_the_limit_whatever_the_keys(self) -> None:
+        """Keys near the request limit, after many small ones, never push a key list over it."""
+        from distkv.antientropy import answer_offer
+        from distkv.digest import bucket_of
+        from distkv.hlc import HybridClock
+        from distkv.store import Store
+
+        for limit in (300_000, 1 << 20):
+            store = Store(HybridClock("n" * 64, lambda: 1000))
+            big = b"B" * limit
+            target = bucket_of(big)
+            small = [b"s%d" % i for i in range(200_000) if bucket_of(b"s%d" % i) == target]
+            for key in small[:3000]:
+                store.set(key + b"x" * 80, b"")
+            store.set(big, b"")
+            store.set(b"C" * (limit - 10), b"")
+            empty = Store(HybridClock("other", lambda: 1000))
+            answer = answer_offer(store, wire.DigestOffer(1, empty.digest.encode()))
+            frames = _decode_all(limit, answer)
+            keys = [key for frame in frames if isinstance(frame, wire.KeyList)
+                    for key, _ in frame.versions]
+            self.assertEqual(len(keys), len(store.items()))
+
+    def test_heartbeats_and_round_marks_with_the_longest_ids_fit(self) -> None:
+        """Heartbeats and round marks carrying 64-character node ids decode under the smallest limit."""
+        top = Version(2**63, 2**32 - 1, "z" * 64)
+        for frame in (wire.encode_heartbeat(top, top), wire.encode_mark(b"E", 1, top),
+                      wire.encode_mark(b"S", 2, top)):
+            self.assertEqual(len(_decode_all(1, frame)), 1)
+
+
+class FrameValidationTests(SynchronousTestCase):
+    """Every field of every frame is checked before anything acts on it."""
+
+    def body(self, frame: bytes) -> bytes:
+        return frame[4:]
+
+    def test_a_write_with_an_empty_or_bad_node_id_is_refused(self) -> None:
+        """A write whose version names no node, or a malformed one, is a protocol error."""
+        for node in ("", "bad/id", "x" * 65, "sp ace"):
+            frame = wire.encode_write(1, b"k", make_entry(b"v", Version(5, 0, node)))
+            with self.assertRaises(wire.WireError):
+                wire.decode_body(self.body(frame))
+
+    def test_a_write_with_unknown_flags_or_a_tombstone_value_is_refused(self) -> None:
+        """Flags other than the tombstone bit, or a tombstone carrying a value, are refused."""
+        good = wire.encode_write(1, b"k", make_entry(b"v", Version(5, 0, "n1")))
+        flags_at = 4 + 1 + 8 + 8 + 4
+        bad_flags = good[:flags_at] + b"\x02" + good[flags_at + 1 :]
+        tomb_with_value = good[:flags_at] + b"\x01" + good[flags_at + 1 :]
+        for frame in (bad_flags, tomb_with_value):
+            with self.assertRaises(wire.WireError):
+                wire.decode_body(self.body(frame))
+        tomb = wire.encode_write(1, b"k", make_entry(None, Version(5, 0, "n1")))
+        self.assertIsNone(wire.decode_body(self.body(tomb)).entry[0])  # type: ignore[union-attr]
+
+    def test_key_lists_with_bad_keys_ids_or_buckets_are_refused(self) -> None:
+        """An empty key, a bad node id or a bucket past the digest's is refused."""
+        for versions, bucket in (([(b"", Version(1, 0, "n"))], 0),
+                                 ([(b"k", Version(1, 0, ""))], 0),
+                                 ([(b"k", Version(1, 0, "n"))], 1024)):
+            frame = wire.encode_key_list(1, bucket, versions)
+            with self.assertRaises(wire.WireError):
+                wire.decode_body(self.body(frame))
+
+    def test_bounds_may_be_empty_but_not_malformed(self) -> None:
+        """A heartbeat's floor may be the zero version; a node id with bad characters is refused."""
+        zero = Version(0, 0, "")
+        self.assertEqual(wire.decode_body(self.body(wire.encode_heartbeat(zero, zero))),
+                         wire.Heartbeat(False, zero, zero))
+        with self.assertRaises(wire.WireError):
+            wire.decode_body(self.body(wire.encode_heartbeat(Version(1, 0, "a\x00b"), zero)))
