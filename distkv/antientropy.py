@@ -23,6 +23,7 @@ from distkv.digest import select
 from distkv.hlc import Version
 from distkv.store import Entry, Store, version_of
 
+
 def answer_offer(store: Store, offer: wire.DigestOffer) -> bytes:
     """The accepting side's answer: key lists for differing buckets, then ``E``."""
     buckets = store.digest.differing(offer.digest)

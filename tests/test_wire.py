@@ -137,8 +137,8 @@ class FrameLimitTests(SynchronousTestCase):
 
     def test_a_digest_offer_fits_a_small_request_limit(self) -> None:
         """The 8 KiB digest offer is accepted however small --max-request is (it stopped every round)."""
-        from distkv.store import Store
         from distkv.hlc import HybridClock
+        from distkv.store import Store
 
         store = Store(HybridClock("n1", lambda: 1000))
         offer = wire.encode_digest(7, store.digest.encode())
