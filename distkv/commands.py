@@ -19,11 +19,11 @@ until a peer has synced it the node's clock may lag the cluster's.
 from __future__ import annotations
 
 import bisect
-import re
 import zlib
-from typing import Callable, Dict, List, NamedTuple, Optional, Pattern, Sequence, Tuple, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from distkv import servercmds
+from distkv.glob import Glob, compile_glob
 from distkv.journal import Batch
 from distkv.replies import (
     GOODBYE,
@@ -85,47 +85,10 @@ def checked(handler: Handler, least: int, most: int) -> Command:
     return command
 
 
-def glob_regex(pattern: bytes) -> Pattern[bytes]:
-    """Redis's glob (``* ? [abc] [^a] [a-z] \\x``) as an anchored bytes regex."""
-    out = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i : i + 1]
-        i += 1
-        if c == b"*":
-            out.append(b".*")
-        elif c == b"?":
-            out.append(b".")
-        elif c == b"\\" and i < n:
-            out.append(re.escape(pattern[i : i + 1]))
-            i += 1
-        elif c == b"[":
-            end = pattern.find(b"]", i + 1 if pattern[i : i + 1] in (b"^", b"]") else i)
-            if end < 0:
-                out.append(re.escape(c))
-                continue
-            body = pattern[i:end]
-            i = end + 1
-            negate = body.startswith(b"^")
-            if negate:
-                body = body[1:]
-            parts = []
-            j = 0
-            while j < len(body):
-                if body[j : j + 1] == b"\\" and j + 1 < len(body):
-                    parts.append(re.escape(body[j + 1 : j + 2]))
-                    j += 2
-                elif j + 2 < len(body) and body[j + 1 : j + 2] == b"-":
-                    low, high = sorted((body[j : j + 1], body[j + 2 : j + 3]))
-                    parts.append(re.escape(low) + b"-" + re.escape(high))
-                    j += 3
-                else:
-                    parts.append(re.escape(body[j : j + 1]))
-                    j += 1
-            out.append(b"[" + (b"^" if negate else b"") + b"".join(parts) + b"]")
-        else:
-            out.append(re.escape(c))
-    return re.compile(b"".join(out) + b"\\Z", re.DOTALL)
+def glob_regex(pattern: bytes) -> Glob:
+    """Redis's glob (``* ? [abc] [^a] [a-z] \\x``), compiled; its ``match(key)``
+    says whether a key matches, in time linear in the key (see :mod:`distkv.glob`)."""
+    return compile_glob(pattern)
 
 
 class Dispatcher:
@@ -311,8 +274,12 @@ class Dispatcher:
     def _keys(self, args: Sequence[bytes], session: Session) -> Outcome:
         if self.loading:
             return LOADING
-        match = glob_regex(args[0]).match
-        return Array(tuple(key for key in self._store.live_keys() if match(key)))
+        pattern = compile_glob(args[0])
+        keys = self._store.live_keys()
+        if pattern.everything:
+            return Array(tuple(keys))
+        match = pattern.match
+        return Array(tuple(key for key in keys if match(key)))
 
     def _scan_command(self, args: Sequence[bytes], session: Session) -> Outcome:
         """SCAN cursor [MATCH pattern] [COUNT n], in CRC-32 order of the keys.
@@ -330,14 +297,14 @@ class Dispatcher:
         if cursor < 0:
             return Error("ERR invalid cursor")
         count = 10
-        match: Optional[Pattern[bytes]] = None
+        match: Optional[Glob] = None
         options = args[1:]
         if len(options) % 2:
             return SYNTAX
         for index in range(0, len(options), 2):
             option, value = options[index].upper(), options[index + 1]
             if option == b"MATCH":
-                match = glob_regex(value)
+                match = compile_glob(value)
             elif option == b"COUNT":
                 try:
                     count = int(value)
