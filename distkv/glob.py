@@ -155,7 +155,7 @@ class Glob:
         self.starred = STAR in tokens
         runs: List[List[FrozenSet[int]]] = [[]]
         for token in tokens:
-            if token is STAR:
+            if token is None:  # STAR
                 runs.append([])
             else:
                 runs[-1].append(token)
