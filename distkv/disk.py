@@ -63,6 +63,7 @@ from typing import (
 )
 
 from distkv import wire
+from distkv.dirlock import DirLock, LockedError
 from distkv.hlc import Version
 from distkv.store import Entry
 
@@ -173,18 +174,26 @@ class Disk:
             os.makedirs(directory, exist_ok=True)
         except OSError as e:
             raise DiskError(f"cannot create data dir {directory}: {e.strerror}") from None
+        try:
+            # Held until close: a second process on this dir would take our node id.
+            self._lock = DirLock(directory)
+        except (LockedError, OSError) as e:
+            raise DiskError(str(e)) from None
         self.fresh = not os.path.exists(self.path)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
+            self._lock.release()
             raise DiskError(f"cannot open {self.path}: {e}") from None
         try:
             self._open()
         except sqlite3.Error as e:
             self._db.close()
+            self._lock.release()
             raise DiskError(f"{self.path} is unreadable or corrupt: {e}") from None
         except DiskError:
             self._db.close()
+            self._lock.release()
             raise
 
     def _open(self) -> None:
@@ -309,9 +318,11 @@ class Disk:
                 seq = max(seq, last_seq)
         except sqlite3.Error as e:
             self._db.close()
+            self._lock.release()
             raise DiskError(f"{self.path} is unreadable or corrupt: {e}") from None
         except wire.WireError as e:
             self._db.close()
+            self._lock.release()
             raise DiskError(f"{self.path} holds a malformed record: {e}") from None
         self.saved_clock_ms = clock
         return Loaded(replay.count, clock, seq, replay.unacked())
@@ -515,6 +526,7 @@ class Disk:
             self._run("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             self._db.close()
+            self._lock.release()
 
 
 def _flush(path: str) -> None:
