@@ -32,6 +32,9 @@ from zope.interface import implementer
 from distkv.node import Node
 from distkv.store import Entry
 
+#: ``SimulatedCluster.start``'s default: the node's own data dir, if any.
+_OWN_DIR: Any = object()
+
 
 @implementer(IConnector)
 class _Connector:
@@ -77,8 +80,12 @@ class _Connection:
         self.pump = pump
         self.transports = (pump.clientIO, pump.serverIO)
         self.closed = False
+        #: Until this time (the network's clock) no byte moves either way.
+        self.held_until = 0.0
 
     def step(self) -> bool:
+        if self.held_until > self.pump.clock.seconds():
+            return False
         moved = bool(self.pump.pump(advanceClock=False))
         if not self.closed and self.pump.clientIO.disconnected and self.pump.serverIO.disconnected:
             self._closed(error.ConnectionDone())
@@ -122,6 +129,12 @@ class SimulatedNetwork(MemoryReactorClock):
         self._attempts: List[_Connector] = []
         self.connections: List[_Connection] = []
         self._blocked: Set[Tuple[str, str]] = set()
+        self._aliases: Dict[str, str] = {}
+
+    def alias(self, node_id: str, name: str) -> None:
+        """Treat a node that calls itself ``node_id`` as ``name`` in blocks
+        and cuts (a node restarted under a fresh id keeps its slot's name)."""
+        self._aliases[node_id] = name
 
     def attach(self, node_id: str, port: int, factory: Factory) -> None:
         self._servers[port] = (node_id, factory)
@@ -135,13 +148,39 @@ class SimulatedNetwork(MemoryReactorClock):
         connector.connect()
         return connector
 
-    def block(self, a: str, b: str) -> None:
-        """Partition nodes ``a`` and ``b``: cut their connections, refuse new ones."""
+    def block(self, a: str, b: str, oneway: bool = False) -> None:
+        """Partition nodes ``a`` and ``b``: cut their connections, refuse new ones.
+
+        ``oneway``: only ``a`` is cut off from ``b``: connections ``a`` dialled
+        to ``b`` are cut and refused, while ``b`` may still dial ``a`` (TCP
+        carries both ways once connected, so the link ``b`` dialled still works).
+        """
+        if oneway:
+            self._blocked.add((a, b))
+            for connection in list(self.connections):
+                if connection.nodes == (a, b):
+                    connection.cut()
+            return
         self._blocked.update([(a, b), (b, a)])
         self.cut(a, b)
 
     def unblock(self, a: str, b: str) -> None:
         self._blocked.difference_update([(a, b), (b, a)])
+
+    def heal(self) -> None:
+        """Lift every block and every stall."""
+        self._blocked.clear()
+        for connection in self.connections:
+            connection.held_until = 0.0
+
+    def stall(self, a: str, b: str, seconds: float) -> None:
+        """Hold every byte on the connections between ``a`` and ``b`` for
+        ``seconds``: nothing is lost, and within a connection order is kept,
+        but other connections deliver meanwhile."""
+        until = self.seconds() + seconds
+        for connection in self.connections:
+            if set(connection.nodes) == {a, b}:
+                connection.held_until = max(connection.held_until, until)
 
     def cut(self, a: str, b: str, deliver_client_bytes: bool = False) -> None:
         """Break every connection between ``a`` and ``b`` (they may reconnect)."""
@@ -157,6 +196,7 @@ class SimulatedNetwork(MemoryReactorClock):
 
     def _complete(self, connector: _Connector) -> None:
         client_node = getattr(getattr(connector.factory, "local", None), "node", "?")
+        client_node = self._aliases.get(client_node, client_node)
         target = self._servers.get(connector.port)
         if target is None or (client_node, target[0]) in self._blocked:
             connector.state = "disconnected"
@@ -211,11 +251,14 @@ class SimulatedCluster:
     ``node_options`` go to every :class:`~distkv.node.Node`; ``skew_ms`` maps
     a node id to how far its wall clock is off. With ``data_root`` each node
     keeps its data in ``data_root/<node id>``, so a crashed node restarts
-    from what it had committed.
+    from what it had committed; ``data_dirs`` names a node's data dir
+    instead (None: memory only).
     """
 
     def __init__(self, size: int = 3, skew_ms: Optional[Dict[str, int]] = None,
-                 data_root: Optional[str] = None, **node_options: Any) -> None:
+                 data_root: Optional[str] = None,
+                 data_dirs: Optional[Dict[str, Optional[str]]] = None,
+                 **node_options: Any) -> None:
         self.data_root = data_root
         self.net = SimulatedNetwork()
         self.net.advance(1_700_000_000)  # a plausible wall clock
@@ -223,19 +266,28 @@ class SimulatedCluster:
         self._options = node_options
         self.ports = {f"n{i + 1}": 7000 + i for i in range(size)}
         self.nodes: Dict[str, Node] = {}
+        dirs = data_dirs or {}
         for node_id in self.ports:
-            self.start(node_id)
+            self.start(node_id, dirs.get(node_id, _OWN_DIR))
         self.net.run()
 
-    def _make(self, node_id: str) -> Node:
+    def _make(self, node_id: str, data_dir: Any = _OWN_DIR, skew_ms: Optional[int] = None,
+              new_id: Optional[str] = None) -> Node:
+        if skew_ms is not None:
+            self._skew[node_id] = skew_ms
         skew = self._skew.get(node_id, 0)
         net = self.net
         options = dict(self._options)
-        if self.data_root is not None:
-            options["data_dir"] = os.path.join(self.data_root, node_id)
+        if data_dir is _OWN_DIR:
+            if self.data_root is not None:
+                options["data_dir"] = os.path.join(self.data_root, node_id)
+        elif data_dir is not None:
+            options["data_dir"] = data_dir
+        if new_id is not None:
+            net.alias(new_id, node_id)
         node = Node(
             net,
-            node_id,
+            new_id or node_id,
             listen_port=self.ports[node_id],
             now_ms=lambda: int(net.seconds() * 1000) + skew,
             **options,
@@ -245,9 +297,17 @@ class SimulatedCluster:
                 node.add_peer("127.0.0.1", port)
         return node
 
-    def start(self, node_id: str) -> Node:
-        """Start (or restart: empty, or from its data dir) the node ``node_id``."""
-        node = self._make(node_id)
+    def start(self, node_id: str, data_dir: Any = _OWN_DIR, skew_ms: Optional[int] = None,
+              new_id: Optional[str] = None) -> Node:
+        """Start (or restart: empty, or from its data dir) the node ``node_id``.
+
+        By default it uses its own data dir (with ``data_root``) or none;
+        ``data_dir`` names another (say, an older copy of its own), or None for
+        memory only. ``skew_ms`` changes its clock's skew from now on, and
+        ``new_id`` starts it under a fresh node id in the same slot (same port,
+        and still ``node_id`` for blocks and cuts).
+        """
+        node = self._make(node_id, data_dir, skew_ms, new_id)
         self.nodes[node_id] = node
         self.net.attach(node_id, self.ports[node_id], node.factory())
         node.start()

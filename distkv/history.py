@@ -1,0 +1,128 @@
+"""A recorded history of client writes and deletes, checked under last-writer-wins.
+
+The fault simulator (:mod:`distkv.simulate`) records every write and delete a
+client made through some node: the key, the value (None for a delete), the
+version the node stamped, and how it ended: *acknowledged* (``OK`` or the
+delete count reached the client), *failed* (an error reply), or
+*indeterminate* (never answered: the node crashed before its commit). An
+acknowledged write whose only copies were lost with a memory-only node, or
+with a data dir replaced by an older copy or an empty one, is documented as
+lost (see the README's "What is not guaranteed"), so the simulator downgrades
+it to indeterminate at that moment with :meth:`History.lost_unless_held`.
+
+:func:`check` compares a replica's final entries with the history. Versions
+are unique per write, and a replica keeps the highest one, so:
+
+* every entry a replica holds must be one that some client wrote (value and
+  version as recorded): nothing invented, nothing mixed up;
+* for every key, the replica's version is at least the highest acknowledged
+  one: an acknowledged write is present or superseded by a later write or
+  delete (*no acknowledged write lost*), and an acknowledged delete is not
+  undone by an older value (*no resurrection*);
+* a key the replica lacks altogether was deleted (its tombstone purged) by a
+  recorded delete above every acknowledged write of it.
+
+No networking and no reactor here: plain data in, violations out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Tuple
+
+from distkv.hlc import Version
+from distkv.store import Entry, version_of
+
+ACKED = "acked"
+FAILED = "failed"
+INDETERMINATE = "indeterminate"
+
+
+@dataclass
+class Op:
+    """One client write (``value``) or delete (``value`` None) and its outcome."""
+
+    step: int
+    node: str
+    key: bytes
+    value: Optional[bytes]
+    version: Version
+    outcome: str = INDETERMINATE
+
+
+@dataclass(frozen=True)
+class Violation:
+    """An invariant that failed, and what showed it."""
+
+    invariant: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.invariant}: {self.detail}"
+
+
+@dataclass
+class History:
+    """Every write and delete made in one run, by key."""
+
+    ops: Dict[bytes, List[Op]] = field(default_factory=dict)
+
+    def invoked(self, step: int, node: str, key: bytes, value: Optional[bytes],
+                entry: Entry) -> Op:
+        op = Op(step, node, key, value, version_of(entry))
+        self.ops.setdefault(key, []).append(op)
+        return op
+
+    def lost_unless_held(self, held: Mapping[bytes, Version]) -> int:
+        """Downgrade to indeterminate every acknowledged op of a key whose
+        version nobody still holds (``held``: the highest version of each key
+        on the nodes that keep their data); returns how many."""
+        count = 0
+        for key, ops in self.ops.items():
+            kept = held.get(key)
+            for op in ops:
+                if op.outcome == ACKED and (kept is None or kept < op.version):
+                    op.outcome = INDETERMINATE
+                    count += 1
+        return count
+
+
+def _describe(op: Op) -> str:
+    what = "DEL" if op.value is None else f"SET ({len(op.value)} bytes)"
+    return f"{what} of {op.key!r} at step {op.step} via {op.node}, version {op.version}"
+
+
+def check(history: History, replica: str, entries: Mapping[bytes, Entry]) -> List[Violation]:
+    """What ``replica``'s final ``entries`` break of the history (see the module)."""
+    out: List[Violation] = []
+    written: Dict[Tuple[bytes, Version], Op] = {}
+    for ops in history.ops.values():
+        for each in ops:
+            written[each.key, each.version] = each
+    for key, entry in entries.items():
+        version = version_of(entry)
+        found = written.get((key, version))
+        if found is None or found.value != entry[0]:
+            out.append(Violation(
+                "phantom", f"{replica} holds {key!r} at {version}, which no client wrote"
+            ))
+    for key, ops in history.ops.items():
+        acked = [op for op in ops if op.outcome == ACKED]
+        if not acked:
+            continue
+        top = max(acked, key=lambda op: op.version)
+        held = entries.get(key)
+        if held is None:
+            deleted = [op for op in ops if op.value is None and op.version > top.version]
+            if top.value is not None and not deleted:
+                out.append(Violation(
+                    "lost-write", f"{replica} lacks {key!r}: acknowledged {_describe(top)}"
+                ))
+            continue
+        version = version_of(held)
+        if version < top.version:
+            kind = "resurrection" if top.value is None else "lost-write"
+            out.append(Violation(
+                kind, f"{replica} holds {key!r} at {version} below acknowledged {_describe(top)}"
+            ))
+    return out
