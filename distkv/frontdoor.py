@@ -7,19 +7,43 @@ everything else is a client speaking the text protocol. The choice is made
 once per connection, after which the chosen protocol gets the transport and
 every byte, including the ones already read; a client protocol (text or RESP)
 also becomes the transport's protocol, so Twisted calls it directly from then on.
+
+At most ``maxclients`` clients are served at once, as in Redis: a connection
+counts as a client once its first bytes have chosen the text protocol or RESP,
+and one past the limit gets Redis's ``max number of clients reached`` error (in
+its protocol) and is closed. Peers are never counted nor refused, so a node
+full of clients still hears its cluster; a connection that has sent nothing yet
+is not counted either (it is neither yet). When it starts listening, the
+factory raises the process's soft limit on open files towards what
+``maxclients`` needs, as Redis does, and lowers the limit it enforces if the
+system allows fewer.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import resource
+from typing import Any, Callable, Optional
 
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IProtocol
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from distkv import wire
 from distkv.peerproto import no_delay
+
+log = Logger()
+
+#: Redis's default ``maxclients``.
+MAXCLIENTS = 10000
+
+#: Open files kept beyond ``maxclients`` (Redis keeps 32): the listening
+#: socket, peer links, the data dir's files, connections not yet identified.
+RESERVED_FILES = 128
+
+TOO_MANY_RESP = b"-ERR max number of clients reached\r\n"
+TOO_MANY_TEXT = b"ERR max number of clients reached\r\n"
 
 
 @implementer(IHalfCloseableProtocol)
@@ -37,6 +61,7 @@ class FrontDoor(Protocol):
         self._resp = resp or client
         self._buffer = b""
         self.inner: Optional[IProtocol] = None
+        self._counted = False
 
     def connectionMade(self) -> None:
         no_delay(self.transport)
@@ -48,22 +73,45 @@ class FrontDoor(Protocol):
             return
         buffer = self._buffer + data
         if buffer[:1] == b"*":
-            self._choose(self._resp).dataReceived(buffer)
+            if self._admit(TOO_MANY_RESP):
+                self._choose(self._resp).dataReceived(buffer)
             return
         magic = wire.MAGIC
         if len(buffer) < len(magic) and magic.startswith(buffer):
             self._buffer = buffer  # could still become a peer handshake
             return
         self._buffer = b""
-        self._choose(self._peer if buffer.startswith(magic) else self._client).dataReceived(
-            buffer
-        )
+        if buffer.startswith(magic):
+            self._choose(self._peer).dataReceived(buffer)
+        elif self._admit(TOO_MANY_TEXT):
+            self._choose(self._client).dataReceived(buffer)
+
+    def _admit(self, refusal: bytes) -> bool:
+        """Count a new client, or refuse it with ``refusal`` when the node is full."""
+        factory = self.factory
+        if not isinstance(factory, FrontDoorFactory):
+            return True
+        if factory.clients >= factory.maxclients:
+            factory.refused += 1
+            transport = self.transport
+            assert transport is not None
+            transport.write(refusal)
+            transport.loseConnection()
+            self.inner = _REFUSED
+            return False
+        factory.clients += 1
+        self._counted = True
+        return True
 
     def _choose(self, make: Callable[[], IProtocol]) -> IProtocol:
         inner = make()
         self.inner = inner
         transport = self.transport
         assert transport is not None
+        if self._counted:
+            # The client protocol may become the transport's protocol, and
+            # then its connectionLost is what Twisted calls: uncount there.
+            _uncount_on_loss(inner, self.factory)
         inner.makeConnection(transport)
         if getattr(transport, "protocol", None) is self and IHalfCloseableProtocol.providedBy(
             inner
@@ -75,6 +123,8 @@ class FrontDoor(Protocol):
 
     def readConnectionLost(self) -> None:
         if self.inner is None:
+            if not self._admit(TOO_MANY_TEXT):
+                return
             inner = self._choose(self._client)
             if self._buffer:
                 inner.dataReceived(self._buffer)
@@ -106,12 +156,74 @@ class FrontDoorFactory(Factory):
         client: Callable[[], IProtocol],
         peer: Callable[[], IProtocol],
         resp: Optional[Callable[[], IProtocol]] = None,
+        maxclients: int = MAXCLIENTS,
     ) -> None:
         self._client = client
         self._peer = peer
         self._resp = resp
+        #: The most clients served at once; peers are not counted.
+        self.maxclients = maxclients
+        #: Clients connected now, and clients refused since the start.
+        self.clients = 0
+        self.refused = 0
+
+    def startFactory(self) -> None:
+        self.maxclients = raise_open_files(self.maxclients)
 
     def buildProtocol(self, addr: Optional[IAddress]) -> FrontDoor:
         door = FrontDoor(self._client, self._peer, self._resp)
         door.factory = self
         return door
+
+
+class _Refused(Protocol):
+    """What a refused connection's bytes go to until it closes: nowhere."""
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+
+_REFUSED = _Refused()
+
+
+def _uncount_on_loss(inner: IProtocol, factory: Any) -> None:
+    lost = inner.connectionLost
+
+    def connectionLost(reason: Failure = connectionDone) -> None:
+        factory.clients -= 1
+        lost(reason)
+
+    inner.connectionLost = connectionLost  # type: ignore[method-assign]
+
+
+def raise_open_files(maxclients: int) -> int:
+    """Raise the soft limit on open files to what ``maxclients`` clients need
+    (up to the hard limit), as Redis does at start; return how many clients
+    the limit got allows."""
+    wanted = maxclients + RESERVED_FILES
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return maxclients
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        log.info("Open files limit {soft}: enough for maxclients {maxclients}",
+                 soft=soft, maxclients=maxclients)
+        return maxclients
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    except (OSError, ValueError) as e:
+        log.warn("Cannot raise the open files limit from {soft} to {target}: {why}",
+                 soft=soft, target=target, why=str(e))
+    if soft >= wanted:
+        log.info("Raised the open files limit to {soft} for maxclients {maxclients}",
+                 soft=soft, maxclients=maxclients)
+        return maxclients
+    allowed = max(1, soft - RESERVED_FILES)
+    log.warn(
+        "Open files limit is {soft} (hard limit {hard}): maxclients lowered from "
+        "{maxclients} to {allowed}; raise it with ulimit -n",
+        soft=soft, hard=hard, maxclients=maxclients, allowed=allowed,
+    )
+    return allowed

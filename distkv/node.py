@@ -111,8 +111,10 @@ class Node:
         loading_wait: float = 30.0,
         tombstone_grace: float = 600.0,
         now_ms: Optional[Callable[[], int]] = None,
+        maxclients: int = 10000,
     ) -> None:
         self.reactor = reactor
+        self.maxclients = maxclients
         disk = None
         if data_dir is not None:
             disk = Disk(data_dir, fsync)  # DiskError: the caller reports it
@@ -299,7 +301,9 @@ class Node:
 
     def factory(self) -> FrontDoorFactory:
         """The factory for the shared client-and-peer port."""
-        return FrontDoorFactory(self._client_protocol, self._peer_protocol, self._resp_protocol)
+        return FrontDoorFactory(
+            self._client_protocol, self._peer_protocol, self._resp_protocol, self.maxclients
+        )
 
     def _client_protocol(self) -> TextProtocol:
         return TextProtocol(self.dispatcher, self.max_request)

@@ -103,6 +103,8 @@ class Options(usage.Options):
          "it is purged after that once every peer has it."],
         ["loading-wait", None, "30", "Seconds a node that started without data refuses "
          "data commands (ERR LOADING) waiting for a peer to sync it, before serving anyway."],
+        ["maxclients", None, "10000", "Most clients served at once (peers not counted); "
+         "one more gets ERR max number of clients reached and is closed."],
     ]
 
     def __init__(self) -> None:
@@ -135,6 +137,7 @@ class Options(usage.Options):
             )
         self["max-request"] = int(_positive("max-request", self["max-request"]))
         self["outbox-bytes"] = int(_positive("outbox-bytes", self["outbox-bytes"]))
+        self["maxclients"] = int(_positive("maxclients", self["maxclients"]))
         for name in ("max-clock-skew", "heartbeat", "flush-timeout", "sync-interval",
                      "tombstone-grace"):
             self[name] = _positive(name, self[name], float)
@@ -172,6 +175,7 @@ def makeService(config: Options) -> IService:
             fsync=config["fsync"],
             loading_wait=config["loading-wait"],
             tombstone_grace=config["tombstone-grace"],
+            maxclients=config["maxclients"],
         )
     except DiskError as e:
         # Bad state on disk: say so and stop, rather than serve nothing.
