@@ -41,6 +41,7 @@ from distkv.journal import Batch, Journal
 from distkv.peerproto import ApplyProtocol, Refusal
 from distkv.peers import PeerLink, Replication
 from distkv.replies import Stats
+from distkv.replyqueue import OutputLimits
 from distkv.resp import RespProtocol
 from distkv.stability import Stability
 from distkv.store import Entry, Store
@@ -111,6 +112,7 @@ class Node:
         loading_wait: float = 30.0,
         tombstone_grace: float = 600.0,
         now_ms: Optional[Callable[[], int]] = None,
+        client_output_limits: Optional[OutputLimits] = None,
         maxclients: int = 10000,
     ) -> None:
         self.reactor = reactor
@@ -123,6 +125,9 @@ class Node:
         self.incarnation = uuid.uuid4().hex[:16]
         self.listen_port = listen_port
         self.max_request = max_request
+        self.client_output_limits = client_output_limits or OutputLimits(
+            hard=max(OutputLimits().hard, max_request + (64 << 10))
+        )
         self.hello = wire.Hello(self.node_id, self.incarnation)
         if now_ms is None:
             seconds = reactor.seconds  # one call per stamp, on every write
@@ -306,10 +311,10 @@ class Node:
         )
 
     def _client_protocol(self) -> TextProtocol:
-        return TextProtocol(self.dispatcher, self.max_request)
+        return TextProtocol(self.dispatcher, self.max_request, self.client_output_limits)
 
     def _resp_protocol(self) -> RespProtocol:
-        return RespProtocol(self.dispatcher, self.max_request)
+        return RespProtocol(self.dispatcher, self.max_request, self.client_output_limits)
 
     def _peer_protocol(self) -> ApplyProtocol:
         return ApplyProtocol(

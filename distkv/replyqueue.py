@@ -7,24 +7,61 @@ ready waits behind an earlier one that is not. :class:`ReplyQueue` holds those
 replies until they can go, and knows when a connection that asked to close
 (``QUIT``, a half-close, an error) has been sent everything it is owed.
 :class:`ClientConnection` is what both client front ends build on: the
-session, the connection counters, the queue, and being the transport's
-streaming producer.
+session, the connection counters, the queue, being the transport's
+streaming producer, and the bounds on the reply bytes a connection may queue
+(:class:`OutputLimits`, Redis's client-output-buffer-limit).
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, cast
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, NamedTuple, Optional, cast
+from weakref import WeakKeyDictionary
 
 from twisted.internet.interfaces import IConsumer, IPushProducer, ITCPTransport
 from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from distkv import sendnow
-from distkv.replies import OK, Error, Session
+from distkv.ratelog import RateLimit
+from distkv.replies import NIL, OK, Array, Error, Lines, Map, Reply, Session
 
 if TYPE_CHECKING:
     from distkv.commands import Dispatcher, Pending
+
+
+log = Logger()
+
+#: One rate limit per node (per dispatcher) for warnings about clients.
+_LIMITS: WeakKeyDictionary[Any, RateLimit] = WeakKeyDictionary()
+
+
+class OutputLimits(NamedTuple):
+    """How many reply bytes one client connection may have queued.
+
+    Past ``soft`` the connection runs no further request and is not read
+    from until the client has read what is queued; a reply that would take
+    it past ``hard`` is not built: the client gets an error and is closed.
+    """
+
+    soft: int = 1 << 20
+    hard: int = 32 << 20
+
+
+def reply_size(reply: Reply) -> int:
+    """An upper bound of ``reply``'s encoded size, in either protocol,
+    found without encoding it (an array's values are not copied)."""
+    if isinstance(reply, bytes):
+        return len(reply) + 16
+    if isinstance(reply, (Array, Map)):
+        return 16 + sum([reply_size(item) for item in reply.items])
+    if isinstance(reply, Lines):
+        return 16 + sum([len(line) * 4 + 2 for line in reply.lines])
+    if reply is NIL:
+        return 8
+    return 32 + len(str(reply[0])) * 4  # type: ignore[index]
 
 
 class ReplyQueue:
@@ -50,6 +87,10 @@ class ReplyQueue:
         #: (true while some reply is owed) and never change it.
         self.slots: Deque[List[Any]] = deque()
         self._close_when_empty = False
+        #: Bytes of the replies that are ready but wait behind an earlier one.
+        self.held = 0
+        #: Called after owed replies went out (a front end may read again).
+        self.on_sent: Callable[[], None] = _nothing
 
     def __bool__(self) -> bool:
         """True while some reply is still owed."""
@@ -67,6 +108,7 @@ class ReplyQueue:
     def then(self, data: bytes, close: bool = False) -> None:
         """Bytes that are ready but must wait behind the replies still owed."""
         self.slots.append([data, close, None, None])
+        self.held += len(data)
 
     def close_when_sent(self) -> None:
         """Hang up once everything owed is out (now, if nothing is)."""
@@ -85,6 +127,7 @@ class ReplyQueue:
         else:
             slot[0] = b"".join([encode(reply) for reply in replies])
         slot[2] = slot[3] = None
+        self.held += len(slot[0])
         slots = self.slots
         ready: List[bytes] = []
         close = False
@@ -95,9 +138,13 @@ class ReplyQueue:
                 slots.clear()
                 break
         if ready:
-            self._send(b"".join(ready))
+            data = b"".join(ready)
+            self.held = 0 if close else self.held - len(data)
+            self._send(data)
         if close or (not slots and self._close_when_empty):
             self._close()
+        elif ready:
+            self.on_sent()
 
 
 class ClientConnection(sendnow.SendingProtocol):
@@ -110,23 +157,52 @@ class ClientConnection(sendnow.SendingProtocol):
 
     transport: ITCPTransport
 
-    def __init__(self, dispatcher: Dispatcher, kind: str, encode: Callable[[Any], bytes]) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        kind: str,
+        encode: Callable[[Any], bytes],
+        limits: Optional[OutputLimits] = None,
+    ) -> None:
         super().__init__()
         self._dispatcher = dispatcher
         self.session = Session(kind)
         self._owed = ReplyQueue(self._send, encode, self._hang_up)
+        self._limits = limits or OutputLimits()
 
     def _send(self, data: bytes) -> None:
         self.write(data)
+
+    def _warn(self, text: str, **fields: Any) -> None:
+        """Log a warning about this client, at most one a second per node
+        (the next one counts those held back); client bytes must already
+        be escaped (:func:`distkv.ratelog.printable`)."""
+        limit = _LIMITS.get(self._dispatcher)
+        if limit is None:
+            limit = _LIMITS[self._dispatcher] = RateLimit(time.monotonic)
+        held = limit.allow()
+        if held < 0:
+            return
+        if held:
+            text += " ({suppressed} similar warnings suppressed)"
+        log.warn(text, peer=self.session.address, suppressed=held, **fields)
 
     def _hang_up(self) -> None:
         self.transport.loseConnection()
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        if hasattr(self.transport, "bufferSize"):
+            # Twisted pauses its producer (us: we stop reading) once this
+            # many bytes wait in its buffer: the soft limit.
+            self.transport.bufferSize = self._limits.soft  # type: ignore[attr-defined]
         cast(IConsumer, self.transport).registerProducer(cast(IPushProducer, self), True)
         self.session.address = str(self.transport.getPeer())
         self._dispatcher.stats.connected()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._dispatcher.stats.disconnected()
+
+
+def _nothing() -> None:
+    pass

@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from distkv.commands import Dispatcher, Pending
+from distkv.ratelog import printable
 from distkv.replies import (
     NIL,
     OK,
@@ -41,7 +42,8 @@ from distkv.replies import (
     Reply,
     Status,
 )
-from distkv.replyqueue import ClientConnection
+from distkv.replyqueue import ClientConnection, OutputLimits
+from distkv.sendnow import buffered
 
 log = Logger()
 
@@ -61,22 +63,182 @@ def parse(
 ) -> Tuple[List[List[bytes]], int, Optional[str]]:
     """Split complete requests off ``buffer``: (requests, bytes consumed, error).
 
-    ``limit`` bounds a single argument and a single request. Past it, or on
-    anything that is not RESP, ``error`` says what was wrong (Redis's words)
-    and ``requests`` holds the complete requests before it. ``fast`` says
-    whether to try :func:`_split_plain` first (by default, on CPython only:
-    PyPy's JIT runs the careful parser faster).
+    ``limit`` bounds a single argument and the sum of a request's arguments.
+    Past it, or on anything that is not RESP, ``error`` says what was wrong
+    (Redis's words) and ``requests`` holds the complete requests before it.
+    ``fast`` says whether to try :func:`_split_plain` first (by default, on
+    CPython only: PyPy's JIT runs the careful parser faster). A connection
+    uses :class:`RequestReader`, which keeps its place across reads.
     """
-    if fast is None:
-        fast = SPLIT_FIRST
+    reader = RequestReader(limit, fast)
     requests: List[List[bytes]] = []
-    pos = _split_plain(buffer, limit, requests) if fast and len(buffer) <= FAST_BUFFER else 0
-    if pos == len(buffer):
-        return requests, pos, None
-    try:
-        return _parse(buffer, limit, requests, pos) + (None,)
-    except ProtocolError as e:
-        return requests, len(buffer), str(e)
+    error = reader.feed(buffer, requests)
+    if error is not None:
+        return requests, len(buffer), error
+    return requests, len(buffer) - reader.unfinished(), None
+
+
+class RequestReader:
+    """Splits one connection's RESP stream into requests, keeping its place.
+
+    The arguments of a request that has not fully arrived are kept, with how
+    many are still to come, so a read never parses again what an earlier
+    read parsed; a bulk string still arriving is collected chunk by chunk
+    and joined once it is complete. The work done is therefore linear in the
+    bytes received, whatever their fragmentation. :attr:`scanned` counts the
+    bytes handed to the parsers (tests hold it against the input's size).
+    """
+
+    def __init__(self, limit: int, fast: Optional[bool] = None) -> None:
+        self.limit = limit
+        self.fast = SPLIT_FIRST if fast is None else fast
+        #: Bytes received and not parsed yet; they start at an element.
+        self.buffer = b""
+        #: The unfinished request's arguments, how many are still to come,
+        #: and the bytes of its arguments so far.
+        self._args: Optional[List[bytes]] = None
+        self._left = 0
+        self._size = 0
+        #: Bytes of that request already consumed (parsed into ``_args``).
+        self._consumed = 0
+        #: While a bulk string (or an inline line) is incomplete: the reads
+        #: since, unjoined, and how many bytes the buffer needs before it is
+        #: worth parsing again (0: parse at every read).
+        self._chunks: List[bytes] = []
+        self._chunked = 0
+        self._need = 0
+        self._inline = False
+        self.scanned = 0
+
+    def busy(self) -> bool:
+        """Whether part of a request is held (the next read continues it)."""
+        return bool(self.buffer) or self._args is not None or bool(self._chunks)
+
+    def unfinished(self) -> int:
+        """Bytes received of the request that has not fully arrived."""
+        return len(self.buffer) + self._chunked + self._consumed
+
+    def feed(self, data: bytes, requests: List[List[bytes]]) -> Optional[str]:
+        """Append the complete requests ``data`` finishes to ``requests``;
+        return Redis's protocol error if the stream is not valid RESP."""
+        if self._chunks or self._need or self._inline:
+            if self._inline and b"\n" not in data:
+                self._chunks.append(data)
+                self._chunked += len(data)
+                if len(self.buffer) + self._chunked > self.limit:
+                    return "Protocol error: too big inline request"
+                return None
+            if not self._inline and len(self.buffer) + self._chunked + len(data) < self._need:
+                self._chunks.append(data)
+                self._chunked += len(data)
+                return None
+            self._chunks.append(data)
+            buffer = b"".join([self.buffer] + self._chunks)
+            self._chunks = []
+            self._chunked = 0
+            self._need = 0
+            self._inline = False
+        else:
+            buffer = self.buffer + data if self.buffer else data
+        self.scanned += len(buffer)
+        pos = 0
+        if self._args is None and self.fast and len(buffer) <= FAST_BUFFER:
+            pos = _split_plain(buffer, self.limit, requests)
+            if pos == len(buffer):
+                self.buffer = b""
+                return None
+        try:
+            pos = self._parse(buffer, pos, requests)
+        except ProtocolError as e:
+            self.buffer = b""
+            self._args = None
+            return str(e)
+        self.buffer = buffer[pos:] if pos < len(buffer) else b""
+        return None
+
+    def _parse(self, buffer: bytes, pos: int, requests: List[List[bytes]]) -> int:
+        end = len(buffer)
+        find = buffer.find
+        limit = self.limit
+        args = self._args
+        left = self._left
+        size = self._size
+        begun = pos - self._consumed  # where the unfinished request began
+        try:
+            while True:
+                if args is None:
+                    if pos >= end:
+                        break
+                    begun = pos
+                    if buffer[pos] != 42:  # not '*': an inline command, one line of words
+                        eol = find(b"\n", pos)
+                        if eol < 0:
+                            if end - pos > limit:
+                                raise ProtocolError("Protocol error: too big inline request")
+                            self._inline = True
+                            break
+                        words = buffer[pos:eol].split()
+                        pos = eol + 1
+                        if words:
+                            requests.append(words)
+                        continue
+                    eol = find(b"\r\n", pos)
+                    if eol < 0:
+                        if end - pos > 32:
+                            raise ProtocolError("Protocol error: invalid multibulk length")
+                        break
+                    try:
+                        count = int(buffer[pos + 1 : eol])
+                    except ValueError:
+                        raise ProtocolError("Protocol error: invalid multibulk length") from None
+                    if count > MAX_ARGUMENTS:
+                        raise ProtocolError("Protocol error: invalid multibulk length")
+                    pos = eol + 2
+                    if count <= 0:
+                        continue  # Redis ignores *0 and *-1
+                    args = []
+                    left = count
+                    size = 0
+                while left:
+                    if pos >= end:
+                        break
+                    if buffer[pos] != 36:  # '$'
+                        raise ProtocolError(
+                            f"Protocol error: expected '$', got '{chr(buffer[pos])}'"
+                        )
+                    eol = find(b"\r\n", pos)
+                    if eol < 0:
+                        if end - pos > 32:
+                            raise ProtocolError("Protocol error: invalid bulk length")
+                        break
+                    try:
+                        length = int(buffer[pos + 1 : eol])
+                    except ValueError:
+                        raise ProtocolError("Protocol error: invalid bulk length") from None
+                    if length < 0 or length > limit:
+                        raise ProtocolError("Protocol error: invalid bulk length")
+                    size += length
+                    if size > limit:
+                        # Refused whole, before anything in it runs.
+                        raise ProtocolError("Protocol error: request exceeds the size limit")
+                    stop = eol + 2 + length
+                    if stop + 2 > end:
+                        size -= length
+                        self._need = stop + 2 - pos  # collect the reads until it is all here
+                        break
+                    args.append(buffer[eol + 2 : stop])
+                    left -= 1
+                    pos = stop + 2
+                if left:
+                    break  # the rest of this request has not arrived yet
+                requests.append(args)
+                args = None
+        finally:
+            self._args = args
+            self._left = left
+            self._size = size
+        self._consumed = pos - begun if args is not None else 0
+        return pos
 
 
 #: Whether :func:`parse` tries the fast path first: it costs CPython a third of
@@ -98,7 +260,10 @@ def _heads(limit: int) -> List[bytes]:
     """``b"$n"`` at index ``n``, for every length the fast path takes under ``limit``."""
     table = _HEADS.get(limit)
     if table is None:
-        table = _HEADS[limit] = [b"$%d" % n for n in range(min(limit, FAST_LENGTH) + 1)]
+        # Arguments of at most limit // FAST_ARGUMENTS bytes: a request the
+        # fast path takes never exceeds the limit in all.
+        top = min(limit // FAST_ARGUMENTS, FAST_LENGTH)
+        table = _HEADS[limit] = [b"$%d" % n for n in range(top + 1)]
     return table
 
 
@@ -196,71 +361,6 @@ def _split_plain(buffer: bytes, limit: int, requests: List[List[bytes]]) -> int:
     return sum(map(len, parts[:i])) + 2 * i
 
 
-def _parse(
-    buffer: bytes, limit: int, requests: List[List[bytes]], pos: int
-) -> Tuple[List[List[bytes]], int]:
-    end = len(buffer)
-    find = buffer.find
-    while pos < end:
-        if buffer[pos] != 42:  # not '*': an inline command, one line of words
-            eol = find(b"\n", pos)
-            if eol < 0:
-                if end - pos > limit:
-                    raise ProtocolError("Protocol error: too big inline request")
-                break
-            words = buffer[pos:eol].split()
-            pos = eol + 1
-            if words:
-                requests.append(words)
-            continue
-        eol = find(b"\r\n", pos)
-        if eol < 0:
-            if end - pos > 32:
-                raise ProtocolError("Protocol error: invalid multibulk length")
-            break
-        try:
-            count = int(buffer[pos + 1 : eol])
-        except ValueError:
-            raise ProtocolError("Protocol error: invalid multibulk length") from None
-        if count > MAX_ARGUMENTS:
-            raise ProtocolError("Protocol error: invalid multibulk length")
-        at = eol + 2
-        args = []
-        for _ in range(count):
-            if at >= end:
-                break
-            if buffer[at] != 36:  # '$'
-                raise ProtocolError(
-                    f"Protocol error: expected '$', got '{chr(buffer[at])}'"
-                )
-            eol = find(b"\r\n", at)
-            if eol < 0:
-                if end - at > 32:
-                    raise ProtocolError("Protocol error: invalid bulk length")
-                break
-            try:
-                length = int(buffer[at + 1 : eol])
-            except ValueError:
-                raise ProtocolError("Protocol error: invalid bulk length") from None
-            if length < 0 or length > limit:
-                raise ProtocolError("Protocol error: invalid bulk length")
-            start = eol + 2
-            stop = start + length
-            if stop + 2 > end:
-                break
-            args.append(buffer[start:stop])
-            at = stop + 2
-        else:
-            pos = at
-            if args:
-                requests.append(args)
-            continue
-        if at - pos > limit:
-            raise ProtocolError("Protocol error: request exceeds the size limit")
-        break  # the rest of this request has not arrived yet
-    return requests, pos
-
-
 def encode(reply: Reply) -> bytes:
     """The RESP2 bytes for ``reply``."""
     if type(reply) is bytes:
@@ -298,46 +398,125 @@ def encode3(reply: Reply) -> bytes:
     return encode(reply)
 
 
+def _pieces(reply: Reply, out: List[bytes], resp3: bool) -> int:
+    """Append ``reply``'s encoding to ``out`` in pieces (a large value as
+    itself, not copied); return their size. An array is sized before it is
+    joined, so one too large for the output limit is never built whole."""
+    if type(reply) is bytes:
+        size = len(reply)
+        if size > 4096:
+            out.append(b"$%d\r\n" % (size,))
+            out.append(reply)
+            out.append(b"\r\n")
+            return size + 16
+        out.append(b"$%d\r\n%s\r\n" % (size, reply))
+        return size + 16
+    items: Tuple[Reply, ...]
+    if isinstance(reply, Array) or (isinstance(reply, Map) and not resp3):
+        items = reply.items
+        out.append(b"*%d\r\n" % (len(items),))
+    elif isinstance(reply, Map):
+        items = reply.items
+        out.append(b"%%%d\r\n" % (len(items) // 2,))
+    else:
+        data = encode3(reply) if resp3 else encode(reply)
+        out.append(data)
+        return len(data)
+    return 16 + sum([_pieces(item, out, resp3) for item in items])
+
+
 @implementer(IHalfCloseableProtocol, IPushProducer)
 class RespProtocol(ClientConnection):
-    """Parses RESP2 requests, runs them, writes Redis-shaped replies."""
+    """Parses RESP2 requests, runs them, writes Redis-shaped replies.
 
-    def __init__(self, dispatcher: Dispatcher, max_request: int) -> None:
-        super().__init__(dispatcher, "resp", self._encode)
+    Replies are bounded as Redis's client-output-buffer-limit bounds them:
+    once the replies queued for the client (in the transport, behind a
+    commit, or built in this read) pass the soft limit, no further request
+    runs and the connection is not read until the client has caught up; the
+    requests already received wait, parsed, and the rest of the read waits
+    unparsed (both bounded by the read and the request limit). A reply that
+    would pass the hard limit is never built.
+    """
+
+    def __init__(
+        self, dispatcher: Dispatcher, max_request: int, limits: Optional[OutputLimits] = None
+    ) -> None:
+        super().__init__(dispatcher, "resp", self._encode, limits)
         self._limit = max_request
-        self._buffer = b""
+        self._soft = self._limits.soft
+        self._reader = RequestReader(max_request)
+        self._fast = SPLIT_FIRST
+        #: True whenever dataReceived cannot take the plain path: closing,
+        #: stopped, or holding requests, unparsed bytes or an error.
+        self._slow = False
         self._closing = False
+        #: The transport paused us (its buffer passed the soft limit).
         self._paused = False
+        #: We stopped: replies waiting for a commit passed the soft limit.
+        self._stopped = False
+        self._held: List[List[bytes]] = []  # requests received, not run yet
+        self._unread: List[bytes] = []  # reads that arrived while stopped
+        self._error: Optional[str] = None  # a protocol error after the held requests
         self._eof = False
+        self._owed.on_sent = self._owed_sent
 
     def _encode(self, reply: Reply) -> bytes:
         return encode3(reply) if self.session.protocol == 3 else encode(reply)
 
     # IPushProducer: the transport pauses us while the client is not reading
-    # its replies; requests then wait, unparsed, in our buffer.
+    # its replies; requests then wait in our buffers.
     def pauseProducing(self) -> None:
-        self._paused = True
+        self._paused = self._slow = True
         cast(IPushProducer, self.transport).pauseProducing()
 
     def resumeProducing(self) -> None:
         self._paused = False
-        cast(IPushProducer, self.transport).resumeProducing()
-        self.dataReceived(b"")
-        if self._eof and not self._paused:
-            self._close()
+        self._go_on()
 
     def stopProducing(self) -> None:
-        self._closing = True
+        self._closing = self._slow = True
+
+    def _owed_sent(self) -> None:
+        if self._stopped and self._owed.held <= self._soft:
+            self._stopped = False
+            self._go_on()
+
+    def _go_on(self) -> None:
+        """Run what was held back, then read again, unless told to stop."""
+        if self._paused or self._stopped or self._closing:
+            return
+        if self._held:
+            held, self._held = self._held, []
+            self._run(held)
+        while self._unread and not (self._paused or self._stopped or self._closing):
+            data = b"".join(self._unread)
+            self._unread = []
+            self._receive(data)
+        if self._paused or self._stopped or self._closing:
+            return
+        if self._error is not None:
+            self._fail()
+            return
+        self._settle()
+        cast(IPushProducer, self.transport).resumeProducing()
+        if self._eof:
+            self._close()
+
+    def _settle(self) -> None:
+        self._slow = bool(
+            self._closing or self._paused or self._stopped or self._held or self._unread
+            or self._error is not None or self._reader.busy()
+        )
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closing:
+        if self._slow or not self._fast:
+            self._receive(data)
             return
-        buffer = self._buffer + data if self._buffer else data
-        if self._paused:
-            self._buffer = buffer
+        requests: List[List[bytes]] = []
+        used = _split_plain(data, self._limit, requests)
+        if used < len(data):
+            self._receive(data[used:], requests)
             return
-        requests, used, error = parse(buffer, self._limit)
-        self._buffer = buffer[used:] if used < len(buffer) else b""
         if len(requests) > 1:
             # One wall-clock reading stamps the writes of one read.
             clock = self._dispatcher.clock
@@ -348,19 +527,85 @@ class RespProtocol(ClientConnection):
                 clock.release()
         else:
             self._answer(requests)
-        if error is not None and not self._closing:
-            log.warn("Closing RESP client {peer}: {why}", peer=self.session.address, why=error)
-            if self._owed:
-                self._owed.then(b"-ERR " + error.encode() + b"\r\n")
-            else:
-                self.write(b"-ERR " + error.encode() + b"\r\n")
-            self._closing = True
+
+    def _receive(self, data: bytes, requests: Optional[List[List[bytes]]] = None) -> None:
+        """Everything but the plain path: a request over several reads, a
+        stopped connection, errors."""
         if self._closing:
-            self._buffer = b""
-            self._owed.close_when_sent()
+            return
+        if self._paused or self._stopped or self._held:
+            self._unread.append(data)
+            self._slow = True
+            return
+        if requests is None:
+            requests = []
+        error = self._reader.feed(data, requests)
+        self._run(requests)
+        if error is not None:
+            if self._held or self._paused or self._stopped:
+                self._error = error  # after the requests before it
+            else:
+                self._error = error
+                self._fail()
+        self._settle()
+
+    def _run(self, requests: List[List[bytes]]) -> None:
+        if len(requests) > 1:
+            clock = self._dispatcher.clock
+            clock.hold()
+            try:
+                self._answer(requests)
+            finally:
+                clock.release()
+        elif requests:
+            self._answer(requests)
+
+    def _fail(self) -> None:
+        error = self._error or ""
+        self._error = None
+        if self._closing:
+            return
+        self._warn("Closing RESP client {peer}: {why}", why=printable(error.encode("utf-8")))
+        if self._owed:
+            self._owed.then(b"-ERR " + error.encode() + b"\r\n")
+        else:
+            self.write(b"-ERR " + error.encode() + b"\r\n")
+        self._close()
+
+    def _stop_here(self) -> bool:
+        """After replies passed the soft limit: whether to stop running requests."""
+        if self._paused or self._closing:
+            return True
+        queued = buffered(self.transport)
+        held = self._owed.held
+        if queued + held > self._limits.hard:
+            self._warn(
+                "Disconnecting RESP client {peer}: {bytes} bytes of replies queued, over the "
+                "client output hard limit of {hard}",
+                bytes=queued + held, hard=self._limits.hard,
+            )
+            self._closing = self._slow = True
+            self._owed.slots.clear()
+            self.transport.abortConnection()
+            return True
+        if held > self._soft:
+            self._stopped = self._slow = True
+            cast(IPushProducer, self.transport).pauseProducing()
+            return True
+        return False
+
+    def _too_large(self, size: int) -> bytes:
+        self._warn(
+            "Refusing a reply of {size} bytes to RESP client {peer}: over the client output "
+            "hard limit of {hard}; closing",
+            size=size, hard=self._limits.hard,
+        )
+        return b"-ERR reply of %d bytes exceeds the client output hard limit of %d bytes; " \
+               b"closing\r\n" % (size, self._limits.hard)
 
     def _answer(self, requests: List[List[bytes]]) -> None:
-        """Run ``requests`` and send their replies, in order."""
+        """Run ``requests`` and send their replies, in order; stop (holding
+        the rest) once the replies queued pass the soft limit."""
         dispatcher = self._dispatcher
         dispatcher.stats.commands_processed += len(requests)
         commands = dispatcher.commands
@@ -369,6 +614,7 @@ class RespProtocol(ClientConnection):
         waiting = owed.slots  # replies still owed, in order (see ReplyQueue)
         write = self.write
         out: List[bytes] = []
+        room = self._soft - owed.held
         remaining = iter(requests)
         for request in remaining:
             # Dispatcher.run's lookup, done here: one Python call fewer per request.
@@ -384,45 +630,75 @@ class RespProtocol(ClientConnection):
                     out.append(_OK)
                 continue
             kind = type(outcome)
-            if kind is Pending:  # a write waiting for its commit
+            if kind is bytes:
+                # What encode() (and encode3()) make of a value, inline: GET's reply.
+                size = len(outcome)  # type: ignore[arg-type]
+                room -= size
+                if waiting:
+                    owed.then(b"$%d\r\n%s\r\n" % (size, outcome))  # type: ignore[str-bytes-safe]
+                else:
+                    out.append(b"$%d\r\n%s\r\n" % (size, outcome))  # type: ignore[str-bytes-safe]
+                if room >= 0:
+                    continue
+            elif kind is Pending:  # a write waiting for its commit
                 if out:
                     write(b"".join(out))
                     out = []
                 owed.wait_for(outcome)  # type: ignore[arg-type]
                 continue
-            if kind is bytes:
-                # What encode() (and encode3()) make of a value, inline: GET's reply.
-                data = b"$%d\r\n%s\r\n" % (len(outcome), outcome)  # type: ignore[arg-type]
-                close = False
             else:
-                if session.protocol == 2:
+                close = False
+                if kind is Array or kind is Map:
+                    pieces: List[bytes] = []
+                    size = _pieces(outcome, pieces, session.protocol == 3)  # type: ignore[arg-type]
+                    if size > self._limits.hard:
+                        data = self._too_large(size)
+                        close = True
+                    else:
+                        data = b"".join(pieces)
+                    del pieces
+                elif session.protocol == 2:
                     data = encode(outcome)  # type: ignore[arg-type]
                 else:
                     data = encode3(outcome)  # type: ignore[arg-type]
-                close = kind is Status and outcome.close  # type: ignore[union-attr]
-            if waiting:
-                owed.then(data, close)
-            else:
-                out.append(data)
-            if close:
-                self._closing = True
-                # Requests after QUIT are dropped, not processed.
-                dispatcher.stats.commands_processed -= length_hint(remaining)
-                break
+                close = close or (kind is Status and outcome.close)  # type: ignore[union-attr]
+                room -= len(data)
+                if waiting:
+                    owed.then(data, close)
+                else:
+                    out.append(data)
+                if close:
+                    self._closing = self._slow = True
+                    # Requests after QUIT are dropped, not processed.
+                    dispatcher.stats.commands_processed -= length_hint(remaining)
+                    break
+                if room >= 0:
+                    continue
+            # The replies passed the soft limit: send them, and go on only
+            # if the client took them.
+            if out:
+                write(b"".join(out))
+                out = []
+            if self._stop_here():
+                self._held = list(remaining)
+                dispatcher.stats.commands_processed -= len(self._held)
+                return
+            room = self._soft - owed.held
         if out:
             write(b"".join(out))
+        if self._closing:
+            self._owed.close_when_sent()
 
     def _close(self) -> None:
         if not self._closing:
-            self._closing = True
+            self._closing = self._slow = True
             self._owed.close_when_sent()
 
     def readConnectionLost(self) -> None:
         # Half-close: answer what arrived (done as it arrived), then close.
         self._eof = True
-        if not self._paused:
+        if not (self._paused or self._stopped or self._held or self._unread):
             self._close()
 
     def writeConnectionLost(self) -> None:
         self._close()
-

@@ -84,3 +84,12 @@ class SendingProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.write = writer(self.transport)
+
+
+def buffered(transport: Any) -> int:
+    """Bytes waiting in a TCP transport's buffer (Twisted's own, not the
+    kernel's); -1 for a transport whose buffer cannot be seen."""
+    try:
+        return int(len(transport.dataBuffer) - transport.offset + transport._tempDataLen)
+    except (AttributeError, TypeError):
+        return -1

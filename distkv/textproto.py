@@ -5,25 +5,31 @@ case-insensitive; spaces and tabs separate words)::
 
     line    = "SET" ws key " " value      ; value: the rest of the line, spaces kept
             | word *(ws arg)              ; every other command
-    key     = 1*(any byte but whitespace)
+    ws      = 1*(" " | "\\t")
+    key     = 1*(any byte but space, tab or newline)
     reply   = "OK" | "PONG" | value | "(nil)" | integer | "ERR " message
             | *(line) "END"               ; multi-line reports
 
-An empty line is ignored. A line longer than the request limit gets ``ERR``
+An empty line is ignored. A line longer than the request limit (its line
+ending, ``\\n`` or ``\\r\\n``, not counted) gets ``ERR``
 and the connection is closed, because the rest of the stream can no longer be
 split into commands reliably; nothing stored changes. When the client
 half-closes its side, every command received is answered (a last line without
 its newline included) before the server closes. A client that sends faster
 than it reads its replies is not read from while its replies back up (the
 protocol is the transport's streaming producer), so neither requests nor
-replies pile up in memory. A write is answered once it is committed to disk
+replies pile up in memory; nor do replies waiting behind a commit (past the
+soft output limit no further line runs until they are sent), and a reply
+larger than the hard output limit is not built: ``ERR`` and the connection
+is closed. A write is answered once it is committed to disk
 (when the node has a data dir); replies still leave in request order, so a
 reply that is ready waits behind an earlier write's.
 """
 
 from __future__ import annotations
 
-from typing import List, Union
+import re
+from typing import List, Optional, Union
 
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
@@ -47,11 +53,13 @@ from distkv.commands import (
     Request,
     Status,
 )
-from distkv.replyqueue import ClientConnection
+from distkv.ratelog import printable
+from distkv.replyqueue import ClientConnection, OutputLimits, reply_size
 
 log = Logger()
 
 _WHITESPACE = b" \t"
+_WORD = re.compile(b"[^ \t]+")
 
 
 class ParseError(Exception):
@@ -59,13 +67,17 @@ class ParseError(Exception):
 
 
 def parse_line(line: bytes) -> Request:
-    """Split one text-protocol line (without its line ending) into a Request."""
+    """Split one text-protocol line (without its line ending) into a Request.
+
+    Words are separated by spaces and tabs only, for every command alike (a
+    form feed or vertical tab is part of a key, as it is in SET's).
+    """
     stripped = line.lstrip(_WHITESPACE)
-    words = stripped.split(None, 1)
-    name = words[0].upper()
+    first = _WORD.match(stripped)
+    name = first.group().upper() if first else b""
     if name != b"SET":
-        return Request(name, tuple(stripped.split()[1:]))
-    rest = words[1].lstrip(_WHITESPACE) if len(words) > 1 else b""
+        return Request(name, tuple(_WORD.findall(stripped, first.end() if first else 0)))
+    rest = stripped[first.end() :].lstrip(_WHITESPACE)  # type: ignore[union-attr]
     for index, byte in enumerate(rest):
         if byte in _WHITESPACE:
             return Request(name, (rest[:index], rest[index + 1 :]))
@@ -110,22 +122,47 @@ class TextProtocol(ClientConnection, LineReceiver):
 
     delimiter = b"\n"
 
-    def __init__(self, dispatcher: Dispatcher, max_request: int) -> None:
-        super().__init__(dispatcher, "text", format_reply)
-        self.MAX_LENGTH = max_request
+    def __init__(
+        self, dispatcher: Dispatcher, max_request: int, limits: Optional[OutputLimits] = None
+    ) -> None:
+        super().__init__(dispatcher, "text", format_reply, limits)
+        self._limit = max_request
+        # One more for the CR of a CR LF line ending, which does not count.
+        self.MAX_LENGTH = max_request + 1
         self._closing = False
         self._eof = False
+        #: The transport paused us; we stopped (replies behind a commit
+        #: passed the soft limit). Lines run again once neither holds.
+        self._transport_paused = False
+        self._stopped = False
+        self._owed.on_sent = self._owed_sent
+
+    def pauseProducing(self) -> None:
+        self._transport_paused = True
+        super().pauseProducing()
 
     def resumeProducing(self) -> None:
+        self._transport_paused = False
+        if self._stopped:
+            return
         super().resumeProducing()
         if self._eof and not self.paused:
             self._finish()
+
+    def _owed_sent(self) -> None:
+        if self._stopped and self._owed.held <= self._limits.soft:
+            self._stopped = False
+            if not self._transport_paused:
+                self.resumeProducing()
 
     def lineReceived(self, line: bytes) -> None:
         if self._closing:
             return
         if line.endswith(b"\r"):
             line = line[:-1]
+        elif len(line) > self._limit:
+            self.lineLengthExceeded(line)
+            return
         if not line.strip():
             return
         self._respond(self._dispatcher.execute(parse_line(line), self.session))
@@ -135,10 +172,26 @@ class TextProtocol(ClientConnection, LineReceiver):
             self._owed.wait_for(outcome)
             return
         close = isinstance(outcome, Status) and outcome.close
+        if isinstance(outcome, (Array, Map, Lines)):
+            size = reply_size(outcome)
+            if size > self._limits.hard:
+                self._warn(
+                    "Refusing a reply of about {size} bytes to {peer}: over the client output "
+                    "hard limit of {hard}; closing",
+                    size=size, hard=self._limits.hard,
+                )
+                outcome = Error(f"ERR reply of about {size} bytes exceeds the client output "
+                                f"hard limit of {self._limits.hard} bytes; closing")
+                close = True
         if self._owed:
             self._owed.then(format_reply(outcome), close)
             if close:
                 self._closing = True
+            elif self._owed.held > self._limits.soft and not self._stopped:
+                # Replies waiting for a commit: run no further line until
+                # they are sent (the transport cannot pause us for them).
+                self._stopped = True
+                super().pauseProducing()
             return
         self.write(format_reply(outcome))
         if close:
@@ -148,13 +201,12 @@ class TextProtocol(ClientConnection, LineReceiver):
         if self._closing:
             self.clearLineBuffer()
             return
-        log.warn(
-            "Closing {peer}: request over the {limit}-byte limit",
-            peer=self.transport.getPeer(),
-            limit=self.MAX_LENGTH,
+        self._warn(
+            "Closing {peer}: request over the {limit}-byte limit, starting {start}",
+            limit=self._limit, start=printable(line),
         )
         self._respond(
-            Error(f"ERR request exceeds the limit of {self.MAX_LENGTH} bytes; closing")
+            Error(f"ERR request exceeds the limit of {self._limit} bytes; closing")
         )
         self._close()
 
