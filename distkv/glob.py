@@ -19,7 +19,9 @@ between is placed at its leftmost match after the one before. Leftmost is
 always right, since a segment placed further left leaves every later one more
 room. Each segment is found by ``bytes.find`` or by a regular expression with
 no repetition in it, so matching a key costs at most its length times the
-pattern's, and nothing ever backtracks into an earlier segment.
+pattern's, and nothing ever backtracks into an earlier segment. A pattern with
+at most one star is one such expression around a single ``.*``, which costs
+the same at most and runs in C.
 """
 
 from __future__ import annotations
@@ -95,20 +97,24 @@ def _parse_set(pattern: bytes, i: int) -> Tuple[FrozenSet[int], int]:
 class Segment:
     """A run of one-byte matchers between two stars (or an end of the pattern)."""
 
-    __slots__ = ("length", "literal", "regex")
+    __slots__ = ("length", "literal", "regex", "source")
 
     def __init__(self, tokens: Sequence[FrozenSet[int]]) -> None:
         self.length = len(tokens)
         #: The bytes themselves when every matcher is a single byte.
         self.literal: Optional[bytes] = None
+        #: The segment as a regular expression, None if it can never match.
+        self.source: Optional[bytes] = None
+        if all(tokens):
+            self.source = b"".join(_char_class(allowed) for allowed in tokens)
         #: Otherwise a regular expression of one character class per byte,
         #: with no repetition, so a search costs at most the window times
         #: the length. None for a segment that can never match (``[]``).
         self.regex: Optional[Pattern[bytes]] = None
         if all(len(allowed) == 1 for allowed in tokens):
             self.literal = bytes(next(iter(allowed)) for allowed in tokens)
-        elif all(tokens):
-            self.regex = re.compile(b"".join(_char_class(allowed) for allowed in tokens), re.DOTALL)
+        elif self.source is not None:
+            self.regex = re.compile(self.source, re.DOTALL)
 
     def at(self, key: bytes, position: int) -> bool:
         """Whether the segment matches ``key`` at ``position`` (room checked by the caller)."""
@@ -146,7 +152,7 @@ class Glob:
     match looked through (tests use it to show the cost stays linear).
     """
 
-    __slots__ = ("everything", "first", "last", "middle", "shortest", "starred")
+    __slots__ = ("everything", "first", "last", "middle", "shortest", "starred", "whole")
 
     def __init__(self, pattern: bytes) -> None:
         tokens = parse(pattern)
@@ -165,6 +171,13 @@ class Glob:
         self.middle = tuple(segment for segment in segments[1:-1] if segment.length)
         #: The fewest bytes a matching key has.
         self.shortest = sum(segment.length for segment in segments)
+        #: With at most one star: the whole pattern as one expression, whose
+        #: only repetition is that star (so at most key x pattern steps).
+        self.whole: Optional[Pattern[bytes]] = None
+        if len(segments) <= 2 and all(segment.source is not None for segment in segments):
+            star = b".*" if self.starred else b""
+            source = star.join(segment.source or b"" for segment in segments)
+            self.whole = re.compile(source, re.DOTALL)
 
     def match(self, key: bytes, work: Optional[List[int]] = None) -> bool:
         size = len(key)
@@ -174,6 +187,11 @@ class Glob:
             return True
         if size < self.shortest:
             return False
+        whole = self.whole
+        if whole is not None:
+            if work is not None:
+                work.append(size * (self.shortest + 1))
+            return whole.fullmatch(key) is not None
         first = self.first
         if not self.starred:
             if work is not None:
