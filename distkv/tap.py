@@ -17,6 +17,7 @@ from twisted.python import usage
 from distkv import wire
 from distkv.disk import SYNCHRONOUS, DiskError
 from distkv.node import Node
+from distkv.replyqueue import OutputLimits
 from distkv.shutdown import ExitZeroOnTerm
 
 _PORT_ONLY = re.compile(r"^\d+$")
@@ -105,6 +106,11 @@ class Options(usage.Options):
          "data commands (ERR LOADING) waiting for a peer to sync it, before serving anyway."],
         ["maxclients", None, "10000", "Most clients served at once (peers not counted); "
          "one more gets ERR max number of clients reached and is closed."],
+        ["client-output-soft-limit", None, "1048576", "Bytes of replies queued for one "
+         "client past which it is not read and its requests wait until it reads."],
+        ["client-output-hard-limit", None, None, "Largest reply, in bytes, built for a "
+         "client (queued bytes included); a larger one gets ERR and the connection is "
+         "closed. Default: 33554432, or --max-request plus 65536 if that is larger."],
     ]
 
     def __init__(self) -> None:
@@ -155,6 +161,22 @@ class Options(usage.Options):
             raise usage.UsageError(f"--loading-wait must be a number, not {self['loading-wait']!r}")
         if self["loading-wait"] < 0:
             raise usage.UsageError("--loading-wait must not be negative")
+        soft = int(_positive("client-output-soft-limit", self["client-output-soft-limit"]))
+        hard_text = self["client-output-hard-limit"]
+        if hard_text is None:
+            hard = max(OutputLimits().hard, self["max-request"] + (64 << 10))
+        else:
+            hard = int(_positive("client-output-hard-limit", hard_text))
+        if hard < soft:
+            raise usage.UsageError(
+                "--client-output-hard-limit must not be below --client-output-soft-limit"
+            )
+        if hard <= self["max-request"]:
+            raise usage.UsageError(
+                "--client-output-hard-limit must be larger than --max-request "
+                "(a GET of the largest value must fit)"
+            )
+        self["client-output-limits"] = OutputLimits(soft=soft, hard=hard)
 
 
 def makeService(config: Options) -> IService:
@@ -176,6 +198,7 @@ def makeService(config: Options) -> IService:
             loading_wait=config["loading-wait"],
             tombstone_grace=config["tombstone-grace"],
             maxclients=config["maxclients"],
+            client_output_limits=config["client-output-limits"],
         )
     except DiskError as e:
         # Bad state on disk: say so and stop, rather than serve nothing.

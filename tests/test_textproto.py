@@ -137,6 +137,28 @@ class TextProtocolTests(SynchronousTestCase):
         self.assertEqual(converse(node, line + b"\n"), b"OK\r\n")
         self.assertEqual(node.store.get(b"k"), b"v" * 58)
 
+    def test_a_line_at_the_limit_passes_with_either_line_ending(self) -> None:
+        """A line of exactly --max-request bytes is served whether it ends in \\n or
+        \\r\\n, fed whole or in chunks; one byte more is refused either way."""
+        for ending in (b"\n", b"\r\n"):
+            for chunk in (0, 1, 7):
+                node = Node(Clock(), "t1", max_request=64)
+                line = b"SET k " + b"v" * 58
+                self.assertEqual(converse(node, line + ending, chunk), b"OK\r\n", (ending, chunk))
+                over = Node(Clock(), "t1", max_request=64)
+                reply = converse(over, line + b"v" + ending, chunk)
+                self.assertTrue(reply.startswith(b"ERR request exceeds the limit of 64 bytes"))
+                self.assertIsNone(over.store.get(b"k"))
+
+    def test_keys_split_on_spaces_and_tabs_only_for_every_command(self) -> None:
+        """A form feed or vertical tab is part of a key for DEL, GET and EXISTS as for SET."""
+        converse(self.node, b"SET k\x0cx one\nSET k two\nSET x three\n")
+        self.assertEqual(converse(self.node, b"GET k\x0cx\n"), b"one\r\n")
+        self.assertEqual(converse(self.node, b"EXISTS k\x0bx k\t x\n"), b"2\r\n")
+        self.assertEqual(converse(self.node, b"DEL k\x0cx\n"), b"1\r\n")
+        self.assertEqual((self.node.store.get(b"k"), self.node.store.get(b"x")), (b"two", b"three"))
+        self.assertEqual(parse_line(b"DEL a\x0cb \t c").args, (b"a\x0cb", b"c"))
+
     def test_status_report_ends_with_end(self) -> None:
         """STATUS lists node id, key and tombstone counts, and ends with END."""
         self.node.store.set(b"a", b"1")
