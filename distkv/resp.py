@@ -63,7 +63,8 @@ def parse(
 ) -> Tuple[List[List[bytes]], int, Optional[str]]:
     """Split complete requests off ``buffer``: (requests, bytes consumed, error).
 
-    ``limit`` bounds a single argument and the sum of a request's arguments.
+    ``limit`` bounds a single argument and the sum of a request's arguments
+    (the command's name aside: ``SET``'s key and value together).
     Past it, or on anything that is not RESP, ``error`` says what was wrong
     (Redis's words) and ``requests`` holds the complete requests before it.
     ``fast`` says whether to try :func:`_split_plain` first (by default, on
@@ -217,13 +218,14 @@ class RequestReader:
                         raise ProtocolError("Protocol error: invalid bulk length") from None
                     if length < 0 or length > limit:
                         raise ProtocolError("Protocol error: invalid bulk length")
-                    size += length
+                    counted = length if args else 0  # the command's name is not counted
+                    size += counted
                     if size > limit:
                         # Refused whole, before anything in it runs.
                         raise ProtocolError("Protocol error: request exceeds the size limit")
                     stop = eol + 2 + length
                     if stop + 2 > end:
-                        size -= length
+                        size -= counted
                         self._need = stop + 2 - pos  # collect the reads until it is all here
                         break
                     args.append(buffer[eol + 2 : stop])

@@ -193,7 +193,7 @@ class RequestLimitTests(SynchronousTestCase):
             self.assertTrue(transport.disconnecting)
             self.assertEqual(len(node.store), 0)
             proto, transport = connect(node)
-            feed(proto, command(b"SET", b"k", b"v" * 996), chunk)  # 1000 bytes of arguments
+            feed(proto, command(b"SET", b"k", b"v" * 999), chunk)  # key + value: 1000 bytes
             self.assertEqual(transport.value(), b"+OK\r\n")
 
 

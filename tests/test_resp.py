@@ -373,7 +373,7 @@ class RespProtocolTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertIsNone(self.node.store.get(b"big"))
         proto, transport = connect(self.node)
-        many = b"*200\r\n" + b"$10\r\nvaluevalue\r\n" * 101  # never completes: bounded anyway
+        many = b"*200\r\n" + b"$10\r\nvaluevalue\r\n" * 102  # never completes: bounded anyway
         proto.dataReceived(many)
         self.assertIn(b"request exceeds the size limit", transport.value())
         self.assertTrue(transport.disconnecting)
