@@ -683,6 +683,7 @@ class RespProtocol(ClientConnection):
                 out = []
             if self._stop_here():
                 self._held = list(remaining)
+                self._slow = True
                 dispatcher.stats.commands_processed -= len(self._held)
                 return
             room = self._soft - owed.held

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, List, Tuple
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -231,6 +233,41 @@ class ParserWorkTests(SynchronousTestCase):
             self.assertIsNone(reader.feed(stream[i : i + 1460], requests))
         self.assertEqual(requests, [[b"SET", b"k", b"x" * 1_000_000]])
         self.assertLessEqual(reader.scanned, 2 * len(stream))
+
+
+class ReaderSplitTests(SynchronousTestCase):
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.lists(
+            st.one_of(
+                st.lists(st.binary(max_size=40) | st.sampled_from([b"\r\n", b"$3", b"*2"]),
+                         min_size=1, max_size=6).map(lambda args: command(*args)),
+                st.sampled_from([b"PING\r\n", b"GET k\n", b"*0\r\n", b"\r\n"]),
+                st.binary(min_size=5000, max_size=6000).map(lambda v: command(b"SET", b"k", v)),
+            ),
+            max_size=6,
+        ),
+        st.lists(st.integers(1, 3000), min_size=1, max_size=20),
+        st.sampled_from([100, 1 << 20]),
+    )
+    def test_the_reader_gives_what_parsing_the_whole_stream_gives(
+        self, pieces: List[bytes], cuts: List[int], limit: int
+    ) -> None:
+        """However a stream is cut into reads, the reader that keeps its place
+        returns the requests (or the error) that parsing it whole returns."""
+        stream = b"".join(pieces)
+        whole, _, whole_error = resp.parse(stream, limit, fast=False)
+        for fast in (True, False):
+            reader = resp.RequestReader(limit, fast)
+            got: List[List[bytes]] = []
+            error = None
+            at = 0
+            for cut in cuts * (len(stream) // sum(cuts) + 1):
+                if at >= len(stream) or error is not None:
+                    break
+                error = reader.feed(stream[at : at + cut], got)
+                at += cut
+            self.assertEqual((got, error), (whole, whole_error))
 
 
 class ProtocolErrorLogTests(SynchronousTestCase):
