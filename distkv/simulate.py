@@ -161,6 +161,8 @@ class Schedule:
     disk: Tuple[bool, ...]
     skew: Tuple[int, ...]
     steps: Tuple[Step, ...]
+    #: ``(a, b)``: ``a``'s peer list leaves ``b`` out (an asymmetric peer list)
+    unlisted: Tuple[Tuple[str, str], ...] = ()
 
     def names(self) -> List[str]:
         return [f"n{i + 1}" for i in range(self.size)]
@@ -175,6 +177,7 @@ def generate(seed: int, nodes: Optional[int] = None, steps: int = 40,
     half = int(max_clock_skew * 1000) // 2  # any two clocks within max_clock_skew
     disk = tuple(rng.random() < 0.6 for _ in names)
     skew = tuple(rng.randint(-half, half) for _ in names)
+    unlisted = (tuple(rng.sample(names, 2)),) if rng.random() < 0.15 else ()
     has_dir = dict(zip(names, disk))
     snapped: Set[str] = set()
     down: Set[str] = set()
@@ -191,8 +194,8 @@ def generate(seed: int, nodes: Optional[int] = None, steps: int = 40,
             out.append(Delete(node, rng.randrange(KEYS)))
         elif roll < 0.46:
             out.append(Read(node, rng.randrange(KEYS)))
-        elif roll < 0.53:
-            out.append(Advance(rng.choice([0.1, 0.5, 1.0, 2.0, 5.0])))
+        elif roll < 0.55:
+            out.append(Advance(rng.choice([0.1, 0.5, 1.0, 2.0, 5.0, 8.0])))
         elif roll < 0.59:
             out.append(Partition(a, b, rng.random() < 0.4))
         elif roll < 0.63:
@@ -221,7 +224,7 @@ def generate(seed: int, nodes: Optional[int] = None, steps: int = 40,
             skew_ms = rng.randint(-half, half) if rng.random() < 0.3 else None
             down.discard(node)
             out.append(Restart(node, mode, rng.random() < 0.3, skew_ms))
-    return Schedule(seed, size, disk, skew, tuple(out))
+    return Schedule(seed, size, disk, skew, tuple(out), unlisted)  # type: ignore[arg-type]
 
 
 class Runner:
@@ -273,6 +276,7 @@ class Runner:
             schedule.size,
             skew_ms=dict(zip(names, schedule.skew)),
             data_dirs=self.dirs,
+            unlisted=schedule.unlisted,
             **self.options,
         )
         for name in names:
@@ -473,6 +477,8 @@ class Runner:
                 self.violations.append(Violation(
                     "convergence", f"{name} and {first} differ on {differ} after settling"
                 ))
+        if self.schedule.unlisted:
+            return  # purging assumes full peer lists (README, "Tombstone purge")
         grace = self.options["tombstone_grace"] + self.options["max_clock_skew"]
         cluster.net.advance_by(grace + 6 * self.options["heartbeat"] + 2, step=0.5)
         for name, node in cluster.nodes.items():
@@ -526,7 +532,8 @@ def replay(schedule: Schedule) -> str:
     return (
         "from distkv.simulate import *  # noqa: F403\n"
         f"schedule = Schedule(\n    seed={schedule.seed}, size={schedule.size}, "
-        f"disk={schedule.disk!r}, skew={schedule.skew!r},\n    steps=(\n        {steps},\n    ),\n)\n"
+        f"disk={schedule.disk!r}, skew={schedule.skew!r}, unlisted={schedule.unlisted!r},\n"
+        f"    steps=(\n        {steps},\n    ),\n)\n"
         "assert run(schedule) == []"
     )
 

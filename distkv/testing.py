@@ -252,14 +252,18 @@ class SimulatedCluster:
     a node id to how far its wall clock is off. With ``data_root`` each node
     keeps its data in ``data_root/<node id>``, so a crashed node restarts
     from what it had committed; ``data_dirs`` names a node's data dir
-    instead (None: memory only).
+    instead (None: memory only). Every node lists every other in its peers,
+    but for the pairs ``(a, b)`` in ``unlisted``: ``a`` leaves ``b`` out.
     """
 
     def __init__(self, size: int = 3, skew_ms: Optional[Dict[str, int]] = None,
                  data_root: Optional[str] = None,
                  data_dirs: Optional[Dict[str, Optional[str]]] = None,
+                 unlisted: Iterable[Tuple[str, str]] = (),
                  **node_options: Any) -> None:
         self.data_root = data_root
+        #: ``(a, b)``: ``a``'s peer list leaves ``b`` out (b may still list a).
+        self.unlisted = set(unlisted)
         self.net = SimulatedNetwork()
         self.net.advance(1_700_000_000)  # a plausible wall clock
         self._skew = dict(skew_ms or {})
@@ -293,7 +297,7 @@ class SimulatedCluster:
             **options,
         )
         for other, port in self.ports.items():
-            if other != node_id:
+            if other != node_id and (node_id, other) not in self.unlisted:
                 node.add_peer("127.0.0.1", port)
         return node
 
