@@ -12,8 +12,11 @@ At most ``maxclients`` clients are served at once, as in Redis: a connection
 counts as a client once its first bytes have chosen the text protocol or RESP,
 and one past the limit gets Redis's ``max number of clients reached`` error (in
 its protocol) and is closed. Peers are never counted nor refused, so a node
-full of clients still hears its cluster; a connection that has sent nothing yet
-is not counted either (it is neither yet). When it starts listening, the
+full of clients still hears its cluster. A connection that has sent nothing yet
+may be either, so it is let in while clients and such connections together
+number fewer than ``maxclients`` plus half of :data:`RESERVED_FILES`, and
+refused at once (with the RESP form of the error, as Redis does on accept)
+past that: connections never outnumber the open files. When it starts listening, the
 factory raises the process's soft limit on open files towards what
 ``maxclients`` needs, as Redis does, and lowers the limit it enforces if the
 system allows fewer.
@@ -62,9 +65,30 @@ class FrontDoor(Protocol):
         self._buffer = b""
         self.inner: Optional[IProtocol] = None
         self._counted = False
+        self._pending = False
 
     def connectionMade(self) -> None:
+        factory = self.factory
+        if isinstance(factory, FrontDoorFactory):
+            if factory.clients + factory.pending >= factory.maxclients + RESERVED_FILES // 2:
+                self._refuse(factory, TOO_MANY_RESP)
+                return
+            factory.pending += 1
+            self._pending = True
         no_delay(self.transport)
+
+    def _unpend(self) -> None:
+        if self._pending:
+            self._pending = False
+            self.factory.pending -= 1  # type: ignore[union-attr]
+
+    def _refuse(self, factory: FrontDoorFactory, refusal: bytes) -> None:
+        factory.refused += 1
+        transport = self.transport
+        assert transport is not None
+        transport.write(refusal)
+        transport.loseConnection()
+        self.inner = _REFUSED
 
     def dataReceived(self, data: bytes) -> None:
         inner = self.inner
@@ -88,22 +112,19 @@ class FrontDoor(Protocol):
 
     def _admit(self, refusal: bytes) -> bool:
         """Count a new client, or refuse it with ``refusal`` when the node is full."""
+        self._unpend()
         factory = self.factory
         if not isinstance(factory, FrontDoorFactory):
             return True
         if factory.clients >= factory.maxclients:
-            factory.refused += 1
-            transport = self.transport
-            assert transport is not None
-            transport.write(refusal)
-            transport.loseConnection()
-            self.inner = _REFUSED
+            self._refuse(factory, refusal)
             return False
         factory.clients += 1
         self._counted = True
         return True
 
     def _choose(self, make: Callable[[], IProtocol]) -> IProtocol:
+        self._unpend()
         inner = make()
         self.inner = inner
         transport = self.transport
@@ -142,6 +163,7 @@ class FrontDoor(Protocol):
             self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._unpend()
         if self.inner is not None:
             self.inner.connectionLost(reason)
 
@@ -163,8 +185,10 @@ class FrontDoorFactory(Factory):
         self._resp = resp
         #: The most clients served at once; peers are not counted.
         self.maxclients = maxclients
-        #: Clients connected now, and clients refused since the start.
+        #: Clients connected now, connections not yet known to be clients
+        #: or peers, and connections refused since the start.
         self.clients = 0
+        self.pending = 0
         self.refused = 0
 
     def startFactory(self) -> None:

@@ -79,6 +79,28 @@ class MaxClientsTests(SynchronousTestCase):
         lose(door, transport)
         self.assertEqual(self.factory.clients, 2)
 
+    def test_silent_connections_are_bounded_and_refused_at_accept_past_the_bound(self) -> None:
+        """Connections that have sent nothing count towards maxclients plus half the reserve;
+        one more is refused at once, and a silent one that leaves or speaks frees its place."""
+        room = 2 + frontdoor.RESERVED_FILES // 2
+        silent = []
+        for _ in range(room):
+            door = self.factory.buildProtocol(ADDRESS)
+            transport = StringTransport(peerAddress=ADDRESS)
+            door.makeConnection(transport)
+            silent.append((door, transport))
+        self.assertEqual(self.factory.pending, room)
+        self.assertFalse(any(t.disconnecting for _, t in silent))
+        _, refused = connect(self.factory, b"PING\r\n")
+        self.assertEqual(refused.value(), FULL_RESP)
+        self.assertTrue(refused.disconnecting)
+        lose(*silent[0])
+        silent[1][0].dataReceived(b"PING\r\n")
+        self.assertEqual(silent[1][1].value(), b"PONG\r\n")
+        self.assertEqual((self.factory.pending, self.factory.clients), (room - 2, 1))
+        _, admitted = connect(self.factory, b"PING\r\n")
+        self.assertEqual(admitted.value(), b"PONG\r\n")
+
     def test_maxclients_option_is_checked_and_passed_to_the_node(self) -> None:
         """--maxclients defaults to Redis's 10000, must be positive, and reaches the front door."""
         options = Options()
@@ -185,18 +207,20 @@ def test_five_thousand_connections_leave_the_node_up_and_refuse_cleanly(tmp_path
     try:
         node.wait_ready()
         watcher = Client(port)
+        for index in range(connections):  # all open at once, silent at first
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            if index % 250 == 0:
+                assert watcher.command("PING") == "PONG"
         served = refused = 0
-        for index in range(connections):
-            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        for index, sock in enumerate(socks):
             sock.sendall(b"PING\r\n")
             reply = read_reply(sock)
             if reply == b"PONG\r\n":
                 served += 1
-                socks.append(sock)
             else:
-                assert reply == FULL_TEXT, reply
+                # past maxclients, or (past maxclients plus the reserve) at accept
+                assert reply in (FULL_TEXT, FULL_RESP), reply
                 assert closed_by_server(sock)
-                sock.close()
                 refused += 1
             if index % 250 == 0:
                 assert watcher.command("PING") == "PONG"
