@@ -1,0 +1,296 @@
+"""Running one schedule on a simulated cluster, and recording what clients saw.
+
+A :class:`Runner` starts a :class:`~distkv.testing.SimulatedCluster` as the
+:class:`~distkv.simulate_schedule.Schedule` says, plays its steps through the
+nodes' command layers and the simulated network, and records every write and
+delete with its outcome in a :class:`~distkv.history.History`. It also keeps
+what the checks need to know along the way: which node should still be
+loading (restarted without its data, and no serving peer has completed a
+round into it: answering a data command then is *stale service*), and which
+acknowledged writes were lost as documented with a memory-only node or a
+replaced data dir. After the last step it heals the network, brings every node
+back, lets the cluster settle and runs the checks of
+:mod:`distkv.simulate_checks`. Running is deterministic: the global ``random``,
+which Twisted's reconnect jitter uses, is seeded with the schedule's seed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sqlite3
+import tempfile
+import traceback
+from typing import Any, Dict, List, Optional, Tuple
+
+from distkv import simulate_checks as checks
+from distkv.commands import LOADING, Error, Pending
+from distkv.disk import FILENAME
+from distkv.history import ACKED, FAILED, History, Op, Violation
+from distkv.hlc import Version
+from distkv.node import Node
+from distkv.replies import Session
+from distkv.simulate_schedule import (
+    NODE_OPTIONS,
+    Advance,
+    Crash,
+    Cut,
+    Delete,
+    Heal,
+    Partition,
+    Read,
+    Restart,
+    Schedule,
+    Snapshot,
+    Stall,
+    Step,
+    Write,
+)
+from distkv.store import version_of
+from distkv.testing import SimulatedCluster
+
+
+class Runner:
+    """Runs one schedule and records what clients saw."""
+
+    def __init__(self, schedule: Schedule, options: Optional[Dict[str, Any]] = None) -> None:
+        self.schedule = schedule
+        self.options = dict(NODE_OPTIONS, **(options or {}))
+        self.history = History()
+        self.violations: List[Violation] = []
+        self.root = tempfile.mkdtemp(prefix="distkv-sim-")
+        self.session = Session("simulator")
+        self._made = 0
+        names = schedule.names()
+        self.dirs: Dict[str, Optional[str]] = {
+            name: self._new_dir() if has else None for name, has in zip(names, schedule.disk)
+        }
+        self.ids: Dict[str, str] = {name: name for name in names}
+        self.dir_ids: Dict[str, str] = {d: n for n, d in self.dirs.items() if d is not None}
+        self.copies: Dict[str, Tuple[str, str]] = {}
+        #: node -> the time until which it should refuse data commands, while loading
+        self.should_load: Dict[str, float] = {}
+        self.cluster: Optional[SimulatedCluster] = None
+
+    def _new_dir(self) -> str:
+        self._made += 1
+        return os.path.join(self.root, f"d{self._made}")
+
+    def run(self) -> List[Violation]:
+        random.seed(self.schedule.seed)  # Twisted's reconnect jitter draws from it
+        try:
+            self._run()
+        except Exception as e:
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            self.violations.append(Violation(
+                "exception", f"{type(e).__name__}: {e} ({where.filename}:{where.lineno})"
+            ))
+        finally:
+            if self.cluster is not None:
+                for name in list(self.cluster.nodes):
+                    self.cluster.crash(name)
+            shutil.rmtree(self.root, ignore_errors=True)
+        return self.violations
+
+    def _run(self) -> None:
+        schedule = self.schedule
+        names = schedule.names()
+        self.cluster = cluster = SimulatedCluster(
+            schedule.size,
+            skew_ms=dict(zip(names, schedule.skew)),
+            data_dirs=self.dirs,
+            unlisted=schedule.unlisted,
+            **self.options,
+        )
+        for name in names:
+            self._watch(name, cluster.nodes[name])
+        cluster.net.advance_by(self.options["loading_wait"] + 1, step=0.25)
+        for index, step in enumerate(schedule.steps):
+            self._step(index, step)
+            cluster.run()
+            self.violations.extend(checks.bounded(cluster.nodes, index))
+        self._settle()
+
+    # -- steps ---------------------------------------------------------------
+
+    def _step(self, index: int, step: Step) -> None:
+        assert self.cluster is not None
+        net = self.cluster.net
+        if isinstance(step, Write):
+            self._command(index, step.node, b"SET", b"k%d" % step.key,
+                          (b"%d." % step.tag).ljust(step.size, b"v")[: max(step.size, 1)])
+        elif isinstance(step, Delete):
+            self._command(index, step.node, b"DEL", b"k%d" % step.key)
+        elif isinstance(step, Read):
+            self._command(index, step.node, b"GET", b"k%d" % step.key)
+        elif isinstance(step, Advance):
+            net.advance_by(step.seconds, step=0.25)
+        elif isinstance(step, Partition):
+            net.block(step.a, step.b, step.oneway)
+        elif isinstance(step, Heal):
+            net.heal()
+        elif isinstance(step, Cut):
+            net.cut(step.a, step.b, step.deliver)
+        elif isinstance(step, Stall):
+            net.stall(step.a, step.b, step.seconds)
+        elif isinstance(step, Snapshot):
+            self._snapshot(step.node)
+        elif isinstance(step, Crash):
+            self._crash(step.node)
+        elif isinstance(step, Restart):
+            self._restart(step)
+
+    def _command(self, index: int, name: str, *request: bytes) -> None:
+        assert self.cluster is not None
+        node = self.cluster.nodes.get(name)
+        if node is None:
+            return
+        outcome = node.dispatcher.run(list(request), self.session)
+        if outcome is LOADING:
+            return
+        due = self.should_load.get(name)
+        if due is not None and self.cluster.net.seconds() < due:
+            self.violations.append(Violation(
+                "stale-service",
+                f"step {index}: {name} answered {request[0].decode()} {request[1]!r} "
+                f"while it should have been loading (restarted without its data, "
+                f"no serving peer has completed a round into it yet)",
+            ))
+        if request[0] == b"GET":
+            return
+        entry = node.store.entry(request[1])
+        assert entry is not None
+        op = self.history.invoked(index, self.ids[name], request[1],
+                                  request[2] if len(request) > 2 else None, entry)
+        if isinstance(outcome, Pending):
+            outcome.batch.when_done(lambda error: _settled(op, error))
+        else:
+            _settled(op, outcome.message if isinstance(outcome, Error) else None)
+
+    def _snapshot(self, name: str) -> None:
+        path = self.dirs.get(name)
+        if path is None or not os.path.exists(os.path.join(path, FILENAME)):
+            return
+        copy = os.path.join(self.root, f"copy-{name}-{self._made}.sqlite3")
+        source = sqlite3.connect(os.path.join(path, FILENAME))
+        target = sqlite3.connect(copy)
+        try:
+            source.backup(target)  # what was committed, as another process would copy it
+        finally:
+            target.close()
+            source.close()
+        self.copies[name] = (copy, self.dir_ids[path])
+
+    def _crash(self, name: str) -> None:
+        assert self.cluster is not None
+        if name not in self.cluster.nodes:
+            return
+        self.cluster.crash(name)
+        if self.dirs[name] is None:
+            self._data_lost()
+
+    def _data_lost(self) -> None:
+        """Data was thrown away (a memory-only node, a replaced data dir): what
+        no running node holds is lost as documented, no longer acknowledged."""
+        assert self.cluster is not None
+        held: Dict[bytes, Version] = {}
+        for node in self.cluster.nodes.values():
+            for key, entry in node.store.items():
+                version = version_of(entry)
+                if key not in held or held[key] < version:
+                    held[key] = version
+            horizon = node.store.horizon
+            for key, ops in self.history.ops.items():
+                if node.store.entry(key) is None:  # purged: its deletes below the horizon count
+                    for op in ops:
+                        if op.value is None and op.version < horizon and (
+                            key not in held or held[key] < op.version
+                        ):
+                            held[key] = op.version
+        self.history.lost_unless_held(held)
+
+    def _restart(self, step: Restart) -> None:
+        assert self.cluster is not None
+        name = step.node
+        if name in self.cluster.nodes:
+            self._crash(name)
+        mode = step.mode
+        if mode == "older-copy" and name not in self.copies:
+            mode = "own-dir"
+        if mode == "own-dir" and self.dirs[name] is None:
+            mode = "memory"
+        path = self.dirs[name]
+        node_id = self.ids[name]
+        if mode == "memory":
+            path = None
+        elif mode == "empty-dir":
+            path = self._new_dir()
+        elif mode == "older-copy":
+            copy, node_id = self.copies[name]
+            path = self._new_dir()
+            os.makedirs(path)
+            shutil.copyfile(copy, os.path.join(path, FILENAME))
+        if mode in ("memory", "empty-dir") and step.fresh_id:
+            self._made += 1
+            node_id = f"{name}i{self._made}"
+        if path is not None:
+            node_id = self.dir_ids.setdefault(path, node_id)
+        if mode != "own-dir":
+            self._data_lost()
+            self.should_load[name] = self.cluster.net.seconds() + self.options["loading_wait"]
+        else:
+            self.should_load.pop(name, None)
+        self.dirs[name] = path
+        self.ids[name] = node_id
+        node = self.cluster.start(
+            name, path, step.skew_ms, None if node_id == name else node_id
+        )
+        self._watch(name, node)
+
+    def _watch(self, name: str, node: Node) -> None:
+        """Hear when a peer's anti-entropy round into ``name`` completes."""
+        original = node._synced_from
+
+        def synced(peer: Any, clock: Optional[Version] = None) -> None:
+            original(peer, clock)
+            sender = next((n for n, i in self.ids.items() if i == peer.node), None)
+            assert self.cluster is not None
+            if sender is not None and sender in self.cluster.nodes and not self._loading(sender):
+                self.should_load.pop(name, None)
+
+        node._synced_from = synced  # type: ignore[method-assign]
+
+    def _loading(self, name: str) -> bool:
+        assert self.cluster is not None
+        due = self.should_load.get(name)
+        return due is not None and self.cluster.net.seconds() < due
+
+    # -- the end -------------------------------------------------------------
+
+    def _settle(self) -> None:
+        assert self.cluster is not None
+        cluster = self.cluster
+        cluster.net.heal()
+        for name in self.schedule.names():
+            if name not in cluster.nodes:
+                self._restart(Restart(name, "own-dir"))
+        wait = self.options["loading_wait"] + 3 * self.options["sync_interval"] + 20
+        cluster.net.advance_by(wait, step=0.5)
+        snapshots = cluster.snapshots()
+        self.violations.extend(checks.history_kept(self.history, snapshots))
+        self.violations.extend(checks.converged(snapshots))
+        if self.schedule.unlisted:
+            return  # purging assumes full peer lists (README, "Tombstone purge")
+        grace = self.options["tombstone_grace"] + self.options["max_clock_skew"]
+        cluster.net.advance_by(grace + 6 * self.options["heartbeat"] + 2, step=0.5)
+        self.violations.extend(checks.purged(cluster.nodes))
+
+
+def _settled(op: Op, error: Optional[str]) -> None:
+    op.outcome = ACKED if error is None else FAILED
+
+
+def run(schedule: Schedule, options: Optional[Dict[str, Any]] = None) -> List[Violation]:
+    """Run ``schedule``; the violations found (none: every invariant held)."""
+    return Runner(schedule, options).run()

@@ -1,0 +1,181 @@
+"""What one simulated run does: its steps, and the schedule a seed decides.
+
+A :class:`Schedule` names the nodes of a run (3-5 by default), which of them
+start with a data dir, their clock skews, which peer lists leave a node out,
+and the steps: writes, overwrites, deletes and reads through a node; partitions
+(full or one-way) and heals; cut, stalled and duplicated deliveries; snapshots
+of a data dir; crashes and restarts (memory only, from the node's own data dir,
+from an older copy of it, from an empty one; under the same or a fresh node
+id; with a new skew within ``max_clock_skew``). :func:`generate` draws every
+choice from one ``random.Random(seed)``, so a seed always builds the same
+schedule. Plain data: nothing here runs a node.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
+
+#: Node options: small limits, so that faults matter.
+NODE_OPTIONS: Dict[str, Any] = {
+    "max_request": 2048,
+    "outbox_bytes": 6 << 10,
+    "max_clock_skew": 2.0,
+    "heartbeat": 1.0,
+    "sync_interval": 3.0,
+    "loading_wait": 5.0,
+    "tombstone_grace": 3.0,
+    "flush_timeout": 1.0,
+    "fsync": "no",
+}
+KEYS = 6
+MODES = ("memory", "own-dir", "older-copy", "empty-dir")
+
+
+@dataclass(frozen=True)
+class Write:
+    node: str
+    key: int
+    size: int
+    tag: int
+
+
+@dataclass(frozen=True)
+class Delete:
+    node: str
+    key: int
+
+
+@dataclass(frozen=True)
+class Read:
+    node: str
+    key: int
+
+
+@dataclass(frozen=True)
+class Partition:
+    a: str
+    b: str
+    oneway: bool = False
+
+
+@dataclass(frozen=True)
+class Heal:
+    pass
+
+
+@dataclass(frozen=True)
+class Cut:
+    a: str
+    b: str
+    deliver: bool = False
+
+
+@dataclass(frozen=True)
+class Stall:
+    a: str
+    b: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Crash:
+    node: str
+
+
+@dataclass(frozen=True)
+class Restart:
+    node: str
+    mode: str
+    fresh_id: bool = False
+    skew_ms: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    node: str
+
+
+@dataclass(frozen=True)
+class Advance:
+    seconds: float
+
+
+Step = Union[Write, Delete, Read, Partition, Heal, Cut, Stall, Crash, Restart, Snapshot, Advance]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Everything one run does: the nodes, which start with a data dir, their
+    skews, and the steps."""
+
+    seed: int
+    size: int
+    disk: Tuple[bool, ...]
+    skew: Tuple[int, ...]
+    steps: Tuple[Step, ...]
+    #: ``(a, b)``: ``a``'s peer list leaves ``b`` out (an asymmetric peer list)
+    unlisted: Tuple[Tuple[str, str], ...] = ()
+
+    def names(self) -> List[str]:
+        return [f"n{i + 1}" for i in range(self.size)]
+
+
+def generate(seed: int, nodes: Optional[int] = None, steps: int = 40,
+             max_clock_skew: float = NODE_OPTIONS["max_clock_skew"]) -> Schedule:
+    """The schedule seed ``seed`` decides."""
+    rng = random.Random(seed)
+    size = nodes or rng.randint(3, 5)
+    names = [f"n{i + 1}" for i in range(size)]
+    half = int(max_clock_skew * 1000) // 2  # any two clocks within max_clock_skew
+    disk = tuple(rng.random() < 0.6 for _ in names)
+    skew = tuple(rng.randint(-half, half) for _ in names)
+    unlisted = (tuple(rng.sample(names, 2)),) if rng.random() < 0.15 else ()
+    has_dir = dict(zip(names, disk))
+    snapped: Set[str] = set()
+    down: Set[str] = set()
+    out: List[Step] = []
+    limit = NODE_OPTIONS["max_request"] - 32
+    for tag in range(rng.randint(steps // 2, steps)):
+        node = rng.choice(names)
+        a, b = rng.sample(names, 2)
+        roll = rng.random()
+        if roll < 0.30:
+            size_ = rng.randint(0, 24) if rng.random() < 0.7 else rng.randint(0, limit)
+            out.append(Write(node, rng.randrange(KEYS), size_, tag))
+        elif roll < 0.40:
+            out.append(Delete(node, rng.randrange(KEYS)))
+        elif roll < 0.46:
+            out.append(Read(node, rng.randrange(KEYS)))
+        elif roll < 0.55:
+            out.append(Advance(rng.choice([0.1, 0.5, 1.0, 2.0, 5.0, 8.0])))
+        elif roll < 0.59:
+            out.append(Partition(a, b, rng.random() < 0.4))
+        elif roll < 0.63:
+            out.append(Heal())
+        elif roll < 0.70:
+            out.append(Cut(a, b, rng.random() < 0.5))
+        elif roll < 0.75:
+            out.append(Stall(a, b, rng.choice([0.2, 1.0, 2.5])))
+        elif roll < 0.80:
+            if has_dir[node] and node not in down:
+                snapped.add(node)
+                out.append(Snapshot(node))
+        elif roll < 0.88:
+            if node not in down and len(down) < size - 1:
+                down.add(node)
+                out.append(Crash(node))
+        elif down:
+            node = rng.choice(sorted(down))
+            modes = ["memory", "empty-dir"]
+            if has_dir[node]:
+                modes.append("own-dir")
+            if node in snapped:
+                modes.append("older-copy")
+            mode = rng.choice(modes)
+            has_dir[node] = mode != "memory"
+            skew_ms = rng.randint(-half, half) if rng.random() < 0.3 else None
+            down.discard(node)
+            out.append(Restart(node, mode, rng.random() < 0.3, skew_ms))
+    return Schedule(seed, size, disk, skew, tuple(out), unlisted)  # type: ignore[arg-type]
