@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import pytest
 
@@ -112,6 +112,37 @@ def status(port: int) -> List[str]:
         return client.report("STATUS")
     finally:
         client.close()
+
+
+def dump(port: int) -> Dict[str, str]:
+    """Every live key on one node and its value (``KEYS *``, then one ``MGET``).
+
+    For a node no client is writing to: a key deleted between the two
+    requests is left out. Values must not be the literal ``(nil)``.
+    """
+    client = Client(port)
+    try:
+        keys = _lines(client, "KEYS *")
+        if not keys:
+            return {}
+        values = _lines(client, "MGET " + " ".join(keys))
+        assert len(values) == len(keys), (keys, values)
+        return {key: value for key, value in zip(keys, values) if value != "(nil)"}
+    finally:
+        client.close()
+
+
+def _lines(client: Client, request: str) -> List[str]:
+    """A reply of one value a line up to END; an ``ERR`` line raises (it has no END)."""
+    lines = [client.command(request)]
+    if lines[0].startswith("ERR"):
+        raise AssertionError(f"{request[:20]}...: {lines[0]}")
+    while lines[-1] != "END":
+        raw = client.file.readline()
+        if not raw:
+            raise ConnectionError("server closed the connection")
+        lines.append(raw.decode("utf-8").rstrip("\r\n"))
+    return lines[:-1]
 
 
 class NodeProcess:
