@@ -11,23 +11,33 @@ ends its answer with its stable horizon (see :mod:`distkv.stability`); a key
 it lacks whose version lies below that horizon was deleted and purged while
 this replica missed it (an old copy of a data dir), so it is dropped here
 rather than sent. Nothing here does I/O: the functions return the bytes to
-write.
+write, as a stream of chunks a connection writes as fast as the peer reads,
+so a round over a large store never sits in memory as one block of bytes.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 from distkv import wire
 from distkv.digest import select
 from distkv.hlc import Version
 from distkv.store import Entry, Store, version_of
 
+#: Bytes of write frames a round's stream yields at a time.
+CHUNK_BYTES = 256 * 1024
+
 
 def answer_offer(store: Store, offer: wire.DigestOffer) -> bytes:
-    """The accepting side's answer: key lists for differing buckets, then ``E``."""
+    """The answer to ``offer`` in one piece (see :func:`answer_frames`)."""
+    return b"".join(answer_frames(store, offer))
+
+
+def answer_frames(store: Store, offer: wire.DigestOffer) -> Iterator[bytes]:
+    """The accepting side's answer, frame by frame: key lists for differing
+    buckets, then ``E``. The differing keys are found at once; each frame is
+    built only when the connection asks for it."""
     buckets = store.digest.differing(offer.digest)
-    frames = []
     for bucket, items in select(store.items(), buckets).items():
         chunk: List[Tuple[bytes, Version]] = []
         size = 0
@@ -36,14 +46,13 @@ def answer_offer(store: Store, offer: wire.DigestOffer) -> bytes:
             # the frame goes out before a key would take it past the bound.
             adds = len(key) + 18 + len(entry[3])
             if chunk and size + adds > wire.KEY_LIST_BYTES:
-                frames.append(wire.encode_key_list(offer.round, bucket, chunk))
+                yield wire.encode_key_list(offer.round, bucket, chunk)
                 chunk, size = [], 0
             chunk.append((key, version_of(entry)))
             size += adds
         if chunk or not items:
-            frames.append(wire.encode_key_list(offer.round, bucket, chunk))
-    frames.append(wire.encode_mark(b"E", offer.round, store.horizon))
-    return b"".join(frames)
+            yield wire.encode_key_list(offer.round, bucket, chunk)
+    yield wire.encode_mark(b"E", offer.round, store.horizon)
 
 
 class Round:
@@ -80,11 +89,30 @@ class Round:
                     out.append((key, entry))
         return out
 
-    def keys_done(self, horizon: Optional[Version] = None) -> bytes:
-        """Everything the peer needs from us, then the end-of-round mark."""
+    def keys_done(self, horizon: Optional[Version] = None, serving: bool = False) -> bytes:
+        """Everything the peer needs from us, then the end-of-round mark, in one piece."""
+        return b"".join(self.round_frames(horizon, serving))
+
+    def round_frames(self, horizon: Optional[Version] = None,
+                     serving: bool = False) -> Iterator[bytes]:
+        """Everything the peer needs from us in chunks of about
+        :data:`CHUNK_BYTES`, then the end-of-round mark (which says whether we
+        serve: a loading node's round ends nobody's loading). What to send is
+        decided at once; each chunk is encoded when the connection asks."""
         newer = self.newer(horizon)
         self.sent = len(newer)
         self._theirs = {}
-        parts = [wire.encode_write(0, key, entry) for key, entry in newer]
-        parts.append(wire.encode_mark(b"S", self.number, self.store.clock.now()))
-        return b"".join(parts)
+        return self._chunks(newer, serving)
+
+    def _chunks(self, newer: List[Tuple[bytes, Entry]], serving: bool) -> Iterator[bytes]:
+        parts: List[bytes] = []
+        size = 0
+        for key, entry in newer:
+            frame = wire.encode_write(0, key, entry)
+            parts.append(frame)
+            size += len(frame)
+            if size >= CHUNK_BYTES:
+                yield b"".join(parts)
+                parts, size = [], 0
+        parts.append(wire.encode_round_end(self.number, self.store.clock.now(), serving))
+        yield b"".join(parts)

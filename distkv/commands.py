@@ -117,6 +117,9 @@ class Dispatcher:
         self._durable = durable
         #: True while data commands must be refused with LOADING.
         self.loading = False
+        #: The error every write gets while the node must not write (its
+        #: clock is too far ahead of a peer's: see :mod:`distkv.skew`).
+        self.write_refusal: Optional[Error] = None
         self.info = info
         self.stats = stats if stats is not None else Stats(0.0)
         #: What CONFIG GET reports (lower-case names); the node fills it in.
@@ -228,6 +231,8 @@ class Dispatcher:
             return LOADING if self.loading else SYNTAX
         if self.loading:
             return LOADING
+        if self.write_refusal is not None:
+            return self.write_refusal
         key = request[1]
         if not key:
             return Error("ERR empty key")
@@ -239,6 +244,8 @@ class Dispatcher:
     def _del(self, args: Sequence[bytes], session: Session) -> Outcome:
         if self.loading:
             return LOADING
+        if self.write_refusal is not None:
+            return self.write_refusal
         deleted = 0
         for key in args:
             if key:
@@ -262,6 +269,8 @@ class Dispatcher:
             return LOADING
         if len(args) % 2:
             return wrong_arity(b"mset")
+        if self.write_refusal is not None:
+            return self.write_refusal
         if not all(args[0::2]):
             return Error("ERR empty key")
         for index in range(0, len(args), 2):

@@ -7,10 +7,17 @@ handshakes, and reports its state for the STATUS command.
 
 With a data dir the node loads its data, its clock's high-water mark and each
 peer's unacknowledged writes from :mod:`distkv.disk` before it serves, and
-answers writes only once :mod:`distkv.journal` has committed them. A node that
-starts without data (memory only, or an empty data dir) and has peers is
-*loading*: it refuses reads until a peer has completed an anti-entropy round
-into it, or until ``loading_wait`` seconds have passed with none reachable.
+answers writes only once :mod:`distkv.journal` has committed them. A node with
+peers starts *loading* and refuses data commands until it knows its data is
+current: one that starts without data (memory only, or an empty data dir)
+until a serving peer has completed an anti-entropy round into it; one with a
+data dir until a serving peer answers its handshake having applied no more of
+its writes than it holds. A node that learns it holds fewer of its own writes
+than a peer has applied (it was restored from an older copy of its data dir)
+loads again, whenever that happens, until a serving peer has synced it. When
+no peer serves because the whole cluster is starting, a node serves once
+every peer it lists has completed a round into it: it then holds everything
+any of them held. After ``loading_wait`` seconds the node serves anyway.
 
 Every ``heartbeat`` seconds the node purges the tombstones below the cluster's
 stable horizon (:mod:`distkv.stability`), held a further ``tombstone_grace``
@@ -21,7 +28,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -32,25 +39,25 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from distkv import digest, report, wire
-from distkv.antientropy import answer_offer
+from distkv.antientropy import answer_frames
 from distkv.commands import Dispatcher
 from distkv.disk import Disk, PeerState
 from distkv.frontdoor import FrontDoorFactory
 from distkv.hlc import HybridClock, Version
 from distkv.journal import Batch, Journal
-from distkv.peerproto import ApplyProtocol, Refusal
-from distkv.peers import PeerLink, Replication
-from distkv.replies import Stats
+from distkv.peerproto import Acceptor, PeerConnection, Refusal
+from distkv.peers import PeerLink
+from distkv.replication import LOCAL_HOSTS, Replication
+from distkv.replies import Error, Stats
 from distkv.replyqueue import OutputLimits
 from distkv.resp import RespProtocol
+from distkv.skew import SkewGuard
 from distkv.stability import Stability
 from distkv.store import Entry, Store
 from distkv.textproto import TextProtocol
 
 log = Logger()
 
-#: Host names that mean "this machine" in a peer list.
-LOCAL_HOSTS = frozenset(["127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""])
 
 class Listener(StreamServerEndpointService):
     """The client-and-peer port; a port that cannot be opened stops the node plainly."""
@@ -129,6 +136,7 @@ class Node:
             hard=max(OutputLimits().hard, max_request + (64 << 10))
         )
         self.hello = wire.Hello(self.node_id, self.incarnation)
+        self.greeting = wire.Greeting(self.hello, listen_port)
         if now_ms is None:
             seconds = reactor.seconds  # one call per stamp, on every write
 
@@ -139,8 +147,13 @@ class Node:
         self.tombstone_grace = tombstone_grace
         self.heartbeat = heartbeat
         self.stability = Stability()
-        #: Nodes that linked to us, whether or not our peer list names them.
-        self._inbound: Set[str] = set()
+        #: node id -> the highest sequence number of its own writes applied here
+        self.seen: Dict[str, int] = {}
+        #: Why the node is loading (see start_loading), or None while it serves.
+        self.loading_why: Optional[str] = None
+        self._loading_deadline = 0.0
+        # The peers whose rounds completed into us since loading began.
+        self._rounds_in: Set[str] = set()
         self._purge_loop: Optional[LoopingCall] = None
         if not digest.PORTABLE:
             log.warn(
@@ -148,6 +161,8 @@ class Node:
                 "exchange every bucket's keys with other nodes on every round"
             )
         self.clock = HybridClock(self.node_id, now_ms, int(max_clock_skew * 1000))
+        self.skew = SkewGuard(int(max_clock_skew * 1000), reactor.seconds, 4 * heartbeat)
+        self._refusals_logged = 0
         self.store = Store(self.clock)
         self.journal: Optional[Journal] = None
         self._saved_peers: Dict[str, PeerState] = {}
@@ -177,14 +192,18 @@ class Node:
         self.loading_wait = loading_wait
         self.replication = Replication(
             self.store,
-            self.hello,
+            self.greeting,
             reactor,
             outbox_bytes,
             heartbeat=heartbeat,
             flush_timeout=flush_timeout,
             sync_interval=sync_interval,
             max_frame=wire.max_frame(max_request),
+            peer_host=self,
         )
+        self.replication.on_new_link = self._hook_link
+        self.replication.on_linked = self._peer_answered
+        self.apply = self.store.apply
         self.started_at = reactor.seconds()
         self.data_dir = data_dir
         self.fsync = fsync
@@ -230,8 +249,6 @@ class Node:
         if known in self.replication.links:
             return self.replication.links[known]
         link = self.replication.add_peer(host, port)
-        link.our_low = self._our_low
-        link.on_new_node = self._node_replaced
         if self.journal is not None:
             journal = self.journal
             saved = self._saved_peers.get(link.name)
@@ -249,6 +266,15 @@ class Node:
             link.on_self = lambda link: journal.forget_peer(link.name)
         return link
 
+    def _hook_link(self, link: PeerLink) -> None:
+        """What every link, dialling or answering, asks of the node."""
+        link.our_low = self._our_low
+        link.on_new_node = self._node_replaced
+        link.serving = self._serving
+
+    def _serving(self) -> bool:
+        return not self.loading
+
     def _owed(self) -> Dict[bytes, int]:
         """Each key with a local write some peer has not acknowledged, and the
         highest such write's sequence number."""
@@ -261,14 +287,16 @@ class Node:
 
     def members(self) -> Optional[List[str]]:
         """The other nodes of the cluster; None while a peer address never answered."""
-        names = []
+        names: List[str] = []
         for link in self.replication.links.values():
             if link.is_self:
                 continue
             if link.remote is None:
-                return None
-            names.append(link.remote.node)
-        names.extend(self._inbound.difference(names))
+                if link.dials:
+                    return None
+                continue
+            if link.remote.node not in names:
+                names.append(link.remote.node)
         return names
 
     def _our_low(self) -> Version:
@@ -276,12 +304,69 @@ class Node:
 
     def _node_replaced(self, old: str, new: str) -> None:
         self.stability.forget(old)
-        self._inbound.discard(old)
+        self.skew.forget(old)
+        self.synced_from.pop(old, None)
 
-    def _heard(self, peer: wire.Hello, floor: Version, low: Version) -> None:
+    def wall_ms(self) -> int:
+        return self._now_ms()
+
+    def clock_ahead(self, peer: wire.Hello, ahead_ms: int) -> None:
+        self.skew.reading(peer.node, ahead_ms)
+        self._check_clock()
+
+    def _check_clock(self) -> None:
+        """Refuse writes while our clock is too far ahead of a peer's for them to replicate."""
+        worst = self.skew.too_far_ahead()
+        dispatcher = self.dispatcher
+        if worst is not None and dispatcher.write_refusal is None:
+            peer, ahead = worst
+            limit = self.skew.max_skew_ms / 1000
+            dispatcher.write_refusal = Error(
+                f"CLOCKSKEW this node's clock is at least {ahead / 1000:.1f}s ahead of peer "
+                f"{peer}'s, past --max-clock-skew {limit:g}s: writes are refused until the "
+                "clocks agree (check NTP)"
+            )
+            log.critical(
+                "This node's clock is at least {ahead:.1f}s ahead of peer {peer}'s, past "
+                "--max-clock-skew {limit:g}s: peers would refuse our writes, so this node "
+                "refuses writes until the clocks agree. Check NTP on both machines.",
+                ahead=ahead / 1000,
+                peer=peer,
+                limit=limit,
+            )
+        elif worst is None and dispatcher.write_refusal is not None:
+            dispatcher.write_refusal = None
+            log.info("This node's clock agrees with its peers' again; writes accepted")
+
+    def _report_refusals(self) -> None:
+        """Log, once per heartbeat at most, writes refused for versions from the future."""
+        refused = self.clock.refused
+        if refused > self._refusals_logged:
+            log.error(
+                "Refused {count} replicated writes whose versions lie more than "
+                "--max-clock-skew ahead of this node's clock ({total} in all): a peer's "
+                "clock runs ahead (it should refuse writes itself: see its log)",
+                count=refused - self._refusals_logged,
+                total=refused,
+            )
+            self._refusals_logged = refused
+
+    def heard(self, peer: wire.Hello, floor: Version, low: Version) -> None:
         self.clock.observe(floor, count=False)  # a peer's fresh stamp: keeps the clocks together
-        self._inbound.add(peer.node)
         self.stability.heard(peer.node, floor, low)
+
+    def applied(self, peer: wire.Hello, seq: int) -> None:
+        if seq > self.seen.get(peer.node, 0):
+            self.seen[peer.node] = seq
+
+    def _tick(self) -> None:
+        """Every heartbeat: purge, recheck the clock, report refused writes."""
+        try:
+            self.purge()
+            self._check_clock()
+            self._report_refusals()
+        except Exception:
+            log.failure("The node's periodic check failed")
 
     def purge(self) -> int:
         """Purge the tombstones every node has and that are past the grace period."""
@@ -289,20 +374,59 @@ class Node:
         cutoff = Version(self._now_ms() - int(self.tombstone_grace * 1000), 0, "")
         return self.store.purge(min(horizon, cutoff))
 
-    def _check_loading(self) -> None:
-        """Stop refusing reads once synced, alone, or out of patience."""
-        if not self.loading:
+    def _load(self, why: str) -> None:
+        """Refuse data commands until a serving peer shows our data is current."""
+        if self.loading_why is None:
+            self._loading_deadline = self.reactor.seconds() + self.loading_wait
+            self._rounds_in = set()
+            self.loading = True
+            self.reactor.callLater(0, self._check_loading)
+        self.loading_why = why
+
+    def _serve(self, why: str) -> None:
+        if self.loading_why is None:
             return
-        links = [link for link in self.replication.links.values() if not link.is_self]
-        if self.synced_from or not links:
-            why = "synced from a peer" if self.synced_from else "no peers to sync from"
-        elif self.reactor.seconds() >= self._loading_deadline:
-            why = f"no peer completed a sync within {self.loading_wait:g}s; serving anyway"
-        else:
-            self.reactor.callLater(0.25, self._check_loading)
-            return
+        self.loading_why = None
         self.loading = False
-        log.info("Loading done ({why}); serving reads", why=why)
+        log.info("Loading done ({why}); serving", why=why)
+
+    def _check_loading(self) -> None:
+        """Every quarter second while loading: stop once alone, once every
+        peer synced us, or out of patience (a serving peer ends it sooner)."""
+        if self.loading_why is None:
+            return
+        if self.reactor.seconds() >= self._loading_deadline:
+            self._serve(f"no serving peer synced us within {self.loading_wait:g}s; serving anyway")
+        elif not self._serve_if_all_synced():
+            self.reactor.callLater(0.25, self._check_loading)
+
+    def _serve_if_all_synced(self) -> bool:
+        links = [link for link in self.replication.links.values()
+                 if link.dials and not link.is_self]
+        if not links:
+            self._serve("no peers to sync from")
+        elif all(link.remote is not None and link.remote.node in self._rounds_in
+                 for link in links):
+            self._serve("no peer serves, and every peer has synced us")
+        return self.loading_why is None
+
+    def _peer_answered(self, link: PeerLink, remote: wire.Hello,
+                       accept: Optional[wire.Accept]) -> None:
+        """A peer we dialled answered: has it applied more of our writes than we hold?"""
+        if accept is None:
+            return
+        if accept.seen > self.store.seq:
+            log.warn(
+                "Peer {peer} has applied our writes up to {seen} but this node holds only "
+                "{seq}: its data is an older copy; loading until a serving peer syncs it",
+                peer=remote.node,
+                seen=accept.seen,
+                seq=self.store.seq,
+            )
+            self.store.seq = accept.seen  # never reuse a number a peer has seen
+            self._load("stale")
+        elif accept.serving and self.loading_why == "checking":
+            self._serve(f"serving peer {remote.node} has no more of our writes than we hold")
 
     def factory(self) -> FrontDoorFactory:
         """The factory for the shared client-and-peer port."""
@@ -316,31 +440,36 @@ class Node:
     def _resp_protocol(self) -> RespProtocol:
         return RespProtocol(self.dispatcher, self.max_request, self.client_output_limits)
 
-    def _peer_protocol(self) -> ApplyProtocol:
-        return ApplyProtocol(
-            self._vet,
-            self.store.apply,
-            self._answer_offer,
-            self._synced_from,
-            wire.max_frame(self.max_request),
-            self._durable,
-            self._heard,
-        )
+    def _peer_protocol(self) -> Acceptor:
+        return Acceptor(self, self.reactor, self.heartbeat, wire.max_frame(self.max_request))
 
-    def _answer_offer(self, offer: wire.DigestOffer) -> bytes:
-        return answer_offer(self.store, offer)
+    def answer(self, offer: wire.DigestOffer) -> Iterator[bytes]:
+        return answer_frames(self.store, offer)
 
-    def _synced_from(self, peer: wire.Hello, clock: Optional[Version] = None) -> None:
+    def durable(self) -> Optional[Batch]:
+        return self._durable()
+
+    def synced(self, peer: wire.Hello, clock: Optional[Version], serving: bool) -> None:
+        """A round from ``peer`` was applied here; a serving peer's ends our loading."""
         if clock is not None:
             # Never stamp below a peer we have synced from: a node restarted
             # with its wall clock behind would otherwise write below versions
             # (and stable horizons) the others already hold.
             self.clock.observe(clock, count=False)
         self.synced_from[peer.node] = self.reactor.seconds()
-        if self.loading:
-            self._check_loading()
+        if self.loading_why is None:
+            return
+        self._rounds_in.add(peer.node)
+        if serving:
+            self._serve(f"synced from serving peer {peer.node}")
+        else:
+            self._serve_if_all_synced()
 
-    def _vet(self, caller: wire.Hello) -> Union[wire.Hello, Refusal]:
+    def accepted(self, proto: PeerConnection, caller: wire.Greeting, host: str) -> None:
+        self.replication.accepted(proto, caller, host)
+
+    def vet(self, greeting: wire.Greeting) -> Union[wire.Accept, Refusal]:
+        caller = greeting.hello
         if caller.node == self.node_id:
             if caller.incarnation == self.incarnation:
                 return ("self", "this is the connecting node itself")
@@ -352,9 +481,10 @@ class Node:
         # A peer that just linked to us is up: our link to it need not wait out
         # its backoff (which may have grown to 10 s while the peer was down).
         for link in self.replication.links.values():
-            if not link.up and (link.remote is None or link.remote.node == caller.node):
+            if not link.up and (link.remote is None or link.remote.node == caller.node
+                                or link.port == greeting.port):
                 link.retry_now()
-        return self.hello
+        return wire.Accept(self.hello, self.seen.get(caller.node, 0), not self.loading)
 
     def status_lines(self) -> List[str]:
         """The lines of the STATUS report."""
@@ -373,7 +503,7 @@ class Node:
         self.start_loading()
 
     def start_purging(self) -> None:
-        loop = LoopingCall(self.purge)
+        loop = LoopingCall(self._tick)
         loop.clock = self.reactor
         self._purge_loop = loop
         loop.start(self.heartbeat, now=False)
@@ -411,12 +541,10 @@ class Node:
             self.journal.abandon()
 
     def start_loading(self) -> None:
-        """A node that starts without data, and has peers, loads from them first."""
-        if self._started_empty and self.replication.links:
-            self._started_empty = False
-            self.loading = True
-            self._loading_deadline = self.reactor.seconds() + self.loading_wait
-            self._check_loading()
+        """A node with peers loads first: one without data until a serving peer
+        synced it, one with a data dir until a serving peer vouched for it."""
+        if self.replication.links:
+            self._load("empty" if self._started_empty else "checking")
 
     def info_sections(self) -> Dict[str, List[Tuple[str, object]]]:
         """This node's part of INFO, in Redis's section names."""

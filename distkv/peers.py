@@ -1,32 +1,34 @@
-"""Links to peers: one reconnecting client factory per peer, in one Service.
+"""Links to peers: one per peer node, in one Service.
 
-A :class:`PeerLink` owns a peer's :class:`~distkv.outbox.Outbox` and the
-connection that drains it. It reconnects with exponential backoff and jitter
-(``ReconnectingClientFactory``), resumes from the first unacknowledged write on
-every new connection, recognises itself when a peer list names this very node,
+A :class:`PeerLink` owns a peer's :class:`~distkv.outbox.Outbox` and pushes it
+over a connection to that peer: the one it dialled, or one the peer dialled
+to us, whichever came last and is still up (a link fails over to another live
+connection when its own drops). A link for an address in our peer list dials
+it and reconnects with exponential backoff and jitter
+(``ReconnectingClientFactory``); a node that calls us without being listed
+gets a link that only pushes over the connections it makes, so writes flow
+both ways whoever dialled. A link resumes from the first unacknowledged write
+on every new connection, recognises itself when a peer list names this very node,
 refuses a second node using our id, and marks the peer for a full resync when
 its outbox overflowed or the peer came back as a new incarnation (having lost
 what it had). While a link is up it runs anti-entropy rounds (see
 :mod:`distkv.antientropy`): when it comes up (once the peer has acknowledged
 the backlog the outbox resends, if there is one, so that the backlog is not
-sent twice), every ``sync_interval`` seconds, and whenever
-a resync is needed; a round that completes with no overflow in the
-meantime clears the resync mark. :class:`Replication` subscribes to the store and fans every
-local write out to every link; writes that arrived from peers are never sent
-on, since each node pushes its own writes to everyone.
+sent twice), every ``sync_interval`` seconds, and whenever a resync is
+needed; a round that completes with no overflow in the meantime clears the
+resync mark. :mod:`distkv.replication` holds the links and fans writes out.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Tuple
+from functools import partial
+from typing import Callable, List, Optional, Tuple
 
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IConnector,
     IDelayedCall,
-    IReactorTCP,
     IReactorTime,
 )
 from twisted.internet.protocol import ReconnectingClientFactory
@@ -38,14 +40,15 @@ from distkv import wire
 from distkv.antientropy import Round
 from distkv.hlc import Version
 from distkv.outbox import Outbox
-from distkv.peerproto import PushProtocol
+from distkv.peerproto import Dialer, PeerConnection, PeerHost
 from distkv.store import ZERO, Entry, Store, version_of
 
 log = Logger()
 
 
 class PeerLink(ReconnectingClientFactory):
-    """The outgoing link to one peer and its outbox."""
+    """The link to one peer and its outbox; ``dials``: whether it connects
+    to ``host:port`` itself, or only pushes over connections the peer made."""
 
     noisy = False
     initialDelay = 0.2
@@ -55,19 +58,24 @@ class PeerLink(ReconnectingClientFactory):
     def __init__(
         self,
         host: str,
-        port: int,
-        local: wire.Hello,
+        port: Optional[int],
+        local: wire.Greeting,
         reactor: IReactorTime,
         outbox: Outbox,
         heartbeat: float,
         store: Store,
         sync_interval: float,
         max_frame: int,
+        peer_host: Optional[PeerHost] = None,
+        dials: bool = True,
     ) -> None:
         self.host = host
         self.port = port
-        self.name = f"{host}:{port}"
-        self.local = local
+        self.name = f"{host}:{port}" if port is not None else host
+        self.greeting = local
+        self.local = local.hello
+        self.dials = dials
+        self._peer_host = peer_host
         self.clock = reactor  # type: ignore[assignment]
         self._reactor = reactor
         self.outbox = outbox
@@ -77,12 +85,17 @@ class PeerLink(ReconnectingClientFactory):
         self._max_frame = max_frame
         self._sync_loop: Optional[LoopingCall] = None
         self._round: Optional[Round] = None
+        self._round_heard = 0.0  # when the running round last heard from the peer
+        self._round_streaming = False  # its entries are still being written
         self._rounds_started = 0
         self._round_overflows = 0
         self.rounds_completed = 0
         self.resyncs = 0
         self.last_round_sent = 0
-        self._protocol: Optional[PushProtocol] = None
+        # The connection the outbox and rounds go over, and every live
+        # connection with the peer (it may fail over to another).
+        self._protocol: Optional[PeerConnection] = None
+        self._connections: List[PeerConnection] = []
         self.remote: Optional[wire.Hello] = None
         self.is_self = False
         self.refusal: Optional[Tuple[str, str]] = None
@@ -94,8 +107,13 @@ class PeerLink(ReconnectingClientFactory):
         self.on_self: Optional[Callable[[PeerLink], None]] = None
         #: Told when the peer's address answers as a different node: (old, new).
         self.on_new_node: Optional[Callable[[str, str], None]] = None
+        #: Told when a connection came up with the peer ``remote`` (the
+        #: accepting side's answer, when we dialled).
+        self.on_linked: Optional[Callable[[PeerLink, wire.Hello, Optional[wire.Accept]], None]] = None
         #: Our own low (see :mod:`distkv.stability`), sent with each heartbeat.
         self.our_low: Callable[[], Version] = lambda: ZERO
+        #: Whether this node serves (our rounds say so: see :mod:`distkv.wire`).
+        self.serving: Callable[[], bool] = lambda: True
         # Whether a full round has shown the peer everything we hold since it
         # came up as its present incarnation; until then we vouch for nothing.
         self._proven = False
@@ -110,13 +128,17 @@ class PeerLink(ReconnectingClientFactory):
     def up(self) -> bool:
         return self._protocol is not None
 
-    def buildProtocol(self, addr: Optional[IAddress]) -> PushProtocol:
-        proto = PushProtocol(self, self._reactor, self._heartbeat, self._max_frame)
+    def buildProtocol(self, addr: Optional[IAddress]) -> Dialer:
+        assert self._peer_host is not None, "a link that dials needs its node"
+        proto = Dialer(self, self._peer_host, self._reactor, self._heartbeat, self._max_frame)
         proto.factory = self  # type: ignore[assignment]
         return proto
 
-    def linked(self, proto: PushProtocol, remote: wire.Hello) -> bool:
-        """The peer accepted our handshake; False when we must hang up."""
+    def linked(self, proto: PeerConnection, remote: wire.Hello,
+               accept: Optional[wire.Accept] = None) -> bool:
+        """A connection with the peer is up (``accept``: its answer, when we
+        dialled); the link pushes over it unless it pushes over another. False
+        when the peer is this node itself or uses our id: hang up."""
         if remote.node == self.local.node:
             if remote.incarnation == self.local.incarnation:
                 log.info("Peer {peer} is this node itself; skipping it", peer=self.name)
@@ -143,19 +165,53 @@ class PeerLink(ReconnectingClientFactory):
             self.mark_resync("it restarted as a new incarnation")
         if previous != remote:
             self._proven = False
+            # Connections with the node's previous incarnation push no more.
+            for old in self._connections:
+                old.link = None
+            self._connections = []
+            self._stop_pushing()
         self.remote = remote
         self.refusal = None
-        self.resetDelay()
+        if isinstance(proto, Dialer):
+            self.resetDelay()
+        self.adopt(proto)
+        if self.on_linked is not None:
+            self.on_linked(self, remote, accept)
+        return True
+
+    def adopt(self, proto: PeerConnection) -> None:
+        """Push over ``proto``, a live connection with our peer, unless we push
+        over another already: then it is one to fail over to."""
+        proto.link = self
+        self._connections.append(proto)
+        if self._protocol is None:
+            self._push_over(proto)
+
+    def hand_over(self, to: PeerLink) -> None:
+        """Give every connection to ``to`` (a link for the same node that dials
+        it); this link pushes no more. Its outbox need not go along: ``to``
+        has been given every write since it was made, before this link was."""
+        connections, self._connections = self._connections, []
+        self._stop_pushing()
+        for proto in connections:
+            to.adopt(proto)
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _push_over(self, proto: PeerConnection) -> None:
+        """Send the outbox, and run rounds, over ``proto`` from now on."""
+        self._stop_pushing()
         self._protocol = proto
         self.outbox.rewind()
         log.info(
             "Peer {peer} ({node}) is up; {pending} writes to resend",
             peer=self.name,
-            node=remote.node,
+            node=proto.name,
             pending=len(self.outbox),
         )
         self.pump()
-        loop = LoopingCall(self._sync_tick)
+        loop = LoopingCall(self._scheduled_round)
         loop.clock = self._reactor
         self._sync_loop = loop
         loop.start(self.sync_interval, now=False)
@@ -168,7 +224,6 @@ class PeerLink(ReconnectingClientFactory):
         else:
             self._round_after = None
             self._sync_tick()
-        return True
 
     def refused(self, refusal: Tuple[str, str]) -> None:
         code, message = refusal
@@ -197,21 +252,33 @@ class PeerLink(ReconnectingClientFactory):
         if self.on_self is not None:
             self.on_self(self)
 
-    def unlinked(self, proto: PushProtocol) -> None:
-        if self._protocol is proto:
-            self._protocol = None
-            self._round = None
-            self._round_after = None
-            self._cancel_pump()
-            if self._sync_loop is not None and self._sync_loop.running:
-                self._sync_loop.stop()
-            self._sync_loop = None
-            self.outbox.disconnect()
-            log.info(
-                "Peer {peer} is down; {pending} writes held for it",
-                peer=self.name,
-                pending=len(self.outbox),
-            )
+    def _stop_pushing(self) -> None:
+        if self._protocol is None:
+            return
+        self._protocol = None
+        self._round = None
+        self._round_after = None
+        self._cancel_pump()
+        if self._sync_loop is not None and self._sync_loop.running:
+            self._sync_loop.stop()
+        self._sync_loop = None
+        self.outbox.disconnect()
+
+    def unlinked(self, proto: PeerConnection) -> None:
+        """A connection with the peer is gone; fail over to another if any."""
+        if proto in self._connections:
+            self._connections.remove(proto)
+        if self._protocol is not proto:
+            return
+        self._stop_pushing()
+        if self._connections:
+            self._push_over(self._connections[-1])
+            return
+        log.info(
+            "Peer {peer} is down; {pending} writes held for it",
+            peer=self.name,
+            pending=len(self.outbox),
+        )
 
     def mark_resync(self, why: str, already: Optional[bool] = None) -> None:
         """Flag the peer for a full resync; count and log it unless one was
@@ -226,9 +293,28 @@ class PeerLink(ReconnectingClientFactory):
         if self._protocol is not None and self._round is None:
             self._reactor.callLater(0, self._sync_tick)  # type: ignore[attr-defined]
 
+    def _scheduled_round(self) -> None:
+        """Every ``sync_interval``: a round, unless one runs; one that has heard
+        nothing back for a whole interval is given up (its answer or its end
+        may never come) and a new one starts."""
+        current = self._round
+        if (current is not None and not self._round_streaming
+                and self._reactor.seconds() - self._round_heard >= self.sync_interval):
+            log.warn(
+                "Anti-entropy round {number} with {peer} heard nothing for {seconds:g}s; "
+                "starting another",
+                number=current.number,
+                peer=self.name,
+                seconds=self.sync_interval,
+            )
+            self._round = None
+        self._sync_tick()
+
     def _sync_tick(self) -> None:
         try:
             if self._protocol is not None and self._round is None:
+                self._round_heard = self._reactor.seconds()
+                self._round_streaming = False
                 self._round_after = None
                 self._round_owed = False
                 self._rounds_started += 1
@@ -240,17 +326,25 @@ class PeerLink(ReconnectingClientFactory):
 
     def key_list(self, frame: wire.KeyList) -> None:
         if self._round is not None and frame.round == self._round.number:
+            self._round_heard = self._reactor.seconds()
             self._round.key_list(frame)
 
     def keys_done(self, number: int, horizon: Optional[Version] = None) -> None:
         if self._round is not None and number == self._round.number and self._protocol:
-            self._protocol.send(self._round.keys_done(horizon))
+            self._round_streaming = True
+            self._protocol.stream(self._round.round_frames(horizon, self.serving()),
+                                  partial(self._round_sent, number))
             if self._round.dropped:
                 log.warn(
                     "Dropped {count} keys that peer {peer} deleted and purged long ago",
                     count=self._round.dropped,
                     peer=self.name,
                 )
+
+    def _round_sent(self, number: int) -> None:
+        if self._round is not None and self._round.number == number:
+            self._round_streaming = False
+            self._round_heard = self._reactor.seconds()
 
     def round_applied(self, number: int) -> None:
         """The peer applied everything our round sent it."""
@@ -350,8 +444,9 @@ class PeerLink(ReconnectingClientFactory):
     def close(self) -> None:
         """Stop reconnecting and hang up."""
         self.stopTrying()
-        if self._protocol is not None and self._protocol.transport is not None:
-            self._protocol.transport.loseConnection()
+        for proto in list(self._connections):
+            if proto.transport is not None:
+                proto.transport.loseConnection()
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -382,89 +477,3 @@ class PeerLink(ReconnectingClientFactory):
             self.floor() if self._proven else "-",
             f" refused={self.refusal[0]}" if self.refusal else "",
         )
-
-
-class Replication(Service):
-    """Keeps a link to every peer and pushes every local write to each."""
-
-    name = "replication"
-
-    def __init__(
-        self,
-        store: Store,
-        local: wire.Hello,
-        reactor: IReactorTCP,
-        outbox_bytes: int,
-        heartbeat: float = 5.0,
-        flush_timeout: float = 2.0,
-        sync_interval: float = 60.0,
-        max_frame: int = 1 << 24,
-    ) -> None:
-        self.local = local
-        self._store = store
-        self._sync_interval = sync_interval
-        self._max_frame = max_frame
-        self._reactor = reactor
-        self._outbox_bytes = outbox_bytes
-        self._heartbeat = heartbeat
-        self._flush_timeout = flush_timeout
-        self.links: Dict[Tuple[str, int], PeerLink] = {}
-        self._connectors: List[IConnector] = []
-
-    def add_peer(self, host: str, port: int) -> PeerLink:
-        key = (host, port)
-        link = self.links.get(key)
-        if link is None:
-            link = PeerLink(
-                host,
-                port,
-                self.local,
-                self._reactor,  # type: ignore[arg-type]
-                Outbox(self._outbox_bytes),
-                self._heartbeat,
-                self._store,
-                self._sync_interval,
-                self._max_frame,
-            )
-            if not self.links:  # a node without peers has nothing to fan out
-                self._store.subscribe(self._changed)
-            self.links[key] = link
-            if self.running:
-                self._connect(link)
-        return link
-
-    def _connect(self, link: PeerLink) -> None:
-        self._connectors.append(
-            self._reactor.connectTCP(link.host, link.port, link, timeout=5)
-        )
-
-    def _changed(self, key: bytes, entry: Entry, seq: int) -> None:
-        if seq:  # our own write, not one merged from a peer
-            for link in self.links.values():
-                link.send(seq, key, entry)
-
-    def startService(self) -> None:
-        super().startService()
-        for link in self.links.values():
-            self._connect(link)
-
-    def stopService(self) -> Deferred[object]:
-        """Give links a moment to flush what they hold, then hang up."""
-        super().stopService()
-        waiting = [link.flush() for link in self.links.values()]
-        done: Deferred[object] = DeferredList(waiting)  # type: ignore[assignment]
-        timer = self._reactor.callLater(  # type: ignore[attr-defined]
-            self._flush_timeout, self._close_links
-        )
-
-        def hang_up(result: object) -> object:
-            if timer.active():
-                timer.cancel()
-            self._close_links()
-            return result
-
-        return done.addBoth(hang_up)
-
-    def _close_links(self) -> None:
-        for link in self.links.values():
-            link.close()

@@ -74,7 +74,7 @@ GOODBYE = Status(b"OK", close=True)
 NIL = Nil()
 
 LOADING = Error(
-    "LOADING this node started without its data and is still syncing it from its peers"
+    "LOADING this node is syncing its data from its peers and serves once it is current"
 )
 SYNTAX = Error("ERR syntax error")
 NOT_INTEGER = Error("ERR value is not an integer or out of range")

@@ -19,7 +19,8 @@ def status_lines(node: Node) -> List[str]:
     lines = [
         f"node {node.node_id}",
         f"incarnation {node.incarnation}",
-        "state {}".format("loading" if node.loading else "serving"),
+        "state {}".format(f"loading ({node.loading_why})" if node.loading else "serving"),
+        "writes {}".format("refused (clock ahead)" if node.dispatcher.write_refusal else "accepted"),
         f"keys {len(store)}",
         f"tombstones {store.tombstones}",
         f"refused_future_versions {node.clock.refused}",
@@ -67,6 +68,7 @@ def info_sections(node: Node) -> Dict[str, List[Tuple[str, object]]]:
             ("tombstones", store.tombstones),
             ("tombstones_purged", store.purged),
             ("refused_future_versions", node.clock.refused),
+            ("writes_refused_clock_ahead", int(node.dispatcher.write_refusal is not None)),
         ],
         "replication": replication,
     }

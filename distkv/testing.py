@@ -91,15 +91,17 @@ class _Connection:
             self._closed(error.ConnectionDone())
         return moved
 
-    def cut(self, deliver_client_bytes: bool = False) -> None:
-        """Break the connection; bytes still in flight are lost."""
+    def cut(self, deliver_from: Optional[str] = None) -> None:
+        """Break the connection; bytes still in flight are lost, but for those
+        the node ``deliver_from`` wrote, which arrive first."""
         if self.closed:
             return
         client, server = self.pump.clientIO, self.pump.serverIO
-        if deliver_client_bytes:
-            data = client.getOutBuffer()
+        if deliver_from is not None and deliver_from in self.nodes:
+            sender, receiver = (client, server) if deliver_from == self.nodes[0] else (server, client)
+            data = sender.getOutBuffer()
             if data:
-                server.bufferReceived(data)
+                receiver.bufferReceived(data)
         client.stream, server.stream = [], []
         for transport in (client, server):
             transport.disconnecting = transport.disconnected = True
@@ -182,11 +184,12 @@ class SimulatedNetwork(MemoryReactorClock):
             if set(connection.nodes) == {a, b}:
                 connection.held_until = max(connection.held_until, until)
 
-    def cut(self, a: str, b: str, deliver_client_bytes: bool = False) -> None:
-        """Break every connection between ``a`` and ``b`` (they may reconnect)."""
+    def cut(self, a: str, b: str, deliver_from: Optional[str] = None) -> None:
+        """Break every connection between ``a`` and ``b`` (they may reconnect);
+        what ``deliver_from`` wrote still arrives."""
         for connection in list(self.connections):
             if set(connection.nodes) == {a, b} or (a == b and a in connection.nodes):
-                connection.cut(deliver_client_bytes)
+                connection.cut(deliver_from)
 
     def isolate(self, node_id: str) -> None:
         """Cut every connection that touches ``node_id``."""

@@ -3,12 +3,20 @@
 A peer connection starts on the shared client port with one text line, so the
 front door can tell it from a client::
 
-    DISTKV-PEER <proto> <node-id> <incarnation>\\r\\n         (connecting side)
-    DISTKV-PEER-OK <proto> <node-id> <incarnation>\\r\\n      (accepting side)
-    DISTKV-PEER-ERR <code> <message>\\r\\n                    (refusal, then close)
+    DISTKV-PEER 2 <node-id> <incarnation> <port>\\r\\n      (connecting side)
+    DISTKV-PEER-OK 2 <node-id> <incarnation> <seen> <state>\\r\\n (accepting side)
+    DISTKV-PEER-ERR <code> <message>\\r\\n                 (refusal, then close)
 
-After the handshake both directions carry frames: a 4-byte big-endian length,
-then a body whose first byte names its kind::
+``port`` is the port the caller listens on (``-`` if none is known): with the
+caller's address it names the caller's place in the cluster, so a node that
+comes back there under a new id replaces the old one. ``seen`` is the highest
+sequence number of the caller's own writes that the accepting node has
+applied, and ``state`` is ``serving`` or ``loading``: a caller that holds
+fewer than a serving node has seen was restored from an older copy of its data.
+
+After the handshake both directions carry frames, and either end may push its
+writes and run anti-entropy rounds over the connection: a 4-byte big-endian
+length, then a body whose first byte names its kind::
 
     W seq:u64 ms:u64 counter:u32 flags:u8 node-len:u16 node key-len:u32 key value
     A seq:u64            applied everything up to seq
@@ -17,21 +25,24 @@ then a body whose first byte names its kind::
                          below ``floor`` has been applied by the receiver, and
                          the sender has received every write below ``low``
                          from every node (see :mod:`distkv.stability`)
-    h                    the heartbeat's answer
+    h now:u64            the heartbeat's answer: the answering node's wall
+                         clock (ms), which tells the asking node how far its
+                         own clock is ahead at least (see :mod:`distkv.skew`)
 
-Anti-entropy rounds ride on the same connection. The connecting side sends
-its digest; the accepting side answers with the keys and versions of every
-bucket that differs; the connecting side sends (as ``W`` frames with sequence
-number 0, which need no acknowledgement) each entry it holds newer, then ends
-the round; the accepting side confirms once it has applied all of them::
+Anti-entropy rounds ride on the same connection. The pushing side sends its
+digest; the other side answers with the keys and versions of every bucket
+that differs; the pushing side sends (as ``W`` frames with sequence number 0,
+which need no acknowledgement) each entry it holds newer, then ends the round;
+the other side confirms once it has applied all of them::
 
-    D round:u32 digest            (connecting side)
+    D round:u32 digest            (pushing side)
     K round:u32 bucket:u32 count:u32 (key-len:u32 key ms:u64 counter:u32 node-len:u16 node)*
-    E round:u32 horizon           (accepting side: no more key lists; its stable
+    E round:u32 horizon           (other side: no more key lists; its stable
                                    horizon, below which a key it lacks is dead)
-    S round:u32 clock             (connecting side: every newer entry sent; its clock,
-                                   which the other side observes before it serves)
-    s round:u32                   (accepting side: all applied)
+    S round:u32 flags:u8 clock    (pushing side: every newer entry sent; flag 1:
+                                   it serves, not loading; its clock, which the
+                                   other side observes before it serves)
+    s round:u32                   (other side: all applied)
 
 Replicated writes travel only as ``W`` frames, never as client commands, so a
 receiving node can never mistake one for a local write and broadcast it again.
@@ -47,7 +58,7 @@ from distkv.digest import BUCKETS, DIGEST_BYTES
 from distkv.hlc import Version
 from distkv.store import Entry
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAGIC = b"DISTKV-PEER "
 OK_WORD = b"DISTKV-PEER-OK"
 ERR_WORD = b"DISTKV-PEER-ERR"
@@ -68,8 +79,10 @@ _U32 = struct.Struct(">I")
 _KEYLIST = struct.Struct(">III")
 _KEYVERSION = struct.Struct(">QIH")
 _TOMBSTONE = 1
+#: The flag of an ``S`` mark whose sender is serving, not loading.
+_SERVING = 1
 
-HEARTBEAT_REPLY = _LENGTH.pack(1) + b"h"
+_HEARTBEAT_REPLY = struct.Struct(">IcQ")
 
 #: Key bytes a key-list frame is filled to before the next key starts another
 #: (a single key larger than this travels alone).
@@ -103,6 +116,22 @@ class Hello(NamedTuple):
     incarnation: str
 
 
+class Greeting(NamedTuple):
+    """The connecting side's handshake: who calls, and the port it listens on."""
+
+    hello: Hello
+    port: Optional[int]
+
+
+class Accept(NamedTuple):
+    """The accepting side's answer: who answers, the highest sequence number
+    of the caller's own writes it has applied, and whether it serves."""
+
+    hello: Hello
+    seen: int
+    serving: bool
+
+
 class Write(NamedTuple):
     seq: int
     key: bytes
@@ -117,6 +146,8 @@ class Heartbeat(NamedTuple):
     reply: bool
     floor: Optional[Version] = None
     low: Optional[Version] = None
+    #: An answer's wall clock reading, in milliseconds.
+    now: Optional[int] = None
 
 
 class DigestOffer(NamedTuple):
@@ -132,11 +163,12 @@ class KeyList(NamedTuple):
 
 class RoundMark(NamedTuple):
     """``E``, ``S`` or ``s``: a step of an anti-entropy round; ``E`` carries the
-    sender's stable horizon, ``S`` the sender's clock."""
+    sender's stable horizon, ``S`` the sender's clock and whether it serves."""
 
     kind: bytes
     round: int
     horizon: Optional[Version] = None
+    serving: bool = False
 
 
 Frame = Union[Write, Ack, Heartbeat, DigestOffer, KeyList, RoundMark]
@@ -146,12 +178,26 @@ def valid_node_id(node: str) -> bool:
     return NODE_ID.match(node) is not None
 
 
-def hello_line(word: bytes, hello: Hello) -> bytes:
-    return b"%s %d %s %s\r\n" % (
-        word.strip(),
+def greeting_line(greeting: Greeting) -> bytes:
+    hello, port = greeting
+    return b"%s %d %s %s %s\r\n" % (
+        MAGIC.strip(),
         PROTOCOL_VERSION,
         hello.node.encode("ascii"),
         hello.incarnation.encode("ascii"),
+        b"-" if port is None else b"%d" % (port,),
+    )
+
+
+def accept_line(accept: Accept) -> bytes:
+    hello, seen, serving = accept
+    return b"%s %d %s %s %d %s\r\n" % (
+        OK_WORD,
+        PROTOCOL_VERSION,
+        hello.node.encode("ascii"),
+        hello.incarnation.encode("ascii"),
+        seen,
+        b"serving" if serving else b"loading",
     )
 
 
@@ -159,26 +205,47 @@ def refusal_line(code: str, message: str) -> bytes:
     return b"%s %s %s\r\n" % (ERR_WORD, code.encode("ascii"), message.encode("utf-8"))
 
 
-def parse_hello(line: bytes, word: bytes) -> Hello:
-    """Parse a handshake line that must start with ``word``."""
+def _parse_line(line: bytes, word: bytes, extra: int) -> Tuple[Hello, List[bytes]]:
+    """A handshake line that must start with ``word``: its Hello and the
+    ``extra`` fields after it."""
     parts = line.strip().split()
-    if len(parts) != 4 or parts[0] != word.strip():
+    if len(parts) < 2 or parts[0] != word.strip():
         raise WireError(f"malformed handshake {line[:200]!r}")
     if parts[1] != b"%d" % (PROTOCOL_VERSION,):
-        raise WireError(f"unsupported peer protocol version {parts[1]!r}")
+        raise WireError(
+            f"unsupported peer protocol version {parts[1][:20]!r} (this node speaks "
+            f"{PROTOCOL_VERSION}: run the same DistKV release on every node)"
+        )
+    if len(parts) != 4 + extra:
+        raise WireError(f"malformed handshake {line[:200]!r}")
     node = parts[2].decode("ascii", "replace")
     incarnation = parts[3].decode("ascii", "replace")
     if not valid_node_id(node) or not _INCARNATION.match(incarnation):
         raise WireError("malformed node id or incarnation in handshake")
-    return Hello(node, incarnation)
+    return Hello(node, incarnation), parts[4:]
 
 
-def parse_reply(line: bytes) -> Union[Hello, Tuple[str, str]]:
-    """Parse the accepting side's answer: a Hello, or a (code, message) refusal."""
+def _number(raw: bytes, limit: int, what: str) -> int:
+    if not raw.isdigit() or len(raw) > 20 or int(raw) > limit:
+        raise WireError(f"malformed {what} in handshake")
+    return int(raw)
+
+
+def parse_greeting(line: bytes) -> Greeting:
+    """Parse the connecting side's handshake line."""
+    hello, (port,) = _parse_line(line, MAGIC, 1)
+    return Greeting(hello, None if port == b"-" else _number(port, 65535, "port"))
+
+
+def parse_reply(line: bytes) -> Union[Accept, Tuple[str, str]]:
+    """Parse the accepting side's answer: an Accept, or a (code, message) refusal."""
     if line.startswith(ERR_WORD + b" "):
         _, code, message = (line.strip().split(None, 2) + [b"", b""])[:3]
         return code.decode("ascii", "replace"), message.decode("utf-8", "replace")
-    return parse_hello(line, OK_WORD)
+    hello, (seen, state) = _parse_line(line, OK_WORD, 2)
+    if state not in (b"serving", b"loading"):
+        raise WireError("malformed state in handshake")
+    return Accept(hello, _number(seen, (1 << 64) - 1, "sequence number"), state == b"serving")
 
 
 def encode_write(seq: int, key: bytes, entry: Entry) -> bytes:
@@ -243,9 +310,24 @@ def encode_key_list(round_: int, bucket: int, versions: Sequence[Tuple[bytes, Ve
     return _frame(b"".join(parts))
 
 
+def encode_heartbeat_reply(now_ms: int) -> bytes:
+    return _HEARTBEAT_REPLY.pack(9, b"h", now_ms)
+
+
+def encode_bare_heartbeat() -> bytes:
+    """A heartbeat with no floor: sent by an end that pushes nothing."""
+    return _frame(b"H")
+
+
 def encode_mark(kind: bytes, round_: int, horizon: Optional[Version] = None) -> bytes:
     tail = b"" if horizon is None else _version(horizon)
     return _frame(kind + _U32.pack(round_) + tail)
+
+
+def encode_round_end(round_: int, clock: Version, serving: bool) -> bytes:
+    """The pushing side's ``S`` mark."""
+    flags = b"\x01" if serving else b"\x00"
+    return _frame(b"S" + _U32.pack(round_) + flags + _version(clock))
 
 
 def _frame(body: bytes) -> bytes:
@@ -297,8 +379,10 @@ def decode_body(body: bytes) -> Frame:
             return Write(seq, key, (value, ms, counter, node))
         if kind == b"A" and len(body) == 9:
             return Ack(_SEQ.unpack_from(body, 1)[0])
-        if kind in (b"H", b"h") and len(body) == 1:
-            return Heartbeat(kind == b"h")
+        if kind == b"H" and len(body) == 1:
+            return Heartbeat(False)
+        if kind == b"h" and len(body) == 9:
+            return Heartbeat(True, now=_SEQ.unpack_from(body, 1)[0])
         if kind == b"H":
             floor, offset = _read_version(body, 1)
             low, offset = _read_version(body, offset)
@@ -309,13 +393,19 @@ def decode_body(body: bytes) -> Frame:
             return DigestOffer(_U32.unpack_from(body, 1)[0], body[5:])
         if kind == b"K":
             return _decode_key_list(body)
-        if kind in (b"E", b"S", b"s") and len(body) == 5:
+        if kind in (b"E", b"s") and len(body) == 5:
             return RoundMark(kind, _U32.unpack_from(body, 1)[0])
-        if kind in (b"E", b"S"):
+        if kind == b"E":
             version, offset = _read_version(body, 5)
             if offset != len(body):
                 raise WireError("malformed round mark")
             return RoundMark(kind, _U32.unpack_from(body, 1)[0], version)
+        if kind == b"S" and len(body) > 6:
+            flags = body[5]
+            version, offset = _read_version(body, 6)
+            if offset != len(body) or flags & ~_SERVING:
+                raise WireError("malformed round mark")
+            return RoundMark(kind, _U32.unpack_from(body, 1)[0], version, bool(flags))
     except (struct.error, UnicodeDecodeError) as e:
         raise WireError(f"malformed frame: {e}") from e
     raise WireError(f"unknown frame kind {kind!r}")
@@ -356,28 +446,47 @@ def iter_writes(buffer: bytes) -> Iterator[Tuple[int, bytes, Entry]]:
 
 
 class FrameDecoder:
-    """Cuts a byte stream into frames; refuses any frame over ``max_frame``."""
+    """Cuts a byte stream into frames; refuses any frame over ``max_frame``.
+
+    A frame that arrives over many reads is collected unjoined until all of it
+    is here, so the work is linear in the bytes however the stream is cut.
+    """
 
     def __init__(self, max_frame: int) -> None:
         self.max_frame = max_frame
-        self._buffer = b""
+        self._parts: List[bytes] = []
+        self._have = 0
+        # Bytes needed before the collected parts are worth joining: the
+        # whole frame under way, or its length prefix.
+        self._need = 0
 
     def feed(self, data: bytes) -> List[Frame]:
-        buffer = self._buffer + data if self._buffer else data
+        if self._parts:
+            self._parts.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            data = b"".join(self._parts)
+            self._parts = []
         frames = []
         offset = 0
-        end = len(buffer)
+        end = len(data)
+        need = 4
         while end - offset >= 4:
-            (length,) = _LENGTH.unpack_from(buffer, offset)
+            (length,) = _LENGTH.unpack_from(data, offset)
             if length > self.max_frame or length == 0:
                 raise WireError(f"frame of {length} bytes refused")
             if end - offset - 4 < length:
+                need = 4 + length
                 break
-            frames.append(decode_body(buffer[offset + 4 : offset + 4 + length]))
+            frames.append(decode_body(data[offset + 4 : offset + 4 + length]))
             offset += 4 + length
-        self._buffer = buffer[offset:]
+        if offset < end:
+            self._parts = [data[offset:] if offset else data]
+            self._have = end - offset
+            self._need = need
         return frames
 
     def pending(self) -> int:
         """Bytes held back: the start of a frame that has not all arrived."""
-        return len(self._buffer)
+        return self._have if self._parts else 0

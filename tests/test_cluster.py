@@ -85,7 +85,7 @@ class ClusterTests(SynchronousTestCase):
             n1.store.set(b"k%d" % i, b"v%d" % i)
         cluster.net.advance(0)  # the link sends its batch at the end of the turn
         # Deliver n1's writes to n2 but drop the connection before acks return.
-        cluster.net.cut("n1", "n2", deliver_client_bytes=True)
+        cluster.net.cut("n1", "n2", deliver_from="n1")
         self.assertEqual(len(applied), 10)
         self.assertEqual(len(link(cluster, "n1", "n2").outbox), 10)
         cluster.settle()
@@ -425,10 +425,12 @@ class ReconnectTests(SynchronousTestCase):
 
 
 class FakePush:
-    """Stands for a linked PushProtocol: records what the link sends."""
+    """Stands for a peer connection: records what the link sends over it."""
 
     def __init__(self) -> None:
         self.sent: List[bytes] = []
+        self.link: Any = None
+        self.name = "b"
 
     def send(self, data: bytes) -> None:
         self.sent.append(data)
@@ -439,8 +441,8 @@ class LinkUpRoundTests(SynchronousTestCase):
         """A link to peer b with five writes queued for it, just come up."""
         clock = Clock()
         store = Store(HybridClock("a", lambda: int(clock.seconds() * 1000)))
-        peer = PeerLink("127.0.0.1", 7001, wire.Hello("a", "1"), clock, Outbox(1 << 20), 5.0,
-                        store, 60.0, 1 << 20)
+        local = wire.Greeting(wire.Hello("a", "1"), 7000)
+        peer = PeerLink("127.0.0.1", 7001, local, clock, Outbox(1 << 20), 5.0, store, 60.0, 1 << 20)
         for i in range(5):
             entry = store.set(b"k%d" % i, b"v")
             peer.send(store.seq, b"k%d" % i, entry)

@@ -18,9 +18,10 @@ from distkv.disk import FILENAME, Disk, DiskError
 from distkv.hlc import Version
 from distkv.journal import Batch
 from distkv.node import Node
-from distkv.peerproto import ApplyProtocol
+from distkv.peerproto import Acceptor
 from distkv.store import make_entry, version_of
 from distkv.testing import SimulatedCluster
+from tests.fakehost import FakeHost
 from tests.scratch import scratch_dir
 from tests.test_textproto import connect
 
@@ -209,23 +210,21 @@ class ApplyAfterCommitTests(SynchronousTestCase):
             pending.append(Batch())
             return pending[-1]
 
-        applied: List[bytes] = []
-        proto = ApplyProtocol(
-            lambda hello: wire.Hello("me", "1"),
-            lambda key, entry: applied.append(key),
-            lambda offer: b"",
-            lambda hello, clock: None,
-            1 << 20,
-            durable,
-        )
+        host = FakeHost()
+        host.durable = durable  # type: ignore[method-assign]
+        clock = Clock()
+        proto = Acceptor(host, clock, 5.0, 1 << 20)
         transport = StringTransport()
         proto.makeConnection(transport)
-        proto.dataReceived(wire.hello_line(wire.MAGIC, wire.Hello("them", "2")))
+        proto.dataReceived(wire.greeting_line(wire.Greeting(wire.Hello("them", "2"), 7001)))
         transport.clear()
         proto.dataReceived(wire.encode_write(7, b"k", make_entry(b"v", Version(1, 0, "them"))))
-        self.assertEqual((applied, transport.value()), ([b"k"], b""))
+        self.assertEqual(([key for key, _ in host.applied_writes], transport.value()), ([b"k"], b""))
+        self.assertEqual(host.acknowledged, [])
         pending[0].finish(None)
         self.assertEqual(transport.value(), wire.encode_ack(7))
+        self.assertEqual(host.acknowledged, [("them", 7)])
+        proto.connectionLost()
 
 
 class DurableClusterTests(SynchronousTestCase):
@@ -315,11 +314,11 @@ class LoadingTests(SynchronousTestCase):
         cluster.crash("n1")
         n1 = cluster.start("n1")
         cluster.advance(11)
-        self.assertEqual(n1.status_lines()[2], "state loading")
+        self.assertEqual(n1.status_lines()[2], "state loading (empty)")
         self.assertEqual(
             n1.dispatcher.execute(Request(b"DEL", (b"k",))),
-            Error("LOADING this node started without its data and is still syncing it "
-                  "from its peers"),
+            Error("LOADING this node is syncing its data from its peers and serves once "
+                  "it is current"),
         )
         self.assertIsInstance(n1.dispatcher.execute(Request(b"SET", (b"k", b"v"))), Error)
         cluster.advance(2)

@@ -70,16 +70,31 @@ class WireTests(SynchronousTestCase):
                 wire.FrameDecoder(1 << 10).feed(len(body).to_bytes(4, "big") + body)
 
     def test_handshake_round_trip_and_refusal(self) -> None:
-        """Hello lines parse back; malformed ones and refusals are told apart."""
+        """Greetings and answers parse back, with or without a port, serving or
+        loading; malformed ones and refusals are told apart."""
         hello = wire.Hello("node-1", "abc123")
-        self.assertEqual(wire.parse_hello(wire.hello_line(wire.MAGIC, hello), wire.MAGIC), hello)
-        self.assertEqual(wire.parse_reply(wire.hello_line(wire.OK_WORD, hello)), hello)
+        for greeting in (wire.Greeting(hello, 9001), wire.Greeting(hello, None)):
+            self.assertEqual(wire.parse_greeting(wire.greeting_line(greeting)), greeting)
+        for accept in (wire.Accept(hello, 0, True), wire.Accept(hello, 2**64 - 1, False)):
+            self.assertEqual(wire.parse_reply(wire.accept_line(accept)), accept)
         self.assertEqual(
             wire.parse_reply(wire.refusal_line("self", "it is me")), ("self", "it is me")
         )
-        for bad in (b"DISTKV-PEER 2 a b\r\n", b"DISTKV-PEER 1 bad/id ab\r\n", b"HELLO\r\n"):
+        for bad in (b"DISTKV-PEER 2 a b\r\n", b"DISTKV-PEER 2 bad/id ab 9000\r\n", b"HELLO\r\n",
+                    b"DISTKV-PEER 2 a b 90000\r\n", b"DISTKV-PEER 2 a b -1\r\n",
+                    b"DISTKV-PEER 2 a b 9000 extra\r\n"):
             with self.assertRaises(wire.WireError):
-                wire.parse_hello(bad, wire.MAGIC)
+                wire.parse_greeting(bad)
+        for bad in (b"DISTKV-PEER-OK 2 a b 1\r\n", b"DISTKV-PEER-OK 2 a b x serving\r\n",
+                    b"DISTKV-PEER-OK 2 a b 1 maybe\r\n", b"DISTKV-PEER-OK 2 a b %d serving\r\n" % 2**64):
+            with self.assertRaises(wire.WireError):
+                wire.parse_reply(bad)
+
+    def test_a_version_1_peer_is_told_to_run_the_same_release(self) -> None:
+        """A node of the previous protocol is refused with a reason that says what to do."""
+        with self.assertRaises(wire.WireError) as caught:
+            wire.parse_greeting(b"DISTKV-PEER 1 a b\r\n")
+        self.assertIn("same DistKV release", str(caught.exception))
 
 
 class AntiEntropyFrameTests(SynchronousTestCase):
@@ -93,7 +108,10 @@ class AntiEntropyFrameTests(SynchronousTestCase):
             wire.encode_digest(7, digest.encode())
             + wire.encode_key_list(7, 1023, versions)
             + wire.encode_key_list(7, 0, [])
-            + b"".join(wire.encode_mark(kind, 7) for kind in (b"E", b"S", b"s"))
+            + wire.encode_mark(b"E", 7)
+            + wire.encode_round_end(7, Version(9, 1, "n1"), True)
+            + wire.encode_round_end(8, Version(9, 2, "n1"), False)
+            + wire.encode_mark(b"s", 7)
         )
         frames = wire.FrameDecoder(1 << 20).feed(stream)
         self.assertEqual(
@@ -103,7 +121,8 @@ class AntiEntropyFrameTests(SynchronousTestCase):
                 wire.KeyList(7, 1023, versions),
                 wire.KeyList(7, 0, []),
                 wire.RoundMark(b"E", 7),
-                wire.RoundMark(b"S", 7),
+                wire.RoundMark(b"S", 7, Version(9, 1, "n1"), True),
+                wire.RoundMark(b"S", 8, Version(9, 2, "n1"), False),
                 wire.RoundMark(b"s", 7),
             ],
         )
@@ -118,6 +137,27 @@ class AntiEntropyFrameTests(SynchronousTestCase):
 
 def _decode_all(max_request: int, stream: bytes) -> list:  # type: ignore[type-arg]
     return wire.FrameDecoder(wire.max_frame(max_request)).feed(stream)
+
+
+class FragmentedStreamTests(SynchronousTestCase):
+    def test_a_large_frame_in_many_small_reads_is_held_unjoined(self) -> None:
+        """A 1 MiB write arriving 1,460 bytes at a time is collected as pieces, not
+        joined again on every read (which made the work quadratic)."""
+        frame = wire.encode_write(1, b"k", make_entry(b"x" * (1 << 20), Version(1, 0, "n")))
+        decoder = wire.FrameDecoder(2 << 20)
+        head, last = frame[:-10], frame[-10:]
+        for offset in range(0, len(head), 1460):
+            self.assertEqual(decoder.feed(head[offset : offset + 1460]), [])
+        self.assertEqual(decoder.pending(), len(head))
+        self.assertEqual(len(decoder._parts), (len(head) + 1459) // 1460)
+        (write,) = decoder.feed(last)
+        self.assertEqual(write.entry[0], b"x" * (1 << 20))  # type: ignore[union-attr]
+        self.assertEqual(decoder.pending(), 0)
+
+    def test_an_oversized_frame_is_refused_on_its_length_alone(self) -> None:
+        """The length prefix of a frame over the limit is enough to refuse it."""
+        with self.assertRaises(wire.WireError):
+            wire.FrameDecoder(1000).feed((1001).to_bytes(4, "big"))
 
 
 class FrameLimitTests(SynchronousTestCase):
@@ -172,7 +212,7 @@ class FrameLimitTests(SynchronousTestCase):
         """Heartbeats and round marks carrying 64-character node ids decode under the smallest limit."""
         top = Version(2**63, 2**32 - 1, "z" * 64)
         for frame in (wire.encode_heartbeat(top, top), wire.encode_mark(b"E", 1, top),
-                      wire.encode_mark(b"S", 2, top)):
+                      wire.encode_round_end(2, top, True)):
             self.assertEqual(len(_decode_all(1, frame)), 1)
 
 

@@ -1,0 +1,178 @@
+"""The node's links to its peers, in one Service: who is who, and fan-out.
+
+:class:`Replication` keeps one :class:`~distkv.peers.PeerLink` per peer node and
+hands every local write to each; writes that arrived from peers are never
+sent on, since each node pushes its own writes to everyone. Links for the
+addresses in the peer list dial them. A node that calls us is matched to a
+link by its node id, or else by its place (its address and the port it says
+it listens on), so a node that came back there under a new id replaces the
+old one instead of lingering as a member that never answers; a caller that
+matches no link gets one that pushes over the connections it makes. When a
+dialling link finds that its address is a node that already has such a link,
+the two become one.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Tuple
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IConnector, IReactorTCP
+
+from distkv import wire
+from distkv.outbox import Outbox
+from distkv.peerproto import PeerConnection, PeerHost
+from distkv.peers import PeerLink
+from distkv.store import Entry, Store
+
+#: Host names that mean "this machine" in a peer list.
+LOCAL_HOSTS = frozenset(["127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""])
+
+#: How links are keyed: the address a link dials, or for a link that only
+#: answers, the caller's address and listening port (or node id, when the
+#: caller named no port).
+Place = Tuple[str, Optional[int]]
+
+
+def same_host(a: str, b: str) -> bool:
+    return a == b or (a in LOCAL_HOSTS and b in LOCAL_HOSTS)
+
+
+class Replication(Service):
+    """Keeps a link to every peer and pushes every local write to each."""
+
+    name = "replication"
+
+    def __init__(
+        self,
+        store: Store,
+        local: wire.Greeting,
+        reactor: IReactorTCP,
+        outbox_bytes: int,
+        heartbeat: float = 5.0,
+        flush_timeout: float = 2.0,
+        sync_interval: float = 60.0,
+        max_frame: int = 1 << 24,
+        peer_host: Optional[PeerHost] = None,
+    ) -> None:
+        self.local = local
+        self._store = store
+        self._sync_interval = sync_interval
+        self._max_frame = max_frame
+        self._reactor = reactor
+        self._outbox_bytes = outbox_bytes
+        self._heartbeat = heartbeat
+        self._flush_timeout = flush_timeout
+        self._peer_host = peer_host
+        self.links: Dict[Place, PeerLink] = {}
+        self._connectors: List[IConnector] = []
+        #: Told of every new link, so the node can hook it up.
+        self.on_new_link: Callable[[PeerLink], None] = lambda link: None
+        #: Told when a connection with a peer came up (see PeerLink.on_linked).
+        self.on_linked: Callable[[PeerLink, wire.Hello, Optional[wire.Accept]], None] = (
+            lambda link, remote, accept: None
+        )
+
+    def add_peer(self, host: str, port: int) -> PeerLink:
+        """The link that dials ``host:port`` (made if need be)."""
+        link = self.links.get((host, port))
+        if link is None:
+            link = self._new_link((host, port), host, port, dials=True)
+            if self.running:
+                self._connect(link)
+        return link
+
+    def _new_link(self, place: Place, host: str, port: Optional[int], dials: bool) -> PeerLink:
+        link = PeerLink(
+            host,
+            port,
+            self.local,
+            self._reactor,  # type: ignore[arg-type]
+            Outbox(self._outbox_bytes),
+            self._heartbeat,
+            self._store,
+            self._sync_interval,
+            self._max_frame,
+            self._peer_host,
+            dials,
+        )
+        if not self.links:  # a node without peers has nothing to fan out
+            self._store.subscribe(self._changed)
+        self.links[place] = link
+        link.on_linked = self._linked
+        self.on_new_link(link)
+        return link
+
+    def accepted(self, proto: PeerConnection, caller: wire.Greeting, host: str) -> None:
+        """A peer called us: the link for that node pushes over the connection."""
+        node = caller.hello.node
+        link = self._by_node(node)
+        if link is None and caller.port is not None:
+            link = self._at(host, caller.port)
+        if link is None:
+            place: Place = (host, caller.port) if caller.port is not None else (node, None)
+            link = self._new_link(place, host, caller.port, dials=False)
+        link.linked(proto, caller.hello)
+
+    def _by_node(self, node: str) -> Optional[PeerLink]:
+        found = None
+        for link in self.links.values():
+            if link.remote is not None and link.remote.node == node and not link.is_self:
+                if link.dials:
+                    return link
+                found = link
+        return found
+
+    def _at(self, host: str, port: int) -> Optional[PeerLink]:
+        for link in self.links.values():
+            if link.port == port and same_host(link.host, host) and not link.is_self:
+                return link
+        return None
+
+    def _linked(self, link: PeerLink, remote: wire.Hello, accept: Optional[wire.Accept]) -> None:
+        if link.dials:
+            # A link that only answered this node is not needed any more.
+            for place, other in list(self.links.items()):
+                if (other is not link and not other.dials and other.remote is not None
+                        and other.remote.node == remote.node):
+                    other.hand_over(link)
+                    del self.links[place]
+        self.on_linked(link, remote, accept)
+
+    def _connect(self, link: PeerLink) -> None:
+        self._connectors.append(
+            self._reactor.connectTCP(link.host, link.port, link, timeout=5)  # type: ignore[arg-type]
+        )
+
+    def _changed(self, key: bytes, entry: Entry, seq: int) -> None:
+        if seq:  # our own write, not one merged from a peer
+            for link in self.links.values():
+                link.send(seq, key, entry)
+
+    def startService(self) -> None:
+        super().startService()
+        for link in self.links.values():
+            if link.dials:
+                self._connect(link)
+
+    def stopService(self) -> Deferred[object]:
+        """Give links a moment to flush what they hold, then hang up."""
+        super().stopService()
+        waiting = [link.flush() for link in self.links.values()]
+        done: Deferred[object] = DeferredList(waiting)  # type: ignore[assignment]
+        timer = self._reactor.callLater(  # type: ignore[attr-defined]
+            self._flush_timeout, self._close_links
+        )
+
+        def hang_up(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            self._close_links()
+            return result
+
+        return done.addBoth(hang_up)
+
+    def _close_links(self) -> None:
+        for link in self.links.values():
+            link.close()

@@ -1,0 +1,62 @@
+"""A stand-in for the node behind a peer connection, for protocol tests over
+``StringTransport``: it admits every caller and records what it is told."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, List, Optional, Tuple, Union
+
+from distkv import wire
+from distkv.hlc import Version
+from distkv.journal import Batch
+from distkv.store import Entry
+
+ME = wire.Hello("me", "1")
+
+
+class FakeHost:
+    """Implements :class:`distkv.peerproto.PeerHost`; ``durable`` may be replaced."""
+
+    def __init__(self, me: wire.Hello = ME) -> None:
+        self.me = me
+        self.applied_writes: List[Tuple[bytes, Entry]] = []
+        self.acknowledged: List[Tuple[str, int]] = []
+        self.syncs: List[Tuple[str, Optional[Version], bool]] = []
+        self.heartbeats: List[Tuple[str, Version, Version]] = []
+        self.callers: List[wire.Greeting] = []
+        self.refusal: Optional[Tuple[str, str]] = None
+        self.answer_bytes = b""
+        self.clock_ms = 1_700_000_000_000
+        self.ahead: List[Tuple[str, int]] = []
+
+    def vet(self, caller: wire.Greeting) -> Union[wire.Accept, Tuple[str, str]]:
+        if self.refusal is not None:
+            return self.refusal
+        return wire.Accept(self.me, 0, True)
+
+    def accepted(self, proto: Any, caller: wire.Greeting, host: str) -> None:
+        self.callers.append(caller)
+
+    def apply(self, key: bytes, entry: Entry) -> object:
+        self.applied_writes.append((key, entry))
+        return None
+
+    def applied(self, remote: wire.Hello, seq: int) -> None:
+        self.acknowledged.append((remote.node, seq))
+
+    def answer(self, offer: wire.DigestOffer) -> Iterator[bytes]:
+        return iter([self.answer_bytes])
+
+    def synced(self, remote: wire.Hello, clock: Optional[Version], serving: bool) -> None:
+        self.syncs.append((remote.node, clock, serving))
+
+    def durable(self) -> Optional[Batch]:
+        return None
+
+    def heard(self, remote: wire.Hello, floor: Version, low: Version) -> None:
+        self.heartbeats.append((remote.node, floor, low))
+
+    def wall_ms(self) -> int:
+        return self.clock_ms
+
+    def clock_ahead(self, remote: wire.Hello, ahead_ms: int) -> None:
+        self.ahead.append((remote.node, ahead_ms))
