@@ -52,6 +52,7 @@ from distkv.simulate_schedule import (
     Delete,
     Heal,
     Partition,
+    Pipeline,
     Read,
     Restart,
     Schedule,
@@ -65,7 +66,7 @@ from distkv.simulate_shrink import replay, shrink
 
 __all__ = [
     "INVARIANTS", "KEYS", "MODES", "NODE_OPTIONS",
-    "Advance", "Crash", "Cut", "Delete", "Heal", "Partition", "Read", "Restart",
+    "Advance", "Crash", "Cut", "Delete", "Heal", "Partition", "Pipeline", "Read", "Restart",
     "Schedule", "Snapshot", "Stall", "Step", "Write",
     "Runner", "generate", "main", "replay", "run", "shrink",
 ]

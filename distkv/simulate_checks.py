@@ -8,11 +8,22 @@ phantom), :func:`converged` compares the replicas, and :func:`purged` asks
 whether tombstones past the grace are gone. The stale-service and exception
 invariants are found while the run goes, by :mod:`distkv.simulate_runner`.
 Each function returns the violations it found (none: the invariant held).
+
+*Bounded* covers three kinds of buffer. Each peer's outbox stays within
+``outbox_bytes``. The replies queued for a client (unread, or ready and held
+behind a commit) pass the soft output limit by one reply at most, as the
+client output limits promise: the pipelines of :mod:`distkv.simulate_clients`
+measure them. An anti-entropy round's state (the peer's key lists, the round
+in progress, which blocks the link's next rounds) has no byte limit of its
+own and is bounded by the store, which is tiny here; what can go wrong is a
+round whose end never comes, so :class:`RoundWatch` reports a round that was
+running halfway through the settle period, on a healed network where a round
+takes no simulated time, and is still running at its end.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Tuple
 
 from distkv.history import History, Violation, check
 from distkv.node import Node
@@ -25,7 +36,8 @@ INVARIANTS = {
     "resurrection": "an acknowledged delete not overwritten stays deleted everywhere",
     "phantom": "every entry a node holds is one a client wrote",
     "stale-service": "no node answered a data command while it should have been loading",
-    "bounded": "outboxes stay within their byte bounds",
+    "bounded": "outboxes and client reply queues stay within their byte bounds, and no "
+               "anti-entropy round holds its state on a healed network",
     "purge": "once all nodes are up and settled, tombstones past the grace are purged",
     "exception": "the simulation itself raised (a crash in the code under test)",
 }
@@ -45,6 +57,51 @@ def bounded(nodes: Mapping[str, Node], index: int) -> List[Violation]:
                     f"{outbox.bytes} bytes, over its bound of {outbox.max_bytes}"
                 ))
     return out
+
+
+def reply_queue(name: str, index: int, peak: int, soft: int, largest_reply: int) -> List[Violation]:
+    """The most bytes queued for one client (``peak``) within the soft limit
+    plus the one reply that may take it past."""
+    if peak <= soft + largest_reply:
+        return []
+    return [Violation(
+        "bounded", f"step {index}: {name} queued {peak} bytes of replies for a client "
+        f"that did not read, over the soft limit of {soft} plus one reply ({largest_reply})"
+    )]
+
+
+class RoundWatch:
+    """Anti-entropy rounds in progress, to find one whose end never comes."""
+
+    def __init__(self) -> None:
+        self._seen: Dict[Tuple[str, str], Any] = {}
+
+    @staticmethod
+    def _running(nodes: Mapping[str, Node]) -> Dict[Tuple[str, str], Any]:
+        out: Dict[Tuple[str, str], Any] = {}
+        for name, node in nodes.items():
+            for link in node.replication.links.values():
+                current = getattr(link, "_round", None)
+                if current is not None:
+                    out[name, link.name] = current
+        return out
+
+    def start(self, nodes: Mapping[str, Node]) -> None:
+        """Note the rounds running now."""
+        self._seen = self._running(nodes)
+
+    def stuck(self, nodes: Mapping[str, Node], seconds: float) -> List[Violation]:
+        """Rounds noted by :meth:`start` still running ``seconds`` later."""
+        out = []
+        for (name, peer), current in self._running(nodes).items():
+            number = current.number
+            if self._seen.get((name, peer)) is not current:
+                continue
+            out.append(Violation(
+                "bounded", f"{name}'s anti-entropy round {number} with {peer} still "
+                f"holds its state {seconds:g}s later on a healed network: its end never came"
+            ))
+        return out
 
 
 def history_kept(history: History, snapshots: Snapshots) -> List[Violation]:

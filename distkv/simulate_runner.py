@@ -2,8 +2,9 @@
 
 A :class:`Runner` starts a :class:`~distkv.testing.SimulatedCluster` as the
 :class:`~distkv.simulate_schedule.Schedule` says, plays its steps through the
-nodes' command layers and the simulated network, and records every write and
-delete with its outcome in a :class:`~distkv.history.History`. It also keeps
+nodes' command layers (pipelines through their front doors, see
+:mod:`distkv.simulate_clients`) and the simulated network, and records every
+write and delete with its outcome in a :class:`~distkv.history.History`. It also keeps
 what the checks need to know along the way: which node should still be
 loading (restarted without its data, and no serving peer has completed a
 round into it: answering a data command then is *stale service*), and which
@@ -31,6 +32,7 @@ from distkv.history import ACKED, FAILED, History, Op, Violation
 from distkv.hlc import Version
 from distkv.node import Node
 from distkv.replies import Session
+from distkv.simulate_clients import Client, acknowledged, requests
 from distkv.simulate_schedule import (
     NODE_OPTIONS,
     Advance,
@@ -39,6 +41,7 @@ from distkv.simulate_schedule import (
     Delete,
     Heal,
     Partition,
+    Pipeline,
     Read,
     Restart,
     Schedule,
@@ -118,12 +121,13 @@ class Runner:
         assert self.cluster is not None
         net = self.cluster.net
         if isinstance(step, Write):
-            self._command(index, step.node, b"SET", b"k%d" % step.key,
-                          (b"%d." % step.tag).ljust(step.size, b"v")[: max(step.size, 1)])
+            self._command(index, step.node, b"SET", b"k%d" % step.key, _value(step.tag, step.size))
         elif isinstance(step, Delete):
             self._command(index, step.node, b"DEL", b"k%d" % step.key)
         elif isinstance(step, Read):
             self._command(index, step.node, b"GET", b"k%d" % step.key)
+        elif isinstance(step, Pipeline):
+            self._pipeline(index, step)
         elif isinstance(step, Advance):
             net.advance_by(step.seconds, step=0.25)
         elif isinstance(step, Partition):
@@ -131,7 +135,9 @@ class Runner:
         elif isinstance(step, Heal):
             net.heal()
         elif isinstance(step, Cut):
-            net.cut(step.a, step.b, step.deliver)
+            # With deliver, what a wrote still arrives (its writes) and what b
+            # wrote back (their acknowledgements) is lost: a duplicate follows.
+            net.cut(step.a, step.b, step.a if step.deliver else None)
         elif isinstance(step, Stall):
             net.stall(step.a, step.b, step.seconds)
         elif isinstance(step, Snapshot):
@@ -149,14 +155,7 @@ class Runner:
         outcome = node.dispatcher.run(list(request), self.session)
         if outcome is LOADING:
             return
-        due = self.should_load.get(name)
-        if due is not None and self.cluster.net.seconds() < due:
-            self.violations.append(Violation(
-                "stale-service",
-                f"step {index}: {name} answered {request[0].decode()} {request[1]!r} "
-                f"while it should have been loading (restarted without its data, "
-                f"no serving peer has completed a round into it yet)",
-            ))
+        self._served(index, name, request[0], request[1])
         if request[0] == b"GET":
             return
         entry = node.store.entry(request[1])
@@ -167,6 +166,43 @@ class Runner:
             outcome.batch.when_done(lambda error: _settled(op, error))
         else:
             _settled(op, outcome.message if isinstance(outcome, Error) else None)
+
+    def _served(self, index: int, name: str, command: bytes, key: bytes) -> None:
+        """``name`` answered a data command: was it still meant to be loading?"""
+        assert self.cluster is not None
+        due = self.should_load.get(name)
+        if due is not None and self.cluster.net.seconds() < due:
+            self.violations.append(Violation(
+                "stale-service",
+                f"step {index}: {name} answered {command.decode()} {key!r} "
+                f"while it should have been loading (restarted without its data, "
+                f"no serving peer has completed a round into it yet)",
+            ))
+
+    def _pipeline(self, index: int, step: Pipeline) -> None:
+        assert self.cluster is not None
+        name = step.node
+        node = self.cluster.nodes.get(name)
+        if node is None:
+            return
+        key, value = b"k%d" % step.key, _value(step.tag, step.size)
+        before = node.store.entry(key)
+        client = Client(node.factory(), self.cluster.ports[name])
+        client.send(requests(step.resp, key, value, step.gets))
+        entry = node.store.entry(key)
+        op = None
+        if entry is not None and entry != before:  # the SET ran
+            self._served(index, name, b"SET", key)
+            op = self.history.invoked(index, self.ids[name], key, value, entry)
+        client.read(self.cluster.run)
+        client.close()
+        ok = acknowledged(client.first_reply())
+        if op is not None and ok is not None:
+            op.outcome = ACKED if ok else FAILED
+        limits = self.options["client_output_limits"]
+        self.violations.extend(checks.reply_queue(
+            name, index, client.peak, limits.soft, self.options["max_request"] + 64
+        ))
 
     def _snapshot(self, name: str) -> None:
         path = self.dirs.get(name)
@@ -250,16 +286,16 @@ class Runner:
 
     def _watch(self, name: str, node: Node) -> None:
         """Hear when a peer's anti-entropy round into ``name`` completes."""
-        original = node._synced_from
+        original = node.synced
 
-        def synced(peer: Any, clock: Optional[Version] = None) -> None:
-            original(peer, clock)
+        def synced(peer: Any, clock: Optional[Version], serving: bool) -> None:
+            original(peer, clock, serving)
             sender = next((n for n, i in self.ids.items() if i == peer.node), None)
             assert self.cluster is not None
             if sender is not None and sender in self.cluster.nodes and not self._loading(sender):
                 self.should_load.pop(name, None)
 
-        node._synced_from = synced  # type: ignore[method-assign]
+        node.synced = synced  # type: ignore[method-assign]
 
     def _loading(self, name: str) -> bool:
         assert self.cluster is not None
@@ -276,7 +312,11 @@ class Runner:
             if name not in cluster.nodes:
                 self._restart(Restart(name, "own-dir"))
         wait = self.options["loading_wait"] + 3 * self.options["sync_interval"] + 20
-        cluster.net.advance_by(wait, step=0.5)
+        cluster.net.advance_by(wait / 2, step=0.5)
+        rounds = checks.RoundWatch()  # on a healed network a round takes no time
+        rounds.start(cluster.nodes)
+        cluster.net.advance_by(wait / 2, step=0.5)
+        self.violations.extend(rounds.stuck(cluster.nodes, wait / 2))
         snapshots = cluster.snapshots()
         self.violations.extend(checks.history_kept(self.history, snapshots))
         self.violations.extend(checks.converged(snapshots))
@@ -285,6 +325,11 @@ class Runner:
         grace = self.options["tombstone_grace"] + self.options["max_clock_skew"]
         cluster.net.advance_by(grace + 6 * self.options["heartbeat"] + 2, step=0.5)
         self.violations.extend(checks.purged(cluster.nodes))
+
+
+def _value(tag: int, size: int) -> bytes:
+    """The value a write of ``size`` bytes made at step ``tag`` sets (one byte at least)."""
+    return (b"%d." % tag).ljust(size, b"v")[: max(size, 1)]
 
 
 def _settled(op: Op, error: Optional[str]) -> None:

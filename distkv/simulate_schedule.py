@@ -3,7 +3,8 @@
 A :class:`Schedule` names the nodes of a run (3-5 by default), which of them
 start with a data dir, their clock skews, which peer lists leave a node out,
 and the steps: writes, overwrites, deletes and reads through a node; partitions
-(full or one-way) and heals; cut, stalled and duplicated deliveries; snapshots
+(full or one-way) and heals; pipelines of requests from a client over a real
+connection (:mod:`distkv.simulate_clients`); cut, stalled and duplicated deliveries; snapshots
 of a data dir; crashes and restarts (memory only, from the node's own data dir,
 from an older copy of it, from an empty one; under the same or a fresh node
 id; with a new skew within ``max_clock_skew``). :func:`generate` draws every
@@ -17,6 +18,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
+from distkv.replyqueue import OutputLimits
+
 #: Node options: small limits, so that faults matter.
 NODE_OPTIONS: Dict[str, Any] = {
     "max_request": 2048,
@@ -28,6 +31,9 @@ NODE_OPTIONS: Dict[str, Any] = {
     "tombstone_grace": 3.0,
     "flush_timeout": 1.0,
     "fsync": "no",
+    # Small output limits, so that a pipelined burst of GETs passes the soft
+    # one; the hard one must exceed max_request.
+    "client_output_limits": OutputLimits(soft=4096, hard=8192),
 }
 KEYS = 6
 MODES = ("memory", "own-dir", "older-copy", "empty-dir")
@@ -51,6 +57,19 @@ class Delete:
 class Read:
     node: str
     key: int
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A client sends ``SET key`` (``size`` bytes) then ``gets`` ``GET key``
+    in one read, over RESP or the text protocol, and reads the replies after."""
+
+    node: str
+    key: int
+    size: int
+    tag: int
+    gets: int
+    resp: bool
 
 
 @dataclass(frozen=True)
@@ -102,7 +121,9 @@ class Advance:
     seconds: float
 
 
-Step = Union[Write, Delete, Read, Partition, Heal, Cut, Stall, Crash, Restart, Snapshot, Advance]
+Step = Union[
+    Write, Delete, Read, Pipeline, Partition, Heal, Cut, Stall, Crash, Restart, Snapshot, Advance
+]
 
 
 @dataclass(frozen=True)
@@ -141,13 +162,15 @@ def generate(seed: int, nodes: Optional[int] = None, steps: int = 40,
         node = rng.choice(names)
         a, b = rng.sample(names, 2)
         roll = rng.random()
-        if roll < 0.30:
-            size_ = rng.randint(0, 24) if rng.random() < 0.7 else rng.randint(0, limit)
-            out.append(Write(node, rng.randrange(KEYS), size_, tag))
-        elif roll < 0.40:
+        if roll < 0.27:
+            out.append(Write(node, rng.randrange(KEYS), _size(rng, limit), tag))
+        elif roll < 0.37:
             out.append(Delete(node, rng.randrange(KEYS)))
-        elif roll < 0.46:
+        elif roll < 0.42:
             out.append(Read(node, rng.randrange(KEYS)))
+        elif roll < 0.46:
+            out.append(Pipeline(node, rng.randrange(KEYS), _size(rng, limit), tag,
+                                rng.randint(1, 12), rng.random() < 0.5))
         elif roll < 0.55:
             out.append(Advance(rng.choice([0.1, 0.5, 1.0, 2.0, 5.0, 8.0])))
         elif roll < 0.59:
@@ -159,7 +182,10 @@ def generate(seed: int, nodes: Optional[int] = None, steps: int = 40,
         elif roll < 0.75:
             out.append(Stall(a, b, rng.choice([0.2, 1.0, 2.5])))
         elif roll < 0.80:
-            if has_dir[node] and node not in down:
+            # A backup of some running node's data dir, for an older-copy restart.
+            running = [n for n in names if has_dir[n] and n not in down]
+            if running:
+                node = node if node in running else rng.choice(running)
                 snapped.add(node)
                 out.append(Snapshot(node))
         elif roll < 0.88:
@@ -171,11 +197,17 @@ def generate(seed: int, nodes: Optional[int] = None, steps: int = 40,
             modes = ["memory", "empty-dir"]
             if has_dir[node]:
                 modes.append("own-dir")
-            if node in snapped:
-                modes.append("older-copy")
-            mode = rng.choice(modes)
+            if node in snapped and rng.random() < 0.5:
+                mode = "older-copy"  # half the time, a backup taken is restored
+            else:
+                mode = rng.choice(modes + (["older-copy"] if node in snapped else []))
             has_dir[node] = mode != "memory"
             skew_ms = rng.randint(-half, half) if rng.random() < 0.3 else None
             down.discard(node)
             out.append(Restart(node, mode, rng.random() < 0.3, skew_ms))
     return Schedule(seed, size, disk, skew, tuple(out), unlisted)  # type: ignore[arg-type]
+
+
+def _size(rng: random.Random, limit: int) -> int:
+    """A value's size: mostly small, sometimes up to the request limit."""
+    return rng.randint(0, 24) if rng.random() < 0.7 else rng.randint(0, limit)
