@@ -14,6 +14,7 @@ from distkv.outbox import Outbox
 from distkv.peers import PeerLink
 from distkv.store import Store, make_entry
 from distkv.testing import SimulatedCluster, SimulatedNetwork
+from tests.clusters import settled_cluster
 
 
 def values(cluster: SimulatedCluster, node_id: str) -> Dict[bytes, bytes]:
@@ -28,15 +29,7 @@ def link(cluster: SimulatedCluster, source: str, target: str):  # type: ignore[n
 
 class ClusterTests(SynchronousTestCase):
     def make(self, size: int = 3, **options: object) -> SimulatedCluster:
-        cluster = SimulatedCluster(size, **options)  # type: ignore[arg-type]
-        cluster.settle()
-
-        def stop() -> None:
-            cluster.stop()
-            self.assertEqual(cluster.net.getDelayedCalls(), [])
-
-        self.addCleanup(stop)
-        return cluster
+        return settled_cluster(self, size, **options)
 
     def test_writes_on_every_node_reach_every_node(self) -> None:
         """With 5 nodes, writes and deletes made through each node end identical everywhere."""

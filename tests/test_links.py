@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from distkv.commands import NIL, Error, Request
 from distkv.node import Node
 from distkv.testing import SimulatedCluster
+from tests.clusters import settled_cluster
 from tests.scratch import scratch_dir
 
 GRACE = 5.0
@@ -30,15 +31,7 @@ class LinkTests(SynchronousTestCase):
              **options: object) -> SimulatedCluster:
         options.setdefault("heartbeat", 1.0)
         options.setdefault("tombstone_grace", GRACE)
-        cluster = SimulatedCluster(size, data_root=data_root, **options)  # type: ignore[arg-type]
-        cluster.settle()
-
-        def stop() -> None:
-            cluster.stop()
-            self.assertEqual(cluster.net.getDelayedCalls(), [])
-
-        self.addCleanup(stop)
-        return cluster
+        return settled_cluster(self, size, data_root=data_root, **options)
 
     def test_a_node_that_lists_no_peers_still_sends_to_those_that_call_it(self) -> None:
         """n2 lists nobody, n1 lists n2: writes on n2 reach n1 over the link n1 dialled,
