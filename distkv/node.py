@@ -310,8 +310,11 @@ class Node:
     def wall_ms(self) -> int:
         return self._now_ms()
 
-    def clock_ahead(self, peer: wire.Hello, ahead_ms: int) -> None:
-        self.skew.reading(peer.node, ahead_ms)
+    def clock_reading(self, peer: wire.Hello, sent_ms: int, reading_ms: int) -> None:
+        # A peer's fresh reading keeps the clocks together (a slow wall clock
+        # stamps above it), and tells how far ahead of that peer we are at least.
+        self.clock.observe(Version(reading_ms, 0, ""), count=False)
+        self.skew.reading(peer.node, sent_ms - reading_ms)
         self._check_clock()
 
     def _check_clock(self) -> None:

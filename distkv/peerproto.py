@@ -37,10 +37,17 @@ from typing import (
     Union,
 )
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+    ITCPTransport,
+)
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from distkv import sendnow, wire
 from distkv.hlc import Version
@@ -108,10 +115,12 @@ class PeerHost(Protocol):
     def wall_ms(self) -> int:
         """The node's wall clock, in milliseconds."""
 
-    def clock_ahead(self, remote: wire.Hello, ahead_ms: int) -> None:
-        """Our clock is at least ``ahead_ms`` ahead of ``remote``'s (see :mod:`distkv.skew`)."""
+    def clock_reading(self, remote: wire.Hello, sent_ms: int, reading_ms: int) -> None:
+        """``remote`` answered a heartbeat we sent at ``sent_ms`` (our wall
+        clock) with its wall clock reading (see :mod:`distkv.skew`)."""
 
 
+@implementer(IPushProducer)
 class PeerConnection(sendnow.SendingProtocol):
     """Either end of a peer connection once the handshake is done."""
 
@@ -147,7 +156,7 @@ class PeerConnection(sendnow.SendingProtocol):
     def connectionMade(self) -> None:
         no_delay(self.transport)
         super().connectionMade()
-        self.transport.registerProducer(self, True)
+        IConsumer(self.transport).registerProducer(self, True)  # type: ignore[arg-type]
         self._timer = self._clock.callLater(self._heartbeat, self._tick)
 
     # The transport tells us, as its producer, when its buffer fills and empties.
@@ -159,7 +168,7 @@ class PeerConnection(sendnow.SendingProtocol):
         self._paused = False
         if self._reading_paused:
             self._reading_paused = False
-            self.transport.resumeProducing()
+            IPushProducer(self.transport).resumeProducing()
         self._pump_streams()
 
     def stopProducing(self) -> None:
@@ -267,7 +276,7 @@ class PeerConnection(sendnow.SendingProtocol):
                     # that carries bytes one way only is as good as down.
                     self._silent_ticks = 0
                     if self._pings and frame.now is not None:
-                        host.clock_ahead(remote, self._pings.popleft() - frame.now)
+                        host.clock_reading(remote, self._pings.popleft(), frame.now)
                 else:
                     self.write(wire.encode_heartbeat_reply(host.wall_ms()))
                     if frame.floor is not None and frame.low is not None:
@@ -297,7 +306,7 @@ class PeerConnection(sendnow.SendingProtocol):
                 and sendnow.buffered(self.transport) > OUTPUT_PAUSE_BYTES):
             log.warn("Peer {peer} is not reading what we send; pausing its input", peer=self.name)
             self._reading_paused = True
-            self.transport.pauseProducing()
+            IPushProducer(self.transport).pauseProducing()
 
     def _acknowledge(self, remote: wire.Hello, seq: int) -> None:
         self._confirm(wire.encode_ack(seq), partial(self.host.applied, remote, seq))

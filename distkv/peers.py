@@ -117,6 +117,13 @@ class PeerLink(ReconnectingClientFactory):
         # Whether a full round has shown the peer everything we hold since it
         # came up as its present incarnation; until then we vouch for nothing.
         self._proven = False
+        # Every entry we hold below this, whoever wrote it, the peer holds too
+        # (or a newer version of its key): our clock when the last completed
+        # round chose what to send, lowered by every write we merged since
+        # (it may have reached us and not the peer). See floor().
+        self._held_floor = ZERO
+        self._round_cut: Optional[Version] = None
+        self._merged_since_cut: Optional[Version] = None
         # The link-up round waits until the peer acknowledged this write: the
         # backlog the outbox resends would otherwise be sent twice. Owed is
         # kept across links: a link that drops before its deferred round ran
@@ -165,6 +172,7 @@ class PeerLink(ReconnectingClientFactory):
             self.mark_resync("it restarted as a new incarnation")
         if previous != remote:
             self._proven = False
+            self._held_floor = ZERO
             # Connections with the node's previous incarnation push no more.
             for old in self._connections:
                 old.link = None
@@ -332,6 +340,8 @@ class PeerLink(ReconnectingClientFactory):
     def keys_done(self, number: int, horizon: Optional[Version] = None) -> None:
         if self._round is not None and number == self._round.number and self._protocol:
             self._round_streaming = True
+            self._round_cut = self._store.clock.now()
+            self._merged_since_cut = None
             self._protocol.stream(self._round.round_frames(horizon, self.serving()),
                                   partial(self._round_sent, number))
             if self._round.dropped:
@@ -354,8 +364,11 @@ class PeerLink(ReconnectingClientFactory):
         self._round = None
         self.rounds_completed += 1
         self.last_round_sent = current.sent
-        if self.outbox.overflows == self._round_overflows:
+        cut, self._round_cut = self._round_cut, None
+        if self.outbox.overflows == self._round_overflows and cut is not None:
             self._proven = True
+            merged = self._merged_since_cut
+            self._held_floor = cut if merged is None or cut < merged else merged
         if self.outbox.needs_resync:
             if self.outbox.overflows == self._round_overflows:
                 self.outbox.needs_resync = False
@@ -391,9 +404,26 @@ class PeerLink(ReconnectingClientFactory):
         if batch:
             proto.send(b"".join([wire.encode_write(*item) for item in batch]))
 
-    def floor(self) -> Version:
-        """Every write of ours below this version has been applied by the peer.
+    def merged(self, version: Version) -> None:
+        """We merged a write from elsewhere: the peer may not have it yet."""
+        if version < self._held_floor:
+            self._held_floor = version
+        if self._round_cut is not None and (
+            self._merged_since_cut is None or version < self._merged_since_cut
+        ):
+            self._merged_since_cut = version
 
+    def floor(self) -> Version:
+        """The peer holds every entry we hold below this version, or a newer
+        version of its key: every write of ours below it has been applied
+        there, and every entry of anyone's that we hold below it too.
+
+        Our own writes are vouched for by the outbox (nothing older waits in
+        it); everyone else's by the last completed round, which sent the peer
+        whatever we held and it lacked, and by the writes we merged since
+        (which lower the floor until the next round). So a write of a node that
+        crashed before sending it everywhere stays above the floor of any node
+        that holds it until a round carried it on, and no horizon passes it.
         Zero until a full round has run since the peer came up as this
         incarnation, and while a resync is pending: then we cannot vouch.
         """
@@ -401,7 +431,8 @@ class PeerLink(ReconnectingClientFactory):
         if not self._proven or outbox.needs_resync:
             return ZERO
         oldest = outbox.oldest()
-        return version_of(oldest) if oldest is not None else self._store.clock.now()
+        own = version_of(oldest) if oldest is not None else self._store.clock.now()
+        return own if own < self._held_floor else self._held_floor
 
     def heartbeat(self) -> bytes:
         return wire.encode_heartbeat(self.floor(), self.our_low())

@@ -24,7 +24,7 @@ from distkv import wire
 from distkv.outbox import Outbox
 from distkv.peerproto import PeerConnection, PeerHost
 from distkv.peers import PeerLink
-from distkv.store import Entry, Store
+from distkv.store import Entry, Store, version_of
 
 #: Host names that mean "this machine" in a peer list.
 LOCAL_HOSTS = frozenset(["127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""])
@@ -149,6 +149,10 @@ class Replication(Service):
         if seq:  # our own write, not one merged from a peer
             for link in self.links.values():
                 link.send(seq, key, entry)
+        else:  # merged: every peer may lack it until a round (see PeerLink.floor)
+            version = version_of(entry)
+            for link in self.links.values():
+                link.merged(version)
 
     def startService(self) -> None:
         super().startService()

@@ -4,11 +4,17 @@ A tombstone can be purged once no node can ever again hold, or be sent, an
 older value of its key. That is true below the *stable horizon*: a version
 such that every node of the cluster has received every write below it.
 
-Each node learns its share from the heartbeats on its incoming peer links.
-A peer's heartbeat carries its *floor* for us (every write the peer itself
-made below the floor has been applied here: its outbox to us holds nothing
-older, and no resync is pending) and its *low* (the minimum of the floors
-the peer has heard from every node). Our own low is the minimum of the floors
+Each node learns its share from the heartbeats its peers send it. A peer's
+heartbeat carries its *floor* for us (every entry the peer holds below the
+floor, whoever wrote it, is held here too, or a newer version of its key: its
+outbox to us holds none of its own writes older, no resync is pending, and
+its last completed anti-entropy round to us, and every write it merged
+since, lie above; see :meth:`distkv.peers.PeerLink.floor`) and its *low* (the
+minimum of the floors the peer has heard from every node). Counting every
+entry held, not only the peer's own writes, is what keeps a write whose
+writer crashed before sending it everywhere (and came back without its data,
+under its id or another) above every horizon until a holder's round has
+carried it to every node. Our own low is the minimum of the floors
 we heard; the horizon is the minimum of our low and every member's low. A
 member we have not heard from counts as zero, so a node that is down, or an
 address whose node we never reached, holds every purge back: tombstones go

@@ -58,5 +58,5 @@ class FakeHost:
     def wall_ms(self) -> int:
         return self.clock_ms
 
-    def clock_ahead(self, remote: wire.Hello, ahead_ms: int) -> None:
-        self.ahead.append((remote.node, ahead_ms))
+    def clock_reading(self, remote: wire.Hello, sent_ms: int, reading_ms: int) -> None:
+        self.ahead.append((remote.node, sent_ms - reading_ms))

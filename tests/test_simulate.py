@@ -273,20 +273,12 @@ def test_seeds_hold_every_invariant(block: int) -> None:
     assert set(KNOWN_FAILING) <= set(INVARIANTS)
 
 
-#: A node bug, found by the simulator and not fixed here (benchmarks/RESULTS.md,
-#: "Fault simulator"). A node that restarts without its data (memory only, or an
-#: empty data dir), under its old id or a fresh one, leaves its earlier
-#: incarnation's undelivered writes covered by no floor: under the old id its new
-#: floor (PeerLink.floor: clock.now() once its outbox is empty) vouches for them,
-#: under a fresh one Stability.forget drops the old id's floor, and a node back
-#: from an empty data dir counts its own earlier writes as held. A round into the
-#: node that lacks such a write finds it missing below that node's horizon, and
-#: every holder deletes it (Round.newer -> Store.drop_dead).
-HORIZON_LOSES_WRITES = (
-    "node bug: the stable horizon passes a write of a node's earlier incarnation that "
-    "some node never received; holders then drop it (Round.newer -> Store.drop_dead)"
-)
-
+#: A node bug the simulator found (benchmarks/RESULTS.md, "Fault simulator"),
+#: fixed since: a node that restarts without its data (memory only, or an empty
+#: data dir), under its old id or a fresh one, left its earlier incarnation's
+#: undelivered writes covered by no floor, and a round into a node that lacked
+#: one deleted it from every holder (Round.newer -> Store.drop_dead). Floors now
+#: vouch for every entry the sender holds, whoever wrote it (PeerLink.floor).
 #: Shrunk replays of lost-write seeds 1731 and 1151 of the first 2,000
 #: (simulator options, where tombstone_grace equals sync_interval), and one with
 #: a grace five times sync_interval: the lacking node is cut off from every
@@ -324,7 +316,6 @@ HORIZON_CASES = {
 }
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=HORIZON_LOSES_WRITES)
 @pytest.mark.parametrize("case", sorted(HORIZON_CASES))
 def test_no_acknowledged_write_is_dropped_below_a_wrong_horizon(case: str) -> None:
     """A write acknowledged and held by live nodes survives a restart without data
