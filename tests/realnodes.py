@@ -162,7 +162,9 @@ class NodeProcess:
     def argv(self) -> List[str]:
         peers = ",".join(f"127.0.0.1:{p}" for p in self.peers)
         argv = [twistd_for(self.python), "-n", "--pidfile=", "-l", str(self.log), "distkv",
-                "--port", f"tcp:{self.port}:interface=127.0.0.1",
+                # The backlog a bare --port gets: bursts of connects are absorbed
+                # instead of waiting out SYN retries.
+                "--port", f"tcp:{self.port}:interface=127.0.0.1:backlog=1024",
                 "--node-id", self.node_id, "--heartbeat", "1"]
         if peers:
             argv += ["--peers", peers]
