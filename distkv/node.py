@@ -35,6 +35,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -91,7 +92,7 @@ class NodeService(MultiService):
         self.node.started()
 
     def stopService(self) -> Deferred[object]:
-        self.node.stop_purging()
+        self.node.stop_timers()
         stopped: Deferred[object] = super().stopService()  # type: ignore[assignment]
         return self.node.close_journal_after(stopped)
 
@@ -152,6 +153,7 @@ class Node:
         #: Why the node is loading (see start_loading), or None while it serves.
         self.loading_why: Optional[str] = None
         self._loading_deadline = 0.0
+        self._loading_check: Optional[IDelayedCall] = None
         # The peers whose rounds completed into us since loading began.
         self._rounds_in: Set[str] = set()
         self._purge_loop: Optional[LoopingCall] = None
@@ -383,7 +385,7 @@ class Node:
             self._loading_deadline = self.reactor.seconds() + self.loading_wait
             self._rounds_in = set()
             self.loading = True
-            self.reactor.callLater(0, self._check_loading)
+            self._schedule_loading_check(0)
         self.loading_why = why
 
     def _serve(self, why: str) -> None:
@@ -401,7 +403,12 @@ class Node:
         if self.reactor.seconds() >= self._loading_deadline:
             self._serve(f"no serving peer synced us within {self.loading_wait:g}s; serving anyway")
         elif not self._serve_if_all_synced():
-            self.reactor.callLater(0.25, self._check_loading)
+            self._schedule_loading_check(0.25)
+
+    def _schedule_loading_check(self, delay: float) -> None:
+        call = self._loading_check
+        if call is None or not call.active():
+            self._loading_check = self.reactor.callLater(delay, self._check_loading)
 
     def _serve_if_all_synced(self) -> bool:
         links = [link for link in self.replication.links.values()
@@ -419,15 +426,17 @@ class Node:
         if accept is None:
             return
         if accept.seen > self.store.seq:
-            log.warn(
-                "Peer {peer} has applied our writes up to {seen} but this node holds only "
-                "{seq}: its data is an older copy; loading until a serving peer syncs it",
-                peer=remote.node,
-                seen=accept.seen,
-                seq=self.store.seq,
-            )
+            if self.loading_why != "empty":  # an empty start knows it lacks them
+                log.warn(
+                    "Peer {peer} has applied our writes up to {seen} but this node holds "
+                    "only {seq}: its data is an older copy; loading until a serving peer "
+                    "syncs it",
+                    peer=remote.node,
+                    seen=accept.seen,
+                    seq=self.store.seq,
+                )
+                self._load("stale")
             self.store.seq = accept.seen  # never reuse a number a peer has seen
-            self._load("stale")
         elif accept.serving and self.loading_why == "checking":
             self._serve(f"serving peer {remote.node} has no more of our writes than we hold")
 
@@ -513,7 +522,7 @@ class Node:
 
     def stop(self) -> Deferred[object]:
         """Flush to peers, then commit and close (see :meth:`start`)."""
-        self.stop_purging()
+        self.stop_timers()
         return self.close_journal_after(self.replication.stopService())
 
     def close_journal_after(self, stopped: Deferred[object]) -> Deferred[object]:
@@ -529,13 +538,16 @@ class Node:
 
         return stopped.addBoth(close)
 
-    def stop_purging(self) -> None:
+    def stop_timers(self) -> None:
+        """Stop the heartbeat's purge and checks, and the loading check."""
         if self._purge_loop is not None and self._purge_loop.running:
             self._purge_loop.stop()
+        if self._loading_check is not None and self._loading_check.active():
+            self._loading_check.cancel()
 
     def crash(self) -> None:
         """Stop at once, as ``kill -9`` would: nothing flushed, nothing more committed."""
-        self.stop_purging()
+        self.stop_timers()
         for link in self.replication.links.values():
             link.stopTrying()
             link.close()

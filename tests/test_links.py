@@ -154,3 +154,13 @@ class LinkTests(SynchronousTestCase):
         cluster.run()
         self.assertFalse(n1.loading)
         self.assertEqual(get(n1, b"k"), b"v")
+
+    def test_a_node_stopped_while_loading_leaves_no_timer_behind(self) -> None:
+        """A node stopped while it waits for a serving peer cancels its loading check
+        (the cluster's cleanup fails on any delayed call left)."""
+        cluster = self.make(2, loading_wait=60.0)
+        cluster.net.block("n1", "n2")
+        cluster.crash("n2")
+        n2 = cluster.start("n2", None)
+        cluster.advance(2)
+        self.assertEqual(n2.loading_why, "empty")
