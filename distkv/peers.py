@@ -119,8 +119,8 @@ class PeerLink(ReconnectingClientFactory):
         self._proven = False
         # Every entry we hold below this, whoever wrote it, the peer holds too
         # (or a newer version of its key): our clock when the last completed
-        # round chose what to send, lowered by every write we merged since
-        # (it may have reached us and not the peer). See floor().
+        # round took its digest, lowered by every write we merged since (it
+        # may have reached us and not the peer). See floor().
         self._held_floor = ZERO
         self._round_cut: Optional[Version] = None
         self._merged_since_cut: Optional[Version] = None
@@ -328,6 +328,11 @@ class PeerLink(ReconnectingClientFactory):
                 self._rounds_started += 1
                 self._round = Round(self._store, self._rounds_started)
                 self._round_overflows = self.outbox.overflows
+                # The round covers what we hold as its digest is taken: a
+                # bucket equal then is not looked at again, so what we merge
+                # from now on may miss the peer (see floor()).
+                self._round_cut = self._store.clock.now()
+                self._merged_since_cut = None
                 self._protocol.send(self._round.offer())
         except Exception:
             log.failure("Anti-entropy round with {peer} failed to start", peer=self.name)
@@ -340,8 +345,6 @@ class PeerLink(ReconnectingClientFactory):
     def keys_done(self, number: int, horizon: Optional[Version] = None) -> None:
         if self._round is not None and number == self._round.number and self._protocol:
             self._round_streaming = True
-            self._round_cut = self._store.clock.now()
-            self._merged_since_cut = None
             self._protocol.stream(self._round.round_frames(horizon, self.serving()),
                                   partial(self._round_sent, number))
             if self._round.dropped:

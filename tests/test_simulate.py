@@ -16,6 +16,7 @@ from distkv.simulate import (
     NODE_OPTIONS,
     Advance,
     Crash,
+    Cut,
     Delete,
     Partition,
     Pipeline,
@@ -304,6 +305,16 @@ HORIZON_CASES = {
         seed=277, size=3, disk=(False, True, True), skew=(-29, 558, 205),
         unlisted=(("n2", "n3"),),
         steps=(Crash("n2"), Advance(8.0), Partition("n3", "n1"), Write("n3", 1, 9, 34)),
+    ), {}),
+    # Found again on 2f809f8: a write merged between a round's digest and its end
+    # was counted as sent (the round's cut is now taken with the digest).
+    "seed-277-a-write-merged-during-a-round": (Schedule(
+        seed=277, size=3, disk=(False, True, True), skew=(-29, 558, 205),
+        unlisted=(("n2", "n3"),),
+        steps=(
+            Crash("n2"), Advance(8.0), Restart("n2", "empty-dir", True, 404),
+            Cut("n2", "n1", False), Cut("n1", "n3", False), Write("n3", 4, 18, 23),
+        ),
     ), {}),
     "grace-5x-sync-writer-back-under-a-fresh-id": (Schedule(
         seed=0, size=4, disk=(False, True, False, False), skew=(233, 484, -173, 663),
