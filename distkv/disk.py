@@ -3,9 +3,9 @@
 One database per data directory, in WAL mode::
 
     meta(name, value)            format version, node id, clock high-water mark,
-                                 the last local write sequence number, and which
-                                 snapshot generation holds the data up to which
-                                 log row
+                                 the last local write sequence number, the
+                                 stable horizon, and which snapshot generation
+                                 holds the data up to which log row
     log(id, writes, forgets, clock_ms, seq)
                                  one row per group commit: every entry written in
                                  it, every entry forgotten (purged tombstones,
@@ -30,6 +30,14 @@ and the whole log in charge. What the switch replaced is deleted afterwards,
 a little per reactor turn (:meth:`Disk.collect_garbage`), since freeing it all
 at once would stall the node. Loading replays the current snapshot, then the
 log rows after it, and skips the rest.
+
+The stable horizon (see :mod:`distkv.stability`) is kept in ``meta`` too,
+saved with the commit that purged below it (or, when it rose with nothing to
+purge, with the clock's mark), and put back into the store on load. It only
+rises, and it is what makes a restarted node refuse, and its peers drop, what
+is left of a delete purged before the restart (a value held by a node that
+comes back from an older copy of its data dir); starting from zero, the
+whole cluster would take such a value back after a restart.
 
 The per-peer outbox is not stored twice: after a restart it is rebuilt from
 this node's own writes (those with a sequence number) above what that peer
@@ -65,7 +73,7 @@ from typing import (
 from distkv import wire
 from distkv.dirlock import DirLock, LockedError
 from distkv.hlc import Version
-from distkv.store import Entry
+from distkv.store import ZERO, Entry
 
 FORMAT = "3"
 FILENAME = "distkv.sqlite3"
@@ -116,6 +124,8 @@ class Loader(Protocol):
 
     def entry(self, key: bytes) -> Optional[Entry]: ...
 
+    def restore_horizon(self, horizon: Version) -> None: ...
+
 
 #: One entry to write: ``(seq, key, entry)``, seq 0 for a write merged from a peer.
 Row = Tuple[int, bytes, Entry]
@@ -136,6 +146,8 @@ class Loaded(NamedTuple):
     #: This node's own writes, ``(seq, key, entry)``, oldest first, above the
     #: lowest sequence number some peer has not acknowledged.
     unacked: List[Tuple[int, bytes, Entry]]
+    #: The stable horizon saved last (already put back into the store).
+    horizon: Version = ZERO
 
 
 class PeerState(NamedTuple):
@@ -163,6 +175,8 @@ class Disk:
         self.last_log = 0
         #: The highest clock mark known to be on disk (set by load and commits).
         self.saved_clock_ms = 0
+        #: The stable horizon on disk (set by load, commits and save_marks).
+        self.saved_horizon = ZERO
         self._generation = 0
         self._snapshot_log = 0
         self._format1 = False
@@ -324,8 +338,21 @@ class Disk:
             self._db.close()
             self._lock.release()
             raise DiskError(f"{self.path} holds a malformed record: {e}") from None
+        horizon = self._saved_horizon()
+        into.restore_horizon(horizon)
         self.saved_clock_ms = clock
-        return Loaded(replay.count, clock, seq, replay.unacked())
+        self.saved_horizon = horizon
+        return Loaded(replay.count, clock, seq, replay.unacked(), horizon)
+
+    def _saved_horizon(self) -> Version:
+        stored = self._meta("horizon")
+        if stored is None:
+            return ZERO
+        try:
+            ms, counter, node = stored.split(":", 2)
+            return Version(int(ms), int(counter), node)
+        except ValueError:
+            raise DiskError(f"{self.path} holds a malformed horizon {stored[:80]!r}") from None
 
     def _select(self, sql: str, params: Sequence[object] = ()) -> Iterable[Any]:
         cursor = self._db.cursor()
@@ -369,13 +396,16 @@ class Disk:
         clock_ms: int,
         seq: int,
         forget: Sequence[str] = (),
+        horizon: Optional[Version] = None,
     ) -> None:
         """Append one batch as one log row, in one transaction (raises ``sqlite3.Error``).
 
         The clock's mark and the last sequence number ride in the row (a write
         loses its sequence number when a peer's write replaces it, so the
         highest number handed out is kept on its own): most commits are a
-        single INSERT, with no other page to write.
+        single INSERT, with no other page to write. ``horizon``, the store's
+        stable horizon, is saved in the same transaction when it rose (at
+        most once a heartbeat): with the purge it allowed, never apart.
         """
         writes = encode_rows(rows)
         forgets = wire.encode_key_list(0, 0, purged) if purged else None
@@ -383,7 +413,8 @@ class Disk:
         # snapshot dropped, and rows numbered below the snapshot are skipped.
         last = self.last_log + 1
         row = (last, writes, forgets, clock_ms, seq)
-        if not peers and not forget:
+        risen = self._risen(horizon)
+        if not peers and not forget and risen is None:
             self._run("INSERT INTO log VALUES (?, ?, ?, ?, ?)", row)  # its own transaction
         else:
             with self._transaction():
@@ -392,15 +423,30 @@ class Disk:
                     self._run_many("INSERT OR REPLACE INTO peers VALUES (?, ?, ?)", peers)
                 if forget:
                     self._run_many("DELETE FROM peers WHERE address = ?", [(a,) for a in forget])
+                if risen is not None:
+                    self._set_meta(horizon=_encode_version(risen))
+            if risen is not None:
+                self.saved_horizon = risen
         self.last_log = last
         self.saved_clock_ms = max(self.saved_clock_ms, clock_ms)
         self.log_bytes += len(writes) + (len(forgets) if forgets else 0)
 
-    def save_marks(self, clock_ms: int, seq: int) -> None:
-        """Save the clock's mark and the sequence number without a log row."""
+    def save_marks(self, clock_ms: int, seq: int, horizon: Optional[Version] = None) -> None:
+        """Save the clock's mark and the sequence number (and ``horizon``, if
+        it rose) without a log row."""
         marks = self._raised_marks(clock_ms, seq)
-        self._set_meta(**marks)
+        risen = self._risen(horizon)
+        if risen is not None:
+            marks["horizon"] = _encode_version(risen)
+        with self._transaction():
+            self._set_meta(**marks)
         self.saved_clock_ms = max(self.saved_clock_ms, int(marks["clock_ms"]))
+        if risen is not None:
+            self.saved_horizon = risen
+
+    def _risen(self, horizon: Optional[Version]) -> Optional[Version]:
+        """``horizon`` if it is above the saved one (a horizon never goes back)."""
+        return horizon if horizon is not None and horizon > self.saved_horizon else None
 
     def _raised_marks(self, clock_ms: int, seq: int) -> Dict[str, str]:
         """The meta values that keep the higher of the saved marks and these."""
@@ -527,6 +573,11 @@ class Disk:
         finally:
             self._db.close()
             self._lock.release()
+
+
+def _encode_version(version: Version) -> str:
+    """``ms:counter:node`` (a node id may hold colons, never the numbers)."""
+    return f"{version.ms}:{version.counter}:{version.node}"
 
 
 def _flush(path: str) -> None:

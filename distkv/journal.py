@@ -182,6 +182,7 @@ class Journal(Service):
                 self._clock.high_water(),
                 self._store.seq,
                 forget,
+                self._store.horizon,
             )
         except Exception as e:  # sqlite3.Error, or anything that kept the batch from disk
             self.failure = f"ERR write not persisted: {e}"
@@ -289,12 +290,18 @@ class Journal(Service):
         """Heartbeats move the clock without any write; keep its mark on disk
         anyway, so that after a crash the node never stamps below a version
         it had seen (a commit carries the mark too, so this writes only on a
-        node whose clock moved while it took no writes)."""
+        node whose clock moved while it took no writes). The stable horizon
+        likewise rises on heartbeats that purge nothing: saved here too, so
+        a restart does not start it from zero."""
         mark = self._clock.high_water()
-        if mark <= self.disk.saved_clock_ms or self._rows or self._purged:
+        horizon = self._store.horizon
+        disk = self.disk
+        if self._rows or self._purged:
+            return  # the commit about to run saves both
+        if mark <= disk.saved_clock_ms and horizon <= disk.saved_horizon:
             return
         try:
-            self.disk.save_marks(mark, self._store.seq)
+            disk.save_marks(mark, self._store.seq, horizon)
         except sqlite3.Error as e:
             log.error("Cannot save the clock to {path}: {why}", path=self.disk.path, why=str(e))
             return

@@ -191,6 +191,12 @@ class Store:
         if entry is not None and entry[1:] == version:
             self._drop(key)
 
+    def restore_horizon(self, horizon: Version) -> None:
+        """Take back the horizon saved before a restart (it never goes back):
+        every node had every write below it then, and still has."""
+        if horizon > self.horizon:
+            self.horizon = horizon
+
     def purge(self, horizon: Version) -> int:
         """Forget every tombstone below ``horizon``; returns how many went."""
         if horizon <= self.horizon:
