@@ -24,6 +24,12 @@ checkpoints that file into the database once it is large. On a reactor with
 threads this runs in the thread pool, so its fsyncs never stall the reactor. A commit that fails (disk
 full, file removed) is logged as critical; the writes waiting for it get an
 error, never an ``OK``, and so does every later write, while reads go on.
+
+A node that stops closes its journal last, but a client or peer connection
+may still be open then and send a write: it changes the store in memory, and
+nothing will ever commit it, so it is answered at once with an error
+(:data:`CLOSED`), as a failed commit is; a peer is never acknowledged, and
+keeps the write for the node's next start.
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ from distkv.hlc import HybridClock, Version
 from distkv.store import Entry, Store
 
 log = Logger()
+
+#: What a write gets once the journal is closed.
+CLOSED = "ERR write not persisted: the node is stopping"
 
 
 class Batch:
@@ -152,11 +161,14 @@ class Journal(Service):
 
     def durable(self) -> Optional[Batch]:
         """None when everything changed so far is committed, else the batch
-        whose commit will hold it (already failed once commits fail)."""
+        whose commit will hold it (already failed once commits fail, or once
+        the journal is closed: no commit will come)."""
         if self.failure is not None:
             return Batch(self.failure)
         if not self._rows and not self._purged:
             return None
+        if self.closed:
+            return Batch(CLOSED)
         batch = self._batch
         if batch is None:
             batch = self._batch = Batch()
@@ -361,7 +373,10 @@ class Journal(Service):
         self._collect()  # what a snapshot replaced before the last stop
 
     def abandon(self) -> None:
-        """Close without committing what is queued, as a killed process would."""
+        """Close without committing what is queued, as a killed process would
+        (nothing more to do once closed: a node killed after it stopped)."""
+        if self.closed:
+            return
         if self._call is not None and self._call.active():
             self._call.cancel()
         if self._sync_loop is not None and self._sync_loop.running:

@@ -434,3 +434,101 @@ class FormatOneTests(SynchronousTestCase):
         again = Node(clock, None, data_dir=path)  # now format 3, with the new row's marks
         self.addCleanup(again.crash)
         self.assertEqual((again.store.get(b"k"), again.store.get(b"j"), again.store.seq), (b"v", b"w", 5))
+
+
+class ClosedJournalTests(SynchronousTestCase):
+    """Writes that reach a node after its journal closed (it is stopping, and a
+    client or peer connection is still open) are answered with an error, never
+    left waiting for a commit that will not come."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.dir = scratch_dir(self)
+
+    def stopped_node(self) -> Node:
+        node = Node(self.clock, "a", data_dir=self.dir)
+        node.start()
+        self.addCleanup(lambda: None if node.journal is None or node.journal.closed else node.crash())
+        node.store.set(b"before", b"v")
+        done: List[object] = []
+        node.stop().addBoth(done.append)
+        self.clock.advance(0)
+        assert node.journal is not None
+        self.assertTrue(done and node.journal.closed)
+        return node
+
+    def test_a_client_write_after_the_close_gets_an_error(self) -> None:
+        """SET and DEL get ERR write not persisted, at once; reads still answer."""
+        from tests.test_textproto import connect
+
+        node = Node(self.clock, "a", data_dir=self.dir)
+        node.start()
+        proto, transport = connect(node)  # connected before the node stops
+        done: List[object] = []
+        node.stop().addBoth(done.append)
+        self.clock.advance(0)
+        self.assertTrue(done)
+        proto.dataReceived(b"SET k v\r\nDEL k\r\nPING\r\n")
+        self.clock.advance(1)
+        lines = transport.value().split(b"\r\n")
+        self.assertEqual(len(lines), 4, lines)
+        for line in lines[:2]:
+            self.assertTrue(line.startswith(b"ERR write not persisted: "), line)
+            self.assertIn(b"stopping", line)
+        self.assertEqual(lines[2:], [b"PONG", b""])
+        reply = node.dispatcher.execute(Request(b"SET", (b"j", b"v")))
+        assert isinstance(reply, Pending)
+        got: List[object] = []
+        reply.batch.when_done(got.append)
+        self.assertEqual(len(got), 1)
+        self.assertIn("stopping", str(got[0]))
+
+    def test_a_peer_write_after_the_close_is_refused_at_once_and_never_saved(self) -> None:
+        """The batch a peer's acknowledgement would wait for has already
+        failed: the peer is never acknowledged (it keeps the write), and no
+        waiter is left behind."""
+        node = self.stopped_node()
+        journal = node.journal
+        assert journal is not None
+        self.assertTrue(node.store.apply(b"late", make_entry(b"v", node.clock.now())))
+        batch = journal.durable()
+        assert batch is not None
+        self.assertTrue(batch.done)
+        told: List[object] = []
+        batch.when_done(told.append)
+        self.assertEqual(len(told), 1)
+        self.assertIn("stopping", str(told[0]))
+        again = Node(self.clock, "a", data_dir=self.dir)
+        self.addCleanup(again.crash)
+        self.assertEqual((again.store.get(b"before"), again.store.get(b"late")), (b"v", None))
+
+    def test_nothing_changed_since_the_close_needs_no_commit(self) -> None:
+        """A stale peer write changes nothing: it may be acknowledged as usual."""
+        node = self.stopped_node()
+        assert node.journal is not None
+        self.assertIsNone(node.journal.durable())
+
+    def test_a_peer_keeps_what_a_stopping_node_applied_but_never_committed(self) -> None:
+        """n2 has stopped, but n1 still reaches it (its port is still attached
+        here): n1's next write reaches n2's memory only, is not acknowledged,
+        and reaches n2 after its restart."""
+        root = scratch_dir(self)
+        cluster = SimulatedCluster(2, data_root=root, heartbeat=1.0)
+        self.addCleanup(cluster.stop)
+        cluster.settle()
+        n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+        done: List[object] = []
+        n2.stop().addBoth(done.append)
+        cluster.run()
+        self.assertTrue(done)
+        n1.store.set(b"late", b"v")
+        cluster.advance(3)
+        link = next(iter(n1.replication.links.values()))
+        self.assertEqual(n2.store.get(b"late"), b"v")  # applied in memory
+        self.assertEqual(len(link.outbox), 1)  # but never acknowledged
+        cluster.crash("n2")
+        cluster.start("n2")
+        cluster.settle()
+        self.assertEqual(cluster.nodes["n2"].store.get(b"late"), b"v")
+        self.assertEqual(len(link.outbox), 0)
