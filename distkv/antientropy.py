@@ -5,14 +5,22 @@ side that pushes its writes): it offers its digest, the accepting side answers
 with the keys and versions of the buckets that differ, and the connecting side
 sends each entry it holds newer than the peer's (or that the peer lacks).
 Entries the peer holds newer flow the other way in the peer's own round over
-its own link, so each round only ever pushes. Absence is never a delete: a key
-one side lacks is sent, never removed, with one exception. The accepting side
-ends its answer with its stable horizon (see :mod:`distkv.stability`); a key
-it lacks whose version lies below that horizon was deleted and purged while
-this replica missed it (an old copy of a data dir), so it is dropped here
-rather than sent. Nothing here does I/O: the functions return the bytes to
-write, as a stream of chunks a connection writes as fast as the peer reads,
-so a round over a large store never sits in memory as one block of bytes.
+its own link, so each round only ever pushes. A bucket can also differ with
+every key at the same version on both sides: the digest hashes values too,
+and a version reused by a node restarted with its clock behind can name two
+values. When the key lists show that, and our bucket has not changed since
+the offer (so no write that landed meanwhile explains it), the connecting side
+sends that bucket's entries, and the receiver keeps the one that every replica
+prefers (:func:`distkv.store.newer`); the peer's round settles the other way.
+
+Absence is never a delete: a key one side lacks is sent, never removed, with
+one exception. The accepting side ends its answer with its stable horizon (see
+:mod:`distkv.stability`); a key it lacks whose version lies below that horizon
+was deleted and purged while this replica missed it (an old copy of a data
+dir), so it is dropped here rather than sent. Nothing here does I/O: the
+functions return the bytes to write, as a stream of chunks a connection writes
+as fast as the peer reads, so a round over a large store never sits in memory
+as one block of bytes.
 """
 
 from __future__ import annotations
@@ -26,6 +34,13 @@ from distkv.store import Entry, Store, version_of
 
 #: Bytes of write frames a round's stream yields at a time.
 CHUNK_BYTES = 256 * 1024
+
+#: At most this many buckets per round have their entries sent for differing
+#: by values alone. A real tie (see :func:`distkv.store.newer`) is rare and
+#: touches few buckets, and the rest go in later rounds; a peer whose digest
+#: hashes differently (an older DistKV, during an upgrade) makes every bucket
+#: look so, and must not get the whole store every round.
+TIE_BUCKETS = 16
 
 
 def answer_offer(store: Store, offer: wire.DigestOffer) -> bytes:
@@ -63,30 +78,56 @@ class Round:
         self.number = number
         self._buckets: Set[int] = set()
         self._theirs: Dict[bytes, Version] = {}
+        #: Keys the peer listed, per bucket.
+        self._listed: Dict[int, int] = {}
+        #: The digest we offered: a bucket that changed since has moved on.
+        self._offered = b""
         self.sent = 0
         self.dropped = 0
         self.finished = False
 
     def offer(self) -> bytes:
-        return wire.encode_digest(self.number, self.store.digest.encode())
+        self._offered = self.store.digest.encode()
+        return wire.encode_digest(self.number, self._offered)
 
     def key_list(self, frame: wire.KeyList) -> None:
         self._buckets.add(frame.bucket)
+        self._listed[frame.bucket] = self._listed.get(frame.bucket, 0) + len(frame.versions)
         self._theirs.update(frame.versions)
 
     def newer(self, horizon: Optional[Version] = None) -> List[Tuple[bytes, Entry]]:
         """Entries in the differing buckets that the peer lacks or holds older;
-        a key the peer lacks below its ``horizon`` is dropped, not sent."""
+        a key the peer lacks below its ``horizon`` is dropped, not sent. A
+        bucket whose keys all have the version the peer listed, unchanged here
+        since the offer, differs by values alone: its entries all go."""
         theirs = self._theirs
         store = self.store
+        moved = set(store.digest.differing(self._offered)) if self._offered else None
+        tied: List[List[Tuple[bytes, Entry]]] = []
         out = []
-        for items in select(store.items(), sorted(self._buckets)).values():
+        for bucket, items in select(store.items(), sorted(self._buckets)).items():
+            ties = []
             for key, entry in items:
                 seen = theirs.get(key)
                 if seen is None and horizon is not None and store.drop_dead(key, horizon):
                     self.dropped += 1
                 elif seen is None or entry[1:] > seen:
                     out.append((key, entry))
+                elif entry[1:] == seen:
+                    ties.append((key, entry))
+            if (
+                ties
+                and len(ties) == len(items) == self._listed.get(bucket, 0)
+                and moved is not None
+                and bucket not in moved
+            ):
+                tied.append(ties)
+        if tied:
+            # A different few each round, so that buckets whose ties we lose
+            # (the peer's round settles those) never hold the others back.
+            start = self.number * TIE_BUCKETS % len(tied)
+            for ties in (tied[start:] + tied[:start])[:TIE_BUCKETS]:
+                out.extend(ties)
         return out
 
     def keys_done(self, horizon: Optional[Version] = None, serving: bool = False) -> bytes:
@@ -102,6 +143,8 @@ class Round:
         newer = self.newer(horizon)
         self.sent = len(newer)
         self._theirs = {}
+        self._listed = {}
+        self._offered = b""
         return self._chunks(newer, serving)
 
     def _chunks(self, newer: List[Tuple[bytes, Entry]], serving: bool) -> Iterator[bytes]:

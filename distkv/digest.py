@@ -1,22 +1,30 @@
 """Bucketed digests of a store, kept up to date as it changes, for anti-entropy.
 
 Keys fall into a fixed number of buckets by CRC-32. A bucket's digest is the
-XOR of one 64-bit hash per stored entry, taken over the key's CRC-32 and its
-version; since a version names one write (of one key), equal digests mean (up
-to a 2**-64 chance) equal entries, and XOR lets a write update its bucket in
-constant time by removing the old entry's hash and adding the new one (done
-lazily, for every key changed since the hashes were last read). Two
-replicas compare their digest vectors, then exchange the keys and versions of
-the buckets that differ, never the whole data set.
+XOR of one 64-bit hash per stored entry, taken over the key's CRC-32, its
+version and its value's CRC-32 (a tombstone's is a number no CRC-32 takes).
+A version should name one write, but a node restarted with its clock behind
+(memory only, or from an older copy of its data dir) can stamp a version it
+already used, for another value; hashing the value as well lets two such
+replicas see their difference, which every replica then settles the same way
+(:func:`distkv.store.newer`), so equal digests mean (up to a 2**-64 chance,
+and a 2**-32 one for two values of one version) equal entries. XOR lets a
+write update its bucket in constant time by removing the old entry's hash and
+adding the new one (done lazily, for every key changed since the hashes were
+last read). Two replicas compare their digest vectors, then exchange the keys
+and versions of the buckets that differ, never the whole data set.
 
-The entry hash is taken twice for every key written (its old version out,
-its new one in), so it is the interpreter's own tuple
-hash over four integers (the xxHash-based one CPython has used since 3.8 and
+The entry hash is taken twice for every key written (its old entry out, its
+new one in), so it is the interpreter's own tuple
+hash over five integers (the xxHash-based one CPython has used since 3.8 and
 PyPy shares; integers hash to themselves modulo 2**61-1, with no per-process
 seed), not a cryptographic hash: it costs a fraction of a microsecond on
 CPython and next to nothing on PyPy, against microseconds for ``blake2b``. The
 node id, a string (whose hash is seeded per process), enters as a 62-bit
-integer derived from it once (small enough to be a machine integer on PyPy).
+integer derived from it once (small enough to be a machine integer on PyPy);
+the value, as its CRC-32 (zlib's, a few hundred bytes per microsecond at
+worst, taken when the entry is noted, so no old value is kept until the
+fold).
 ``tests/test_store.py`` pins the values, and the suite runs under both
 interpreters, so a mixed cluster agrees; were some
 interpreter to hash differently, its digests would differ in every bucket,
@@ -50,6 +58,15 @@ def bucket_of(key: bytes) -> int:
 _MASK = (1 << 64) - 1
 _node_numbers: Dict[str, int] = {}
 
+#: What a tombstone (or a bare version, with no value) hashes as in place of
+#: a value's CRC-32: outside the range of CRC-32, so no value shares it.
+NO_VALUE = 1 << 32
+
+
+def value_crc(value: Optional[bytes]) -> int:
+    """What a value contributes to its entry's hash."""
+    return NO_VALUE if value is None else _crc32(value)
+
 
 def node_number(node: str) -> int:
     """A node id as a 62-bit integer, the same in every process."""
@@ -62,18 +79,21 @@ def node_number(node: str) -> int:
     return number
 
 
-def entry_hash(key: bytes, version: Version) -> int:
-    """The 64-bit hash of one entry, unsigned."""
-    return _hash(_crc32(key), version) & _MASK
+def entry_hash(key: bytes, version: Version, value: Optional[bytes] = None) -> int:
+    """The 64-bit hash of one entry, unsigned (``value`` None: a tombstone)."""
+    return _hash(_crc32(key), version, value_crc(value)) & _MASK
 
 
-def _hash(crc: int, version: Version) -> int:
-    return hash((crc, version.ms, version.counter, node_number(version.node)))
+def _hash(crc: int, version: Version, value: int) -> int:
+    return hash((crc, version.ms, version.counter, node_number(version.node), value))
 
+
+#: ``entry_hash(b"k", Version(5, 1, "a"), b"v")`` on 64-bit CPython and PyPy.
+PINNED_HASH = 8716148940400064446
 
 #: False on an interpreter whose tuple hash differs from CPython's 64-bit one
 #: (a 32-bit build, say); the node warns, since its digests then never match.
-PORTABLE = entry_hash(b"k", Version(5, 1, "a")) == 43926231581603748
+PORTABLE = entry_hash(b"k", Version(5, 1, "a"), b"v") == PINNED_HASH
 
 
 #: A digest folds its noted changes in once this many keys have changed,
@@ -83,13 +103,14 @@ FOLD_BYTES = 256 * 1024
 
 
 class Digest:
-    """One XOR hash per bucket over every (key, version) in ``entries``.
+    """One XOR hash per bucket over every (key, version, value) in ``entries``.
 
-    ``entries`` is the store's own mapping of keys to entries (or versions: see
-    :data:`~distkv.hlc.Stamped`); whatever it holds when the digest is made is
-    counted. A change to it is not hashed when it is made: the caller first
-    notes the key (:meth:`note`) with the version the digest still counts for
-    it, and the hashes take in every noted key at once, from the entry then
+    ``entries`` is the store's own mapping of keys to entries (or bare
+    versions, hashed as tombstones: see :data:`~distkv.hlc.Stamped`);
+    whatever it holds when the digest is made is counted. A change to it is
+    not hashed when it is made: the caller first notes the key (:meth:`note`)
+    with the entry the digest still counts for it, and the hashes take in
+    every noted key at once, from the entry then
     held, when they are next read, or once ``fold_at`` keys (or
     :data:`FOLD_BYTES` of keys) are noted. XOR is commutative, so the result
     is the same as hashing every change in turn, but a key written many
@@ -103,9 +124,10 @@ class Digest:
         self.fold_at = fold_at
         self._key_bytes = 0
         self._hashes = [0] * BUCKETS
-        #: Key -> the version the hashes still count for it (None: no entry).
-        #: The store reads it (never writes it) to call note() only once per
-        #: key; it is cleared in place, never replaced.
+        #: Key -> what the hashes still count for it: ``(value CRC, ms,
+        #: counter, node)``, or None for no entry. The store reads it (never
+        #: writes it) to call note() only once per key; it is cleared in
+        #: place, never replaced.
         self.changed: Dict[bytes, Optional[Stamped]] = dict.fromkeys(entries)
 
     def note(self, key: bytes, old: Optional[Stamped]) -> None:
@@ -116,9 +138,15 @@ class Digest:
                 # Now, not after the new key is noted: every change noted so
                 # far has been made, and this key's is still to come.
                 self.fold()
-            # Its version only (the last three fields): an old value must not
-            # stay in memory until the next fold.
-            changed[key] = None if old is None else old[-3:]
+            if old is None:
+                changed[key] = None
+            else:
+                # The value's CRC, not the value: an old value must not stay
+                # in memory until the next fold.
+                value = old[0] if len(old) > 3 else None
+                changed[key] = (
+                    NO_VALUE if value is None else _crc32(value), old[-3], old[-2], old[-1]
+                )
             self._key_bytes += len(key)
 
     def fold(self) -> None:
@@ -140,12 +168,15 @@ class Digest:
                 if new[-1] is not last:
                     last = new[-1]
                     number = node_number(last)
-                value ^= hash((crc, new[-3], new[-2], number))
-            if old is not None:
+                held = new[0] if len(new) > 3 else None
+                value ^= hash(
+                    (crc, new[-3], new[-2], number, NO_VALUE if held is None else _crc32(held))
+                )
+            if old is not None:  # (value CRC, ms, counter, node): see note()
                 if old[-1] is not last:
                     last = old[-1]
                     number = node_number(last)
-                value ^= hash((crc, old[-3], old[-2], number))
+                value ^= hash((crc, old[-3], old[-2], number, old[0]))
             hashes[bucket] = value
         changed.clear()
         self._key_bytes = 0

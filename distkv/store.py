@@ -63,8 +63,12 @@ def newer(candidate: Entry, current: Entry) -> bool:
     """True when ``candidate`` beats ``current`` under last-writer-wins.
 
     Versions decide. Two writes can only share a version if a node restarted
-    with its clock set back, so the value breaks that tie deterministically
-    (a tombstone loses to any value) and every replica still picks the same.
+    with its clock set back (memory only, or from an older copy of its data
+    dir, under the same node id), so the value breaks that tie
+    deterministically (a tombstone loses to any value) and every replica
+    still picks the same. The digest hashes values too, so anti-entropy
+    finds such a tie between replicas and settles it this way (see
+    :mod:`distkv.antientropy`).
     """
     # Field by field (ms, counter, node), building no Version.
     if candidate[1] != current[1]:
