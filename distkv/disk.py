@@ -53,6 +53,7 @@ them.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from contextlib import contextmanager
@@ -344,6 +345,24 @@ class Disk:
         self.saved_horizon = horizon
         return Loaded(replay.count, clock, seq, replay.unacked(), horizon)
 
+    def seen(self) -> Dict[str, int]:
+        """Node id -> the highest sequence number of its own writes applied
+        here, as last saved (see :meth:`distkv.node.Node.applied`)."""
+        stored = self._meta("seen")
+        if stored is None:
+            return {}
+        try:
+            seen = json.loads(stored)
+            if not isinstance(seen, dict) or not all(
+                isinstance(node, str) and isinstance(seq, int) and seq >= 0
+                for node, seq in seen.items()
+            ):
+                raise ValueError("not a map of node ids to sequence numbers")
+        except ValueError:
+            raise DiskError(f"{self.path} holds malformed peer sequence numbers "
+                            f"{stored[:80]!r}") from None
+        return seen
+
     def _saved_horizon(self) -> Version:
         stored = self._meta("horizon")
         if stored is None:
@@ -431,13 +450,16 @@ class Disk:
         self.saved_clock_ms = max(self.saved_clock_ms, clock_ms)
         self.log_bytes += len(writes) + (len(forgets) if forgets else 0)
 
-    def save_marks(self, clock_ms: int, seq: int, horizon: Optional[Version] = None) -> None:
+    def save_marks(self, clock_ms: int, seq: int, horizon: Optional[Version] = None,
+                   seen: Optional[Dict[str, int]] = None) -> None:
         """Save the clock's mark and the sequence number (and ``horizon``, if
-        it rose) without a log row."""
+        it rose, and ``seen``, if given) without a log row."""
         marks = self._raised_marks(clock_ms, seq)
         risen = self._risen(horizon)
         if risen is not None:
             marks["horizon"] = _encode_version(risen)
+        if seen is not None:
+            marks["seen"] = json.dumps(seen, sort_keys=True)
         with self._transaction():
             self._set_meta(**marks)
         self.saved_clock_ms = max(self.saved_clock_ms, int(marks["clock_ms"]))

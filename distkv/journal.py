@@ -122,6 +122,10 @@ class Journal(Service):
         self._sync_done: Optional[Deferred[None]] = None
         self.closed = False
         self.failure: Optional[str] = None
+        #: Node id -> the highest sequence number of its own writes applied
+        #: here (see Node.applied): saved once a second when it moved.
+        self.seen: Dict[str, int] = disk.seen()
+        self._seen_moved = False
         self.commits = 0
         self.rows_written = 0
         store.subscribe(self._changed)
@@ -298,6 +302,12 @@ class Journal(Service):
             except sqlite3.Error:
                 pass
 
+    def note_seen(self, node: str, seq: int) -> None:
+        """``node``'s writes up to ``seq`` are applied and committed here."""
+        if seq > self.seen.get(node, 0):
+            self.seen[node] = seq
+            self._seen_moved = True
+
     def _save_clock(self) -> None:
         """Heartbeats move the clock without any write; keep its mark on disk
         anyway, so that after a crash the node never stamps below a version
@@ -310,10 +320,12 @@ class Journal(Service):
         disk = self.disk
         if self._rows or self._purged:
             return  # the commit about to run saves both
-        if mark <= disk.saved_clock_ms and horizon <= disk.saved_horizon:
+        seen_moved = self._seen_moved
+        if mark <= disk.saved_clock_ms and horizon <= disk.saved_horizon and not seen_moved:
             return
         try:
-            disk.save_marks(mark, self._store.seq, horizon)
+            disk.save_marks(mark, self._store.seq, horizon, self.seen if seen_moved else None)
+            self._seen_moved = False
         except sqlite3.Error as e:
             log.error("Cannot save the clock to {path}: {why}", path=self.disk.path, why=str(e))
             return

@@ -128,7 +128,11 @@ class Node:
         disk = None
         if data_dir is not None:
             disk = Disk(data_dir, fsync)  # DiskError: the caller reports it
-            node_id = disk.claim(node_id, new_node_id())
+            try:
+                node_id = disk.claim(node_id, new_node_id())
+            except BaseException:
+                disk.close()  # let the data dir go: this node will not run
+                raise
         self.node_id = node_id or new_node_id()
         self.incarnation = uuid.uuid4().hex[:16]
         self.listen_port = listen_port
@@ -171,25 +175,11 @@ class Node:
         self._unacked: List[Tuple[int, bytes, Entry]] = []
         has_data = False
         if disk is not None:
-            self._saved_peers = disk.peers()
-            # A node that never had peers keeps no outbox to rebuild.
-            lowest = min((p.acked for p in self._saved_peers.values()), default=None)
-            loaded = disk.load(self.store, lowest)
-            self.clock.restore(loaded.clock_ms)
-            # Never hand out a sequence number a peer may already have acknowledged.
-            highest_acked = max((p.acked for p in self._saved_peers.values()), default=0)
-            self.store.seq = max(self.store.seq, loaded.seq, highest_acked)
-            self._unacked = loaded.unacked
-            has_data = loaded.entries > 0
-            self.journal = Journal(disk, self.store, self.clock, reactor)
-            self.journal.owed = self._owed
-            log.info(
-                "Loaded {count} entries ({keys} keys) from {path}; fsync {fsync}",
-                count=loaded.entries,
-                keys=len(self.store),
-                path=disk.path,
-                fsync=fsync,
-            )
+            try:
+                has_data = self._read_data_dir(disk, fsync)
+            except BaseException:
+                disk.close()  # let the data dir go: this node will not run
+                raise
         self._started_empty = not has_data
         self.loading_wait = loading_wait
         self.replication = Replication(
@@ -225,6 +215,29 @@ class Node:
         })
         #: node id -> when its last anti-entropy round into us completed
         self.synced_from: Dict[str, float] = {}
+
+    def _read_data_dir(self, disk: Disk, fsync: str) -> bool:
+        """Read the data dir back and open its journal; whether it held data."""
+        self._saved_peers = disk.peers()
+        # A node that never had peers keeps no outbox to rebuild.
+        lowest = min((p.acked for p in self._saved_peers.values()), default=None)
+        loaded = disk.load(self.store, lowest)
+        self.clock.restore(loaded.clock_ms)
+        # Never hand out a sequence number a peer may already have acknowledged.
+        highest_acked = max((p.acked for p in self._saved_peers.values()), default=0)
+        self.store.seq = max(self.store.seq, loaded.seq, highest_acked)
+        self._unacked = loaded.unacked
+        self.journal = Journal(disk, self.store, self.clock, self.reactor)
+        self.journal.owed = self._owed
+        self.seen = self.journal.seen  # kept across restarts
+        log.info(
+            "Loaded {count} entries ({keys} keys) from {path}; fsync {fsync}",
+            count=loaded.entries,
+            keys=len(self.store),
+            path=disk.path,
+            fsync=fsync,
+        )
+        return loaded.entries > 0
 
     def _durable(self) -> Optional[Batch]:
         return None if self.journal is None else self.journal.durable()
@@ -361,7 +374,9 @@ class Node:
         self.stability.heard(peer.node, floor, low)
 
     def applied(self, peer: wire.Hello, seq: int) -> None:
-        if seq > self.seen.get(peer.node, 0):
+        if self.journal is not None:
+            self.journal.note_seen(peer.node, seq)
+        elif seq > self.seen.get(peer.node, 0):
             self.seen[peer.node] = seq
 
     def _tick(self) -> None:

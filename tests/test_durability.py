@@ -190,6 +190,18 @@ class DiskNodeTests(SynchronousTestCase):
             f.write("not a directory")
         self.assertRaises(DiskError, Node, self.clock, "a", data_dir=self.dir)
 
+    def test_malformed_peer_sequence_numbers_are_refused(self) -> None:
+        """What peers' writes were seen is checked when read back, like the rest."""
+        self.node().crash()
+        db = sqlite3.connect(os.path.join(self.dir, FILENAME))
+        for bad in ('{"n2": -1}', '[1, 2]', 'not json', '{"n2": "7"}'):
+            db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('seen', ?)", (bad,))
+            db.commit()
+            with self.assertRaises(DiskError) as caught:
+                Node(self.clock, "a", data_dir=self.dir)
+            self.assertIn("malformed peer sequence numbers", str(caught.exception))
+        db.close()
+
     def test_unknown_data_format_is_refused(self) -> None:
         self.node().crash()
         db = sqlite3.connect(os.path.join(self.dir, FILENAME))

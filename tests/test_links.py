@@ -164,3 +164,32 @@ class LinkTests(SynchronousTestCase):
         n2 = cluster.start("n2", None)
         cluster.advance(2)
         self.assertEqual(n2.loading_why, "empty")
+
+    def test_peers_remember_what_they_saw_of_a_node_across_their_own_restarts(self) -> None:
+        """n2 and n3 restart from their data dirs after n1's later writes; n1 then
+        comes back on an older copy: they still know it is stale (kept in their data
+        dirs, saved within a second), and it loads until synced."""
+        root = scratch_dir(self)
+        cluster = self.make(3, data_root=root, loading_wait=60.0)
+        n1 = cluster.nodes["n1"]
+        n1.store.set(b"k", b"old")
+        cluster.settle()
+        older = os.path.join(root, "n1-older")
+        shutil.copytree(os.path.join(root, "n1"), older)
+        for i in range(5):
+            n1.store.set(b"k", b"new-%d" % i)
+        cluster.settle()
+        for node_id in ("n2", "n3"):
+            cluster.crash(node_id)
+            cluster.start(node_id)
+        cluster.settle()
+        seen = cluster.nodes["n2"].seen["n1"]
+        self.assertEqual(seen, n1.store.seq)
+        cluster.crash("n1")
+        restored = cluster.start("n1", older)
+        self.assertLess(restored.store.seq, seen)
+        self.assertTrue(loading_reply(get(restored, b"k")))
+        cluster.run()  # told it is stale: numbers its writes above what n2 saw
+        self.assertGreaterEqual(restored.store.seq, seen)
+        cluster.settle()
+        self.assertEqual(get(restored, b"k"), b"new-4")
