@@ -25,7 +25,7 @@ as one block of bytes.
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from distkv import wire
 from distkv.digest import select
@@ -130,24 +130,27 @@ class Round:
                 out.extend(ties)
         return out
 
-    def keys_done(self, horizon: Optional[Version] = None, serving: bool = False) -> bytes:
+    def keys_done(self, horizon: Optional[Version] = None, serving: bool = False,
+                  members: Optional[Sequence[str]] = None) -> bytes:
         """Everything the peer needs from us, then the end-of-round mark, in one piece."""
-        return b"".join(self.round_frames(horizon, serving))
+        return b"".join(self.round_frames(horizon, serving, members))
 
-    def round_frames(self, horizon: Optional[Version] = None,
-                     serving: bool = False) -> Iterator[bytes]:
+    def round_frames(self, horizon: Optional[Version] = None, serving: bool = False,
+                     members: Optional[Sequence[str]] = None) -> Iterator[bytes]:
         """Everything the peer needs from us in chunks of about
         :data:`CHUNK_BYTES`, then the end-of-round mark (which says whether we
-        serve: a loading node's round ends nobody's loading). What to send is
-        decided at once; each chunk is encoded when the connection asks."""
+        serve: a loading node's round ends nobody's loading, and which members
+        we know). What to send is decided at once; each chunk is encoded when
+        the connection asks."""
         newer = self.newer(horizon)
         self.sent = len(newer)
         self._theirs = {}
         self._listed = {}
         self._offered = b""
-        return self._chunks(newer, serving)
+        return self._chunks(newer, serving, members)
 
-    def _chunks(self, newer: List[Tuple[bytes, Entry]], serving: bool) -> Iterator[bytes]:
+    def _chunks(self, newer: List[Tuple[bytes, Entry]], serving: bool,
+                members: Optional[Sequence[str]]) -> Iterator[bytes]:
         parts: List[bytes] = []
         size = 0
         for key, entry in newer:
@@ -157,5 +160,5 @@ class Round:
             if size >= CHUNK_BYTES:
                 yield b"".join(parts)
                 parts, size = [], 0
-        parts.append(wire.encode_round_end(self.number, self.store.clock.now(), serving))
+        parts.append(wire.encode_round_end(self.number, self.store.clock.now(), serving, members))
         yield b"".join(parts)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -158,8 +158,9 @@ class Node:
         self.loading_why: Optional[str] = None
         self._loading_deadline = 0.0
         self._loading_check: Optional[IDelayedCall] = None
-        # The peers whose rounds completed into us since loading began.
-        self._rounds_in: Set[str] = set()
+        # The peers whose rounds completed into us since loading began, and
+        # the members each said it knows (None: it could not tell).
+        self._rounds_in: Dict[str, Optional[Tuple[str, ...]]] = {}
         self._purge_loop: Optional[LoopingCall] = None
         if not digest.PORTABLE:
             log.warn(
@@ -286,6 +287,7 @@ class Node:
         link.our_low = self._our_low
         link.on_new_node = self._node_replaced
         link.serving = self._serving
+        link.members = self.members
 
     def _serving(self) -> bool:
         return not self.loading
@@ -398,7 +400,7 @@ class Node:
         """Refuse data commands until a serving peer shows our data is current."""
         if self.loading_why is None:
             self._loading_deadline = self.reactor.seconds() + self.loading_wait
-            self._rounds_in = set()
+            self._rounds_in = {}
             self.loading = True
             self._schedule_loading_check(0)
         self.loading_why = why
@@ -426,13 +428,25 @@ class Node:
             self._loading_check = self.reactor.callLater(delay, self._check_loading)
 
     def _serve_if_all_synced(self) -> bool:
+        """Serve when alone, or when no node serves and every node that we or
+        any peer that synced us know of has synced us: the cluster is starting,
+        and we hold everything any of them held."""
         links = [link for link in self.replication.links.values()
                  if link.dials and not link.is_self]
         if not links:
             self._serve("no peers to sync from")
-        elif all(link.remote is not None and link.remote.node in self._rounds_in
-                 for link in links):
-            self._serve("no peer serves, and every peer has synced us")
+            return True
+        known = self.members()
+        if known is None or not self._rounds_in:
+            return False
+        wanted = set(known)
+        for theirs in self._rounds_in.values():
+            if theirs is None:
+                return False  # that peer has an address it never reached
+            wanted.update(theirs)
+        wanted.discard(self.node_id)
+        if wanted <= self._rounds_in.keys():
+            self._serve("no node serves, and every node we know of has synced us")
         return self.loading_why is None
 
     def _peer_answered(self, link: PeerLink, remote: wire.Hello,
@@ -476,8 +490,9 @@ class Node:
     def durable(self) -> Optional[Batch]:
         return self._durable()
 
-    def synced(self, peer: wire.Hello, clock: Optional[Version], serving: bool) -> None:
+    def synced(self, peer: wire.Hello, mark: wire.RoundMark) -> None:
         """A round from ``peer`` was applied here; a serving peer's ends our loading."""
+        clock = mark.horizon
         if clock is not None:
             # Never stamp below a peer we have synced from: a node restarted
             # with its wall clock behind would otherwise write below versions
@@ -486,8 +501,8 @@ class Node:
         self.synced_from[peer.node] = self.reactor.seconds()
         if self.loading_why is None:
             return
-        self._rounds_in.add(peer.node)
-        if serving:
+        self._rounds_in[peer.node] = mark.members
+        if mark.serving:
             self._serve(f"synced from serving peer {peer.node}")
         else:
             self._serve_if_all_synced()

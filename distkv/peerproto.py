@@ -103,8 +103,8 @@ class PeerHost(Protocol):
     def answer(self, offer: wire.DigestOffer) -> Iterator[bytes]:
         """Our answer to an anti-entropy digest offer, chunk by chunk."""
 
-    def synced(self, remote: wire.Hello, clock: Optional[Version], serving: bool) -> None:
-        """A round from ``remote`` was fully applied here."""
+    def synced(self, remote: wire.Hello, mark: wire.RoundMark) -> None:
+        """A round from ``remote``, which ended with ``mark``, was fully applied here."""
 
     def durable(self) -> Optional[Batch]:
         """The commit that covers everything applied so far, if any."""
@@ -292,7 +292,7 @@ class PeerConnection(sendnow.SendingProtocol):
                     applied = 0
                 self._confirm(
                     wire.encode_mark(b"s", frame.round),
-                    partial(host.synced, remote, frame.horizon, frame.serving),
+                    partial(host.synced, remote, frame),
                 )
             elif self.link is None:
                 pass  # what answers a link's pushes, and none pushes here now

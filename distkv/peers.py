@@ -112,8 +112,10 @@ class PeerLink(ReconnectingClientFactory):
         self.on_linked: Optional[Callable[[PeerLink, wire.Hello, Optional[wire.Accept]], None]] = None
         #: Our own low (see :mod:`distkv.stability`), sent with each heartbeat.
         self.our_low: Callable[[], Version] = lambda: ZERO
-        #: Whether this node serves (our rounds say so: see :mod:`distkv.wire`).
+        #: Whether this node serves, and the members it knows (None while it
+        #: cannot tell): our rounds say both (see :mod:`distkv.wire`).
         self.serving: Callable[[], bool] = lambda: True
+        self.members: Callable[[], Optional[List[str]]] = lambda: None
         # Whether a full round has shown the peer everything we hold since it
         # came up as its present incarnation; until then we vouch for nothing.
         self._proven = False
@@ -345,7 +347,8 @@ class PeerLink(ReconnectingClientFactory):
     def keys_done(self, number: int, horizon: Optional[Version] = None) -> None:
         if self._round is not None and number == self._round.number and self._protocol:
             self._round_streaming = True
-            self._protocol.stream(self._round.round_frames(horizon, self.serving()),
+            self._protocol.stream(self._round.round_frames(horizon, self.serving(),
+                                                           self.members()),
                                   partial(self._round_sent, number))
             if self._round.dropped:
                 log.warn(

@@ -52,6 +52,7 @@ from distkv.simulate_schedule import (
 )
 from distkv.store import version_of
 from distkv.testing import SimulatedCluster
+from distkv.wire import RoundMark
 
 
 class Runner:
@@ -288,8 +289,8 @@ class Runner:
         """Hear when a peer's anti-entropy round into ``name`` completes."""
         original = node.synced
 
-        def synced(peer: Any, clock: Optional[Version], serving: bool) -> None:
-            original(peer, clock, serving)
+        def synced(peer: Any, mark: RoundMark) -> None:
+            original(peer, mark)
             sender = next((n for n, i in self.ids.items() if i == peer.node), None)
             assert self.cluster is not None
             if sender is not None and sender in self.cluster.nodes and not self._loading(sender):

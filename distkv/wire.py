@@ -39,9 +39,13 @@ the other side confirms once it has applied all of them::
     K round:u32 bucket:u32 count:u32 (key-len:u32 key ms:u64 counter:u32 node-len:u16 node)*
     E round:u32 horizon           (other side: no more key lists; its stable
                                    horizon, below which a key it lacks is dead)
-    S round:u32 flags:u8 clock    (pushing side: every newer entry sent; flag 1:
+    S round:u32 flags:u8 clock [count:u16 (node-len:u16 node)*]
+                                  (pushing side: every newer entry sent; flag 1:
                                    it serves, not loading; its clock, which the
-                                   other side observes before it serves)
+                                   other side observes before it serves; flag 2:
+                                   the node ids it knows as members follow, which
+                                   it cannot tell while a peer address of its own
+                                   never answered)
     s round:u32                   (other side: all applied)
 
 Replicated writes travel only as ``W`` frames, never as client commands, so a
@@ -79,8 +83,13 @@ _U32 = struct.Struct(">I")
 _KEYLIST = struct.Struct(">III")
 _KEYVERSION = struct.Struct(">QIH")
 _TOMBSTONE = 1
-#: The flag of an ``S`` mark whose sender is serving, not loading.
+#: The flags of an ``S`` mark: its sender is serving, not loading; its
+#: members follow.
 _SERVING = 1
+_MEMBERS = 2
+#: The most members an ``S`` mark may name.
+MAX_MEMBERS = 1024
+_U16 = struct.Struct(">H")
 
 _HEARTBEAT_REPLY = struct.Struct(">IcQ")
 
@@ -163,12 +172,14 @@ class KeyList(NamedTuple):
 
 class RoundMark(NamedTuple):
     """``E``, ``S`` or ``s``: a step of an anti-entropy round; ``E`` carries the
-    sender's stable horizon, ``S`` the sender's clock and whether it serves."""
+    sender's stable horizon, ``S`` the sender's clock, whether it serves and
+    the members it knows (None: it cannot tell)."""
 
     kind: bytes
     round: int
     horizon: Optional[Version] = None
     serving: bool = False
+    members: Optional[Tuple[str, ...]] = None
 
 
 Frame = Union[Write, Ack, Heartbeat, DigestOffer, KeyList, RoundMark]
@@ -324,10 +335,44 @@ def encode_mark(kind: bytes, round_: int, horizon: Optional[Version] = None) -> 
     return _frame(kind + _U32.pack(round_) + tail)
 
 
-def encode_round_end(round_: int, clock: Version, serving: bool) -> bytes:
+def encode_round_end(round_: int, clock: Version, serving: bool,
+                     members: Optional[Sequence[str]] = None) -> bytes:
     """The pushing side's ``S`` mark."""
-    flags = b"\x01" if serving else b"\x00"
-    return _frame(b"S" + _U32.pack(round_) + flags + _version(clock))
+    flags = (_SERVING if serving else 0) | (0 if members is None else _MEMBERS)
+    parts = [b"S", _U32.pack(round_), bytes([flags]), _version(clock)]
+    if members is not None:
+        parts.append(_U16.pack(len(members)))
+        for node in members:
+            raw = node.encode("ascii")
+            parts.append(_U16.pack(len(raw)))
+            parts.append(raw)
+    return _frame(b"".join(parts))
+
+
+def _decode_round_end(body: bytes) -> RoundMark:
+    flags = body[5]
+    if flags & ~(_SERVING | _MEMBERS):
+        raise WireError("malformed round mark")
+    clock, offset = _read_version(body, 6)
+    members: Optional[Tuple[str, ...]] = None
+    if flags & _MEMBERS:
+        (count,) = _U16.unpack_from(body, offset)
+        offset += _U16.size
+        if count > MAX_MEMBERS:
+            raise WireError(f"round mark names {count} members")
+        names = []
+        for _ in range(count):
+            (length,) = _U16.unpack_from(body, offset)
+            offset += _U16.size
+            raw = body[offset : offset + length]
+            if len(raw) != length:
+                raise WireError("truncated member in round mark")
+            names.append(_node(raw))
+            offset += length
+        members = tuple(names)
+    if offset != len(body):
+        raise WireError("malformed round mark")
+    return RoundMark(b"S", _U32.unpack_from(body, 1)[0], clock, bool(flags & _SERVING), members)
 
 
 def _frame(body: bytes) -> bytes:
@@ -401,11 +446,7 @@ def decode_body(body: bytes) -> Frame:
                 raise WireError("malformed round mark")
             return RoundMark(kind, _U32.unpack_from(body, 1)[0], version)
         if kind == b"S" and len(body) > 6:
-            flags = body[5]
-            version, offset = _read_version(body, 6)
-            if offset != len(body) or flags & ~_SERVING:
-                raise WireError("malformed round mark")
-            return RoundMark(kind, _U32.unpack_from(body, 1)[0], version, bool(flags))
+            return _decode_round_end(body)
     except (struct.error, UnicodeDecodeError) as e:
         raise WireError(f"malformed frame: {e}") from e
     raise WireError(f"unknown frame kind {kind!r}")

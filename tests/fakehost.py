@@ -46,8 +46,8 @@ class FakeHost:
     def answer(self, offer: wire.DigestOffer) -> Iterator[bytes]:
         return iter([self.answer_bytes])
 
-    def synced(self, remote: wire.Hello, clock: Optional[Version], serving: bool) -> None:
-        self.syncs.append((remote.node, clock, serving))
+    def synced(self, remote: wire.Hello, mark: wire.RoundMark) -> None:
+        self.syncs.append((remote.node, mark.horizon, mark.serving))
 
     def durable(self) -> Optional[Batch]:
         return None

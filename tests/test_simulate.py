@@ -338,10 +338,6 @@ def test_no_acknowledged_write_is_dropped_below_a_wrong_horizon(case: str) -> No
     assert [str(v) for v in violations if v.invariant == "lost-write"] == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "node bug: a node whose peer list leaves out a serving node ends its loading "
-    "once every node it lists, all loading, has synced it (seed 267 on 94fac7b)"
-))
 def test_a_node_that_does_not_list_a_serving_peer_still_loads_until_synced() -> None:
     """n3 restarts empty listing only n2, also restarted empty; n1, which lists n3
     and holds the data, reconnects half a second later: n3 must not serve before."""

@@ -139,6 +139,22 @@ def _decode_all(max_request: int, stream: bytes) -> list:  # type: ignore[type-a
     return wire.FrameDecoder(wire.max_frame(max_request)).feed(stream)
 
 
+class RoundEndTests(SynchronousTestCase):
+    def test_a_round_end_carries_whether_its_sender_serves_and_the_members_it_knows(self) -> None:
+        """S marks round-trip with no member list (the sender cannot tell), an empty
+        one, and the longest ids; a bad flag, a bad id or a truncated list is refused."""
+        clock = Version(9, 1, "n1")
+        for serving, members in ((True, None), (False, ()), (False, ("n2", "z" * 64))):
+            frame = wire.encode_round_end(3, clock, serving, members)
+            self.assertEqual(wire.decode_body(frame[4:]),
+                             wire.RoundMark(b"S", 3, clock, serving, members))
+        good = wire.encode_round_end(3, clock, False, ("n2",))[4:]
+        for bad in (good[:5] + b"\x04" + good[6:], good.replace(b"n2", b"n/"), good[:-1],
+                    good + b"x", wire.encode_round_end(3, clock, False, ["n"] * 1025)[4:]):
+            with self.assertRaises(wire.WireError):
+                wire.decode_body(bad)
+
+
 class FragmentedStreamTests(SynchronousTestCase):
     def test_a_large_frame_in_many_small_reads_is_held_unjoined(self) -> None:
         """A 1 MiB write arriving 1,460 bytes at a time is collected as pieces, not
