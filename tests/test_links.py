@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Optional
+from typing import Optional, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -116,17 +116,23 @@ class LinkTests(SynchronousTestCase):
         for node in cluster.nodes.values():
             self.assertFalse(node.loading, node.node_id)
 
+    def copied_after_a_first_write(self) -> Tuple[SimulatedCluster, str]:
+        """Three nodes with data dirs, n1 has written k=old, and a copy of n1's data
+        dir as it stands then (the path of the copy)."""
+        root = scratch_dir(self)
+        cluster = self.make(3, data_root=root, loading_wait=60.0)
+        cluster.nodes["n1"].store.set(b"k", b"old")
+        cluster.settle()
+        older = os.path.join(root, "n1-older")
+        shutil.copytree(os.path.join(root, "n1"), older)
+        return cluster, older
+
     def test_a_node_restored_from_an_older_copy_loads_until_synced(self) -> None:
         """n1 restarted on a copy of its data dir taken before later writes and a delete:
         peers have applied more of its writes than it holds, so it answers LOADING from
         its start until a serving peer synced it, never its stale value."""
-        root = scratch_dir(self)
-        cluster = self.make(3, data_root=root, loading_wait=60.0)
+        cluster, older = self.copied_after_a_first_write()
         n1 = cluster.nodes["n1"]
-        n1.store.set(b"k", b"old")
-        cluster.settle()
-        older = os.path.join(root, "n1-older")
-        shutil.copytree(os.path.join(root, "n1"), older)
         n1.store.set(b"k", b"new")
         n1.store.delete(b"k")
         n1.store.set(b"j", b"later")
@@ -169,13 +175,8 @@ class LinkTests(SynchronousTestCase):
         """n2 and n3 restart from their data dirs after n1's later writes; n1 then
         comes back on an older copy: they still know it is stale (kept in their data
         dirs, saved within a second), and it loads until synced."""
-        root = scratch_dir(self)
-        cluster = self.make(3, data_root=root, loading_wait=60.0)
+        cluster, older = self.copied_after_a_first_write()
         n1 = cluster.nodes["n1"]
-        n1.store.set(b"k", b"old")
-        cluster.settle()
-        older = os.path.join(root, "n1-older")
-        shutil.copytree(os.path.join(root, "n1"), older)
         for i in range(5):
             n1.store.set(b"k", b"new-%d" % i)
         cluster.settle()
