@@ -186,13 +186,6 @@ def test_node_survives_hostile_clients_on_both_protocols_within_its_rss_bound(
         resource.setrlimit(resource.RLIMIT_NOFILE, old_limits)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an incomplete RESP request costs about 26 times its bytes: the arguments "
-    "already parsed are kept as one bytes object each (about 54 bytes for a "
-    "2-byte argument), so an MGET with 524,287 arguments of 2 bytes (1 MiB by "
-    "--max-request's count) held unfinished costs the node about 27 MiB; "
-    "3 such clients raise peak RSS by about 85 MiB (108 MiB under PyPy) where the "
-    "bound allows 44"))
 def test_clients_holding_incomplete_requests_of_tiny_arguments_cost_about_one_request(
     tmp_path: Path,
 ) -> None:

@@ -4,20 +4,22 @@ limit and protocol errors, ordering behind commits, and the Redis glob."""
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+import gc
+import sys
+from typing import Iterator, List, Sequence, Tuple
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from distkv.commands import Outcome, glob_regex
 from distkv.frontdoor import FrontDoor
 from distkv.node import Node
 from distkv.replies import LOADING, Error, Session
-from distkv.resp import parse
+from distkv.resp import GROUP, PackedArguments, RequestReader, parse
 from distkv.store import version_of
 from tests.scratch import scratch_dir
 
@@ -231,6 +233,202 @@ class RespParserTests(SynchronousTestCase):
             requests, used, error = parse(data, 1 << 20)
             self.assertEqual((requests, used, error),
                              ([[b"GET", b"k"], [b"SET", b"k", value], [b"GET", b"k"]], len(data), None))
+
+
+def heap_size(root: object) -> int:
+    """Bytes of heap of ``root`` and of every object it reaches (classes and
+    modules aside), each counted once."""
+    seen = set()
+    total = 0
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, type):
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        stack.extend(gc.get_referents(obj))
+    return total
+
+
+def chunks(data: bytes, size: int) -> Iterator[bytes]:
+    view = memoryview(data)
+    for i in range(0, len(data), size):
+        yield bytes(view[i : i + size])
+
+
+#: What redis-server 7.0.15 answered to each request (sent alone on a fresh
+#: connection; it closed the connection after each error).
+LENGTHS_AS_REDIS_READS_THEM: Sequence[Tuple[bytes, bytes]] = [
+    (b"*1\r\n$+4\r\nPING\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$ 4\r\nPING\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$4 \r\nPING\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$\t4\r\nPING\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$4\x0b\r\nPING\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$0_4\r\nPING\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$04\r\nPING\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$-0\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$-\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$\r\nPING\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$\xd9\xa4\r\nPING\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*+1\r\n$4\r\nPING\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"* 1\r\n$4\r\nPING\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*1 \r\n$4\r\nPING\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*0_1\r\n$4\r\nPING\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*01\r\n$4\r\nPING\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*-0\r\n*1\r\n$4\r\nPING\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*-01\r\n*1\r\n$4\r\nPING\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*\r\n*1\r\n$4\r\nPING\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*-\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*-9223372036854775809\r\n*1\r\n$4\r\nPING\r\n",
+     b"-ERR Protocol error: invalid multibulk length\r\n"),
+    # Counts of zero or less are ignored, down to the least 64-bit integer.
+    (b"*-1\r\n*1\r\n$4\r\nPING\r\n", b"+PONG\r\n"),
+    (b"*0\r\n*1\r\n$4\r\nPING\r\n", b"+PONG\r\n"),
+    (b"*-9223372036854775808\r\n*1\r\n$4\r\nPING\r\n", b"+PONG\r\n"),
+]
+
+
+class StrictLengthTests(SynchronousTestCase):
+    def test_counts_and_lengths_are_read_as_redis_reads_them(self) -> None:
+        """A sign, a space, a "_", a leading zero or "-0" in a bulk length or an
+        argument count is a protocol error, as in Redis (Python's int() would
+        take them); the reply and the close are Redis's, whole or byte by byte."""
+        for data, reply in LENGTHS_AS_REDIS_READS_THEM:
+            for chunk in (0, 1):
+                node = Node(Clock(), "n")
+                proto, transport = connect(node)
+                for piece in chunks(data, chunk or len(data)):
+                    proto.dataReceived(piece)
+                self.assertEqual(transport.value(), reply, (data, chunk))
+                self.assertEqual(transport.disconnecting, reply.startswith(b"-"), data)
+
+    def test_lengths_of_up_to_20_characters_only(self) -> None:
+        """Redis reads no number of more than 20 characters (a 64-bit one
+        fits), and neither do we: a longer header is refused before ``int``
+        reads it, a count of a million digits included."""
+        for head, words in ((b"*-" + b"1" * 19, None),  # 20 characters, -1.1e18: ignored
+                            (b"*-" + b"1" * 20, "invalid multibulk length"),
+                            (b"*1" + b"0" * 1_000_000, "invalid multibulk length"),
+                            (b"*1\r\n$" + b"0" * 21, "invalid bulk length"),
+                            (b"*1\r\n$1" + b"0" * 1_000_000, "invalid bulk length")):
+            requests, used, error = parse(head + b"\r\n" + command(b"PING"), 1 << 30)
+            if words is None:
+                self.assertEqual((requests, error), ([[b"PING"]], None))
+            else:
+                self.assertIn(words, str(error))
+
+    def test_lengths_written_the_usual_way_still_parse(self) -> None:
+        for length in (0, 1, 9, 10, 99, 100, 4095, 4096, 4097, 65536, 1 << 20):
+            value = b"v" * length
+            for fast in (True, False):
+                data = command(b"SET", b"k", value)
+                self.assertEqual(parse(data, 1 << 21, fast),
+                                 ([[b"SET", b"k", value]], len(data), None))
+
+
+class PartialRequestMemoryTests(SynchronousTestCase):
+    """What an unfinished request costs the node: its parsed arguments are
+    held packed, about their bytes plus one per argument, not a ``bytes``
+    object each (about 44 bytes of heap for a 2-byte argument)."""
+
+    #: The hostile case: MGET with 524,287 arguments of 2 bytes, 1 MiB by
+    #: --max-request's count (4 MiB on the wire), sent but for the last.
+    COUNT = (1 << 20) // 2 - 1
+
+    def stream(self) -> Tuple[bytes, bytes]:
+        head = b"*%d\r\n$4\r\nMGET\r\n" % (self.COUNT + 1)
+        return head + b"$2\r\nab\r\n" * (self.COUNT - 1), b"$2\r\nab\r\n"
+
+    def held_by_reader(self, data: bytes, step: int) -> Tuple[RequestReader, int]:
+        """A reader fed ``data`` in reads of ``step`` bytes, and the bytes of
+        heap it holds then: ``sys.getsizeof`` of every object it reaches
+        (buffers with their spare room), which PyPy does not give."""
+        if sys.implementation.name != "cpython":
+            raise SkipTest("sys.getsizeof is CPython's")
+        reader = RequestReader(1 << 20)
+        requests: List[List[bytes]] = []
+        for piece in chunks(data, step):
+            self.assertIsNone(reader.feed(piece, requests))
+        self.assertEqual(requests, [])
+        return reader, heap_size(reader)
+
+    def test_an_unfinished_request_of_tiny_arguments_costs_about_its_bytes(self) -> None:
+        """524,286 arguments of 2 bytes held unfinished (1 MiB by the limit's
+        count): the reader holds at most twice that (it was 27 times),
+        whether they came in reads of 64 KiB, 1 MiB or 1,460 bytes, and the
+        request is whole once its last argument comes."""
+        data, last = self.stream()
+        counted = 2 * (self.COUNT - 1)
+        for step in (1 << 16, 1 << 20, 1460):
+            reader, held = self.held_by_reader(data, step)
+            self.assertLessEqual(held, 2 * counted, step)
+            requests: List[List[bytes]] = []
+            self.assertIsNone(reader.feed(last, requests))
+            self.assertEqual(len(requests), 1)
+            self.assertEqual(requests[0][:2], [b"MGET", b"ab"])
+            self.assertEqual(len(requests[0]), self.COUNT + 1)
+            self.assertEqual(set(requests[0][1:]), {b"ab"})
+            self.assertFalse(reader.busy())
+
+    def test_empty_arguments_cost_a_byte_each(self) -> None:
+        """Arguments of no bytes count nothing against the limit; held
+        unfinished they cost about a byte each (the most a request may have,
+        a million, about 1 MiB)."""
+        count = 500_000
+        data = b"*%d\r\n$4\r\nMGET\r\n" % (count + 2) + b"$0\r\n\r\n" * count
+        reader, held = self.held_by_reader(data, 1 << 16)
+        self.assertLessEqual(held, 2 * count)
+
+    def test_a_long_request_fed_in_any_reads_parses_as_a_whole(self) -> None:
+        """Arguments of every size (empty, under and over 255 bytes, over 64 KiB),
+        more than GROUP of them, cut into reads of any size, with requests before
+        and after in the same reads: the requests are those of the whole stream."""
+        args = [b"MSET"] + [bytes([i % 251]) * (i % 300) for i in range(3 * GROUP)]
+        args[5000] = b"x" * 70_000
+        args[9000] = b"\r\n" * 40_000
+        stream = command(b"GET", b"k") + command(*args) + command(b"PING") + command(*args[:7])
+        whole = parse(stream, 1 << 21, fast=False)
+        self.assertEqual(whole[0][1], args)
+        for step in (1, 7, 1460, 50_000, 1 << 16, 1 << 20):
+            if step == 1:
+                data = stream[:40_000]  # a byte at a time: the start is enough
+                expected = parse(data, 1 << 21, fast=False)[0]
+            else:
+                data, expected = stream, whole[0]
+            for fast in (True, False):
+                reader = RequestReader(1 << 21, fast)
+                requests: List[List[bytes]] = []
+                for piece in chunks(data, step):
+                    self.assertIsNone(reader.feed(piece, requests))
+                self.assertEqual(requests, expected, (step, fast))
+
+    def test_the_limit_counts_the_arguments_held_packed(self) -> None:
+        """A request of many small arguments arriving over many reads is taken
+        when they sum to the limit, and refused (before it runs) one byte past
+        it, however it is cut."""
+        limit = 100_000
+        for extra, error in ((0, None), (1, "Protocol error: request exceeds the size limit")):
+            args = [b"MGET"] + [b"ab"] * (limit // 2 - 1) + [b"ab"[: 2 + extra] + b"c" * extra]
+            stream = command(*args)
+            for step in (1460, 1 << 16):
+                reader = RequestReader(limit)
+                requests: List[List[bytes]] = []
+                got = None
+                for piece in chunks(stream, step):
+                    got = got or reader.feed(piece, requests)
+                self.assertEqual(got, error, (extra, step))
+                self.assertEqual(requests, [] if error else [args])
+
+    def test_packed_arguments_come_back_in_order(self) -> None:
+        packed = PackedArguments()
+        groups = [[b"a", b"", b"bc"], [b"x" * 300], [b"y" * 70_000, b"z"], [b"q"] * 70_000]
+        for group in groups:
+            packed.add(group)
+        self.assertEqual(packed.count, sum(map(len, groups)))
+        self.assertEqual(packed.take([b"last"]), [arg for group in groups for arg in group]
+                         + [b"last"])
+        self.assertEqual((packed.count, packed.take([])), (0, []))
 
 
 class RespProtocolTests(SynchronousTestCase):
