@@ -1,15 +1,16 @@
 """Anti-entropy rounds: find what a peer lacks by digest, send only that.
 
-A round runs over one peer connection, driven by the connecting side (the
-side that pushes its writes): it offers its digest, the accepting side answers
-with the keys and versions of the buckets that differ, and the connecting side
-sends each entry it holds newer than the peer's (or that the peer lacks).
+A round runs over one peer connection, driven by the side whose link pushes
+over it (either end may: links carry data both ways): it offers its digest,
+the other side answers with the keys and versions of the buckets that differ,
+and the pushing side sends each entry it holds newer than the peer's (or that
+the peer lacks).
 Entries the peer holds newer flow the other way in the peer's own round over
 its own link, so each round only ever pushes. A bucket can also differ with
 every key at the same version on both sides: the digest hashes values too,
 and a version reused by a node restarted with its clock behind can name two
 values. When the key lists show that, and our bucket has not changed since
-the offer (so no write that landed meanwhile explains it), the connecting side
+the offer (so no write that landed meanwhile explains it), the pushing side
 sends that bucket's entries, and the receiver keeps the one that every replica
 prefers (:func:`distkv.store.newer`); the peer's round settles the other way.
 
@@ -71,7 +72,7 @@ def answer_frames(store: Store, offer: wire.DigestOffer) -> Iterator[bytes]:
 
 
 class Round:
-    """The connecting side's half of one round."""
+    """The pushing side's half of one round."""
 
     def __init__(self, store: Store, number: int) -> None:
         self.store = store

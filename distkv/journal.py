@@ -318,9 +318,9 @@ class Journal(Service):
         mark = self._clock.high_water()
         horizon = self._store.horizon
         disk = self.disk
-        if self._rows or self._purged:
-            return  # the commit about to run saves both
         seen_moved = self._seen_moved
+        if (self._rows or self._purged) and not seen_moved:
+            return  # the commit about to run saves both
         if mark <= disk.saved_clock_ms and horizon <= disk.saved_horizon and not seen_moved:
             return
         try:

@@ -14,10 +14,12 @@ until a serving peer has completed an anti-entropy round into it; one with a
 data dir until a serving peer answers its handshake having applied no more of
 its writes than it holds. A node that learns it holds fewer of its own writes
 than a peer has applied (it was restored from an older copy of its data dir)
-loads again, whenever that happens, until a serving peer has synced it. When
-no peer serves because the whole cluster is starting, a node serves once
-every peer it lists has completed a round into it: it then holds everything
-any of them held. After ``loading_wait`` seconds the node serves anyway.
+loads again, whenever that happens, until a serving peer has synced it and a
+round of its own has had a peer's horizon (which drops what was deleted and
+purged meanwhile). When no peer serves because the whole cluster is
+starting, a node serves once every node that it, or a peer that synced it,
+knows of has completed a round into it: it then holds everything any of them
+held. After ``loading_wait`` seconds the node serves anyway.
 
 Every ``heartbeat`` seconds the node purges the tombstones below the cluster's
 stable horizon (:mod:`distkv.stability`), held a further ``tombstone_grace``
@@ -161,6 +163,10 @@ class Node:
         # The peers whose rounds completed into us since loading began, and
         # the members each said it knows (None: it could not tell).
         self._rounds_in: Dict[str, Optional[Tuple[str, ...]]] = {}
+        # A stale node: the serving peer whose round synced it, and whether a
+        # round of its own has had a peer's horizon since loading began.
+        self._served_by: Optional[str] = None
+        self._own_round_cut = False
         self._purge_loop: Optional[LoopingCall] = None
         if not digest.PORTABLE:
             log.warn(
@@ -288,6 +294,7 @@ class Node:
         link.on_new_node = self._node_replaced
         link.serving = self._serving
         link.members = self.members
+        link.on_round_cut = self._round_cut
 
     def _serving(self) -> bool:
         return not self.loading
@@ -331,7 +338,9 @@ class Node:
         # A peer's fresh reading keeps the clocks together (a slow wall clock
         # stamps above it), and tells how far ahead of that peer we are at least.
         self.clock.observe(Version(reading_ms, 0, ""), count=False)
-        self.skew.reading(peer.node, sent_ms - reading_ms)
+        # Our writes are stamped by the hybrid clock, which may run ahead of
+        # the wall clock: that is what a peer compares with its own.
+        self.skew.reading(peer.node, max(sent_ms, self.clock.high_water()) - reading_ms)
         self._check_clock()
 
     def _check_clock(self) -> None:
@@ -401,6 +410,8 @@ class Node:
         if self.loading_why is None:
             self._loading_deadline = self.reactor.seconds() + self.loading_wait
             self._rounds_in = {}
+            self._served_by = None
+            self._own_round_cut = False
             self.loading = True
             self._schedule_loading_check(0)
         self.loading_why = why
@@ -411,6 +422,23 @@ class Node:
         self.loading_why = None
         self.loading = False
         log.info("Loading done ({why}); serving", why=why)
+        self._tell_peers()
+
+    def _tell_peers(self) -> None:
+        """Peers our last rounds told we load, or could not name our members,
+        get a round that says otherwise (one of them may wait for it)."""
+        if self.loading_why is None or self.members() is not None:
+            for link in self.replication.links.values():
+                link.tell_again()
+
+    def _round_cut(self, link: PeerLink) -> None:
+        """One of our rounds has the peer's horizon: keys deleted and purged
+        while our data was elsewhere are dropped by now."""
+        if self.loading_why is not None:
+            self._own_round_cut = True
+            if self._served_by is not None:
+                self._serve(f"synced from serving peer {self._served_by}, "
+                            "and our own round dropped what it had purged")
 
     def _check_loading(self) -> None:
         """Every quarter second while loading: stop once alone, once every
@@ -451,7 +479,9 @@ class Node:
 
     def _peer_answered(self, link: PeerLink, remote: wire.Hello,
                        accept: Optional[wire.Accept]) -> None:
-        """A peer we dialled answered: has it applied more of our writes than we hold?"""
+        """A peer linked: we may know every member now; and, when we dialled,
+        has it applied more of our writes than we hold?"""
+        self._tell_peers()
         if accept is None:
             return
         if accept.seen > self.store.seq:
@@ -503,7 +533,12 @@ class Node:
             return
         self._rounds_in[peer.node] = mark.members
         if mark.serving:
-            self._serve(f"synced from serving peer {peer.node}")
+            if self.loading_why == "stale" and not self._own_round_cut:
+                # An older copy may hold keys deleted and purged since: they go
+                # only in a round of ours, with a current peer's horizon.
+                self._served_by = peer.node
+            else:
+                self._serve(f"synced from serving peer {peer.node}")
         else:
             self._serve_if_all_synced()
 

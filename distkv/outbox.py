@@ -76,8 +76,8 @@ class Outbox:
 
     def ack(self, seq: int) -> None:
         """The peer applied everything up to ``seq``."""
-        if seq <= self.acked:
-            return
+        if seq <= self.acked or seq > self.last_seq:
+            return  # old news, or a number we never sent
         self.acked = seq
         pending = self._pending
         while pending:

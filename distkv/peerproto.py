@@ -268,8 +268,9 @@ class PeerConnection(sendnow.SendingProtocol):
                 if frame.seq:  # 0: sent by anti-entropy, outside the outbox
                     applied = frame.seq
             elif isinstance(frame, wire.Ack):
-                if self.link is not None:
-                    self.link.acked(frame.seq)
+                link = self.link
+                if link is not None and link.pushes_over(self):
+                    link.acked(frame.seq)
             elif isinstance(frame, wire.Heartbeat):
                 if frame.reply:
                     # Only an answer shows the other end hears us: a connection
@@ -282,8 +283,9 @@ class PeerConnection(sendnow.SendingProtocol):
                     if frame.floor is not None and frame.low is not None:
                         host.heard(remote, frame.floor, frame.low)
             elif isinstance(frame, wire.KeyList):
-                if self.link is not None:
-                    self.link.key_list(frame)
+                link = self.link
+                if link is not None and link.pushes_over(self):
+                    link.key_list(frame)
             elif isinstance(frame, wire.DigestOffer):
                 self._offered(frame)
             elif frame.kind == b"S":
@@ -294,8 +296,8 @@ class PeerConnection(sendnow.SendingProtocol):
                     wire.encode_mark(b"s", frame.round),
                     partial(host.synced, remote, frame),
                 )
-            elif self.link is None:
-                pass  # what answers a link's pushes, and none pushes here now
+            elif self.link is None or not self.link.pushes_over(self):
+                pass  # answers what a link pushes, and none pushes here now
             elif frame.kind == b"E":
                 self.link.keys_done(frame.round, frame.horizon)
             elif frame.kind == b"s":

@@ -87,6 +87,12 @@ class PeerLink(ReconnectingClientFactory):
         self._round: Optional[Round] = None
         self._round_heard = 0.0  # when the running round last heard from the peer
         self._round_streaming = False  # its entries are still being written
+        # Whether our last round's end said we load, or cannot tell our members.
+        self._told_stale = False
+        self._round_again = False
+        #: Told once a round has our own entries to send: the peer's horizon
+        #: has dropped what it deleted and purged (see Round.newer).
+        self.on_round_cut: Optional[Callable[[PeerLink], None]] = None
         self._rounds_started = 0
         self._round_overflows = 0
         self.rounds_completed = 0
@@ -175,9 +181,13 @@ class PeerLink(ReconnectingClientFactory):
         if previous != remote:
             self._proven = False
             self._held_floor = ZERO
-            # Connections with the node's previous incarnation push no more.
+            # Connections with the node's previous incarnation (or another
+            # process that used its id) are hung up: left open, they would
+            # answer heartbeats and keep the link from ever dialling again.
             for old in self._connections:
                 old.link = None
+                if old.transport is not None:
+                    old.transport.loseConnection()
             self._connections = []
             self._stop_pushing()
         self.remote = remote
@@ -196,6 +206,11 @@ class PeerLink(ReconnectingClientFactory):
         self._connections.append(proto)
         if self._protocol is None:
             self._push_over(proto)
+
+    def pushes_over(self, proto: PeerConnection) -> bool:
+        """Whether ``proto`` carries our outbox and rounds: only its answers
+        (acknowledgements, key lists, round marks) are ours to act on."""
+        return self._protocol is proto
 
     def hand_over(self, to: PeerLink) -> None:
         """Give every connection to ``to`` (a link for the same node that dials
@@ -346,9 +361,15 @@ class PeerLink(ReconnectingClientFactory):
 
     def keys_done(self, number: int, horizon: Optional[Version] = None) -> None:
         if self._round is not None and number == self._round.number and self._protocol:
+            if horizon is not None and horizon > self._store.clock.now():
+                # A horizon lies below the peer's clock minus the grace, which
+                # exceeds the skew we allow: one above our clock is not one.
+                log.warn("Peer {peer} sent a horizon ahead of our clock; ignored", peer=self.name)
+                horizon = None
+            serving, members = self.serving(), self.members()
+            self._told_stale = not serving or members is None
             self._round_streaming = True
-            self._protocol.stream(self._round.round_frames(horizon, self.serving(),
-                                                           self.members()),
+            self._protocol.stream(self._round.round_frames(horizon, serving, members),
                                   partial(self._round_sent, number))
             if self._round.dropped:
                 log.warn(
@@ -356,6 +377,19 @@ class PeerLink(ReconnectingClientFactory):
                     count=self._round.dropped,
                     peer=self.name,
                 )
+            if self.on_round_cut is not None:
+                self.on_round_cut(self)
+
+    def tell_again(self) -> None:
+        """Our state changed (we serve now, or know every member): if the
+        last round told the peer otherwise, run another soon, since a peer
+        that is loading may be waiting for it."""
+        if self._told_stale:
+            self._told_stale = False
+            if self._round is not None:
+                self._round_again = True  # once the running one is applied
+            elif self._protocol is not None:
+                self._reactor.callLater(0, self._sync_tick)  # type: ignore[attr-defined]
 
     def _round_sent(self, number: int) -> None:
         if self._round is not None and self._round.number == number:
@@ -369,6 +403,9 @@ class PeerLink(ReconnectingClientFactory):
             return
         self._round = None
         self.rounds_completed += 1
+        if self._round_again:
+            self._round_again = False
+            self._reactor.callLater(0, self._sync_tick)  # type: ignore[attr-defined]
         self.last_round_sent = current.sent
         cut, self._round_cut = self._round_cut, None
         if self.outbox.overflows == self._round_overflows and cut is not None:

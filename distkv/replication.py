@@ -148,7 +148,8 @@ class Replication(Service):
     def _changed(self, key: bytes, entry: Entry, seq: int) -> None:
         if seq:  # our own write, not one merged from a peer
             for link in self.links.values():
-                link.send(seq, key, entry)
+                if not link.is_self:
+                    link.send(seq, key, entry)
         else:  # merged: every peer may lack it until a round (see PeerLink.floor)
             version = version_of(entry)
             for link in self.links.values():

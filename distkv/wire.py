@@ -21,8 +21,8 @@ length, then a body whose first byte names its kind::
     W seq:u64 ms:u64 counter:u32 flags:u8 node-len:u16 node key-len:u32 key value
     A seq:u64            applied everything up to seq
     H [floor low]        heartbeat, with two versions (ms:u64 counter:u32
-                         node-len:u16 node, each): every write of the sender
-                         below ``floor`` has been applied by the receiver, and
+                         node-len:u16 node, each): every entry the sender
+                         holds below ``floor`` the receiver holds too, and
                          the sender has received every write below ``low``
                          from every node (see :mod:`distkv.stability`)
     h now:u64            the heartbeat's answer: the answering node's wall
@@ -83,6 +83,9 @@ _U32 = struct.Struct(">I")
 _KEYLIST = struct.Struct(">III")
 _KEYVERSION = struct.Struct(">QIH")
 _TOMBSTONE = 1
+#: The largest sequence number (and clock reading) a frame may carry: what
+#: SQLite's integers, which keep them, can hold.
+MAX_SEQ = (1 << 63) - 1
 #: The flags of an ``S`` mark: its sender is serving, not loading; its
 #: members follow.
 _SERVING = 1
@@ -256,7 +259,7 @@ def parse_reply(line: bytes) -> Union[Accept, Tuple[str, str]]:
     hello, (seen, state) = _parse_line(line, OK_WORD, 2)
     if state not in (b"serving", b"loading"):
         raise WireError("malformed state in handshake")
-    return Accept(hello, _number(seen, (1 << 64) - 1, "sequence number"), state == b"serving")
+    return Accept(hello, _number(seen, MAX_SEQ, "sequence number"), state == b"serving")
 
 
 def encode_write(seq: int, key: bytes, entry: Entry) -> bytes:
@@ -409,6 +412,8 @@ def decode_body(body: bytes) -> Frame:
     try:
         if kind == b"W":
             seq, ms, counter, flags, node_len = _WRITE.unpack_from(body, 1)
+            if seq > MAX_SEQ or ms > MAX_SEQ:
+                raise WireError("sequence number or clock out of range in write frame")
             offset = 1 + _WRITE.size
             node = _node(body[offset : offset + node_len])
             offset += node_len
@@ -423,7 +428,10 @@ def decode_body(body: bytes) -> Frame:
             value: Optional[bytes] = None if flags else body[offset:]
             return Write(seq, key, (value, ms, counter, node))
         if kind == b"A" and len(body) == 9:
-            return Ack(_SEQ.unpack_from(body, 1)[0])
+            (seq,) = _SEQ.unpack_from(body, 1)
+            if seq > MAX_SEQ:
+                raise WireError("sequence number out of range in ack frame")
+            return Ack(seq)
         if kind == b"H" and len(body) == 1:
             return Heartbeat(False)
         if kind == b"h" and len(body) == 9:

@@ -194,3 +194,18 @@ class LinkTests(SynchronousTestCase):
         self.assertGreaterEqual(restored.store.seq, seen)
         cluster.settle()
         self.assertEqual(get(restored, b"k"), b"new-4")
+
+    def test_a_peer_entry_that_is_this_node_holds_no_writes(self) -> None:
+        """An address that turns out to be the node itself (another name for it)
+        is skipped: writes are not queued for it, so it never overflows."""
+        cluster = self.make(2)
+        n1 = cluster.nodes["n1"]
+        self_link = n1.add_peer("10.9.9.9", cluster.ports["n1"])
+        assert self_link is not None
+        cluster.run()
+        self.assertTrue(self_link.is_self)
+        for i in range(100):
+            n1.store.set(b"k%d" % i, b"v")
+        cluster.run()
+        self.assertEqual((len(self_link.outbox), self_link.resyncs), (0, 0))
+        self.assertEqual(n1.members(), ["n2"])

@@ -75,7 +75,7 @@ class WireTests(SynchronousTestCase):
         hello = wire.Hello("node-1", "abc123")
         for greeting in (wire.Greeting(hello, 9001), wire.Greeting(hello, None)):
             self.assertEqual(wire.parse_greeting(wire.greeting_line(greeting)), greeting)
-        for accept in (wire.Accept(hello, 0, True), wire.Accept(hello, 2**64 - 1, False)):
+        for accept in (wire.Accept(hello, 0, True), wire.Accept(hello, 2**63 - 1, False)):
             self.assertEqual(wire.parse_reply(wire.accept_line(accept)), accept)
         self.assertEqual(
             wire.parse_reply(wire.refusal_line("self", "it is me")), ("self", "it is me")
@@ -86,7 +86,7 @@ class WireTests(SynchronousTestCase):
             with self.assertRaises(wire.WireError):
                 wire.parse_greeting(bad)
         for bad in (b"DISTKV-PEER-OK 2 a b 1\r\n", b"DISTKV-PEER-OK 2 a b x serving\r\n",
-                    b"DISTKV-PEER-OK 2 a b 1 maybe\r\n", b"DISTKV-PEER-OK 2 a b %d serving\r\n" % 2**64):
+                    b"DISTKV-PEER-OK 2 a b 1 maybe\r\n", b"DISTKV-PEER-OK 2 a b %d serving\r\n" % 2**63):
             with self.assertRaises(wire.WireError):
                 wire.parse_reply(bad)
 
@@ -139,6 +139,17 @@ def _decode_all(max_request: int, stream: bytes) -> list:  # type: ignore[type-a
     return wire.FrameDecoder(wire.max_frame(max_request)).feed(stream)
 
 
+class SequenceRangeTests(SynchronousTestCase):
+    def test_numbers_sqlite_cannot_keep_are_refused(self) -> None:
+        """A write or ack numbered 2**63 or more, or a write stamped that late, is a
+        protocol error: stored, it would make every later commit fail."""
+        entry = make_entry(b"v", Version(1, 0, "n"))
+        for frame in (wire.encode_write(2**63, b"k", entry), wire.encode_ack(2**63),
+                      wire.encode_write(1, b"k", make_entry(b"v", Version(2**63, 0, "n")))):
+            with self.assertRaises(wire.WireError):
+                wire.decode_body(frame[4:])
+
+
 class RoundEndTests(SynchronousTestCase):
     def test_a_round_end_carries_whether_its_sender_serves_and_the_members_it_knows(self) -> None:
         """S marks round-trip with no member list (the sender cannot tell), an empty
@@ -186,10 +197,10 @@ class FrameLimitTests(SynchronousTestCase):
         for limit in self.LIMITS:
             key = b"k" * max(1, limit // 3)
             value = b"v" * (limit - len(key))
-            entry = make_entry(value, Version(2**63, 2**32 - 1, "n" * 64))
+            entry = make_entry(value, Version(2**63 - 1, 2**32 - 1, "n" * 64))
             for item in (entry, make_entry(None, Version(1, 0, "n" * 64))):
-                frame = wire.encode_write(2**64 - 1, key, item)
-                self.assertEqual(_decode_all(limit, frame), [wire.Write(2**64 - 1, key, item)])
+                frame = wire.encode_write(2**63 - 1, key, item)
+                self.assertEqual(_decode_all(limit, frame), [wire.Write(2**63 - 1, key, item)])
 
     def test_a_digest_offer_fits_a_small_request_limit(self) -> None:
         """The 8 KiB digest offer is accepted however small --max-request is (it stopped every round)."""
