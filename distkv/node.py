@@ -9,11 +9,9 @@ With a data dir the node loads its data, its clock's high-water mark and each
 peer's unacknowledged writes from :mod:`distkv.disk` before it serves, and
 answers writes only once :mod:`distkv.journal` has committed them. A node with
 peers starts *loading* and refuses data commands until it knows its data is
-current: one that starts without data (memory only, or an empty data dir)
-until a serving peer has completed an anti-entropy round into it; one with a
-data dir until a serving peer answers its handshake having applied no more of
-its writes than it holds. A node that learns it holds fewer of its own writes
-than a peer has applied (it was restored from an older copy of its data dir)
+current: until a serving peer has completed an anti-entropy round into it
+(it may have missed writes, deletes among them, while it was down). A node
+that learns it holds fewer of its own writes than a peer has applied (it was restored from an older copy of its data dir)
 loads again, whenever that happens, until a serving peer has synced it and a
 round of its own has had a peer's horizon (which drops what was deleted and
 purged meanwhile). When no peer serves because the whole cluster is
@@ -496,8 +494,6 @@ class Node:
                 )
                 self._load("stale")
             self.store.seq = accept.seen  # never reuse a number a peer has seen
-        elif accept.serving and self.loading_why == "checking":
-            self._serve(f"serving peer {remote.node} has no more of our writes than we hold")
 
     def factory(self) -> FrontDoorFactory:
         """The factory for the shared client-and-peer port."""
@@ -621,8 +617,8 @@ class Node:
             self.journal.abandon()
 
     def start_loading(self) -> None:
-        """A node with peers loads first: one without data until a serving peer
-        synced it, one with a data dir until a serving peer vouched for it."""
+        """A node with peers loads first, until a serving peer has synced it
+        (with or without a data dir: it may have missed writes while down)."""
         if self.replication.links:
             self._load("empty" if self._started_empty else "checking")
 

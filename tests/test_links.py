@@ -1,5 +1,5 @@
 """Links that carry data both ways, members that never linger, and loading
-that ends only on data a serving node vouches for (issue 11, items 4, 5, 6, 13)."""
+that ends only on data a serving node has synced (issue 11, items 4, 5, 6, 13)."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ class LinkTests(SynchronousTestCase):
         self.assertEqual(get(restored, b"j"), b"later")
         self.assertTrue(cluster.converged())
 
-    def test_a_data_dir_node_serves_once_a_serving_peer_vouches_for_it(self) -> None:
+    def test_a_data_dir_node_serves_once_a_serving_peer_synced_it(self) -> None:
         """A node restarted on its own, current data dir loads only until a peer answers."""
         cluster = self.make(3, data_root=scratch_dir(self), loading_wait=60.0)
         cluster.nodes["n1"].store.set(b"k", b"v")

@@ -353,3 +353,19 @@ def test_a_node_that_does_not_list_a_serving_peer_still_loads_until_synced() -> 
     if "exception" in kinds(violations):
         pytest.fail(f"the simulation raised: {violations}")
     assert [str(v) for v in violations if v.invariant == "stale-service"] == []
+
+
+def test_a_node_back_on_its_data_dir_loads_until_a_serving_peer_synced_it() -> None:
+    """Seed 7411 of 10,000 (on d157af4): n3, back on an older copy of its data dir
+    that lacks none of its own writes, ended its loading on a serving peer's
+    handshake alone and then ended n1's loading with its round while it still
+    lacked n2's delete. A data-dir node now loads until a serving round."""
+    schedule = Schedule(
+        seed=7411, size=3, disk=(False, True, True), skew=(-695, -966, -249),
+        steps=(
+            Delete("n2", 0), Snapshot("n3"), Crash("n3"), Partition("n1", "n2"),
+            Restart("n1", "memory", False, 374), Delete("n2", 1),
+            Restart("n3", "older-copy"), Write("n1", 5, 11, 27),
+        ),
+    )
+    assert run(schedule) == []
