@@ -11,8 +11,9 @@ answers writes only once :mod:`distkv.journal` has committed them. A node with
 peers starts *loading* and refuses data commands until it knows its data is
 current: until a serving peer has completed an anti-entropy round into it
 (it may have missed writes, deletes among them, while it was down). A node
-that learns it holds fewer of its own writes than a peer has applied (it was restored from an older copy of its data dir)
-loads again, whenever that happens, until a serving peer has synced it and a
+that learns it holds fewer of its own writes than a peer has applied (it was
+restored from an older copy of its data dir) loads again, whenever that
+happens, until a serving peer has synced it and a
 round of its own has had a peer's horizon (which drops what was deleted and
 purged meanwhile). When no peer serves because the whole cluster is
 starting, a node serves once every node that it, or a peer that synced it,
