@@ -12,7 +12,7 @@ from distkv.store import make_entry
 
 writes = st.builds(
     wire.Write,
-    st.integers(1, 2**63),
+    st.integers(1, wire.MAX_SEQ),
     st.binary(min_size=1, max_size=40),
     st.builds(
         make_entry,
