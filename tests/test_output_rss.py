@@ -48,7 +48,8 @@ def ask(sock: socket.socket, request: bytes, end: bytes) -> bytes:
 
 def flood(port: int, stream: bytes, budget: int) -> socket.socket:
     """Send up to ``budget`` bytes of ``stream`` again and again without reading,
-    until the node stops taking them (the send has blocked for half a second)."""
+    until the node stops taking them (the send has blocked for half a second) or
+    closes the connection."""
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
@@ -66,6 +67,8 @@ def flood(port: int, stream: bytes, budget: int) -> socket.socket:
             elif now - blocked > 0.5:
                 break
             time.sleep(0.01)
+        except (BrokenPipeError, ConnectionResetError):
+            break  # the node closed it (a reply over the hard limit): done
     return sock
 
 
