@@ -18,7 +18,7 @@ from distkv.hlc import Version
 from distkv.node import Node
 from distkv.store import make_entry, version_of
 from distkv.testing import SimulatedCluster
-from tests.scratch import scratch_dir
+from tests.scratch import DataDirCase, scratch_dir
 
 
 def count_rows(path: str, table: str) -> int:
@@ -33,18 +33,7 @@ class KilledError(Exception):
     """Stands for kill -9 in the middle of a reactor turn."""
 
 
-class SnapshotTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(1_700_000_000)
-        self.dir = scratch_dir(self)
-
-    def node(self) -> Node:
-        node = Node(self.clock, "a", data_dir=self.dir)
-        node.start()
-        self.addCleanup(lambda: None if node.journal is None or node.journal.closed else node.crash())
-        return node
-
+class SnapshotTests(DataDirCase):
     def restarted(self, node: Node) -> Node:
         node.crash()
         return self.node()
@@ -436,20 +425,13 @@ class FormatOneTests(SynchronousTestCase):
         self.assertEqual((again.store.get(b"k"), again.store.get(b"j"), again.store.seq), (b"v", b"w", 5))
 
 
-class ClosedJournalTests(SynchronousTestCase):
+class ClosedJournalTests(DataDirCase):
     """Writes that reach a node after its journal closed (it is stopping, and a
     client or peer connection is still open) are answered with an error, never
     left waiting for a commit that will not come."""
 
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(1_700_000_000)
-        self.dir = scratch_dir(self)
-
     def stopped_node(self) -> Node:
-        node = Node(self.clock, "a", data_dir=self.dir)
-        node.start()
-        self.addCleanup(lambda: None if node.journal is None or node.journal.closed else node.crash())
+        node = self.node()
         node.store.set(b"before", b"v")
         done: List[object] = []
         node.stop().addBoth(done.append)

@@ -22,7 +22,7 @@ from distkv.peerproto import Acceptor
 from distkv.store import make_entry, version_of
 from distkv.testing import SimulatedCluster
 from tests.fakehost import FakeHost
-from tests.scratch import scratch_dir
+from tests.scratch import DataDirCase, scratch_dir
 from tests.test_textproto import connect
 
 
@@ -37,18 +37,7 @@ def results(outcome: object) -> List[object]:
     return got
 
 
-class DiskNodeTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(1_700_000_000)
-        self.dir = scratch_dir(self)
-
-    def node(self, node_id: Optional[str] = "a", **options: object) -> Node:
-        node = Node(self.clock, node_id, data_dir=self.dir, **options)  # type: ignore[arg-type]
-        node.start()
-        self.addCleanup(lambda: None if node.journal is None or node.journal.closed else node.crash())
-        return node
-
+class DiskNodeTests(DataDirCase):
     def test_a_write_is_answered_only_after_its_commit(self) -> None:
         """SET and DEL replies wait for the commit at the end of the reactor turn."""
         node = self.node()

@@ -6,17 +6,15 @@ from __future__ import annotations
 import os
 import shutil
 
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv import wire
 from distkv.antientropy import Round, answer_offer
 from distkv.disk import Disk
 from distkv.hlc import HybridClock, Version
-from distkv.node import Node
 from distkv.store import ZERO, Store, make_entry
 from distkv.testing import SimulatedCluster
-from tests.scratch import scratch_dir
+from tests.scratch import DataDirCase, scratch_dir
 
 
 def loaded_store(directory: str) -> Store:
@@ -30,18 +28,7 @@ def loaded_store(directory: str) -> Store:
     return store
 
 
-class DiskHorizonTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(1_700_000_000)
-        self.dir = scratch_dir(self)
-
-    def node(self) -> Node:
-        node = Node(self.clock, "a", data_dir=self.dir)
-        node.start()
-        self.addCleanup(lambda: None if node.journal is None or node.journal.closed else node.crash())
-        return node
-
+class DiskHorizonTests(DataDirCase):
     def test_a_horizon_that_purged_something_is_committed_with_the_purge(self) -> None:
         """The purge's commit carries the horizon; a restart (after kill -9)
         starts from it, not from zero."""
