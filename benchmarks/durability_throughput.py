@@ -39,9 +39,9 @@ CONFIGS = [  # (name, fsync policy or None for memory only)
 
 def keys_on_disk(data_dir):
     """Live keys in a stopped node's data dir, read back the way a restart reads them."""
-    from distkv.disk import Disk
-    from distkv.hlc import HybridClock
-    from distkv.store import Store
+    from distkv.disk.datafile import Disk
+    from distkv.store.hlc import HybridClock
+    from distkv.store.store import Store
 
     disk = Disk(data_dir)
     try:

@@ -6,8 +6,8 @@ clock. It decides which peer entries are this node itself, answers peer
 handshakes, and reports its state for the STATUS command.
 
 With a data dir the node loads its data, its clock's high-water mark and each
-peer's unacknowledged writes from :mod:`distkv.disk` before it serves, and
-answers writes only once :mod:`distkv.journal` has committed them. A node with
+peer's unacknowledged writes from :mod:`distkv.disk.datafile` before it serves, and
+answers writes only once :mod:`distkv.disk.journal` has committed them. A node with
 peers starts *loading* and refuses data commands until it knows its data is
 current: until a serving peer has completed an anti-entropy round into it
 (it may have missed writes, deletes among them, while it was down). A node
@@ -21,7 +21,7 @@ knows of has completed a round into it: it then holds everything any of them
 held. After ``loading_wait`` seconds the node serves anyway.
 
 Every ``heartbeat`` seconds the node purges the tombstones below the cluster's
-stable horizon (:mod:`distkv.stability`), held a further ``tombstone_grace``
+stable horizon (:mod:`distkv.cluster.stability`), held a further ``tombstone_grace``
 seconds behind the wall clock.
 """
 
@@ -40,23 +40,25 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from distkv import digest, report, wire
-from distkv.antientropy import answer_frames
-from distkv.commands import Dispatcher
-from distkv.disk import Disk, PeerState
-from distkv.frontdoor import FrontDoorFactory
-from distkv.hlc import HybridClock, Version
-from distkv.journal import Batch, Journal
-from distkv.peerproto import Acceptor, PeerConnection, Refusal
-from distkv.peers import PeerLink
-from distkv.replication import LOCAL_HOSTS, Replication
-from distkv.replies import Error, Stats
-from distkv.replyqueue import OutputLimits
-from distkv.resp import RespProtocol
-from distkv.skew import SkewGuard
-from distkv.stability import Stability
-from distkv.store import Entry, Store
-from distkv.textproto import TextProtocol
+from distkv.cluster import wire
+from distkv.cluster.antientropy import answer_frames
+from distkv.cluster.peerproto import Acceptor, PeerConnection, Refusal
+from distkv.cluster.peers import PeerLink
+from distkv.cluster.replication import LOCAL_HOSTS, Replication
+from distkv.cluster.skew import SkewGuard
+from distkv.cluster.stability import Stability
+from distkv.disk.datafile import Disk, PeerState
+from distkv.disk.journal import Batch, Journal
+from distkv.front import report
+from distkv.front.commands import Dispatcher
+from distkv.front.frontdoor import FrontDoorFactory
+from distkv.front.replies import Error, Stats
+from distkv.front.replyqueue import OutputLimits
+from distkv.front.resp import RespProtocol
+from distkv.front.textproto import TextProtocol
+from distkv.store import digest
+from distkv.store.hlc import HybridClock, Version
+from distkv.store.store import Entry, Store
 
 log = Logger()
 

@@ -23,11 +23,11 @@ nodes deliver. A one-way partition lets ``b`` dial ``a`` but not ``a`` dial
 
 After the schedule every block is lifted, every node is brought back and the
 cluster settles; then the invariants are checked (see
-:data:`INVARIANTS`), the history ones by :mod:`distkv.history`.
+:data:`INVARIANTS`), the history ones by :mod:`distkv.sim.history`.
 
-The parts: :mod:`distkv.simulate_schedule` (steps, schedules, the seed's
-choices), :mod:`distkv.simulate_runner` (running one on a simulated cluster),
-:mod:`distkv.simulate_checks` (the invariants), :mod:`distkv.simulate_shrink`
+The parts: :mod:`distkv.sim.schedule` (steps, schedules, the seed's
+choices), :mod:`distkv.sim.runner` (running one on a simulated cluster),
+:mod:`distkv.sim.checks` (the invariants), :mod:`distkv.sim.shrink`
 (shrinking and replays); this module gathers them and is the command line:
 ``python -m distkv.simulate --seeds N [--seed S] [--nodes K]``.
 """
@@ -40,9 +40,9 @@ import sys
 import time
 from typing import Dict, Optional, Sequence
 
-from distkv.simulate_checks import INVARIANTS
-from distkv.simulate_runner import Runner, run
-from distkv.simulate_schedule import (
+from distkv.sim.checks import INVARIANTS
+from distkv.sim.runner import Runner, run
+from distkv.sim.schedule import (
     KEYS,
     MODES,
     NODE_OPTIONS,
@@ -62,7 +62,7 @@ from distkv.simulate_schedule import (
     Write,
     generate,
 )
-from distkv.simulate_shrink import replay, shrink
+from distkv.sim.shrink import replay, shrink
 
 __all__ = [
     "INVARIANTS", "KEYS", "MODES", "NODE_OPTIONS",

@@ -14,10 +14,10 @@ from typing import List, Optional, Tuple
 from twisted.application.service import IService
 from twisted.python import usage
 
-from distkv import wire
-from distkv.disk import SYNCHRONOUS, DiskError
+from distkv.cluster import wire
+from distkv.disk.datafile import SYNCHRONOUS, DiskError
+from distkv.front.replyqueue import OutputLimits
 from distkv.node import Node
-from distkv.replyqueue import OutputLimits
 from distkv.shutdown import ExitZeroOnTerm
 
 _PORT_ONLY = re.compile(r"^\d+$")

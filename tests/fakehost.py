@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from typing import Any, Iterator, List, Optional, Tuple, Union
 
-from distkv import wire
-from distkv.hlc import Version
-from distkv.journal import Batch
-from distkv.store import Entry
+from distkv.cluster import wire
+from distkv.disk.journal import Batch
+from distkv.store.hlc import Version
+from distkv.store.store import Entry
 
 ME = wire.Hello("me", "1")
 
 
 class FakeHost:
-    """Implements :class:`distkv.peerproto.PeerHost`; ``durable`` may be replaced."""
+    """Implements :class:`distkv.cluster.peerproto.PeerHost`; ``durable`` may be replaced."""
 
     def __init__(self, me: wire.Hello = ME) -> None:
         self.me = me

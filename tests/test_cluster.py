@@ -7,12 +7,12 @@ from typing import Any, Dict, List, Tuple
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv import wire
-from distkv.hlc import HybridClock, Version
+from distkv.cluster import wire
+from distkv.cluster.outbox import Outbox
+from distkv.cluster.peers import PeerLink
 from distkv.node import Node
-from distkv.outbox import Outbox
-from distkv.peers import PeerLink
-from distkv.store import Store, make_entry
+from distkv.store.hlc import HybridClock, Version
+from distkv.store.store import Store, make_entry
 from distkv.testing import SimulatedCluster, SimulatedNetwork
 from tests.clusters import settled_cluster
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv.disk import Disk, DiskError
+from distkv.disk.datafile import Disk, DiskError
 from distkv.testing import SimulatedCluster
 from tests.realnodes import Client, NodeProcess, free_ports, twistd_for, wait_until
 from tests.scratch import scratch_dir

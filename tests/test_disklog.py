@@ -11,12 +11,12 @@ from unittest import mock
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv import disk as disk_module
-from distkv.commands import Pending, Request
-from distkv.disk import FILENAME, Disk
-from distkv.hlc import Version
+from distkv.disk import datafile as disk_module
+from distkv.disk.datafile import FILENAME, Disk
+from distkv.front.commands import Pending, Request
 from distkv.node import Node
-from distkv.store import make_entry, version_of
+from distkv.store.hlc import Version
+from distkv.store.store import make_entry, version_of
 from distkv.testing import SimulatedCluster
 from tests.scratch import DataDirCase, scratch_dir
 
@@ -82,7 +82,7 @@ class SnapshotTests(DataDirCase):
             written.append(1)
             return real(*args)  # type: ignore[arg-type]
 
-        with mock.patch("distkv.journal.SNAPSHOT_PART", 10):
+        with mock.patch("distkv.disk.journal.SNAPSHOT_PART", 10):
             node.store.set(b"k0", b"new")
             before = node.store.snapshot()
             with mock.patch.object(journal.disk, "write_snapshot_part", killed_after_one_part):
@@ -165,7 +165,7 @@ class SnapshotTests(DataDirCase):
         journal = node.journal
         assert journal is not None
         journal.compact_bytes = 0
-        with mock.patch("distkv.journal.SNAPSHOT_PART_BYTES", 1_000):
+        with mock.patch("distkv.disk.journal.SNAPSHOT_PART_BYTES", 1_000):
             for i in range(9):
                 node.store.set(b"k%d" % i, b"v" * 600)
             self.clock.advance(0)
@@ -183,7 +183,7 @@ class SnapshotTests(DataDirCase):
         def failing(fd: int) -> None:
             raise OSError(5, "Input/output error")
 
-        with mock.patch("distkv.disk.os.fsync", failing):
+        with mock.patch("distkv.disk.datafile.os.fsync", failing):
             self.clock.advance(1)
         journal = node.journal
         assert journal is not None
@@ -311,7 +311,7 @@ class SyncPolicyTests(SynchronousTestCase):
             flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
             real(fd)
 
-        with mock.patch("distkv.disk.os.fsync", fsync):
+        with mock.patch("distkv.disk.datafile.os.fsync", fsync):
             node.journal.disk.sync()
         return flushed
 

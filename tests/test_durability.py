@@ -12,14 +12,14 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv import wire
-from distkv.commands import NIL, OK, Error, Pending, Request
-from distkv.disk import FILENAME, Disk, DiskError
-from distkv.hlc import Version
-from distkv.journal import Batch
+from distkv.cluster import wire
+from distkv.cluster.peerproto import Acceptor
+from distkv.disk.datafile import FILENAME, Disk, DiskError
+from distkv.disk.journal import Batch
+from distkv.front.commands import NIL, OK, Error, Pending, Request
 from distkv.node import Node
-from distkv.peerproto import Acceptor
-from distkv.store import make_entry, version_of
+from distkv.store.hlc import Version
+from distkv.store.store import make_entry, version_of
 from distkv.testing import SimulatedCluster
 from tests.fakehost import FakeHost
 from tests.scratch import DataDirCase, scratch_dir

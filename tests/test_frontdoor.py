@@ -11,10 +11,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
+from distkv.front.resp import RespProtocol
+from distkv.front.textproto import TextProtocol
 from distkv.node import Node
-from distkv.resp import RespProtocol
 from distkv.testing import wait_for
-from distkv.textproto import TextProtocol
 
 
 class HalfCloser(Protocol):

@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv.glob import compile_glob
+from distkv.front.glob import compile_glob
 from distkv.node import Node
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 40000)

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv.hlc import HybridClock, Version
+from distkv.store.hlc import HybridClock, Version
 
 
 class FakeWall:
@@ -96,9 +96,9 @@ class HybridClockTests(SynchronousTestCase):
 
     def test_the_counter_never_outgrows_its_32_bits(self) -> None:
         """Past the largest counter the wire can carry, the clock takes the next ms."""
-        from distkv import wire
-        from distkv.hlc import MAX_COUNTER
-        from distkv.store import make_entry
+        from distkv.cluster import wire
+        from distkv.store.hlc import MAX_COUNTER
+        from distkv.store.store import make_entry
 
         clock = HybridClock("a", FakeWall(5))
         top = Version(5, MAX_COUNTER, "z")
@@ -111,7 +111,7 @@ class HybridClockTests(SynchronousTestCase):
     def test_a_held_clock_also_moves_to_the_next_ms_past_the_largest_counter(self) -> None:
         """Held, the clock still never hands out a counter past 32 bits: it takes
         the next millisecond, above the held reading, and keeps rising from there."""
-        from distkv.hlc import MAX_COUNTER
+        from distkv.store.hlc import MAX_COUNTER
 
         clock = HybridClock("a", FakeWall(5))
         clock.hold()

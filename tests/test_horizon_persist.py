@@ -8,11 +8,11 @@ import shutil
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv import wire
-from distkv.antientropy import Round, answer_offer
-from distkv.disk import Disk
-from distkv.hlc import HybridClock, Version
-from distkv.store import ZERO, Store, make_entry
+from distkv.cluster import wire
+from distkv.cluster.antientropy import Round, answer_offer
+from distkv.disk.datafile import Disk
+from distkv.store.hlc import HybridClock, Version
+from distkv.store.store import ZERO, Store, make_entry
 from distkv.testing import SimulatedCluster
 from tests.scratch import DataDirCase, scratch_dir
 

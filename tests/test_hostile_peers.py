@@ -11,8 +11,8 @@ from typing import Iterator
 
 import pytest
 
-from distkv import wire
-from distkv.digest import DIGEST_BYTES
+from distkv.cluster import wire
+from distkv.store.digest import DIGEST_BYTES
 from tests.realnodes import Client, Cluster, NodeProcess, wait_until
 from tests.test_output_rss import rss_mib
 

@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv.commands import NIL, Error, Request
+from distkv.front.commands import NIL, Error, Request
 from distkv.node import Node
 from distkv.testing import SimulatedCluster
 from tests.clusters import settled_cluster

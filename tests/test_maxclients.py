@@ -16,8 +16,9 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv import frontdoor, wire
-from distkv.frontdoor import FrontDoor, FrontDoorFactory
+from distkv.cluster import wire
+from distkv.front import frontdoor
+from distkv.front.frontdoor import FrontDoor, FrontDoorFactory
 from distkv.node import Node
 from distkv.tap import Options
 from tests.realnodes import Client, NodeProcess, free_ports, wait_until

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv.hlc import Version
-from distkv.outbox import ENTRY_OVERHEAD, Outbox
-from distkv.store import Entry, make_entry
+from distkv.cluster.outbox import ENTRY_OVERHEAD, Outbox
+from distkv.store.hlc import Version
+from distkv.store.store import Entry, make_entry
 
 
 def entry(value: bytes, ms: int = 1) -> Entry:

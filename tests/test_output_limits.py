@@ -16,10 +16,10 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv import resp
-from distkv.frontdoor import FrontDoor
+from distkv.front import resp
+from distkv.front.frontdoor import FrontDoor
+from distkv.front.replyqueue import OutputLimits
 from distkv.node import Node
-from distkv.replyqueue import OutputLimits
 from tests.scratch import scratch_dir
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 6001)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv.replyqueue import OutputLimits
+from distkv.front.replyqueue import OutputLimits
 from distkv.tap import Options
 
 

@@ -9,12 +9,12 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv import peerproto, wire
-from distkv.digest import DIGEST_BYTES
-from distkv.hlc import HybridClock
-from distkv.outbox import Outbox
-from distkv.peers import PeerLink
-from distkv.store import Store
+from distkv.cluster import peerproto, wire
+from distkv.cluster.outbox import Outbox
+from distkv.cluster.peers import PeerLink
+from distkv.store.digest import DIGEST_BYTES
+from distkv.store.hlc import HybridClock
+from distkv.store.store import Store
 from tests.fakehost import FakeHost
 
 OFFER = wire.encode_digest(1, b"\0" * DIGEST_BYTES)
@@ -35,7 +35,7 @@ class CountingHost(FakeHost):
 
 class BufferedTransport(StringTransport):
     """A StringTransport that reports its written bytes as Twisted's TCP
-    transport reports its buffer (what :func:`distkv.sendnow.buffered` reads)."""
+    transport reports its buffer (what :func:`distkv.front.sendnow.buffered` reads)."""
 
     offset = 0
     _tempDataLen = 0

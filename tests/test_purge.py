@@ -7,9 +7,9 @@ import shutil
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv.hlc import Version
-from distkv.stability import TOP, Stability
-from distkv.store import ZERO, make_entry, version_of
+from distkv.cluster.stability import TOP, Stability
+from distkv.store.hlc import Version
+from distkv.store.store import ZERO, make_entry, version_of
 from distkv.testing import SimulatedCluster
 from tests.scratch import scratch_dir
 

@@ -15,12 +15,12 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from distkv.commands import Outcome, glob_regex
-from distkv.frontdoor import FrontDoor
+from distkv.front.commands import Outcome, glob_regex
+from distkv.front.frontdoor import FrontDoor
+from distkv.front.replies import LOADING, Error, Session
+from distkv.front.resp import GROUP, PackedArguments, RequestReader, parse
 from distkv.node import Node
-from distkv.replies import LOADING, Error, Session
-from distkv.resp import GROUP, PackedArguments, RequestReader, parse
-from distkv.store import version_of
+from distkv.store.store import version_of
 from tests.scratch import scratch_dir
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 6000)

@@ -1,4 +1,4 @@
-"""distkv.sendnow: replies sent at once, over real loopback sockets, never reordered."""
+"""distkv.front.sendnow: replies sent at once, over real loopback sockets, never reordered."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from distkv.sendnow import writer
+from distkv.front.sendnow import writer
 from distkv.testing import wait_for
 
 

@@ -9,8 +9,9 @@ from typing import FrozenSet, List, Sequence
 
 import pytest
 
-from distkv.history import ACKED, INDETERMINATE, History, Violation, check
-from distkv.hlc import Version
+from distkv.sim.checks import RoundWatch, reply_queue
+from distkv.sim.clients import Client, requests
+from distkv.sim.history import ACKED, INDETERMINATE, History, Violation, check
 from distkv.simulate import (
     INVARIANTS,
     NODE_OPTIONS,
@@ -31,9 +32,8 @@ from distkv.simulate import (
     run,
     shrink,
 )
-from distkv.simulate_checks import RoundWatch, reply_queue
-from distkv.simulate_clients import Client, requests
-from distkv.store import Entry, make_entry
+from distkv.store.hlc import Version
+from distkv.store.store import Entry, make_entry
 from distkv.testing import SimulatedCluster
 
 #: Seeds the CI tier runs (about 25 s on one core, the whole file about 30 s);

@@ -10,10 +10,10 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv import wire
-from distkv.commands import OK, Error, Request
-from distkv.peerproto import Acceptor
-from distkv.skew import SkewGuard
+from distkv.cluster import wire
+from distkv.cluster.peerproto import Acceptor
+from distkv.cluster.skew import SkewGuard
+from distkv.front.commands import OK, Error, Request
 from distkv.testing import SimulatedCluster
 from tests.fakehost import FakeHost
 

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv.digest import Digest
-from distkv.hlc import HybridClock, Version
-from distkv.store import Entry, Store, make_entry, version_of
+from distkv.store.digest import Digest
+from distkv.store.hlc import HybridClock, Version
+from distkv.store.store import Entry, Store, make_entry, version_of
 
 
 def make_store(node: str = "a", wall: int = 1000) -> Store:
@@ -181,7 +181,7 @@ class EntryTests(SynchronousTestCase):
 
     def test_entries_written_and_read_back_are_plain_tuples(self) -> None:
         """Whatever made an entry (a local write, the wire, the disk), the store holds a tuple."""
-        from distkv import wire
+        from distkv.cluster import wire
 
         store = make_store("a", 100)
         store.set(b"local", b"v")
@@ -199,7 +199,7 @@ class DigestTests(SynchronousTestCase):
         self, history: List[Tuple[int, bytes, object, bool]]
     ) -> None:
         """However a store got its entries, its digest matches one rebuilt from its contents."""
-        from distkv.digest import Digest
+        from distkv.store.digest import Digest
 
         replica = make_store("r", 100_000)
         for key, entry in generate(history):
@@ -282,7 +282,7 @@ class DigestTests(SynchronousTestCase):
     def test_noted_keys_are_folded_by_count_and_by_size(self) -> None:
         """The notes between digest reads stay bounded: a fold comes after
         fold_at keys, or after FOLD_BYTES of keys, whichever is first."""
-        from distkv.digest import FOLD_AT, FOLD_BYTES
+        from distkv.store.digest import FOLD_AT, FOLD_BYTES
 
         store = make_store()
         for i in range(3 * FOLD_AT):
@@ -301,7 +301,7 @@ class DigestTests(SynchronousTestCase):
     def test_entry_hashes_are_the_same_in_every_process(self) -> None:
         """Pinned values: the suite runs under CPython and PyPy, so a mixed
         cluster's digests agree (and no per-process hash seed leaks in)."""
-        from distkv.digest import entry_hash
+        from distkv.store.digest import entry_hash
 
         self.assertEqual(entry_hash(b"k", Version(5, 1, "a"), b"v"), 8716148940400064446)
         version = Version(1764340000123, 70000, "0123456789abcdef")
@@ -310,7 +310,7 @@ class DigestTests(SynchronousTestCase):
 
     def test_digests_differ_exactly_in_the_changed_bucket(self) -> None:
         """One extra key makes one bucket differ, and only that one."""
-        from distkv.digest import bucket_of
+        from distkv.store.digest import bucket_of
 
         a, b = make_store("a"), make_store("b")
         for i in range(100):

@@ -3,7 +3,7 @@
 A version should name one write, but a node that restarts with its clock
 behind (a memory-only node under the same ``--node-id``, or an older copy of
 its data dir) can stamp a version it already used, for another value. Every
-replica breaks such a tie the same way (:func:`distkv.store.newer`); the
+replica breaks such a tie the same way (:func:`distkv.store.store.newer`); the
 digest hashes each value's CRC-32 as well, so anti-entropy sees the difference,
 and a round sends the entries of a bucket that differs only by values.
 """
@@ -14,11 +14,11 @@ from typing import Dict, List, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv import wire
-from distkv.antientropy import Round, answer_offer
-from distkv.digest import Digest, bucket_of, entry_hash
-from distkv.hlc import HybridClock, Version
-from distkv.store import Entry, Store, make_entry, newer
+from distkv.cluster import wire
+from distkv.cluster.antientropy import Round, answer_offer
+from distkv.store.digest import Digest, bucket_of, entry_hash
+from distkv.store.hlc import HybridClock, Version
+from distkv.store.store import Entry, Store, make_entry, newer
 from distkv.testing import SimulatedCluster
 
 V = Version(1_000_000, 0, "n1")
@@ -201,7 +201,7 @@ class TieBoundTests(SynchronousTestCase):
         differently) gets at most TIE_BUCKETS buckets' entries per round; real
         ties in more buckets are all settled over enough rounds, even by
         rounds one way only, and whichever side holds the winners."""
-        from distkv.antientropy import TIE_BUCKETS
+        from distkv.cluster.antientropy import TIE_BUCKETS
 
         keys = [b"t%d" % i for i in range(400)]
         per_bucket: Dict[int, int] = {}

@@ -9,9 +9,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv.frontdoor import FrontDoor
+from distkv.front.frontdoor import FrontDoor
+from distkv.front.textproto import parse_line
 from distkv.node import Node
-from distkv.textproto import parse_line
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 5555)
 

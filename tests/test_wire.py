@@ -6,9 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv import wire
-from distkv.hlc import Version
-from distkv.store import make_entry
+from distkv.cluster import wire
+from distkv.store.hlc import Version
+from distkv.store.store import make_entry
 
 writes = st.builds(
     wire.Write,
@@ -100,7 +100,7 @@ class WireTests(SynchronousTestCase):
 class AntiEntropyFrameTests(SynchronousTestCase):
     def test_digest_key_list_and_marks_round_trip(self) -> None:
         """Digest offers, key lists (empty or not) and round marks decode to what was sent."""
-        from distkv.digest import Digest
+        from distkv.store.digest import Digest
 
         digest = Digest({b"k": Version(5, 1, "a")})
         versions = [(b"a", Version(1, 2, "n1")), (b"b" * 300, Version(3, 4, "n2"))]
@@ -204,8 +204,8 @@ class FrameLimitTests(SynchronousTestCase):
 
     def test_a_digest_offer_fits_a_small_request_limit(self) -> None:
         """The 8 KiB digest offer is accepted however small --max-request is (it stopped every round)."""
-        from distkv.hlc import HybridClock
-        from distkv.store import Store
+        from distkv.store.hlc import HybridClock
+        from distkv.store.store import Store
 
         store = Store(HybridClock("n1", lambda: 1000))
         offer = wire.encode_digest(7, store.digest.encode())
@@ -214,10 +214,10 @@ class FrameLimitTests(SynchronousTestCase):
 
     def test_key_lists_stay_within_the_limit_whatever_the_keys(self) -> None:
         """Keys near the request limit, after many small ones, never push a key list over it."""
-        from distkv.antientropy import answer_offer
-        from distkv.digest import bucket_of
-        from distkv.hlc import HybridClock
-        from distkv.store import Store
+        from distkv.cluster.antientropy import answer_offer
+        from distkv.store.digest import bucket_of
+        from distkv.store.hlc import HybridClock
+        from distkv.store.store import Store
 
         for limit in (300_000, 1 << 20):
             store = Store(HybridClock("n" * 64, lambda: 1000))

@@ -18,7 +18,7 @@ One database per data directory, in WAL mode::
 
 The data is log-structured, as in Redis's append-only file: a commit appends
 one row holding its entries, encoded as the peer protocol's ``W`` frames (see
-:mod:`distkv.wire`; the key, the value or tombstone, the version, and the
+:mod:`distkv.cluster.wire`; the key, the value or tombstone, the version, and the
 local write sequence number, 0 for a write merged from a peer), and its
 forgotten entries as one ``K`` frame. Appending one row per commit, instead of
 updating one row per key, is what keeps persistence cheap: a keyed table cost
@@ -31,7 +31,7 @@ a little per reactor turn (:meth:`Disk.collect_garbage`), since freeing it all
 at once would stall the node. Loading replays the current snapshot, then the
 log rows after it, and skips the rest.
 
-The stable horizon (see :mod:`distkv.stability`) is kept in ``meta`` too,
+The stable horizon (see :mod:`distkv.cluster.stability`) is kept in ``meta`` too,
 saved with the commit that purged below it (or, when it rose with nothing to
 purge, with the clock's mark), and put back into the store on load. It only
 rises, and it is what makes a restarted node refuse, and its peers drop, what
@@ -71,10 +71,10 @@ from typing import (
     Tuple,
 )
 
-from distkv import wire
-from distkv.dirlock import DirLock, LockedError
-from distkv.hlc import Version
-from distkv.store import ZERO, Entry
+from distkv.cluster import wire
+from distkv.disk.dirlock import DirLock, LockedError
+from distkv.store.hlc import Version
+from distkv.store.store import ZERO, Entry
 
 FORMAT = "3"
 FILENAME = "distkv.sqlite3"
@@ -117,7 +117,7 @@ GARBAGE_ROWS = 64
 GARBAGE_BYTES = 4 << 20
 
 class Loader(Protocol):
-    """What :meth:`Disk.load` fills: a :class:`~distkv.store.Store`."""
+    """What :meth:`Disk.load` fills: a :class:`~distkv.store.store.Store`."""
 
     def load(self, key: bytes, entry: Entry, seq: int = 0) -> None: ...
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 
-from distkv.replies import (
+from distkv.front.replies import (
     NIL,
     OK,
     Array,
@@ -27,7 +27,7 @@ from distkv.replies import (
 )
 
 if TYPE_CHECKING:
-    from distkv.commands import Dispatcher, Handler
+    from distkv.front.commands import Dispatcher, Handler
 
 #: The Redis release whose commands and replies DistKV follows; clients read it
 #: from INFO and HELLO to decide what they may send.
@@ -128,7 +128,7 @@ class ServerCommands:
         ))
 
     def config(self, args: Sequence[bytes], session: Session) -> Reply:
-        from distkv.commands import glob_regex
+        from distkv.front.commands import glob_regex
 
         sub = args[0].upper()
         if sub == b"GET" and len(args) >= 2:

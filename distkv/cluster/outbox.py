@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import Deque, Iterator, List, Optional, Tuple
 
-from distkv.store import Entry
+from distkv.store.store import Entry
 
 #: Rough per-entry overhead (frame header, version, bookkeeping) in bytes.
 ENTRY_OVERHEAD = 64

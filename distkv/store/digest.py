@@ -7,7 +7,7 @@ A version should name one write, but a node restarted with its clock behind
 (memory only, or from an older copy of its data dir) can stamp a version it
 already used, for another value; hashing the value as well lets two such
 replicas see their difference, which every replica then settles the same way
-(:func:`distkv.store.newer`), so equal digests mean (up to a 2**-64 chance,
+(:func:`distkv.store.store.newer`), so equal digests mean (up to a 2**-64 chance,
 and a 2**-32 one for two values of one version) equal entries. XOR lets a
 write update its bucket in constant time by removing the old entry's hash and
 adding the new one (done lazily, for every key changed since the hashes were
@@ -42,7 +42,7 @@ from binascii import crc32 as _crc32  # zlib's CRC-32; PyPy calls this one faste
 from hashlib import blake2b
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
-from distkv.hlc import Stamped, Version
+from distkv.store.hlc import Stamped, Version
 
 BUCKETS = 1024
 # Signed: each bucket's hash is kept as the interpreter's signed 64-bit hash
@@ -106,7 +106,7 @@ class Digest:
     """One XOR hash per bucket over every (key, version, value) in ``entries``.
 
     ``entries`` is the store's own mapping of keys to entries (or bare
-    versions, hashed as tombstones: see :data:`~distkv.hlc.Stamped`);
+    versions, hashed as tombstones: see :data:`~distkv.store.hlc.Stamped`);
     whatever it holds when the digest is made is counted. A change to it is
     not hashed when it is made: the caller first notes the key (:meth:`note`)
     with the entry the digest still counts for it, and the hashes take in

@@ -1,7 +1,7 @@
 """Replies in request order when some of them must wait.
 
 A write on a node with a data dir is answered only once its commit is done,
-so its reply is :class:`~distkv.commands.Pending` on a journal batch. Every
+so its reply is :class:`~distkv.front.commands.Pending` on a journal batch. Every
 front end (text and RESP) must still answer in request order: a reply that is
 ready waits behind an earlier one that is not. :class:`ReplyQueue` holds those
 replies until they can go, and knows when a connection that asked to close
@@ -24,12 +24,12 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from distkv import sendnow
+from distkv.front import sendnow
+from distkv.front.replies import NIL, OK, Array, Error, Lines, Map, Reply, Session
 from distkv.ratelog import RateLimit
-from distkv.replies import NIL, OK, Array, Error, Lines, Map, Reply, Session
 
 if TYPE_CHECKING:
-    from distkv.commands import Dispatcher, Pending
+    from distkv.front.commands import Dispatcher, Pending
 
 
 log = Logger()

@@ -1,7 +1,7 @@
 """Is this node's clock so far ahead of a peer's that its writes cannot replicate?
 
 A peer refuses a version more than ``--max-clock-skew`` ahead of its own
-clock (see :mod:`distkv.hlc`), so a node whose clock runs that far ahead would
+clock (see :mod:`distkv.store.hlc`), so a node whose clock runs that far ahead would
 acknowledge writes that never reach that peer. Each heartbeat answer carries
 the answering peer's wall clock; the answer was made after we sent the
 heartbeat, so ``sent - reading`` is a lower bound on how far our clock is

@@ -12,11 +12,11 @@ and a version reused by a node restarted with its clock behind can name two
 values. When the key lists show that, and our bucket has not changed since
 the offer (so no write that landed meanwhile explains it), the pushing side
 sends that bucket's entries, and the receiver keeps the one that every replica
-prefers (:func:`distkv.store.newer`); the peer's round settles the other way.
+prefers (:func:`distkv.store.store.newer`); the peer's round settles the other way.
 
 Absence is never a delete: a key one side lacks is sent, never removed, with
 one exception. The accepting side ends its answer with its stable horizon (see
-:mod:`distkv.stability`); a key it lacks whose version lies below that horizon
+:mod:`distkv.cluster.stability`); a key it lacks whose version lies below that horizon
 was deleted and purged while this replica missed it (an old copy of a data
 dir), so it is dropped here rather than sent. Nothing here does I/O: the
 functions return the bytes to write, as a stream of chunks a connection writes
@@ -28,16 +28,16 @@ from __future__ import annotations
 
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-from distkv import wire
-from distkv.digest import select
-from distkv.hlc import Version
-from distkv.store import Entry, Store, version_of
+from distkv.cluster import wire
+from distkv.store.digest import select
+from distkv.store.hlc import Version
+from distkv.store.store import Entry, Store, version_of
 
 #: Bytes of write frames a round's stream yields at a time.
 CHUNK_BYTES = 256 * 1024
 
 #: At most this many buckets per round have their entries sent for differing
-#: by values alone. A real tie (see :func:`distkv.store.newer`) is rare and
+#: by values alone. A real tie (see :func:`distkv.store.store.newer`) is rare and
 #: touches few buckets, and the rest go in later rounds; a peer whose digest
 #: hashes differently (an older DistKV, during an upgrade) makes every bucket
 #: look so, and must not get the whole store every round.

@@ -1,8 +1,8 @@
 """The versioned key-value store: plain Python, no networking, no reactor.
 
 Every key maps to an :data:`Entry`: a value (or ``None`` for a tombstone) and
-the :class:`~distkv.hlc.Version` of the write that produced it. Local writes are
-stamped by the injected :class:`~distkv.hlc.HybridClock`; remote writes are
+the :class:`~distkv.store.hlc.Version` of the write that produced it. Local writes are
+stamped by the injected :class:`~distkv.store.hlc.HybridClock`; remote writes are
 merged by keeping the highest version, which makes merging commutative,
 associative and idempotent, so replicas converge whatever order or duplication
 their deliveries arrive in. Listeners hear about every change, with the local
@@ -11,7 +11,7 @@ persistence hook in without the store knowing about either.
 
 Tombstones are purged below the *stable horizon*: a version such that every
 node of the cluster has received every write at or below it (see
-:mod:`distkv.stability`). Below that horizon nothing can still be on its way,
+:mod:`distkv.cluster.stability`). Below that horizon nothing can still be on its way,
 so a write for a key this replica does not hold is a leftover of a purged
 delete and is dropped rather than resurrected.
 """
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
-from distkv.digest import Digest
-from distkv.hlc import HybridClock, Version
+from distkv.store.digest import Digest
+from distkv.store.hlc import HybridClock, Version
 
 _new_tuple = tuple.__new__
 
@@ -68,7 +68,7 @@ def newer(candidate: Entry, current: Entry) -> bool:
     deterministically (a tombstone loses to any value) and every replica
     still picks the same. The digest hashes values too, so anti-entropy
     finds such a tie between replicas and settles it this way (see
-    :mod:`distkv.antientropy`).
+    :mod:`distkv.cluster.antientropy`).
     """
     # Field by field (ms, counter, node), building no Version.
     if candidate[1] != current[1]:

@@ -11,7 +11,7 @@ Replies use Redis's types: ``+OK``, ``-ERR ...``, ``:1``, ``$5\\r\\nhello``,
 ``%n`` maps. Keys and values are binary-safe.
 
 Everything that arrives in one read is parsed at once, run through the shared
-:class:`~distkv.commands.Dispatcher`, and answered with a single write. A
+:class:`~distkv.front.commands.Dispatcher`, and answered with a single write. A
 malformed request gets Redis's ``-ERR Protocol error: ...`` and the connection
 is closed, since the stream can no longer be split into requests; so does a
 request larger than the node's request limit, and nothing stored changes.
@@ -31,9 +31,8 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from distkv.commands import Dispatcher, Pending
-from distkv.ratelog import printable
-from distkv.replies import (
+from distkv.front.commands import Dispatcher, Pending
+from distkv.front.replies import (
     NIL,
     OK,
     Array,
@@ -43,8 +42,9 @@ from distkv.replies import (
     Reply,
     Status,
 )
-from distkv.replyqueue import ClientConnection, OutputLimits
-from distkv.sendnow import buffered
+from distkv.front.replyqueue import ClientConnection, OutputLimits
+from distkv.front.sendnow import buffered
+from distkv.ratelog import printable
 
 log = Logger()
 
@@ -396,7 +396,7 @@ SPLIT_FIRST = sys.implementation.name == "cpython"
 #: The fast path takes buffers up to this size: a large request that arrives
 #: over many reads is left to :func:`_parse`, which does not rescan what it
 #: has already seen. (A read is up to the transport's ``bufferSize``, which
-#: :class:`~distkv.replyqueue.ClientConnection` sets to the output soft limit.)
+#: :class:`~distkv.front.replyqueue.ClientConnection` sets to the output soft limit.)
 FAST_BUFFER = 1 << 16
 #: Requests of up to this many arguments of up to this many bytes each.
 FAST_ARGUMENTS = 64

@@ -30,8 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Tuple
 
-from distkv.hlc import Version
-from distkv.store import Entry, version_of
+from distkv.store.hlc import Version
+from distkv.store.store import Entry, version_of
 
 ACKED = "acked"
 FAILED = "failed"

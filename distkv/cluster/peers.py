@@ -1,6 +1,6 @@
 """Links to peers: one per peer node, in one Service.
 
-A :class:`PeerLink` owns a peer's :class:`~distkv.outbox.Outbox` and pushes it
+A :class:`PeerLink` owns a peer's :class:`~distkv.cluster.outbox.Outbox` and pushes it
 over a connection to that peer: the one it dialled, or one the peer dialled
 to us, whichever came last and is still up (a link fails over to another live
 connection when its own drops). A link for an address in our peer list dials
@@ -12,11 +12,11 @@ on every new connection, recognises itself when a peer list names this very node
 refuses a second node using our id, and marks the peer for a full resync when
 its outbox overflowed or the peer came back as a new incarnation (having lost
 what it had). While a link is up it runs anti-entropy rounds (see
-:mod:`distkv.antientropy`): when it comes up (once the peer has acknowledged
+:mod:`distkv.cluster.antientropy`): when it comes up (once the peer has acknowledged
 the backlog the outbox resends, if there is one, so that the backlog is not
 sent twice), every ``sync_interval`` seconds, and whenever a resync is
 needed; a round that completes with no overflow in the meantime clears the
-resync mark. :mod:`distkv.replication` holds the links and fans writes out.
+resync mark. :mod:`distkv.cluster.replication` holds the links and fans writes out.
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from distkv import wire
-from distkv.antientropy import Round
-from distkv.hlc import Version
-from distkv.outbox import Outbox
-from distkv.peerproto import Dialer, PeerConnection, PeerHost
-from distkv.store import ZERO, Entry, Store, version_of
+from distkv.cluster import wire
+from distkv.cluster.antientropy import Round
+from distkv.cluster.outbox import Outbox
+from distkv.cluster.peerproto import Dialer, PeerConnection, PeerHost
+from distkv.store.hlc import Version
+from distkv.store.store import ZERO, Entry, Store, version_of
 
 log = Logger()
 
@@ -116,10 +116,10 @@ class PeerLink(ReconnectingClientFactory):
         #: Told when a connection came up with the peer ``remote`` (the
         #: accepting side's answer, when we dialled).
         self.on_linked: Optional[Callable[[PeerLink, wire.Hello, Optional[wire.Accept]], None]] = None
-        #: Our own low (see :mod:`distkv.stability`), sent with each heartbeat.
+        #: Our own low (see :mod:`distkv.cluster.stability`), sent with each heartbeat.
         self.our_low: Callable[[], Version] = lambda: ZERO
         #: Whether this node serves, and the members it knows (None while it
-        #: cannot tell): our rounds say both (see :mod:`distkv.wire`).
+        #: cannot tell): our rounds say both (see :mod:`distkv.cluster.wire`).
         self.serving: Callable[[], bool] = lambda: True
         self.members: Callable[[], Optional[List[str]]] = lambda: None
         # Whether a full round has shown the peer everything we hold since it

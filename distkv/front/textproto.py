@@ -39,7 +39,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
-from distkv.commands import (
+from distkv.front.commands import (
     NIL,
     Array,
     Dispatcher,
@@ -53,8 +53,8 @@ from distkv.commands import (
     Request,
     Status,
 )
+from distkv.front.replyqueue import ClientConnection, OutputLimits, reply_size
 from distkv.ratelog import printable
-from distkv.replyqueue import ClientConnection, OutputLimits, reply_size
 
 log = Logger()
 

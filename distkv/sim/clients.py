@@ -1,7 +1,7 @@
 """Simulated client connections: pipelines through a node's real front door.
 
 The other steps of a simulated run call a node's command layer directly. A
-:class:`~distkv.simulate_schedule.Pipeline` step instead connects a client to
+:class:`~distkv.sim.schedule.Pipeline` step instead connects a client to
 the node's front door (the factory its port serves) and sends, in one read, a
 ``SET`` then a run of ``GET`` s of the same key, in RESP or the text protocol.
 The client reads nothing until the node has taken the whole read, so the
@@ -33,7 +33,7 @@ class ClientTransport(StringTransport):
     registered producer (the node's client protocol) is paused, and reading
     resumes it, as ``twisted.internet.abstract.FileDescriptor`` does. The
     node's protocol sees what waits here as a TCP transport's buffer
-    (:func:`distkv.sendnow.buffered`).
+    (:func:`distkv.front.sendnow.buffered`).
     """
 
     bufferSize = 64 << 10

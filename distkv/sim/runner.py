@@ -1,17 +1,17 @@
 """Running one schedule on a simulated cluster, and recording what clients saw.
 
 A :class:`Runner` starts a :class:`~distkv.testing.SimulatedCluster` as the
-:class:`~distkv.simulate_schedule.Schedule` says, plays its steps through the
+:class:`~distkv.sim.schedule.Schedule` says, plays its steps through the
 nodes' command layers (pipelines through their front doors, see
-:mod:`distkv.simulate_clients`) and the simulated network, and records every
-write and delete with its outcome in a :class:`~distkv.history.History`. It also keeps
+:mod:`distkv.sim.clients`) and the simulated network, and records every
+write and delete with its outcome in a :class:`~distkv.sim.history.History`. It also keeps
 what the checks need to know along the way: which node should still be
 loading (restarted without its data, and no serving peer has completed a
 round into it: answering a data command then is *stale service*), and which
 acknowledged writes were lost as documented with a memory-only node or a
 replaced data dir. After the last step it heals the network, brings every node
 back, lets the cluster settle and runs the checks of
-:mod:`distkv.simulate_checks`. Running is deterministic: the global ``random``,
+:mod:`distkv.sim.checks`. Running is deterministic: the global ``random``,
 which Twisted's reconnect jitter uses, is seeded with the schedule's seed.
 """
 
@@ -25,15 +25,15 @@ import tempfile
 import traceback
 from typing import Any, Dict, List, Optional, Tuple
 
-from distkv import simulate_checks as checks
-from distkv.commands import LOADING, Error, Pending
-from distkv.disk import FILENAME
-from distkv.history import ACKED, FAILED, History, Op, Violation
-from distkv.hlc import Version
+from distkv.cluster.wire import RoundMark
+from distkv.disk.datafile import FILENAME
+from distkv.front.commands import LOADING, Error, Pending
+from distkv.front.replies import Session
 from distkv.node import Node
-from distkv.replies import Session
-from distkv.simulate_clients import Client, acknowledged, requests
-from distkv.simulate_schedule import (
+from distkv.sim import checks
+from distkv.sim.clients import Client, acknowledged, requests
+from distkv.sim.history import ACKED, FAILED, History, Op, Violation
+from distkv.sim.schedule import (
     NODE_OPTIONS,
     Advance,
     Crash,
@@ -50,9 +50,9 @@ from distkv.simulate_schedule import (
     Step,
     Write,
 )
-from distkv.store import version_of
+from distkv.store.hlc import Version
+from distkv.store.store import version_of
 from distkv.testing import SimulatedCluster
-from distkv.wire import RoundMark
 
 
 class Runner:

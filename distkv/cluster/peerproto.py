@@ -1,7 +1,7 @@
 """The two ends of a peer connection, which carry data both ways.
 
 :class:`Dialer` runs on the connecting side: it introduces this node and hands
-the connection to the :class:`~distkv.peers.PeerLink` that dialled. An
+the connection to the :class:`~distkv.cluster.peers.PeerLink` that dialled. An
 :class:`Acceptor` runs on the accepting side, reached through the front door:
 it checks who is calling and asks the node which link may push over the
 connection, so a node that does not list a caller still sends it its writes.
@@ -49,13 +49,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from distkv import sendnow, wire
-from distkv.hlc import Version
-from distkv.journal import Batch
-from distkv.store import Entry
+from distkv.cluster import wire
+from distkv.disk.journal import Batch
+from distkv.front import sendnow
+from distkv.store.hlc import Version
+from distkv.store.store import Entry
 
 if TYPE_CHECKING:
-    from distkv.peers import PeerLink
+    from distkv.cluster.peers import PeerLink
 
 log = Logger()
 
@@ -83,7 +84,7 @@ def no_delay(transport: object) -> None:
 class PeerHost(Protocol):
     """What a peer connection needs from its node (see :class:`distkv.node.Node`).
 
-    ``durable`` is the journal's (see :mod:`distkv.journal`): acknowledgements,
+    ``durable`` is the journal's (see :mod:`distkv.disk.journal`): acknowledgements,
     and the end of a round, are only sent once what they confirm is committed.
     """
 
@@ -110,14 +111,14 @@ class PeerHost(Protocol):
         """The commit that covers everything applied so far, if any."""
 
     def heard(self, remote: wire.Hello, floor: Version, low: Version) -> None:
-        """A heartbeat's floor and low (see :mod:`distkv.stability`)."""
+        """A heartbeat's floor and low (see :mod:`distkv.cluster.stability`)."""
 
     def wall_ms(self) -> int:
         """The node's wall clock, in milliseconds."""
 
     def clock_reading(self, remote: wire.Hello, sent_ms: int, reading_ms: int) -> None:
         """``remote`` answered a heartbeat we sent at ``sent_ms`` (our wall
-        clock) with its wall clock reading (see :mod:`distkv.skew`)."""
+        clock) with its wall clock reading (see :mod:`distkv.cluster.skew`)."""
 
 
 @implementer(IPushProducer)

@@ -24,10 +24,10 @@ length, then a body whose first byte names its kind::
                          node-len:u16 node, each): every entry the sender
                          holds below ``floor`` the receiver holds too, and
                          the sender has received every write below ``low``
-                         from every node (see :mod:`distkv.stability`)
+                         from every node (see :mod:`distkv.cluster.stability`)
     h now:u64            the heartbeat's answer: the answering node's wall
                          clock (ms), which tells the asking node how far its
-                         own clock is ahead at least (see :mod:`distkv.skew`)
+                         own clock is ahead at least (see :mod:`distkv.cluster.skew`)
 
 Anti-entropy rounds ride on the same connection. The pushing side sends its
 digest; the other side answers with the keys and versions of every bucket
@@ -58,9 +58,9 @@ import re
 import struct
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from distkv.digest import BUCKETS, DIGEST_BYTES
-from distkv.hlc import Version
-from distkv.store import Entry
+from distkv.store.digest import BUCKETS, DIGEST_BYTES
+from distkv.store.hlc import Version
+from distkv.store.store import Entry
 
 PROTOCOL_VERSION = 2
 MAGIC = b"DISTKV-PEER "
@@ -463,7 +463,7 @@ def decode_body(body: bytes) -> Frame:
 def iter_writes(buffer: bytes) -> Iterator[Tuple[int, bytes, Entry]]:
     """``(seq, key, entry)`` of each ``W`` frame in ``buffer``, which holds
     nothing else: the bulk path for reading a data dir back (see
-    :mod:`distkv.disk`), with each node id decoded once."""
+    :mod:`distkv.disk.datafile`), with each node id decoded once."""
     head = _WRITE_FRAME.unpack_from
     head_size = _WRITE_FRAME.size
     key_len_at = _KEYLEN.unpack_from

@@ -3,16 +3,16 @@
 :data:`INVARIANTS` names each one. :func:`bounded` looks at the running
 nodes after every step; once the cluster has healed and settled,
 :func:`history_kept` checks every replica against the recorded client history
-(:mod:`distkv.history`: no acknowledged write lost, no resurrection, no
+(:mod:`distkv.sim.history`: no acknowledged write lost, no resurrection, no
 phantom), :func:`converged` compares the replicas, and :func:`purged` asks
 whether tombstones past the grace are gone. The stale-service and exception
-invariants are found while the run goes, by :mod:`distkv.simulate_runner`.
+invariants are found while the run goes, by :mod:`distkv.sim.runner`.
 Each function returns the violations it found (none: the invariant held).
 
 *Bounded* covers three kinds of buffer. Each peer's outbox stays within
 ``outbox_bytes``. The replies queued for a client (unread, or ready and held
 behind a commit) pass the soft output limit by one reply at most, as the
-client output limits promise: the pipelines of :mod:`distkv.simulate_clients`
+client output limits promise: the pipelines of :mod:`distkv.sim.clients`
 measure them. An anti-entropy round's state (the peer's key lists, the round
 in progress, which blocks the link's next rounds) has no byte limit of its
 own and is bounded by the store, which is tiny here; what can go wrong is a
@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Tuple
 
-from distkv.history import History, Violation, check
 from distkv.node import Node
-from distkv.store import Entry
+from distkv.sim.history import History, Violation, check
+from distkv.store.store import Entry
 
 #: Every invariant the simulator checks, by the name its violations carry.
 INVARIANTS = {

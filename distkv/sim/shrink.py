@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Optional
 
-from distkv.simulate_runner import run
-from distkv.simulate_schedule import Schedule
+from distkv.sim.runner import run
+from distkv.sim.schedule import Schedule
 
 
 def shrink(schedule: Schedule, invariant: str, budget: int = 200,

@@ -9,7 +9,7 @@ heartbeat carries its *floor* for us (every entry the peer holds below the
 floor, whoever wrote it, is held here too, or a newer version of its key: its
 outbox to us holds none of its own writes older, no resync is pending, and
 its last completed anti-entropy round to us, and every write it merged
-since, lie above; see :meth:`distkv.peers.PeerLink.floor`) and its *low* (the
+since, lie above; see :meth:`distkv.cluster.peers.PeerLink.floor`) and its *low* (the
 minimum of the floors the peer has heard from every node). Counting every
 entry held, not only the peer's own writes, is what keeps a write whose
 writer crashed before sending it everywhere (and came back without its data,
@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, Optional
 
-from distkv.hlc import Version
-from distkv.store import ZERO
+from distkv.store.hlc import Version
+from distkv.store.store import ZERO
 
 #: Above every real version: the floor of a cluster with no other members.
 TOP = Version(1 << 62, 0, "")

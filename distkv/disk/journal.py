@@ -9,7 +9,7 @@ client waiting for ``OK``, a peer waiting for its acknowledgement) asks
 so far, and is told when it is committed. One Batch serves every write of a
 turn: a write costs a list entry, not a Deferred of its own.
 
-Each commit appends one row to the database's log (see :mod:`distkv.disk`).
+Each commit appends one row to the database's log (see :mod:`distkv.disk.datafile`).
 Once the log has grown past both ``compact_bytes`` and the size of the last
 snapshot, the journal writes a new snapshot of the store, a part per reactor
 turn so that clients are served in between, switches to it, and then deletes
@@ -18,7 +18,7 @@ logged byte is rewritten at most about once, and a restart replays at most
 about twice the data.
 
 Once a second, when something was committed since the last time, the
-journal calls :meth:`~distkv.disk.Disk.sync`: with ``--fsync everysec`` that
+journal calls :meth:`~distkv.disk.datafile.Disk.sync`: with ``--fsync everysec`` that
 flushes SQLite's write-ahead log file to disk, and under every policy it
 checkpoints that file into the database once it is large. On a reactor with
 threads this runs in the thread pool, so its fsyncs never stall the reactor. A commit that fails (disk
@@ -45,9 +45,9 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from distkv.disk import SNAPSHOT_PART, SNAPSHOT_PART_BYTES, Disk, Row
-from distkv.hlc import HybridClock, Version
-from distkv.store import Entry, Store
+from distkv.disk.datafile import SNAPSHOT_PART, SNAPSHOT_PART_BYTES, Disk, Row
+from distkv.store.hlc import HybridClock, Version
+from distkv.store.store import Entry, Store
 
 log = Logger()
 
@@ -84,7 +84,7 @@ class Batch:
 
 
 class Journal(Service):
-    """Commits the store's changes to a :class:`~distkv.disk.Disk` in batches."""
+    """Commits the store's changes to a :class:`~distkv.disk.datafile.Disk` in batches."""
 
     name = "journal"
 

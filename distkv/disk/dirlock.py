@@ -2,7 +2,7 @@
 
 Two nodes on one data dir would take the same node id and write the same
 database, and the first would find its next commit failing. So a
-:class:`~distkv.disk.Disk` takes this lock before it opens the database and
+:class:`~distkv.disk.datafile.Disk` takes this lock before it opens the database and
 holds it until it closes; the lock file holds the holder's process id, for the
 message the next one gets. The kernel drops the lock when the process dies
 (``kill -9`` included), so a stale lock file never blocks a restart. Locks

@@ -4,7 +4,7 @@ A :class:`Schedule` names the nodes of a run (3-5 by default), which of them
 start with a data dir, their clock skews, which peer lists leave a node out,
 and the steps: writes, overwrites, deletes and reads through a node; partitions
 (full or one-way) and heals; pipelines of requests from a client over a real
-connection (:mod:`distkv.simulate_clients`); cut, stalled and duplicated deliveries; snapshots
+connection (:mod:`distkv.sim.clients`); cut, stalled and duplicated deliveries; snapshots
 of a data dir; crashes and restarts (memory only, from the node's own data dir,
 from an older copy of it, from an empty one; under the same or a fresh node
 id; with a new skew within ``max_clock_skew``). :func:`generate` draws every
@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
-from distkv.replyqueue import OutputLimits
+from distkv.front.replyqueue import OutputLimits
 
 #: Node options: small limits, so that faults matter.
 NODE_OPTIONS: Dict[str, Any] = {

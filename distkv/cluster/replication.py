@@ -1,6 +1,6 @@
 """The node's links to its peers, in one Service: who is who, and fan-out.
 
-:class:`Replication` keeps one :class:`~distkv.peers.PeerLink` per peer node and
+:class:`Replication` keeps one :class:`~distkv.cluster.peers.PeerLink` per peer node and
 hands every local write to each; writes that arrived from peers are never
 sent on, since each node pushes its own writes to everyone. Links for the
 addresses in the peer list dial them. A node that calls us is matched to a
@@ -20,11 +20,11 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IConnector, IReactorTCP
 
-from distkv import wire
-from distkv.outbox import Outbox
-from distkv.peerproto import PeerConnection, PeerHost
-from distkv.peers import PeerLink
-from distkv.store import Entry, Store, version_of
+from distkv.cluster import wire
+from distkv.cluster.outbox import Outbox
+from distkv.cluster.peerproto import PeerConnection, PeerHost
+from distkv.cluster.peers import PeerLink
+from distkv.store.store import Entry, Store, version_of
 
 #: Host names that mean "this machine" in a peer list.
 LOCAL_HOSTS = frozenset(["127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""])

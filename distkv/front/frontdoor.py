@@ -33,8 +33,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from distkv import wire
-from distkv.peerproto import no_delay
+from distkv.cluster import wire
+from distkv.cluster.peerproto import no_delay
 
 log = Logger()
 

@@ -1,14 +1,14 @@
 """The command layer shared by every front end: requests in, replies out.
 
 Front ends (the text protocol and RESP2) parse bytes into a
-:class:`~distkv.replies.Request` and encode the reply they get back; this
+:class:`~distkv.front.replies.Request` and encode the reply they get back; this
 module decides what each command means and holds no data and no networking of
 its own. The data commands live here; the server commands that clients send
 on connect (INFO, COMMAND, CONFIG, CLIENT, HELLO) are in
-:mod:`distkv.servercmds`.
+:mod:`distkv.front.servercmds`.
 
 A write's reply may be :class:`Pending`: the reply, and the journal batch
-(see :mod:`distkv.journal`) whose commit it must wait for; front ends keep
+(see :mod:`distkv.disk.journal`) whose commit it must wait for; front ends keep
 replies in request order.
 While a node that started without its data is still loading it from its
 peers, data commands are refused with ``LOADING`` (as Redis does while it
@@ -22,10 +22,10 @@ import bisect
 import zlib
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from distkv import servercmds
-from distkv.glob import Glob, compile_glob
-from distkv.journal import Batch
-from distkv.replies import (
+from distkv.disk.journal import Batch
+from distkv.front import servercmds
+from distkv.front.glob import Glob, compile_glob
+from distkv.front.replies import (
     GOODBYE,
     LOADING,
     NIL,
@@ -46,7 +46,7 @@ from distkv.replies import (
     bulk,
     wrong_arity,
 )
-from distkv.store import Store
+from distkv.store.store import Store
 
 __all__ = [
     "GOODBYE", "LOADING", "NIL", "OK", "PONG", "Array", "Dispatcher", "Error",
@@ -87,7 +87,7 @@ def checked(handler: Handler, least: int, most: int) -> Command:
 
 def glob_regex(pattern: bytes) -> Glob:
     """Redis's glob (``* ? [abc] [^a] [a-z] \\x``), compiled; its ``match(key)``
-    says whether a key matches, in time linear in the key (see :mod:`distkv.glob`)."""
+    says whether a key matches, in time linear in the key (see :mod:`distkv.front.glob`)."""
     return compile_glob(pattern)
 
 
@@ -118,7 +118,7 @@ class Dispatcher:
         #: True while data commands must be refused with LOADING.
         self.loading = False
         #: The error every write gets while the node must not write (its
-        #: clock is too far ahead of a peer's: see :mod:`distkv.skew`).
+        #: clock is too far ahead of a peer's: see :mod:`distkv.cluster.skew`).
         self.write_refusal: Optional[Error] = None
         self.info = info
         self.stats = stats if stats is not None else Stats(0.0)

@@ -1,0 +1,1 @@
+"""Between nodes: the peer wire format, links, outboxes, anti-entropy, stability."""

@@ -1,0 +1,1 @@
+"""What clients reach: the front door, the text and RESP protocols, the commands."""

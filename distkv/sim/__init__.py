@@ -1,0 +1,1 @@
+"""The seeded fault simulator's parts: schedules, runs, simulated clients, checks."""

@@ -1,0 +1,1 @@
+"""The versioned data: versions and the clock, the store, its digests."""
