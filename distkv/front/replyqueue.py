@@ -193,9 +193,14 @@ class ClientConnection(sendnow.SendingProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         if hasattr(self.transport, "bufferSize"):
-            # Twisted pauses its producer (us: we stop reading) once this
-            # many bytes wait in its buffer: the soft limit.
-            self.transport.bufferSize = self._limits.soft  # type: ignore[attr-defined]
+            # Twisted pauses its producer (us: we stop reading) once more than
+            # bufferSize bytes wait in its buffer, so a soft limit below it
+            # lowers it. Never raise it: Twisted also reads up to bufferSize
+            # bytes at once, and PyPy allocates that whole size on every
+            # recv (a 1 MiB read size made every request cost ~150 us).
+            self.transport.bufferSize = min(  # type: ignore[attr-defined]
+                self.transport.bufferSize, self._limits.soft  # type: ignore[attr-defined]
+            )
         cast(IConsumer, self.transport).registerProducer(cast(IPushProducer, self), True)
         self.session.address = str(self.transport.getPeer())
         self._dispatcher.stats.connected()

@@ -395,8 +395,9 @@ def _number(text: bytes) -> Optional[int]:
 SPLIT_FIRST = sys.implementation.name == "cpython"
 #: The fast path takes buffers up to this size: a large request that arrives
 #: over many reads is left to :func:`_parse`, which does not rescan what it
-#: has already seen. (A read is up to the transport's ``bufferSize``, which
-#: :class:`~distkv.front.replyqueue.ClientConnection` sets to the output soft limit.)
+#: has already seen. (A read is up to the transport's ``bufferSize``: 64 KiB,
+#: or the output soft limit if lower; see
+#: :class:`~distkv.front.replyqueue.ClientConnection`.)
 FAST_BUFFER = 1 << 16
 #: Requests of up to this many arguments of up to this many bytes each.
 FAST_ARGUMENTS = 64
