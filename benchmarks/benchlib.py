@@ -45,9 +45,10 @@ def free_port():
 
 
 def start_node(twistd, port, log_path, data_dir=None, fsync=None, peers=(), node_id=None,
-               extra=()):
+               extra=(), source=None):
     """Start a node; returns the Popen at once (see :func:`wait_listening`).
-    ``extra`` is more ``twistd distkv`` options."""
+    ``extra`` is more ``twistd distkv`` options; ``source`` a checkout whose
+    ``distkv`` the node runs instead of the installed one."""
     argv = [twistd, "-n", "--pidfile=", "-l", log_path, "distkv",
             "--port", "tcp:%d:interface=%s" % (port, HOST)]
     if data_dir is not None:
@@ -59,7 +60,10 @@ def start_node(twistd, port, log_path, data_dir=None, fsync=None, peers=(), node
     if node_id is not None:
         argv += ["--node-id", node_id]
     argv += list(extra)
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    env = None
+    if source is not None:
+        env = dict(os.environ, PYTHONPATH=os.path.abspath(source))
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env)
 
 
 def stop_node(proc, timeout=30.0):

@@ -17,14 +17,14 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
-from typing import List
+from typing import Dict, List
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+import benchlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VALUE = (1 << 20) - 3  # key and value fill the default --max-request
 
 
@@ -32,20 +32,10 @@ def command(*args: bytes) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
-def memory(pid: int) -> dict:  # type: ignore[type-arg]
-    fields = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            name, _, rest = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                fields[name] = int(rest.split()[0]) // 1024  # MiB
-    return fields
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def memory(pid: int) -> Dict[str, int]:
+    """VmRSS and VmHWM of ``pid``, in MiB."""
+    rss, hwm = benchlib.rss_kib(pid)
+    return {"VmRSS": rss // 1024, "VmHWM": hwm // 1024}
 
 
 def ask(sock: socket.socket, request: bytes, reply_end: bytes = b"\r\n") -> bytes:
@@ -88,25 +78,15 @@ def main(argv: List[str]) -> None:
     parser.add_argument("--send-mib", type=int, default=4, help="MiB of requests per pipeliner")
     parser.add_argument("node_options", nargs="*")
     args = parser.parse_args(argv)
-    port = free_port()
+    port = benchlib.free_port()
     work = tempfile.mkdtemp(prefix="distkv-rss-")
     twistd = os.path.join(os.path.dirname(args.python), "twistd")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen(
-        [twistd, "-n", "--pidfile=", "-l", os.path.join(work, "node.log"), "distkv",
-         "--port", f"tcp:{port}:interface=127.0.0.1", *args.node_options],
-        cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = benchlib.start_node(twistd, port, os.path.join(work, "node.log"),
+                               extra=args.node_options, source=ROOT)
     socks: List[socket.socket] = []
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                probe = socket.create_connection(("127.0.0.1", port))
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit("node did not start; see " + work)
-                time.sleep(0.05)
+        benchlib.wait_listening(proc, port, timeout=15).close()
+        probe = socket.create_connection(("127.0.0.1", port))
         ask(probe, command(b"SET", b"big", b"x" * VALUE))
         print(f"node pid {proc.pid}, options {args.node_options or 'default'}")
         print(f"  after SET of a 1 MiB value: {memory(proc.pid)}")
@@ -128,8 +108,7 @@ def main(argv: List[str]) -> None:
     finally:
         for sock in socks:
             sock.close()
-        proc.terminate()
-        proc.wait(timeout=15)
+        benchlib.stop_node(proc, timeout=15)
 
 
 if __name__ == "__main__":

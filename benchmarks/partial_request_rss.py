@@ -23,31 +23,20 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Dict, List
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+import benchlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def memory(pid: int) -> Dict[str, int]:
     """VmRSS and VmHWM of ``pid``, in KiB."""
-    fields = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            name, _, rest = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                fields[name] = int(rest.split()[0])
-    return fields
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    rss, hwm = benchlib.rss_kib(pid)
+    return {"VmRSS": rss, "VmHWM": hwm}
 
 
 def unread_by(port: int) -> int:
@@ -88,25 +77,15 @@ def main(argv: List[str]) -> None:
     parser.add_argument("--size", type=int, default=2, help="bytes per argument")
     parser.add_argument("node_options", nargs="*")
     args = parser.parse_args(argv)
-    port = free_port()
+    port = benchlib.free_port()
     work = tempfile.mkdtemp(prefix="distkv-partial-")
     twistd = os.path.join(os.path.dirname(args.python), "twistd")
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(args.source))
-    proc = subprocess.Popen(
-        [twistd, "-n", "--pidfile=", "-l", os.path.join(work, "node.log"), "distkv",
-         "--port", f"tcp:{port}:interface=127.0.0.1", *args.node_options],
-        cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = benchlib.start_node(twistd, port, os.path.join(work, "node.log"),
+                               extra=args.node_options, source=args.source)
     socks: List[socket.socket] = []
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                probe = socket.create_connection(("127.0.0.1", port), timeout=60)
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit("node did not start; see " + work) from None
-                time.sleep(0.05)
+        benchlib.wait_listening(proc, port, timeout=30).close()
+        probe = socket.create_connection(("127.0.0.1", port), timeout=60)
         probe.sendall(b"*1\r\n$4\r\nPING\r\n")
         assert receive(probe, 7) == b"+PONG\r\n"
         before = memory(proc.pid)
@@ -148,8 +127,7 @@ def main(argv: List[str]) -> None:
     finally:
         for sock in socks:
             sock.close()
-        proc.terminate()
-        proc.wait(timeout=15)
+        benchlib.stop_node(proc, timeout=15)
 
 
 if __name__ == "__main__":
