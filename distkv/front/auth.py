@@ -143,6 +143,7 @@ class Accounts:
         #: Commands refused for want of the right (acl_access_denied_cmd).
         self.denied = 0
         self._limit = RateLimit(clock)
+        self._denials_limit = RateLimit(clock)
 
     def first_user(self) -> Optional[User]:
         """Who a new connection is before any AUTH: nobody, when a password is required."""
@@ -186,7 +187,7 @@ class Accounts:
         the error to reply (Redis 7.0's words)."""
         self.denied += 1
         name = command.decode("utf-8", "replace").lower()
-        held = self._limit.allow()
+        held = self._denials_limit.allow()
         if held >= 0:
             log.info(
                 "User {user} from {peer} may not run {command}: read-only{held}",
