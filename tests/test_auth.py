@@ -15,8 +15,9 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from distkv.front.access import ACCESS, OPEN, READ, WRITE
 from distkv.front.auth import UsersFileError, parse_users
-from distkv.front.commands import ACCESS, OPEN, READ, WRITE, Outcome, checked
+from distkv.front.commands import Outcome, checked
 from distkv.front.frontdoor import FrontDoor
 from distkv.front.replies import OK, Session
 from distkv.node import Node
@@ -242,7 +243,7 @@ class RespAuthTests(SynchronousTestCase):
         self.assertIn("user dash", lines[0])
         self.assertIn("127.0.0.1", lines[0])
         self.assertIn("2 similar warnings suppressed", lines[1])
-        self.assertIn("4 failures", lines[1])
+        self.assertIn("failed logins so far: 4", lines[1])
         for line in lines:
             self.assertNotIn("guess", line)
 

@@ -174,7 +174,7 @@ class Accounts:
         if held < 0:
             return
         log.warn(
-            "Authentication failed for {who} from {peer} ({failures} failures so far"
+            "Authentication failed for {who} from {peer} (failed logins so far: {failures}"
             "{held})",
             who=f"user {user.name.decode('ascii', 'replace')}" if user else "an unknown user",
             peer=peer,

@@ -15,14 +15,9 @@ peers, data commands are refused with ``LOADING`` (as Redis does while it
 loads its dump): reads, because the data is not there yet, and writes, because
 until a peer has synced it the node's clock may lag the cluster's.
 
-Every command declares the access it needs (:data:`OPEN`, :data:`READ` or
-:data:`WRITE`) where it enters the table. On a node that requires a password
-each connection runs its requests from a table for its rights (its
-:class:`~distkv.front.replies.Session` holds it): an unauthenticated
-connection's table answers every command but the open ones (``AUTH``,
-``HELLO``, ``QUIT``) with ``NOAUTH``, a read-only user's answers writes with
-``NOPERM``. A node without passwords gives every connection the full table,
-so its requests pay nothing for the check.
+Every command declares the access it needs (open, read or write) where it
+enters the table, and each connection runs its requests from the table for
+its rights (see :mod:`distkv.front.access`).
 """
 
 from __future__ import annotations
@@ -33,7 +28,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, 
 
 from distkv.disk.journal import Batch
 from distkv.front import servercmds
-from distkv.front.auth import NOAUTH, Accounts, User
+from distkv.front.access import OPEN, READ, WRITE, CommandTables
+from distkv.front.auth import Accounts, User
 from distkv.front.glob import Glob, compile_glob
 from distkv.front.replies import (
     GOODBYE,
@@ -81,16 +77,9 @@ Handler = Callable[[Sequence[bytes], Session], Outcome]
 #: the command's name, and refuses a wrong number of arguments itself.
 Command = Callable[[Sequence[bytes], Session], Outcome]
 
-#: The access a command needs: OPEN runs before authentication (AUTH, HELLO,
-#: QUIT), READ needs an authenticated user, WRITE one with the write right.
-OPEN = "open"
-READ = "read"
-WRITE = "write"
-ACCESS = (OPEN, READ, WRITE)
-#: A command's entry in the table: handler, least and most arguments, access.
+#: A command's entry in the table: handler, least and most arguments, and
+#: the access it needs (see :mod:`distkv.front.access`).
 Entry = Tuple[Handler, int, int, str]
-
-_NOAUTH = Error(NOAUTH)
 
 
 def checked(handler: Handler, least: int, most: int) -> Command:
@@ -150,17 +139,14 @@ class Dispatcher:
         self.config: Dict[bytes, bytes] = {b"save": b"", b"appendonly": b"no", b"databases": b"1"}
         self._scan: Tuple[int, List[Tuple[int, bytes]]] = (-1, [])
         self._pending_ok: Optional[Pending] = None
+        self._tables = CommandTables(self.accounts)
         #: Every command by its upper-case name. A front end may look a name
         #: up here itself (see :meth:`run`).
-        self.commands: Dict[bytes, Command] = {}
+        self.commands: Dict[bytes, Command] = self._tables.full
         # name -> (minimum args, maximum args or -1 for no limit), for COMMAND
-        self._arity: Dict[bytes, Tuple[int, int]] = {}
-        #: The access each command needs (see :data:`ACCESS`), by name.
-        self.access: Dict[bytes, str] = {}
-        #: The tables of a read-only user and of a connection that has not
-        #: authenticated yet (see :meth:`session`).
-        self._readonly: Dict[bytes, Command] = {}
-        self._guest: Dict[bytes, Command] = {}
+        self._arity = self._tables.arity
+        #: The access each command needs (see :mod:`distkv.front.access`), by name.
+        self.access = self._tables.access
         # Nearly every request: these two check their own arity, which
         # spares them a call through checked() on CPython.
         self.add(b"GET", self._get, 1, 1, READ)
@@ -187,36 +173,7 @@ class Dispatcher:
         """Put ``command`` in the tables under the upper-case ``name``: it
         takes ``least`` to ``most`` (-1: any number of) arguments, which it
         checks itself (see :func:`checked`), and needs ``access``."""
-        if access not in ACCESS:
-            raise ValueError(f"command {name!r}: access {access!r} is not one of {ACCESS}")
-        self.commands[name] = command
-        self._arity[name] = (least, most)
-        self.access[name] = access
-        gated = self._gate(name, command)
-        self._readonly[name] = gated if access == WRITE else command
-        self._guest[name] = command if access == OPEN else gated
-
-    def _gate(self, name: bytes, command: Command) -> Command:
-        """``command``, run only for a user with the rights it needs; Redis's
-        arity error first, as Redis checks arity before authentication."""
-        least, most = self._arity[name]
-        write = self.access[name] == WRITE
-        accounts = self.accounts
-
-        def gate(request: Sequence[bytes], session: Session) -> Outcome:
-            count = len(request) - 1
-            if count < least or (most >= 0 and count > most):
-                return wrong_arity(request[0])
-            # The user is read at each request, not when the table was
-            # chosen: an AUTH earlier in the same read may have changed it.
-            user = session.user
-            if user is None:
-                return _NOAUTH
-            if write and not user.can_write:
-                return Error(accounts.refused(user, name, session.address))
-            return command(request, session)
-
-        return gate
+        self._tables.add(name, command, least, most, access)
 
     def session(self, kind: str) -> Session:
         """A new client connection's session: who it is before any AUTH, and
@@ -227,12 +184,7 @@ class Dispatcher:
 
     def _become(self, session: Session, user: Optional[User]) -> None:
         session.user = user
-        if user is None:
-            session.commands = self._guest
-        elif user.can_write:
-            session.commands = self.commands
-        else:
-            session.commands = self._readonly
+        session.commands = self._tables.for_user(user)
 
     def login(self, session: Session, name: Optional[bytes], password: bytes) -> Reply:
         """AUTH: ``session`` becomes the user ``name`` (None: ``default``) if
