@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple, Union
 
+from distkv.front.auth import OPEN_DEFAULT
+
 
 class Request(NamedTuple):
     """One parsed command: its upper-cased name and its arguments."""
@@ -109,8 +111,9 @@ class Session:
         #: The RESP version this client asked for with HELLO (2 until then).
         self.protocol = 2
         #: Who the client is (a :class:`distkv.front.auth.User`); None until
-        #: it authenticates on a node that requires a password.
-        self.user: Any = None
+        #: it authenticates on a node that requires a password. A session
+        #: made here is the node's own (or a test's): every right.
+        self.user: Any = OPEN_DEFAULT
         #: The command table this client runs its requests from, by
         #: upper-case name (:meth:`distkv.front.commands.Dispatcher.session`
         #: fills it in: the table for its rights). Empty: the dispatcher's

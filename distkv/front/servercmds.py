@@ -138,7 +138,7 @@ class ServerCommands:
         return Array((
             name.lower(),
             Integer(self.dispatcher.arity(name)),
-            Array(_FLAGS[self.dispatcher.access[name]]),
+            Array(_FLAGS[self.dispatcher.access.get(name, "read")]),
             Integer(first),
             Integer(last),
             Integer(step),
