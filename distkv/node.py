@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -50,8 +50,9 @@ from distkv.cluster.stability import Stability
 from distkv.disk.datafile import Disk, PeerState
 from distkv.disk.journal import Batch, Journal
 from distkv.front import report
+from distkv.front.auth import Accounts, User
 from distkv.front.commands import Dispatcher
-from distkv.front.frontdoor import FrontDoorFactory
+from distkv.front.frontdoor import FrontDoorFactory, one_interface
 from distkv.front.replies import Error, Stats
 from distkv.front.replyqueue import OutputLimits
 from distkv.front.resp import RespProtocol
@@ -104,6 +105,11 @@ class Node:
     """A DistKV node, wired around ``reactor``.
 
     ``now_ms`` overrides the wall clock (tests use it to skew one node).
+    ``users`` are the clients that may log in (see :mod:`distkv.front.auth`);
+    None: no password is required. With ``protected_mode`` the node refuses
+    clients from other machines while it requires no password and listens on
+    every interface, and peers from other machines unless
+    ``peers_authenticated`` (see :mod:`distkv.front.frontdoor`).
     """
 
     def __init__(
@@ -125,9 +131,18 @@ class Node:
         now_ms: Optional[Callable[[], int]] = None,
         client_output_limits: Optional[OutputLimits] = None,
         maxclients: int = 10000,
+        users: Optional[Mapping[bytes, User]] = None,
+        protected_mode: bool = False,
+        peers_authenticated: bool = False,
     ) -> None:
         self.reactor = reactor
         self.maxclients = maxclients
+        self.protected_mode = protected_mode
+        #: Whether peers prove who they are (a cluster secret, peer TLS):
+        #: protected mode then lets peers from other machines in.
+        self.peers_authenticated = peers_authenticated
+        #: The front door factory last built (see :meth:`factory`).
+        self.door: Optional[FrontDoorFactory] = None
         disk = None
         if data_dir is not None:
             disk = Disk(data_dir, fsync)  # DiskError: the caller reports it
@@ -213,6 +228,7 @@ class Node:
             None if self.journal is None else self.journal.durable,
             self.info_sections,
             Stats(self.started_at),
+            Accounts(users, reactor.seconds),
         )
         self.dispatcher.config.update({
             b"appendonly": b"yes" if data_dir else b"no",
@@ -220,6 +236,7 @@ class Node:
             b"dir": os.path.abspath(data_dir).encode() if data_dir else os.getcwd().encode(),
             b"maxmemory": b"0",
             b"port": str(listen_port or 0).encode(),
+            b"protected-mode": b"yes" if protected_mode else b"no",
         })
         #: node id -> when its last anti-entropy round into us completed
         self.synced_from: Dict[str, float] = {}
@@ -498,11 +515,17 @@ class Node:
                 self._load("stale")
             self.store.seq = accept.seen  # never reuse a number a peer has seen
 
-    def factory(self) -> FrontDoorFactory:
-        """The factory for the shared client-and-peer port."""
-        return FrontDoorFactory(
-            self._client_protocol, self._peer_protocol, self._resp_protocol, self.maxclients
+    def factory(self, bound_interface: bool = False) -> FrontDoorFactory:
+        """The factory for the shared client-and-peer port; ``bound_interface``:
+        the port listens on one chosen interface, not on every one."""
+        protected = self.protected_mode
+        self.door = FrontDoorFactory(
+            self._client_protocol, self._peer_protocol, self._resp_protocol, self.maxclients,
+            protect_clients=protected and not self.dispatcher.accounts.required
+            and not bound_interface,
+            protect_peers=protected and not self.peers_authenticated,
         )
+        return self.door
 
     def _client_protocol(self) -> TextProtocol:
         return TextProtocol(self.dispatcher, self.max_request, self.client_output_limits)
@@ -635,5 +658,6 @@ class Node:
         # Started first and stopped last: the listener stops taking clients
         # while replication still gets its moment to flush.
         self.replication.setServiceParent(top)
-        Listener(serverFromString(self.reactor, endpoint), self.factory()).setServiceParent(top)
+        factory = self.factory(one_interface(endpoint))
+        Listener(serverFromString(self.reactor, endpoint), factory).setServiceParent(top)
         return top

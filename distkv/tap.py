@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from twisted.application.service import IService
 from twisted.python import usage
 
 from distkv.cluster import wire
 from distkv.disk.datafile import SYNCHRONOUS, DiskError
+from distkv.front.auth import OPEN_DEFAULT, User, UsersFileError, digest_of, first_line, parse_users
 from distkv.front.replyqueue import OutputLimits
 from distkv.node import Node
 from distkv.shutdown import ExitZeroOnTerm
@@ -57,6 +58,43 @@ def server_endpoint(value: str) -> str:
 def endpoint_port(endpoint: str) -> Optional[int]:
     match = _ENDPOINT_PORT.match(endpoint)
     return int(match.group(1)) if match else None
+
+
+def _read(option: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as e:
+        raise usage.UsageError(f"--{option} {path}: cannot read it ({e.strerror})") from None
+
+
+def client_users(
+    requirepass_file: Optional[str], users_file: Optional[str]
+) -> Optional[Dict[bytes, User]]:
+    """The users of ``--requirepass-file`` and ``--users-file``; None when
+    neither is given (no password required). The secrets are never shown."""
+    if requirepass_file is None and users_file is None:
+        return None
+    users: Dict[bytes, User] = {}
+    if users_file is not None:
+        try:
+            users = parse_users(_read("users-file", users_file))
+        except UsersFileError as e:
+            raise usage.UsageError(f"--users-file {users_file}: {e}") from None
+    if requirepass_file is not None:
+        password = first_line(_read("requirepass-file", requirepass_file))
+        if not password:
+            raise usage.UsageError(
+                f"--requirepass-file {requirepass_file}: its first line is empty; it must "
+                "hold the password"
+            )
+        if OPEN_DEFAULT.name in users:
+            raise usage.UsageError(
+                f"--users-file {users_file} lists the default user, whose password "
+                f"--requirepass-file sets too: give it in one place"
+            )
+        users[OPEN_DEFAULT.name] = User(OPEN_DEFAULT.name, digest_of(password), True)
+    return users
 
 
 def _positive(name: str, value: str, kind: type = int) -> float:
@@ -111,6 +149,15 @@ class Options(usage.Options):
         ["client-output-hard-limit", None, None, "Largest reply, in bytes, built for a "
          "client (queued bytes included); a larger one gets ERR and the connection is "
          "closed. Default: 33554432, or --max-request plus 65536 if that is larger."],
+        ["requirepass-file", None, None, "File whose first line is the password of the "
+         "default user: clients must AUTH <password> (Redis's AUTH, NOAUTH, WRONGPASS). "
+         "Default: no password."],
+        ["users-file", None, None, "File of named client users, one per line: "
+         "'<name> <read|readwrite> ><password>' or '<name> <read|readwrite> #<sha256 hex>'; "
+         "clients AUTH <name> <password>, and read users get NOPERM on writes."],
+        ["protected-mode", None, "yes", "yes: while no client password is set and --port "
+         "names no interface, refuse clients from other machines; and refuse peers from "
+         "other machines unless peers are authenticated. no: accept them."],
     ]
 
     def __init__(self) -> None:
@@ -177,6 +224,11 @@ class Options(usage.Options):
                 "(a GET of the largest value must fit)"
             )
         self["client-output-limits"] = OutputLimits(soft=soft, hard=hard)
+        if self["protected-mode"] not in ("yes", "no"):
+            raise usage.UsageError(
+                f"--protected-mode {self['protected-mode']!r}: use yes or no"
+            )
+        self["users"] = client_users(self["requirepass-file"], self["users-file"])
 
 
 def makeService(config: Options) -> IService:
@@ -199,6 +251,8 @@ def makeService(config: Options) -> IService:
             tombstone_grace=config["tombstone-grace"],
             maxclients=config["maxclients"],
             client_output_limits=config["client-output-limits"],
+            users=config["users"],
+            protected_mode=config["protected-mode"] == "yes",
         )
     except DiskError as e:
         # Bad state on disk: say so and stop, rather than serve nothing.

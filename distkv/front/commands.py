@@ -14,6 +14,10 @@ While a node that started without its data is still loading it from its
 peers, data commands are refused with ``LOADING`` (as Redis does while it
 loads its dump): reads, because the data is not there yet, and writes, because
 until a peer has synced it the node's clock may lag the cluster's.
+
+Every command declares the access it needs (open, read or write) where it
+enters the table, and each connection runs its requests from the table for
+its rights (see :mod:`distkv.front.access`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, 
 
 from distkv.disk.journal import Batch
 from distkv.front import servercmds
+from distkv.front.access import OPEN, READ, WRITE, CommandTables
+from distkv.front.auth import Accounts, User
 from distkv.front.glob import Glob, compile_glob
 from distkv.front.replies import (
     GOODBYE,
@@ -71,6 +77,10 @@ Handler = Callable[[Sequence[bytes], Session], Outcome]
 #: the command's name, and refuses a wrong number of arguments itself.
 Command = Callable[[Sequence[bytes], Session], Outcome]
 
+#: A command's entry in the table: handler, least and most arguments, and
+#: the access it needs (see :mod:`distkv.front.access`).
+Entry = Tuple[Handler, int, int, str]
+
 
 def checked(handler: Handler, least: int, most: int) -> Command:
     """``handler`` as a :data:`Command`: Redis's arity error when the request
@@ -108,8 +118,11 @@ class Dispatcher:
         durable: Optional[Durable] = None,
         info: Callable[[], Dict[str, List[Tuple[str, object]]]] = dict,
         stats: Optional[Stats] = None,
+        accounts: Optional[Accounts] = None,
     ) -> None:
         self._store = store
+        #: Who may connect, and the authentication counters.
+        self.accounts = accounts if accounts is not None else Accounts()
         #: The store's clock: a front end holds it over a batch of requests
         #: (see HybridClock.hold).
         self.clock = store.clock
@@ -126,34 +139,61 @@ class Dispatcher:
         self.config: Dict[bytes, bytes] = {b"save": b"", b"appendonly": b"no", b"databases": b"1"}
         self._scan: Tuple[int, List[Tuple[int, bytes]]] = (-1, [])
         self._pending_ok: Optional[Pending] = None
+        self._tables = CommandTables(self.accounts)
         #: Every command by its upper-case name. A front end may look a name
         #: up here itself (see :meth:`run`).
-        self.commands: Dict[bytes, Command] = {
-            # Nearly every request: these two check their own arity, which
-            # spares them a call through checked() on CPython.
-            b"GET": self._get,
-            b"SET": self._set,
-        }
+        self.commands: Dict[bytes, Command] = self._tables.full
         # name -> (minimum args, maximum args or -1 for no limit), for COMMAND
-        self._arity: Dict[bytes, Tuple[int, int]] = {b"GET": (1, 1), b"SET": (2, -1)}
-        handlers: Dict[bytes, Tuple[Handler, int, int]] = {
-            b"DEL": (self._del, 1, -1),
-            b"EXISTS": (self._exists, 1, -1),
-            b"MGET": (self._mget, 1, -1),
-            b"MSET": (self._mset, 2, -1),
-            b"DBSIZE": (self._dbsize, 0, 0),
-            b"KEYS": (self._keys, 1, 1),
-            b"SCAN": (self._scan_command, 1, -1),
-            b"PING": (self._ping, 0, 1),
-            b"ECHO": (self._echo, 1, 1),
-            b"QUIT": (self._quit, 0, 0),
-            b"SELECT": (self._select, 1, 1),
-            b"STATUS": (self._status_report, 0, 0),
+        self._arity = self._tables.arity
+        #: The access each command needs (see :mod:`distkv.front.access`), by name.
+        self.access = self._tables.access
+        # Nearly every request: these two check their own arity, which
+        # spares them a call through checked() on CPython.
+        self.add(b"GET", self._get, 1, 1, READ)
+        self.add(b"SET", self._set, 2, -1, WRITE)
+        handlers: Dict[bytes, Entry] = {
+            b"DEL": (self._del, 1, -1, WRITE),
+            b"EXISTS": (self._exists, 1, -1, READ),
+            b"MGET": (self._mget, 1, -1, READ),
+            b"MSET": (self._mset, 2, -1, WRITE),
+            b"DBSIZE": (self._dbsize, 0, 0, READ),
+            b"KEYS": (self._keys, 1, 1, READ),
+            b"SCAN": (self._scan_command, 1, -1, READ),
+            b"PING": (self._ping, 0, 1, READ),
+            b"ECHO": (self._echo, 1, 1, READ),
+            b"QUIT": (self._quit, 0, 0, OPEN),
+            b"SELECT": (self._select, 1, 1, READ),
+            b"STATUS": (self._status_report, 0, 0, READ),
         }
         handlers.update(servercmds.table(self))
-        for name, (handler, least, most) in handlers.items():
-            self.commands[name] = checked(handler, least, most)
-            self._arity[name] = (least, most)
+        for name, (handler, least, most, access) in handlers.items():
+            self.add(name, checked(handler, least, most), least, most, access)
+
+    def add(self, name: bytes, command: Command, least: int, most: int, access: str) -> None:
+        """Put ``command`` in the tables under the upper-case ``name``: it
+        takes ``least`` to ``most`` (-1: any number of) arguments, which it
+        checks itself (see :func:`checked`), and needs ``access``."""
+        self._tables.add(name, command, least, most, access)
+
+    def session(self, kind: str) -> Session:
+        """A new client connection's session: who it is before any AUTH, and
+        the command table for that."""
+        session = Session(kind)
+        self._become(session, self.accounts.first_user())
+        return session
+
+    def _become(self, session: Session, user: Optional[User]) -> None:
+        session.user = user
+        session.commands = self._tables.for_user(user)
+
+    def login(self, session: Session, name: Optional[bytes], password: bytes) -> Reply:
+        """AUTH: ``session`` becomes the user ``name`` (None: ``default``) if
+        ``password`` is theirs; a failure leaves it as it was."""
+        user = self.accounts.login(name, password, session.address)
+        if isinstance(user, str):
+            return Error(user)
+        self._become(session, user)
+        return OK
 
     def store_size(self) -> int:
         return len(self._store)
@@ -168,7 +208,7 @@ class Dispatcher:
 
     def execute(self, request: Request, session: Optional[Session] = None) -> Outcome:
         self.stats.commands_processed += 1
-        return self.run((request.name, *request.args), session or _ANONYMOUS)
+        return self.run((request.name, *request.args), session or _INTERNAL)
 
     def run(self, request: Sequence[bytes], session: Session) -> Outcome:
         """Run ``request``, its command's name (any case) and then its
@@ -180,16 +220,18 @@ class Dispatcher:
         :meth:`command`, and call what it finds: the same thing, with one
         Python call fewer per request.
         """
+        table = session.commands or self.commands
         try:
-            command = self.commands[request[0]]
+            command = table[request[0]]
         except KeyError:  # clients mostly send upper case already
-            command = self.command(request[0])
+            command = self.command(request[0], table)
         return command(request, session)
 
-    def command(self, name: bytes) -> Command:
-        """The command called ``name``, in any case; for a name that is no
-        command, one that answers so."""
-        return self.commands.get(name.upper(), self._unknown)
+    def command(self, name: bytes, table: Optional[Dict[bytes, Command]] = None) -> Command:
+        """The command called ``name``, in any case, from ``table`` (a
+        session's; by default the full one); for a name that is no command,
+        one that answers so."""
+        return (table or self.commands).get(name.upper(), self._unknown)
 
     def _unknown(self, request: Sequence[bytes], session: Session) -> Outcome:
         return Error(  # the name as sent, as Redis words it
@@ -370,5 +412,6 @@ class Dispatcher:
         return Lines(tuple(self._status()))
 
 
-_ANONYMOUS = Session("internal")
+#: The session of requests the node runs itself: every right.
+_INTERNAL = Session("internal")
 

@@ -20,11 +20,24 @@ past that: connections never outnumber the open files. When it starts listening,
 factory raises the process's soft limit on open files towards what
 ``maxclients`` needs, as Redis does, and lowers the limit it enforces if the
 system allows fewer.
+
+Protected mode, as in Redis: a node that cannot tell who connects refuses
+connections from other machines. With ``protect_clients`` a client (text or
+RESP) from an address outside the loopback interface (127.0.0.0/8, ``::1``)
+gets an error that says how to let it in (Redis's ``-DENIED ...`` in RESP,
+``ERR DENIED ...`` in text) and is closed; with ``protect_peers`` a peer
+handshake from there gets a ``DISTKV-PEER-ERR protected-mode ...`` refusal.
+The node decides which holds (clients: no password and no interface chosen;
+peers: no peer authentication); the check is made once per connection, here,
+where the address and the kind of connection are both known.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import resource
+import time
 from typing import Any, Callable, Optional
 
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IProtocol
@@ -35,6 +48,7 @@ from zope.interface import implementer
 
 from distkv.cluster import wire
 from distkv.cluster.peerproto import no_delay
+from distkv.ratelog import RateLimit
 
 log = Logger()
 
@@ -47,6 +61,57 @@ RESERVED_FILES = 128
 
 TOO_MANY_RESP = b"-ERR max number of clients reached\r\n"
 TOO_MANY_TEXT = b"ERR max number of clients reached\r\n"
+
+#: Protected mode's refusal of a client, after Redis's own (``-DENIED ...``).
+DENIED = (
+    "DENIED DistKV is running in protected mode because protected mode is enabled and no "
+    "password is set for clients. In this mode connections are only accepted from the "
+    "loopback interface. If you want to connect from external computers to DistKV you "
+    "may adopt one of the following solutions: 1) Set a password for clients with "
+    "--requirepass-file (or users with --users-file) and restart the node. 2) Listen on "
+    "one chosen interface, e.g. --port tcp:9000:interface=192.0.2.10, and restart the "
+    "node; MAKE SURE only trusted computers reach it if you do so. 3) If you started the "
+    "node on a trusted network just for testing, restart it with the '--protected-mode "
+    "no' option; MAKE SURE the node is not publicly accessible from internet if you do "
+    "so. NOTE: You only need to do one of the above things in order for the node to "
+    "start accepting connections from the outside."
+)
+DENIED_RESP = b"-" + DENIED.encode("ascii") + b"\r\n"
+DENIED_TEXT = b"ERR " + DENIED.encode("ascii") + b"\r\n"
+#: Protected mode's refusal of a peer.
+DENIED_PEER = wire.refusal_line(
+    "protected-mode",
+    "this node accepts peers only from the loopback interface, as it cannot "
+    "authenticate them; give every node the cluster's --cluster-secret-file (or peer "
+    "TLS), or restart this node with --protected-mode no on a trusted network",
+)
+
+_INTERFACE = re.compile(r"(?:^|:)interface=((?:\\.|[^:\\])*)")
+_EVERY_INTERFACE = ("", "0.0.0.0", "::", "0:0:0:0:0:0:0:0")
+
+
+def one_interface(endpoint: str) -> bool:
+    """Whether the server endpoint string ``endpoint`` listens on one chosen
+    interface (``interface=...``, not a wildcard address)."""
+    match = _INTERFACE.search(endpoint)
+    if match is None:
+        return False
+    return match.group(1).replace("\\", "") not in _EVERY_INTERFACE
+
+
+def is_loopback(address: object) -> bool:
+    """Whether a connection from ``address`` comes from this machine: the
+    loopback interface, or a UNIX socket."""
+    host = getattr(address, "host", None)
+    if not isinstance(host, str):
+        return True  # a UNIX socket (no host): only this machine reaches it
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
 
 
 @implementer(IHalfCloseableProtocol)
@@ -97,7 +162,7 @@ class FrontDoor(Protocol):
             return
         buffer = self._buffer + data
         if buffer[:1] == b"*":
-            if self._admit(TOO_MANY_RESP):
+            if self._allowed(False, DENIED_RESP) and self._admit(TOO_MANY_RESP):
                 self._choose(self._resp).dataReceived(buffer)
             return
         magic = wire.MAGIC
@@ -106,9 +171,38 @@ class FrontDoor(Protocol):
             return
         self._buffer = b""
         if buffer.startswith(magic):
-            self._choose(self._peer).dataReceived(buffer)
-        elif self._admit(TOO_MANY_TEXT):
+            if self._allowed(True, DENIED_PEER):
+                self._choose(self._peer).dataReceived(buffer)
+        elif self._allowed(False, DENIED_TEXT) and self._admit(TOO_MANY_TEXT):
             self._choose(self._client).dataReceived(buffer)
+
+    def _allowed(self, peer: bool, refusal: bytes) -> bool:
+        """Protected mode: refuse (with ``refusal``) a client or peer from
+        another machine when the node says so."""
+        factory = self.factory
+        if not isinstance(factory, FrontDoorFactory):
+            return True
+        if not (factory.protect_peers if peer else factory.protect_clients):
+            return True
+        transport = self.transport
+        assert transport is not None
+        address = transport.getPeer()
+        if is_loopback(address):
+            return True
+        self._unpend()
+        factory.denied += 1
+        held = factory.denials_logged.allow()
+        if held >= 0:
+            log.warn(
+                "Protected mode: refused a {kind} connection from {address}{held}; see "
+                "--protected-mode",
+                kind="peer" if peer else "client", address=getattr(address, "host", "?"),
+                held=f" ({held} similar refusals not logged)" if held else "",
+            )
+        transport.write(refusal)
+        transport.loseConnection()
+        self.inner = _REFUSED
+        return False
 
     def _admit(self, refusal: bytes) -> bool:
         """Count a new client, or refuse it with ``refusal`` when the node is full."""
@@ -144,7 +238,7 @@ class FrontDoor(Protocol):
 
     def readConnectionLost(self) -> None:
         if self.inner is None:
-            if not self._admit(TOO_MANY_TEXT):
+            if not (self._allowed(False, DENIED_TEXT) and self._admit(TOO_MANY_TEXT)):
                 return
             inner = self._choose(self._client)
             if self._buffer:
@@ -179,6 +273,8 @@ class FrontDoorFactory(Factory):
         peer: Callable[[], IProtocol],
         resp: Optional[Callable[[], IProtocol]] = None,
         maxclients: int = MAXCLIENTS,
+        protect_clients: bool = False,
+        protect_peers: bool = False,
     ) -> None:
         self._client = client
         self._peer = peer
@@ -190,6 +286,12 @@ class FrontDoorFactory(Factory):
         self.clients = 0
         self.pending = 0
         self.refused = 0
+        #: Protected mode: refuse clients, and peers, from other machines.
+        self.protect_clients = protect_clients
+        self.protect_peers = protect_peers
+        #: Connections protected mode refused since the start.
+        self.denied = 0
+        self.denials_logged = RateLimit(time.monotonic)
 
     def startFactory(self) -> None:
         self.maxclients = raise_open_files(self.maxclients)

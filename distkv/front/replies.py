@@ -8,7 +8,9 @@ their code word first (``ERR ...``, ``LOADING ...``), as Redis's do.
 from __future__ import annotations
 
 import itertools
-from typing import Iterator, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple, Union
+
+from distkv.front.auth import OPEN_DEFAULT
 
 
 class Request(NamedTuple):
@@ -99,7 +101,7 @@ _ids: Iterator[int] = itertools.count(1)
 class Session:
     """One client connection as the command layer sees it."""
 
-    __slots__ = ("id", "name", "kind", "address", "protocol")
+    __slots__ = ("id", "name", "kind", "address", "protocol", "user", "commands")
 
     def __init__(self, kind: str, address: str = "") -> None:
         self.id = next(_ids)
@@ -108,6 +110,15 @@ class Session:
         self.address = address
         #: The RESP version this client asked for with HELLO (2 until then).
         self.protocol = 2
+        #: Who the client is (a :class:`distkv.front.auth.User`); None until
+        #: it authenticates on a node that requires a password. A session
+        #: made here is the node's own (or a test's): every right.
+        self.user: Any = OPEN_DEFAULT
+        #: The command table this client runs its requests from, by
+        #: upper-case name (:meth:`distkv.front.commands.Dispatcher.session`
+        #: fills it in: the table for its rights). Empty: the dispatcher's
+        #: own, every command allowed (sessions of the node itself, of tests).
+        self.commands: Dict[bytes, Any] = {}
 
 
 class Stats:

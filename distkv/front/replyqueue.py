@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from distkv.front import sendnow
-from distkv.front.replies import NIL, OK, Array, Error, Lines, Map, Reply, Session
+from distkv.front.replies import NIL, OK, Array, Error, Lines, Map, Reply
 from distkv.ratelog import RateLimit
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ class ClientConnection(sendnow.SendingProtocol):
     ) -> None:
         super().__init__()
         self._dispatcher = dispatcher
-        self.session = Session(kind)
+        self.session = dispatcher.session(kind)
         self._owed = ReplyQueue(self._send, encode, self._hang_up)
         self._limits = limits or OutputLimits()
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 def status_lines(node: Node) -> List[str]:
     store = node.store
+    accounts = node.dispatcher.accounts
     lines = [
         f"node {node.node_id}",
         f"incarnation {node.incarnation}",
@@ -27,6 +28,11 @@ def status_lines(node: Node) -> List[str]:
         f"stable_horizon {store.horizon}",
         f"tombstones_purged {store.purged}",
         "synced_from {}".format(",".join(sorted(node.synced_from)) or "-"),
+        "client_auth {}".format("required" if accounts.required else "none"),
+        f"auth_failures {accounts.failures}",
+        f"commands_denied {accounts.denied}",
+        "protected_mode {}".format("on" if node.protected_mode else "off"),
+        f"protected_mode_denied {node.door.denied if node.door is not None else 0}",
     ]
     lines.extend(link.status() for link in node.replication.links.values())
     return lines

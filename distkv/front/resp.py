@@ -758,8 +758,10 @@ class RespProtocol(ClientConnection):
         the rest) once the replies queued pass the soft limit."""
         dispatcher = self._dispatcher
         dispatcher.stats.commands_processed += len(requests)
-        commands = dispatcher.commands
         session = self.session
+        # The table for this client's rights (the full one on a node without
+        # passwords: nothing more to check per request).
+        commands = session.commands
         owed = self._owed
         waiting = owed.slots  # replies still owed, in order (see ReplyQueue)
         write = self.write
@@ -771,7 +773,7 @@ class RespProtocol(ClientConnection):
             try:
                 command = commands[request[0]]
             except KeyError:
-                command = dispatcher.command(request[0])
+                command = dispatcher.command(request[0], commands)
             outcome = command(request, session)
             if outcome is OK:  # most writes on a node without a data dir
                 if waiting:

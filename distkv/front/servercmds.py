@@ -6,7 +6,9 @@ the answers follow Redis's reply shapes and error wording so the tools run
 unmodified. ``INFO`` reports DistKV's own state in Redis's sections, with one
 line per peer under ``replication``. DistKV has one database (``SELECT 0``),
 speaks RESP2, and RESP3 after ``HELLO 3`` (for the replies it has: nil as
-``_``, maps for HELLO and CONFIG GET), and has no passwords yet.
+``_``, maps for HELLO and CONFIG GET). ``AUTH`` and ``HELLO ... AUTH`` log a
+connection in as a user (see :mod:`distkv.front.auth`), with Redis 7.0's
+replies and in Redis's order of checks.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 from distkv.front.replies import (
     NIL,
     OK,
+    SYNTAX,
     Array,
     Error,
     Integer,
@@ -24,10 +27,11 @@ from distkv.front.replies import (
     Map,
     Reply,
     Session,
+    Status,
 )
 
 if TYPE_CHECKING:
-    from distkv.front.commands import Dispatcher, Handler
+    from distkv.front.commands import Dispatcher, Entry
 
 #: The Redis release whose commands and replies DistKV follows; clients read it
 #: from INFO and HELLO to decide what they may send.
@@ -43,6 +47,15 @@ _KEY_SPECS = {
 }
 _CLIENT_NAME = re.compile(rb"^[!-~]*$")
 
+#: What COMMAND reports as a command's flags, by the access it needs.
+_FLAGS = {"open": (Status(b"no-auth"),), "read": (), "write": (Status(b"write"),)}
+
+_HELLO_NOAUTH = Error(
+    "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+    "HELLO AUTH <user> <pass> option can be used to authenticate the client and select "
+    "the RESP protocol version at the same time"
+)
+
 
 def _unknown_subcommand(sub: bytes, command: str) -> Error:
     return Error(
@@ -52,15 +65,16 @@ def _unknown_subcommand(sub: bytes, command: str) -> Error:
     )
 
 
-def table(dispatcher: Dispatcher) -> Dict[bytes, Tuple[Handler, int, int]]:
+def table(dispatcher: Dispatcher) -> Dict[bytes, Entry]:
     """The server commands, bound to ``dispatcher``, for its command table."""
     commands = ServerCommands(dispatcher)
     return {
-        b"INFO": (commands.info, 0, -1),
-        b"COMMAND": (commands.command, 0, -1),
-        b"CONFIG": (commands.config, 1, -1),
-        b"CLIENT": (commands.client, 1, -1),
-        b"HELLO": (commands.hello, 0, -1),
+        b"INFO": (commands.info, 0, -1, "read"),
+        b"COMMAND": (commands.command, 0, -1, "read"),
+        b"CONFIG": (commands.config, 1, -1, "read"),
+        b"CLIENT": (commands.client, 1, -1, "read"),
+        b"HELLO": (commands.hello, 0, -1, "open"),
+        b"AUTH": (commands.auth, 1, -1, "open"),
     }
 
 
@@ -91,9 +105,12 @@ class ServerCommands:
         sections.setdefault("server", []).insert(0, ("redis_version", REDIS_VERSION))
         sections["server"].insert(1, ("distkv_version", DISTKV_VERSION))
         sections["clients"] = [("connected_clients", stats.connected_clients)]
+        accounts = dispatcher.accounts
         sections.setdefault("stats", [])[0:0] = [
             ("total_connections_received", stats.connections_received),
             ("total_commands_processed", stats.commands_processed),
+            ("acl_access_denied_auth", accounts.failures),
+            ("acl_access_denied_cmd", accounts.denied),
         ]
         keys = dispatcher.store_size()
         sections["keyspace"] = [("db0", f"keys={keys},expires=0,avg_ttl=0")] if keys else []
@@ -121,7 +138,7 @@ class ServerCommands:
         return Array((
             name.lower(),
             Integer(self.dispatcher.arity(name)),
-            Array(()),
+            Array(_FLAGS[self.dispatcher.access.get(name, "read")]),
             Integer(first),
             Integer(last),
             Integer(step),
@@ -167,7 +184,18 @@ class ServerCommands:
                 session.id, session.address.encode(), session.name)
         return _unknown_subcommand(args[0], "CLIENT")
 
+    def auth(self, args: Sequence[bytes], session: Session) -> Reply:
+        """AUTH <password> (the default user's) or AUTH <user> <password>."""
+        if len(args) > 2:
+            return SYNTAX
+        if len(args) == 1:
+            return self.dispatcher.login(session, None, args[0])
+        return self.dispatcher.login(session, args[0], args[1])
+
     def hello(self, args: Sequence[bytes], session: Session) -> Reply:
+        """HELLO [protover [AUTH user password] [SETNAME name]], checked in
+        Redis 7.0's order: the version, the options, the password, then
+        whether the connection is authenticated at all."""
         if args:
             try:
                 version = int(args[0])
@@ -175,22 +203,29 @@ class ServerCommands:
                 return Error("ERR Protocol version is not an integer or out of range")
             if version not in (2, 3):
                 return Error("NOPROTO unsupported protocol version")
+        login = None
+        name = None
         rest = list(args[1:])
         while rest:
-            option = rest.pop(0).upper()
-            if option == b"SETNAME" and rest:
+            option = rest.pop(0)
+            if option.upper() == b"AUTH" and len(rest) >= 2:
+                login = rest.pop(0), rest.pop(0)
+            elif option.upper() == b"SETNAME" and rest:
                 name = rest.pop(0)
                 if not _CLIENT_NAME.match(name):
                     return Error("ERR Client names cannot contain spaces, newlines or "
                                  "special characters.")
-                session.name = name
-            elif option == b"AUTH" and len(rest) >= 2:
-                return Error("ERR AUTH <password> called without any password configured "
-                             "for the default user. Are you sure your configuration is "
-                             "correct?")
             else:
                 return Error("ERR Syntax error in HELLO option '{}'".format(
-                    option[:64].decode("utf-8", "replace").lower()))
+                    option[:64].decode("utf-8", "replace")))
+        if login is not None:
+            refused = self.dispatcher.login(session, *login)
+            if refused is not OK:
+                return refused
+        if session.user is None:
+            return _HELLO_NOAUTH
+        if name is not None:
+            session.name = name
         if args and session.kind == "resp":
             session.protocol = version
         pairs: List[Tuple[str, Reply]] = [
