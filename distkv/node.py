@@ -42,6 +42,7 @@ from twisted.logger import Logger
 
 from distkv.cluster import wire
 from distkv.cluster.antientropy import answer_frames
+from distkv.cluster.handshake import PeerAuth
 from distkv.cluster.peerproto import Acceptor, PeerConnection, Refusal
 from distkv.cluster.peers import PeerLink
 from distkv.cluster.replication import LOCAL_HOSTS, Replication
@@ -104,6 +105,9 @@ class Node:
     """A DistKV node, wired around ``reactor``.
 
     ``now_ms`` overrides the wall clock (tests use it to skew one node).
+    With ``cluster_secret`` only peers that prove the same secret are
+    admitted, and peer links carry authenticated records (see
+    :mod:`distkv.cluster.handshake`).
     """
 
     def __init__(
@@ -125,6 +129,7 @@ class Node:
         now_ms: Optional[Callable[[], int]] = None,
         client_output_limits: Optional[OutputLimits] = None,
         maxclients: int = 10000,
+        cluster_secret: Optional[bytes] = None,
     ) -> None:
         self.reactor = reactor
         self.maxclients = maxclients
@@ -145,6 +150,7 @@ class Node:
         )
         self.hello = wire.Hello(self.node_id, self.incarnation)
         self.greeting = wire.Greeting(self.hello, listen_port)
+        self.peer_auth = PeerAuth(cluster_secret, self.node_id, reactor.seconds)
         if now_ms is None:
             seconds = reactor.seconds  # one call per stamp, on every write
 

@@ -27,6 +27,9 @@ def status_lines(node: Node) -> List[str]:
         f"stable_horizon {store.horizon}",
         f"tombstones_purged {store.purged}",
         "synced_from {}".format(",".join(sorted(node.synced_from)) or "-"),
+        "cluster_secret {}".format("required" if node.peer_auth.secret else "none"),
+        f"peer_auth_failures {node.peer_auth.failures}",
+        f"peer_bad_records {node.peer_auth.bad_records}",
     ]
     lines.extend(link.status() for link in node.replication.links.values())
     return lines
@@ -40,6 +43,7 @@ def info_sections(node: Node) -> Dict[str, List[Tuple[str, object]]]:
         ("role", "master"),
         ("node_id", node.node_id),
         ("connected_peers", sum(1 for link in links if link.up)),
+        ("cluster_secret", "required" if node.peer_auth.secret else "none"),
     ]
     for index, link in enumerate(links):
         outbox = link.outbox
@@ -69,6 +73,8 @@ def info_sections(node: Node) -> Dict[str, List[Tuple[str, object]]]:
             ("tombstones_purged", store.purged),
             ("refused_future_versions", node.clock.refused),
             ("writes_refused_clock_ahead", int(node.dispatcher.write_refusal is not None)),
+            ("peer_auth_failures", node.peer_auth.failures),
+            ("peer_bad_records", node.peer_auth.bad_records),
         ],
         "replication": replication,
     }
