@@ -219,9 +219,9 @@ class Dialling:
         """The acceptor's challenge (WireError if malformed); our proof line."""
         node, nonce = wire.parse_challenge(line)
         if self._secret is None:
-            raise AuthError("it requires a cluster secret and this node has none")
+            raise AuthError("requires a cluster secret and this node has none")
         if self._challenge is not None:
-            raise AuthError("it sent a second challenge")
+            raise AuthError("sent a second challenge")
         self.acceptor = node
         self._challenge = wire.challenge_line(node, nonce)
         return wire.proof_line(self._secret.proof(True, self._line + self._challenge))
@@ -233,15 +233,15 @@ class Dialling:
         proof = accept.proof
         if secret is None:
             if proof is not None:
-                raise AuthError("it sent a cluster secret proof and this node has none")
+                raise AuthError("sent a cluster secret proof and this node has none")
             return None
         if self._challenge is None:
-            raise AuthError("it has no cluster secret and this node requires one")
+            raise AuthError("has no cluster secret and this node requires one")
         if proof is None or accept.hello.node != self.acceptor:
-            raise AuthError("its answer carries no proof of the cluster secret")
+            raise AuthError("answered without a proof of the cluster secret")
         transcript = self._line + self._challenge + wire.accept_line(accept._replace(proof=None))
         if not secret.proves(False, transcript, proof):
-            raise AuthError("it failed to prove the cluster secret (another secret?)")
+            raise AuthError("failed to prove the cluster secret (another secret?)")
         return secret.session(True, self._line + self._challenge, self._limit)
 
 
@@ -263,13 +263,13 @@ class Accepting:
         if self._secret is None:
             if nonce is not None:
                 raise AuthError(
-                    "it requires a cluster secret and this node has none",
+                    "requires a cluster secret and this node has none",
                     ("cluster-secret", "this node has no cluster secret"),
                 )
             return None
         if nonce is None:
             raise AuthError(
-                "it has no cluster secret and this node requires one",
+                "has no cluster secret and this node requires one",
                 ("cluster-secret", "this node requires a cluster secret"),
             )
         challenge = wire.challenge_line(self._node, self._nonce)
@@ -282,7 +282,7 @@ class Accepting:
         assert self._secret is not None and self._transcript is not None
         if not self._secret.proves(True, self._transcript, proof):
             raise AuthError(
-                "it failed to prove the cluster secret (another secret?)",
+                "failed to prove the cluster secret (another secret?)",
                 ("cluster-secret", "cluster secret proof failed"),
             )
         self.proven = True
