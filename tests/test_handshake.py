@@ -244,3 +244,15 @@ class RecordTests(SynchronousTestCase):
         ours, theirs = sessions()
         with self.assertRaises(RecordError):
             ours.opener.feed(ours.sealer.seal(b"reflected"))
+
+    def test_a_record_tag_is_hmac_sha256_over_counter_length_and_payload(self) -> None:
+        """The tag is the standard HMAC-SHA256 (RFC 2104), truncated to 16 bytes."""
+        import hashlib
+        import hmac
+        import struct
+
+        self.sealer.seal(b"first")
+        record = self.sealer.seal(b"second")
+        expected = hmac.new(b"k" * 32, struct.pack(">QI", 1, 6) + b"second",
+                            hashlib.sha256).digest()[:TAG_BYTES]
+        self.assertEqual(record, b"\x00\x00\x00\x06second" + expected)
