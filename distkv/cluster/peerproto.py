@@ -5,6 +5,10 @@ the connection to the :class:`~distkv.cluster.peers.PeerLink` that dialled. An
 :class:`Acceptor` runs on the accepting side, reached through the front door:
 it checks who is calling and asks the node which link may push over the
 connection, so a node that does not list a caller still sends it its writes.
+With a cluster secret (see :mod:`distkv.cluster.handshake`) each side proves
+it before the other acts on anything it sent, and from then on every write
+goes out sealed as a record and every byte read is checked as one before
+it reaches the frame decoder; a bad record drops the connection.
 After the handshake both ends are the same :class:`PeerConnection`: each
 merges the writes it receives into the store and acknowledges them, answers
 digest offers and heartbeats, and, when a link pushes over it, hands the
@@ -256,6 +260,8 @@ class PeerConnection(sendnow.SendingProtocol):
                 line, found, rest = self._line.partition(b"\n")
                 if not found:
                     if len(self._line) > MAX_LINE:
+                        self._hung_up = True
+                        self._line = b""
                         self.handshake_failed("handshake line too long")
                     return
                 self._line = rest
