@@ -177,3 +177,23 @@ class ClusterSecretTests(SynchronousTestCase):
                       "this node has none", logs.text())
         self.assertIn("has no cluster secret and this node requires one", logs.text())
         self.assertIn("cluster_secret none", cluster.nodes["n3"].status_lines())
+
+    def test_bytes_injected_into_a_cluster_link_drop_it_and_it_comes_back(self) -> None:
+        """A forged record slipped into a live link between two nodes is detected:
+        the connection is dropped and counted, nothing forged is applied, and the
+        link reconnects and carries writes again."""
+        cluster = settled_cluster(self, 2, cluster_secret=SECRET)
+        n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+        live = [c for c in cluster.net.connections if not c.closed]
+        self.assertTrue(live)
+        forged = Sealer(b"no idea of the key" * 2, 1 << 20).seal(
+            wire.encode_write(1, b"forged", (b"x", 2**41, 0, "n1")))
+        for connection in live:  # as if each dialling side had sent it
+            connection.pump.clientIO.write(forged)
+        cluster.run()
+        self.assertTrue(all(c.closed for c in live))
+        self.assertEqual(n1.peer_auth.bad_records + n2.peer_auth.bad_records, len(live))
+        n1.store.set(b"after", b"yes")
+        cluster.settle()
+        self.assertTrue(cluster.converged())
+        self.assertEqual(values(cluster, "n2"), {b"after": b"yes"})
