@@ -10,12 +10,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster import wire
 from distkv.cluster.handshake import (
+    LOG_LIMITS,
     MIN_SECRET_BYTES,
     TAG_BYTES,
     Accepting,
     AuthError,
     Dialling,
     Opener,
+    PeerAuth,
     RecordError,
     Sealer,
     Secret,
@@ -256,3 +258,19 @@ class RecordTests(SynchronousTestCase):
         expected = hmac.new(b"k" * 32, struct.pack(">QI", 1, 6) + b"second",
                             hashlib.sha256).digest()[:TAG_BYTES]
         self.assertEqual(record, b"\x00\x00\x00\x06second" + expected)
+
+
+class PeerAuthTests(SynchronousTestCase):
+    def test_log_lines_are_limited_per_reason_and_peer_and_a_crowd_shares_one(self) -> None:
+        """Each peer's reason gets its own line a second; made-up peers past the
+        first LOG_LIMITS share one limit, so a flood cannot flood the log."""
+        auth = PeerAuth(None, "me", lambda: 0.0)
+        self.assertEqual(auth.log_limit("why", "a").allow(), 0)
+        self.assertEqual(auth.log_limit("why", "a").allow(), -1)
+        self.assertEqual(auth.log_limit("why", "b").allow(), 0)
+        self.assertEqual(auth.log_limit("other", "a").allow(), 0)
+        for i in range(LOG_LIMITS * 2):
+            auth.log_limit("why", f"made-up {i}").allow()
+        crowd = auth.log_limit("why", "yet another")
+        self.assertIs(crowd, auth.log_limit("why", "and another"))
+        self.assertEqual(crowd.allow(), -1)

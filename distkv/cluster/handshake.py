@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import os
 import struct
-from typing import Any, Callable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from distkv.cluster import wire
 from distkv.ratelog import RateLimit
@@ -34,6 +34,8 @@ NONCE_BYTES = 32
 MIN_SECRET_BYTES = 16
 #: Bytes of the HMAC kept in each record: 128 bits.
 TAG_BYTES = 16
+#: Peers whose failures get log lines rate-limited apart from the others'.
+LOG_LIMITS = 64
 
 _DIALER = b"distkv peer proof: dialler"
 _ACCEPTOR = b"distkv peer proof: acceptor"
@@ -198,8 +200,10 @@ class Session(NamedTuple):
 
 class PeerAuth:
     """A node's cluster secret (None: it has none), where its nonces come
-    from, and its count of failed handshakes and records, with the rate
-    limit on their log lines."""
+    from, and its count of failed handshakes and records, with a rate limit
+    on their log lines for each reason and peer, so that every peer's
+    reason shows up, for the first :data:`LOG_LIMITS` of them (a crowd of
+    made-up peers shares one more)."""
 
     def __init__(self, secret: Optional[bytes], node: str, clock: Callable[[], float],
                  random: Callable[[int], bytes] = os.urandom) -> None:
@@ -210,10 +214,21 @@ class PeerAuth:
         self.failures = 0
         #: Records that failed on an admitted connection.
         self.bad_records = 0
-        self.log_limit = RateLimit(clock, 1.0)
+        self._clock = clock
+        self._limits: Dict[Tuple[str, str], RateLimit] = {}
+        self._crowd = RateLimit(clock, 1.0)
 
     def nonce(self) -> bytes:
         return self._random(NONCE_BYTES)
+
+    def log_limit(self, reason: str, peer: str) -> RateLimit:
+        """The rate limit on log lines that give ``reason`` for ``peer``."""
+        limit = self._limits.get((reason, peer))
+        if limit is None:
+            if len(self._limits) >= LOG_LIMITS:
+                return self._crowd
+            limit = self._limits[reason, peer] = RateLimit(self._clock, 1.0)
+        return limit
 
 
 class Dialling:

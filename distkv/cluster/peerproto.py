@@ -316,7 +316,7 @@ class PeerConnection(sendnow.SendingProtocol):
         """Log (rate-limited) and count a handshake the cluster secret failed."""
         auth = self._auth
         auth.failures += 1
-        held = auth.log_limit.allow()
+        held = auth.log_limit(why, peer).allow()
         if held >= 0:
             log.warn(
                 "Cluster secret: peer {peer} {why} ({failures} failed peer handshakes "
@@ -327,7 +327,7 @@ class PeerConnection(sendnow.SendingProtocol):
     def _bad_record(self, why: str) -> None:
         auth = self._auth
         auth.bad_records += 1
-        held = auth.log_limit.allow()
+        held = auth.log_limit("bad record", self.name).allow()
         if held >= 0:
             log.warn(
                 "Dropping the connection with peer {peer}: {why} ({count} bad records "
@@ -507,7 +507,7 @@ class Acceptor(PeerConnection):
             try:
                 accepting.proved(line)
             except (AuthError, wire.WireError) as e:
-                why = e.why if isinstance(e, AuthError) else f"sent no proof ({e})"
+                why = e.why if isinstance(e, AuthError) else "sent no proof of the cluster secret"
                 self._auth_failed(self._caller_name(caller), why)
                 self._refuse(("cluster-secret", "cluster secret proof failed"), quiet=True)
                 return False
