@@ -555,7 +555,10 @@ class Acceptor(PeerConnection):
         self._refuse(("protocol", why))
 
     def _refuse(self, refusal: Refusal, quiet: bool = False) -> None:
-        if not quiet:
-            log.warn("Refusing peer connection: {code} {why}", code=refusal[0], why=refusal[1])
+        host = getattr(self.transport.getPeer(), "host", "?")
+        held = -1 if quiet else self._auth.log_limit(refusal[0], host).allow()
+        if held >= 0:
+            log.warn("Refusing peer connection from {host}: {code} {why} ({held} more lines "
+                     "held back)", host=host, code=refusal[0], why=refusal[1], held=held)
         self.write(wire.refusal_line(*refusal))
         self.transport.loseConnection()
