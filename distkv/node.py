@@ -42,6 +42,7 @@ from twisted.logger import Logger
 
 from distkv.cluster import wire
 from distkv.cluster.antientropy import answer_frames
+from distkv.cluster.handshake import PeerAuth
 from distkv.cluster.peerproto import Acceptor, PeerConnection, Refusal
 from distkv.cluster.peers import PeerLink
 from distkv.cluster.replication import LOCAL_HOSTS, Replication
@@ -110,6 +111,9 @@ class Node:
     clients from other machines while it requires no password and listens on
     every interface, and peers from other machines unless
     ``peers_authenticated`` (see :mod:`distkv.front.frontdoor`).
+    With ``cluster_secret`` only peers that prove the same secret are
+    admitted, and peer links carry authenticated records (see
+    :mod:`distkv.cluster.handshake`).
     """
 
     def __init__(
@@ -134,13 +138,14 @@ class Node:
         users: Optional[Mapping[bytes, User]] = None,
         protected_mode: bool = False,
         peers_authenticated: bool = False,
+        cluster_secret: Optional[bytes] = None,
     ) -> None:
         self.reactor = reactor
         self.maxclients = maxclients
         self.protected_mode = protected_mode
         #: Whether peers prove who they are (a cluster secret, peer TLS):
         #: protected mode then lets peers from other machines in.
-        self.peers_authenticated = peers_authenticated
+        self.peers_authenticated = peers_authenticated or cluster_secret is not None
         #: The front door factory last built (see :meth:`factory`).
         self.door: Optional[FrontDoorFactory] = None
         disk = None
@@ -160,6 +165,7 @@ class Node:
         )
         self.hello = wire.Hello(self.node_id, self.incarnation)
         self.greeting = wire.Greeting(self.hello, listen_port)
+        self.peer_auth = PeerAuth(cluster_secret, self.node_id, reactor.seconds)
         if now_ms is None:
             seconds = reactor.seconds  # one call per stamp, on every write
 

@@ -7,19 +7,25 @@ builds the node and returns its service. Nothing else lives here.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import sys
 from typing import Dict, List, Optional, Tuple
 
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from distkv.cluster import wire
+from distkv.cluster.handshake import MIN_SECRET_BYTES
 from distkv.disk.datafile import SYNCHRONOUS, DiskError
 from distkv.front.auth import OPEN_DEFAULT, User, UsersFileError, digest_of, first_line, parse_users
 from distkv.front.replyqueue import OutputLimits
 from distkv.node import Node
 from distkv.shutdown import ExitZeroOnTerm
+
+log = Logger()
 
 _PORT_ONLY = re.compile(r"^\d+$")
 _ENDPOINT_PORT = re.compile(r"^(?:tcp6?|ssl):(?:port=)?(\d+)(?::|$)")
@@ -95,6 +101,30 @@ def client_users(
             )
         users[OPEN_DEFAULT.name] = User(OPEN_DEFAULT.name, digest_of(password), True)
     return users
+def read_secret(path: str) -> bytes:
+    """The cluster secret in ``path`` (its trailing newline dropped), or
+    UsageError; a file others may read is allowed, with a warning."""
+    try:
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            secret = f.read(1 << 16)
+    except OSError as e:
+        raise usage.UsageError(
+            f"--cluster-secret-file {path}: cannot read it ({e.strerror})"
+        ) from None
+    secret = secret.rstrip(b"\r\n")
+    if len(secret) < MIN_SECRET_BYTES:
+        raise usage.UsageError(
+            f"--cluster-secret-file {path}: the secret is {'empty' if not secret else 'too short'}"
+            f" (at least {MIN_SECRET_BYTES} bytes; e.g. openssl rand -hex 32 > {path})"
+        )
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warn(
+            "The cluster secret file {path} can be read by other users "
+            "(mode {mode}); chmod 600 it",
+            path=path, mode=oct(stat.S_IMODE(mode)),
+        )
+    return secret
 
 
 def _positive(name: str, value: str, kind: type = int) -> float:
@@ -158,6 +188,10 @@ class Options(usage.Options):
         ["protected-mode", None, "yes", "yes: while no client password is set and --port "
          "names no interface, refuse clients from other machines; and refuse peers from "
          "other machines unless peers are authenticated. no: accept them."],
+        ["cluster-secret-file", None, None, "A file holding the cluster secret (at "
+         f"least {MIN_SECRET_BYTES} bytes; a trailing newline is dropped): only peers "
+         "that prove the same secret are admitted, and peer links are authenticated. "
+         "Every node of a cluster needs the same secret, or none."],
     ]
 
     def __init__(self) -> None:
@@ -229,6 +263,8 @@ class Options(usage.Options):
                 f"--protected-mode {self['protected-mode']!r}: use yes or no"
             )
         self["users"] = client_users(self["requirepass-file"], self["users-file"])
+        path = self["cluster-secret-file"]
+        self["cluster-secret"] = None if path is None else read_secret(path)
 
 
 def makeService(config: Options) -> IService:
@@ -253,6 +289,7 @@ def makeService(config: Options) -> IService:
             client_output_limits=config["client-output-limits"],
             users=config["users"],
             protected_mode=config["protected-mode"] == "yes",
+            cluster_secret=config["cluster-secret"],
         )
     except DiskError as e:
         # Bad state on disk: say so and stop, rather than serve nothing.

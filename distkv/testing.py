@@ -257,14 +257,18 @@ class SimulatedCluster:
     from what it had committed; ``data_dirs`` names a node's data dir
     instead (None: memory only). Every node lists every other in its peers,
     but for the pairs ``(a, b)`` in ``unlisted``: ``a`` leaves ``b`` out.
+    ``secrets`` gives a node its own ``cluster_secret`` (None: none), in
+    place of the one in ``node_options``.
     """
 
     def __init__(self, size: int = 3, skew_ms: Optional[Dict[str, int]] = None,
                  data_root: Optional[str] = None,
                  data_dirs: Optional[Dict[str, Optional[str]]] = None,
                  unlisted: Iterable[Tuple[str, str]] = (),
+                 secrets: Optional[Dict[str, Optional[bytes]]] = None,
                  **node_options: Any) -> None:
         self.data_root = data_root
+        self._secrets = dict(secrets or {})
         #: ``(a, b)``: ``a``'s peer list leaves ``b`` out (b may still list a).
         self.unlisted = set(unlisted)
         self.net = SimulatedNetwork()
@@ -290,6 +294,8 @@ class SimulatedCluster:
                 options["data_dir"] = os.path.join(self.data_root, node_id)
         elif data_dir is not None:
             options["data_dir"] = data_dir
+        if node_id in self._secrets:
+            options["cluster_secret"] = self._secrets[node_id]
         if new_id is not None:
             net.alias(new_id, node_id)
         node = Node(

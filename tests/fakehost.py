@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Iterator, List, Optional, Tuple, Union
 
 from distkv.cluster import wire
+from distkv.cluster.handshake import PeerAuth
 from distkv.disk.journal import Batch
 from distkv.store.hlc import Version
 from distkv.store.store import Entry
@@ -16,8 +17,9 @@ ME = wire.Hello("me", "1")
 class FakeHost:
     """Implements :class:`distkv.cluster.peerproto.PeerHost`; ``durable`` may be replaced."""
 
-    def __init__(self, me: wire.Hello = ME) -> None:
+    def __init__(self, me: wire.Hello = ME, secret: Optional[bytes] = None) -> None:
         self.me = me
+        self.peer_auth = PeerAuth(secret, me.node, lambda: 0.0)
         self.applied_writes: List[Tuple[bytes, Entry]] = []
         self.acknowledged: List[Tuple[str, int]] = []
         self.syncs: List[Tuple[str, Optional[Version], bool]] = []

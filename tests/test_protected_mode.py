@@ -142,6 +142,19 @@ class ProtectedPeerTests(SynchronousTestCase):
         factory = node().factory(bound_interface=True)
         self.assertEqual(self.handshake(factory, REMOTE)[1], DENIED_PEER)
 
+    def test_a_cluster_secret_lets_remote_peers_reach_its_challenge(self) -> None:
+        """A node with a cluster secret authenticates peers, so protected mode lets a
+        remote caller reach the secret's handshake, which challenges it (and admits
+        nothing until it proves the secret)."""
+        n = node(cluster_secret=b"s" * 32)
+        self.assertTrue(n.peers_authenticated)
+        greeting = wire.greeting_line(
+            wire.Greeting(wire.Hello("caller", "0123456789abcdef"), 9001, b"\x01" * 32))
+        door, transport = open_from(n.factory(), REMOTE)
+        door.dataReceived(greeting)
+        self.assertTrue(wire.is_challenge(transport.value()), transport.value())
+        self.assertEqual(n.replication.links, {})
+
     def test_loopback_authenticated_or_unprotected_peers_get_the_handshake(self) -> None:
         """From loopback, with peers_authenticated, or with protected mode off, the
         handshake reaches the peer layer, which accepts it."""

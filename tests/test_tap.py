@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any, Dict, List
+
 from twisted.application.service import IServiceCollection
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -99,3 +103,43 @@ class OptionsTests(SynchronousTestCase):
         self.assertTrue(IServiceCollection.providedBy(service))
         replication = service.getServiceNamed("replication")  # type: ignore[attr-defined]
         self.assertEqual(sorted(replication.links), [("127.0.0.1", 9001), ("localhost", 9002)])
+
+
+class ClusterSecretOptionTests(SynchronousTestCase):
+    def secret_file(self, content: bytes, mode: int = 0o600) -> str:
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(content)
+        os.chmod(path, mode)
+        return path
+
+    def test_the_secret_is_read_from_its_file_without_the_trailing_newline(self) -> None:
+        """--cluster-secret-file gives the node the file's content, newline stripped."""
+        path = self.secret_file(b"0123456789abcdef0123\n")
+        self.assertEqual(parse("--cluster-secret-file", path)["cluster-secret"],
+                         b"0123456789abcdef0123")
+        self.assertIsNone(parse()["cluster-secret"])
+
+    def test_a_missing_empty_or_short_secret_is_a_usage_error(self) -> None:
+        """Each names the file and what is wrong; a short one says the minimum."""
+        cases = [
+            (self.mktemp(), "cannot read it"),
+            (self.secret_file(b"\n"), "the secret is empty"),
+            (self.secret_file(b"short secret\n"), "too short (at least 16 bytes"),
+        ]
+        for path, why in cases:
+            with self.assertRaises(usage.UsageError) as caught:
+                parse("--cluster-secret-file", path)
+            self.assertIn(path, str(caught.exception))
+            self.assertIn(why, str(caught.exception))
+
+    def test_a_file_others_can_read_is_used_with_a_warning_that_hides_the_secret(self) -> None:
+        events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        path = self.secret_file(b"a secret others could read\n", 0o644)
+        self.assertEqual(parse("--cluster-secret-file", path)["cluster-secret"],
+                         b"a secret others could read")
+        text = "\n".join(str(formatEvent(event)) for event in events)
+        self.assertIn("can be read by other users", text)
+        self.assertNotIn("others could read", text)

@@ -70,25 +70,41 @@ class WireTests(SynchronousTestCase):
                 wire.FrameDecoder(1 << 10).feed(len(body).to_bytes(4, "big") + body)
 
     def test_handshake_round_trip_and_refusal(self) -> None:
-        """Greetings and answers parse back, with or without a port, serving or
-        loading; malformed ones and refusals are told apart."""
+        """Greetings and answers parse back, with or without a port, a nonce or a
+        proof, serving or loading; malformed ones and refusals are told apart."""
         hello = wire.Hello("node-1", "abc123")
-        for greeting in (wire.Greeting(hello, 9001), wire.Greeting(hello, None)):
+        nonce = bytes(range(32))
+        for greeting in (wire.Greeting(hello, 9001), wire.Greeting(hello, None),
+                         wire.Greeting(hello, 9001, nonce)):
             self.assertEqual(wire.parse_greeting(wire.greeting_line(greeting)), greeting)
-        for accept in (wire.Accept(hello, 0, True), wire.Accept(hello, 2**63 - 1, False)):
+        for accept in (wire.Accept(hello, 0, True), wire.Accept(hello, 2**63 - 1, False),
+                       wire.Accept(hello, 5, True, nonce)):
             self.assertEqual(wire.parse_reply(wire.accept_line(accept)), accept)
+        self.assertEqual(wire.parse_challenge(wire.challenge_line("node-1", nonce)),
+                         ("node-1", nonce))
+        self.assertEqual(wire.parse_proof(wire.proof_line(nonce)), nonce)
         self.assertEqual(
             wire.parse_reply(wire.refusal_line("self", "it is me")), ("self", "it is me")
         )
-        for bad in (b"DISTKV-PEER 2 a b\r\n", b"DISTKV-PEER 2 bad/id ab 9000\r\n", b"HELLO\r\n",
-                    b"DISTKV-PEER 2 a b 90000\r\n", b"DISTKV-PEER 2 a b -1\r\n",
-                    b"DISTKV-PEER 2 a b 9000 extra\r\n"):
+        for bad in (b"DISTKV-PEER 3 a b -\r\n", b"DISTKV-PEER 3 bad/id ab 9000 -\r\n",
+                    b"HELLO\r\n", b"DISTKV-PEER 3 a b 90000 -\r\n", b"DISTKV-PEER 3 a b -1 -\r\n",
+                    b"DISTKV-PEER 3 a b 9000 - extra\r\n", b"DISTKV-PEER 3 a b 9000 abcd\r\n",
+                    b"DISTKV-PEER 3 a b 9000 " + b"G" * 64 + b"\r\n"):
             with self.assertRaises(wire.WireError):
                 wire.parse_greeting(bad)
-        for bad in (b"DISTKV-PEER-OK 2 a b 1\r\n", b"DISTKV-PEER-OK 2 a b x serving\r\n",
-                    b"DISTKV-PEER-OK 2 a b 1 maybe\r\n", b"DISTKV-PEER-OK 2 a b %d serving\r\n" % 2**63):
+        for bad in (b"DISTKV-PEER-OK 3 a b 1 -\r\n", b"DISTKV-PEER-OK 3 a b x serving -\r\n",
+                    b"DISTKV-PEER-OK 3 a b 1 maybe -\r\n",
+                    b"DISTKV-PEER-OK 3 a b %d serving -\r\n" % 2**63,
+                    b"DISTKV-PEER-OK 3 a b 1 serving 00\r\n"):
             with self.assertRaises(wire.WireError):
                 wire.parse_reply(bad)
+        for bad in (b"DISTKV-PEER-CHALLENGE 3 a -\r\n", b"DISTKV-PEER-CHALLENGE 2 a " + b"0" * 64,
+                    b"DISTKV-PEER-CHALLENGE 3 bad/id " + b"0" * 64):
+            with self.assertRaises(wire.WireError):
+                wire.parse_challenge(bad)
+        for bad in (b"DISTKV-PEER-PROOF -\r\n", b"DISTKV-PEER-PROOF " + b"0" * 63, b"PROOF x"):
+            with self.assertRaises(wire.WireError):
+                wire.parse_proof(bad)
 
     def test_a_version_1_peer_is_told_to_run_the_same_release(self) -> None:
         """A node of the previous protocol is refused with a reason that says what to do."""

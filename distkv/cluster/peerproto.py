@@ -5,6 +5,10 @@ the connection to the :class:`~distkv.cluster.peers.PeerLink` that dialled. An
 :class:`Acceptor` runs on the accepting side, reached through the front door:
 it checks who is calling and asks the node which link may push over the
 connection, so a node that does not list a caller still sends it its writes.
+With a cluster secret (see :mod:`distkv.cluster.handshake`) each side proves
+it before the other acts on anything it sent, and from then on every write
+goes out sealed as a record and every byte read is checked as one before
+it reaches the frame decoder; a bad record drops the connection.
 After the handshake both ends are the same :class:`PeerConnection`: each
 merges the writes it receives into the store and acknowledges them, answers
 digest offers and heartbeats, and, when a link pushes over it, hands the
@@ -50,6 +54,16 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from distkv.cluster import wire
+from distkv.cluster.handshake import (
+    Accepting,
+    AuthError,
+    Dialling,
+    Opener,
+    PeerAuth,
+    RecordError,
+    Session,
+    max_record,
+)
 from distkv.disk.journal import Batch
 from distkv.front import sendnow
 from distkv.store.hlc import Version
@@ -86,7 +100,11 @@ class PeerHost(Protocol):
 
     ``durable`` is the journal's (see :mod:`distkv.disk.journal`): acknowledgements,
     and the end of a round, are only sent once what they confirm is committed.
+    ``peer_auth`` holds the cluster secret, if any, and counts the handshakes
+    and records that fail it.
     """
+
+    peer_auth: PeerAuth
 
     def vet(self, caller: wire.Greeting) -> Union[wire.Accept, Refusal]:
         """Our answer to a caller: our own greeting, or a refusal."""
@@ -134,8 +152,12 @@ class PeerConnection(sendnow.SendingProtocol):
         self._clock = clock
         self._heartbeat = heartbeat
         self._max_frame = max_frame
+        self._auth = host.peer_auth
         self._line = b""
         self._decoder: Optional[wire.FrameDecoder] = None
+        # With a cluster secret: what checks the records we receive.
+        self._opener: Optional[Opener] = None
+        self._hung_up = False  # the handshake failed: ignore what follows
         self._timer: Optional[IDelayedCall] = None
         self._silent_ticks = 0
         # Our wall clock when each unanswered heartbeat went out, oldest first.
@@ -228,20 +250,42 @@ class PeerConnection(sendnow.SendingProtocol):
     def dataReceived(self, data: bytes) -> None:
         decoder = self._decoder
         if decoder is None:
+            if self._hung_up:
+                return
             self._silent_ticks = 0
             self._line += data
-            line, found, rest = self._line.partition(b"\n")
-            if not found:
-                if len(self._line) > MAX_LINE:
-                    self.handshake_failed("handshake line too long")
+            # One line at a time: nothing after a line is looked at before
+            # the line was acted on (with a secret, before the proof held).
+            while decoder is None:
+                line, found, rest = self._line.partition(b"\n")
+                if not found:
+                    if len(self._line) > MAX_LINE:
+                        self._hung_up = True
+                        self._line = b""
+                        self.handshake_failed("handshake line too long")
+                    return
+                self._line = rest
+                if not self.handshake(line):
+                    self._hung_up = True
+                    self._line = b""
+                    return
+                decoder = self._decoder
+            data, self._line = self._line, b""
+            if not data:
                 return
-            self._line = b""
-            if not self.handshake(line) or self._decoder is None:
-                return
-            decoder = self._decoder
-            data = rest
+        opener = self._opener
         try:
-            frames = decoder.feed(data)
+            if opener is None:
+                frames = decoder.feed(data)
+            else:
+                try:
+                    payloads = opener.feed(data)
+                except RecordError as e:
+                    self._bad_record(str(e))
+                    return
+                frames = []
+                for payload in payloads:
+                    frames.extend(decoder.feed(payload))
         except wire.WireError as e:
             self._drop(str(e))
             return
@@ -254,9 +298,43 @@ class PeerConnection(sendnow.SendingProtocol):
     def handshake_failed(self, why: str) -> None:
         raise NotImplementedError
 
-    def _start_frames(self, remote: wire.Hello) -> None:
+    def _start_frames(self, remote: wire.Hello, session: Optional[Session]) -> None:
+        """Frames follow; with a cluster secret, in records of ``session``."""
         self.remote = remote
         self._decoder = wire.FrameDecoder(self._max_frame)
+        if session is not None:
+            self._opener = session.opener
+            send = self.write
+            seal = session.sealer.seal
+
+            def write(data: bytes) -> None:
+                send(seal(data))
+
+            self.write = write
+
+    def _auth_failed(self, peer: str, why: str) -> None:
+        """Log (rate-limited) and count a handshake the cluster secret failed."""
+        auth = self._auth
+        auth.failures += 1
+        held = auth.log_limit(why, peer).allow()
+        if held >= 0:
+            log.warn(
+                "Cluster secret: peer {peer} {why} ({failures} failed peer handshakes "
+                "so far; {held} more lines held back)",
+                peer=peer, why=why, failures=auth.failures, held=held,
+            )
+
+    def _bad_record(self, why: str) -> None:
+        auth = self._auth
+        auth.bad_records += 1
+        held = auth.log_limit("bad record", self.name).allow()
+        if held >= 0:
+            log.warn(
+                "Dropping the connection with peer {peer}: {why} ({count} bad records "
+                "so far; {held} more lines held back)",
+                peer=self.name, why=why, count=auth.bad_records, held=held,
+            )
+        self.transport.abortConnection()
 
     def _receive(self, frames: List[wire.Frame]) -> None:
         host = self.host
@@ -352,64 +430,135 @@ class PeerConnection(sendnow.SendingProtocol):
 
 
 class Dialer(PeerConnection):
-    """Connecting side: introduce ourselves, then join the link that dialled."""
+    """Connecting side: introduce ourselves, prove the cluster secret if we
+    have one, check the other side's proof, then join the link that dialled."""
 
     def __init__(self, link: PeerLink, host: PeerHost, clock: IReactorTime,
                  heartbeat: float, max_frame: int) -> None:
         super().__init__(host, clock, heartbeat, max_frame)
         self._dialled = link
+        secret = self._auth.secret
+        self._dialling = Dialling(secret, link.greeting,
+                                  b"" if secret is None else self._auth.nonce(),
+                                  max_record(max_frame))
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.write(wire.greeting_line(self._dialled.greeting))
+        self.write(self._dialling.greeting_line())
 
     @property
     def name(self) -> str:
         return self._dialled.name
 
     def handshake(self, line: bytes) -> bool:
+        link = self._dialled
         try:
+            if wire.is_challenge(line):
+                self.write(self._dialling.challenged(line))
+                return True
             reply = wire.parse_reply(line)
+            if not isinstance(reply, wire.Accept):
+                if reply[0] == "cluster-secret":
+                    self._secret_refused(reply)
+                else:
+                    link.refused(reply)
+                self.transport.loseConnection()
+                return False
+            session = self._dialling.accepted(reply)
         except wire.WireError as e:
             self.handshake_failed(str(e))
             return False
-        link = self._dialled
-        if not isinstance(reply, wire.Accept):
-            link.refused(reply)
-            self.transport.loseConnection()
+        except AuthError as e:
+            self._auth_failed(link.name, e.why)
+            self.transport.abortConnection()
             return False
-        self._start_frames(reply.hello)
+        self._start_frames(reply.hello, session)
         if not link.linked(self, reply.hello, reply):
             self.transport.loseConnection()
             return False
         return True
+
+    def _secret_refused(self, refusal: Refusal) -> None:
+        if self._auth.secret is None:
+            why = "requires a cluster secret and this node has none"
+        elif "no cluster secret" in refusal[1]:
+            why = "has no cluster secret and this node requires one"
+        else:
+            why = "refused our proof of the cluster secret (another secret?)"
+        self._dialled.refusal = refusal
+        self._auth_failed(self._dialled.name, why)
 
     def handshake_failed(self, why: str) -> None:
         self._drop(why)
 
 
 class Acceptor(PeerConnection):
-    """Accepting side: vet the caller, answer, and let a link push to it."""
+    """Accepting side: with a cluster secret, challenge the caller and check
+    its proof before anything else; then vet it, answer, and let a link push to it."""
+
+    _accepting: Optional[Accepting] = None
+    _caller: Optional[wire.Greeting] = None
 
     def handshake(self, line: bytes) -> bool:
+        accepting = self._accepting
+        if accepting is not None and accepting.challenging:
+            caller = self._caller
+            assert caller is not None
+            try:
+                accepting.proved(line)
+            except (AuthError, wire.WireError) as e:
+                why = e.why if isinstance(e, AuthError) else "sent no proof of the cluster secret"
+                self._auth_failed(self._caller_name(caller), why)
+                self._refuse(("cluster-secret", "cluster secret proof failed"), quiet=True)
+                return False
+            return self._admit(caller, accepting)
         try:
             caller = wire.parse_greeting(line)
         except wire.WireError as e:
             self._refuse(("protocol", str(e)))
             return False
+        auth = self._auth
+        accepting = self._accepting = Accepting(
+            auth.secret, auth.node, b"" if auth.secret is None else auth.nonce(),
+            max_record(self._max_frame),
+        )
+        try:
+            challenge = accepting.greeted(caller)
+        except AuthError as e:
+            self._auth_failed(self._caller_name(caller), e.why)
+            assert e.refusal is not None
+            self._refuse(e.refusal, quiet=True)
+            return False
+        if challenge is None:
+            return self._admit(caller, accepting)
+        self._caller = caller
+        self.write(challenge)
+        return True
+
+    def _caller_name(self, caller: wire.Greeting) -> str:
+        host = getattr(self.transport.getPeer(), "host", "?")
+        port = "-" if caller.port is None else caller.port
+        return f"{host}:{port} (calling as {caller.hello.node})"
+
+    def _admit(self, caller: wire.Greeting, accepting: Accepting) -> bool:
         answer = self.host.vet(caller)
         if not isinstance(answer, wire.Accept):
             self._refuse(answer)
             return False
-        self._start_frames(caller.hello)
-        self.write(wire.accept_line(answer))
+        line, session = accepting.answer(answer)
+        self.write(line)
+        self._start_frames(caller.hello, session)
         self.host.accepted(self, caller, getattr(self.transport.getPeer(), "host", ""))
         return True
 
     def handshake_failed(self, why: str) -> None:
         self._refuse(("protocol", why))
 
-    def _refuse(self, refusal: Refusal) -> None:
-        log.warn("Refusing peer connection: {code} {why}", code=refusal[0], why=refusal[1])
+    def _refuse(self, refusal: Refusal, quiet: bool = False) -> None:
+        host = getattr(self.transport.getPeer(), "host", "?")
+        held = -1 if quiet else self._auth.log_limit(refusal[0], host).allow()
+        if held >= 0:
+            log.warn("Refusing peer connection from {host}: {code} {why} ({held} more lines "
+                     "held back)", host=host, code=refusal[0], why=refusal[1], held=held)
         self.write(wire.refusal_line(*refusal))
         self.transport.loseConnection()

@@ -3,9 +3,11 @@
 A peer connection starts on the shared client port with one text line, so the
 front door can tell it from a client::
 
-    DISTKV-PEER 2 <node-id> <incarnation> <port>\\r\\n      (connecting side)
-    DISTKV-PEER-OK 2 <node-id> <incarnation> <seen> <state>\\r\\n (accepting side)
-    DISTKV-PEER-ERR <code> <message>\\r\\n                 (refusal, then close)
+    DISTKV-PEER 3 <node-id> <incarnation> <port> <nonce>\\r\\n      (connecting side)
+    DISTKV-PEER-CHALLENGE 3 <node-id> <nonce>\\r\\n             (accepting side, with a secret)
+    DISTKV-PEER-PROOF <proof>\\r\\n                              (connecting side, with a secret)
+    DISTKV-PEER-OK 3 <node-id> <incarnation> <seen> <state> <proof>\\r\\n (accepting side)
+    DISTKV-PEER-ERR <code> <message>\\r\\n                       (refusal, then close)
 
 ``port`` is the port the caller listens on (``-`` if none is known): with the
 caller's address it names the caller's place in the cluster, so a node that
@@ -13,6 +15,20 @@ comes back there under a new id replaces the old one. ``seen`` is the highest
 sequence number of the caller's own writes that the accepting node has
 applied, and ``state`` is ``serving`` or ``loading``: a caller that holds
 fewer than a serving node has seen was restored from an older copy of its data.
+
+Nodes with a cluster secret (``--cluster-secret-file``) prove it to each
+other before either acts on the other's data (see :mod:`distkv.cluster.handshake`):
+the caller's ``nonce`` is 64 hex digits of fresh randomness, the accepting
+side answers with who it is and a nonce of its own, the caller sends its
+proof (64 hex digits: an HMAC-SHA256 of the secret over the greeting and
+challenge lines), and only once that holds does the accepting side vet the
+caller and answer ``OK`` with its own proof (over both lines and its ``OK``
+line without the proof). Without a secret ``nonce`` and ``proof`` are ``-``
+and the two middle lines are skipped; a node refuses a caller whose
+``nonce`` says the other thing (``DISTKV-PEER-ERR cluster-secret ...``).
+With a secret, everything after the handshake travels in records
+(``length:u32 payload tag:16``, see :mod:`distkv.cluster.handshake`) whose
+payloads, joined, are the frame stream below.
 
 After the handshake both directions carry frames, and either end may push its
 writes and run anti-entropy rounds over the connection: a 4-byte big-endian
@@ -62,13 +78,17 @@ from distkv.store.digest import BUCKETS, DIGEST_BYTES
 from distkv.store.hlc import Version
 from distkv.store.store import Entry
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAGIC = b"DISTKV-PEER "
 OK_WORD = b"DISTKV-PEER-OK"
 ERR_WORD = b"DISTKV-PEER-ERR"
+CHALLENGE_WORD = b"DISTKV-PEER-CHALLENGE"
+PROOF_WORD = b"DISTKV-PEER-PROOF"
 
 NODE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _INCARNATION = re.compile(r"^[0-9a-f]{1,32}$")
+#: A nonce or a proof: 32 bytes, as 64 hex digits.
+_HEX32 = re.compile(rb"^[0-9a-f]{64}$")
 
 _LENGTH = struct.Struct(">I")
 _WRITE = struct.Struct(">QQIBH")
@@ -133,6 +153,8 @@ class Greeting(NamedTuple):
 
     hello: Hello
     port: Optional[int]
+    #: The caller's nonce, when it has a cluster secret.
+    nonce: Optional[bytes] = None
 
 
 class Accept(NamedTuple):
@@ -142,6 +164,8 @@ class Accept(NamedTuple):
     hello: Hello
     seen: int
     serving: bool
+    #: The accepting side's proof of the cluster secret, when it has one.
+    proof: Optional[bytes] = None
 
 
 class Write(NamedTuple):
@@ -192,27 +216,41 @@ def valid_node_id(node: str) -> bool:
     return NODE_ID.match(node) is not None
 
 
+def _hex(raw: Optional[bytes]) -> bytes:
+    return b"-" if raw is None else raw.hex().encode("ascii")
+
+
 def greeting_line(greeting: Greeting) -> bytes:
-    hello, port = greeting
-    return b"%s %d %s %s %s\r\n" % (
+    hello, port, nonce = greeting
+    return b"%s %d %s %s %s %s\r\n" % (
         MAGIC.strip(),
         PROTOCOL_VERSION,
         hello.node.encode("ascii"),
         hello.incarnation.encode("ascii"),
         b"-" if port is None else b"%d" % (port,),
+        _hex(nonce),
     )
 
 
 def accept_line(accept: Accept) -> bytes:
-    hello, seen, serving = accept
-    return b"%s %d %s %s %d %s\r\n" % (
+    hello, seen, serving, proof = accept
+    return b"%s %d %s %s %d %s %s\r\n" % (
         OK_WORD,
         PROTOCOL_VERSION,
         hello.node.encode("ascii"),
         hello.incarnation.encode("ascii"),
         seen,
         b"serving" if serving else b"loading",
+        _hex(proof),
     )
+
+
+def challenge_line(node: str, nonce: bytes) -> bytes:
+    return b"%s %d %s %s\r\n" % (CHALLENGE_WORD, PROTOCOL_VERSION, node.encode("ascii"), _hex(nonce))
+
+
+def proof_line(proof: bytes) -> bytes:
+    return b"%s %s\r\n" % (PROOF_WORD, _hex(proof))
 
 
 def refusal_line(code: str, message: str) -> bytes:
@@ -245,10 +283,19 @@ def _number(raw: bytes, limit: int, what: str) -> int:
     return int(raw)
 
 
+def _hex32(raw: bytes, what: str, optional: bool = True) -> Optional[bytes]:
+    if optional and raw == b"-":
+        return None
+    if _HEX32.match(raw) is None:
+        raise WireError(f"malformed {what} in handshake")
+    return bytes.fromhex(raw.decode("ascii"))
+
+
 def parse_greeting(line: bytes) -> Greeting:
     """Parse the connecting side's handshake line."""
-    hello, (port,) = _parse_line(line, MAGIC, 1)
-    return Greeting(hello, None if port == b"-" else _number(port, 65535, "port"))
+    hello, (port, nonce) = _parse_line(line, MAGIC, 2)
+    return Greeting(hello, None if port == b"-" else _number(port, 65535, "port"),
+                    _hex32(nonce, "nonce"))
 
 
 def parse_reply(line: bytes) -> Union[Accept, Tuple[str, str]]:
@@ -256,10 +303,40 @@ def parse_reply(line: bytes) -> Union[Accept, Tuple[str, str]]:
     if line.startswith(ERR_WORD + b" "):
         _, code, message = (line.strip().split(None, 2) + [b"", b""])[:3]
         return code.decode("ascii", "replace"), message.decode("utf-8", "replace")
-    hello, (seen, state) = _parse_line(line, OK_WORD, 2)
+    hello, (seen, state, proof) = _parse_line(line, OK_WORD, 3)
     if state not in (b"serving", b"loading"):
         raise WireError("malformed state in handshake")
-    return Accept(hello, _number(seen, MAX_SEQ, "sequence number"), state == b"serving")
+    return Accept(hello, _number(seen, MAX_SEQ, "sequence number"), state == b"serving",
+                  _hex32(proof, "proof"))
+
+
+def is_challenge(line: bytes) -> bool:
+    return line.startswith(CHALLENGE_WORD + b" ")
+
+
+def parse_challenge(line: bytes) -> Tuple[str, bytes]:
+    """The accepting side's challenge: its node id and nonce."""
+    parts = line.strip().split()
+    if len(parts) != 4 or parts[0] != CHALLENGE_WORD:
+        raise WireError(f"malformed challenge {line[:200]!r}")
+    if parts[1] != b"%d" % (PROTOCOL_VERSION,):
+        raise WireError(f"unsupported peer protocol version {parts[1][:20]!r} in challenge")
+    node = parts[2].decode("ascii", "replace")
+    if not valid_node_id(node):
+        raise WireError("malformed node id in challenge")
+    nonce = _hex32(parts[3], "nonce", optional=False)
+    assert nonce is not None
+    return node, nonce
+
+
+def parse_proof(line: bytes) -> bytes:
+    """The connecting side's proof."""
+    parts = line.strip().split()
+    if len(parts) != 2 or parts[0] != PROOF_WORD:
+        raise WireError(f"malformed proof line {line[:200]!r}")
+    proof = _hex32(parts[1], "proof", optional=False)
+    assert proof is not None
+    return proof
 
 
 def encode_write(seq: int, key: bytes, entry: Entry) -> bytes:

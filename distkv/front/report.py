@@ -33,6 +33,9 @@ def status_lines(node: Node) -> List[str]:
         f"commands_denied {accounts.denied}",
         "protected_mode {}".format("on" if node.protected_mode else "off"),
         f"protected_mode_denied {node.door.denied if node.door is not None else 0}",
+        "cluster_secret {}".format("required" if node.peer_auth.secret else "none"),
+        f"peer_auth_failures {node.peer_auth.failures}",
+        f"peer_bad_records {node.peer_auth.bad_records}",
     ]
     lines.extend(link.status() for link in node.replication.links.values())
     return lines
@@ -46,6 +49,7 @@ def info_sections(node: Node) -> Dict[str, List[Tuple[str, object]]]:
         ("role", "master"),
         ("node_id", node.node_id),
         ("connected_peers", sum(1 for link in links if link.up)),
+        ("cluster_secret", "required" if node.peer_auth.secret else "none"),
     ]
     for index, link in enumerate(links):
         outbox = link.outbox
@@ -75,6 +79,8 @@ def info_sections(node: Node) -> Dict[str, List[Tuple[str, object]]]:
             ("tombstones_purged", store.purged),
             ("refused_future_versions", node.clock.refused),
             ("writes_refused_clock_ahead", int(node.dispatcher.write_refusal is not None)),
+            ("peer_auth_failures", node.peer_auth.failures),
+            ("peer_bad_records", node.peer_auth.bad_records),
         ],
         "replication": replication,
     }

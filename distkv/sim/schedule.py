@@ -34,6 +34,8 @@ NODE_OPTIONS: Dict[str, Any] = {
     # Small output limits, so that a pipelined burst of GETs passes the soft
     # one; the hard one must exceed max_request.
     "client_output_limits": OutputLimits(soft=4096, hard=8192),
+    # Every simulated link goes through the secret's handshake and records.
+    "cluster_secret": b"the simulated cluster's secret",
 }
 KEYS = 6
 MODES = ("memory", "own-dir", "older-copy", "empty-dir")
