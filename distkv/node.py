@@ -20,6 +20,11 @@ starting, a node serves once every node that it, or a peer that synced it,
 knows of has completed a round into it: it then holds everything any of them
 held. After ``loading_wait`` seconds the node serves anyway.
 
+With ``tls`` (:mod:`distkv.cluster.tlsconfig`) the node also listens with TLS,
+for the same clients and peers; with a CA in it, peers are dialled over
+mutual TLS and a peer handshake is admitted only over TLS whose client
+certificate verifies against the CA.
+
 Every ``heartbeat`` seconds the node purges the tombstones below the cluster's
 stable horizon (:mod:`distkv.cluster.stability`), held a further ``tombstone_grace``
 seconds behind the wall clock.
@@ -47,6 +52,7 @@ from distkv.cluster.peers import PeerLink
 from distkv.cluster.replication import LOCAL_HOSTS, Replication
 from distkv.cluster.skew import SkewGuard
 from distkv.cluster.stability import Stability
+from distkv.cluster.tlsconfig import PeerGate, TlsConfig
 from distkv.disk.datafile import Disk, PeerState
 from distkv.disk.journal import Batch, Journal
 from distkv.front import report
@@ -125,8 +131,12 @@ class Node:
         now_ms: Optional[Callable[[], int]] = None,
         client_output_limits: Optional[OutputLimits] = None,
         maxclients: int = 10000,
+        tls: Optional[TlsConfig] = None,
     ) -> None:
         self.reactor = reactor
+        #: The TLS settings: a TLS listener, and with a CA, peer links over mutual TLS only.
+        self.tls = tls
+        self.peer_gate = PeerGate(tls, reactor.seconds) if tls is not None else None
         self.maxclients = maxclients
         disk = None
         if data_dir is not None:
@@ -200,6 +210,7 @@ class Node:
             sync_interval=sync_interval,
             max_frame=wire.max_frame(max_request),
             peer_host=self,
+            tls=tls.client if tls is not None else None,
         )
         self.replication.on_new_link = self._hook_link
         self.replication.on_linked = self._peer_answered
@@ -499,10 +510,13 @@ class Node:
             self.store.seq = accept.seen  # never reuse a number a peer has seen
 
     def factory(self) -> FrontDoorFactory:
-        """The factory for the shared client-and-peer port."""
-        return FrontDoorFactory(
+        """The factory for the shared client-and-peer port (and the TLS one)."""
+        factory = FrontDoorFactory(
             self._client_protocol, self._peer_protocol, self._resp_protocol, self.maxclients
         )
+        if self.peer_gate is not None:
+            factory.on_early_loss = self.peer_gate.handshake_failed
+        return factory
 
     def _client_protocol(self) -> TextProtocol:
         return TextProtocol(self.dispatcher, self.max_request, self.client_output_limits)
@@ -511,7 +525,10 @@ class Node:
         return RespProtocol(self.dispatcher, self.max_request, self.client_output_limits)
 
     def _peer_protocol(self) -> Acceptor:
-        return Acceptor(self, self.reactor, self.heartbeat, wire.max_frame(self.max_request))
+        gate = self.peer_gate
+        admit = gate.refusal if gate is not None and gate.tls.peer_tls else None
+        return Acceptor(self, self.reactor, self.heartbeat, wire.max_frame(self.max_request),
+                        admit)
 
     def answer(self, offer: wire.DigestOffer) -> Iterator[bytes]:
         return answer_frames(self.store, offer)
@@ -635,5 +652,10 @@ class Node:
         # Started first and stopped last: the listener stops taking clients
         # while replication still gets its moment to flush.
         self.replication.setServiceParent(top)
-        Listener(serverFromString(self.reactor, endpoint), self.factory()).setServiceParent(top)
+        door = self.factory()  # one for both ports: --maxclients counts every client
+        Listener(serverFromString(self.reactor, endpoint), door).setServiceParent(top)
+        tls = self.tls
+        if tls is not None and tls.endpoint is not None:
+            Listener(serverFromString(self.reactor, tls.endpoint),
+                     tls.listening(door)).setServiceParent(top)
         return top

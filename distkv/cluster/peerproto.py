@@ -35,6 +35,7 @@ from typing import (
     Protocol,
     Tuple,
     Union,
+    cast,
 )
 
 from twisted.internet.interfaces import (
@@ -49,7 +50,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from distkv.cluster import wire
+from distkv.cluster import tlsconfig, wire
 from distkv.disk.journal import Batch
 from distkv.front import sendnow
 from distkv.store.hlc import Version
@@ -157,7 +158,9 @@ class PeerConnection(sendnow.SendingProtocol):
     def connectionMade(self) -> None:
         no_delay(self.transport)
         super().connectionMade()
-        IConsumer(self.transport).registerProducer(self, True)  # type: ignore[arg-type]
+        # Not IConsumer(transport): a TLS transport registers producers
+        # without declaring the interface.
+        cast(IConsumer, self.transport).registerProducer(self, True)
         self._timer = self._clock.callLater(self._heartbeat, self._tick)
 
     # The transport tells us, as its producer, when its buffer fills and empties.
@@ -169,7 +172,7 @@ class PeerConnection(sendnow.SendingProtocol):
         self._paused = False
         if self._reading_paused:
             self._reading_paused = False
-            IPushProducer(self.transport).resumeProducing()
+            cast(IPushProducer, self.transport).resumeProducing()
         self._pump_streams()
 
     def stopProducing(self) -> None:
@@ -309,7 +312,7 @@ class PeerConnection(sendnow.SendingProtocol):
                 and sendnow.buffered(self.transport) > OUTPUT_PAUSE_BYTES):
             log.warn("Peer {peer} is not reading what we send; pausing its input", peer=self.name)
             self._reading_paused = True
-            IPushProducer(self.transport).pauseProducing()
+            cast(IPushProducer, self.transport).pauseProducing()
 
     def _acknowledge(self, remote: wire.Hello, seq: int) -> None:
         self._confirm(wire.encode_ack(seq), partial(self.host.applied, remote, seq))
@@ -387,11 +390,44 @@ class Dialer(PeerConnection):
     def handshake_failed(self, why: str) -> None:
         self._drop(why)
 
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.remote is None:
+            # Lost before the peer answered: say so when TLS is why.
+            why = tlsconfig.tls_failure(reason)
+            if why is None and self._line[:1] == TLS_ALERT:
+                why = "the peer answered with a TLS alert: it links over TLS only"
+            if why is not None:
+                self._dialled.tls_failed(why)
+        super().connectionLost(reason)
+
+
+#: A TLS alert record starts with this byte: what a TLS server answers to plain bytes.
+TLS_ALERT = b"\x15"
+
+#: Tells whether a connection may carry a peer handshake: None, or a refusal.
+Admission = Callable[[object], Optional[Refusal]]
+
 
 class Acceptor(PeerConnection):
-    """Accepting side: vet the caller, answer, and let a link push to it."""
+    """Accepting side: vet the caller, answer, and let a link push to it.
+
+    ``admit`` (with peer TLS: :meth:`distkv.cluster.tlsconfig.PeerGate.refusal`)
+    decides, before the handshake line is even read, whether the connection
+    may be a peer's at all; it logs its refusals itself.
+    """
+
+    def __init__(self, host: PeerHost, clock: IReactorTime, heartbeat: float,
+                 max_frame: int, admit: Optional[Admission] = None) -> None:
+        super().__init__(host, clock, heartbeat, max_frame)
+        self._admit = admit
 
     def handshake(self, line: bytes) -> bool:
+        if self._admit is not None:
+            refusal = self._admit(self.transport)
+            if refusal is not None:
+                self.write(wire.refusal_line(*refusal))
+                self.transport.loseConnection()
+                return False
         try:
             caller = wire.parse_greeting(line)
         except wire.WireError as e:

@@ -166,6 +166,10 @@ class FrontDoor(Protocol):
         self._unpend()
         if self.inner is not None:
             self.inner.connectionLost(reason)
+        else:
+            early = getattr(self.factory, "on_early_loss", None)
+            if early is not None:
+                early(self.transport, reason)
 
 
 class FrontDoorFactory(Factory):
@@ -190,6 +194,9 @@ class FrontDoorFactory(Factory):
         self.clients = 0
         self.pending = 0
         self.refused = 0
+        #: Told of a connection lost before its first bytes chose a protocol,
+        #: with the reason (a TLS listener's failed handshakes end so).
+        self.on_early_loss: Optional[Callable[[Any, Failure], None]] = None
 
     def startFactory(self) -> None:
         self.maxclients = raise_open_files(self.maxclients)
