@@ -14,6 +14,7 @@ from typing import List, Sequence
 import pytest
 
 from tests.realnodes import (
+    Client,
     Cluster,
     NodeProcess,
     ask,
@@ -215,3 +216,22 @@ def test_a_bad_tls_file_stops_twistd_with_a_message(tmp_path: Path, ca: Authorit
     assert done.returncode != 0
     assert "missing.crt: no such file" in output
     assert "Traceback" not in output
+
+
+def test_maxclients_counts_clients_on_both_ports(cluster: Cluster, ca: Authority) -> None:
+    """The plain and TLS ports share one --maxclients: with one client held on
+    the plain port, a TLS client past the limit gets Redis's refusal."""
+    import redis
+
+    port, tls_port = free_ports(2)
+    tls_node(cluster, ca, "full", port, tls_port, [], extra=["--maxclients", "1"]).start()
+    wait_until(lambda: ask(port, "PING") == "PONG", "the node to answer PING")
+    held = Client(port)
+    try:
+        assert held.command("PING") == "PONG"
+        r = redis.Redis(host="127.0.0.1", port=tls_port, ssl=True, ssl_ca_certs=str(ca.path))
+        with pytest.raises(redis.ConnectionError, match="max number of clients reached"):
+            r.ping()
+        r.close()
+    finally:
+        held.close()

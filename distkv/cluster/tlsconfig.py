@@ -72,9 +72,7 @@ class TlsConfig:
 
     def listening(self, factory: Any) -> Any:
         """``factory`` behind TLS with the listener's context."""
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-
-        return TLSMemoryBIOFactory(self.server, False, factory)
+        return _listening_factory()(self.server, False, factory)
 
     def peer_refusal(self, transport: Any) -> Optional[str]:
         """Why ``transport`` may not carry a peer handshake, or None when it
@@ -97,6 +95,35 @@ class TlsConfig:
         except crypto.X509StoreContextError as e:
             return f"the client certificate does not verify against the cluster CA: {e}"
         return None
+
+
+_classes: List[Any] = []
+
+
+def _listening_factory() -> Any:
+    """A TLSMemoryBIOFactory whose connections send as a plain port's do.
+
+    Twisted's default TLS transport holds every write until the next reactor
+    turn, to join small writes; a client connection already writes each
+    batch of replies at once, so that only delays them. Here each write is
+    encrypted at once, and the TLS records go to the socket at once while
+    nothing waits in its buffer (:func:`distkv.front.sendnow.writer`).
+    """
+    if not _classes:
+        from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+
+        from distkv.front import sendnow
+
+        class SendingTLS(TLSMemoryBIOProtocol):
+            def makeConnection(self, transport: Any) -> None:
+                transport.write = sendnow.writer(transport)
+                super().makeConnection(transport)
+
+        class SendingTLSFactory(TLSMemoryBIOFactory):
+            protocol = SendingTLS
+
+        _classes.append(SendingTLSFactory)
+    return _classes[0]
 
 
 def load(cert: str, key: str, ca: Optional[str] = None,

@@ -134,12 +134,14 @@ class FrontDoor(Protocol):
             # then its connectionLost is what Twisted calls: uncount there.
             _uncount_on_loss(inner, self.factory)
         inner.makeConnection(transport)
-        if getattr(transport, "protocol", None) is self and IHalfCloseableProtocol.providedBy(
-            inner
-        ):
+        if IHalfCloseableProtocol.providedBy(inner):
             # A client protocol takes over the transport: Twisted then calls it
             # directly (one call less per read), the same calls the door made.
-            transport.protocol = inner  # type: ignore[attr-defined]
+            # A TLS transport calls its wrappedProtocol instead.
+            if getattr(transport, "protocol", None) is self:
+                transport.protocol = inner  # type: ignore[attr-defined]
+            elif getattr(transport, "wrappedProtocol", None) is self:
+                transport.wrappedProtocol = inner  # type: ignore[attr-defined]
         return inner
 
     def readConnectionLost(self) -> None:
