@@ -216,7 +216,7 @@ class Options(usage.Options):
         """The TLS settings, checked; None without --tls-port."""
         try:
             if self["endpoint"].startswith("ssl:"):
-                tlsconfig.require()
+                tlsconfig.check_endpoint("port", self["endpoint"])
             port, cert, key, ca = (self[name] for name in
                                    ("tls-port", "tls-cert", "tls-key", "tls-ca"))
             if port is None:

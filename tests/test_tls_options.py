@@ -54,6 +54,17 @@ def test_without_pyopenssl_tls_options_are_usage_errors_naming_the_install(
         assert "pyOpenSSL" in message and "pip install 'twisted[tls]'" in message
 
 
+def test_an_ssl_port_with_a_bad_file_is_a_usage_error(ca: Authority, tmp_path: Path) -> None:
+    """--port ssl:... is parsed when the options are (reading its files): a
+    missing key file is a usage error naming it; good files pass."""
+    cert, key = ca.issue("n")
+    message = usage_error("--port", f"ssl:9443:privateKey={tmp_path}/missing.pem")
+    assert "--port" in message and "missing.pem" in message
+    endpoint = f"ssl:9443:privateKey={key}:certKey={cert}"
+    options = parse("--port", endpoint)
+    assert options["endpoint"] == endpoint and options["listen-port"] == 9443
+
+
 def test_tls_options_need_a_tls_port_and_each_other(ca: Authority) -> None:
     """--tls-cert/--tls-key/--tls-ca without --tls-port, and --tls-port
     without a certificate and key, are refused; so is an ssl: or bad --tls-port."""

@@ -97,6 +97,20 @@ class TlsConfig:
         return None
 
 
+def check_endpoint(option: str, endpoint: str) -> None:
+    """Parse an ``ssl:`` server endpoint, which reads its key and certificate
+    files (it listens on nothing), so that a bad one is a :class:`TlsError`."""
+    require()
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(None, endpoint)
+    except OSError as e:
+        raise TlsError(f"--{option} {endpoint}: cannot read {e.filename}: {e.strerror}") from None
+    except Exception as e:
+        raise TlsError(f"--{option} {endpoint}: {e or type(e).__name__}") from None
+
+
 _classes: List[Any] = []
 
 
