@@ -153,3 +153,31 @@ def test_a_peer_handshake_over_plain_tcp_is_refused_and_counted(ca: Authority) -
     assert transport.disconnecting
     assert node.replication.links == {}
     assert node.peer_gate is not None and node.peer_gate.refused == 1
+
+
+def test_refused_peer_handshakes_are_logged_at_most_once_per_interval(ca: Authority) -> None:
+    """Refusals within the gate's interval share one log line; the next line,
+    once the interval has passed, says how many were held back."""
+    from twisted.internet.task import Clock
+    from twisted.logger import globalLogPublisher
+
+    clock = Clock()
+    tls = parse(*tls_args(ca))["tls"]
+    gate = tlsconfig.PeerGate(tls, clock.seconds, interval=5.0)
+    lines: list = []
+
+    def observe(event: dict) -> None:
+        if "Refusing a peer handshake" in event.get("log_format", ""):
+            lines.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        for _ in range(3):
+            assert gate.refusal(StringTransport()) is not None
+        assert len(lines) == 1
+        clock.advance(5.0)
+        assert gate.refusal(StringTransport()) is not None
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert len(lines) == 2 and gate.refused == 4
+    assert lines[1]["more"] == " (2 more refused since the last such line)"
