@@ -15,7 +15,9 @@ port (``--tls-auth-clients optional``). Each target is driven with identical
 ``-P 16`` (``--tls --cacert`` for the TLS ports), targets alternated plain,
 TLS, redis plain, redis TLS for ``--rounds`` rounds after one unrecorded
 warm-up run each. The summary is the median req/s over the rounds and the
-TLS/plain ratio of each server (issue 12's target for DistKV: at least 0.8).
+TLS/plain ratio of each server (issue 12's target for DistKV: at least 0.8),
+and the server's own CPU time per request (from /proc), which other load on
+a shared machine moves less than req/s.
 Connections are made once per redis-benchmark client, so the handshake cost
 is in the figures only once per connection. Standard library only; the node
 runs with the ``twistd`` next to this Python (``--twistd`` picks another),
@@ -39,6 +41,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (  # noqa: E402
     HOST,
+    cpu_seconds,
     default_twistd,
     free_port,
     loadavg,
@@ -143,7 +146,7 @@ def main():
     workdir = tempfile.mkdtemp(prefix="distkv-tls-bench-")
     certs = make_certificates(workdir)
     started = []
-    targets = []  # (name, server, port, ca or None)
+    targets = []  # (name, server, port, ca or None, pid)
     try:
         port, tls_port = free_port(), free_port()
         log = os.path.join(workdir, "node.log")
@@ -155,37 +158,42 @@ def main():
         wait_listening(node, port).close()
         if not redis_answers(tls_port, certs["ca.pem"]):
             sys.exit("the node does not answer on its TLS port; see %s" % log)
-        targets += [("distkv plain", "distkv", port, None),
-                    ("distkv tls", "distkv", tls_port, certs["ca.pem"])]
+        targets += [("distkv plain", "distkv", port, None, node.pid),
+                    ("distkv tls", "distkv", tls_port, certs["ca.pem"], node.pid)]
         if not args.no_redis:
             rport, rtls = free_port(), free_port()
             redis = start_redis(workdir, rport, rtls, certs)
             started.append(redis)
             if redis_answers(rport) and redis_answers(rtls, certs["ca.pem"]):
-                targets += [("redis plain", "redis", rport, None),
-                            ("redis tls", "redis", rtls, certs["ca.pem"])]
+                targets += [("redis plain", "redis", rport, None, redis.pid),
+                            ("redis tls", "redis", rtls, certs["ca.pem"], redis.pid)]
             else:
                 print("redis-server --tls-port does not work here: no redis figures")
         print("load %.2f, %d cores, %s %s, commit %s" % (
             loadavg(), os.cpu_count(), platform.python_implementation(),
             platform.python_version(), commit()), flush=True)
-        for _name, _, tport, ca in targets:  # warm-up, not recorded
+        for _name, _, tport, ca, _pid in targets:  # warm-up, not recorded
             redis_benchmark(tport, max(10000, args.requests // 10), 16, ca)
         runs = []
         for rnd in range(args.rounds):
             for pipeline in (1, 16):
-                for name, _, tport, ca in targets:
-                    began = time.monotonic()
+                for name, _, tport, ca, pid in targets:
+                    began, cpu = time.monotonic(), cpu_seconds(pid)
                     rows, other, rc = redis_benchmark(tport, args.requests, pipeline, ca)
+                    # The server's own CPU time per request (SET and GET runs): less
+                    # moved by other load on the machine than req/s.
+                    cpu_us = (cpu_seconds(pid) - cpu) * 1e6 / (2 * args.requests)
                     runs.append({"round": rnd, "target": name, "P": pipeline, "rows": rows,
-                                 "rc": rc, "other": other, "load": loadavg(),
+                                 "rc": rc, "other": other, "load": loadavg(), "cpu_us": cpu_us,
                                  "secs": time.monotonic() - began})
-                    print("round %d -P %-2d %-13s SET %9s GET %9s  load %.2f%s" % (
-                        rnd + 1, pipeline, name,
-                        "%.0f" % rows["SET"]["rps"] if "SET" in rows else "-",
-                        "%.0f" % rows["GET"]["rps"] if "GET" in rows else "-",
-                        runs[-1]["load"], "  rc=%s %s" % (rc, other[:1]) if rc or other else ""),
-                        flush=True)
+                    print("round %d -P %-2d %-13s SET %9s GET %9s  server cpu %6.1f us/req  "
+                          "load %.2f%s" % (
+                              rnd + 1, pipeline, name,
+                              "%.0f" % rows["SET"]["rps"] if "SET" in rows else "-",
+                              "%.0f" % rows["GET"]["rps"] if "GET" in rows else "-", cpu_us,
+                              runs[-1]["load"],
+                              "  rc=%s %s" % (rc, other[:1]) if rc or other else ""),
+                          flush=True)
         summarize(runs, targets, args)
         if args.json:
             with open(args.json, "w") as f:
@@ -209,6 +217,10 @@ def summarize(runs, targets, args):
                   if r["target"] == target and r["P"] == pipeline and test in r["rows"]]
         return statistics.median(values) if values else None
 
+    def cpu(target, pipeline):
+        values = [r["cpu_us"] for r in runs if r["target"] == target and r["P"] == pipeline]
+        return statistics.median(values) if values else None
+
     print("\n== median req/s over %d rounds, redis-benchmark -c 50 -n %d; ratio = TLS / plain ==" % (
         args.rounds, args.requests))
     print("%-8s %-4s %-4s %12s %12s %7s" % ("server", "-P", "test", "plain", "TLS", "ratio"))
@@ -224,6 +236,13 @@ def summarize(runs, targets, args):
                 print("%-8s %-4d %-4s %12s %12s %7s%s" % (
                     server, pipeline, test, "%.0f" % plain if plain else "-",
                     "%.0f" % tls if tls else "-", "%.2f" % ratio if ratio else "-", mark))
+    print("\n== the server's CPU time per request (median us, SET and GET runs together) ==")
+    print("%-8s %-4s %10s %10s %7s" % ("server", "-P", "plain", "TLS", "TLS/plain"))
+    for server in sorted({t[1] for t in targets}, reverse=True):
+        for pipeline in (1, 16):
+            plain, tls = cpu(server + " plain", pipeline), cpu(server + " tls", pipeline)
+            print("%-8s %-4d %10.1f %10.1f %7.2f" % (
+                server, pipeline, plain or 0, tls or 0, tls / plain if plain and tls else 0))
 
 
 if __name__ == "__main__":
