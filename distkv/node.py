@@ -20,6 +20,11 @@ starting, a node serves once every node that it, or a peer that synced it,
 knows of has completed a round into it: it then holds everything any of them
 held. After ``loading_wait`` seconds the node serves anyway.
 
+With ``tls`` (:mod:`distkv.cluster.tlsconfig`) the node also listens with TLS,
+for the same clients and peers; with a CA in it, peers are dialled over
+mutual TLS and a peer handshake is admitted only over TLS whose client
+certificate verifies against the CA.
+
 Every ``heartbeat`` seconds the node purges the tombstones below the cluster's
 stable horizon (:mod:`distkv.cluster.stability`), held a further ``tombstone_grace``
 seconds behind the wall clock.
@@ -48,6 +53,7 @@ from distkv.cluster.peers import PeerLink
 from distkv.cluster.replication import LOCAL_HOSTS, Replication
 from distkv.cluster.skew import SkewGuard
 from distkv.cluster.stability import Stability
+from distkv.cluster.tlsconfig import PeerGate, TlsConfig
 from distkv.disk.datafile import Disk, PeerState
 from distkv.disk.journal import Batch, Journal
 from distkv.front import report
@@ -139,13 +145,18 @@ class Node:
         protected_mode: bool = False,
         peers_authenticated: bool = False,
         cluster_secret: Optional[bytes] = None,
+        tls: Optional[TlsConfig] = None,
     ) -> None:
         self.reactor = reactor
+        #: The TLS settings: a TLS listener, and with a CA, peer links over mutual TLS only.
+        self.tls = tls
+        self.peer_gate = PeerGate(tls, reactor.seconds) if tls is not None else None
         self.maxclients = maxclients
         self.protected_mode = protected_mode
         #: Whether peers prove who they are (a cluster secret, peer TLS):
         #: protected mode then lets peers from other machines in.
-        self.peers_authenticated = peers_authenticated or cluster_secret is not None
+        self.peers_authenticated = (peers_authenticated or cluster_secret is not None
+                                    or (tls is not None and tls.peer_tls))
         #: The front door factory last built (see :meth:`factory`).
         self.door: Optional[FrontDoorFactory] = None
         disk = None
@@ -221,6 +232,7 @@ class Node:
             sync_interval=sync_interval,
             max_frame=wire.max_frame(max_request),
             peer_host=self,
+            tls=tls.client if tls is not None else None,
         )
         self.replication.on_new_link = self._hook_link
         self.replication.on_linked = self._peer_answered
@@ -522,8 +534,9 @@ class Node:
             self.store.seq = accept.seen  # never reuse a number a peer has seen
 
     def factory(self, bound_interface: bool = False) -> FrontDoorFactory:
-        """The factory for the shared client-and-peer port; ``bound_interface``:
-        the port listens on one chosen interface, not on every one."""
+        """The factory for the shared client-and-peer port (and the TLS one);
+        ``bound_interface``: every port listens on one chosen interface, not
+        on every one."""
         protected = self.protected_mode
         self.door = FrontDoorFactory(
             self._client_protocol, self._peer_protocol, self._resp_protocol, self.maxclients,
@@ -531,6 +544,8 @@ class Node:
             and not bound_interface,
             protect_peers=protected and not self.peers_authenticated,
         )
+        if self.peer_gate is not None:
+            self.door.on_early_loss = self.peer_gate.handshake_failed
         return self.door
 
     def _client_protocol(self) -> TextProtocol:
@@ -540,7 +555,10 @@ class Node:
         return RespProtocol(self.dispatcher, self.max_request, self.client_output_limits)
 
     def _peer_protocol(self) -> Acceptor:
-        return Acceptor(self, self.reactor, self.heartbeat, wire.max_frame(self.max_request))
+        gate = self.peer_gate
+        admit = gate.refusal if gate is not None and gate.tls.peer_tls else None
+        return Acceptor(self, self.reactor, self.heartbeat, wire.max_frame(self.max_request),
+                        admit)
 
     def answer(self, offer: wire.DigestOffer) -> Iterator[bytes]:
         return answer_frames(self.store, offer)
@@ -664,6 +682,12 @@ class Node:
         # Started first and stopped last: the listener stops taking clients
         # while replication still gets its moment to flush.
         self.replication.setServiceParent(top)
-        factory = self.factory(one_interface(endpoint))
-        Listener(serverFromString(self.reactor, endpoint), factory).setServiceParent(top)
+        tls = self.tls
+        tls_endpoint = tls.endpoint if tls is not None else None
+        bound = one_interface(endpoint) and (tls_endpoint is None or one_interface(tls_endpoint))
+        door = self.factory(bound)  # one for both ports: --maxclients counts every client
+        Listener(serverFromString(self.reactor, endpoint), door).setServiceParent(top)
+        if tls is not None and tls_endpoint is not None:
+            Listener(serverFromString(self.reactor, tls_endpoint),
+                     tls.listening(door)).setServiceParent(top)
         return top

@@ -17,8 +17,9 @@ from twisted.application.service import IService
 from twisted.logger import Logger
 from twisted.python import usage
 
-from distkv.cluster import wire
+from distkv.cluster import tlsconfig, wire
 from distkv.cluster.handshake import MIN_SECRET_BYTES
+from distkv.cluster.tlsconfig import TlsConfig
 from distkv.disk.datafile import SYNCHRONOUS, DiskError
 from distkv.front.auth import OPEN_DEFAULT, User, UsersFileError, digest_of, first_line, parse_users
 from distkv.front.replyqueue import OutputLimits
@@ -57,6 +58,21 @@ def server_endpoint(value: str) -> str:
     if ":" not in value:
         raise usage.UsageError(
             f"--port {value!r} is neither a port number nor an endpoint like tcp:9000"
+        )
+    return value
+
+
+def tls_endpoint(value: str) -> str:
+    """--tls-port: a bare port or a tcp: endpoint, which the node wraps in TLS."""
+    if _PORT_ONLY.match(value):
+        port = int(value)
+        if not 0 < port < 65536:
+            raise usage.UsageError(f"--tls-port {value} is not a TCP port (1-65535)")
+        return f"tcp:{port}:backlog=1024"
+    if not re.match(r"^tcp6?:", value) or endpoint_port(value) is None:
+        raise usage.UsageError(
+            f"--tls-port {value!r}: give a port number or a tcp: endpoint with a port "
+            "(e.g. tcp:9443:interface=127.0.0.1); --tls-cert and --tls-key supply the TLS"
         )
     return value
 
@@ -148,7 +164,8 @@ class Options(usage.Options):
     )
     optParameters = [
         ["port", "p", "9000", "Port number or Twisted server endpoint to listen on "
-         "(e.g. 9000, tcp:9000:interface=127.0.0.1)."],
+         "(e.g. 9000, tcp:9000:interface=127.0.0.1, "
+         "ssl:9443:privateKey=key.pem:certKey=cert.pem for TLS clients)."],
         ["node-id", None, None, "This node's id (letters, digits, _ . : -; at most 64). "
          "Default: a random id at each start."],
         ["max-request", None, "1048576", "Largest request line in bytes; a longer one "
@@ -192,6 +209,16 @@ class Options(usage.Options):
          f"least {MIN_SECRET_BYTES} bytes; a trailing newline is dropped): only peers "
          "that prove the same secret are admitted, and peer links are authenticated. "
          "Every node of a cluster needs the same secret, or none."],
+        ["tls-port", None, None, "Also listen with TLS on this port (or tcp: endpoint, "
+         "e.g. tcp:9443:interface=10.0.0.1), for the same clients and peers; needs "
+         "--tls-cert and --tls-key. With --tls-ca it is the port peers dial."],
+        ["tls-cert", None, None, "PEM file: this node's certificate (then any "
+         "intermediate certificates)."],
+        ["tls-key", None, None, "PEM file: the unencrypted private key of --tls-cert."],
+        ["tls-ca", None, None, "PEM file: the cluster's CA certificate(s). Turns on mutual "
+         "TLS for peers: they dial each other's --tls-port, each verifying the other's "
+         "certificate against it; peer handshakes over plain TCP are refused. Client "
+         "certificates, optional, are verified against it too."],
     ]
 
     def __init__(self) -> None:
@@ -265,6 +292,36 @@ class Options(usage.Options):
         self["users"] = client_users(self["requirepass-file"], self["users-file"])
         path = self["cluster-secret-file"]
         self["cluster-secret"] = None if path is None else read_secret(path)
+        self["tls"] = self._tls()
+        tls: Optional[TlsConfig] = self["tls"]
+        if tls is not None and tls.peer_tls:
+            # Peers dial the TLS port: that is the port our greeting names.
+            self["listen-port"] = endpoint_port(tls.endpoint or "")
+        else:
+            self["listen-port"] = endpoint_port(self["endpoint"])
+
+    def _tls(self) -> Optional[TlsConfig]:
+        """The TLS settings, checked; None without --tls-port."""
+        try:
+            if self["endpoint"].startswith("ssl:"):
+                tlsconfig.check_endpoint("port", self["endpoint"])
+            port, cert, key, ca = (self[name] for name in
+                                   ("tls-port", "tls-cert", "tls-key", "tls-ca"))
+            if port is None:
+                given = [f"--{name}" for name in ("tls-cert", "tls-key", "tls-ca")
+                         if self[name] is not None]
+                if given:
+                    raise usage.UsageError(
+                        f"{', '.join(given)} given without --tls-port: the TLS listener "
+                        "(and, with --tls-ca, the port peers dial) needs a port"
+                    )
+                return None
+            endpoint = tls_endpoint(port)
+            if cert is None or key is None:
+                raise usage.UsageError("--tls-port needs --tls-cert and --tls-key")
+            return tlsconfig.load(cert, key, ca, endpoint)
+        except tlsconfig.TlsError as e:
+            raise usage.UsageError(str(e)) from None
 
 
 def makeService(config: Options) -> IService:
@@ -274,7 +331,7 @@ def makeService(config: Options) -> IService:
         node = Node(
             reactor,
             config["node-id"],
-            listen_port=endpoint_port(config["endpoint"]),
+            listen_port=config["listen-port"],
             max_request=config["max-request"],
             outbox_bytes=config["outbox-bytes"],
             max_clock_skew=config["max-clock-skew"],
@@ -290,6 +347,7 @@ def makeService(config: Options) -> IService:
             users=config["users"],
             protected_mode=config["protected-mode"] == "yes",
             cluster_secret=config["cluster-secret"],
+            tls=config["tls"],
         )
     except DiskError as e:
         # Bad state on disk: say so and stop, rather than serve nothing.

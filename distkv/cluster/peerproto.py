@@ -39,6 +39,7 @@ from typing import (
     Protocol,
     Tuple,
     Union,
+    cast,
 )
 
 from twisted.internet.interfaces import (
@@ -53,7 +54,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from distkv.cluster import wire
+from distkv.cluster import tlsconfig, wire
 from distkv.cluster.handshake import (
     Accepting,
     AuthError,
@@ -179,7 +180,9 @@ class PeerConnection(sendnow.SendingProtocol):
     def connectionMade(self) -> None:
         no_delay(self.transport)
         super().connectionMade()
-        IConsumer(self.transport).registerProducer(self, True)  # type: ignore[arg-type]
+        # Not IConsumer(transport): a TLS transport registers producers
+        # without declaring the interface.
+        cast(IConsumer, self.transport).registerProducer(self, True)
         self._timer = self._clock.callLater(self._heartbeat, self._tick)
 
     # The transport tells us, as its producer, when its buffer fills and empties.
@@ -191,7 +194,7 @@ class PeerConnection(sendnow.SendingProtocol):
         self._paused = False
         if self._reading_paused:
             self._reading_paused = False
-            IPushProducer(self.transport).resumeProducing()
+            cast(IPushProducer, self.transport).resumeProducing()
         self._pump_streams()
 
     def stopProducing(self) -> None:
@@ -387,7 +390,7 @@ class PeerConnection(sendnow.SendingProtocol):
                 and sendnow.buffered(self.transport) > OUTPUT_PAUSE_BYTES):
             log.warn("Peer {peer} is not reading what we send; pausing its input", peer=self.name)
             self._reading_paused = True
-            IPushProducer(self.transport).pauseProducing()
+            cast(IPushProducer, self.transport).pauseProducing()
 
     def _acknowledge(self, remote: wire.Hello, seq: int) -> None:
         self._confirm(wire.encode_ack(seq), partial(self.host.applied, remote, seq))
@@ -491,13 +494,40 @@ class Dialer(PeerConnection):
     def handshake_failed(self, why: str) -> None:
         self._drop(why)
 
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.remote is None:
+            # Lost before the peer answered: say so when TLS is why.
+            why = tlsconfig.tls_failure(reason)
+            if why is None and self._line[:1] == TLS_ALERT:
+                why = "the peer answered with a TLS alert: it links over TLS only"
+            if why is not None:
+                self._dialled.tls_failed(why)
+        super().connectionLost(reason)
+
+
+#: A TLS alert record starts with this byte: what a TLS server answers to plain bytes.
+TLS_ALERT = b"\x15"
+
+#: Tells whether a connection may carry a peer handshake: None, or a refusal.
+Admission = Callable[[object], Optional[Refusal]]
+
 
 class Acceptor(PeerConnection):
     """Accepting side: with a cluster secret, challenge the caller and check
-    its proof before anything else; then vet it, answer, and let a link push to it."""
+    its proof before anything else; then vet it, answer, and let a link push to it.
+
+    ``gate`` (with peer TLS: :meth:`distkv.cluster.tlsconfig.PeerGate.refusal`)
+    decides, before the handshake line is even read, whether the connection
+    may be a peer's at all; it logs its refusals itself.
+    """
 
     _accepting: Optional[Accepting] = None
     _caller: Optional[wire.Greeting] = None
+
+    def __init__(self, host: PeerHost, clock: IReactorTime, heartbeat: float,
+                 max_frame: int, gate: Optional[Admission] = None) -> None:
+        super().__init__(host, clock, heartbeat, max_frame)
+        self._gate = gate
 
     def handshake(self, line: bytes) -> bool:
         accepting = self._accepting
@@ -512,6 +542,12 @@ class Acceptor(PeerConnection):
                 self._refuse(("cluster-secret", "cluster secret proof failed"), quiet=True)
                 return False
             return self._admit(caller, accepting)
+        if self._gate is not None:
+            refusal = self._gate(self.transport)
+            if refusal is not None:
+                self.write(wire.refusal_line(*refusal))
+                self.transport.loseConnection()
+                return False
         try:
             caller = wire.parse_greeting(line)
         except wire.WireError as e:

@@ -264,6 +264,13 @@ class PeerLink(ReconnectingClientFactory):
             message=message,
         )
 
+    def tls_failed(self, why: str) -> None:
+        """A connection we dialled failed TLS (or met TLS we do not speak)."""
+        refusal = ("tls", why)
+        if self.refusal != refusal:
+            log.error("TLS with peer {peer} failed: {why}", peer=self.name, why=why)
+        self.refusal = refusal
+
     def _cancel_pump(self) -> None:
         call, self._pump_call = self._pump_call, None
         if call is not None and call.active():

@@ -9,16 +9,17 @@ it listens on), so a node that came back there under a new id replaces the
 old one instead of lingering as a member that never answers; a caller that
 matches no link gets one that pushes over the connections it makes. When a
 dialling link finds that its address is a node that already has such a link,
-the two become one.
+the two become one. Given a TLS context (``tls``, see
+:mod:`distkv.cluster.tlsconfig`), links dial over TLS with it, and only so.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IConnector, IReactorTCP
+from twisted.internet.interfaces import IConnector, IReactorSSL, IReactorTCP
 
 from distkv.cluster import wire
 from distkv.cluster.outbox import Outbox
@@ -55,8 +56,10 @@ class Replication(Service):
         sync_interval: float = 60.0,
         max_frame: int = 1 << 24,
         peer_host: Optional[PeerHost] = None,
+        tls: Optional[Any] = None,
     ) -> None:
         self.local = local
+        self._tls = tls
         self._store = store
         self._sync_interval = sync_interval
         self._max_frame = max_frame
@@ -141,9 +144,13 @@ class Replication(Service):
         self.on_linked(link, remote, accept)
 
     def _connect(self, link: PeerLink) -> None:
-        self._connectors.append(
-            self._reactor.connectTCP(link.host, link.port, link, timeout=5)  # type: ignore[arg-type]
-        )
+        assert link.port is not None
+        if self._tls is not None:
+            reactor = cast(IReactorSSL, self._reactor)
+            connector = reactor.connectSSL(link.host, link.port, link, self._tls, 5, None)
+        else:
+            connector = self._reactor.connectTCP(link.host, link.port, link, timeout=5)
+        self._connectors.append(connector)
 
     def _changed(self, key: bytes, entry: Entry, seq: int) -> None:
         if seq:  # our own write, not one merged from a peer

@@ -228,12 +228,14 @@ class FrontDoor(Protocol):
             # then its connectionLost is what Twisted calls: uncount there.
             _uncount_on_loss(inner, self.factory)
         inner.makeConnection(transport)
-        if getattr(transport, "protocol", None) is self and IHalfCloseableProtocol.providedBy(
-            inner
-        ):
+        if IHalfCloseableProtocol.providedBy(inner):
             # A client protocol takes over the transport: Twisted then calls it
             # directly (one call less per read), the same calls the door made.
-            transport.protocol = inner  # type: ignore[attr-defined]
+            # A TLS transport calls its wrappedProtocol instead.
+            if getattr(transport, "protocol", None) is self:
+                transport.protocol = inner  # type: ignore[attr-defined]
+            elif getattr(transport, "wrappedProtocol", None) is self:
+                transport.wrappedProtocol = inner  # type: ignore[attr-defined]
         return inner
 
     def readConnectionLost(self) -> None:
@@ -260,6 +262,10 @@ class FrontDoor(Protocol):
         self._unpend()
         if self.inner is not None:
             self.inner.connectionLost(reason)
+        else:
+            early = getattr(self.factory, "on_early_loss", None)
+            if early is not None:
+                early(self.transport, reason)
 
 
 class FrontDoorFactory(Factory):
@@ -292,6 +298,9 @@ class FrontDoorFactory(Factory):
         #: Connections protected mode refused since the start.
         self.denied = 0
         self.denials_logged = RateLimit(time.monotonic)
+        #: Told of a connection lost before its first bytes chose a protocol,
+        #: with the reason (a TLS listener's failed handshakes end so).
+        self.on_early_loss: Optional[Callable[[Any, Failure], None]] = None
 
     def startFactory(self) -> None:
         self.maxclients = raise_open_files(self.maxclients)
