@@ -50,6 +50,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from distkv.cluster import wire
+from distkv.cluster.membership import Member
 from distkv.disk.journal import Batch
 from distkv.front import sendnow
 from distkv.store.hlc import Version
@@ -116,6 +117,12 @@ class PeerHost(Protocol):
     def wall_ms(self) -> int:
         """The node's wall clock, in milliseconds."""
 
+    def member_frame(self) -> bytes:
+        """Our member list, as an ``M`` frame (sent as a connection starts)."""
+
+    def members_heard(self, remote: wire.Hello, entries: Tuple[Member, ...]) -> None:
+        """``remote`` sent its member list (see :mod:`distkv.cluster.membership`)."""
+
     def clock_reading(self, remote: wire.Hello, sent_ms: int, reading_ms: int) -> None:
         """``remote`` answered a heartbeat we sent at ``sent_ms`` (our wall
         clock) with its wall clock reading (see :mod:`distkv.cluster.skew`)."""
@@ -151,6 +158,8 @@ class PeerConnection(sendnow.SendingProtocol):
         self.offers_superseded = 0
         #: The node on the other end, once the handshake is done.
         self.remote: Optional[wire.Hello] = None
+        #: When the other end last sent us anything (the reactor's clock).
+        self.last_heard = clock.seconds()
         #: The link whose writes go out over this connection, if any.
         self.link: Optional[PeerLink] = None
 
@@ -226,6 +235,7 @@ class PeerConnection(sendnow.SendingProtocol):
         self._timer = self._clock.callLater(self._heartbeat, self._tick)
 
     def dataReceived(self, data: bytes) -> None:
+        self.last_heard = self._clock.seconds()
         decoder = self._decoder
         if decoder is None:
             self._silent_ticks = 0
@@ -289,6 +299,8 @@ class PeerConnection(sendnow.SendingProtocol):
                     link.key_list(frame)
             elif isinstance(frame, wire.DigestOffer):
                 self._offered(frame)
+            elif isinstance(frame, wire.Members):
+                host.members_heard(remote, frame.entries)
             elif frame.kind == b"S":
                 if applied:
                     self._acknowledge(remote, applied)
@@ -379,6 +391,7 @@ class Dialer(PeerConnection):
             self.transport.loseConnection()
             return False
         self._start_frames(reply.hello)
+        self.write(self.host.member_frame())
         if not link.linked(self, reply.hello, reply):
             self.transport.loseConnection()
             return False
@@ -403,6 +416,7 @@ class Acceptor(PeerConnection):
             return False
         self._start_frames(caller.hello)
         self.write(wire.accept_line(answer))
+        self.write(self.host.member_frame())
         self.host.accepted(self, caller, getattr(self.transport.getPeer(), "host", ""))
         return True
 

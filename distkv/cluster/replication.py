@@ -81,6 +81,10 @@ class Replication(Service):
             link = self._new_link((host, port), host, port, dials=True)
             if self.running:
                 self._connect(link)
+        elif not link.dials:  # a node that called us, listed or learned of since
+            link.dials = True
+            if self.running:
+                self._connect(link)
         return link
 
     def _new_link(self, place: Place, host: str, port: Optional[int], dials: bool) -> PeerLink:
@@ -139,6 +143,13 @@ class Replication(Service):
                     other.hand_over(link)
                     del self.links[place]
         self.on_linked(link, remote, accept)
+
+    def drop(self, link: PeerLink) -> None:
+        """Close ``link`` for good and forget it (its node was removed)."""
+        link.close()
+        for place, other in list(self.links.items()):
+            if other is link:
+                del self.links[place]
 
     def _connect(self, link: PeerLink) -> None:
         self._connectors.append(

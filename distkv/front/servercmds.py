@@ -12,7 +12,7 @@ speaks RESP2, and RESP3 after ``HELLO 3`` (for the replies it has: nil as
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from distkv.front.replies import (
     NIL,
@@ -24,6 +24,7 @@ from distkv.front.replies import (
     Map,
     Reply,
     Session,
+    Status,
 )
 
 if TYPE_CHECKING:
@@ -44,6 +45,20 @@ _KEY_SPECS = {
 _CLIENT_NAME = re.compile(rb"^[!-~]*$")
 
 
+class ClusterControl(NamedTuple):
+    """What the member commands ask of the node (see
+    :class:`distkv.cluster.memberlinks.MemberLinks`): ``forget(id)`` returns
+    None or the error to reply, ``leave()`` what it did (or an error
+    starting ``ERR``), ``nodes()`` the ``CLUSTER NODES`` lines, ``members()``
+    the ``MEMBERS`` lines and ``myid()`` this node's id."""
+
+    forget: Callable[[str], Optional[str]]
+    leave: Callable[[], str]
+    nodes: Callable[[], List[str]]
+    members: Callable[[], List[str]]
+    myid: Callable[[], str]
+
+
 def _unknown_subcommand(sub: bytes, command: str) -> Error:
     return Error(
         "ERR unknown subcommand '{}'. Try {} HELP.".format(
@@ -61,6 +76,9 @@ def table(dispatcher: Dispatcher) -> Dict[bytes, Tuple[Handler, int, int]]:
         b"CONFIG": (commands.config, 1, -1),
         b"CLIENT": (commands.client, 1, -1),
         b"HELLO": (commands.hello, 0, -1),
+        b"CLUSTER": (commands.cluster, 1, -1),
+        b"LEAVE": (commands.leave, 0, 0),
+        b"MEMBERS": (commands.members, 0, 0),
     }
 
 
@@ -166,6 +184,42 @@ class ServerCommands:
             return b"id=%d addr=%s name=%s" % (
                 session.id, session.address.encode(), session.name)
         return _unknown_subcommand(args[0], "CLIENT")
+
+    def _control(self) -> Optional[ClusterControl]:
+        return self.dispatcher.cluster
+
+    def cluster(self, args: Sequence[bytes], session: Session) -> Reply:
+        """CLUSTER FORGET <id>, CLUSTER NODES, CLUSTER MYID (Redis's names)."""
+        control = self._control()
+        if control is None:
+            return Error("ERR This instance has cluster support disabled")
+        sub = args[0].upper()
+        if sub == b"FORGET" and len(args) == 2:
+            error = control.forget(args[1].decode("utf-8", "replace"))
+            return OK if error is None else Error(error)
+        if sub == b"NODES" and len(args) == 1:
+            return Lines(tuple(control.nodes()))  # RESP: one bulk string, as Redis
+        if sub == b"MYID" and len(args) == 1:
+            return control.myid().encode("utf-8")
+        if sub in (b"FORGET", b"NODES", b"MYID"):
+            return Error("ERR wrong number of arguments for 'cluster|{}' command".format(
+                sub.decode("ascii").lower()))
+        return _unknown_subcommand(args[0], "CLUSTER")
+
+    def leave(self, args: Sequence[bytes], session: Session) -> Reply:
+        """LEAVE: this node leaves the cluster for good (see the README)."""
+        control = self._control()
+        if control is None:
+            return Error("ERR This instance has cluster support disabled")
+        said = control.leave()
+        return Error(said) if said.startswith("ERR") else Status(said.encode("utf-8"))
+
+    def members(self, args: Sequence[bytes], session: Session) -> Reply:
+        """MEMBERS: one line per member-list entry, like STATUS."""
+        control = self._control()
+        if control is None:
+            return Error("ERR This instance has cluster support disabled")
+        return Lines(tuple(control.members()))
 
     def hello(self, args: Sequence[bytes], session: Session) -> Reply:
         if args:
