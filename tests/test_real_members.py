@@ -65,7 +65,8 @@ def test_a_fourth_node_joins_a_running_cluster_through_one_member(cluster: Clust
     client.close()
     total = 500 + len(written)
     for node in old + [fourth]:
-        wait_until(lambda: key_count(node.port) == total, f"{node.node_id} to hold every key")
+        wait_until(lambda p=node.port: key_count(p) == total,  # type: ignore[misc]
+                   f"{node.node_id} to hold every key")
     assert ask(fourth.port, "GET before0") == "v0"
     last = max(written, key=lambda k: int(k[len("during"):]))
     assert ask(fourth.port, f"GET {last}") == written[last]
@@ -73,8 +74,8 @@ def test_a_fourth_node_joins_a_running_cluster_through_one_member(cluster: Clust
         lines = members_lines(node.port)
         row = [line for line in lines if line.startswith("member node4 ")]
         assert row and f"addr=127.0.0.1:{port}" in row[0] and "state=member" in row[0], lines
-        wait_until(lambda: "link_out=up" in [x for x in members_lines(node.port)
-                                             if x.startswith("member node4 ")][0],
+        wait_until(lambda p=node.port: "link_out=up" in [  # type: ignore[misc]
+                       x for x in members_lines(p) if x.startswith("member node4 ")][0],
                    f"{node.node_id} to dial node4")
     nodes = Client(old[0].port).report("CLUSTER NODES")
     assert sorted(line.split()[0] for line in nodes) == ["node1", "node2", "node3", "node4"]
@@ -98,7 +99,7 @@ def test_a_forgotten_killed_member_no_longer_holds_tombstones_back(cluster: Clus
     assert (stat(a.port, "tombstones_purged"), stat(b.port, "tombstones_purged")) == ("0", "0")
     assert ask(b.port, "CLUSTER FORGET node3") == "OK"
     for node in (a, b):
-        wait_until(lambda: stat(node.port, "tombstones_purged") == "1",
+        wait_until(lambda p=node.port: stat(p, "tombstones_purged") == "1",  # type: ignore[misc]
                    f"{node.node_id} to purge the tombstone")
         assert stat(node.port, "tombstones") == "0"
         assert any(line.startswith("member node3 ") and "state=removed" in line

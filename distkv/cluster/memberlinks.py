@@ -97,7 +97,10 @@ class MemberLinks:
             return
         membership.state_self(host, port, self._stamp, wall_ms)
         for member in membership.listing():
-            self._ensure_link(member)
+            if member.state == REMOVED:
+                self._drop_links(member)
+            else:
+                self._ensure_link(member)
 
     # -- what links tell --------------------------------------------------------
 
@@ -121,13 +124,42 @@ class MemberLinks:
             self._reactor.callLater(0, self.replication.drop, link)  # type: ignore[attr-defined]
             return
         if link.dials and link.port is not None:
+            self._answers_at(remote.node, link.host, link.port)
             self.membership.observed(remote.node, link.host, link.port)
+            link.expect = remote.node
+            self._one_dialler(remote.node)
+
+    def _one_dialler(self, node: str) -> None:
+        """Two addresses reached one node (the member list's, and another name
+        for it in the peer list, or a proxy): the peer list's is kept, and the
+        link made for the member list's is closed, its writes being the other's
+        too (that one is older)."""
+        reaching = [link for link in self.replication.links.values()
+                    if link.dials and link.remote is not None and link.remote.node == node]
+        listed = [link for link in reaching if not link.learned]
+        if not listed:
+            return
+        for link in reaching:
+            if link.learned:
+                log.info("Member {node} answers at {listed} of the peer list too; closing "
+                         "the link to {peer}", node=node, listed=listed[0].name, peer=link.name)
+                self._reactor.callLater(0, self.replication.drop, link)  # type: ignore[attr-defined]
 
     def called(self, node: str, host: str, port: Optional[int]) -> None:
         """``node`` called us from ``host``, listening on ``port``."""
         if port is not None:
             self._called_from[node] = (host, port)
+            self._answers_at(node, host, port)
             self.membership.observed(node, host, port)
+
+    def _answers_at(self, node: str, host: str, port: int) -> None:
+        """``node`` is at ``host:port`` now: a member listed there under another
+        id has been replaced (it came back under a new id, or another node took
+        its place); it is marked so, not kept as a second member."""
+        for member in self.membership.listing():
+            if (member.node != node and member.state == MEMBER and member.port == port
+                    and member.address is not None and same_host(member.host, host)):
+                self.replaced(member.node, node)
 
     def replaced(self, old: str, new: str) -> None:
         """``old``'s address answers as ``new`` now."""
@@ -182,7 +214,7 @@ class MemberLinks:
                     self._leave_now()
                 continue
             if member.state == REMOVED:
-                self._drop_links(member.node)
+                self._drop_links(member)
                 self.on_gone(member.node)
             elif member.state == REPLACED:
                 self.on_gone(member.node)
@@ -208,12 +240,21 @@ class MemberLinks:
         made = self._add_peer(host, port)
         if made is not None:
             made.expect = member.node
+            made.learned = True
             log.info("Linking to member {node} at {host}:{port}", node=member.node,
                      host=host, port=port)
 
-    def _drop_links(self, node: str) -> None:
+    def _drop_links(self, member: Member) -> None:
+        """Close the links to a removed member: those that reached it, and
+        those that dial its address and never reached anyone there (a peer
+        list written before it left)."""
+        node = member.node
         for link in list(self.replication.links.values()):
-            if (link.remote is not None and link.remote.node == node) or link.expect == node:
+            unanswered_there = (link.remote is None and link.port == member.port
+                                and member.address is not None
+                                and same_host(link.host, member.host))
+            if (link.remote is not None and link.remote.node == node) or link.expect == node \
+                    or unanswered_there:
                 log.info("Closing the link to {peer}: node {node} was removed from the cluster",
                          peer=link.name, node=node)
                 self.replication.drop(link)

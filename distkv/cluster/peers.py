@@ -105,6 +105,8 @@ class PeerLink(ReconnectingClientFactory):
         self.remote: Optional[wire.Hello] = None
         #: The node the member list says answers at this address, if known.
         self.expect: Optional[str] = None
+        #: Made for an address the member list gave, not the peer list.
+        self.learned = False
         self.is_self = False
         self.refusal: Optional[Tuple[str, str]] = None
         self._drain_waiters: List[Deferred[None]] = []
