@@ -6,7 +6,9 @@ the answers follow Redis's reply shapes and error wording so the tools run
 unmodified. ``INFO`` reports DistKV's own state in Redis's sections, with one
 line per peer under ``replication``. DistKV has one database (``SELECT 0``),
 speaks RESP2, and RESP3 after ``HELLO 3`` (for the replies it has: nil as
-``_``, maps for HELLO and CONFIG GET), and has no passwords yet.
+``_``, maps for HELLO and CONFIG GET), and has no passwords yet. The member
+commands (``CLUSTER NODES|FORGET|MYID``, ``LEAVE``, ``MEMBERS``) reach the node
+through :class:`ClusterControl`.
 """
 
 from __future__ import annotations
