@@ -518,9 +518,15 @@ class Node:
                 return False  # that peer has an address it never reached
             wanted.update(theirs)
         wanted.discard(self.node_id)
+        # A peer's round may name a node removed or replaced since.
+        wanted = {node for node in wanted if not self._no_longer_member(node)}
         if wanted <= self._rounds_in.keys():
             self._serve("no node serves, and every node we know of has synced us")
         return self.loading_why is None
+
+    def _no_longer_member(self, node: str) -> bool:
+        entry = self.membership.get(node)
+        return entry is not None and entry.state != "member"
 
     def _peer_answered(self, link: PeerLink, remote: wire.Hello,
                        accept: Optional[wire.Accept]) -> None:

@@ -19,6 +19,9 @@ from distkv.simulate import (
     Crash,
     Cut,
     Delete,
+    Forget,
+    Join,
+    Leave,
     Partition,
     Pipeline,
     Restart,
@@ -257,6 +260,30 @@ def test_schedules_restore_older_copies_often() -> None:
         for seed in range(240)
     )
     assert restores >= 20
+
+
+def test_schedules_join_forget_and_leave_often() -> None:
+    """Membership changes are common enough in random schedules to be tested."""
+    kinds = {Join: 0, Forget: 0, Leave: 0}
+    for seed in range(200):
+        for step in generate(seed).steps:
+            if type(step) in kinds:
+                kinds[type(step)] += 1  # type: ignore[index]
+    assert min(kinds.values()) >= 20, kinds
+
+
+def test_a_node_that_joins_through_one_member_ends_with_every_write() -> None:
+    """A memory-only node joins through n2 while n1 writes; n3 is forgotten
+    after a crash and n1 leaves: the rest converge, keep every acknowledged
+    write, and purge the delete."""
+    schedule = Schedule(9, 3, (True, False, False), (0, 0, 0), (
+        Write("n1", 0, 5, 0), Join("n4", "n2", False), Write("n1", 1, 5, 2),
+        Delete("n1", 0), Advance(1.0), Crash("n3"), Forget("n3", "n4"), Advance(2.0),
+        Write("n4", 2, 5, 7), Leave("n1"), Write("n2", 3, 5, 9),
+    ))
+    runner = Runner(schedule)
+    assert runner.run() == []
+    assert runner.gone == ["n3", "n1"]
 
 
 @pytest.mark.parametrize("block", range(10))

@@ -189,16 +189,18 @@ def generate(seed: int, nodes: Optional[int] = None, steps: int = 40,
     limit = NODE_OPTIONS["max_request"] - 32
     gone: Set[str] = set()
     joined = 0
+    # Membership changes draw from their own stream, so that they come on top
+    # of the steps the other choices would make.
+    changes = random.Random(seed ^ 0x5EED)
     for tag in range(rng.randint(steps // 2, steps)):
-        if rng.random() < 0.07:
-            change = _membership_step(rng, size + joined + 1, names, down, gone, has_dir)
+        if changes.random() < 0.05:
+            change = _membership_step(changes, size + joined + 1, names, down, gone, has_dir)
             if change is not None:
                 if isinstance(change, Join):
                     joined += 1
                     names.append(change.node)
                     has_dir[change.node] = change.disk
                 out.append(change)
-            continue
         node = rng.choice(names)
         a, b = rng.sample(names, 2)
         roll = rng.random()
@@ -261,7 +263,7 @@ def _membership_step(rng: random.Random, number: int, names: List[str], down: Se
     if roll < 0.75 and down:
         node = rng.choice(sorted(down))
         down.discard(node)
-    elif len(running) > 1:
+    elif roll < 0.85 and len(running) > 1:
         node = rng.choice(running)
     else:
         return None
