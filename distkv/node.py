@@ -3,7 +3,10 @@
 :class:`Node` puts the pieces together around an injected reactor, so the same
 node runs under ``twistd`` on the real reactor and inside a test on a fake
 clock. It decides which peer entries are this node itself, answers peer
-handshakes, and reports its state for the STATUS command.
+handshakes, and reports its state for the STATUS command. Who the members are
+is the member list's business (:mod:`distkv.cluster.membership`, put to work
+over the links by :mod:`distkv.cluster.memberlinks`); the node feeds it what
+the links see and asks it whom to count.
 
 With a data dir the node loads its data, its clock's high-water mark and each
 peer's unacknowledged writes from :mod:`distkv.disk.datafile` before it serves, and

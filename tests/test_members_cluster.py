@@ -241,4 +241,8 @@ class MembershipClusterTests(SynchronousTestCase):
                      "last_heard=", "outbox_writes=0", "lag_ms=0"):
             self.assertIn(part, line)
         self.assertIn(line, n1.status_lines())
+        info = run(n1, b"INFO", b"replication")
+        assert isinstance(info, Lines)
+        self.assertIn("member1:id=n2,addr=127.0.0.1:7001,state=member,role=peer,"
+                      "link_out=up,link_in=up", "\n".join(info.lines))
         self.assertEqual(run(n1, b"CLUSTER", b"MYID"), b"n1")

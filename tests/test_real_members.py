@@ -7,6 +7,7 @@ import threading
 from typing import Dict, List
 
 import pytest
+import redis
 
 from tests.realnodes import Client, Cluster, NodeProcess, ask, free_ports, status, wait_until
 
@@ -79,6 +80,11 @@ def test_a_fourth_node_joins_a_running_cluster_through_one_member(cluster: Clust
                    f"{node.node_id} to dial node4")
     nodes = Client(old[0].port).report("CLUSTER NODES")
     assert sorted(line.split()[0] for line in nodes) == ["node1", "node2", "node3", "node4"]
+    # redis-py parses the RESP reply as it parses Redis's own.
+    parsed = redis.Redis(port=old[2].port).execute_command("CLUSTER NODES")
+    assert sorted(entry["node_id"] for entry in parsed.values()) == [
+        "node1", "node2", "node3", "node4"]
+    assert all(entry["connected"] for entry in parsed.values())
 
 
 def test_a_forgotten_killed_member_no_longer_holds_tombstones_back(cluster: Cluster) -> None:
