@@ -365,6 +365,22 @@ class Runner:
         due = self.should_load.get(name)
         return due is not None and self.cluster.net.seconds() < due
 
+    def _forget_again(self) -> None:
+        """A removal that no running node holds any more (every node that
+        heard it was memory only and has crashed since, as a write can be
+        lost) is made again, as an operator would: CLUSTER FORGET on a node
+        that still lists the departed id. One that some node holds must reach
+        the others by itself: the purge check shows whether it did."""
+        assert self.cluster is not None
+        nodes = self.cluster.nodes
+        for name in self.gone:
+            node_id = self.ids.get(name, name)
+            if any(node.membership.is_removed(node_id) for node in nodes.values()):
+                continue
+            for other in sorted(nodes):
+                if nodes[other].member_links.forget(node_id) is None:
+                    break
+
     # -- the end -------------------------------------------------------------
 
     def _settle(self) -> None:
@@ -376,6 +392,7 @@ class Runner:
                 self._restart(Restart(name, "own-dir"))
         wait = self.options["loading_wait"] + 3 * self.options["sync_interval"] + 20
         cluster.net.advance_by(wait / 2, step=0.5)
+        self._forget_again()
         rounds = checks.RoundWatch()  # on a healed network a round takes no time
         rounds.start(cluster.nodes)
         cluster.net.advance_by(wait / 2, step=0.5)
