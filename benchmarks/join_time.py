@@ -148,6 +148,13 @@ def main():
         if "all pre-fill keys" in seen:
             print("join time (D start -> every pre-fill key on D): %.2fs"
                   % seen["all pre-fill keys"])
+        for name, client in clients.items():  # what each old node's rounds sent D
+            for key, rest in client.status().items():
+                if key.startswith("peer") and (":%d " % ports[3]) in key + " ":
+                    fields = dict(f.split("=", 1) for f in key.split()[2:] if "=" in f)
+                    print("  %s -> D: sync_rounds=%s last_sync_sent=%s resyncs=%s"
+                          % (name, fields.get("sync_rounds"), fields.get("last_sync_sent"),
+                             fields.get("resyncs")))
         wrong = benchlib.check_sample(d, args.keys, args.sample)
         print("sample of %d GETs on D wrong: %d" % (args.sample, wrong))
         for path in sorted(os.listdir(workdir)):
