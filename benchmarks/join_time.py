@@ -149,7 +149,7 @@ def main():
             print("join time (D start -> every pre-fill key on D): %.2fs"
                   % seen["all pre-fill keys"])
         for name, client in clients.items():  # what each old node's rounds sent D
-            for key, rest in client.status().items():
+            for key in client.status():
                 if key.startswith("peer") and (":%d " % ports[3]) in key + " ":
                     fields = dict(f.split("=", 1) for f in key.split()[2:] if "=" in f)
                     print("  %s -> D: sync_rounds=%s last_sync_sent=%s resyncs=%s"

@@ -236,6 +236,8 @@ class MemberLinks:
                     link.expect = member.node
                 if not link.dials:  # it called us: we dial it too from now on
                     self._add_peer(link.host, port)
+                    link.learned = True
+                    self._one_dialler(member.node)
                 return
         made = self._add_peer(host, port)
         if made is not None:
