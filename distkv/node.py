@@ -223,6 +223,7 @@ class Node:
         )
         self.replication.on_new_link = self._hook_link
         self.replication.on_linked = self._peer_answered
+        self.replication.on_dropped = self._link_dropped
         self.member_links = MemberLinks(
             self.membership, self.replication, self.add_peer, self.clock.now_above,
             reactor, flush_timeout,
@@ -353,6 +354,11 @@ class Node:
         alone = all(m.node == self.node_id and m.state == "member" for m in entries)
         if self.journal is not None and not alone:  # alone, it is made anew at start
             self.journal.save_members(entries)
+
+    def _link_dropped(self, link: PeerLink) -> None:
+        """A link closed for good keeps no outbox state in the data dir."""
+        if self.journal is not None and link.dials:
+            self.journal.forget_peer(link.name)
 
     def _member_gone(self, node: str) -> None:
         """``node`` is no member any more: nothing waits for it."""

@@ -69,6 +69,8 @@ class Replication(Service):
         self._connectors: List[IConnector] = []
         #: Told of every new link, so the node can hook it up.
         self.on_new_link: Callable[[PeerLink], None] = lambda link: None
+        #: Told of a link closed for good (see :meth:`drop`).
+        self.on_dropped: Callable[[PeerLink], None] = lambda link: None
         #: Told when a connection with a peer came up (see PeerLink.on_linked).
         self.on_linked: Callable[[PeerLink, wire.Hello, Optional[wire.Accept]], None] = (
             lambda link, remote, accept: None
@@ -150,6 +152,7 @@ class Replication(Service):
         for place, other in list(self.links.items()):
             if other is link:
                 del self.links[place]
+        self.on_dropped(link)
 
     def _connect(self, link: PeerLink) -> None:
         self._connectors.append(
