@@ -110,3 +110,23 @@ def test_a_forgotten_killed_member_no_longer_holds_tombstones_back(cluster: Clus
         assert stat(node.port, "tombstones") == "0"
         assert any(line.startswith("member node3 ") and "state=removed" in line
                    for line in members_lines(node.port))
+
+
+def test_asymmetric_peer_lists_converge(cluster: Cluster) -> None:
+    """node1 lists nobody, node2 lists node1, node3 lists node2: each learns every
+    member, links to it, and writes through any node reach all three."""
+    ports = free_ports(3)
+    nodes = [cluster.add(NodeProcess(cluster.workdir, port, ports[:i][-1:], f"node{i + 1}",
+                                     FAST)).start() for i, port in enumerate(ports)]
+    for node in nodes:
+        node.wait_ready()
+    for node in nodes:
+        assert ask(node.port, f"SET from-{node.node_id} v") == "OK"
+    for node in nodes:
+        wait_until(lambda p=node.port: key_count(p) == 3,  # type: ignore[misc]
+                   f"{node.node_id} to hold every node's write")
+        others = {f"node{i + 1}" for i in range(3)} - {node.node_id}
+        wait_until(lambda n=node, o=others: all(  # type: ignore[misc]
+            any(line.startswith(f"member {name} ") and "link_out=up" in line
+                for line in members_lines(n.port)) for name in o),
+            f"{node.node_id} to dial every other member")
