@@ -146,6 +146,17 @@ class MemberFrameTests(SynchronousTestCase):
             decoder.feed(bytes([byte])) for byte in wire.encode_members(listed)))
         self.assertEqual(got, [wire.Members(listed)])
 
+    def test_the_largest_member_list_fits_the_smallest_frame_limit(self) -> None:
+        """MAX_MEMBERS entries with the longest ids and hosts pass any node's frame limit."""
+        def longest(i: int) -> Member:
+            node = f"{i}-".ljust(64, "x")
+            return Member(node, REMOVED, Version(2**63 - 1, 2**32 - 1, node), "h" * 255, 65535,
+                          Version(2**63 - 1, 2**32 - 1, node))
+
+        frame = wire.encode_members([longest(i) for i in range(MAX_MEMBERS)])
+        decoder = wire.FrameDecoder(wire.max_frame(1))
+        self.assertEqual(len(decoder.feed(frame)[0].entries), MAX_MEMBERS)  # type: ignore[union-attr]
+
     def test_malformed_member_frames_are_protocol_errors(self) -> None:
         """Bad state, bad host, host without port, too many, truncated, trailing bytes."""
         good = wire.encode_members((entry(node="a"),))[4:]
