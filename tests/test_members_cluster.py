@@ -246,3 +246,19 @@ class MembershipClusterTests(SynchronousTestCase):
         self.assertIn("member1:id=n2,addr=127.0.0.1:7001,state=member,role=peer,"
                       "link_out=up,link_in=up", "\n".join(info.lines))
         self.assertEqual(run(n1, b"CLUSTER", b"MYID"), b"n1")
+
+    def test_a_node_back_at_its_address_under_a_new_id_never_counts_its_old_id(self) -> None:
+        """n1 comes back empty as n1-b while n2 and n3 cannot dial its address (only it
+        can call them): the list it hears names n1 at its own address; every node,
+        n1-b included, ends with n1 replaced and counts n1-b alone."""
+        cluster = self.make(3)
+        cluster.crash("n1")
+        cluster.net.block("n2", "n1", oneway=True)
+        cluster.net.block("n3", "n1", oneway=True)
+        n1b = cluster.start("n1", None, new_id="n1-b")
+        cluster.settle()
+        self.assertEqual(n1b.membership.get("n1").state, REPLACED)  # type: ignore[union-attr]
+        self.assertEqual(n1b.members(), ["n2", "n3"])
+        for name in ("n2", "n3"):
+            self.assertEqual(cluster.nodes[name].members(),
+                             sorted({"n1-b", "n2", "n3"} - {name}))

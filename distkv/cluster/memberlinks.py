@@ -232,6 +232,9 @@ class MemberLinks:
             if link.remote is not None and link.remote.node == member.node and link.dials:
                 return
             if link.port == port and same_host(link.host, host):
+                if link.is_self:  # that address is this node's own: we took its place
+                    self.replaced(member.node, self.own)
+                    return
                 if link.expect is None and link.remote is None:
                     link.expect = member.node
                 if not link.dials:  # it called us: we dial it too from now on
@@ -240,11 +243,13 @@ class MemberLinks:
                     self._one_dialler(member.node)
                 return
         made = self._add_peer(host, port)
-        if made is not None:
-            made.expect = member.node
-            made.learned = True
-            log.info("Linking to member {node} at {host}:{port}", node=member.node,
-                     host=host, port=port)
+        if made is None:  # that address is this node's own: we took its place
+            self.replaced(member.node, self.own)
+            return
+        made.expect = member.node
+        made.learned = True
+        log.info("Linking to member {node} at {host}:{port}", node=member.node,
+                 host=host, port=port)
 
     def _drop_links(self, member: Member) -> None:
         """Close the links to a removed member: those that reached it, and
