@@ -215,8 +215,10 @@ class MemberLinks:
                 continue
             if member.state == REMOVED:
                 self._drop_links(member)
+                self._called_from.pop(member.node, None)
                 self.on_gone(member.node)
             elif member.state == REPLACED:
+                self._called_from.pop(member.node, None)
                 self.on_gone(member.node)
             else:
                 self._ensure_link(member)
