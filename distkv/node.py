@@ -3,7 +3,10 @@
 :class:`Node` puts the pieces together around an injected reactor, so the same
 node runs under ``twistd`` on the real reactor and inside a test on a fake
 clock. It decides which peer entries are this node itself, answers peer
-handshakes, and reports its state for the STATUS command.
+handshakes, and reports its state for the STATUS command. Who the members are
+is the member list's business (:mod:`distkv.cluster.membership`, put to work
+over the links by :mod:`distkv.cluster.memberlinks`); the node feeds it what
+the links see and asks it whom to count.
 
 With a data dir the node loads its data, its clock's high-water mark and each
 peer's unacknowledged writes from :mod:`distkv.disk.datafile` before it serves, and
@@ -48,6 +51,8 @@ from twisted.logger import Logger
 from distkv.cluster import wire
 from distkv.cluster.antientropy import answer_frames
 from distkv.cluster.handshake import PeerAuth
+from distkv.cluster.memberlinks import MemberLinks
+from distkv.cluster.membership import Member, Membership
 from distkv.cluster.peerproto import Acceptor, PeerConnection, Refusal
 from distkv.cluster.peers import PeerLink
 from distkv.cluster.replication import LOCAL_HOSTS, Replication
@@ -63,6 +68,7 @@ from distkv.front.frontdoor import FrontDoorFactory, one_interface
 from distkv.front.replies import Error, Stats
 from distkv.front.replyqueue import OutputLimits
 from distkv.front.resp import RespProtocol
+from distkv.front.servercmds import ClusterControl
 from distkv.front.textproto import TextProtocol
 from distkv.store import digest
 from distkv.store.hlc import HybridClock, Version
@@ -146,6 +152,9 @@ class Node:
         peers_authenticated: bool = False,
         cluster_secret: Optional[bytes] = None,
         tls: Optional[TlsConfig] = None,
+        advertise_host: str = "",
+        advertise_port: Optional[int] = None,
+        default_id: Optional[str] = None,
     ) -> None:
         self.reactor = reactor
         #: The TLS settings: a TLS listener, and with a CA, peer links over mutual TLS only.
@@ -163,11 +172,13 @@ class Node:
         if data_dir is not None:
             disk = Disk(data_dir, fsync)  # DiskError: the caller reports it
             try:
-                node_id = disk.claim(node_id, new_node_id())
+                node_id = disk.claim(node_id, default_id or new_node_id())
             except BaseException:
                 disk.close()  # let the data dir go: this node will not run
                 raise
-        self.node_id = node_id or new_node_id()
+        self.node_id = node_id or default_id or new_node_id()
+        self.advertise_host = advertise_host
+        self.advertise_port = advertise_port
         self.incarnation = uuid.uuid4().hex[:16]
         self.listen_port = listen_port
         self.max_request = max_request
@@ -211,6 +222,9 @@ class Node:
         self._refusals_logged = 0
         self.store = Store(self.clock)
         self.journal: Optional[Journal] = None
+        self.membership = Membership(self.node_id)
+        #: Why this node takes no writes any more (it left the cluster), or None.
+        self.left_why: Optional[str] = None
         self._saved_peers: Dict[str, PeerState] = {}
         self._unacked: List[Tuple[int, bytes, Entry]] = []
         has_data = False
@@ -221,6 +235,12 @@ class Node:
                 disk.close()  # let the data dir go: this node will not run
                 raise
         self._started_empty = not has_data
+        if disk is None:
+            # A memory-only node restarted under its id numbers its writes
+            # above anything its previous run handed out (which peers may
+            # have applied and acknowledged): a base from the wall clock,
+            # 2**20 numbers a millisecond. Peers' answers raise it further.
+            self.store.seq = max(self.store.seq, int(reactor.seconds() * 1000) << 20)
         self.loading_wait = loading_wait
         self.replication = Replication(
             self.store,
@@ -236,6 +256,13 @@ class Node:
         )
         self.replication.on_new_link = self._hook_link
         self.replication.on_linked = self._peer_answered
+        self.replication.on_dropped = self._link_dropped
+        self.member_links = MemberLinks(
+            self.membership, self.replication, self.add_peer, self.clock.now_above,
+            reactor, flush_timeout,
+        )
+        self.member_links.on_gone = self._member_gone
+        self.member_links.on_left = self._on_left
         self.apply = self.store.apply
         self.started_at = reactor.seconds()
         self.data_dir = data_dir
@@ -247,6 +274,13 @@ class Node:
             self.info_sections,
             Stats(self.started_at),
             Accounts(users, reactor.seconds),
+        )
+        self.dispatcher.cluster = ClusterControl(
+            forget=self.member_links.forget,
+            leave=self.member_links.leave,
+            nodes=lambda: report.cluster_nodes(self),
+            members=lambda: report.member_lines(self),
+            myid=lambda: self.node_id,
         )
         self.dispatcher.config.update({
             b"appendonly": b"yes" if data_dir else b"no",
@@ -270,6 +304,7 @@ class Node:
         highest_acked = max((p.acked for p in self._saved_peers.values()), default=0)
         self.store.seq = max(self.store.seq, loaded.seq, highest_acked)
         self._unacked = loaded.unacked
+        self.membership.merge(disk.members(), lambda above: above)
         self.journal = Journal(disk, self.store, self.clock, self.reactor)
         self.journal.owed = self._owed
         self.seen = self.journal.seen  # kept across restarts
@@ -303,9 +338,9 @@ class Node:
         if port == self.listen_port and host in LOCAL_HOSTS:
             log.info("Skipping peer {host}:{port}: it is this node", host=host, port=port)
             return None
-        known = host, port
-        if known in self.replication.links:
-            return self.replication.links[known]
+        known = self.replication.links.get((host, port))
+        if known is not None and known.dials:
+            return known
         link = self.replication.add_peer(host, port)
         if self.journal is not None:
             journal = self.journal
@@ -346,18 +381,33 @@ class Node:
         return owed
 
     def members(self) -> Optional[List[str]]:
-        """The other nodes of the cluster; None while a peer address never answered."""
-        names: List[str] = []
-        for link in self.replication.links.values():
-            if link.is_self:
-                continue
-            if link.remote is None:
-                if link.dials:
-                    return None
-                continue
-            if link.remote.node not in names:
-                names.append(link.remote.node)
-        return names
+        """The other members (see :class:`~distkv.cluster.memberlinks.MemberLinks`);
+        None while a peer address never answered."""
+        return self.member_links.members()
+
+    def _save_members(self, entries: List[Member]) -> None:
+        alone = all(m.node == self.node_id and m.state == "member" for m in entries)
+        if self.journal is not None and not alone:  # alone, it is made anew at start
+            self.journal.save_members(entries)
+
+    def _link_dropped(self, link: PeerLink) -> None:
+        """A link closed for good keeps no outbox state in the data dir."""
+        if self.journal is not None and link.dials:
+            self.journal.forget_peer(link.name)
+
+    def _member_gone(self, node: str) -> None:
+        """``node`` is no member any more: nothing waits for it."""
+        self.stability.forget(node)
+        self.skew.forget(node)
+        self.synced_from.pop(node, None)
+        self._rounds_in.pop(node, None)
+        if self.loading_why is not None:
+            self._schedule_loading_check(0)
+
+    def _on_left(self, why: str) -> None:
+        self.dispatcher.write_refusal = Error(
+            f"ERR {why}: it takes no writes (see LEAVE in the README)")
+        self.left_why = why
 
     def _our_low(self) -> Version:
         return self.stability.low(self.members())
@@ -366,6 +416,7 @@ class Node:
         self.stability.forget(old)
         self.skew.forget(old)
         self.synced_from.pop(old, None)
+        self.member_links.replaced(old, new)
 
     def wall_ms(self) -> int:
         return self._now_ms()
@@ -381,6 +432,8 @@ class Node:
 
     def _check_clock(self) -> None:
         """Refuse writes while our clock is too far ahead of a peer's for them to replicate."""
+        if self.left_why is not None:
+            return  # refuses writes for good
         worst = self.skew.too_far_ahead()
         dispatcher = self.dispatcher
         if worst is not None and dispatcher.write_refusal is None:
@@ -509,14 +562,21 @@ class Node:
                 return False  # that peer has an address it never reached
             wanted.update(theirs)
         wanted.discard(self.node_id)
+        # A peer's round may name a node removed or replaced since.
+        wanted = {node for node in wanted if not self._no_longer_member(node)}
         if wanted <= self._rounds_in.keys():
             self._serve("no node serves, and every node we know of has synced us")
         return self.loading_why is None
+
+    def _no_longer_member(self, node: str) -> bool:
+        entry = self.membership.get(node)
+        return entry is not None and entry.state != "member"
 
     def _peer_answered(self, link: PeerLink, remote: wire.Hello,
                        accept: Optional[wire.Accept]) -> None:
         """A peer linked: we may know every member now; and, when we dialled,
         has it applied more of our writes than we hold?"""
+        self.member_links.linked(link, remote)
         self._tell_peers()
         if accept is None:
             return
@@ -590,6 +650,13 @@ class Node:
 
     def accepted(self, proto: PeerConnection, caller: wire.Greeting, host: str) -> None:
         self.replication.accepted(proto, caller, host)
+        self.member_links.called(caller.hello.node, host, caller.port)
+
+    def member_frame(self) -> bytes:
+        return self.member_links.frame()
+
+    def members_heard(self, peer: wire.Hello, entries: Tuple[Member, ...]) -> None:
+        self.member_links.heard(peer, entries)
 
     def vet(self, greeting: wire.Greeting) -> Union[wire.Accept, Refusal]:
         caller = greeting.hello
@@ -601,6 +668,9 @@ class Node:
                 node=caller.node,
             )
             return ("duplicate-node-id", f"node id {caller.node} is already in use")
+        refusal = self.member_links.vet(caller.node)
+        if refusal is not None:
+            return refusal
         # A peer that just linked to us is up: our link to it need not wait out
         # its backoff (which may have grown to 10 s while the peer was down).
         for link in self.replication.links.values():
@@ -622,6 +692,10 @@ class Node:
 
     def started(self) -> None:
         self._unacked = []  # every outbox has been rebuilt by now
+        self.member_links.save = self._save_members
+        self.member_links.start(self.advertise_host,
+                                self.advertise_port or self.listen_port or 0,
+                                int(self.reactor.seconds() * 1000))
         self.start_purging()
         self.start_loading()
 

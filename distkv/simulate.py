@@ -5,7 +5,8 @@ One ``random.Random(seed)`` builds a :class:`Schedule` for 3-5 nodes of a
 to the request limit), overwrites, deletes and reads through every node's
 command layer; partitions; cut, stalled and duplicated deliveries; crashes and
 restarts (memory only, from the node's own data dir, from an older copy of it,
-from an empty one; under the same or a fresh node id); clock skew within
+from an empty one; under the same or a fresh node id, at the same address);
+joins through one member, CLUSTER FORGET of a dead member, LEAVE; clock skew within
 ``max_clock_skew``. Running a schedule is deterministic (the global ``random``,
 which Twisted's reconnect jitter uses, is seeded too), so a failing seed
 replays exactly; :func:`shrink` removes steps, delta-debugging style, while the
@@ -50,7 +51,10 @@ from distkv.sim.schedule import (
     Crash,
     Cut,
     Delete,
+    Forget,
     Heal,
+    Join,
+    Leave,
     Partition,
     Pipeline,
     Read,
@@ -66,7 +70,8 @@ from distkv.sim.shrink import replay, shrink
 
 __all__ = [
     "INVARIANTS", "KEYS", "MODES", "NODE_OPTIONS",
-    "Advance", "Crash", "Cut", "Delete", "Heal", "Partition", "Pipeline", "Read", "Restart",
+    "Advance", "Crash", "Cut", "Delete", "Forget", "Heal", "Join", "Leave", "Partition",
+    "Pipeline", "Read", "Restart",
     "Schedule", "Snapshot", "Stall", "Step", "Write",
     "Runner", "generate", "main", "replay", "run", "shrink",
 ]

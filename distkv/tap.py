@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import stat
 import sys
 from typing import Dict, List, Optional, Tuple
@@ -19,6 +20,7 @@ from twisted.python import usage
 
 from distkv.cluster import tlsconfig, wire
 from distkv.cluster.handshake import MIN_SECRET_BYTES
+from distkv.cluster.membership import HOST, derived_node_id
 from distkv.cluster.tlsconfig import TlsConfig
 from distkv.disk.datafile import SYNCHRONOUS, DiskError
 from distkv.front.auth import OPEN_DEFAULT, User, UsersFileError, digest_of, first_line, parse_users
@@ -30,6 +32,8 @@ log = Logger()
 
 _PORT_ONLY = re.compile(r"^\d+$")
 _ENDPOINT_PORT = re.compile(r"^(?:tcp6?|ssl):(?:port=)?(\d+)(?::|$)")
+_INTERFACE = re.compile(r"(?:^|:)interface=([^:]+)(?::|$)")
+_WILDCARD = frozenset(["", "0.0.0.0", "::"])
 
 
 def parse_peer(item: str) -> Tuple[str, int]:
@@ -143,6 +147,30 @@ def read_secret(path: str) -> bytes:
     return secret
 
 
+def endpoint_interface(endpoint: str) -> str:
+    """The interface an endpoint listens on, or "" for every interface."""
+    match = _INTERFACE.search(endpoint.replace("\\:", "%3A"))
+    host = match.group(1).replace("%3A", ":") if match else ""
+    return "" if host in _WILDCARD else host
+
+
+def advertised(config: usage.Options) -> Tuple[str, Optional[int]]:
+    """Where peers reach this node: ``--advertise``, else the interface and
+    port of the endpoint peers dial ("" when it listens on every interface):
+    ``--port``, or ``--tls-port`` when peers link over TLS."""
+    if config["advertise"] is not None:
+        return config["advertise"]  # type: ignore[no-any-return]
+    tls = config["tls"]
+    endpoint = tls.endpoint if tls is not None and tls.peer_tls else config["endpoint"]
+    return endpoint_interface(endpoint or ""), config["listen-port"]
+
+
+def default_node_id(host: str, port: Optional[int]) -> str:
+    """A node's id when ``--node-id`` is not given: its advertised address,
+    or this machine's host name and its port (see the README, "Node ids")."""
+    return derived_node_id(host or socket.gethostname(), port or 0)
+
+
 def _positive(name: str, value: str, kind: type = int) -> float:
     try:
         number = kind(value)
@@ -167,7 +195,11 @@ class Options(usage.Options):
          "(e.g. 9000, tcp:9000:interface=127.0.0.1, "
          "ssl:9443:privateKey=key.pem:certKey=cert.pem for TLS clients)."],
         ["node-id", None, None, "This node's id (letters, digits, _ . : -; at most 64). "
-         "Default: a random id at each start."],
+         "Default: the id kept in --data-dir, else HOST:PORT of --advertise (or of "
+         "this machine's host name and the port), the same at every start."],
+        ["advertise", None, None, "HOST:PORT at which other members reach this node "
+         "(told to every member, which dials it). Default: the interface and port "
+         "--port names; with no interface, the address peers see this node call from."],
         ["max-request", None, "1048576", "Largest request line in bytes; a longer one "
          "gets ERR and the connection is closed."],
         ["outbox-bytes", None, "67108864", "Bytes of unacknowledged writes held per "
@@ -244,6 +276,11 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         self["endpoint"] = server_endpoint(self["port"])
+        if self["advertise"] is not None:
+            host, port = parse_peer(self["advertise"])
+            if not HOST.match(host):
+                raise usage.UsageError(f"--advertise {self['advertise']!r}: bad host name")
+            self["advertise"] = (host, port)
         node_id = self["node-id"]
         if node_id is not None and not wire.valid_node_id(node_id):
             raise usage.UsageError(
@@ -327,10 +364,14 @@ class Options(usage.Options):
 def makeService(config: Options) -> IService:
     from twisted.internet import reactor
 
+    host, port = advertised(config)
     try:
         node = Node(
             reactor,
             config["node-id"],
+            default_id=default_node_id(host, port),
+            advertise_host=host,
+            advertise_port=port,
             listen_port=config["listen-port"],
             max_request=config["max-request"],
             outbox_bytes=config["outbox-bytes"],

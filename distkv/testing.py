@@ -276,6 +276,8 @@ class SimulatedCluster:
         self._skew = dict(skew_ms or {})
         self._options = node_options
         self.ports = {f"n{i + 1}": 7000 + i for i in range(size)}
+        #: A node's own peer list, when it is not every other node's (see :meth:`join`).
+        self.peer_lists: Dict[str, List[str]] = {}
         self.nodes: Dict[str, Node] = {}
         dirs = data_dirs or {}
         for node_id in self.ports:
@@ -305,9 +307,10 @@ class SimulatedCluster:
             now_ms=lambda: int(net.seconds() * 1000) + skew,
             **options,
         )
-        for other, port in self.ports.items():
+        listed = self.peer_lists.get(node_id, list(self.ports))
+        for other in listed:
             if other != node_id and (node_id, other) not in self.unlisted:
-                node.add_peer("127.0.0.1", port)
+                node.add_peer("127.0.0.1", self.ports[other])
         return node
 
     def start(self, node_id: str, data_dir: Any = _OWN_DIR, skew_ms: Optional[int] = None,
@@ -325,6 +328,14 @@ class SimulatedCluster:
         self.net.attach(node_id, self.ports[node_id], node.factory())
         node.start()
         return node
+
+    def join(self, node_id: str, via: Iterable[str], data_dir: Any = _OWN_DIR,
+             skew_ms: Optional[int] = None) -> Node:
+        """Start a new node ``node_id`` on a port of its own whose peer list
+        names only ``via`` (say, one member): it joins the running cluster."""
+        self.ports[node_id] = max(self.ports.values(), default=6999) + 1
+        self.peer_lists[node_id] = list(via)
+        return self.start(node_id, data_dir, skew_ms)
 
     def crash(self, node_id: str) -> None:
         """Kill a node at once: connections cut, timers stopped, memory gone,

@@ -7,6 +7,7 @@ from typing import Any, Iterator, List, Optional, Tuple, Union
 
 from distkv.cluster import wire
 from distkv.cluster.handshake import PeerAuth
+from distkv.cluster.membership import Member
 from distkv.disk.journal import Batch
 from distkv.store.hlc import Version
 from distkv.store.store import Entry
@@ -29,6 +30,7 @@ class FakeHost:
         self.answer_bytes = b""
         self.clock_ms = 1_700_000_000_000
         self.ahead: List[Tuple[str, int]] = []
+        self.member_lists: List[Tuple[str, Tuple[Member, ...]]] = []
 
     def vet(self, caller: wire.Greeting) -> Union[wire.Accept, Tuple[str, str]]:
         if self.refusal is not None:
@@ -62,3 +64,9 @@ class FakeHost:
 
     def clock_reading(self, remote: wire.Hello, sent_ms: int, reading_ms: int) -> None:
         self.ahead.append((remote.node, sent_ms - reading_ms))
+
+    def member_frame(self) -> bytes:
+        return wire.encode_members(())
+
+    def members_heard(self, remote: wire.Hello, entries: Tuple[Member, ...]) -> None:
+        self.member_lists.append((remote.node, entries))

@@ -202,6 +202,24 @@ class RespAuthTests(SynchronousTestCase):
         self.assertEqual(info_stats(self.node)["acl_access_denied_cmd"], "3")
         self.assertIn("commands_denied 3", self.node.status_lines())
 
+    def test_read_only_user_sees_the_members_but_cannot_change_them(self) -> None:
+        """A read user (a dashboard) runs CLUSTER NODES, CLUSTER MYID and MEMBERS, but
+        CLUSTER FORGET and LEAVE get NOPERM and change nothing; a writer may forget."""
+        talk = Conversation(self.node)
+        self.assertEqual(talk.ask(b"AUTH", b"dash", b"dash pw"), b"+OK\r\n")
+        self.assertTrue(talk.ask(b"CLUSTER", b"NODES").startswith(b"$"))  # no error
+        self.assertEqual(talk.ask(b"CLUSTER", b"MYID"), b"$1\r\nn\r\n")
+        self.assertTrue(talk.ask(b"MEMBERS").startswith(b"$"))
+        self.assertEqual(talk.ask(b"CLUSTER", b"FORGET", b"other"),
+                         b"-NOPERM this user has no permissions to run the 'cluster|forget' "
+                         b"command\r\n")
+        self.assertEqual(talk.ask(b"LEAVE"),
+                         b"-NOPERM this user has no permissions to run the 'leave' command\r\n")
+        self.assertEqual(info_stats(self.node)["acl_access_denied_cmd"], "2")
+        self.assertEqual(talk.ask(b"AUTH", b"app", b"app-pw"), b"+OK\r\n")
+        self.assertEqual(talk.ask(b"CLUSTER", b"FORGET", b"other"),
+                         b"-ERR Unknown node other\r\n")
+
     def test_read_only_user_who_logs_in_as_a_writer_mid_pipeline_can_write(self) -> None:
         """The rights are those of the user logged in when each request runs."""
         talk = Conversation(self.node)
@@ -334,7 +352,7 @@ class CommandAccessTests(SynchronousTestCase):
         self.assertEqual(sorted(dispatcher.access), dispatcher.names())
         self.assertTrue(set(dispatcher.access.values()) <= set(ACCESS))
         writes = {name for name, access in dispatcher.access.items() if access == WRITE}
-        self.assertEqual(writes, {b"SET", b"DEL", b"MSET"})
+        self.assertEqual(writes, {b"SET", b"DEL", b"MSET", b"LEAVE"})
         opened = {name for name, access in dispatcher.access.items() if access == OPEN}
         self.assertEqual(opened, {b"AUTH", b"HELLO", b"QUIT"})
 

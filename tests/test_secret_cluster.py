@@ -99,11 +99,15 @@ class AcceptorTests(SynchronousTestCase):
         connection unapplied, and is counted as a bad record."""
         proto, host, transport = acceptor()
         dialling = handshake(proto, transport)
-        reply = wire.parse_reply(transport.value().split(b"\n")[0])
+        line, _, rest = transport.value().partition(b"\n")
+        reply = wire.parse_reply(line)
         assert isinstance(reply, wire.Accept)
         session = dialling.accepted(reply)
         assert session is not None
         self.assertEqual(len(host.callers), 1)
+        # The member list follows the accept line, already sealed.
+        [members] = wire.FrameDecoder(MAX_FRAME).feed(b"".join(session.opener.feed(rest)))
+        self.assertIsInstance(members, wire.Members)
         transport.clear()
         proto.dataReceived(session.sealer.seal(wire.encode_write(1, b"k", (b"v", 5, 0, "them"))))
         self.assertEqual(host.applied_writes, [(b"k", (b"v", 5, 0, "them"))])

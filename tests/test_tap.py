@@ -10,7 +10,16 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv.tap import Options, endpoint_port, makeService, parse_peer, server_endpoint
+from distkv.cluster.membership import derived_node_id
+from distkv.tap import (
+    Options,
+    advertised,
+    default_node_id,
+    endpoint_port,
+    makeService,
+    parse_peer,
+    server_endpoint,
+)
 
 
 def parse(*argv: str) -> Options:
@@ -70,6 +79,23 @@ class OptionsTests(SynchronousTestCase):
             with self.assertRaises(usage.UsageError) as caught:
                 parse(*argv)
             self.assertIn(argv[0], str(caught.exception))
+
+    def test_the_advertised_address_and_the_default_id_come_from_the_endpoint(self) -> None:
+        """--advertise wins; else the interface --port names; with none, the host is
+        left to the peers and the default id is this machine's name and the port."""
+        import socket
+
+        self.assertEqual(advertised(parse("--port", "tcp:9001:interface=10.0.0.5")),
+                         ("10.0.0.5", 9001))
+        self.assertEqual(advertised(parse("--port", "9001")), ("", 9001))
+        self.assertEqual(advertised(parse("--port", "9001", "--advertise", "db1:9101")),
+                         ("db1", 9101))
+        self.assertEqual(default_node_id("10.0.0.5", 9001), "10.0.0.5:9001")
+        self.assertEqual(default_node_id("", 9001),
+                         derived_node_id(socket.gethostname(), 9001))
+        for bad in ("db1", "db1:0", "a b:1", "db/1:9000"):
+            with self.assertRaises(usage.UsageError, msg=bad):
+                parse("--advertise", bad)
 
     def test_node_id_is_checked(self) -> None:
         """A node id with spaces or slashes, or too long, is refused."""

@@ -65,6 +65,7 @@ from distkv.cluster.handshake import (
     Session,
     max_record,
 )
+from distkv.cluster.membership import Member
 from distkv.disk.journal import Batch
 from distkv.front import sendnow
 from distkv.store.hlc import Version
@@ -135,6 +136,12 @@ class PeerHost(Protocol):
     def wall_ms(self) -> int:
         """The node's wall clock, in milliseconds."""
 
+    def member_frame(self) -> bytes:
+        """Our member list, as an ``M`` frame (sent as a connection starts)."""
+
+    def members_heard(self, remote: wire.Hello, entries: Tuple[Member, ...]) -> None:
+        """``remote`` sent its member list (see :mod:`distkv.cluster.membership`)."""
+
     def clock_reading(self, remote: wire.Hello, sent_ms: int, reading_ms: int) -> None:
         """``remote`` answered a heartbeat we sent at ``sent_ms`` (our wall
         clock) with its wall clock reading (see :mod:`distkv.cluster.skew`)."""
@@ -174,6 +181,8 @@ class PeerConnection(sendnow.SendingProtocol):
         self.offers_superseded = 0
         #: The node on the other end, once the handshake is done.
         self.remote: Optional[wire.Hello] = None
+        #: When the other end last sent us anything (the reactor's clock).
+        self.last_heard = clock.seconds()
         #: The link whose writes go out over this connection, if any.
         self.link: Optional[PeerLink] = None
 
@@ -251,6 +260,7 @@ class PeerConnection(sendnow.SendingProtocol):
         self._timer = self._clock.callLater(self._heartbeat, self._tick)
 
     def dataReceived(self, data: bytes) -> None:
+        self.last_heard = self._clock.seconds()
         decoder = self._decoder
         if decoder is None:
             if self._hung_up:
@@ -370,6 +380,8 @@ class PeerConnection(sendnow.SendingProtocol):
                     link.key_list(frame)
             elif isinstance(frame, wire.DigestOffer):
                 self._offered(frame)
+            elif isinstance(frame, wire.Members):
+                host.members_heard(remote, frame.entries)
             elif frame.kind == b"S":
                 if applied:
                     self._acknowledge(remote, applied)
@@ -476,6 +488,7 @@ class Dialer(PeerConnection):
             self.transport.abortConnection()
             return False
         self._start_frames(reply.hello, session)
+        self.write(self.host.member_frame())
         if not link.linked(self, reply.hello, reply):
             self.transport.loseConnection()
             return False
@@ -584,6 +597,7 @@ class Acceptor(PeerConnection):
         line, session = accepting.answer(answer)
         self.write(line)
         self._start_frames(caller.hello, session)
+        self.write(self.host.member_frame())
         self.host.accepted(self, caller, getattr(self.transport.getPeer(), "host", ""))
         return True
 

@@ -103,6 +103,10 @@ class PeerLink(ReconnectingClientFactory):
         self._protocol: Optional[PeerConnection] = None
         self._connections: List[PeerConnection] = []
         self.remote: Optional[wire.Hello] = None
+        #: The node the member list says answers at this address, if known.
+        self.expect: Optional[str] = None
+        #: Made for an address the member list gave, not the peer list.
+        self.learned = False
         self.is_self = False
         self.refusal: Optional[Tuple[str, str]] = None
         self._drain_waiters: List[Deferred[None]] = []
@@ -207,6 +211,16 @@ class PeerLink(ReconnectingClientFactory):
         if self._protocol is None:
             self._push_over(proto)
 
+    def connections(self) -> List[PeerConnection]:
+        """The live connections with the peer."""
+        return list(self._connections)
+
+    def send_all(self, data: bytes) -> None:
+        """Write ``data`` on every live connection with the peer (the member
+        list goes to both ends of every connection, pushed over or not)."""
+        for proto in self._connections:
+            proto.send(data)
+
     def pushes_over(self, proto: PeerConnection) -> bool:
         """Whether ``proto`` carries our outbox and rounds: only its answers
         (acknowledgements, key lists, round marks) are ours to act on."""
@@ -257,6 +271,8 @@ class PeerLink(ReconnectingClientFactory):
             self._found_self()
             return
         self.refusal = refusal
+        if code == "removed":
+            self.stopTrying()  # final: see distkv.cluster.membership
         log.error(
             "Peer {peer} refused our link: {code} {message}",
             peer=self.name,

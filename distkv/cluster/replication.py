@@ -72,6 +72,8 @@ class Replication(Service):
         self._connectors: List[IConnector] = []
         #: Told of every new link, so the node can hook it up.
         self.on_new_link: Callable[[PeerLink], None] = lambda link: None
+        #: Told of a link closed for good (see :meth:`drop`).
+        self.on_dropped: Callable[[PeerLink], None] = lambda link: None
         #: Told when a connection with a peer came up (see PeerLink.on_linked).
         self.on_linked: Callable[[PeerLink, wire.Hello, Optional[wire.Accept]], None] = (
             lambda link, remote, accept: None
@@ -82,6 +84,10 @@ class Replication(Service):
         link = self.links.get((host, port))
         if link is None:
             link = self._new_link((host, port), host, port, dials=True)
+            if self.running:
+                self._connect(link)
+        elif not link.dials:  # a node that called us, listed or learned of since
+            link.dials = True
             if self.running:
                 self._connect(link)
         return link
@@ -142,6 +148,14 @@ class Replication(Service):
                     other.hand_over(link)
                     del self.links[place]
         self.on_linked(link, remote, accept)
+
+    def drop(self, link: PeerLink) -> None:
+        """Close ``link`` for good and forget it (its node was removed)."""
+        link.close()
+        for place, other in list(self.links.items()):
+            if other is link:
+                del self.links[place]
+        self.on_dropped(link)
 
     def _connect(self, link: PeerLink) -> None:
         assert link.port is not None

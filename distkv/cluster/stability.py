@@ -18,7 +18,10 @@ carried it to every node. Our own low is the minimum of the floors
 we heard; the horizon is the minimum of our low and every member's low. A
 member we have not heard from counts as zero, so a node that is down, or an
 address whose node we never reached, holds every purge back: tombstones go
-only once every peer has acknowledged them.
+only once every peer has acknowledged them. The members are those of the
+member list (:mod:`distkv.cluster.membership`): a node removed from it (by
+``CLUSTER FORGET`` or ``LEAVE``) or replaced at its address is forgotten here
+and holds nothing back any more.
 
 The horizon is also kept a grace period behind the wall clock, so a delete
 has had time to spread by anti-entropy as well before it is forgotten. No

@@ -64,6 +64,16 @@ the other side confirms once it has applied all of them::
                                    never answered)
     s round:u32                   (other side: all applied)
 
+Either end sends its member list (see :mod:`distkv.cluster.membership`) once
+the handshake is done and again whenever it changes::
+
+    M count:u16 (node-len:u16 node state:u8 version address-version
+                 host-len:u16 host port:u16)*
+                                  (state 0 member, 1 replaced, 2 removed; at
+                                   most MAX_MEMBERS entries; an empty host: the
+                                   node does not know its address; port 0: nor
+                                   its port)
+
 Replicated writes travel only as ``W`` frames, never as client commands, so a
 receiving node can never mistake one for a local write and broadcast it again.
 """
@@ -74,6 +84,8 @@ import re
 import struct
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
+from distkv.cluster import membership
+from distkv.cluster.membership import Member
 from distkv.store.digest import BUCKETS, DIGEST_BYTES
 from distkv.store.hlc import Version
 from distkv.store.store import Entry
@@ -209,7 +221,13 @@ class RoundMark(NamedTuple):
     members: Optional[Tuple[str, ...]] = None
 
 
-Frame = Union[Write, Ack, Heartbeat, DigestOffer, KeyList, RoundMark]
+class Members(NamedTuple):
+    """``M``: the sender's member list."""
+
+    entries: Tuple[Member, ...]
+
+
+Frame = Union[Write, Ack, Heartbeat, DigestOffer, KeyList, RoundMark, Members]
 
 
 def valid_node_id(node: str) -> bool:
@@ -455,6 +473,55 @@ def _decode_round_end(body: bytes) -> RoundMark:
     return RoundMark(b"S", _U32.unpack_from(body, 1)[0], clock, bool(flags & _SERVING), members)
 
 
+def encode_members(entries: Sequence[Member]) -> bytes:
+    """The ``M`` frame carrying ``entries``."""
+    parts = [b"M", _U16.pack(len(entries))]
+    for m in entries:
+        node = m.node.encode("ascii")
+        host = m.host.encode("ascii")
+        parts += [_U16.pack(len(node)), node, bytes([membership.STATES.index(m.state)]),
+                  _version(m.version), _version(m.address_version),
+                  _U16.pack(len(host)), host, _U16.pack(m.port)]
+    return _frame(b"".join(parts))
+
+
+def _decode_members(body: bytes) -> Members:
+    (count,) = _U16.unpack_from(body, 1)
+    if count > membership.MAX_MEMBERS:
+        raise WireError(f"member list of {count} entries")
+    offset = 1 + _U16.size
+    entries = []
+    for _ in range(count):
+        (length,) = _U16.unpack_from(body, offset)
+        offset += _U16.size
+        raw = body[offset : offset + length]
+        if len(raw) != length:
+            raise WireError("truncated member list")
+        node = _node(raw)
+        offset += length
+        state = body[offset]
+        if state >= len(membership.STATES):
+            raise WireError("malformed member state")
+        version, offset = _read_version(body, offset + 1)
+        address_version, offset = _read_version(body, offset)
+        (length,) = _U16.unpack_from(body, offset)
+        offset += _U16.size
+        raw = body[offset : offset + length]
+        host = raw.decode("ascii")
+        if len(raw) != length or not membership.HOST.match(host):
+            raise WireError("malformed member address")
+        offset += length
+        (port,) = _U16.unpack_from(body, offset)
+        offset += _U16.size
+        if host and not port:
+            raise WireError("malformed member address")
+        entries.append(Member(node, membership.STATES[state], version, host, port,
+                              address_version))
+    if offset != len(body):
+        raise WireError("malformed member list")
+    return Members(tuple(entries))
+
+
 def _frame(body: bytes) -> bytes:
     return _LENGTH.pack(len(body)) + body
 
@@ -532,7 +599,9 @@ def decode_body(body: bytes) -> Frame:
             return RoundMark(kind, _U32.unpack_from(body, 1)[0], version)
         if kind == b"S" and len(body) > 6:
             return _decode_round_end(body)
-    except (struct.error, UnicodeDecodeError) as e:
+        if kind == b"M":
+            return _decode_members(body)
+    except (struct.error, UnicodeDecodeError, IndexError) as e:
         raise WireError(f"malformed frame: {e}") from e
     raise WireError(f"unknown frame kind {kind!r}")
 

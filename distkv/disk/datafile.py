@@ -16,6 +16,11 @@ One database per data directory, in WAL mode::
                                  parts of a few thousand entries
     peers(address, acked, node)  per peer: our highest write it acknowledged
 
+``meta`` also keeps what this node has seen of each peer's writes (``seen``)
+and the member list (``members``: each node id's state, versions and
+advertised address, see :mod:`distkv.cluster.membership`), saved whenever it
+changes, so a restarted node dials the members it learned while it ran.
+
 The data is log-structured, as in Redis's append-only file: a commit appends
 one row holding its entries, encoded as the peer protocol's ``W`` frames (see
 :mod:`distkv.cluster.wire`; the key, the value or tombstone, the version, and the
@@ -72,6 +77,7 @@ from typing import (
 )
 
 from distkv.cluster import wire
+from distkv.cluster.membership import HOST, STATES, Member
 from distkv.disk.dirlock import DirLock, LockedError
 from distkv.store.hlc import Version
 from distkv.store.store import ZERO, Entry
@@ -363,6 +369,33 @@ class Disk:
                             f"{stored[:80]!r}") from None
         return seen
 
+    def members(self) -> List[Member]:
+        """The member list as last saved (see :mod:`distkv.cluster.membership`)."""
+        stored = self._meta("members")
+        if stored is None:
+            return []
+        try:
+            rows = json.loads(stored)
+            entries = []
+            for node, state, version, host, port, address_version in rows:
+                if not (wire.valid_node_id(node) and state in STATES
+                        and isinstance(host, str) and HOST.match(host)
+                        and isinstance(port, int) and 0 <= port < 65536):
+                    raise ValueError("malformed member")
+                entries.append(Member(node, state, _decode_version(version), host, port,
+                                      _decode_version(address_version)))
+        except (ValueError, TypeError):
+            raise DiskError(f"{self.path} holds a malformed member list "
+                            f"{stored[:80]!r}") from None
+        return entries
+
+    def save_members(self, entries: Sequence[Member]) -> None:
+        """Keep the member list (raises ``sqlite3.Error``)."""
+        rows = [[m.node, m.state, _encode_version(m.version), m.host, m.port,
+                 _encode_version(m.address_version)] for m in entries]
+        with self._transaction():
+            self._set_meta(members=json.dumps(rows))
+
     def _saved_horizon(self) -> Version:
         stored = self._meta("horizon")
         if stored is None:
@@ -595,6 +628,11 @@ class Disk:
         finally:
             self._db.close()
             self._lock.release()
+
+
+def _decode_version(text: str) -> Version:
+    ms, counter, node = str(text).split(":", 2)
+    return Version(int(ms), int(counter), node)
 
 
 def _encode_version(version: Version) -> str:

@@ -35,7 +35,7 @@ keeps the write for the node's next start.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -45,6 +45,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from distkv.cluster.membership import Member
 from distkv.disk.datafile import SNAPSHOT_PART, SNAPSHOT_PART_BYTES, Disk, Row
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.store import Entry, Store
@@ -307,6 +308,19 @@ class Journal(Service):
         if seq > self.seen.get(node, 0):
             self.seen[node] = seq
             self._seen_moved = True
+
+    def save_members(self, entries: Sequence[Member]) -> None:
+        """Keep the member list now: it changes rarely, and a restart must
+        find every member learned at run time."""
+        if self.closed or self.failure is not None:
+            return
+        try:
+            self.disk.save_members(entries)
+        except sqlite3.Error as e:
+            log.error("Cannot save the member list to {path}: {why}", path=self.disk.path,
+                      why=str(e))
+            return
+        self._unsynced = True
 
     def _save_clock(self) -> None:
         """Heartbeats move the clock without any write; keep its mark on disk

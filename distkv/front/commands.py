@@ -135,6 +135,9 @@ class Dispatcher:
         self.write_refusal: Optional[Error] = None
         self.info = info
         self.stats = stats if stats is not None else Stats(0.0)
+        #: The member commands' way to the node (CLUSTER, LEAVE, MEMBERS);
+        #: None: they answer that there is no cluster.
+        self.cluster: Optional[servercmds.ClusterControl] = None
         #: What CONFIG GET reports (lower-case names); the node fills it in.
         self.config: Dict[bytes, bytes] = {b"save": b"", b"appendonly": b"no", b"databases": b"1"}
         self._scan: Tuple[int, List[Tuple[int, bytes]]] = (-1, [])

@@ -38,6 +38,7 @@ def status_lines(node: Node) -> List[str]:
         f"peer_bad_records {node.peer_auth.bad_records}",
     ]
     lines.extend(link.status() for link in node.replication.links.values())
+    lines.extend(member_lines(node))
     return lines
 
 
@@ -64,6 +65,8 @@ def info_sections(node: Node) -> Dict[str, List[Tuple[str, object]]]:
             f"resyncs={link.resyncs}",
             f"sync_rounds={link.rounds_completed}",
         ])))
+    for index, row in enumerate(member_rows(node)):
+        replication.append((f"member{index}", ",".join(f"{k}={v}" for k, v in row.items())))
     return {
         "server": [
             ("redis_mode", "standalone"),
@@ -107,3 +110,74 @@ def persistence(node: Node) -> List[Tuple[str, object]]:
             ("aof_last_write_status", "ok" if journal.failure is None else "err"),
         ])
     return section
+
+
+def member_rows(node: Node) -> List[Dict[str, str]]:
+    """One row per entry of the member list (this node first): id, address,
+    state, link state each way (``out``: a connection we dialled, ``in``: one
+    the member dialled), seconds since it last sent anything, the writes
+    our outbox holds for it, and how old the oldest of them is (lag)."""
+    from distkv.cluster.peerproto import Dialer
+    from distkv.store.store import version_of
+
+    now = node.reactor.seconds()
+    rows = []
+    entries = node.membership.listing()
+    entries.sort(key=lambda m: m.node != node.node_id)
+    for member in entries:
+        links = [link for link in node.replication.links.values()
+                 if not link.is_self and (
+                     (link.remote is not None and link.remote.node == member.node)
+                     or (link.remote is None and link.expect == member.node))]
+        connections = [proto for link in links for proto in link.connections()]
+        dialled = [proto for proto in connections if isinstance(proto, Dialer)]
+        called = [proto for proto in connections if not isinstance(proto, Dialer)]
+        heard = max((proto.last_heard for proto in connections), default=None)
+        writes = sum(len(link.outbox) for link in links)
+        oldest = [link.outbox.oldest() for link in links]
+        stamps = [version_of(entry).ms for entry in oldest if entry is not None]
+        lag = max(0, node.wall_ms() - min(stamps)) if stamps else 0
+        myself = member.node == node.node_id
+        rows.append({
+            "id": member.node,
+            "addr": member.describe(),
+            "state": member.state,
+            "role": "myself" if myself else "peer",
+            "link_out": "-" if myself else ("up" if dialled else (
+                "down" if any(link.dials for link in links) else "none")),
+            "link_in": "-" if myself else ("up" if called else "down"),
+            "last_heard": "-" if heard is None else f"{now - heard:.1f}s",
+            "outbox_writes": str(writes),
+            "lag_ms": str(lag),
+        })
+    return rows
+
+
+def member_lines(node: Node) -> List[str]:
+    """``MEMBERS`` and STATUS: one ``member <id> key=value...`` line per entry."""
+    return ["member {} {}".format(row["id"], " ".join(
+        f"{key}={value}" for key, value in row.items() if key != "id"))
+        for row in member_rows(node)]
+
+
+def cluster_nodes(node: Node) -> List[str]:
+    """``CLUSTER NODES`` in Redis's line format, for the current members:
+    ``<id> <host:port@port> <flags> - <ping-sent> <pong-recv> <epoch>
+    <link-state>``; pong-recv is when the member was last heard (ms, our
+    wall clock), flags ``myself,master`` or ``master`` (every DistKV node
+    takes writes), plus ``fail?`` while no connection with it is up."""
+    lines = []
+    now_ms = node.wall_ms()
+    for row in member_rows(node):
+        if row["state"] != "member":
+            continue
+        myself = row["role"] == "myself"
+        up = row["link_out"] == "up" or row["link_in"] == "up"
+        flags = "myself,master" if myself else ("master" if up else "master,fail?")
+        addr = row["addr"] if row["addr"] != "-" else ":0"
+        port = addr.rsplit(":", 1)[-1]
+        heard = row["last_heard"]
+        pong = 0 if heard == "-" else now_ms - int(float(heard[:-1]) * 1000)
+        lines.append(f"{row['id']} {addr}@{port} {flags} - 0 {pong} 0 "
+                     + ("connected" if up or myself else "disconnected"))
+    return lines

@@ -8,13 +8,15 @@ line per peer under ``replication``. DistKV has one database (``SELECT 0``),
 speaks RESP2, and RESP3 after ``HELLO 3`` (for the replies it has: nil as
 ``_``, maps for HELLO and CONFIG GET). ``AUTH`` and ``HELLO ... AUTH`` log a
 connection in as a user (see :mod:`distkv.front.auth`), with Redis 7.0's
-replies and in Redis's order of checks.
+replies and in Redis's order of checks. The member commands (``CLUSTER
+NODES|FORGET|MYID``, ``LEAVE``, ``MEMBERS``) reach the node through
+:class:`ClusterControl`.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from distkv.front.replies import (
     NIL,
@@ -57,6 +59,20 @@ _HELLO_NOAUTH = Error(
 )
 
 
+class ClusterControl(NamedTuple):
+    """What the member commands ask of the node (see
+    :class:`distkv.cluster.memberlinks.MemberLinks`): ``forget(id)`` returns
+    None or the error to reply, ``leave()`` what it did (or an error
+    starting ``ERR``), ``nodes()`` the ``CLUSTER NODES`` lines, ``members()``
+    the ``MEMBERS`` lines and ``myid()`` this node's id."""
+
+    forget: Callable[[str], Optional[str]]
+    leave: Callable[[], str]
+    nodes: Callable[[], List[str]]
+    members: Callable[[], List[str]]
+    myid: Callable[[], str]
+
+
 def _unknown_subcommand(sub: bytes, command: str) -> Error:
     return Error(
         "ERR unknown subcommand '{}'. Try {} HELP.".format(
@@ -75,6 +91,9 @@ def table(dispatcher: Dispatcher) -> Dict[bytes, Entry]:
         b"CLIENT": (commands.client, 1, -1, "read"),
         b"HELLO": (commands.hello, 0, -1, "open"),
         b"AUTH": (commands.auth, 1, -1, "open"),
+        b"CLUSTER": (commands.cluster, 1, -1, "read"),  # FORGET checks the write right
+        b"LEAVE": (commands.leave, 0, 0, "write"),
+        b"MEMBERS": (commands.members, 0, 0, "read"),
     }
 
 
@@ -191,6 +210,46 @@ class ServerCommands:
         if len(args) == 1:
             return self.dispatcher.login(session, None, args[0])
         return self.dispatcher.login(session, args[0], args[1])
+
+    def _control(self) -> Optional[ClusterControl]:
+        return self.dispatcher.cluster
+
+    def cluster(self, args: Sequence[bytes], session: Session) -> Reply:
+        """CLUSTER FORGET <id>, CLUSTER NODES, CLUSTER MYID (Redis's names)."""
+        control = self._control()
+        if control is None:
+            return Error("ERR This instance has cluster support disabled")
+        sub = args[0].upper()
+        if sub == b"FORGET" and len(args) == 2:
+            user = session.user
+            if not user.can_write:  # CLUSTER NODES is a read; FORGET changes the cluster
+                return Error(self.dispatcher.accounts.refused(user, b"cluster|forget",
+                                                              session.address))
+            error = control.forget(args[1].decode("utf-8", "replace"))
+            return OK if error is None else Error(error)
+        if sub == b"NODES" and len(args) == 1:
+            return Lines(tuple(control.nodes()))  # RESP: one bulk string, as Redis
+        if sub == b"MYID" and len(args) == 1:
+            return control.myid().encode("utf-8")
+        if sub in (b"FORGET", b"NODES", b"MYID"):
+            return Error("ERR wrong number of arguments for 'cluster|{}' command".format(
+                sub.decode("ascii").lower()))
+        return _unknown_subcommand(args[0], "CLUSTER")
+
+    def leave(self, args: Sequence[bytes], session: Session) -> Reply:
+        """LEAVE: this node leaves the cluster for good (see the README)."""
+        control = self._control()
+        if control is None:
+            return Error("ERR This instance has cluster support disabled")
+        said = control.leave()
+        return Error(said) if said.startswith("ERR") else Status(said.encode("utf-8"))
+
+    def members(self, args: Sequence[bytes], session: Session) -> Reply:
+        """MEMBERS: one line per member-list entry, like STATUS."""
+        control = self._control()
+        if control is None:
+            return Error("ERR This instance has cluster support disabled")
+        return Lines(tuple(control.members()))
 
     def hello(self, args: Sequence[bytes], session: Session) -> Reply:
         """HELLO [protover [AUTH user password] [SETNAME name]], checked in

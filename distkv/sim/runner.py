@@ -39,7 +39,10 @@ from distkv.sim.schedule import (
     Crash,
     Cut,
     Delete,
+    Forget,
     Heal,
+    Join,
+    Leave,
     Partition,
     Pipeline,
     Read,
@@ -75,6 +78,8 @@ class Runner:
         self.copies: Dict[str, Tuple[str, str]] = {}
         #: node -> the time until which it should refuse data commands, while loading
         self.should_load: Dict[str, float] = {}
+        #: Nodes forgotten or left for good: never restarted, no longer checked.
+        self.gone: List[str] = []
         self.cluster: Optional[SimulatedCluster] = None
 
     def _new_dir(self) -> str:
@@ -146,7 +151,64 @@ class Runner:
         elif isinstance(step, Crash):
             self._crash(step.node)
         elif isinstance(step, Restart):
-            self._restart(step)
+            if step.node not in self.gone:
+                self._restart(step)
+        elif isinstance(step, Join):
+            self._join(step)
+        elif isinstance(step, Forget):
+            self._forget(step.node, step.by)
+        elif isinstance(step, Leave):
+            self._leave(step.node)
+
+    # -- membership ------------------------------------------------------------
+
+    def _join(self, step: Join) -> None:
+        assert self.cluster is not None
+        name = step.node
+        if name in self.cluster.ports or step.via not in self.cluster.nodes:
+            return
+        path = self._new_dir() if step.disk else None
+        self.dirs[name] = path
+        self.ids[name] = name
+        if path is not None:
+            self.dir_ids[path] = name
+        # It starts empty: it must load until a serving member synced it.
+        self.should_load[name] = self.cluster.net.seconds() + self.options["loading_wait"]
+        node = self.cluster.join(name, [step.via], path)
+        self._watch(name, node)
+
+    def _forget(self, name: str, by: str) -> None:
+        """CLUSTER FORGET ``name`` (down for good) on ``by``, or on any running
+        node that knows it when ``by`` does not (as an operator would)."""
+        assert self.cluster is not None
+        if name in self.cluster.nodes or name in self.gone:
+            return
+        self.gone.append(name)
+        node_id = self.ids.get(name, name)
+        order = [by] + sorted(n for n in self.cluster.nodes if n != by)
+        for other in order:
+            node = self.cluster.nodes.get(other)
+            if node is not None and node.member_links.forget(node_id) is None:
+                break
+        self._data_lost()  # whatever only its data dir held is gone with it
+
+    def _leave(self, name: str) -> None:
+        """LEAVE on ``name``; once its links closed it stops for good. If no
+        member heard it (it was cut off), a member forgets it instead."""
+        assert self.cluster is not None
+        node = self.cluster.nodes.get(name)
+        if node is None or name in self.gone:
+            return
+        node.member_links.leave()
+        self.cluster.net.advance_by(self.options["flush_timeout"] + 0.5, step=0.25)
+        self.cluster.crash(name)
+        heard = any(other.membership.is_removed(node.node_id)
+                    for other in self.cluster.nodes.values())
+        if not heard:
+            self._forget(name, sorted(self.cluster.nodes)[0])
+        else:
+            self.gone.append(name)
+            self._data_lost()
 
     def _command(self, index: int, name: str, *request: bytes) -> None:
         assert self.cluster is not None
@@ -303,17 +365,34 @@ class Runner:
         due = self.should_load.get(name)
         return due is not None and self.cluster.net.seconds() < due
 
+    def _forget_again(self) -> None:
+        """A removal that no running node holds any more (every node that
+        heard it was memory only and has crashed since, as a write can be
+        lost) is made again, as an operator would: CLUSTER FORGET on a node
+        that still lists the departed id. One that some node holds must reach
+        the others by itself: the purge check shows whether it did."""
+        assert self.cluster is not None
+        nodes = self.cluster.nodes
+        for name in self.gone:
+            node_id = self.ids.get(name, name)
+            if any(node.membership.is_removed(node_id) for node in nodes.values()):
+                continue
+            for other in sorted(nodes):
+                if nodes[other].member_links.forget(node_id) is None:
+                    break
+
     # -- the end -------------------------------------------------------------
 
     def _settle(self) -> None:
         assert self.cluster is not None
         cluster = self.cluster
         cluster.net.heal()
-        for name in self.schedule.names():
-            if name not in cluster.nodes:
+        for name in list(cluster.ports):
+            if name not in cluster.nodes and name not in self.gone:
                 self._restart(Restart(name, "own-dir"))
         wait = self.options["loading_wait"] + 3 * self.options["sync_interval"] + 20
         cluster.net.advance_by(wait / 2, step=0.5)
+        self._forget_again()
         rounds = checks.RoundWatch()  # on a healed network a round takes no time
         rounds.start(cluster.nodes)
         cluster.net.advance_by(wait / 2, step=0.5)
@@ -321,8 +400,6 @@ class Runner:
         snapshots = cluster.snapshots()
         self.violations.extend(checks.history_kept(self.history, snapshots))
         self.violations.extend(checks.converged(snapshots))
-        if self.schedule.unlisted:
-            return  # purging assumes full peer lists (README, "Tombstone purge")
         grace = self.options["tombstone_grace"] + self.options["max_clock_skew"]
         cluster.net.advance_by(grace + 6 * self.options["heartbeat"] + 2, step=0.5)
         self.violations.extend(checks.purged(cluster.nodes))

@@ -7,7 +7,10 @@ and the steps: writes, overwrites, deletes and reads through a node; partitions
 connection (:mod:`distkv.sim.clients`); cut, stalled and duplicated deliveries; snapshots
 of a data dir; crashes and restarts (memory only, from the node's own data dir,
 from an older copy of it, from an empty one; under the same or a fresh node
-id; with a new skew within ``max_clock_skew``). :func:`generate` draws every
+id; with a new skew within ``max_clock_skew``); and membership changes: a new
+node joins given one member's address, a crashed member is forgotten for good
+(``CLUSTER FORGET`` on a running one), a member leaves (``LEAVE``). Restarts
+reuse a node's address, under its id or a fresh one. :func:`generate` draws every
 choice from one ``random.Random(seed)``, so a seed always builds the same
 schedule. Plain data: nothing here runs a node.
 """
@@ -123,8 +126,34 @@ class Advance:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Join:
+    """A new node ``node`` starts (memory only, or with a data dir) with only
+    ``via``'s address in its peer list."""
+
+    node: str
+    via: str
+    disk: bool
+
+
+@dataclass(frozen=True)
+class Forget:
+    """``by`` runs ``CLUSTER FORGET`` for ``node``, which is down and never returns."""
+
+    node: str
+    by: str
+
+
+@dataclass(frozen=True)
+class Leave:
+    """``node`` runs ``LEAVE``, and is stopped once its links have closed."""
+
+    node: str
+
+
 Step = Union[
-    Write, Delete, Read, Pipeline, Partition, Heal, Cut, Stall, Crash, Restart, Snapshot, Advance
+    Write, Delete, Read, Pipeline, Partition, Heal, Cut, Stall, Crash, Restart, Snapshot,
+    Advance, Join, Forget, Leave,
 ]
 
 
@@ -160,7 +189,20 @@ def generate(seed: int, nodes: Optional[int] = None, steps: int = 40,
     down: Set[str] = set()
     out: List[Step] = []
     limit = NODE_OPTIONS["max_request"] - 32
+    gone: Set[str] = set()
+    joined = 0
+    # Membership changes draw from their own stream, so that they come on top
+    # of the steps the other choices would make.
+    changes = random.Random(seed ^ 0x5EED)
     for tag in range(rng.randint(steps // 2, steps)):
+        if changes.random() < 0.05:
+            change = _membership_step(changes, size + joined + 1, names, down, gone, has_dir)
+            if change is not None:
+                if isinstance(change, Join):
+                    joined += 1
+                    names.append(change.node)
+                    has_dir[change.node] = change.disk
+                out.append(change)
         node = rng.choice(names)
         a, b = rng.sample(names, 2)
         roll = rng.random()
@@ -191,7 +233,7 @@ def generate(seed: int, nodes: Optional[int] = None, steps: int = 40,
                 snapped.add(node)
                 out.append(Snapshot(node))
         elif roll < 0.88:
-            if node not in down and len(down) < size - 1:
+            if node not in down and len(down) < len(names) - 1:
                 down.add(node)
                 out.append(Crash(node))
         elif down:
@@ -208,6 +250,31 @@ def generate(seed: int, nodes: Optional[int] = None, steps: int = 40,
             down.discard(node)
             out.append(Restart(node, mode, rng.random() < 0.3, skew_ms))
     return Schedule(seed, size, disk, skew, tuple(out), unlisted)  # type: ignore[arg-type]
+
+
+def _membership_step(rng: random.Random, number: int, names: List[str], down: Set[str],
+                     gone: Set[str], has_dir: Dict[str, bool]) -> Optional[Step]:
+    """A join, a forget or a leave, if one can happen now (``names`` are the
+    current members, down or not; one stays up, and two stay members)."""
+    running = [n for n in names if n not in down]
+    roll = rng.random()
+    if roll < 0.4 and number <= 7:
+        return Join(f"n{number}", rng.choice(running), rng.random() < 0.5)
+    if len(names) <= 2:
+        return None
+    if roll < 0.75 and down:
+        node = rng.choice(sorted(down))
+        down.discard(node)
+    elif roll < 0.85 and len(running) > 1:
+        node = rng.choice(running)
+    else:
+        return None
+    names.remove(node)
+    gone.add(node)
+    has_dir.pop(node, None)
+    if node in running:
+        return Leave(node)
+    return Forget(node, rng.choice([n for n in running if n != node]))
 
 
 def _size(rng: random.Random, limit: int) -> int:
