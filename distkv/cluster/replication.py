@@ -1,7 +1,8 @@
 """The node's links to its peers, in one Service: who is who, and fan-out.
 
 :class:`Replication` keeps one :class:`~distkv.cluster.peers.PeerLink` per peer node and
-hands every local write to each; writes that arrived from peers are never
+hands every local write to each (the writes of one transaction together, as
+one frame); writes that arrived from peers are never
 sent on, since each node pushes its own writes to everyone. Links for the
 addresses in the peer list dial them. A node that calls us is matched to a
 link by its node id, or else by its place (its address and the port it says
@@ -99,6 +100,7 @@ class Replication(Service):
         )
         if not self.links:  # a node without peers has nothing to fan out
             self._store.subscribe(self._changed)
+            self._store.on_group(self._group)
         self.links[place] = link
         link.on_linked = self._linked
         self.on_new_link(link)
@@ -147,6 +149,8 @@ class Replication(Service):
 
     def _changed(self, key: bytes, entry: Entry, seq: int) -> None:
         if seq:  # our own write, not one merged from a peer
+            if self._store.group is not None:
+                return  # a transaction's: sent whole by _group
             for link in self.links.values():
                 if not link.is_self:
                     link.send(seq, key, entry)
@@ -154,6 +158,19 @@ class Replication(Service):
             version = version_of(entry)
             for link in self.links.values():
                 link.merged(version)
+
+    def _group(self, writes: List[Tuple[int, bytes, Entry]]) -> None:
+        """A transaction's writes: to every peer as one frame (a key written
+        twice in it travels once, at its last entry)."""
+        latest: Dict[bytes, Entry] = {}
+        for _, key, entry in writes:
+            latest.pop(key, None)
+            latest[key] = entry
+        last = writes[-1][0]
+        items = list(latest.items())
+        for link in self.links.values():
+            if not link.is_self:
+                link.send_group(last, items)
 
     def startService(self) -> None:
         super().startService()
