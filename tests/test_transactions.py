@@ -54,7 +54,7 @@ def converse(node: Node, data: bytes, chunk: int = 0) -> bytes:
             proto.dataReceived(data[start : start + chunk])
     else:
         proto.dataReceived(data)
-    return transport.value()
+    return bytes(transport.value())
 
 
 QUEUED = b"+QUEUED\r\n"
