@@ -26,6 +26,21 @@ from distkv.cluster.outbox import Outbox
 from distkv.front.auth import parse_users
 from distkv.front.frontdoor import FrontDoor
 from distkv.node import Node
+from distkv.sim import checks
+from distkv.sim.history import ACKED
+from distkv.simulate import (
+    Advance,
+    Crash,
+    Cut,
+    Heal,
+    Partition,
+    Restart,
+    Runner,
+    Schedule,
+    Stall,
+    Transaction,
+)
+from distkv.store.store import version_of
 from distkv.testing import SimulatedCluster
 from tests.clusters import settled_cluster
 from tests.realnodes import free_ports, wait_until
@@ -473,3 +488,46 @@ class TransactionFrameTests(SynchronousTestCase):
         self.assertEqual(box.oldest(), (b"3", 3, 0, "n"))
         box.ack(4)
         self.assertTrue(box.drained())
+
+
+class SimulatedTransactionTests(SynchronousTestCase):
+    def test_simulated_transactions_keep_every_invariant(self) -> None:
+        """Transactions through the front door (RESP and text) amid a stall, a cut, a
+        partition, a crash and a restart: both writes recorded and acknowledged, and the
+        run holds every invariant, atomic visibility included."""
+        schedule = Schedule(5, 3, (True, False, True), (0, 120, -80), (
+            Transaction("n1", (0, 1), 10, 0, True), Stall("n1", "n2", 1.0),
+            Transaction("n1", (1, 2), 300, 1, False), Cut("n1", "n3", True),
+            Transaction("n3", (0, 2), 5, 2, True), Partition("n2", "n3"),
+            Transaction("n2", (3, 0), 7, 3, True), Crash("n1"), Advance(1.0),
+            Restart("n1", "own-dir"), Heal(), Transaction("n1", (4, 5), 20, 4, False),
+        ))
+        runner = Runner(schedule)
+        self.assertEqual(runner.run(), [])
+        self.assertEqual(len(runner.transactions), 5)
+        outcomes = [op.outcome for ops in runner.history.ops.values() for op in ops]
+        self.assertEqual(len(outcomes), 10)
+        self.assertEqual(set(outcomes), {ACKED})
+
+    def test_the_atomic_check_finds_a_node_holding_part_of_a_transaction(self) -> None:
+        """A peer given one write of a transaction and not the other (no frame would do
+        that) is an atomic violation; holding both, or neither, is not."""
+        cluster = settled_cluster(self, 2)
+        n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+        cluster.net.block("n1", "n2")
+        cluster.net.cut("n1", "n2")
+        converse(n1, cmd(b"MULTI") + cmd(b"SET", b"a", b"1") + cmd(b"SET", b"b", b"1")
+                 + cmd(b"EXEC"))
+        a, b = n1.store.entry(b"a"), n1.store.entry(b"b")
+        assert a is not None and b is not None
+        made = (0, "n1", ((b"a", version_of(a)), (b"b", version_of(b))))
+        repaired = {name: checks.repairs(cluster.nodes, name) for name in cluster.nodes}
+        self.assertEqual(checks.atomic(cluster.nodes, made, repaired, 1), [])
+        n2.store.apply(b"a", a)
+        found = checks.atomic(cluster.nodes, made, repaired, 1)
+        self.assertEqual([v.invariant for v in found], ["atomic"])
+        self.assertIn("n2 holds part of the transaction", found[0].detail)
+        n2.store.apply(b"b", b)
+        self.assertEqual(checks.atomic(cluster.nodes, made, repaired, 1), [])
+        cluster.net.heal()
+        cluster.settle()
