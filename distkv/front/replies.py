@@ -135,7 +135,7 @@ class Session:
         #: The transaction under way since MULTI (a
         #: :class:`distkv.front.transactions.Transaction`), or None.
         self.multi: Any = None
-        #: The keys WATCHed, each with the entry it held then (None: absent).
+        #: The keys WATCHed, each with the version it held then (None: absent).
         self.watched: Optional[Dict[bytes, Any]] = None
 
 

@@ -10,10 +10,10 @@ runs between them on this node, and brackets them in a group of the store
 (:meth:`distkv.store.store.Store.begin_group`): their writes fall in one
 journal batch, commit together, and travel to each peer as one frame
 applied in one call there. Runtime errors are entries of EXEC's array, as in
-Redis. ``WATCH`` remembers the entry each key held; ``EXEC`` answers the nil
-array if any of them is no longer the very same entry object, which any
-write to the key replaces (a local write, a write merged from a peer or by
-anti-entropy, a delete, a purge). The queued bytes are bounded, so that
+Redis. ``WATCH`` remembers the version each key held; ``EXEC`` answers the
+nil array if any of them holds another now, as any write to the key makes
+it (a local write, a write merged from a peer or by anti-entropy, a delete,
+a purge). The queued bytes are bounded, so that
 every transaction's writes fit in one peer frame.
 """
 
@@ -33,7 +33,7 @@ from distkv.front.replies import (
     Session,
     wrong_arity,
 )
-from distkv.store.store import Store
+from distkv.store.store import Entry, Store
 
 if TYPE_CHECKING:
     from distkv.front.commands import Command, Dispatcher, Outcome
@@ -187,7 +187,7 @@ class Transactions:
         if transaction.failed:
             return EXECABORT
         store = self._store
-        if watched and any(store.entry(key) is not held for key, held in watched.items()):
+        if watched and any(_version(store.entry(key)) != held for key, held in watched.items()):
             return NIL_ARRAY
         return self._run(transaction.queued, session)
 
@@ -222,12 +222,18 @@ class Transactions:
         entry = self._store.entry
         for key in args:
             if key not in watched:
-                watched[key] = entry(key)
+                watched[key] = _version(entry(key))
         return OK
 
     def _unwatch(self, args: Sequence[bytes], session: Session) -> Outcome:
         session.watched = None
         return OK
+
+
+def _version(entry: Optional[Entry]) -> Optional[Tuple[int, int, str]]:
+    """What WATCH remembers of a key: its entry's version (None: absent),
+    not the entry, whose value it would keep alive."""
+    return None if entry is None else entry[1:]
 
 
 def _checked(handler: Callable[[Sequence[bytes], Session], Outcome],
