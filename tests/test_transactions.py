@@ -19,6 +19,7 @@ from typing import Callable, List, Tuple
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from distkv.cluster import wire
@@ -531,3 +532,19 @@ class SimulatedTransactionTests(SynchronousTestCase):
         self.assertEqual(checks.atomic(cluster.nodes, made, repaired, 1), [])
         cluster.net.heal()
         cluster.settle()
+
+    def test_a_group_too_large_for_a_frame_replicates_write_by_write(self) -> None:
+        """Should a transaction's writes outgrow one peer frame (EXEC's bound prevents it
+        for today's commands), they still reach the peer, one by one, with a warning."""
+        cluster = settled_cluster(self, 2)
+        n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+        events: List[dict] = []  # type: ignore[type-arg]
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        n1.store.begin_group()
+        for index in range(3):
+            n1.store.set(b"big%d" % index, b"x" * 400_000)
+        n1.store.end_group()
+        cluster.net.run()
+        self.assertEqual([n2.store.get(b"big%d" % i) for i in range(3)], [b"x" * 400_000] * 3)
+        self.assertTrue(any("too large for one peer frame" in formatEvent(e) for e in events))

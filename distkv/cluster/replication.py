@@ -20,12 +20,15 @@ from typing import Callable, Dict, List, Optional, Tuple
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IConnector, IReactorTCP
+from twisted.logger import Logger
 
 from distkv.cluster import wire
 from distkv.cluster.outbox import Outbox
 from distkv.cluster.peerproto import PeerConnection, PeerHost
 from distkv.cluster.peers import PeerLink
 from distkv.store.store import Entry, Store, version_of
+
+log = Logger()
 
 #: Host names that mean "this machine" in a peer list.
 LOCAL_HOSTS = frozenset(["127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""])
@@ -168,6 +171,18 @@ class Replication(Service):
             latest[key] = entry
         last = writes[-1][0]
         items = list(latest.items())
+        if wire.transaction_size(items) > self._max_frame:
+            # EXEC bounds what a transaction queues so that this cannot
+            # happen; a command whose stored value outgrows its arguments
+            # could still get here: its writes go one by one (not atomic
+            # on peers) rather than in a frame peers would refuse.
+            log.warn("A transaction of {count} writes is too large for one peer frame; "
+                     "replicating its writes one by one", count=len(items))
+            for seq, key, entry in writes:
+                for link in self.links.values():
+                    if not link.is_self:
+                        link.send(seq, key, entry)
+            return
         for link in self.links.values():
             if not link.is_self:
                 link.send_group(last, items)
