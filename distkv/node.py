@@ -274,6 +274,9 @@ class Node:
             self.info_sections,
             Stats(self.started_at),
             Accounts(users, reactor.seconds),
+            # A transaction's writes travel as one frame: no larger than
+            # peers accept.
+            max_transaction=wire.max_frame(max_request) - wire.TRANSACTION_FIXED,
         )
         self.dispatcher.cluster = ClusterControl(
             forget=self.member_links.forget,
@@ -347,9 +350,7 @@ class Node:
             saved = self._saved_peers.get(link.name)
             acked = saved.acked if saved is not None else 0
             link.outbox.acked = acked
-            for seq, key, entry in self._unacked:
-                if seq > acked:
-                    link.send(seq, key, entry)
+            self._resend(link, [item for item in self._unacked if item[0] > acked])
             link.on_acked = lambda link: journal.peer_acked(
                 link.name, link.outbox.acked, link.remote.node if link.remote else None
             )
@@ -358,6 +359,28 @@ class Node:
             link.on_acked(link)
             link.on_self = lambda link: journal.forget_peer(link.name)
         return link
+
+    def _resend(self, link: PeerLink, unacked: List[Tuple[int, bytes, Entry]]) -> None:
+        """Queue the writes a peer had not acknowledged before the last stop.
+
+        Which of them formed a transaction is not on disk, so they go as
+        transactions of as many writes as a frame holds, in order: a
+        transaction among them arrives whole unless it straddles two such
+        frames (the README says so).
+        """
+        limit = wire.max_frame(self.max_request)
+        chunk: List[Tuple[bytes, Entry]] = []
+        size = wire.TRANSACTION_FIXED
+        last = 0
+        for seq, key, entry in unacked:
+            grown = size + wire.transaction_size([(key, entry)]) - wire.TRANSACTION_FIXED
+            if chunk and grown > limit:
+                link.send_group(last, chunk)
+                chunk, grown = [], wire.transaction_size([(key, entry)])
+            chunk.append((key, entry))
+            size, last = grown, seq
+        if chunk:
+            link.send_group(last, chunk)
 
     def _hook_link(self, link: PeerLink) -> None:
         """What every link, dialling or answering, asks of the node."""

@@ -3,7 +3,8 @@
 One ``random.Random(seed)`` builds a :class:`Schedule` for 3-5 nodes of a
 :class:`~distkv.testing.SimulatedCluster` on the fake clock: writes (values up
 to the request limit), overwrites, deletes and reads through every node's
-command layer; partitions; cut, stalled and duplicated deliveries; crashes and
+command layer; pipelines and transactions (``MULTI``, two ``SET`` s of one
+value, ``EXEC``) through its front door; partitions; cut, stalled and duplicated deliveries; crashes and
 restarts (memory only, from the node's own data dir, from an older copy of it,
 from an empty one; under the same or a fresh node id, at the same address);
 joins through one member, CLUSTER FORGET of a dead member, LEAVE; clock skew within
@@ -63,6 +64,7 @@ from distkv.sim.schedule import (
     Snapshot,
     Stall,
     Step,
+    Transaction,
     Write,
     generate,
 )
@@ -72,7 +74,7 @@ __all__ = [
     "INVARIANTS", "KEYS", "MODES", "NODE_OPTIONS",
     "Advance", "Crash", "Cut", "Delete", "Forget", "Heal", "Join", "Leave", "Partition",
     "Pipeline", "Read", "Restart",
-    "Schedule", "Snapshot", "Stall", "Step", "Write",
+    "Schedule", "Snapshot", "Stall", "Step", "Transaction", "Write",
     "Runner", "generate", "main", "replay", "run", "shrink",
 ]
 

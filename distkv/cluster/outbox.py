@@ -11,14 +11,26 @@ bytes pass the bound the outbox empties itself and records that the peer needs
 a full resync (anti-entropy), rather than growing without limit. At most
 ``window`` bytes are sent ahead of the acknowledgements, so a slow peer holds
 writes here, where they are counted, not in socket buffers.
+
+The writes of one transaction are one item, under the sequence number of
+their last write (:meth:`Outbox.add_group`): taken, sent (as one ``T``
+frame), acknowledged and dropped together. A later write to one of its keys
+does not replace the item (the transaction must still reach the peer whole);
+it queues behind it, and wins there by its newer version.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import Deque, Iterator, List, Optional, Tuple
+from typing import Any, Deque, Iterator, List, Optional, Sequence, Tuple, Union
 
 from distkv.store.store import Entry
+
+#: The writes of one transaction, as one outbox item.
+Group = Tuple[Tuple[bytes, Entry], ...]
+#: What :meth:`Outbox.take` hands out: ``(seq, key, entry)`` for a single
+#: write, ``(seq, seq, group)`` for a transaction (its key is an int).
+Item = Tuple[int, Union[bytes, int], Any]
 
 #: Rough per-entry overhead (frame header, version, bookkeeping) in bytes.
 ENTRY_OVERHEAD = 64
@@ -35,8 +47,9 @@ class Outbox:
     def __init__(self, max_bytes: int, window: int = 1 << 20) -> None:
         self.max_bytes = max_bytes
         self.window = window
-        self._pending: OrderedDict[bytes, Tuple[int, Entry, int]] = OrderedDict()
-        self._unsent: Deque[Tuple[int, bytes]] = deque()
+        # key (or, for a transaction, its seq) -> (seq, entry or group, size)
+        self._pending: OrderedDict[Union[bytes, int], Tuple[int, Any, int]] = OrderedDict()
+        self._unsent: Deque[Tuple[int, Union[bytes, int]]] = deque()
         self._in_flight: Deque[Tuple[int, int]] = deque()
         self._in_flight_bytes = 0
         self.bytes = 0
@@ -46,9 +59,12 @@ class Outbox:
         self.overflows = 0
         self._connected = False
         self._sent_seq = 0
+        #: Writes pending in transactions beyond one per transaction.
+        self._grouped = 0
 
     def __len__(self) -> int:
-        return len(self._pending)
+        """The writes pending (a transaction counts each of its writes)."""
+        return len(self._pending) + self._grouped
 
     def add(self, seq: int, key: bytes, entry: Entry) -> None:
         """Queue local write number ``seq`` (numbers only ever grow)."""
@@ -66,11 +82,25 @@ class Outbox:
         if self.bytes > self.max_bytes:
             self.overflow()
 
+    def add_group(self, seq: int, writes: Sequence[Tuple[bytes, Entry]]) -> None:
+        """Queue the writes of one transaction, the last numbered ``seq``:
+        they go, and are dropped, only together."""
+        self.last_seq = seq
+        size = sum([entry_size(key, entry) for key, entry in writes])
+        self._pending[seq] = (seq, tuple(writes), size)
+        self._grouped += len(writes) - 1
+        self.bytes += size
+        if self._connected:
+            self._unsent.append((seq, seq))
+        if self.bytes > self.max_bytes:
+            self.overflow()
+
     def overflow(self) -> None:
         """Drop everything pending and ask for a full resync instead."""
         self._pending.clear()
         self._unsent.clear()
         self.bytes = 0
+        self._grouped = 0
         self.needs_resync = True
         self.overflows += 1
 
@@ -87,6 +117,8 @@ class Outbox:
                 break
             del pending[key]
             self.bytes -= item[2]
+            if isinstance(key, int):
+                self._grouped -= len(item[1]) - 1
         in_flight = self._in_flight
         while in_flight and in_flight[0][0] <= seq:
             self._in_flight_bytes -= in_flight.popleft()[1]
@@ -114,8 +146,9 @@ class Outbox:
         self._in_flight.clear()
         self._in_flight_bytes = 0
 
-    def take(self) -> List[Tuple[int, bytes, Entry]]:
-        """The next writes to send, as many as the window allows."""
+    def take(self) -> List[Item]:
+        """The next writes to send, as many as the window allows: ``(seq,
+        key, entry)``, or ``(seq, seq, writes)`` for a transaction."""
         out = []
         unsent = self._unsent
         pending = self._pending
@@ -132,13 +165,19 @@ class Outbox:
 
     def owed(self) -> Iterator[Tuple[bytes, int]]:
         """``(key, seq)`` of every write still waiting for the peer's ack."""
-        return ((key, item[0]) for key, item in self._pending.items())
+        for key, item in self._pending.items():
+            if isinstance(key, int):
+                for written, _ in item[1]:
+                    yield written, item[0]
+            else:
+                yield key, item[0]
 
     def oldest(self) -> Optional[Entry]:
         """The pending write the peer has waited for longest, if any."""
         if not self._pending:
             return None
-        return next(iter(self._pending.values()))[1]
+        key, item = next(iter(self._pending.items()))
+        return item[1][0][1] if isinstance(key, int) else item[1]  # type: ignore[no-any-return]
 
     def drained(self) -> bool:
         """True when the peer has acknowledged every write given to us."""

@@ -359,6 +359,11 @@ class PeerConnection(sendnow.SendingProtocol):
                 host.apply(frame.key, frame.entry)
                 if frame.seq:  # 0: sent by anti-entropy, outside the outbox
                     applied = frame.seq
+            elif isinstance(frame, wire.Transaction):
+                # All of it in this one call: no reader runs in between.
+                for key, entry in frame.writes:
+                    host.apply(key, entry)
+                applied = frame.seq
             elif isinstance(frame, wire.Ack):
                 link = self.link
                 if link is not None and link.pushes_over(self):

@@ -22,7 +22,7 @@ resync mark. :mod:`distkv.cluster.replication` holds the links and fans writes o
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
@@ -458,6 +458,18 @@ class PeerLink(ReconnectingClientFactory):
             # One frame batch per reactor turn, however many writes it holds.
             self._pump_call = self._reactor.callLater(0, self._scheduled_pump)  # type: ignore[attr-defined]
 
+    def send_group(self, seq: int, writes: Sequence[Tuple[bytes, Entry]]) -> None:
+        """Queue the writes of one transaction (the last numbered ``seq``),
+        to go as one frame the peer applies in one call."""
+        outbox = self.outbox
+        overflows = outbox.overflows
+        already = outbox.needs_resync
+        outbox.add_group(seq, writes)
+        if outbox.overflows != overflows:
+            self.mark_resync(f"its outbox passed {outbox.max_bytes} bytes", already)
+        if self._protocol is not None and self._pump_call is None:
+            self._pump_call = self._reactor.callLater(0, self._scheduled_pump)  # type: ignore[attr-defined]
+
     def _scheduled_pump(self) -> None:
         self._pump_call = None
         self.pump()
@@ -468,7 +480,11 @@ class PeerLink(ReconnectingClientFactory):
             return
         batch = self.outbox.take()
         if batch:
-            proto.send(b"".join([wire.encode_write(*item) for item in batch]))
+            proto.send(b"".join([
+                wire.encode_transaction(seq, item) if isinstance(key, int)
+                else wire.encode_write(seq, key, item)
+                for seq, key, item in batch
+            ]))
 
     def merged(self, version: Version) -> None:
         """We merged a write from elsewhere: the peer may not have it yet."""

@@ -1,7 +1,8 @@
 """The node's links to its peers, in one Service: who is who, and fan-out.
 
 :class:`Replication` keeps one :class:`~distkv.cluster.peers.PeerLink` per peer node and
-hands every local write to each; writes that arrived from peers are never
+hands every local write to each (the writes of one transaction together, as
+one frame); writes that arrived from peers are never
 sent on, since each node pushes its own writes to everyone. Links for the
 addresses in the peer list dial them. A node that calls us is matched to a
 link by its node id, or else by its place (its address and the port it says
@@ -20,12 +21,15 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IConnector, IReactorSSL, IReactorTCP
+from twisted.logger import Logger
 
 from distkv.cluster import wire
 from distkv.cluster.outbox import Outbox
 from distkv.cluster.peerproto import PeerConnection, PeerHost
 from distkv.cluster.peers import PeerLink
 from distkv.store.store import Entry, Store, version_of
+
+log = Logger()
 
 #: Host names that mean "this machine" in a peer list.
 LOCAL_HOSTS = frozenset(["127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""])
@@ -108,6 +112,7 @@ class Replication(Service):
         )
         if not self.links:  # a node without peers has nothing to fan out
             self._store.subscribe(self._changed)
+            self._store.on_group(self._group)
         self.links[place] = link
         link.on_linked = self._linked
         self.on_new_link(link)
@@ -168,6 +173,8 @@ class Replication(Service):
 
     def _changed(self, key: bytes, entry: Entry, seq: int) -> None:
         if seq:  # our own write, not one merged from a peer
+            if self._store.group is not None:
+                return  # a transaction's: sent whole by _group
             for link in self.links.values():
                 if not link.is_self:
                     link.send(seq, key, entry)
@@ -175,6 +182,31 @@ class Replication(Service):
             version = version_of(entry)
             for link in self.links.values():
                 link.merged(version)
+
+    def _group(self, writes: List[Tuple[int, bytes, Entry]]) -> None:
+        """A transaction's writes: to every peer as one frame (a key written
+        twice in it travels once, at its last entry)."""
+        latest: Dict[bytes, Entry] = {}
+        for _, key, entry in writes:
+            latest.pop(key, None)
+            latest[key] = entry
+        last = writes[-1][0]
+        items = list(latest.items())
+        if wire.transaction_size(items) > self._max_frame:
+            # EXEC bounds what a transaction queues so that this cannot
+            # happen; a command whose stored value outgrows its arguments
+            # could still get here: its writes go one by one (not atomic
+            # on peers) rather than in a frame peers would refuse.
+            log.warn("A transaction of {count} writes is too large for one peer frame; "
+                     "replicating its writes one by one", count=len(items))
+            for seq, key, entry in writes:
+                for link in self.links.values():
+                    if not link.is_self:
+                        link.send(seq, key, entry)
+            return
+        for link in self.links.values():
+            if not link.is_self:
+                link.send_group(last, items)
 
     def startService(self) -> None:
         super().startService()

@@ -35,6 +35,11 @@ writes and run anti-entropy rounds over the connection: a 4-byte big-endian
 length, then a body whose first byte names its kind::
 
     W seq:u64 ms:u64 counter:u32 flags:u8 node-len:u16 node key-len:u32 key value
+    T seq:u64 count:u32 (ms:u64 counter:u32 flags:u8 node-len:u16 node
+                         key-len:u32 key value-len:u32 value)*
+                         the writes of one transaction (see
+                         :mod:`distkv.front.transactions`), applied in one
+                         call and acknowledged as ``seq``, their last
     A seq:u64            applied everything up to seq
     H [floor low]        heartbeat, with two versions (ms:u64 counter:u32
                          node-len:u16 node, each): every entry the sender
@@ -186,6 +191,14 @@ class Write(NamedTuple):
     entry: Entry
 
 
+class Transaction(NamedTuple):
+    """The writes of one transaction: ``(key, entry)`` each, and the local
+    sequence number of its last write, which acknowledges them all."""
+
+    seq: int
+    writes: Tuple[Tuple[bytes, Entry], ...]
+
+
 class Ack(NamedTuple):
     seq: int
 
@@ -227,7 +240,7 @@ class Members(NamedTuple):
     entries: Tuple[Member, ...]
 
 
-Frame = Union[Write, Ack, Heartbeat, DigestOffer, KeyList, RoundMark, Members]
+Frame = Union[Write, Transaction, Ack, Heartbeat, DigestOffer, KeyList, RoundMark, Members]
 
 
 def valid_node_id(node: str) -> bool:
@@ -371,6 +384,77 @@ def encode_write(seq: int, key: bytes, entry: Entry) -> bytes:
         b"W", seq, ms, counter, flags, len(node),
     )
     return b"".join((head, node, _KEYLEN.pack(len(key)), key, value))
+
+
+#: A transaction frame's head after its kind (seq, count), and each write's
+#: head (ms, counter, flags, node-id length).
+_TRANSACTION = struct.Struct(">QI")
+_TRANSACTION_WRITE = struct.Struct(">QIBH")
+#: The bytes a transaction frame's write takes besides its node id, key and value.
+TRANSACTION_WRITE_FIXED = _TRANSACTION_WRITE.size + 4 + 4
+#: The bytes of a transaction frame's body besides its writes.
+TRANSACTION_FIXED = 1 + _TRANSACTION.size
+
+
+def transaction_size(writes: Sequence[Tuple[bytes, Entry]]) -> int:
+    """The body size of the transaction frame that carries ``writes``."""
+    return TRANSACTION_FIXED + sum([
+        TRANSACTION_WRITE_FIXED + len(entry[3]) + len(key) + len(entry[0] or b"")
+        for key, entry in writes
+    ])
+
+
+def encode_transaction(seq: int, writes: Sequence[Tuple[bytes, Entry]]) -> bytes:
+    """One ``T`` frame carrying ``writes``, acknowledged as ``seq``."""
+    parts = [b"T", _TRANSACTION.pack(seq, len(writes))]
+    for key, (value, ms, counter, name) in writes:
+        node = name.encode("ascii")
+        parts.append(_TRANSACTION_WRITE.pack(ms, counter, _TOMBSTONE if value is None else 0,
+                                             len(node)))
+        parts.append(node)
+        parts.append(_KEYLEN.pack(len(key)))
+        parts.append(key)
+        parts.append(_KEYLEN.pack(0 if value is None else len(value)))
+        if value:
+            parts.append(value)
+    return _frame(b"".join(parts))
+
+
+def _decode_transaction(body: bytes) -> Transaction:
+    seq, count = _TRANSACTION.unpack_from(body, 1)
+    if not 0 < seq <= MAX_SEQ:
+        raise WireError("sequence number out of range in transaction frame")
+    # Every write takes at least its fixed bytes, a node id and a key.
+    if not 0 < count <= (len(body) - TRANSACTION_FIXED) // (TRANSACTION_WRITE_FIXED + 2):
+        raise WireError("malformed write count in transaction frame")
+    offset = TRANSACTION_FIXED
+    writes = []
+    for _ in range(count):
+        ms, counter, flags, node_len = _TRANSACTION_WRITE.unpack_from(body, offset)
+        offset += _TRANSACTION_WRITE.size
+        if ms > MAX_SEQ or flags & ~_TOMBSTONE:
+            raise WireError("clock or flags out of range in transaction frame")
+        raw = body[offset : offset + node_len]
+        if len(raw) != node_len:
+            raise WireError("truncated node id in transaction frame")
+        node = _node(raw)
+        offset += node_len
+        (key_len,) = _KEYLEN.unpack_from(body, offset)
+        offset += _KEYLEN.size
+        key = body[offset : offset + key_len]
+        if len(key) != key_len or not key:
+            raise WireError("truncated key in transaction frame")
+        offset += key_len
+        (value_len,) = _KEYLEN.unpack_from(body, offset)
+        offset += _KEYLEN.size
+        value: Optional[bytes] = body[offset : offset + value_len]
+        if len(value) != value_len or (flags and value_len):  # type: ignore[arg-type]
+            raise WireError("malformed value in transaction frame")
+        offset += value_len
+        writes.append((key, (None if flags else value, ms, counter, node)))
+    if offset != len(body):
+        raise WireError("trailing bytes in transaction frame")
+    return Transaction(seq, tuple(writes))
 
 
 def _version(version: Version) -> bytes:
@@ -571,6 +655,8 @@ def decode_body(body: bytes) -> Frame:
                 raise WireError("malformed flags in write frame")
             value: Optional[bytes] = None if flags else body[offset:]
             return Write(seq, key, (value, ms, counter, node))
+        if kind == b"T":
+            return _decode_transaction(body)
         if kind == b"A" and len(body) == 9:
             (seq,) = _SEQ.unpack_from(body, 1)
             if seq > MAX_SEQ:

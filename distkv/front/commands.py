@@ -52,6 +52,7 @@ from distkv.front.replies import (
     bulk,
     wrong_arity,
 )
+from distkv.front.transactions import Transactions
 from distkv.store.store import Store
 
 __all__ = [
@@ -119,6 +120,7 @@ class Dispatcher:
         info: Callable[[], Dict[str, List[Tuple[str, object]]]] = dict,
         stats: Optional[Stats] = None,
         accounts: Optional[Accounts] = None,
+        max_transaction: int = 1 << 20,
     ) -> None:
         self._store = store
         #: Who may connect, and the authentication counters.
@@ -171,6 +173,9 @@ class Dispatcher:
         handlers.update(servercmds.table(self))
         for name, (handler, least, most, access) in handlers.items():
             self.add(name, checked(handler, least, most), least, most, access)
+        #: MULTI, EXEC, DISCARD, WATCH, UNWATCH; ``max_transaction`` bounds
+        #: what one transaction may queue (see :mod:`distkv.front.transactions`).
+        self.transactions = Transactions(self, store, max_transaction)
 
     def add(self, name: bytes, command: Command, least: int, most: int, access: str) -> None:
         """Put ``command`` in the tables under the upper-case ``name``: it
@@ -234,9 +239,9 @@ class Dispatcher:
         """The command called ``name``, in any case, from ``table`` (a
         session's; by default the full one); for a name that is no command,
         one that answers so."""
-        return (table or self.commands).get(name.upper(), self._unknown)
+        return (table or self.commands).get(name.upper(), self.unknown)
 
-    def _unknown(self, request: Sequence[bytes], session: Session) -> Outcome:
+    def unknown(self, request: Sequence[bytes], session: Session) -> Outcome:
         return Error(  # the name as sent, as Redis words it
             "ERR unknown command '{}', with args beginning with: {}".format(
                 request[0][:64].decode("utf-8", "replace"),

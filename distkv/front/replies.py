@@ -40,6 +40,16 @@ class Nil:
         return "NIL"
 
 
+class NilArray:
+    """No array: what ``EXEC`` answers when a watched key was touched
+    (RESP2's ``*-1``, RESP3's ``_``, ``(nil)`` in the text protocol)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NIL_ARRAY"
+
+
 class Integer(NamedTuple):
     number: int
 
@@ -68,12 +78,14 @@ class Map(NamedTuple):
     items: Tuple[Reply, ...]
 
 
-Reply = Union[bytes, Nil, Status, Integer, Error, Lines, Array, Map]
+Reply = Union[bytes, Nil, NilArray, Status, Integer, Error, Lines, Array, Map]
 
 OK = Status(b"OK")
 PONG = Status(b"PONG")
 GOODBYE = Status(b"OK", close=True)
 NIL = Nil()
+NIL_ARRAY = NilArray()
+QUEUED = Status(b"QUEUED")
 
 LOADING = Error(
     "LOADING this node is syncing its data from its peers and serves once it is current"
@@ -101,7 +113,8 @@ _ids: Iterator[int] = itertools.count(1)
 class Session:
     """One client connection as the command layer sees it."""
 
-    __slots__ = ("id", "name", "kind", "address", "protocol", "user", "commands")
+    __slots__ = ("id", "name", "kind", "address", "protocol", "user", "commands", "multi",
+                 "watched")
 
     def __init__(self, kind: str, address: str = "") -> None:
         self.id = next(_ids)
@@ -119,6 +132,11 @@ class Session:
         #: fills it in: the table for its rights). Empty: the dispatcher's
         #: own, every command allowed (sessions of the node itself, of tests).
         self.commands: Dict[bytes, Any] = {}
+        #: The transaction under way since MULTI (a
+        #: :class:`distkv.front.transactions.Transaction`), or None.
+        self.multi: Any = None
+        #: The keys WATCHed, each with the version it held then (None: absent).
+        self.watched: Optional[Dict[bytes, Any]] = None
 
 
 class Stats:

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from distkv.front import sendnow
-from distkv.front.replies import NIL, OK, Array, Error, Lines, Map, Reply
+from distkv.front.replies import NIL, NIL_ARRAY, OK, Array, Error, Lines, Map, Reply
 from distkv.ratelog import RateLimit
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def reply_size(reply: Reply) -> int:
         return 16 + sum([reply_size(item) for item in reply.items])
     if isinstance(reply, Lines):
         return 16 + sum([len(line) * 4 + 2 for line in reply.lines])
-    if reply is NIL:
+    if reply is NIL or reply is NIL_ARRAY:
         return 8
     return 32 + len(str(reply[0])) * 4  # type: ignore[index]
 

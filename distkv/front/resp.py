@@ -34,6 +34,7 @@ from zope.interface import implementer
 from distkv.front.commands import Dispatcher, Pending
 from distkv.front.replies import (
     NIL,
+    NIL_ARRAY,
     OK,
     Array,
     Error,
@@ -518,6 +519,8 @@ def encode(reply: Reply) -> bytes:
     kind = type(reply)
     if reply is NIL:
         return _NIL
+    if reply is NIL_ARRAY:
+        return b"*-1\r\n"
     # Every other reply type's first field is the one to encode (a Status's
     # text); an index rather than typing.cast, which is a Python call on this
     # hot path.
@@ -537,7 +540,7 @@ def encode(reply: Reply) -> bytes:
 
 def encode3(reply: Reply) -> bytes:
     """The RESP3 bytes for ``reply``: nil is ``_``, a map is ``%``; else as RESP2."""
-    if reply is NIL:
+    if reply is NIL or reply is NIL_ARRAY:
         return b"_\r\n"
     if type(reply) is Array:
         items = reply.items
@@ -759,9 +762,6 @@ class RespProtocol(ClientConnection):
         dispatcher = self._dispatcher
         dispatcher.stats.commands_processed += len(requests)
         session = self.session
-        # The table for this client's rights (the full one on a node without
-        # passwords: nothing more to check per request).
-        commands = session.commands
         owed = self._owed
         waiting = owed.slots  # replies still owed, in order (see ReplyQueue)
         write = self.write
@@ -769,7 +769,10 @@ class RespProtocol(ClientConnection):
         room = self._soft - owed.held
         remaining = iter(requests)
         for request in remaining:
-            # Dispatcher.run's lookup, done here: one Python call fewer per request.
+            # Dispatcher.run's lookup, done here: one Python call fewer per
+            # request. The session's table is read again each time: MULTI
+            # swaps it for the queueing one, EXEC and DISCARD swap it back.
+            commands = session.commands
             try:
                 command = commands[request[0]]
             except KeyError:

@@ -53,6 +53,7 @@ from distkv.front.commands import (
     Request,
     Status,
 )
+from distkv.front.replies import NIL_ARRAY
 from distkv.front.replyqueue import ClientConnection, OutputLimits, reply_size
 from distkv.ratelog import printable
 
@@ -88,7 +89,7 @@ def format_reply(reply: Reply) -> bytes:
     """The text-protocol bytes for ``reply``, line ending included."""
     if isinstance(reply, bytes):
         return reply + b"\r\n"
-    if reply is NIL:
+    if reply is NIL or reply is NIL_ARRAY:
         return b"(nil)\r\n"
     if isinstance(reply, Status):
         return reply.text + b"\r\n"

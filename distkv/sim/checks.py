@@ -1,7 +1,8 @@
 """The invariants a simulated run must keep, checked on the nodes it ran.
 
 :data:`INVARIANTS` names each one. :func:`bounded` looks at the running
-nodes after every step; once the cluster has healed and settled,
+nodes after every step, and :func:`atomic` whether a node holds part of a
+transaction without the rest; once the cluster has healed and settled,
 :func:`history_kept` checks every replica against the recorded client history
 (:mod:`distkv.sim.history`: no acknowledged write lost, no resurrection, no
 phantom), :func:`converged` compares the replicas, and :func:`purged` asks
@@ -27,7 +28,8 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 from distkv.node import Node
 from distkv.sim.history import History, Violation, check
-from distkv.store.store import Entry
+from distkv.store.hlc import Version
+from distkv.store.store import Entry, version_of
 
 #: Every invariant the simulator checks, by the name its violations carry.
 INVARIANTS = {
@@ -38,11 +40,58 @@ INVARIANTS = {
     "stale-service": "no node answered a data command while it should have been loading",
     "bounded": "outboxes and client reply queues stay within their byte bounds, and no "
                "anti-entropy round holds its state on a healed network",
+    "atomic": "no node holds part of a transaction without the rest (outside anti-entropy repairs)",
     "purge": "once all nodes are up and settled, tombstones past the grace are purged",
     "exception": "the simulation itself raised (a crash in the code under test)",
 }
 
 Snapshots = Mapping[str, Dict[bytes, Entry]]
+
+
+#: A transaction made through a node: the step, the node, and each key with
+#: the version its write got.
+Made = Tuple[int, str, Tuple[Tuple[bytes, Version], ...]]
+
+
+def repairs(nodes: Mapping[str, Node], node_id: str) -> int:
+    """How many anti-entropy rounds the running nodes have started into
+    ``node_id`` (a round may carry a transaction's keys apart: README)."""
+    return sum(
+        link._rounds_started  # noqa: SLF001 - the simulator reads the link's state
+        for node in nodes.values() for link in node.replication.links.values()
+        if link.remote is not None and link.remote.node == node_id
+    )
+
+
+def atomic(nodes: Mapping[str, Node], made: Made, repaired: Mapping[str, int],
+           index: int) -> List[Violation]:
+    """No node holds one write of transaction ``made`` without the others
+    (each of its keys at that version or newer, or purged), after step
+    ``index``; nodes into which an anti-entropy round started since the
+    transaction (``repaired``: the count then) are left out."""
+    out = []
+    step, via, writes = made
+    for name, node in nodes.items():
+        if name not in repaired or repairs(nodes, name) != repaired[name]:
+            continue
+        store = node.store
+        held = []
+        for key, version in writes:
+            entry = store.entry(key)
+            held.append(entry is not None and version_of(entry) == version)
+        if not any(held):
+            continue
+        for key, version in writes:
+            entry = store.entry(key)
+            if entry is None and version < store.horizon:
+                continue  # overwritten and purged since
+            if entry is None or version_of(entry) < version:
+                out.append(Violation(
+                    "atomic", f"step {index}: {name} holds part of the transaction made "
+                    f"through {via} at step {step}, but not its write of {key!r} "
+                    f"(holds {None if entry is None else version_of(entry)})"
+                ))
+    return out
 
 
 def bounded(nodes: Mapping[str, Node], index: int) -> List[Violation]:

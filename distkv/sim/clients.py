@@ -3,7 +3,9 @@
 The other steps of a simulated run call a node's command layer directly. A
 :class:`~distkv.sim.schedule.Pipeline` step instead connects a client to
 the node's front door (the factory its port serves) and sends, in one read, a
-``SET`` then a run of ``GET`` s of the same key, in RESP or the text protocol.
+``SET`` then a run of ``GET`` s of the same key, in RESP or the text protocol
+(a :class:`~distkv.sim.schedule.Transaction` step: ``MULTI``, two ``SET`` s,
+``EXEC``).
 The client reads nothing until the node has taken the whole read, so the
 node's client output limits come into play: replies to a write on a data dir
 node wait for its commit, and the replies behind it are held in the
@@ -18,7 +20,7 @@ ended.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -126,6 +128,31 @@ def requests(resp: bool, key: bytes, value: bytes, gets: int) -> bytes:
             len(key), key, len(value), value
         ) + b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key) * gets
     return b"SET %s %s\r\n" % (key, value) + b"GET %s\r\n" % key * gets
+
+
+def transaction(resp: bool, keys: Sequence[bytes], value: bytes) -> bytes:
+    """``MULTI``, ``SET key value`` for each key, ``EXEC``, as one read."""
+    if resp:
+        sets = b"".join(
+            b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(value), value)
+            for key in keys
+        )
+        return b"*1\r\n$5\r\nMULTI\r\n" + sets + b"*1\r\n$4\r\nEXEC\r\n"
+    return b"MULTI\r\n" + b"".join(b"SET %s %s\r\n" % (key, value) for key in keys) + b"EXEC\r\n"
+
+
+def exec_outcome(resp: bool, received: bytes, count: int) -> Optional[bool]:
+    """Whether a transaction of ``count`` SETs was acknowledged (True: EXEC
+    answered every one OK), failed to commit (False), or is unknown."""
+    if resp:
+        done = b"*%d\r\n" % count + b"+OK\r\n" * count
+    else:
+        done = b"OK\r\n" * count + b"END\r\n"
+    if received.endswith(done):
+        return True
+    if b"write not persisted" in received:
+        return False
+    return None
 
 
 def acknowledged(reply: Optional[bytes]) -> Optional[bool]:

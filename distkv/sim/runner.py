@@ -31,7 +31,7 @@ from distkv.front.commands import LOADING, Error, Pending
 from distkv.front.replies import Session
 from distkv.node import Node
 from distkv.sim import checks
-from distkv.sim.clients import Client, acknowledged, requests
+from distkv.sim.clients import Client, acknowledged, exec_outcome, requests, transaction
 from distkv.sim.history import ACKED, FAILED, History, Op, Violation
 from distkv.sim.schedule import (
     NODE_OPTIONS,
@@ -51,6 +51,7 @@ from distkv.sim.schedule import (
     Snapshot,
     Stall,
     Step,
+    Transaction,
     Write,
 )
 from distkv.store.hlc import Version
@@ -80,6 +81,8 @@ class Runner:
         self.should_load: Dict[str, float] = {}
         #: Nodes forgotten or left for good: never restarted, no longer checked.
         self.gone: List[str] = []
+        #: Each transaction made, and the anti-entropy rounds into each node then.
+        self.transactions: List[Tuple[checks.Made, Dict[str, int]]] = []
         self.cluster: Optional[SimulatedCluster] = None
 
     def _new_dir(self) -> str:
@@ -119,6 +122,8 @@ class Runner:
             self._step(index, step)
             cluster.run()
             self.violations.extend(checks.bounded(cluster.nodes, index))
+            for made, repaired in self.transactions:
+                self.violations.extend(checks.atomic(cluster.nodes, made, repaired, index))
         self._settle()
 
     # -- steps ---------------------------------------------------------------
@@ -134,6 +139,8 @@ class Runner:
             self._command(index, step.node, b"GET", b"k%d" % step.key)
         elif isinstance(step, Pipeline):
             self._pipeline(index, step)
+        elif isinstance(step, Transaction):
+            self._transaction(index, step)
         elif isinstance(step, Advance):
             net.advance_by(step.seconds, step=0.25)
         elif isinstance(step, Partition):
@@ -266,6 +273,42 @@ class Runner:
         self.violations.extend(checks.reply_queue(
             name, index, client.peak, limits.soft, self.options["max_request"] + 64
         ))
+
+    def _transaction(self, index: int, step: Transaction) -> None:
+        """MULTI, two SETs, EXEC through the node's front door: both writes
+        happen or neither, and each is recorded like any other."""
+        assert self.cluster is not None
+        name = step.node
+        nodes = self.cluster.nodes
+        node = nodes.get(name)
+        if node is None:
+            return
+        keys = [b"k%d" % key for key in step.keys]
+        value = _value(step.tag, step.size)
+        before = [node.store.entry(key) for key in keys]
+        client = Client(node.factory(), self.cluster.ports[name])
+        client.send(transaction(step.resp, keys, value))
+        after = [node.store.entry(key) for key in keys]
+        ran = [entry is not None and entry != old for entry, old in zip(after, before)]
+        ops: List[Op] = []
+        if any(ran):
+            self._served(index, name, b"EXEC", keys[0])
+            if not all(ran):
+                self.violations.append(Violation(
+                    "atomic", f"step {index}: EXEC on {name} wrote only some of {keys}"))
+            writes = []
+            for key, entry in zip(keys, after):
+                assert entry is not None
+                ops.append(self.history.invoked(index, self.ids[name], key, value, entry))
+                writes.append((key, version_of(entry)))
+            repaired = {other: checks.repairs(nodes, self.ids[other]) for other in nodes}
+            self.transactions.append(((index, name, tuple(writes)), repaired))
+        client.read(self.cluster.run)
+        client.close()
+        ok = exec_outcome(step.resp, client.received, len(keys))
+        for op in ops:
+            if ok is not None:
+                op.outcome = ACKED if ok else FAILED
 
     def _snapshot(self, name: str) -> None:
         path = self.dirs.get(name)

@@ -78,6 +78,18 @@ class Pipeline:
 
 
 @dataclass(frozen=True)
+class Transaction:
+    """A client sends ``MULTI``, ``SET`` of two keys to one value of
+    ``size`` bytes, ``EXEC`` in one read, over RESP or the text protocol."""
+
+    node: str
+    keys: Tuple[int, int]
+    size: int
+    tag: int
+    resp: bool
+
+
+@dataclass(frozen=True)
 class Partition:
     a: str
     b: str
@@ -152,8 +164,8 @@ class Leave:
 
 
 Step = Union[
-    Write, Delete, Read, Pipeline, Partition, Heal, Cut, Stall, Crash, Restart, Snapshot,
-    Advance, Join, Forget, Leave,
+    Write, Delete, Read, Pipeline, Transaction, Partition, Heal, Cut, Stall, Crash, Restart,
+    Snapshot, Advance, Join, Forget, Leave,
 ]
 
 
@@ -213,8 +225,13 @@ def generate(seed: int, nodes: Optional[int] = None, steps: int = 40,
         elif roll < 0.42:
             out.append(Read(node, rng.randrange(KEYS)))
         elif roll < 0.46:
-            out.append(Pipeline(node, rng.randrange(KEYS), _size(rng, limit), tag,
-                                rng.randint(1, 12), rng.random() < 0.5))
+            key, value_size = rng.randrange(KEYS), _size(rng, limit)
+            gets, resp = rng.randint(1, 12), rng.random() < 0.5
+            if tag % 2:  # half of them transactions, from the same draws
+                other = (key + 1 + gets % (KEYS - 1)) % KEYS
+                out.append(Transaction(node, (key, other), value_size // 2, tag, resp))
+            else:
+                out.append(Pipeline(node, key, value_size, tag, gets, resp))
         elif roll < 0.55:
             out.append(Advance(rng.choice([0.1, 0.5, 1.0, 2.0, 5.0, 8.0])))
         elif roll < 0.59:

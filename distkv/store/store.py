@@ -54,6 +54,8 @@ def version_of(entry: Entry) -> Version:
 #: write merged from a peer.
 Listener = Callable[[bytes, Entry, int], None]
 PurgeListener = Callable[[List[Tuple[bytes, Version]]], None]
+#: ``listener([(seq, key, entry), ...])``: the local writes of one transaction.
+GroupListener = Callable[[List[Tuple[int, bytes, Entry]]], None]
 
 #: Below every real version.
 ZERO = Version(0, 0, "")
@@ -104,6 +106,10 @@ class Store:
         self.stale_dropped = 0
         #: Counts every change, so a reader can tell whether anything changed.
         self.changes = 0
+        #: While a transaction runs (see :meth:`begin_group`): its local
+        #: writes so far, ``(seq, key, entry)``; None otherwise.
+        self.group: Optional[List[Tuple[int, bytes, Entry]]] = None
+        self._group_listeners: List[GroupListener] = []
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener(key, entry, seq)`` after every change."""
@@ -113,6 +119,37 @@ class Store:
         """Call ``listener([(key, version), ...])`` with the entries forgotten
         (purged tombstones, and dead keys dropped by :meth:`drop_dead`)."""
         self._purge_listeners.append(listener)
+
+    def on_group(self, listener: GroupListener) -> None:
+        """Call ``listener([(seq, key, entry), ...])`` at the end of every
+        group of local writes (see :meth:`begin_group`) that wrote anything.
+        Listeners of single changes still hear each write, as it happens;
+        replication sends a group's writes together instead (it skips
+        writes made while :attr:`group` is not None)."""
+        self._group_listeners.append(listener)
+
+    def begin_group(self) -> None:
+        """The local writes from now to :meth:`end_group` are one transaction."""
+        if self.group is not None:
+            raise RuntimeError("a group of writes is already open")
+        self.group = []
+        self._listeners.append(self._collect)
+
+    def end_group(self) -> List[Tuple[int, bytes, Entry]]:
+        """Close the group: tell the group listeners, return its writes."""
+        group = self.group
+        if group is None:
+            raise RuntimeError("no group of writes is open")
+        self.group = None
+        self._listeners.remove(self._collect)
+        if group:
+            for listener in self._group_listeners:
+                listener(group)
+        return group
+
+    def _collect(self, key: bytes, entry: Entry, seq: int) -> None:
+        if seq and self.group is not None:
+            self.group.append((seq, key, entry))
 
     def get(self, key: bytes) -> Optional[bytes]:
         """The live value of ``key``, or ``None`` when absent or deleted."""
