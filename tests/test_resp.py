@@ -77,7 +77,9 @@ SCRIPT: Sequence[Tuple[Tuple[bytes, ...], bytes]] = [
     ((b"SET", b"key with space", b""), b"+OK\r\n"),
     ((b"GET", b"key with space"), b"$0\r\n\r\n"),
     ((b"MGET", b"key with space", b"missing"), b"*2\r\n$0\r\n\r\n$-1\r\n"),  # empty, not nil
-    ((b"SET", b"", b"v"), b"-ERR empty key\r\n"),
+    ((b"SET", b"", b"v"), b"+OK\r\n"),  # Redis allows the empty key
+    ((b"GET", b""), b"$1\r\nv\r\n"),
+    ((b"DEL", b""), b":1\r\n"),
     ((b"SET", b"", b"v", b"NX"), b"-ERR syntax error\r\n"),  # options are refused first
     ((b"SET", b"k", b"v", b"EX", b"10"), b"-ERR syntax error\r\n"),
     ((b"SET", b"k", b"v", b"NX"), b"-ERR syntax error\r\n"),

@@ -23,11 +23,12 @@ its rights (see :mod:`distkv.front.access`).
 from __future__ import annotations
 
 import bisect
+import time
 import zlib
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from distkv.disk.journal import Batch
-from distkv.front import servercmds
+from distkv.front import keycmds, servercmds
 from distkv.front.access import OPEN, READ, WRITE, CommandTables
 from distkv.front.auth import Accounts, User
 from distkv.front.glob import Glob, compile_glob
@@ -120,7 +121,12 @@ class Dispatcher:
         stats: Optional[Stats] = None,
         accounts: Optional[Accounts] = None,
     ) -> None:
-        self._store = store
+        self._store = self.store = store
+        #: The largest request, hence the largest key and value together,
+        #: that a command may store (the node's --max-request).
+        self.max_request = 1 << 20
+        #: The wall clock, in seconds (TIME); the node passes its reactor's.
+        self.seconds: Callable[[], float] = time.time
         #: Who may connect, and the authentication counters.
         self.accounts = accounts if accounts is not None else Accounts()
         #: The store's clock: a front end holds it over a batch of requests
@@ -136,7 +142,7 @@ class Dispatcher:
         self.info = info
         self.stats = stats if stats is not None else Stats(0.0)
         #: What CONFIG GET reports (lower-case names); the node fills it in.
-        self.config: Dict[bytes, bytes] = {b"save": b"", b"appendonly": b"no", b"databases": b"1"}
+        self.config: Dict[bytes, bytes] = dict(servercmds.DEFAULT_CONFIG)
         self._scan: Tuple[int, List[Tuple[int, bytes]]] = (-1, [])
         self._pending_ok: Optional[Pending] = None
         self._tables = CommandTables(self.accounts)
@@ -166,6 +172,7 @@ class Dispatcher:
             b"STATUS": (self._status_report, 0, 0, READ),
         }
         handlers.update(servercmds.table(self))
+        handlers.update(keycmds.table(self))
         for name, (handler, least, most, access) in handlers.items():
             self.add(name, checked(handler, least, most), least, most, access)
 
@@ -243,6 +250,10 @@ class Dispatcher:
             )
         )
 
+    def after_commit(self, reply: Reply) -> Outcome:
+        """``reply``, sent once the writes just made are committed."""
+        return self._after_commit(reply)
+
     def _after_commit(self, reply: Reply) -> Outcome:
         durable = self._durable
         if durable is None:
@@ -275,10 +286,7 @@ class Dispatcher:
             return LOADING
         if self.write_refusal is not None:
             return self.write_refusal
-        key = request[1]
-        if not key:
-            return Error("ERR empty key")
-        self._store.set(key, request[2])
+        self._store.set(request[1], request[2])
         if self._durable is None:
             return OK
         return self._after_commit(OK)
@@ -290,8 +298,7 @@ class Dispatcher:
             return self.write_refusal
         deleted = 0
         for key in args:
-            if key:
-                deleted += self._store.delete(key)
+            deleted += self._store.delete(key)
         return self._after_commit(Integer(deleted))
 
     def _exists(self, args: Sequence[bytes], session: Session) -> Outcome:
@@ -313,8 +320,6 @@ class Dispatcher:
             return wrong_arity(b"mset")
         if self.write_refusal is not None:
             return self.write_refusal
-        if not all(args[0::2]):
-            return Error("ERR empty key")
         for index in range(0, len(args), 2):
             self._store.set(args[index], args[index + 1])
         return self._after_commit(OK)

@@ -41,6 +41,7 @@ from distkv.front.replies import (
     Map,
     Reply,
     Status,
+    strict_int,
 )
 from distkv.front.replyqueue import ClientConnection, OutputLimits
 from distkv.front.sendnow import buffered
@@ -373,20 +374,8 @@ def _width(length: int) -> str:
 _LOWEST = [1, 0] + [10 ** (width - 1) for width in range(2, 21)]
 
 
-def _number(text: bytes) -> Optional[int]:
-    """``text`` read as Redis reads a length (``string2ll``): a decimal number
-    of at most 20 characters written the one usual way, with no ``+``, space,
-    ``_`` or leading zero (``-`` for a negative one, never ``-0``), that fits
-    a signed 64-bit integer; None for anything else. Python's ``int`` alone
-    would take ``+4``, `` 4`` and ``0_4``, which Redis refuses."""
-    negative = text[:1] == b"-"
-    digits = text[1:] if negative else text
-    if len(text) > 20 or not digits.isdigit() or (digits[0] == 48 and (negative or len(digits) > 1)):
-        return None
-    value = int(text)
-    if not -(1 << 63) <= value < 1 << 63:
-        return None
-    return value
+#: A length read as Redis reads one (``string2ll``); see :func:`strict_int`.
+_number = strict_int
 
 
 #: Whether :func:`parse` tries the fast path first: it costs CPython a third of
