@@ -51,6 +51,10 @@ from distkv.front.replies import (
     Stats,
     Status,
     bulk,
+    c_string,
+    int32,
+    raw_text,
+    strict_int,
     wrong_arity,
 )
 from distkv.store.store import Store
@@ -94,6 +98,21 @@ def checked(handler: Handler, least: int, most: int) -> Command:
         return handler(request[1:], session)
 
     return command
+
+
+def scan_cursor(text: bytes) -> Optional[int]:
+    """A SCAN cursor read as Redis reads one (``strtoul``): decimal digits,
+    an optional sign first; a negative one wraps around 2**64; nothing at
+    all is 0. None for anything else."""
+    if not text:
+        return 0  # strtoul reads nothing, and Redis takes that as 0
+    digits = text[1:] if text[:1] in (b"+", b"-") else text
+    if not digits.isdigit() or not digits.isascii():
+        return None
+    value = int(digits)
+    if value >= 1 << 64:
+        return None
+    return (1 << 64) - value if text[:1] == b"-" and value else value
 
 
 def glob_regex(pattern: bytes) -> Glob:
@@ -241,14 +260,15 @@ class Dispatcher:
         return (table or self.commands).get(name.upper(), self._unknown)
 
     def _unknown(self, request: Sequence[bytes], session: Session) -> Outcome:
-        return Error(  # the name as sent, as Redis words it
-            "ERR unknown command '{}', with args beginning with: {}".format(
-                request[0][:64].decode("utf-8", "replace"),
-                "".join(
-                    "'{}' ".format(arg[:64].decode("utf-8", "replace")) for arg in request[1:9]
-                ),
-            )
-        )
+        """Redis's echo of an unknown command: its name and the start of its
+        arguments, 128 bytes of each at most, as C strings (cut at a NUL)."""
+        listed = b""
+        for arg in request[1:]:
+            if len(listed) >= 128:
+                break
+            listed += b"'" + c_string(arg)[: 128 - len(listed)] + b"' "
+        name = raw_text(c_string(request[0])[:128])
+        return Error(f"ERR unknown command '{name}', with args beginning with: {raw_text(listed)}")
 
     def after_commit(self, reply: Reply) -> Outcome:
         """``reply``, sent once the writes just made are committed."""
@@ -346,28 +366,29 @@ class Dispatcher:
         """
         if self.loading:
             return LOADING
-        try:
-            cursor = int(args[0])
-        except ValueError:
-            return Error("ERR invalid cursor")
-        if cursor < 0:
+        cursor = scan_cursor(args[0])
+        if cursor is None:
             return Error("ERR invalid cursor")
         count = 10
         match: Optional[Glob] = None
+        strings = True
         options = args[1:]
-        if len(options) % 2:
-            return SYNTAX
+        # In Redis's order: each option in turn, the first bad one refused.
         for index in range(0, len(options), 2):
+            if index + 1 >= len(options):
+                return SYNTAX
             option, value = options[index].upper(), options[index + 1]
             if option == b"MATCH":
                 match = compile_glob(value)
             elif option == b"COUNT":
-                try:
-                    count = int(value)
-                except ValueError:
+                number = strict_int(value)
+                if number is None:
                     return NOT_INTEGER
-                if count < 1:
+                if number < 1:
                     return SYNTAX
+                count = number
+            elif option == b"TYPE":
+                strings = value.lower() == b"string"  # the one type DistKV has
             else:
                 return SYNTAX
         order = self._scan_order(fresh=cursor == 0)
@@ -379,7 +400,7 @@ class Dispatcher:
             if position - start >= count and order[position][0] != order[position - 1][0]:
                 break
             key = order[position][1]
-            if key in store and (match is None or match.match(key)):
+            if strings and key in store and (match is None or match.match(key)):
                 found.append(key)
             position += 1
         if position >= len(order):
@@ -407,10 +428,9 @@ class Dispatcher:
         return GOODBYE
 
     def _select(self, args: Sequence[bytes], session: Session) -> Outcome:
-        try:
-            index = int(args[0])
-        except ValueError:
-            return NOT_INTEGER
+        index = int32(args[0])
+        if isinstance(index, Error):
+            return index
         return OK if index == 0 else Error("ERR DB index is out of range")
 
     def _status_report(self, args: Sequence[bytes], session: Session) -> Outcome:

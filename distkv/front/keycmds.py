@@ -33,6 +33,7 @@ from distkv.front.replies import (
     Reply,
     Session,
     Status,
+    int32,
     strict_int,
     wrong_arity,
 )
@@ -215,23 +216,21 @@ class KeyCommands:
             return refused
         source, target = args[0], args[1]
         replace = False
-        database = 0
         index = 2
         while index < len(args):
             option = args[index].upper()
             if option == b"REPLACE":
                 replace = True
             elif option == b"DB" and index + 1 < len(args):
-                number = strict_int(args[index + 1])
-                if number is None or not -(1 << 31) <= number < 1 << 31:
-                    return NOT_INTEGER
-                database = number
+                number = int32(args[index + 1])
+                if isinstance(number, Error):
+                    return number
+                if number != 0:  # one database: any other is out of range
+                    return OUT_OF_RANGE_DB
                 index += 1
             else:
                 return SYNTAX
             index += 1
-        if database != 0:  # one database: any other is out of range
-            return OUT_OF_RANGE_DB
         if source == target:
             return SAME_OBJECT
         store = self.store

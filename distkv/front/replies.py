@@ -100,6 +100,29 @@ def strict_int(text: bytes) -> Optional[int]:
     return value
 
 
+def int32(text: bytes) -> Union[int, Error]:
+    """``text`` as Redis reads an ``int`` argument (``getIntFromObject``):
+    the number, or the error Redis gives."""
+    value = strict_int(text)
+    if value is None:
+        return NOT_INTEGER
+    if not -(1 << 31) <= value < 1 << 31:
+        return Error("ERR value is out of range, value must between -2147483648 and 2147483647")
+    return value
+
+
+def c_string(text: bytes) -> bytes:
+    """``text`` as C's ``%s`` prints it in Redis's errors: up to its first NUL."""
+    end = text.find(b"\0")
+    return text if end < 0 else text[:end]
+
+
+def raw_text(text: bytes) -> str:
+    """Client bytes to quote in an :class:`Error`: they go back to the client
+    as they came (the front ends encode errors with ``surrogateescape``)."""
+    return text.decode("utf-8", "surrogateescape")
+
+
 def bulk(value: Optional[bytes]) -> Union[bytes, Nil]:
     """``value`` as a reply: the bytes themselves, or :data:`NIL` for None."""
     return NIL if value is None else value

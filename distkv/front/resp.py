@@ -517,7 +517,7 @@ def encode(reply: Reply) -> bytes:
         return b":%d\r\n" % (field,)
     if kind is Error:
         message: str = field.replace("\r", " ").replace("\n", " ")
-        return b"-" + message.encode("utf-8") + b"\r\n"
+        return b"-" + message.encode("utf-8", "surrogateescape") + b"\r\n"
     if kind is Array or kind is Map:
         return b"*%d\r\n" % (len(field),) + b"".join([encode(item) for item in field])
     text = "".join(line + "\r\n" for line in field).encode("utf-8")  # Lines

@@ -30,6 +30,8 @@ from distkv.front.replies import (
     Reply,
     Session,
     Status,
+    c_string,
+    raw_text,
     wrong_arity,
 )
 
@@ -108,11 +110,8 @@ _HELLO_NOAUTH = Error(
 
 
 def _unknown_subcommand(sub: bytes, command: str) -> Error:
-    return Error(
-        "ERR unknown subcommand '{}'. Try {} HELP.".format(
-            sub[:64].decode("utf-8", "replace"), command
-        )
-    )
+    name = raw_text(c_string(sub)[:128])
+    return Error(f"ERR unknown subcommand '{name}'. Try {command} HELP.")
 
 
 def _subcommand(command: bytes, args: Sequence[bytes]) -> Optional[Error]:
