@@ -339,7 +339,14 @@ MALFORMED: Sequence[bytes] = (
     b"*1\r\n$4\r\nPING\r\nECHO \"\\x41\\n\"\r\n", b"*1\r\n$4\r\nPING\r\nECHO 'a\\'b'\r\n",
     b"*1\r\n$4\r\nPING\r\nECHO \"a\"b\r\n", b"*1\r\n$4\r\nPING\r\nECHO \"unbalanced\r\n",
     b"*1\r\n$4\r\nPING\r\nECHO 'x'   \"y\" \r\n", b"*1\r\n$4\r\nPING\r\n\r\n*1\r\n$4\r\nPING\r\n",
-)
+) + tuple(b"*1\r\n$4\r\nPING\r\n" + line + b"\r\n" for line in (
+    # Inline commands on a RESP connection: Redis's quoting, byte for byte.
+    b'ECHO "a\\x41b"', b'ECHO "\\x4"', b'ECHO "\\xZZ"', b'ECHO "tab\\there\\r\\n\\a\\b\\q"',
+    b"ECHO 'it\\'s'", b"ECHO 'a\\nb'", b'ECHO a"b c"', b'ECHO a"b c"d', b"ECHO 'a'b",
+    b'ECHO "a\\\\"', b'ECHO "a\\"', b'ECHO "\\"', b"ECHO \x0bx\x0b", b"ECHO a\x0bb",
+    b"ECHO \x0c", b"  ", b'SET "k x" "v y"', b'GET "k x"',
+    b"ECHO ''", b'ECHO ""', b"ECHO '' ''", b'MGET "" k', b"ECHO \xff\"\xfe\"",
+))
 
 
 def test_malformed_requests_are_answered_and_closed_as_redis_does(

@@ -5,7 +5,8 @@ front door decides). Requests are arrays of bulk strings::
 
     *3\\r\\n$3\\r\\nSET\\r\\n$1\\r\\nk\\r\\n$5\\r\\nhello\\r\\n
 
-(an inline command, a plain line of words, is accepted too, as Redis does).
+(an inline command, a plain line of words, is accepted too, and split with
+Redis's quoting rules: see :mod:`distkv.front.inline`).
 Replies use Redis's types: ``+OK``, ``-ERR ...``, ``:1``, ``$5\\r\\nhello``,
 ``$-1`` for nil and ``*n`` arrays; after ``HELLO 3``, RESP3's ``_`` nil and
 ``%n`` maps. Keys and values are binary-safe.
@@ -32,6 +33,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from distkv.front.commands import Dispatcher, Pending
+from distkv.front.inline import split_inline
 from distkv.front.replies import (
     NIL,
     OK,
@@ -197,7 +199,10 @@ class RequestReader:
                             raise ProtocolError("Protocol error: too big inline request")
                         self._inline = True
                         break
-                    words = buffer[pos:eol].split()
+                    line = buffer[pos:eol]
+                    words = split_inline(line[:-1] if line.endswith(b"\r") else line)
+                    if words is None:
+                        raise ProtocolError("Protocol error: unbalanced quotes in request")
                     pos = eol + 1
                     if words:
                         requests.append(words)
