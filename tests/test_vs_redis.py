@@ -44,7 +44,7 @@ class Connection:
         self.sock.sendall(b"*%d\r\n" % len(request) + b"".join(
             b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in request))
 
-    def ask(self, request: Request) -> "Reply":
+    def ask(self, request: Request) -> Reply:
         self.send(request)
         return self.reply()
 
@@ -66,7 +66,7 @@ class Connection:
             raise ConnectionError("closed")
         self.buffer += data
 
-    def reply(self) -> "Reply":
+    def reply(self) -> Reply:
         """One reply: its bytes and, for an aggregate, its elements'."""
         line = self._line()
         kind, rest = line[:1], line[1:]
@@ -106,7 +106,7 @@ class Connection:
 class Reply:
     __slots__ = ("raw", "items")
 
-    def __init__(self, raw: bytes, items: Tuple["Reply", ...]) -> None:
+    def __init__(self, raw: bytes, items: Tuple[Reply, ...]) -> None:
         self.raw = raw
         self.items = items
 
@@ -223,7 +223,8 @@ def generators(rand: random.Random) -> List[Callable[[], Request]]:
             (b"COMMAND", b"GETKEYS"), (b"COMMAND", b"GETKEYS", b"get"),
             (b"COMMAND", b"GETKEYS", b"get", b"k"), (b"COMMAND", b"GETKEYS", b"nosuch", b"a"),
             (b"COMMAND", b"GETKEYS", b"mset", b"a", b"b", b"c", b"d"),
-            (b"COMMAND", b"GETKEYS", b"rename", b"a", b"b"), (b"COMMAND", b"GETKEYS", b"copy", b"a", b"b", b"REPLACE"),
+            (b"COMMAND", b"GETKEYS", b"rename", b"a", b"b"),
+            (b"COMMAND", b"GETKEYS", b"copy", b"a", b"b", b"REPLACE"),
             (b"COMMAND", b"GETKEYS", b"ping", b"x"), (b"COMMAND", b"GETKEYS", b"get", b"a", b"b"),
             (b"SELECT", number()), (b"SELECT",), (b"AUTH", b"x"), (b"ECHO", value()),
             (b"ECHO",), (b"PING",), (b"PING", value()), (b"PING", b"a", b"b"),
