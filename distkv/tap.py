@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Tuple
 from twisted.application.service import IService
 from twisted.python import usage
 
+import distkv
 from distkv.cluster import wire
 from distkv.disk.datafile import SYNCHRONOUS, DiskError
 from distkv.front.auth import OPEN_DEFAULT, User, UsersFileError, digest_of, first_line, parse_users
@@ -180,6 +181,13 @@ class Options(usage.Options):
         for item in value.split(","):
             if item.strip():
                 self["peers"].append(parse_peer(item))
+
+    def opt_version(self) -> None:
+        """Display DistKV's and Twisted's versions and exit."""
+        from twisted import __version__ as twisted_version
+
+        sys.stdout.write(f"DistKV {distkv.__version__} (Twisted {twisted_version})\n")
+        sys.exit(0)
 
     def postOptions(self) -> None:
         self["endpoint"] = server_endpoint(self["port"])

@@ -159,6 +159,19 @@ class InfoTests(SynchronousTestCase):
         self.assertEqual((fields["maxmemory"], fields["maxmemory_policy"]), ("0", "noeviction"))
         self.assertRegex(fields["used_memory_human"], r"^\d+(\.\d\d[KMG])?B?$")
 
+    def test_twistd_distkv_version_is_the_package_version(self) -> None:
+        """``twistd distkv --version`` prints distkv.__version__ (the one source
+        of INFO's distkv_version too), then exits."""
+        import io
+        from contextlib import redirect_stdout
+
+        from distkv.tap import Options
+
+        out = io.StringIO()
+        with redirect_stdout(out), self.assertRaises(SystemExit):
+            Options().parseOptions(["--version"])
+        self.assertTrue(out.getvalue().startswith(f"DistKV {distkv.__version__} "), out.getvalue())
+
     def test_config_resetstat_resets_the_totals(self) -> None:
         """CONFIG RESETSTAT really starts total_commands_processed and
         total_connections_received again."""
