@@ -1,5 +1,5 @@
-"""Redis's own tools against a real node: ``redis-cli --stat`` and
-``--bigkeys`` print sane figures, redis-py's key and client commands work,
+"""Redis's own tools against a real node: ``redis-cli --stat``,
+``--bigkeys`` and ``--memkeys`` print sane figures, redis-py's key and client commands work,
 RENAME through one node shows on another."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ pytestmark = pytest.mark.process
 
 
 def test_redis_cli_stat_and_bigkeys_show_the_keys(cluster: Cluster) -> None:
-    """--bigkeys scans every key with TYPE and STRLEN and names the biggest;
+    """--bigkeys scans every key with TYPE and STRLEN and names the biggest, and
+    --memkeys does with MEMORY USAGE;
     --stat's lines carry the key count, memory, clients and requests as numbers."""
     redis_cli = require_tool("redis-cli")
     (node,) = cluster.start(1)
@@ -32,6 +33,11 @@ def test_redis_cli_stat_and_bigkeys_show_the_keys(cluster: Cluster) -> None:
     assert "Sampled 21 keys in the keyspace!" in bigkeys.stdout, bigkeys.stdout
     assert "Biggest string found '\"biggest\"' has 500 bytes" in bigkeys.stdout
     assert "21 strings with 690 bytes" in bigkeys.stdout, bigkeys.stdout
+    memkeys = subprocess.run([redis_cli, "-p", port, "--memkeys"], capture_output=True,
+                             timeout=DEADLINE, text=True)
+    assert memkeys.returncode == 0, memkeys.stderr
+    assert "Sampled 21 keys in the keyspace!" in memkeys.stdout, memkeys.stdout
+    assert re.search(r"Biggest string found '\"biggest\"' has \d+ bytes", memkeys.stdout)
     # --stat runs until stopped: -i 0.1 and enough output for a few rows.
     stat = subprocess.Popen(["stdbuf", "-oL", redis_cli, "-p", port, "--stat", "-i", "0.1"],
                             stdout=subprocess.PIPE, text=True)

@@ -151,6 +151,7 @@ INTENDED: Dict[bytes, Tuple[Callable[[Reply], bytes], str]] = {
     b"SCAN": (_scan, "SCAN's cursor is a key hash, and keys come in another order"),
     b"RANDOMKEY": (_kind, "a random key: only whether there was one is compared"),
     b"TIME": (_shape, "the two servers' clocks"),
+    b"MEMORY": (_kind, "MEMORY USAGE is each server's own estimate of its memory"),
     b"HELLO": (_shape, "HELLO's map names DistKV's Redis version and connection id"),
 }
 
@@ -165,7 +166,8 @@ NUMBERS = (b"0", b"1", b"-1", b"2", b"5", b"-5", b"100", b"-100", b"+1", b" 1", 
            b"\xd9\xa1")
 PATTERNS = (b"*", b"k*", b"k?", b"key:*", b"[k]*", b"[^k]*", b"[!k]*", b"[a-k]*", b"*[13]",
             b"[", b"[]", b"[]a]*", b"[a-]*", b"\\", b"\\k*", b"k\\", b"*\\*", b"a b",
-            b"[k-a]*", b"?", b"", b"*[", b"[\\]]*", b"[^]*", b"**1")
+            b"[k-a]*", b"?", b"", b"*[", b"[\\]]*", b"[^]*", b"**1", b"**", b"*?", b"[a-]",
+            b"[]a]", b"\\\\", b"[\\a]*")
 
 
 def generators(rand: random.Random) -> List[Callable[[], Request]]:
@@ -250,6 +252,10 @@ def generators(rand: random.Random) -> List[Callable[[], Request]]:
         lambda: (b"RENAME", key(), key()), lambda: (b"RENAMENX", key(), key()),
         lambda: arity(b"RENAME"), copy, copy, lambda: arity(b"COPY"),
         lambda: (b"RANDOMKEY",), lambda: arity(b"RANDOMKEY"), lambda: (b"TIME",),
+        lambda: rand.choice(((b"MEMORY", b"USAGE", key()), (b"MEMORY",), (b"MEMORY", b"USAGE"),
+                             (b"MEMORY", b"NOPE"), (b"MEMORY", b"USAGE", key(), b"SAMPLES", number()),
+                             (b"MEMORY", b"USAGE", key(), b"SAMPLES"),
+                             (b"MEMORY", b"USAGE", key(), b"NOPE", b"1"))),
         server, server, server,
     ]
 

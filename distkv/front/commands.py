@@ -350,10 +350,10 @@ class Dispatcher:
     def _keys(self, args: Sequence[bytes], session: Session) -> Outcome:
         if self.loading:
             return LOADING
-        pattern = compile_glob(args[0])
         keys = self._store.live_keys()
-        if pattern.everything:
+        if args[0] == b"*":  # Redis's shortcut: every key, the empty one included
             return Array(tuple(keys))
+        pattern = compile_glob(args[0])
         match = pattern.match
         return Array(tuple(key for key in keys if match(key)))
 
@@ -379,7 +379,8 @@ class Dispatcher:
                 return SYNTAX
             option, value = options[index].upper(), options[index + 1]
             if option == b"MATCH":
-                match = compile_glob(value)
+                # "*" is every key, the empty one included, as in Redis
+                match = None if value == b"*" else compile_glob(value)
             elif option == b"COUNT":
                 number = strict_int(value)
                 if number is None:

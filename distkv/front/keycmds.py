@@ -19,6 +19,7 @@ as Redis 7.0's.
 from __future__ import annotations
 
 import random
+import sys
 from typing import TYPE_CHECKING, Dict, Optional, Sequence
 
 from distkv.front.replies import (
@@ -37,6 +38,7 @@ from distkv.front.replies import (
     strict_int,
     wrong_arity,
 )
+from distkv.front.servercmds import subcommand_refusal
 
 if TYPE_CHECKING:
     from distkv.front.commands import Dispatcher, Entry, Outcome
@@ -67,6 +69,7 @@ def table(dispatcher: Dispatcher) -> Dict[bytes, Entry]:
         b"COPY": (commands.copy, 2, -1, "write"),
         b"RANDOMKEY": (commands.randomkey, 0, 0, "read"),
         b"TIME": (commands.time, 0, 0, "read"),
+        b"MEMORY": (commands.memory, 1, -1, "read"),
     }
 
 
@@ -251,3 +254,33 @@ class KeyCommands:
         """TIME: this node's wall clock, seconds and microseconds."""
         micros = int(self.dispatcher.seconds() * 1_000_000)
         return Array((b"%d" % (micros // 1_000_000), b"%d" % (micros % 1_000_000)))
+
+    def memory(self, args: Sequence[bytes], session: Session) -> Outcome:
+        """MEMORY USAGE key [SAMPLES n]: an estimate of the bytes the key
+        holds in this process (its key, value and entry objects and its
+        place in the table), or nil for a missing key."""
+        refused = subcommand_refusal(b"MEMORY", args) or self._refused(write=False)
+        if refused is not None:
+            return refused
+        index = 2
+        while index < len(args):
+            if args[index].upper() != b"SAMPLES" or index + 1 >= len(args):
+                return SYNTAX
+            samples = strict_int(args[index + 1])
+            if samples is None:
+                return NOT_INTEGER
+            if samples < 0:
+                return SYNTAX
+            index += 2
+        key = args[1]
+        entry = self.store.entry(key)
+        value = self.store.get(key)
+        if entry is None or value is None:
+            return NIL
+        slot = 3 * struct_size()  # hash, key and value pointers in the dict
+        return Integer(sys.getsizeof(key) + sys.getsizeof(value) + sys.getsizeof(entry) + slot)
+
+
+def struct_size() -> int:
+    """The size of a pointer on this machine."""
+    return 8 if sys.maxsize > 1 << 32 else 4

@@ -95,6 +95,7 @@ DEFAULT_CONFIG: Dict[bytes, bytes] = {
 _SUBCOMMANDS: Dict[bytes, Dict[bytes, int]] = {
     b"COMMAND": {b"COUNT": 2, b"INFO": -2, b"DOCS": -2, b"GETKEYS": -4, b"LIST": -2},
     b"CONFIG": {b"GET": -3, b"SET": -4, b"RESETSTAT": 2},
+    b"MEMORY": {b"USAGE": -3},
     b"CLIENT": {b"SETNAME": 3, b"GETNAME": 2, b"ID": 2, b"INFO": 2, b"SETINFO": 4,
                 b"LIST": -2, b"KILL": -3},
 }
@@ -114,7 +115,7 @@ def _unknown_subcommand(sub: bytes, command: str) -> Error:
     return Error(f"ERR unknown subcommand '{name}'. Try {command} HELP.")
 
 
-def _subcommand(command: bytes, args: Sequence[bytes]) -> Optional[Error]:
+def subcommand_refusal(command: bytes, args: Sequence[bytes]) -> Optional[Error]:
     """Redis's refusal of ``command``'s subcommand ``args[0]`` (unknown, or
     given the wrong number of arguments), or None if it may run."""
     arity = _SUBCOMMANDS[command].get(args[0].upper())
@@ -190,7 +191,7 @@ class ServerCommands:
         dispatcher = self.dispatcher
         if not args:
             return Array(tuple(self._describe(name) for name in dispatcher.names()))
-        refused = _subcommand(b"COMMAND", args)
+        refused = subcommand_refusal(b"COMMAND", args)
         if refused is not None:
             return refused
         sub = args[0].upper()
@@ -240,7 +241,7 @@ class ServerCommands:
     def config(self, args: Sequence[bytes], session: Session) -> Reply:
         from distkv.front.commands import glob_regex
 
-        refused = _subcommand(b"CONFIG", args)
+        refused = subcommand_refusal(b"CONFIG", args)
         if refused is not None:
             return refused
         sub = args[0].upper()
@@ -261,7 +262,7 @@ class ServerCommands:
         return OK
 
     def client(self, args: Sequence[bytes], session: Session) -> Reply:
-        refused = _subcommand(b"CLIENT", args)
+        refused = subcommand_refusal(b"CLIENT", args)
         if refused is not None:
             return refused
         reply = self.clients.run(args[0].upper(), args[1:], session)
