@@ -32,6 +32,7 @@ from distkv.front.replies import (
     Status,
     c_string,
     raw_text,
+    strict_int,
     wrong_arity,
 )
 
@@ -281,10 +282,10 @@ class ServerCommands:
         Redis 7.0's order: the version, the options, the password, then
         whether the connection is authenticated at all."""
         if args:
-            try:
-                version = int(args[0])
-            except ValueError:
+            number = strict_int(args[0])
+            if number is None:
                 return Error("ERR Protocol version is not an integer or out of range")
+            version = number
             if version not in (2, 3):
                 return Error("NOPROTO unsupported protocol version")
         login = None
