@@ -186,6 +186,24 @@ class InfoTests(SynchronousTestCase):
         self.assertEqual(stats["total_connections_received"], "0")
 
 
+class HelpTests(SynchronousTestCase):
+    def test_the_help_an_error_points_to_exists(self) -> None:
+        """"Try CONFIG HELP." leads somewhere: HELP lists the subcommands DistKV has,
+        and HELP with arguments gets Redis's arity error."""
+        node = Node(Clock(), "n")
+        proto, transport = connect(node)
+        for name, sub in ((b"CONFIG", b"GET"), (b"CLIENT", b"KILL"), (b"COMMAND", b"GETKEYS"),
+                          (b"MEMORY", b"USAGE")):
+            self.assertIn(b"Try %s HELP." % name, ask(proto, transport, name, b"NOPE"))
+            reply = ask(proto, transport, name, b"help")
+            self.assertTrue(reply.startswith(b"*"), reply)
+            self.assertIn(b"+%s <subcommand>" % name, reply)
+            self.assertIn(b"\r\n+%s\r\n" % sub, reply)
+            self.assertEqual(ask(proto, transport, name, b"HELP", b"x"),
+                             b"-ERR wrong number of arguments for '%s|help' command\r\n"
+                             % name.lower())
+
+
 class InlineTests(SynchronousTestCase):
     def test_inline_lines_split_as_redis_splits_them(self) -> None:
         """Redis's sdssplitargs: quotes, \\x escapes, quotes inside a word, and

@@ -116,15 +116,23 @@ def _unknown_subcommand(sub: bytes, command: str) -> Error:
     return Error(f"ERR unknown subcommand '{name}'. Try {command} HELP.")
 
 
-def subcommand_refusal(command: bytes, args: Sequence[bytes]) -> Optional[Error]:
-    """Redis's refusal of ``command``'s subcommand ``args[0]`` (unknown, or
-    given the wrong number of arguments), or None if it may run."""
-    arity = _SUBCOMMANDS[command].get(args[0].upper())
+def subcommand_refusal(command: bytes, args: Sequence[bytes]) -> Optional[Reply]:
+    """What ``command`` ``args[0]`` gets instead of running: Redis's refusal
+    (an unknown subcommand, or the wrong number of arguments), the list of
+    subcommands for ``HELP``; None if it may run."""
+    sub = args[0].upper()
+    subcommands = _SUBCOMMANDS[command]
+    arity = 2 if sub == b"HELP" else subcommands.get(sub)
     if arity is None:
         return _unknown_subcommand(args[0], command.decode())
     count = len(args) + 1
     if count != arity if arity > 0 else count < -arity:
         return wrong_arity(command + b"|" + args[0])
+    if sub == b"HELP":
+        lines = [f"{command.decode()} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"]
+        lines.extend(name.decode() for name in sorted(subcommands))
+        lines.extend(("HELP", "    Print this help."))
+        return Array(tuple(Status(line.encode()) for line in lines))
     return None
 
 
