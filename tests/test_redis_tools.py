@@ -39,7 +39,8 @@ def test_redis_cli_stat_and_bigkeys_show_the_keys(cluster: Cluster) -> None:
     assert "Sampled 21 keys in the keyspace!" in memkeys.stdout, memkeys.stdout
     assert re.search(r"Biggest string found '\"biggest\"' has \d+ bytes", memkeys.stdout)
     # --stat runs until stopped: -i 0.1 and enough output for a few rows.
-    stat = subprocess.Popen(["stdbuf", "-oL", redis_cli, "-p", port, "--stat", "-i", "0.1"],
+    stdbuf = require_tool("stdbuf")  # redis-cli buffers its rows when not on a terminal
+    stat = subprocess.Popen([stdbuf, "-oL", redis_cli, "-p", port, "--stat", "-i", "0.1"],
                             stdout=subprocess.PIPE, text=True)
     try:
         assert stat.stdout is not None

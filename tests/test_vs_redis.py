@@ -158,7 +158,7 @@ INTENDED: Dict[bytes, Tuple[Callable[[Reply], bytes], str]] = {
 
 # -- the random stream ---------------------------------------------------------
 
-KEYS = (b"k1", b"k2", b"k3", b"", b"a b", b"\xffk", b"key:1", b"key:2")
+KEYS = (b"k1", b"k2", b"k3", b"", b"a b", b"\xffk", b"key:1", b"key:2", b"[k]", b"a\\b", b"-]")
 VALUES = (b"", b"v", b"hello", b"a b c", b"\x00\xff\r\n", b"12", b"-3", b"x" * 40)
 NUMBERS = (b"0", b"1", b"-1", b"2", b"5", b"-5", b"100", b"-100", b"+1", b" 1", b"1 ", b"01",
            b"-0", b"00", b"x", b"", b"1.5", b"9223372036854775807", b"-9223372036854775808",
@@ -174,6 +174,12 @@ def generators(rand: random.Random) -> List[Callable[[], Request]]:
     key = lambda: rand.choice(KEYS)  # noqa: E731
     value = lambda: rand.choice(VALUES)  # noqa: E731
     number = lambda: rand.choice(NUMBERS) if rand.random() < 0.4 else b"%d" % rand.randint(-12, 12)  # noqa: E731
+
+    def pattern() -> bytes:
+        """A listed edge case, or random glob syntax over the keys' bytes."""
+        if rand.random() < 0.5:
+            return rand.choice(PATTERNS)
+        return bytes(rand.choice(b"k1a-]^![\\*?:\xff") for _ in range(rand.randint(0, 7)))
 
     def keys(least: int = 1) -> Tuple[bytes, ...]:
         return tuple(key() for _ in range(rand.randint(least, 4)))
@@ -196,7 +202,7 @@ def generators(rand: random.Random) -> List[Callable[[], Request]]:
             if option.upper() == b"COUNT":
                 request += (rand.choice((b"1000", b"100", b"0", b"-1", b"x", b"01")),)
             elif rand.random() < 0.95:
-                request += (rand.choice(PATTERNS),)
+                request += (pattern(),)
         if b"COUNT" not in [arg.upper() for arg in request]:
             request += (b"COUNT", b"1000")  # one pass: every key, whatever the cursor
         return request
@@ -246,7 +252,7 @@ def generators(rand: random.Random) -> List[Callable[[], Request]]:
         lambda: (b"MGET", *keys()), lambda: (b"DEL", *keys()), lambda: (b"UNLINK", *keys(0)),
         lambda: (b"EXISTS", *keys(0)), lambda: (b"TOUCH", *keys(0)),
         lambda: (b"DBSIZE",), lambda: arity(b"DBSIZE"),
-        lambda: (b"KEYS", rand.choice(PATTERNS)), lambda: arity(b"KEYS"), scan, scan,
+        lambda: (b"KEYS", pattern()), lambda: (b"KEYS", pattern()), lambda: arity(b"KEYS"), scan, scan,
         lambda: (b"APPEND", key(), value()), lambda: arity(b"APPEND"),
         lambda: (b"STRLEN", key()), lambda: arity(b"STRLEN"),
         lambda: (b"GETRANGE", key(), number(), number()),
