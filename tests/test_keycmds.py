@@ -63,6 +63,26 @@ class SizeLimitTests(SynchronousTestCase):
         self.assertEqual(ask(proto, transport, b"APPEND", b"k", b"y" * 9), b":99\r\n")
 
 
+class EmptyKeyTests(SynchronousTestCase):
+    def test_the_empty_key_survives_a_crash_with_its_rename(self) -> None:
+        """The empty key, allowed over RESP as in Redis, is committed to the data dir
+        and read back after a crash like any other; so is a RENAME to and from it."""
+        clock = Clock()
+        directory = self.mktemp()
+        node = Node(clock, "a", data_dir=directory)
+        for request in (Request(b"SET", (b"", b"empty")), Request(b"SET", (b"x", b"1")),
+                        Request(b"RENAME", (b"x", b"y")), Request(b"COPY", (b"", b"z"))):
+            node.dispatcher.execute(request)
+        clock.advance(0)
+        before = node.store.snapshot()
+        node.crash()
+        again = Node(clock, "a", data_dir=directory)
+        self.addCleanup(again.crash)
+        self.assertEqual(again.store.snapshot(), before)
+        self.assertEqual(sorted(again.store.live_keys()), [b"", b"y", b"z"])
+        self.assertEqual(again.store.get(b""), b"empty")
+
+
 class AccessTests(SynchronousTestCase):
     def test_a_read_only_user_gets_noperm_for_every_new_write(self) -> None:
         """The new writes are classified as writes: a read-only user is refused them

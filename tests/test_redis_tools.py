@@ -91,6 +91,10 @@ def test_redis_py_string_key_and_client_commands(cluster: Cluster) -> None:
     assert r.client_kill_filter(_id=named[0]["id"]) == 1
     assert victim.recv(100) == b""  # closed by the server
     victim.close()
+    settings = r.config_get("*")
+    assert settings["bind"] == "127.0.0.1" and settings["port"] == str(a.port)
+    assert settings["maxmemory-policy"] == "noeviction" and settings["databases"] == "1"
+    assert r.info("memory")["used_memory"] > 0
     seconds, micros = r.time()
     assert seconds > 1_600_000_000 and 0 <= micros < 1_000_000
     r.close()
