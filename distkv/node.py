@@ -64,7 +64,7 @@ from distkv.disk.journal import Batch, Journal
 from distkv.front import report
 from distkv.front.auth import Accounts, User
 from distkv.front.commands import Dispatcher
-from distkv.front.frontdoor import FrontDoorFactory, one_interface
+from distkv.front.frontdoor import FrontDoorFactory, bound_address, one_interface
 from distkv.front.replies import Error, Stats
 from distkv.front.replyqueue import OutputLimits
 from distkv.front.resp import RespProtocol
@@ -285,12 +285,16 @@ class Node:
             members=lambda: report.member_lines(self),
             myid=lambda: self.node_id,
         )
+        self.dispatcher.max_request = max_request
+        self.dispatcher.seconds = reactor.seconds
         self.dispatcher.config.update({
             b"appendonly": b"yes" if data_dir else b"no",
             b"appendfsync": fsync.encode() if data_dir else b"no",
             b"dir": os.path.abspath(data_dir).encode() if data_dir else os.getcwd().encode(),
             b"maxmemory": b"0",
             b"port": str(listen_port or 0).encode(),
+            b"proto-max-bulk-len": str(max_request).encode(),
+            b"maxclients": str(maxclients).encode(),
             b"protected-mode": b"yes" if protected_mode else b"no",
         })
         #: node id -> when its last anti-entropy round into us completed
@@ -779,6 +783,7 @@ class Node:
         # Started first and stopped last: the listener stops taking clients
         # while replication still gets its moment to flush.
         self.replication.setServiceParent(top)
+        self.dispatcher.config[b"bind"] = bound_address(endpoint).encode()
         tls = self.tls
         tls_endpoint = tls.endpoint if tls is not None else None
         bound = one_interface(endpoint) and (tls_endpoint is None or one_interface(tls_endpoint))

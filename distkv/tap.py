@@ -18,6 +18,7 @@ from twisted.application.service import IService
 from twisted.logger import Logger
 from twisted.python import usage
 
+import distkv
 from distkv.cluster import tlsconfig, wire
 from distkv.cluster.handshake import MIN_SECRET_BYTES
 from distkv.cluster.membership import HOST, derived_node_id
@@ -273,6 +274,13 @@ class Options(usage.Options):
         for item in value.split(","):
             if item.strip():
                 self["peers"].append(parse_peer(item))
+
+    def opt_version(self) -> None:
+        """Display DistKV's and Twisted's versions and exit."""
+        from twisted import __version__ as twisted_version
+
+        sys.stdout.write(f"DistKV {distkv.__version__} (Twisted {twisted_version})\n")
+        sys.exit(0)
 
     def postOptions(self) -> None:
         self["endpoint"] = server_endpoint(self["port"])

@@ -284,14 +284,24 @@ class FrameValidationTests(SynchronousTestCase):
         tomb = wire.encode_write(1, b"k", make_entry(None, Version(5, 0, "n1")))
         self.assertIsNone(wire.decode_body(self.body(tomb)).entry[0])  # type: ignore[union-attr]
 
-    def test_key_lists_with_bad_keys_ids_or_buckets_are_refused(self) -> None:
-        """An empty key, a bad node id or a bucket past the digest's is refused."""
-        for versions, bucket in (([(b"", Version(1, 0, "n"))], 0),
-                                 ([(b"k", Version(1, 0, ""))], 0),
+    def test_key_lists_with_bad_ids_or_buckets_are_refused(self) -> None:
+        """A bad node id or a bucket past the digest's is refused."""
+        for versions, bucket in (([(b"k", Version(1, 0, ""))], 0),
                                  ([(b"k", Version(1, 0, "n"))], 1024)):
             frame = wire.encode_key_list(1, bucket, versions)
             with self.assertRaises(wire.WireError):
                 wire.decode_body(self.body(frame))
+
+    def test_the_empty_key_travels_in_writes_and_key_lists(self) -> None:
+        """Redis allows the empty key: a write of it and a key list holding it decode."""
+        versions = [(b"", Version(1, 0, "n"))]
+        self.assertEqual(
+            wire.decode_body(self.body(wire.encode_key_list(1, 0, versions))),
+            wire.KeyList(1, 0, versions))
+        entry = (b"v", 5, 0, "n")
+        frame = wire.encode_write(3, b"", entry)
+        self.assertEqual(wire.decode_body(self.body(frame)), wire.Write(3, b"", entry))
+        self.assertEqual(list(wire.iter_writes(frame)), [(3, b"", entry)])
 
     def test_bounds_may_be_empty_but_not_malformed(self) -> None:
         """A heartbeat's floor may be the zero version; a node id with bad characters is refused."""

@@ -621,7 +621,7 @@ def _decode_key_list(body: bytes) -> KeyList:
         offset += _KEYLEN.size
         key = body[offset : offset + key_len]
         offset += key_len
-        if len(key) != key_len or not key:
+        if len(key) != key_len:
             raise WireError("malformed key in key list frame")
         ms, counter, node_len = _KEYVERSION.unpack_from(body, offset)
         offset += _KEYVERSION.size
@@ -648,7 +648,7 @@ def decode_body(body: bytes) -> Frame:
             (key_len,) = _KEYLEN.unpack_from(body, offset)
             offset += _KEYLEN.size
             key = body[offset : offset + key_len]
-            if len(key) != key_len or not key:
+            if len(key) != key_len:
                 raise WireError("truncated key in write frame")
             offset += key_len
             if flags & ~_TOMBSTONE or (flags and offset != len(body)):
@@ -717,7 +717,7 @@ def iter_writes(buffer: bytes) -> Iterator[Tuple[int, bytes, Entry]]:
             (key_len,) = key_len_at(buffer, at)
             at += 4
             key = buffer[at : at + key_len]
-            if len(key) != key_len or not key or at + key_len > stop:
+            if len(key) != key_len or at + key_len > stop:
                 raise WireError("truncated key in write frame")
             value: Optional[bytes] = None if flags & _TOMBSTONE else buffer[at + key_len : stop]
             yield seq, key, (value, ms, counter, node)

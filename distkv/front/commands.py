@@ -23,11 +23,12 @@ its rights (see :mod:`distkv.front.access`).
 from __future__ import annotations
 
 import bisect
+import time
 import zlib
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from distkv.disk.journal import Batch
-from distkv.front import servercmds
+from distkv.front import keycmds, servercmds
 from distkv.front.access import OPEN, READ, WRITE, CommandTables
 from distkv.front.auth import Accounts, User
 from distkv.front.glob import Glob, compile_glob
@@ -50,6 +51,10 @@ from distkv.front.replies import (
     Stats,
     Status,
     bulk,
+    c_string,
+    int32,
+    raw_text,
+    strict_int,
     wrong_arity,
 )
 from distkv.front.transactions import Transactions
@@ -96,6 +101,21 @@ def checked(handler: Handler, least: int, most: int) -> Command:
     return command
 
 
+def scan_cursor(text: bytes) -> Optional[int]:
+    """A SCAN cursor read as Redis reads one (``strtoul``): decimal digits,
+    an optional sign first; a negative one wraps around 2**64; nothing at
+    all is 0. None for anything else."""
+    if not text:
+        return 0  # strtoul reads nothing, and Redis takes that as 0
+    digits = text[1:] if text[:1] in (b"+", b"-") else text
+    if not digits.isdigit() or not digits.isascii():
+        return None
+    value = int(digits)
+    if value >= 1 << 64:
+        return None
+    return (1 << 64) - value if text[:1] == b"-" and value else value
+
+
 def glob_regex(pattern: bytes) -> Glob:
     """Redis's glob (``* ? [abc] [^a] [a-z] \\x``), compiled; its ``match(key)``
     says whether a key matches, in time linear in the key (see :mod:`distkv.front.glob`)."""
@@ -122,7 +142,12 @@ class Dispatcher:
         accounts: Optional[Accounts] = None,
         max_transaction: int = 1 << 20,
     ) -> None:
-        self._store = store
+        self._store = self.store = store
+        #: The largest request, hence the largest key and value together,
+        #: that a command may store (the node's --max-request).
+        self.max_request = 1 << 20
+        #: The wall clock, in seconds (TIME); the node passes its reactor's.
+        self.seconds: Callable[[], float] = time.time
         #: Who may connect, and the authentication counters.
         self.accounts = accounts if accounts is not None else Accounts()
         #: The store's clock: a front end holds it over a batch of requests
@@ -141,7 +166,7 @@ class Dispatcher:
         #: None: they answer that there is no cluster.
         self.cluster: Optional[servercmds.ClusterControl] = None
         #: What CONFIG GET reports (lower-case names); the node fills it in.
-        self.config: Dict[bytes, bytes] = {b"save": b"", b"appendonly": b"no", b"databases": b"1"}
+        self.config: Dict[bytes, bytes] = dict(servercmds.DEFAULT_CONFIG)
         self._scan: Tuple[int, List[Tuple[int, bytes]]] = (-1, [])
         self._pending_ok: Optional[Pending] = None
         self._tables = CommandTables(self.accounts)
@@ -171,6 +196,7 @@ class Dispatcher:
             b"STATUS": (self._status_report, 0, 0, READ),
         }
         handlers.update(servercmds.table(self))
+        handlers.update(keycmds.table(self))
         for name, (handler, least, most, access) in handlers.items():
             self.add(name, checked(handler, least, most), least, most, access)
         #: MULTI, EXEC, DISCARD, WATCH, UNWATCH; ``max_transaction`` bounds
@@ -242,14 +268,19 @@ class Dispatcher:
         return (table or self.commands).get(name.upper(), self.unknown)
 
     def unknown(self, request: Sequence[bytes], session: Session) -> Outcome:
-        return Error(  # the name as sent, as Redis words it
-            "ERR unknown command '{}', with args beginning with: {}".format(
-                request[0][:64].decode("utf-8", "replace"),
-                "".join(
-                    "'{}' ".format(arg[:64].decode("utf-8", "replace")) for arg in request[1:9]
-                ),
-            )
-        )
+        """Redis's echo of an unknown command: its name and the start of its
+        arguments, 128 bytes of each at most, as C strings (cut at a NUL)."""
+        listed = b""
+        for arg in request[1:]:
+            if len(listed) >= 128:
+                break
+            listed += b"'" + c_string(arg)[: 128 - len(listed)] + b"' "
+        name = raw_text(c_string(request[0])[:128])
+        return Error(f"ERR unknown command '{name}', with args beginning with: {raw_text(listed)}")
+
+    def after_commit(self, reply: Reply) -> Outcome:
+        """``reply``, sent once the writes just made are committed."""
+        return self._after_commit(reply)
 
     def _after_commit(self, reply: Reply) -> Outcome:
         durable = self._durable
@@ -283,10 +314,7 @@ class Dispatcher:
             return LOADING
         if self.write_refusal is not None:
             return self.write_refusal
-        key = request[1]
-        if not key:
-            return Error("ERR empty key")
-        self._store.set(key, request[2])
+        self._store.set(request[1], request[2])
         if self._durable is None:
             return OK
         return self._after_commit(OK)
@@ -298,8 +326,7 @@ class Dispatcher:
             return self.write_refusal
         deleted = 0
         for key in args:
-            if key:
-                deleted += self._store.delete(key)
+            deleted += self._store.delete(key)
         return self._after_commit(Integer(deleted))
 
     def _exists(self, args: Sequence[bytes], session: Session) -> Outcome:
@@ -321,8 +348,6 @@ class Dispatcher:
             return wrong_arity(b"mset")
         if self.write_refusal is not None:
             return self.write_refusal
-        if not all(args[0::2]):
-            return Error("ERR empty key")
         for index in range(0, len(args), 2):
             self._store.set(args[index], args[index + 1])
         return self._after_commit(OK)
@@ -333,10 +358,10 @@ class Dispatcher:
     def _keys(self, args: Sequence[bytes], session: Session) -> Outcome:
         if self.loading:
             return LOADING
-        pattern = compile_glob(args[0])
         keys = self._store.live_keys()
-        if pattern.everything:
+        if args[0] == b"*":  # Redis's shortcut: every key, the empty one included
             return Array(tuple(keys))
+        pattern = compile_glob(args[0])
         match = pattern.match
         return Array(tuple(key for key in keys if match(key)))
 
@@ -349,28 +374,30 @@ class Dispatcher:
         """
         if self.loading:
             return LOADING
-        try:
-            cursor = int(args[0])
-        except ValueError:
-            return Error("ERR invalid cursor")
-        if cursor < 0:
+        cursor = scan_cursor(args[0])
+        if cursor is None:
             return Error("ERR invalid cursor")
         count = 10
         match: Optional[Glob] = None
+        strings = True
         options = args[1:]
-        if len(options) % 2:
-            return SYNTAX
+        # In Redis's order: each option in turn, the first bad one refused.
         for index in range(0, len(options), 2):
+            if index + 1 >= len(options):
+                return SYNTAX
             option, value = options[index].upper(), options[index + 1]
             if option == b"MATCH":
-                match = compile_glob(value)
+                # "*" is every key, the empty one included, as in Redis
+                match = None if value == b"*" else compile_glob(value)
             elif option == b"COUNT":
-                try:
-                    count = int(value)
-                except ValueError:
+                number = strict_int(value)
+                if number is None:
                     return NOT_INTEGER
-                if count < 1:
+                if number < 1:
                     return SYNTAX
+                count = number
+            elif option == b"TYPE":
+                strings = value.lower() == b"string"  # the one type DistKV has
             else:
                 return SYNTAX
         order = self._scan_order(fresh=cursor == 0)
@@ -382,7 +409,7 @@ class Dispatcher:
             if position - start >= count and order[position][0] != order[position - 1][0]:
                 break
             key = order[position][1]
-            if key in store and (match is None or match.match(key)):
+            if strings and key in store and (match is None or match.match(key)):
                 found.append(key)
             position += 1
         if position >= len(order):
@@ -410,10 +437,9 @@ class Dispatcher:
         return GOODBYE
 
     def _select(self, args: Sequence[bytes], session: Session) -> Outcome:
-        try:
-            index = int(args[0])
-        except ValueError:
-            return NOT_INTEGER
+        index = int32(args[0])
+        if isinstance(index, Error):
+            return index
         return OK if index == 0 else Error("ERR DB index is out of range")
 
     def _status_report(self, args: Sequence[bytes], session: Session) -> Outcome:

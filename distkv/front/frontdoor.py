@@ -99,6 +99,15 @@ def one_interface(endpoint: str) -> bool:
     return match.group(1).replace("\\", "") not in _EVERY_INTERFACE
 
 
+def bound_address(endpoint: str) -> str:
+    """The interface the server endpoint string ``endpoint`` listens on, as
+    Redis's ``bind`` setting writes it (``* -::*`` for every interface)."""
+    match = _INTERFACE.search(endpoint)
+    if match is None or match.group(1).replace("\\", "") in _EVERY_INTERFACE:
+        return "* -::*"
+    return match.group(1).replace("\\", "")
+
+
 def is_loopback(address: object) -> bool:
     """Whether a connection from ``address`` comes from this machine: the
     loopback interface, or a UNIX socket."""

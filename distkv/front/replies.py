@@ -8,7 +8,7 @@ their code word first (``ERR ...``, ``LOADING ...``), as Redis's do.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Tuple, Union
 
 from distkv.front.auth import OPEN_DEFAULT
 
@@ -94,6 +94,47 @@ SYNTAX = Error("ERR syntax error")
 NOT_INTEGER = Error("ERR value is not an integer or out of range")
 
 
+def strict_int(text: bytes) -> Optional[int]:
+    """``text`` read as Redis reads an integer argument (``string2ll``): a
+    decimal number of at most 20 characters written the one usual way, with
+    no ``+``, space, ``_`` or leading zero (``-`` for a negative one, never
+    ``-0``), that fits a signed 64-bit integer; None for anything else.
+    Python's ``int`` alone would take ``+4``, `` 4``, ``04`` and ``0_4``,
+    which Redis refuses."""
+    negative = text[:1] == b"-"
+    digits = text[1:] if negative else text
+    if (len(text) > 20 or not digits.isdigit() or not digits.isascii()
+            or (digits[0] == 48 and (negative or len(digits) > 1))):
+        return None
+    value = int(text)
+    if not -(1 << 63) <= value < 1 << 63:
+        return None
+    return value
+
+
+def int32(text: bytes) -> Union[int, Error]:
+    """``text`` as Redis reads an ``int`` argument (``getIntFromObject``):
+    the number, or the error Redis gives."""
+    value = strict_int(text)
+    if value is None:
+        return NOT_INTEGER
+    if not -(1 << 31) <= value < 1 << 31:
+        return Error("ERR value is out of range, value must between -2147483648 and 2147483647")
+    return value
+
+
+def c_string(text: bytes) -> bytes:
+    """``text`` as C's ``%s`` prints it in Redis's errors: up to its first NUL."""
+    end = text.find(b"\0")
+    return text if end < 0 else text[:end]
+
+
+def raw_text(text: bytes) -> str:
+    """Client bytes to quote in an :class:`Error`: they go back to the client
+    as they came (the front ends encode errors with ``surrogateescape``)."""
+    return text.decode("utf-8", "surrogateescape")
+
+
 def bulk(value: Optional[bytes]) -> Union[bytes, Nil]:
     """``value`` as a reply: the bytes themselves, or :data:`NIL` for None."""
     return NIL if value is None else value
@@ -114,13 +155,21 @@ class Session:
     """One client connection as the command layer sees it."""
 
     __slots__ = ("id", "name", "kind", "address", "protocol", "user", "commands", "multi",
-                 "watched")
+                 "watched", "peer", "local", "since", "hang_up")
 
     def __init__(self, kind: str, address: str = "") -> None:
         self.id = next(_ids)
         self.name = b""
         self.kind = kind
         self.address = address
+        #: The client's and our end as ``host:port`` (CLIENT LIST, CLIENT KILL).
+        self.peer = ""
+        self.local = ""
+        #: When the client connected (the node's clock), for CLIENT LIST's age.
+        self.since = 0.0
+        #: Closes the client's connection (CLIENT KILL); None for a session
+        #: with no connection.
+        self.hang_up: Optional[Callable[[], None]] = None
         #: The RESP version this client asked for with HELLO (2 until then).
         self.protocol = 2
         #: Who the client is (a :class:`distkv.front.auth.User`); None until
@@ -147,6 +196,16 @@ class Stats:
         self.connected_clients = 0
         self.connections_received = 0
         self.commands_processed = 0
+        #: The client sessions connected now, by id (CLIENT LIST, CLIENT KILL).
+        self.clients: Dict[int, Session] = {}
+        #: The highest resident size INFO has seen (used_memory_peak).
+        self.peak_memory = 0
+
+    def reset(self) -> None:
+        """CONFIG RESETSTAT: the totals and the peak start again."""
+        self.connections_received = 0
+        self.commands_processed = 0
+        self.peak_memory = 0
 
     def connected(self) -> None:
         self.connected_clients += 1

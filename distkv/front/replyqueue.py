@@ -202,12 +202,30 @@ class ClientConnection(sendnow.SendingProtocol):
                 self.transport.bufferSize, self._limits.soft  # type: ignore[attr-defined]
             )
         cast(IConsumer, self.transport).registerProducer(cast(IPushProducer, self), True)
-        self.session.address = str(self.transport.getPeer())
-        self._dispatcher.stats.connected()
+        session = self.session
+        session.address = str(self.transport.getPeer())
+        session.peer = _host_port(self.transport.getPeer())
+        session.local = _host_port(self.transport.getHost())
+        session.since = self._dispatcher.seconds()
+        session.hang_up = self._hang_up
+        stats = self._dispatcher.stats
+        stats.connected()
+        stats.clients[session.id] = session
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._dispatcher.stats.disconnected()
+        stats = self._dispatcher.stats
+        stats.disconnected()
+        stats.clients.pop(self.session.id, None)
+        self.session.hang_up = None
 
 
 def _nothing() -> None:
     pass
+
+
+def _host_port(address: object) -> str:
+    """``host:port`` of a TCP address, as Redis's CLIENT LIST writes it."""
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is None or port is None:
+        return str(address)
+    return f"{host}:{port}"

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import platform
-from typing import TYPE_CHECKING, Dict, List, Tuple
+import resource
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 if TYPE_CHECKING:
+    from distkv.front.replies import Stats
     from distkv.node import Node
 
 
@@ -76,6 +78,7 @@ def info_sections(node: Node) -> Dict[str, List[Tuple[str, object]]]:
             ("uptime_in_seconds", int(node.reactor.seconds() - node.started_at)),
             ("python_implementation", platform.python_implementation()),
         ],
+        "memory": memory(node.dispatcher.stats),
         "persistence": persistence(node),
         "stats": [
             ("tombstones", store.tombstones),
@@ -181,3 +184,45 @@ def cluster_nodes(node: Node) -> List[str]:
         lines.append(f"{row['id']} {addr}@{port} {flags} - 0 {pong} 0 "
                      + ("connected" if up or myself else "disconnected"))
     return lines
+
+
+def resident_bytes() -> Optional[int]:
+    """This process's resident set size now (Linux's /proc), or None."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def human(size: int) -> str:
+    """Bytes as Redis's ``*_human`` fields write them: ``1.27M``."""
+    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.2f}{unit}"
+    return f"{size}B"
+
+
+def memory(stats: Stats) -> List[Tuple[str, object]]:
+    """INFO memory. A Python process cannot tell its data's share of the heap
+    cheaply, so ``used_memory`` is the resident size, as ``used_memory_rss``
+    (the peak falls back on the kernel's high-water mark); DistKV has no
+    memory limit and evicts nothing."""
+    rss = resident_bytes()
+    if rss is None:  # no /proc: the kernel's peak is the best we know
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    stats.peak_memory = peak = max(stats.peak_memory, rss)
+    allocator = "pymalloc" if platform.python_implementation() == "CPython" else "pypy-gc"
+    return [
+        ("used_memory", rss),
+        ("used_memory_human", human(rss)),
+        ("used_memory_rss", rss),
+        ("used_memory_rss_human", human(rss)),
+        ("used_memory_peak", peak),
+        ("used_memory_peak_human", human(peak)),
+        ("maxmemory", 0),
+        ("maxmemory_human", "0B"),
+        ("maxmemory_policy", "noeviction"),
+        ("mem_allocator", allocator),
+    ]

@@ -5,7 +5,8 @@ front door decides). Requests are arrays of bulk strings::
 
     *3\\r\\n$3\\r\\nSET\\r\\n$1\\r\\nk\\r\\n$5\\r\\nhello\\r\\n
 
-(an inline command, a plain line of words, is accepted too, as Redis does).
+(an inline command, a plain line of words, is accepted too, and split with
+Redis's quoting rules: see :mod:`distkv.front.inline`).
 Replies use Redis's types: ``+OK``, ``-ERR ...``, ``:1``, ``$5\\r\\nhello``,
 ``$-1`` for nil and ``*n`` arrays; after ``HELLO 3``, RESP3's ``_`` nil and
 ``%n`` maps. Keys and values are binary-safe.
@@ -32,6 +33,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from distkv.front.commands import Dispatcher, Pending
+from distkv.front.inline import split_inline
 from distkv.front.replies import (
     NIL,
     NIL_ARRAY,
@@ -42,6 +44,7 @@ from distkv.front.replies import (
     Map,
     Reply,
     Status,
+    strict_int,
 )
 from distkv.front.replyqueue import ClientConnection, OutputLimits
 from distkv.front.sendnow import buffered
@@ -197,7 +200,10 @@ class RequestReader:
                             raise ProtocolError("Protocol error: too big inline request")
                         self._inline = True
                         break
-                    words = buffer[pos:eol].split()
+                    line = buffer[pos:eol]
+                    words = split_inline(line[:-1] if line.endswith(b"\r") else line)
+                    if words is None:
+                        raise ProtocolError("Protocol error: unbalanced quotes in request")
                     pos = eol + 1
                     if words:
                         requests.append(words)
@@ -374,20 +380,8 @@ def _width(length: int) -> str:
 _LOWEST = [1, 0] + [10 ** (width - 1) for width in range(2, 21)]
 
 
-def _number(text: bytes) -> Optional[int]:
-    """``text`` read as Redis reads a length (``string2ll``): a decimal number
-    of at most 20 characters written the one usual way, with no ``+``, space,
-    ``_`` or leading zero (``-`` for a negative one, never ``-0``), that fits
-    a signed 64-bit integer; None for anything else. Python's ``int`` alone
-    would take ``+4``, `` 4`` and ``0_4``, which Redis refuses."""
-    negative = text[:1] == b"-"
-    digits = text[1:] if negative else text
-    if len(text) > 20 or not digits.isdigit() or (digits[0] == 48 and (negative or len(digits) > 1)):
-        return None
-    value = int(text)
-    if not -(1 << 63) <= value < 1 << 63:
-        return None
-    return value
+#: A length read as Redis reads one (``string2ll``); see :func:`strict_int`.
+_number = strict_int
 
 
 #: Whether :func:`parse` tries the fast path first: it costs CPython a third of
@@ -531,7 +525,7 @@ def encode(reply: Reply) -> bytes:
         return b":%d\r\n" % (field,)
     if kind is Error:
         message: str = field.replace("\r", " ").replace("\n", " ")
-        return b"-" + message.encode("utf-8") + b"\r\n"
+        return b"-" + message.encode("utf-8", "surrogateescape") + b"\r\n"
     if kind is Array or kind is Map:
         return b"*%d\r\n" % (len(field),) + b"".join([encode(item) for item in field])
     text = "".join(line + "\r\n" for line in field).encode("utf-8")  # Lines

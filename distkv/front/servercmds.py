@@ -15,9 +15,11 @@ NODES|FORGET|MYID``, ``LEAVE``, ``MEMBERS``) reach the node through
 
 from __future__ import annotations
 
-import re
+import struct
 from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import distkv
+from distkv.front.clientcmds import BAD_NAME, ClientCommands, valid_name
 from distkv.front.replies import (
     NIL,
     OK,
@@ -30,6 +32,10 @@ from distkv.front.replies import (
     Reply,
     Session,
     Status,
+    c_string,
+    raw_text,
+    strict_int,
+    wrong_arity,
 )
 
 if TYPE_CHECKING:
@@ -38,16 +44,64 @@ if TYPE_CHECKING:
 #: The Redis release whose commands and replies DistKV follows; clients read it
 #: from INFO and HELLO to decide what they may send.
 REDIS_VERSION = "7.0.0"
-DISTKV_VERSION = "0.3"
+#: DistKV's own version: the package's, the one source of truth.
+DISTKV_VERSION = distkv.__version__
 
-DEFAULT_SECTIONS = ("server", "clients", "persistence", "stats", "replication", "keyspace")
+DEFAULT_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication",
+                    "cluster", "keyspace")
 
-#: Key positions (first, last, step) for COMMAND, as Redis reports them.
+#: Key positions (first, last, step) for COMMAND and COMMAND GETKEYS, as
+#: Redis reports them.
 _KEY_SPECS = {
     b"GET": (1, 1, 1), b"SET": (1, 1, 1), b"DEL": (1, -1, 1), b"EXISTS": (1, -1, 1),
-    b"MGET": (1, -1, 1), b"MSET": (1, -1, 2),
+    b"MGET": (1, -1, 1), b"MSET": (1, -1, 2), b"APPEND": (1, 1, 1), b"STRLEN": (1, 1, 1),
+    b"GETRANGE": (1, 1, 1), b"SUBSTR": (1, 1, 1), b"SETRANGE": (1, 1, 1),
+    b"MSETNX": (1, -1, 2), b"TYPE": (1, 1, 1), b"UNLINK": (1, -1, 1), b"TOUCH": (1, -1, 1),
+    b"RENAME": (1, 2, 1), b"RENAMENX": (1, 2, 1), b"COPY": (1, 2, 1),
 }
-_CLIENT_NAME = re.compile(rb"^[!-~]*$")
+
+#: What CONFIG GET reports before the node fills in its own settings: the
+#: parameters Redis clients and tools commonly read, with the values that
+#: describe DistKV (no RDB snapshots, one database, no memory limit or
+#: eviction, no idle timeout, no cluster mode in Redis's sense).
+DEFAULT_CONFIG: Dict[bytes, bytes] = {
+    b"save": b"",
+    b"appendonly": b"no",
+    b"appendfsync": b"no",
+    b"databases": b"1",
+    b"maxmemory": b"0",
+    b"maxmemory-policy": b"noeviction",
+    b"maxclients": b"10000",
+    b"timeout": b"0",
+    b"tcp-keepalive": b"0",
+    b"port": b"0",
+    b"bind": b"* -::*",
+    b"protected-mode": b"no",
+    b"cluster-enabled": b"no",
+    b"replica-read-only": b"no",
+    b"slave-read-only": b"no",
+    b"proto-max-bulk-len": b"1048576",
+    b"notify-keyspace-events": b"",
+    b"lua-time-limit": b"0",
+    b"busy-reply-threshold": b"0",
+    b"slowlog-log-slower-than": b"-1",
+    b"slowlog-max-len": b"0",
+    b"loglevel": b"notice",
+    b"hz": b"10",
+    b"dbfilename": b"",
+    b"min-replicas-to-write": b"0",
+    b"min-replicas-max-lag": b"10",
+}
+
+#: Each container command's subcommands and their arity, counted as Redis
+#: counts it (the whole request; negative: at least that many).
+_SUBCOMMANDS: Dict[bytes, Dict[bytes, int]] = {
+    b"COMMAND": {b"COUNT": 2, b"INFO": -2, b"DOCS": -2, b"GETKEYS": -4, b"LIST": -2},
+    b"CONFIG": {b"GET": -3, b"SET": -4, b"RESETSTAT": 2},
+    b"MEMORY": {b"USAGE": -3},
+    b"CLIENT": {b"SETNAME": 3, b"GETNAME": 2, b"ID": 2, b"INFO": 2, b"SETINFO": 4,
+                b"LIST": -2, b"KILL": -3},
+}
 
 #: What COMMAND reports as a command's flags, by the access it needs.
 _FLAGS = {"open": (Status(b"no-auth"),), "read": (), "write": (Status(b"write"),)}
@@ -74,11 +128,28 @@ class ClusterControl(NamedTuple):
 
 
 def _unknown_subcommand(sub: bytes, command: str) -> Error:
-    return Error(
-        "ERR unknown subcommand '{}'. Try {} HELP.".format(
-            sub[:64].decode("utf-8", "replace"), command
-        )
-    )
+    name = raw_text(c_string(sub)[:128])
+    return Error(f"ERR unknown subcommand '{name}'. Try {command} HELP.")
+
+
+def subcommand_refusal(command: bytes, args: Sequence[bytes]) -> Optional[Reply]:
+    """What ``command`` ``args[0]`` gets instead of running: Redis's refusal
+    (an unknown subcommand, or the wrong number of arguments), the list of
+    subcommands for ``HELP``; None if it may run."""
+    sub = args[0].upper()
+    subcommands = _SUBCOMMANDS[command]
+    arity = 2 if sub == b"HELP" else subcommands.get(sub)
+    if arity is None:
+        return _unknown_subcommand(args[0], command.decode())
+    count = len(args) + 1
+    if count != arity if arity > 0 else count < -arity:
+        return wrong_arity(command + b"|" + args[0])
+    if sub == b"HELP":
+        lines = [f"{command.decode()} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"]
+        lines.extend(name.decode() for name in sorted(subcommands))
+        lines.extend(("HELP", "    Print this help."))
+        return Array(tuple(Status(line.encode()) for line in lines))
+    return None
 
 
 def table(dispatcher: Dispatcher) -> Dict[bytes, Entry]:
@@ -100,6 +171,7 @@ def table(dispatcher: Dispatcher) -> Dict[bytes, Entry]:
 class ServerCommands:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
+        self.clients = ClientCommands(dispatcher)
 
     def info(self, args: Sequence[bytes], session: Session) -> Reply:
         wanted = {arg.decode("utf-8", "replace").lower() for arg in args} or {"default"}
@@ -121,9 +193,17 @@ class ServerCommands:
         dispatcher = self.dispatcher
         sections = {name: list(items) for name, items in dispatcher.info().items()}
         stats = dispatcher.stats
-        sections.setdefault("server", []).insert(0, ("redis_version", REDIS_VERSION))
-        sections["server"].insert(1, ("distkv_version", DISTKV_VERSION))
-        sections["clients"] = [("connected_clients", stats.connected_clients)]
+        server = sections.setdefault("server", [])
+        server[0:0] = [
+            ("redis_version", REDIS_VERSION),
+            ("distkv_version", DISTKV_VERSION),
+            ("arch_bits", struct.calcsize("P") * 8),
+        ]
+        sections["clients"] = [
+            ("connected_clients", stats.connected_clients),
+            ("blocked_clients", 0),
+        ]
+        sections["cluster"] = [("cluster_enabled", 0)]
         accounts = dispatcher.accounts
         sections.setdefault("stats", [])[0:0] = [
             ("total_connections_received", stats.connections_received),
@@ -139,18 +219,41 @@ class ServerCommands:
         dispatcher = self.dispatcher
         if not args:
             return Array(tuple(self._describe(name) for name in dispatcher.names()))
+        refused = subcommand_refusal(b"COMMAND", args)
+        if refused is not None:
+            return refused
         sub = args[0].upper()
-        if sub == b"COUNT" and len(args) == 1:
+        if sub == b"COUNT":
             return Integer(len(dispatcher.names()))
         if sub == b"DOCS":
             return Array(())  # an empty map: clients fall back to no hints
-        if sub == b"INFO":
-            known = set(dispatcher.names())
-            return Array(tuple(
-                self._describe(name.upper()) if name.upper() in known else NIL
-                for name in args[1:]
-            ))
-        return _unknown_subcommand(args[0], "COMMAND")
+        if sub == b"LIST":
+            if len(args) > 1:
+                return SYNTAX  # FILTERBY: not kept
+            return Array(tuple(name.lower() for name in dispatcher.names()))
+        if sub == b"GETKEYS":
+            return self._getkeys(args[1:])
+        known = set(dispatcher.names())
+        names = [name.upper() for name in args[1:]] or dispatcher.names()
+        return Array(tuple(
+            self._describe(name) if name in known else NIL for name in names
+        ))
+
+    def _getkeys(self, request: Sequence[bytes]) -> Reply:
+        """COMMAND GETKEYS command [arg...]: the keys ``command`` would touch."""
+        dispatcher = self.dispatcher
+        name = request[0].upper()
+        if name not in dispatcher.names():
+            return Error("ERR Invalid command specified")
+        arity = dispatcher.arity(name)
+        if (arity > 0 and len(request) != arity) or len(request) < -arity:
+            return Error("ERR Invalid number of arguments specified for command")
+        spec = _KEY_SPECS.get(name)
+        if spec is None:
+            return Error("ERR The command has no key arguments")
+        first, last, step = spec
+        stop = len(request) + last if last < 0 else min(last, len(request) - 1)
+        return Array(tuple(request[first : stop + 1 : step]))
 
     def _describe(self, name: bytes) -> Reply:
         first, last, step = _KEY_SPECS.get(name, (0, 0, 0))
@@ -166,42 +269,32 @@ class ServerCommands:
     def config(self, args: Sequence[bytes], session: Session) -> Reply:
         from distkv.front.commands import glob_regex
 
+        refused = subcommand_refusal(b"CONFIG", args)
+        if refused is not None:
+            return refused
         sub = args[0].upper()
-        if sub == b"GET" and len(args) >= 2:
+        if sub == b"GET":
             settings = self.dispatcher.config
             out: List[Reply] = []
+            patterns = [glob_regex(pattern.lower()) for pattern in args[1:]]
             for name in sorted(settings):
-                if any(glob_regex(pattern.lower()).match(name) for pattern in args[1:]):
+                if any(pattern.match(name) for pattern in patterns):
                     out.extend((name, settings[name]))
             return Map(tuple(out))
         if sub == b"SET":
             return Error("ERR CONFIG SET is not supported: DistKV is configured by its "
                          "command line")
-        if sub == b"RESETSTAT" and len(args) == 1:
-            return OK
-        return _unknown_subcommand(args[0], "CONFIG")
+        # RESETSTAT
+        self.dispatcher.stats.reset()
+        self.dispatcher.accounts.failures = self.dispatcher.accounts.denied = 0
+        return OK
 
     def client(self, args: Sequence[bytes], session: Session) -> Reply:
-        sub = args[0].upper()
-        if sub == b"SETNAME" and len(args) == 2:
-            if not _CLIENT_NAME.match(args[1]):
-                return Error("ERR Client names cannot contain spaces, newlines or "
-                             "special characters.")
-            session.name = args[1]
-            return OK
-        if sub == b"GETNAME" and len(args) == 1:
-            return session.name or NIL
-        if sub == b"ID" and len(args) == 1:
-            return Integer(session.id)
-        if sub == b"SETINFO" and len(args) == 3:
-            if args[1].upper() not in (b"LIB-NAME", b"LIB-VER"):
-                return Error("ERR Unrecognized option '{}'".format(
-                    args[1][:64].decode("utf-8", "replace")))
-            return OK
-        if sub == b"INFO" and len(args) == 1:
-            return b"id=%d addr=%s name=%s" % (
-                session.id, session.address.encode(), session.name)
-        return _unknown_subcommand(args[0], "CLIENT")
+        refused = subcommand_refusal(b"CLIENT", args)
+        if refused is not None:
+            return refused
+        reply = self.clients.run(args[0].upper(), args[1:], session)
+        return reply if reply is not None else _unknown_subcommand(args[0], "CLIENT")
 
     def auth(self, args: Sequence[bytes], session: Session) -> Reply:
         """AUTH <password> (the default user's) or AUTH <user> <password>."""
@@ -256,10 +349,10 @@ class ServerCommands:
         Redis 7.0's order: the version, the options, the password, then
         whether the connection is authenticated at all."""
         if args:
-            try:
-                version = int(args[0])
-            except ValueError:
+            number = strict_int(args[0])
+            if number is None:
                 return Error("ERR Protocol version is not an integer or out of range")
+            version = number
             if version not in (2, 3):
                 return Error("NOPROTO unsupported protocol version")
         login = None
@@ -271,9 +364,8 @@ class ServerCommands:
                 login = rest.pop(0), rest.pop(0)
             elif option.upper() == b"SETNAME" and rest:
                 name = rest.pop(0)
-                if not _CLIENT_NAME.match(name):
-                    return Error("ERR Client names cannot contain spaces, newlines or "
-                                 "special characters.")
+                if not valid_name(name):
+                    return BAD_NAME
             else:
                 return Error("ERR Syntax error in HELLO option '{}'".format(
                     option[:64].decode("utf-8", "replace")))

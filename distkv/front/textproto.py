@@ -99,7 +99,7 @@ def format_reply(reply: Reply) -> bytes:
         message = reply.message.replace("\r", " ").replace("\n", " ")
         if not message.startswith("ERR "):
             message = "ERR " + message
-        return message.encode("utf-8") + b"\r\n"
+        return message.encode("utf-8", "surrogateescape") + b"\r\n"
     if isinstance(reply, (Array, Map)):
         return b"".join(_array_lines(reply)) + b"END\r\n"
     assert isinstance(reply, Lines)

@@ -1,0 +1,383 @@
+"""The differential tier: DistKV and a real redis-server, byte for byte.
+
+One seeded stream of random commands, valid and invalid, over every command
+DistKV implements, goes to a redis-server (Debian's package, started here on a
+free loopback port with one database and no persistence) and to one DistKV
+node, over RESP2 and again over RESP3 (after ``HELLO 3``); each reply must be
+the same bytes. Both servers see the same stream from the same empty start,
+so they hold the same data throughout. The few intended differences are in
+:data:`INTENDED`, one place, each explained (and in the README's list). Malformed
+requests are compared too, each on a fresh connection, to the close.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import subprocess
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Sequence, Tuple
+
+import pytest
+
+from tests.realnodes import DEADLINE, NodeProcess, free_ports, require_tool, wait_until
+
+pytestmark = pytest.mark.process
+
+#: Commands per protocol and seed: a few thousand in all, a few seconds.
+COMMANDS = 1500
+SEEDS = (13, 2026)
+
+Request = Tuple[bytes, ...]
+
+
+# -- RESP on a plain socket ---------------------------------------------------
+
+class Connection:
+    """A blocking RESP connection that reads each reply as its exact bytes."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        self.buffer = b""
+
+    def send(self, request: Request) -> None:
+        self.sock.sendall(b"*%d\r\n" % len(request) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in request))
+
+    def ask(self, request: Request) -> Reply:
+        self.send(request)
+        return self.reply()
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            self._fill()
+        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        return line
+
+    def _exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            self._fill()
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def _fill(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed")
+        self.buffer += data
+
+    def reply(self) -> Reply:
+        """One reply: its bytes and, for an aggregate, its elements'."""
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        raw = line + b"\r\n"
+        if kind in b"$=!" and kind:
+            size = int(rest)
+            if size >= 0:
+                raw += self._exactly(size + 2)
+            return Reply(raw, ())
+        if kind in (b"*", b"~", b">", b"%", b"|"):
+            count = int(rest) * (2 if kind in (b"%", b"|") else 1)
+            items = tuple(self.reply() for _ in range(max(count, 0)))
+            if kind == b"|":  # an attribute comes before the reply it describes
+                return self.reply()
+            return Reply(raw + b"".join(item.raw for item in items), items)
+        return Reply(raw, ())
+
+    def until_closed(self, last: bytes) -> bytes:
+        """Everything the server sends until it closes or sends ``last``
+        (then it is still open), or a second of quiet."""
+        self.sock.settimeout(1.0)
+        data = self.buffer
+        try:
+            while not data.endswith(last):
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return data + b"<closed>"
+                data += chunk
+        except socket.timeout:
+            return data + b"<quiet>"
+        return data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Reply:
+    __slots__ = ("raw", "items")
+
+    def __init__(self, raw: bytes, items: Tuple[Reply, ...]) -> None:
+        self.raw = raw
+        self.items = items
+
+    @property
+    def kind(self) -> bytes:
+        return self.raw[:1]
+
+
+# -- the intended differences, in one place ------------------------------------
+
+def _sorted(reply: Reply) -> bytes:
+    """An array's elements sorted: the order is not part of the promise."""
+    if reply.kind != b"*":
+        return reply.raw
+    return b"%d" % len(reply.items) + b"".join(sorted(item.raw for item in reply.items))
+
+
+def _scan(reply: Reply) -> bytes:
+    """SCAN's cursor (ours is a key hash, Redis's a table index) aside, the
+    keys of a complete pass, in any order."""
+    if reply.kind != b"*" or len(reply.items) != 2:
+        return reply.raw
+    return reply.items[0].raw[:1] + _sorted(reply.items[1])
+
+
+def _shape(reply: Reply) -> bytes:
+    """Only the reply's type and, for an aggregate, its size."""
+    return reply.kind + (b"%d" % len(reply.items) if reply.items else b"")
+
+
+def _kind(reply: Reply) -> bytes:
+    """Only the reply's type (nil, bulk, error...)."""
+    if reply.raw in (b"$-1\r\n", b"_\r\n", b"*-1\r\n"):
+        return b"nil"
+    return reply.kind
+
+
+#: name -> (how both replies are compared, why). Every other reply must be
+#: the same bytes. Kept short and reviewed; the README lists each.
+INTENDED: Dict[bytes, Tuple[Callable[[Reply], bytes], str]] = {
+    b"KEYS": (_sorted, "KEYS returns the keys in another order"),
+    b"SCAN": (_scan, "SCAN's cursor is a key hash, and keys come in another order"),
+    b"RANDOMKEY": (_kind, "a random key: only whether there was one is compared"),
+    b"TIME": (_shape, "the two servers' clocks"),
+    b"MEMORY": (_kind, "MEMORY USAGE is each server's own estimate of its memory"),
+    b"HELLO": (_shape, "HELLO's map names DistKV's Redis version and connection id"),
+}
+
+
+# -- the random stream ---------------------------------------------------------
+
+KEYS = (b"k1", b"k2", b"k3", b"", b"a b", b"\xffk", b"key:1", b"key:2", b"[k]", b"a\\b", b"-]")
+VALUES = (b"", b"v", b"hello", b"a b c", b"\x00\xff\r\n", b"12", b"-3", b"x" * 40)
+NUMBERS = (b"0", b"1", b"-1", b"2", b"5", b"-5", b"100", b"-100", b"+1", b" 1", b"1 ", b"01",
+           b"-0", b"00", b"x", b"", b"1.5", b"9223372036854775807", b"-9223372036854775808",
+           b"9223372036854775808", b"-9223372036854775809", b"99999999999999999999999",
+           b"\xd9\xa1")
+PATTERNS = (b"*", b"k*", b"k?", b"key:*", b"[k]*", b"[^k]*", b"[!k]*", b"[a-k]*", b"*[13]",
+            b"[", b"[]", b"[]a]*", b"[a-]*", b"\\", b"\\k*", b"k\\", b"*\\*", b"a b",
+            b"[k-a]*", b"?", b"", b"*[", b"[\\]]*", b"[^]*", b"**1", b"**", b"*?", b"[a-]",
+            b"[]a]", b"\\\\", b"[\\a]*")
+
+
+def generators(rand: random.Random) -> List[Callable[[], Request]]:
+    key = lambda: rand.choice(KEYS)  # noqa: E731
+    value = lambda: rand.choice(VALUES)  # noqa: E731
+    number = lambda: rand.choice(NUMBERS) if rand.random() < 0.4 else b"%d" % rand.randint(-12, 12)  # noqa: E731
+
+    def pattern() -> bytes:
+        """A listed edge case, or random glob syntax over the keys' bytes."""
+        if rand.random() < 0.5:
+            return rand.choice(PATTERNS)
+        return bytes(rand.choice(b"k1a-]^![\\*?:\xff") for _ in range(rand.randint(0, 7)))
+
+    def keys(least: int = 1) -> Tuple[bytes, ...]:
+        return tuple(key() for _ in range(rand.randint(least, 4)))
+
+    def pairs(least: int = 1) -> Tuple[bytes, ...]:
+        out: Tuple[bytes, ...] = ()
+        for _ in range(rand.randint(least, 3)):
+            out += (key(), value())
+        return out + ((key(),) if rand.random() < 0.1 else ())  # an odd count now and then
+
+    def arity(name: bytes) -> Request:
+        """The command with a random, possibly wrong, number of arguments."""
+        return (name, *keys(0))
+
+    def scan() -> Request:
+        request: Request = (b"SCAN", rand.choice((b"0", b"0", b"0", b"x", b"-", b"")))
+        for _ in range(rand.randint(0, 2)):
+            option = rand.choice((b"MATCH", b"COUNT", b"match", b"TYPE", b"NOPE"))
+            request += (option,)
+            if option.upper() == b"COUNT":
+                request += (rand.choice((b"1000", b"100", b"0", b"-1", b"x", b"01")),)
+            elif rand.random() < 0.95:
+                request += (pattern(),)
+        if b"COUNT" not in [arg.upper() for arg in request]:
+            request += (b"COUNT", b"1000")  # one pass: every key, whatever the cursor
+        return request
+
+    def copy() -> Request:
+        request: Request = (b"COPY", key(), key())
+        for _ in range(rand.randint(0, 2)):
+            request += rand.choice(((b"REPLACE",), (b"replace",), (b"DB", b"0"), (b"DB", number()),
+                                    (b"DB",), (b"NOPE",)))
+        return request
+
+    def server() -> Request:
+        return rand.choice((
+            (b"CONFIG",), (b"CONFIG", b"GET"), (b"CONFIG", b"FOO"), (b"CONFIG", b"get", b"save"),
+            (b"CONFIG", b"GET", b"appendonly"), (b"CONFIG", b"GET", b"maxmemory"),
+            (b"CONFIG", b"GET", b"maxmemory-policy"), (b"CONFIG", b"GET", b"databases"),
+            (b"CONFIG", b"GET", b"timeout"), (b"CONFIG", b"GET", b"nosuch"),
+            (b"CONFIG", b"RESETSTAT"), (b"CONFIG", b"RESETSTAT", b"x"),
+            (b"CLIENT",), (b"CLIENT", b"NOSUCH"), (b"CLIENT", b"GETNAME", b"x"),
+            (b"CLIENT", b"SETNAME"), (b"CLIENT", b"SETNAME", b"a b"), (b"CLIENT", b"ID", b"x"),
+            (b"CLIENT", b"KILL"), (b"CLIENT", b"KILL", b"1.2.3.4:5"),
+            (b"CLIENT", b"KILL", b"ID", b"x"), (b"CLIENT", b"KILL", b"ID", b"0"),
+            (b"CLIENT", b"KILL", b"ID", b"999999"), (b"CLIENT", b"KILL", b"ADDR", b"1.2.3.4:5"),
+            (b"CLIENT", b"KILL", b"FOO", b"bar"), (b"CLIENT", b"KILL", b"ID"),
+            (b"CLIENT", b"LIST", b"x"), (b"COMMAND", b"COUNT", b"x"), (b"COMMAND", b"NOPE"),
+            (b"COMMAND", b"GETKEYS"), (b"COMMAND", b"GETKEYS", b"get"),
+            (b"COMMAND", b"GETKEYS", b"get", b"k"), (b"COMMAND", b"GETKEYS", b"nosuch", b"a"),
+            (b"COMMAND", b"GETKEYS", b"mset", b"a", b"b", b"c", b"d"),
+            (b"COMMAND", b"GETKEYS", b"rename", b"a", b"b"),
+            (b"COMMAND", b"GETKEYS", b"copy", b"a", b"b", b"REPLACE"),
+            (b"COMMAND", b"GETKEYS", b"ping", b"x"), (b"COMMAND", b"GETKEYS", b"get", b"a", b"b"),
+            (b"SELECT", number()), (b"SELECT",), (b"AUTH", b"x"), (b"AUTH", b"default", b"x"),
+            (b"AUTH", b"nobody", b"x"), (b"AUTH", b"a", b"b", b"c"), (b"AUTH",),
+            (b"HELLO", b"4"), (b"HELLO", b"x"), (b"HELLO", b"3", b"FOO"), (b"HELLO", b"3", b"AUTH", b"a"),
+            (b"HELLO", b"3", b"AUTH", b"nobody", b"x"), (b"HELLO", b"-1"), (b"HELLO", b"03"),
+            (b"CLIENT", b"SETNAME", rand.choice((b"app", b"", b"x\ny"))), (b"CLIENT", b"GETNAME"),
+            (b"ECHO", value()),
+            (b"ECHO",), (b"PING",), (b"PING", value()), (b"PING", b"a", b"b"),
+            (rand.choice((b"FOO", b"flushx", b"\xffcmd")), *keys(0)),
+            (b"NOPE", b"x" * rand.randint(0, 200), b"y" * rand.randint(0, 200)),
+        ))
+
+    return [
+        lambda: (b"SET", key(), value()), lambda: (b"SET", key()),
+        lambda: (b"GET", key()), lambda: arity(b"GET"),
+        lambda: (b"MSET", *pairs()), lambda: (b"MSETNX", *pairs()), lambda: arity(b"MSETNX"),
+        lambda: (b"MGET", *keys()), lambda: (b"DEL", *keys()), lambda: (b"UNLINK", *keys(0)),
+        lambda: (b"EXISTS", *keys(0)), lambda: (b"TOUCH", *keys(0)),
+        lambda: (b"DBSIZE",), lambda: arity(b"DBSIZE"),
+        lambda: (b"KEYS", pattern()), lambda: (b"KEYS", pattern()), lambda: arity(b"KEYS"), scan, scan,
+        lambda: (b"APPEND", key(), value()), lambda: arity(b"APPEND"),
+        lambda: (b"STRLEN", key()), lambda: arity(b"STRLEN"),
+        lambda: (b"GETRANGE", key(), number(), number()),
+        lambda: (b"SUBSTR", key(), number(), number()), lambda: arity(b"GETRANGE"),
+        lambda: (b"SETRANGE", key(), rand.choice((number(), b"%d" % rand.randint(0, 20))), value()),
+        lambda: arity(b"SETRANGE"),
+        lambda: (b"TYPE", key()), lambda: arity(b"TYPE"),
+        lambda: (b"RENAME", key(), key()), lambda: (b"RENAMENX", key(), key()),
+        lambda: arity(b"RENAME"), copy, copy, lambda: arity(b"COPY"),
+        lambda: (b"RANDOMKEY",), lambda: arity(b"RANDOMKEY"), lambda: (b"TIME",),
+        lambda: rand.choice(((b"MEMORY", b"USAGE", key()), (b"MEMORY",), (b"MEMORY", b"USAGE"),
+                             (b"MEMORY", b"NOPE"), (b"MEMORY", b"USAGE", key(), b"SAMPLES", number()),
+                             (b"MEMORY", b"USAGE", key(), b"SAMPLES"),
+                             (b"MEMORY", b"USAGE", key(), b"NOPE", b"1"))),
+        server, server, server,
+    ]
+
+
+def stream(seed: int, count: int) -> Iterator[Request]:
+    rand = random.Random(seed)
+    made = generators(rand)
+    for _ in range(count):
+        request = rand.choice(made)()
+        if rand.random() < 0.1:  # any case, as clients may send it
+            request = (request[0].lower(),) + request[1:]
+        yield request
+
+
+# -- servers -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[int, int]]:
+    """(redis-server's port, DistKV's port), both fresh and empty."""
+    redis_server = require_tool("redis-server")
+    workdir: Path = tmp_path_factory.mktemp("vs-redis")
+    redis_port, distkv_port = free_ports(2)
+    redis = subprocess.Popen(
+        [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--databases", "1", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node = NodeProcess(workdir, distkv_port, [], "vs").start()
+    try:
+        def redis_answers() -> bool:
+            assert redis.poll() is None, "redis-server exited"
+            try:
+                return Connection(redis_port).ask((b"PING",)).raw == b"+PONG\r\n"
+            except OSError:
+                return False
+
+        wait_until(redis_answers, "redis-server to answer PING")
+        node.wait_ready()
+        yield redis_port, distkv_port
+    finally:
+        node.kill()
+        redis.kill()
+        redis.wait(timeout=DEADLINE)
+
+
+def compare(redis: Connection, distkv: Connection, request: Request,
+            where: str) -> Tuple[bytes, bytes]:
+    expected, got = redis.ask(request), distkv.ask(request)
+    how = INTENDED.get(request[0].upper())
+    if how is not None and not expected.raw.startswith(b"-"):
+        return how[0](expected), how[0](got)
+    return expected.raw, got.raw
+
+
+def run_stream(ports: Tuple[int, int], seed: int, protocol: int) -> None:
+    redis, distkv = Connection(ports[0]), Connection(ports[1])
+    try:
+        if protocol == 3:
+            request: Request = (b"HELLO", b"3")
+            expected, got = compare(redis, distkv, request, "hello")
+            assert got == expected, (request, expected, got)
+        for index, request in enumerate(stream(seed, COMMANDS)):
+            expected, got = compare(redis, distkv, request, f"seed {seed} #{index}")
+            assert got == expected, (
+                f"seed {seed}, RESP{protocol}, command #{index}: {request!r}\n"
+                f"redis:  {expected!r}\ndistkv: {got!r}")
+    finally:
+        redis.close()
+        distkv.close()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("protocol", (2, 3))
+def test_random_commands_answer_as_redis_does(servers: Tuple[int, int], seed: int,
+                                              protocol: int) -> None:
+    """A seeded random stream of valid and invalid commands gets the same
+    reply bytes from DistKV as from redis-server, but for INTENDED's differences."""
+    run_stream(servers, seed, protocol)
+
+
+#: Requests a client should not send: each on a fresh connection, and what
+#: comes back until the server closes must be the same bytes.
+MALFORMED: Sequence[bytes] = (
+    b"*01\r\n$4\r\nPING\r\n", b"*1\r\n$+4\r\nPING\r\n", b"*-2\r\n*1\r\n$4\r\nPING\r\n",
+    b"*1\r\n$-2\r\n", b"*1\r\n$-1\r\n", b"*99999999999\r\n", b"*1\r\n$99999999999\r\n",
+    b"*1\r\nPING\r\n", b"*2\r\n$4\r\nPING\r\n:1\r\n", b"*1\r\n$4\r\nPINGxx\r\n",
+    b"*1\r\n$4\r\nPING\r\n*x\r\n", b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*a\r\n",
+    b"*1\r\n$4\r\nPING\r\nPING\r\n", b"*1\r\n$4\r\nPING\r\nECHO \"a b\"\r\n",
+    b"*1\r\n$4\r\nPING\r\nECHO \"\\x41\\n\"\r\n", b"*1\r\n$4\r\nPING\r\nECHO 'a\\'b'\r\n",
+    b"*1\r\n$4\r\nPING\r\nECHO \"a\"b\r\n", b"*1\r\n$4\r\nPING\r\nECHO \"unbalanced\r\n",
+    b"*1\r\n$4\r\nPING\r\nECHO 'x'   \"y\" \r\n", b"*1\r\n$4\r\nPING\r\n\r\n*1\r\n$4\r\nPING\r\n",
+) + tuple(b"*1\r\n$4\r\nPING\r\n" + line + b"\r\n" for line in (
+    # Inline commands on a RESP connection: Redis's quoting, byte for byte.
+    b'ECHO "a\\x41b"', b'ECHO "\\x4"', b'ECHO "\\xZZ"', b'ECHO "tab\\there\\r\\n\\a\\b\\q"',
+    b"ECHO 'it\\'s'", b"ECHO 'a\\nb'", b'ECHO a"b c"', b'ECHO a"b c"d', b"ECHO 'a'b",
+    b'ECHO "a\\\\"', b'ECHO "a\\"', b'ECHO "\\"', b"ECHO \x0bx\x0b", b"ECHO a\x0bb",
+    b"ECHO \x0c", b"  ", b'SET "k x" "v y"', b'GET "k x"',
+    b"ECHO ''", b'ECHO ""', b"ECHO '' ''", b'MGET "" k', b"ECHO \xff\"\xfe\"",
+))
+
+
+def test_malformed_requests_are_answered_and_closed_as_redis_does(
+        servers: Tuple[int, int]) -> None:
+    """Bad counts, bad lengths, missing CR LF and quoted inline commands get
+    Redis's reply bytes, and the connection closes (or stays open) as Redis's does."""
+    sentinel = b"*2\r\n$4\r\nECHO\r\n$8\r\nsentinel\r\n"
+    for data in MALFORMED:
+        answers: List[bytes] = []
+        for port in servers:
+            connection = Connection(port)
+            connection.sock.sendall(data + sentinel)
+            answers.append(connection.until_closed(b"$8\r\nsentinel\r\n"))
+            connection.close()
+        assert answers[1] == answers[0], (data, answers)
+
