@@ -117,6 +117,22 @@ class ReplicationTests(SynchronousTestCase):
             self.assertEqual(sorted(node.store.live_keys()), [b"", b"b", b"c"])
             self.assertEqual((node.store.get(b"b"), node.store.get(b"c")), (b"1", b"12"))
 
+    def test_rename_replicates_as_one_group_alone_or_inside_a_transaction(self) -> None:
+        """RENAME's write and delete form one group of writes (one T frame to each peer,
+        applied together there); inside MULTI the transaction is the group."""
+        node = Node(Clock(), "n")
+        groups: list = []  # type: ignore[type-arg]
+        node.store.on_group(lambda group: groups.append([key for _, key, _ in group]))
+        node.dispatcher.execute(Request(b"SET", (b"a", b"1")))
+        node.dispatcher.execute(Request(b"RENAME", (b"a", b"b")))
+        self.assertEqual(groups, [[b"b", b"a"]])
+        proto, transport = connect(node)
+        for request in ((b"MULTI",), (b"SET", b"c", b"1"), (b"RENAME", b"c", b"d")):
+            ask(proto, transport, *request)
+        self.assertEqual(ask(proto, transport, b"EXEC"), b"*2\r\n+OK\r\n+OK\r\n")
+        self.assertEqual(groups[1], [b"c", b"d", b"c"])
+        self.assertEqual(sorted(node.store.live_keys()), [b"b", b"d"])
+
     def test_concurrent_appends_through_two_nodes_keep_the_later_one(self) -> None:
         """APPEND is a read-modify-write of the whole value: two made at once through
         two partitioned nodes do not merge; after healing every node holds the one

@@ -208,8 +208,17 @@ class KeyCommands:
             return Integer(0) if exclusive else OK
         if exclusive and target in store:
             return Integer(0)
-        store.set(target, value)
-        store.delete(source)
+        # One group, as a transaction's: peers apply the new key and the old
+        # one's delete together (inside MULTI, the transaction is the group).
+        alone = store.group is None
+        if alone:
+            store.begin_group()
+        try:
+            store.set(target, value)
+            store.delete(source)
+        finally:
+            if alone:
+                store.end_group()
         return self.dispatcher.after_commit(Integer(1) if exclusive else OK)
 
     def copy(self, args: Sequence[bytes], session: Session) -> Outcome:
