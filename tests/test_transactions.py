@@ -332,6 +332,24 @@ class ReplicatedTransactionTests(SynchronousTestCase):
         link = next(iter(n1.replication.links.values()))
         self.assertTrue(link.outbox.drained())
 
+    def test_the_empty_key_replicates_in_a_transaction_and_a_rename(self) -> None:
+        """The empty key (allowed over RESP) travels in T frames like any other: a
+        transaction setting it and a RENAME to it reach the peer, and writes after
+        them still flow (a peer refusing the frame would stop the link for good)."""
+        cluster = settled_cluster(self, 2)
+        n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+        converse(n1, cmd(b"MULTI") + cmd(b"SET", b"", b"e") + cmd(b"SET", b"a", b"1")
+                 + cmd(b"EXEC"))
+        converse(n1, cmd(b"SET", b"r", b"2") + cmd(b"RENAME", b"r", b"") + cmd(b"SET", b"b", b"3"))
+        cluster.net.run()
+        self.assertEqual([n2.store.get(key) for key in (b"", b"a", b"r", b"b")],
+                         [b"2", b"1", None, b"3"])
+        self.assertTrue(cluster.converged())
+        self.assertTrue(all(link.outbox.drained() for link in n1.replication.links.values()))
+        frame = wire.encode_transaction(3, [(b"", (b"v", 5, 0, "n1"))])
+        self.assertEqual(wire.FrameDecoder(1000).feed(frame),
+                         [wire.Transaction(3, ((b"", (b"v", 5, 0, "n1")),))])
+
     def test_watch_touched_by_a_replicated_write_aborts(self) -> None:
         """A write through another node, once replicated here, touches a key watched here."""
         cluster = settled_cluster(self, 2)
@@ -460,7 +478,6 @@ class TransactionFrameTests(SynchronousTestCase):
             head + struct.pack(">QIBH", 5, 0, 1, 2) + body[28:],     # tombstone with a value
             head + struct.pack(">QIBH", 5, 0, 0, 2) + b"n!" + body[30:],  # bad node id
             head + write[:-1],                                        # truncated key
-            head + write[:-5] + struct.pack(">I", 0) + struct.pack(">I", 0),  # empty key
             head + write + struct.pack(">I", 5) + b"1",               # value shorter than said
             body + b"x",                                              # trailing byte
             body[:-3],                                                # truncated

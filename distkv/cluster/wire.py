@@ -79,7 +79,7 @@ the handshake is done and again whenever it changes::
                                    node does not know its address; port 0: nor
                                    its port)
 
-Replicated writes travel only as ``W`` frames, never as client commands, so a
+Replicated writes travel only as ``W`` and ``T`` frames, never as client commands, so a
 receiving node can never mistake one for a local write and broadcast it again.
 """
 
@@ -424,8 +424,8 @@ def _decode_transaction(body: bytes) -> Transaction:
     seq, count = _TRANSACTION.unpack_from(body, 1)
     if not 0 < seq <= MAX_SEQ:
         raise WireError("sequence number out of range in transaction frame")
-    # Every write takes at least its fixed bytes, a node id and a key.
-    if not 0 < count <= (len(body) - TRANSACTION_FIXED) // (TRANSACTION_WRITE_FIXED + 2):
+    # Every write takes at least its fixed bytes and a node id (its key may be empty).
+    if not 0 < count <= (len(body) - TRANSACTION_FIXED) // (TRANSACTION_WRITE_FIXED + 1):
         raise WireError("malformed write count in transaction frame")
     offset = TRANSACTION_FIXED
     writes = []
@@ -442,7 +442,7 @@ def _decode_transaction(body: bytes) -> Transaction:
         (key_len,) = _KEYLEN.unpack_from(body, offset)
         offset += _KEYLEN.size
         key = body[offset : offset + key_len]
-        if len(key) != key_len or not key:
+        if len(key) != key_len:
             raise WireError("truncated key in transaction frame")
         offset += key_len
         (value_len,) = _KEYLEN.unpack_from(body, offset)
