@@ -97,6 +97,32 @@ class MembershipClusterTests(SynchronousTestCase):
                             for link in n3.replication.links.values()))
         self.assertIsInstance(run(n3, b"SET", b"k", b"v"), Error)
 
+    def test_a_node_whose_only_peer_was_forgotten_sends_each_write_once_to_a_new_one(
+            self) -> None:
+        """Forgetting the only peer drops every link; a node joining later gets each
+        write (and each transaction) once, and the outbox drains to nothing."""
+        cluster = self.make(2)
+        n1 = cluster.nodes["n1"]
+        self.assertEqual(run(n1, b"CLUSTER", b"FORGET", b"n2"), OK)
+        cluster.crash("n2")
+        cluster.settle()
+        self.assertEqual(n1.replication.links, {})
+        n3 = cluster.join("n3", via=["n1"])
+        cluster.settle()
+        sent: List[bytes] = []
+        link = next(iter(n1.replication.links.values()))
+        original = link.outbox.add
+        link.outbox.add = lambda seq, key, entry: (sent.append(key), original(seq, key, entry))[1]
+        n1.store.set(b"a", b"1")
+        n1.store.begin_group()
+        n1.store.set(b"b", b"2")
+        n1.store.set(b"c", b"3")
+        n1.store.end_group()
+        cluster.settle()
+        self.assertEqual(sent, [b"a"])
+        self.assertEqual((len(link.outbox), link.outbox.bytes), (0, 0))
+        self.assertEqual([n3.store.get(key) for key in (b"a", b"b", b"c")], [b"1", b"2", b"3"])
+
     def test_forget_answers_like_redis_for_unknown_and_own_ids(self) -> None:
         cluster = self.make(2)
         n1 = cluster.nodes["n1"]

@@ -73,6 +73,7 @@ class Replication(Service):
         self._flush_timeout = flush_timeout
         self._peer_host = peer_host
         self.links: Dict[Place, PeerLink] = {}
+        self._subscribed = False
         self._connectors: List[IConnector] = []
         #: Told of every new link, so the node can hook it up.
         self.on_new_link: Callable[[PeerLink], None] = lambda link: None
@@ -110,7 +111,10 @@ class Replication(Service):
             self._peer_host,
             dials,
         )
-        if not self.links:  # a node without peers has nothing to fan out
+        if not self._subscribed:  # a node without peers has nothing to fan out
+            # Once, ever: links can all be dropped (removed members) and come
+            # again, and a second subscription would send every write twice.
+            self._subscribed = True
             self._store.subscribe(self._changed)
             self._store.on_group(self._group)
         self.links[place] = link
