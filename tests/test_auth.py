@@ -202,9 +202,10 @@ class RespAuthTests(SynchronousTestCase):
         self.assertEqual(info_stats(self.node)["acl_access_denied_cmd"], "3")
         self.assertIn("commands_denied 3", self.node.status_lines())
 
-    def test_read_only_user_sees_the_members_but_cannot_change_them(self) -> None:
+    def test_read_only_user_sees_the_node_but_cannot_change_it(self) -> None:
         """A read user (a dashboard) runs CLUSTER NODES, CLUSTER MYID and MEMBERS, but
-        CLUSTER FORGET and LEAVE get NOPERM and change nothing; a writer may forget."""
+        CLUSTER FORGET, LEAVE, CLIENT KILL (other users' connections) and CONFIG
+        RESETSTAT (the security counters) get NOPERM and change nothing; a writer may."""
         talk = Conversation(self.node)
         self.assertEqual(talk.ask(b"AUTH", b"dash", b"dash pw"), b"+OK\r\n")
         self.assertTrue(talk.ask(b"CLUSTER", b"NODES").startswith(b"$"))  # no error
@@ -215,7 +216,13 @@ class RespAuthTests(SynchronousTestCase):
                          b"command\r\n")
         self.assertEqual(talk.ask(b"LEAVE"),
                          b"-NOPERM this user has no permissions to run the 'leave' command\r\n")
-        self.assertEqual(info_stats(self.node)["acl_access_denied_cmd"], "2")
+        self.assertEqual(talk.ask(b"CLIENT", b"KILL", b"SKIPME", b"yes"),
+                         b"-NOPERM this user has no permissions to run the 'client|kill' "
+                         b"command\r\n")
+        self.assertEqual(talk.ask(b"CONFIG", b"RESETSTAT"),
+                         b"-NOPERM this user has no permissions to run the 'config|resetstat' "
+                         b"command\r\n")
+        self.assertEqual(info_stats(self.node)["acl_access_denied_cmd"], "4")
         self.assertEqual(talk.ask(b"AUTH", b"app", b"app-pw"), b"+OK\r\n")
         self.assertEqual(talk.ask(b"CLUSTER", b"FORGET", b"other"),
                          b"-ERR Unknown node other\r\n")

@@ -284,7 +284,10 @@ class ServerCommands:
         if sub == b"SET":
             return Error("ERR CONFIG SET is not supported: DistKV is configured by its "
                          "command line")
-        # RESETSTAT
+        # RESETSTAT: it zeroes the security counters too
+        refused = self._write_right(session, b"config|resetstat")
+        if refused is not None:
+            return refused
         self.dispatcher.stats.reset()
         self.dispatcher.accounts.failures = self.dispatcher.accounts.denied = 0
         return OK
@@ -293,8 +296,21 @@ class ServerCommands:
         refused = subcommand_refusal(b"CLIENT", args)
         if refused is not None:
             return refused
-        reply = self.clients.run(args[0].upper(), args[1:], session)
+        sub = args[0].upper()
+        if sub == b"KILL":  # closes other users' connections
+            refused = self._write_right(session, b"client|kill")
+            if refused is not None:
+                return refused
+        reply = self.clients.run(sub, args[1:], session)
         return reply if reply is not None else _unknown_subcommand(args[0], "CLIENT")
+
+    def _write_right(self, session: Session, name: bytes) -> Optional[Error]:
+        """NOPERM (counted) unless the user may write: for the subcommands of
+        read commands that change the node (the table classes whole commands)."""
+        user = session.user
+        if user.can_write:
+            return None
+        return Error(self.dispatcher.accounts.refused(user, name, session.address))
 
     def auth(self, args: Sequence[bytes], session: Session) -> Reply:
         """AUTH <password> (the default user's) or AUTH <user> <password>."""
@@ -314,10 +330,9 @@ class ServerCommands:
             return Error("ERR This instance has cluster support disabled")
         sub = args[0].upper()
         if sub == b"FORGET" and len(args) == 2:
-            user = session.user
-            if not user.can_write:  # CLUSTER NODES is a read; FORGET changes the cluster
-                return Error(self.dispatcher.accounts.refused(user, b"cluster|forget",
-                                                              session.address))
+            refused = self._write_right(session, b"cluster|forget")  # NODES is a read
+            if refused is not None:
+                return refused
             error = control.forget(args[1].decode("utf-8", "replace"))
             return OK if error is None else Error(error)
         if sub == b"NODES" and len(args) == 1:
