@@ -26,6 +26,7 @@ from distkv.cluster import wire
 from distkv.cluster.outbox import Outbox
 from distkv.front.auth import parse_users
 from distkv.front.frontdoor import FrontDoor
+from distkv.front.transactions import ARGUMENT_OVERHEAD
 from distkv.node import Node
 from distkv.sim import checks
 from distkv.sim.history import ACKED
@@ -222,6 +223,41 @@ class RespTransactionTests(SynchronousTestCase):
         self.assertIn(b"-ERR transaction too large", got)
         self.assertTrue(got.endswith(EXECABORT))
         self.assertEqual(len(node.store), 0)
+
+
+class TransactionBoundTests(SynchronousTestCase):
+    def test_queued_commands_without_arguments_count_against_the_bound(self) -> None:
+        """Each queued command costs at least the fixed overhead, so a flood of PINGs
+        inside MULTI is refused at the bound instead of growing without end."""
+        node = Node(Clock(), "t", max_request=1000)
+        limit = node.dispatcher.transactions.max_bytes
+        pings = limit // ARGUMENT_OVERHEAD + 5
+        got = converse(node, cmd(b"MULTI") + cmd(b"PING") * pings + cmd(b"EXEC"))
+        self.assertIn(b"-ERR transaction too large", got)
+        self.assertTrue(got.endswith(EXECABORT))
+        self.assertLess(got.count(b"+QUEUED"), limit // ARGUMENT_OVERHEAD + 1)
+
+    def test_watched_keys_are_bounded_per_connection(self) -> None:
+        """WATCH past the transaction bound's worth of keys is an error (the keys
+        watched so far stay watched); UNWATCH frees the room."""
+        node = Node(Clock(), "t", max_request=1000)
+        limit = node.dispatcher.transactions.max_bytes
+        proto, transport = connect(node)
+        batches = limit // (40 * (ARGUMENT_OVERHEAD + 8)) + 2
+        for batch in range(batches):
+            transport.clear()
+            proto.dataReceived(cmd(b"WATCH", *[b"k%03d-%03d" % (batch, i) for i in range(40)]))
+            if transport.value() != b"+OK\r\n":
+                break
+        self.assertTrue(transport.value().startswith(b"-ERR too many watched keys"))
+        session = proto.inner.session  # type: ignore[attr-defined]
+        self.assertLessEqual(session.watched_bytes, limit)
+        self.assertGreater(session.watched_bytes, limit - 40 * (ARGUMENT_OVERHEAD + 8))
+        self.assertIn(b"k000-000", session.watched)
+        transport.clear()
+        proto.dataReceived(cmd(b"UNWATCH") + cmd(b"WATCH", b"again"))
+        self.assertEqual(transport.value(), b"+OK\r\n+OK\r\n")
+        self.assertEqual(session.watched_bytes, len(b"again") + ARGUMENT_OVERHEAD)
 
 
 class TextTransactionTests(SynchronousTestCase):

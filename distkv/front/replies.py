@@ -155,7 +155,7 @@ class Session:
     """One client connection as the command layer sees it."""
 
     __slots__ = ("id", "name", "kind", "address", "protocol", "user", "commands", "multi",
-                 "watched", "peer", "local", "since", "hang_up")
+                 "watched", "watched_bytes", "peer", "local", "since", "hang_up")
 
     def __init__(self, kind: str, address: str = "") -> None:
         self.id = next(_ids)
@@ -186,6 +186,8 @@ class Session:
         self.multi: Any = None
         #: The keys WATCHed, each with the version it held then (None: absent).
         self.watched: Optional[Dict[bytes, Any]] = None
+        #: What the watched keys count against the transaction bound.
+        self.watched_bytes = 0
 
 
 class Stats:

@@ -13,8 +13,10 @@ applied in one call there. Runtime errors are entries of EXEC's array, as in
 Redis. ``WATCH`` remembers the version each key held; ``EXEC`` answers the
 nil array if any of them holds another now, as any write to the key makes
 it (a local write, a write merged from a peer or by anti-entropy, a delete,
-a purge). The queued bytes are bounded, so that
-every transaction's writes fit in one peer frame.
+a purge). The queued bytes are bounded, so that a transaction's writes fit
+in one peer frame (unless commands such as ``APPEND`` make values larger
+than their arguments: such a group replicates write by write, logged), and
+so are each connection's watched keys.
 """
 
 from __future__ import annotations
@@ -53,8 +55,11 @@ _NOT_QUEUED = (b"EXEC", b"DISCARD", b"MULTI", b"WATCH", b"QUIT")
 
 
 def queued_size(request: Sequence[bytes]) -> int:
-    """What ``request`` counts against a transaction's bound."""
-    return len(request[0]) + sum([len(arg) + ARGUMENT_OVERHEAD for arg in request[1:]])
+    """What ``request`` counts against a transaction's bound: its bytes, and
+    an overhead per argument and for the command itself, so that the bound
+    holds memory (a queued ``PING`` is a tuple and a bytes object) as well as
+    frame bytes."""
+    return sum([len(arg) + ARGUMENT_OVERHEAD for arg in request])
 
 
 class Transaction:
@@ -219,9 +224,16 @@ class Transactions:
         watched = session.watched
         if watched is None:
             watched = session.watched = {}
+            session.watched_bytes = 0
         entry = self._store.entry
         for key in args:
             if key not in watched:
+                size = session.watched_bytes + len(key) + ARGUMENT_OVERHEAD
+                if size > self.max_bytes:
+                    return Error(f"ERR too many watched keys: at most {self.max_bytes} bytes "
+                                 f"of them, each key counting its length plus "
+                                 f"{ARGUMENT_OVERHEAD}")
+                session.watched_bytes = size
                 watched[key] = _version(entry(key))
         return OK
 
