@@ -141,7 +141,8 @@ class MembershipClusterTests(SynchronousTestCase):
         n3.store.set(b"before-leave", b"v")
         reply = run(n3, b"LEAVE")
         assert isinstance(reply, Status)
-        self.assertTrue(reply.text.startswith(b"OK left the cluster: told 2 linked member"))
+        self.assertTrue(reply.text.startswith(b"OK leaving the cluster: 2 linked member(s)"))
+        self.assertIsInstance(run(n3, b"SET", b"after-leave", b"v"), Error)
         cluster.settle()
         self.assertEqual(run(n3, b"LEAVE"), Error("ERR this node has already left the cluster"))
         self.assertIsInstance(run(n3, b"SET", b"k", b"v"), Error)
@@ -155,6 +156,19 @@ class MembershipClusterTests(SynchronousTestCase):
             self.assertTrue(node.membership.is_removed("n3"), name)
             self.assertEqual(node.store.tombstones, 0, name)
             self.assertEqual(node.store.get(b"before-leave"), b"v", name)
+
+    def test_leave_keeps_every_write_it_acknowledged(self) -> None:
+        """Writes queued when LEAVE comes (20 of 200 kB, more than one window) all
+        reach the other members before they drop the leaving node."""
+        cluster = self.make(2)
+        n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+        big = b"x" * 200_000
+        for i in range(20):
+            self.assertEqual(run(n1, b"SET", b"k%d" % i, big), OK)
+        run(n1, b"LEAVE")
+        cluster.settle()
+        self.assertTrue(n2.membership.is_removed("n1"))
+        self.assertEqual([i for i in range(20) if n2.store.get(b"k%d" % i) != big], [])
 
     def test_a_join_and_a_forget_at_once_on_two_sides_of_a_partition_converge(self) -> None:
         """n4 joins through n1 while n2, cut off from n1, forgets n3: once healed every

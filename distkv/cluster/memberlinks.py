@@ -60,6 +60,8 @@ class MemberLinks:
         #: This node itself was removed: it stops taking writes.
         self.on_left: Callable[[str], None] = lambda why: None
         self._left = False
+        #: LEAVE ran: no writes are taken; the removal follows the flush.
+        self._leaving = False
         # Where each caller called from: the host its own entry may not know.
         self._called_from: Dict[str, Tuple[str, int]] = {}
         membership.on_change = self._changed
@@ -191,15 +193,34 @@ class MemberLinks:
         return None
 
     def leave(self) -> str:
-        """``LEAVE``: remove ourselves, tell every member we reach, then hang up."""
-        if self._left:
+        """``LEAVE``: take no more writes; once every member has acknowledged
+        ours (or after the flush timeout), remove ourselves, tell every member
+        we reach, then hang up. Removing ourselves first would lose writes
+        still queued: members refuse a removed node's links at once."""
+        if self._left or self._leaving:
             return "ERR this node has already left the cluster"
-        links = [link for link in self.replication.links.values()
-                 if link.up and not link.is_self]
+        self._leaving = True
+        self.on_left("this node is leaving the cluster")
+        links = [link for link in self.replication.links.values() if not link.is_self]
+        waiting: Deferred[object] = DeferredList([link.flush() for link in links])  # type: ignore[assignment]
+        timer = self._reactor.callLater(self._flush_timeout, self._remove_self)
+
+        def flushed(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+                self._remove_self()
+            return result
+
+        waiting.addBoth(flushed)
+        up = sum(1 for link in links if link.up)
+        return (f"OK leaving the cluster: {up} linked member(s) get our writes, then "
+                "our removal, then the links close")
+
+    def _remove_self(self) -> None:
+        if self._left:
+            return
         current = self.membership.get(self.own)
         self.membership.remove(self.own, self._stamp(current.version if current else None))
-        return (f"OK left the cluster: told {len(links)} linked member(s); "
-                "links close once they have our writes")
 
     # -- changes --------------------------------------------------------------
 
