@@ -760,7 +760,8 @@ class Node:
     def crash(self) -> None:
         """Stop at once, as ``kill -9`` would: nothing flushed, nothing more committed."""
         self.stop_timers()
-        for link in self.replication.links.values():
+        self.member_links.halted = True
+        for link in list(self.replication.links.values()):
             link.stopTrying()
             link.close()
         self.replication.running = False

@@ -62,6 +62,9 @@ class MemberLinks:
         self._left = False
         #: LEAVE ran: no writes are taken; the removal follows the flush.
         self._leaving = False
+        #: The node crashed: a LEAVE under way never completes (its links
+        #: closing is no flush).
+        self.halted = False
         # Where each caller called from: the host its own entry may not know.
         self._called_from: Dict[str, Tuple[str, int]] = {}
         membership.on_change = self._changed
@@ -217,7 +220,7 @@ class MemberLinks:
                 "our removal, then the links close")
 
     def _remove_self(self) -> None:
-        if self._left:
+        if self._left or self.halted:
             return
         current = self.membership.get(self.own)
         self.membership.remove(self.own, self._stamp(current.version if current else None))
