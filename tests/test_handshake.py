@@ -187,6 +187,28 @@ class HandshakeTests(SynchronousTestCase):
             Secret(b"x" * (MIN_SECRET_BYTES - 1))
 
 
+class RefusalProofTests(SynchronousTestCase):
+    def test_a_refusal_after_the_callers_proof_carries_a_proof_only_the_secret_makes(
+            self) -> None:
+        """Once the caller proved the secret, the acceptor's refusal carries its own
+        proof over the transcript and the code: the dialler accepts it, and not the
+        same line with another code, another secret's proof, or no proof."""
+        dialling, accepting, lines = exchange()
+        self.assertEqual(accepting.refusal_line("self", "x"), wire.refusal_line("self", "x"))
+        accepting.proved(lines[2])
+        line = accepting.refusal_line("removed", "node n1 was removed")
+        code, message = wire.parse_reply(line)  # type: ignore[misc]
+        text, proof = wire.refusal_proof(message)
+        self.assertEqual((code, text), ("removed", "node n1 was removed"))
+        self.assertTrue(dialling.refusal_proven("removed", proof))
+        self.assertFalse(dialling.refusal_proven("self", proof))
+        self.assertFalse(dialling.refusal_proven("removed", None))
+        forged, _, _ = exchange(dial_secret=OTHER)
+        self.assertFalse(forged.refusal_proven("removed", proof))
+        unsecured = Dialling(None, CALLER, nonce(1), LIMIT)
+        self.assertTrue(unsecured.refusal_proven("self", None))
+
+
 class RecordTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.sealer = Sealer(b"k" * 32, 64)

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster import wire
 from distkv.cluster.handshake import Dialling, Sealer, Secret, max_record
 from distkv.cluster.peerproto import Acceptor
+from distkv.node import Node
 from distkv.store.hlc import Version
 from distkv.testing import SimulatedCluster
 from tests.clusters import settled_cluster
@@ -121,6 +123,29 @@ class AcceptorTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(len(host.applied_writes), 1)
         self.assertEqual(host.peer_auth.bad_records, 1)
+
+
+class DiallerTests(SynchronousTestCase):
+    def test_a_lasting_refusal_without_proof_changes_nothing(self) -> None:
+        """With a secret, whoever answers at a peer's address cannot make the link
+        think it is this node, or that its node was removed: such refusals without
+        the acceptor's proof are counted and the link keeps its outbox and redials."""
+        for line in (b"DISTKV-PEER-ERR self this is the connecting node itself\r\n",
+                     b"DISTKV-PEER-ERR removed node a was removed\r\n",
+                     b"DISTKV-PEER-ERR removed x proof=" + b"ab" * 32 + b"\r\n"):
+            node = Node(MemoryReactorClock(), "a", listen_port=7000, cluster_secret=SECRET)
+            link = node.add_peer("10.0.0.2", 7001)
+            assert link is not None
+            node.store.set(b"k", b"v")
+            proto = link.buildProtocol(IPv4Address("TCP", "10.0.0.2", 7001))
+            transport = StringTransport()
+            proto.makeConnection(transport)
+            proto.dataReceived(line)
+            self.assertFalse(link.is_self, line)
+            self.assertTrue(link.continueTrying, line)
+            self.assertEqual(len(link.outbox), 1, line)
+            self.assertEqual(node.peer_auth.failures, 1, line)
+            self.assertTrue(transport.disconnecting, line)
 
 
 def values(cluster: SimulatedCluster, node_id: str) -> Dict[bytes, bytes]:

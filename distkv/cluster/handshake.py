@@ -39,6 +39,7 @@ LOG_LIMITS = 64
 
 _DIALER = b"distkv peer proof: dialler"
 _ACCEPTOR = b"distkv peer proof: acceptor"
+_REFUSAL = b"distkv peer refusal: acceptor"
 _DIALER_RECORDS = b"distkv peer records: dialler to acceptor"
 _ACCEPTOR_RECORDS = b"distkv peer records: acceptor to dialler"
 
@@ -256,6 +257,17 @@ class Dialling:
         self._challenge = wire.challenge_line(node, nonce)
         return wire.proof_line(self._secret.proof(True, self._line + self._challenge))
 
+    def refusal_proven(self, code: str, proof: Optional[bytes]) -> bool:
+        """Whether a refusal came from a node that knows the secret (always,
+        without a secret: there is nothing to prove)."""
+        secret = self._secret
+        if secret is None:
+            return True
+        if self._challenge is None or proof is None:
+            return False
+        expected = secret._mac(_REFUSAL, self._line + self._challenge, code.encode("ascii"))
+        return hmac.compare_digest(expected, proof)
+
     def accepted(self, accept: wire.Accept) -> Optional[Session]:
         """The acceptor's answer: its session, once its proof holds (None
         without a secret); AuthError otherwise."""
@@ -321,6 +333,16 @@ class Accepting:
     def challenging(self) -> bool:
         """A challenge went out and its proof has not come back yet."""
         return self._transcript is not None and not self.proven
+
+    def refusal_line(self, code: str, message: str) -> bytes:
+        """Our refusal line; once the caller proved the secret, with our proof
+        over the transcript and the code, so that a refusal with a lasting
+        effect on the caller (``self``, ``removed``) cannot be forged."""
+        secret = self._secret
+        if secret is None or not self.proven or self._transcript is None:
+            return wire.refusal_line(code, message)
+        proof = secret._mac(_REFUSAL, self._transcript, code.encode("ascii"))
+        return wire.refusal_line(code, message, proof)
 
     def answer(self, accept: wire.Accept) -> Tuple[bytes, Optional[Session]]:
         """Our accept line, with our proof, and our session (None without a secret)."""

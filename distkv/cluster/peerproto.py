@@ -478,10 +478,16 @@ class Dialer(PeerConnection):
                 return True
             reply = wire.parse_reply(line)
             if not isinstance(reply, wire.Accept):
-                if reply[0] == "cluster-secret":
-                    self._secret_refused(reply)
+                code, message = reply
+                message, proof = wire.refusal_proof(message)
+                if code == "cluster-secret":
+                    self._secret_refused((code, message))
+                elif code in LASTING_REFUSALS and not self._dialling.refusal_proven(code, proof):
+                    # Anyone at the address could say it: retry, never act on it.
+                    self._auth_failed(link.name, f"sent a {code!r} refusal without proof "
+                                                 "of the cluster secret")
                 else:
-                    link.refused(reply)
+                    link.refused((code, message))
                 self.transport.loseConnection()
                 return False
             session = self._dialling.accepted(reply)
@@ -522,6 +528,10 @@ class Dialer(PeerConnection):
                 self._dialled.tls_failed(why)
         super().connectionLost(reason)
 
+
+#: Refusals that change what a link does for good (it is this node itself;
+#: its node was removed): with a cluster secret, acted on only with a proof.
+LASTING_REFUSALS = ("self", "removed")
 
 #: A TLS alert record starts with this byte: what a TLS server answers to plain bytes.
 TLS_ALERT = b"\x15"
@@ -615,5 +625,9 @@ class Acceptor(PeerConnection):
         if held >= 0:
             log.warn("Refusing peer connection from {host}: {code} {why} ({held} more lines "
                      "held back)", host=host, code=refusal[0], why=refusal[1], held=held)
-        self.write(wire.refusal_line(*refusal))
+        accepting = self._accepting
+        if accepting is not None:
+            self.write(accepting.refusal_line(*refusal))
+        else:
+            self.write(wire.refusal_line(*refusal))
         self.transport.loseConnection()

@@ -284,8 +284,23 @@ def proof_line(proof: bytes) -> bytes:
     return b"%s %s\r\n" % (PROOF_WORD, _hex(proof))
 
 
-def refusal_line(code: str, message: str) -> bytes:
-    return b"%s %s %s\r\n" % (ERR_WORD, code.encode("ascii"), message.encode("utf-8"))
+#: How a refusal's proof of the cluster secret ends its message.
+_REFUSAL_PROOF = re.compile(rb" proof=([0-9a-f]{64})$")
+
+
+def refusal_line(code: str, message: str, proof: Optional[bytes] = None) -> bytes:
+    text = message.encode("utf-8")
+    if proof is not None:
+        text += b" proof=" + proof.hex().encode("ascii")
+    return b"%s %s %s\r\n" % (ERR_WORD, code.encode("ascii"), text)
+
+
+def refusal_proof(message: str) -> Tuple[str, Optional[bytes]]:
+    """A refusal's message without its proof, and the proof (None: none)."""
+    found = _REFUSAL_PROOF.search(message.encode("utf-8", "replace"))
+    if found is None:
+        return message, None
+    return message[: found.start()], bytes.fromhex(found.group(1).decode("ascii"))
 
 
 def _parse_line(line: bytes, word: bytes, extra: int) -> Tuple[Hello, List[bytes]]:
