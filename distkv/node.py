@@ -65,6 +65,7 @@ from distkv.front import report
 from distkv.front.auth import Accounts, User
 from distkv.front.commands import Dispatcher
 from distkv.front.frontdoor import FrontDoorFactory, bound_address, one_interface
+from distkv.front.replcmds import Replicas
 from distkv.front.replies import Error, Stats
 from distkv.front.replyqueue import OutputLimits
 from distkv.front.resp import RespProtocol
@@ -72,7 +73,7 @@ from distkv.front.servercmds import ClusterControl
 from distkv.front.textproto import TextProtocol
 from distkv.store import digest
 from distkv.store.hlc import HybridClock, Version
-from distkv.store.store import Entry, Store
+from distkv.store.store import ZERO, Entry, Store
 
 log = Logger()
 
@@ -254,6 +255,7 @@ class Node:
             peer_host=self,
             tls=tls.client if tls is not None else None,
         )
+        self.store.on_flush(self._flushed)
         self.replication.on_new_link = self._hook_link
         self.replication.on_linked = self._peer_answered
         self.replication.on_dropped = self._link_dropped
@@ -278,6 +280,7 @@ class Node:
             # peers accept.
             max_transaction=wire.max_frame(max_request) - wire.TRANSACTION_FIXED,
         )
+        self.replicas = self.dispatcher.replicas = Replicas(self.peers_holding, reactor)
         self.dispatcher.cluster = ClusterControl(
             forget=self.member_links.forget,
             leave=self.member_links.leave,
@@ -305,6 +308,8 @@ class Node:
         self._saved_peers = disk.peers()
         # A node that never had peers keeps no outbox to rebuild.
         lowest = min((p.acked for p in self._saved_peers.values()), default=None)
+        # The flush floor first: nothing it flushed may come back in.
+        self.store.restore_floor(disk.saved_floor())
         loaded = disk.load(self.store, lowest)
         self.clock.restore(loaded.clock_ms)
         # Never hand out a sequence number a peer may already have acknowledged.
@@ -355,9 +360,14 @@ class Node:
             acked = saved.acked if saved is not None else 0
             link.outbox.acked = acked
             self._resend(link, [item for item in self._unacked if item[0] > acked])
-            link.on_acked = lambda link: journal.peer_acked(
-                link.name, link.outbox.acked, link.remote.node if link.remote else None
-            )
+
+            def keep_acked(link: PeerLink) -> None:
+                journal.peer_acked(
+                    link.name, link.outbox.acked, link.remote.node if link.remote else None
+                )
+                self._acked_by(link)
+
+            link.on_acked = keep_acked
             # Recorded at once, so that a restart rebuilds this peer's outbox
             # even if it never acknowledged anything.
             link.on_acked(link)
@@ -393,6 +403,20 @@ class Node:
         link.serving = self._serving
         link.members = self.members
         link.on_round_cut = self._round_cut
+        link.on_acked = self._acked_by
+
+    def _acked_by(self, link: PeerLink) -> None:
+        """A peer acknowledged our writes: WAITs may be answered."""
+        self.replicas.changed()
+
+    def peers_holding(self, seq: int) -> int:
+        """How many peers have applied and committed every write of ours up to
+        ``seq`` (WAIT's count; see :mod:`distkv.front.replcmds`)."""
+        nodes = set()
+        for link in self.replication.links.values():
+            if not link.is_self and link.remote is not None and link.outbox.acked >= seq:
+                nodes.add(link.remote.node)
+        return len(nodes)
 
     def _serving(self) -> bool:
         return not self.loading
@@ -685,6 +709,23 @@ class Node:
     def members_heard(self, peer: wire.Hello, entries: Tuple[Member, ...]) -> None:
         self.member_links.heard(peer, entries)
 
+    def flush_frame(self) -> bytes:
+        floor = self.store.flushed
+        return b"" if floor == ZERO else wire.encode_flush(floor)
+
+    def flush_heard(self, peer: wire.Hello, floor: Version) -> None:
+        self.store.raise_floor(floor)
+
+    def _flushed(self, floor: Version) -> None:
+        """The flush floor rose (a FLUSHALL here, or one a peer told us of):
+        keep it, and tell every peer now (each connection also hears it as it
+        starts and before each anti-entropy round)."""
+        if self.journal is not None:
+            self.journal.save_floor(floor)
+        frame = wire.encode_flush(floor)
+        for link in list(self.replication.links.values()):
+            link.send_all(frame)
+
     def vet(self, greeting: wire.Greeting) -> Union[wire.Accept, Refusal]:
         caller = greeting.hello
         if caller.node == self.node_id:
@@ -756,6 +797,7 @@ class Node:
             self._purge_loop.stop()
         if self._loading_check is not None and self._loading_check.active():
             self._loading_check.cancel()
+        self.replicas.cancel_all()  # no WAIT outlives the node's timers
 
     def crash(self) -> None:
         """Stop at once, as ``kill -9`` would: nothing flushed, nothing more committed."""
