@@ -50,6 +50,7 @@ from twisted.logger import Logger
 
 from distkv.cluster import wire
 from distkv.cluster.antientropy import answer_frames
+from distkv.cluster.goodreplicas import good_replicas
 from distkv.cluster.handshake import PeerAuth
 from distkv.cluster.memberlinks import MemberLinks
 from distkv.cluster.membership import Member, Membership
@@ -65,7 +66,7 @@ from distkv.front import report
 from distkv.front.auth import Accounts, User
 from distkv.front.commands import Dispatcher
 from distkv.front.frontdoor import FrontDoorFactory, bound_address, one_interface
-from distkv.front.replcmds import Replicas
+from distkv.front.replcmds import NOREPLICAS, Replicas
 from distkv.front.replies import Error, Stats
 from distkv.front.replyqueue import OutputLimits
 from distkv.front.resp import RespProtocol
@@ -156,6 +157,8 @@ class Node:
         advertise_host: str = "",
         advertise_port: Optional[int] = None,
         default_id: Optional[str] = None,
+        min_replicas_to_write: int = 0,
+        min_replicas_max_lag: float = 10.0,
     ) -> None:
         self.reactor = reactor
         #: The TLS settings: a TLS listener, and with a CA, peer links over mutual TLS only.
@@ -213,6 +216,11 @@ class Node:
         self._served_by: Optional[str] = None
         self._own_round_cut = False
         self._purge_loop: Optional[LoopingCall] = None
+        #: Writes are refused (NOREPLICAS) while fewer good replicas than
+        #: this are linked (see :mod:`distkv.cluster.goodreplicas`); 0: never.
+        self.min_replicas_to_write = min_replicas_to_write
+        self.min_replicas_max_lag = min_replicas_max_lag
+        self._replica_loop: Optional[LoopingCall] = None
         if not digest.PORTABLE:
             log.warn(
                 "This interpreter hashes tuples unlike 64-bit CPython: anti-entropy will "
@@ -503,7 +511,8 @@ class Node:
                 peer=peer,
                 limit=limit,
             )
-        elif worst is None and dispatcher.write_refusal is not None:
+        elif (worst is None and dispatcher.write_refusal is not None
+              and dispatcher.write_refusal is not NOREPLICAS):
             dispatcher.write_refusal = None
             log.info("This node's clock agrees with its peers' again; writes accepted")
 
@@ -772,6 +781,34 @@ class Node:
         loop.clock = self.reactor
         self._purge_loop = loop
         loop.start(self.heartbeat, now=False)
+        if self.min_replicas_to_write:
+            replicas = self._replica_loop = LoopingCall(self._check_replicas)
+            replicas.clock = self.reactor
+            replicas.start(1.0, now=True)
+
+    def good_replicas(self) -> int:
+        """Peers linked and heard from within --min-replicas-max-lag."""
+        return good_replicas(self.replication.links.values(), self.reactor.seconds(),
+                             self.min_replicas_max_lag)
+
+    def _check_replicas(self) -> None:
+        """Once a second, as Redis: refuse writes while too few good replicas."""
+        try:
+            if self.left_why is not None:
+                return  # refuses writes for good
+            dispatcher = self.dispatcher
+            good = self.good_replicas()
+            if good < self.min_replicas_to_write:
+                if dispatcher.write_refusal is None:
+                    dispatcher.write_refusal = NOREPLICAS
+                    log.warn("{good} good replicas, fewer than --min-replicas-to-write "
+                             "{wanted}: refusing writes", good=good,
+                             wanted=self.min_replicas_to_write)
+            elif dispatcher.write_refusal is NOREPLICAS:
+                dispatcher.write_refusal = None
+                log.info("{good} good replicas again: writes accepted", good=good)
+        except Exception:
+            log.failure("The good-replica check failed")
 
     def stop(self) -> Deferred[object]:
         """Flush to peers, then commit and close (see :meth:`start`)."""
@@ -795,6 +832,8 @@ class Node:
         """Stop the heartbeat's purge and checks, and the loading check."""
         if self._purge_loop is not None and self._purge_loop.running:
             self._purge_loop.stop()
+        if self._replica_loop is not None and self._replica_loop.running:
+            self._replica_loop.stop()
         if self._loading_check is not None and self._loading_check.active():
             self._loading_check.cancel()
         self.replicas.cancel_all()  # no WAIT outlives the node's timers

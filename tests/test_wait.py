@@ -81,3 +81,36 @@ class WaitTests(SynchronousTestCase):
         }
         for args, reply in cases.items():
             self.assertEqual(ask(proto, transport, *args), reply, args)
+
+
+class MinReplicasTests(SynchronousTestCase):
+    def test_writes_are_refused_while_too_few_peers_are_good(self) -> None:
+        """With --min-replicas-to-write 2 and a lag of 3s, cutting n1 off from
+        n3 makes its writes (SET, DEL, FLUSHALL) get NOREPLICAS, reads still
+        answer; once n3 is back, writes are accepted again."""
+        cluster = settled_cluster(self, min_replicas_to_write=2, min_replicas_max_lag=3.0,
+                                  heartbeat=1.0)
+        n1 = cluster.nodes["n1"]
+        proto, transport = connect(n1)
+        self.assertEqual(ask(proto, transport, b"SET", b"k", b"v"), b"+OK\r\n")
+        cluster.net.block("n1", "n3")
+        cluster.advance(6)
+        refused = b"-NOREPLICAS Not enough good replicas to write.\r\n"
+        for request in ((b"SET", b"k", b"w"), (b"DEL", b"k"), (b"FLUSHALL",)):
+            self.assertEqual(ask(proto, transport, *request), refused, request)
+        self.assertEqual(ask(proto, transport, b"GET", b"k"), b"$1\r\nv\r\n")
+        cluster.net.unblock("n1", "n3")
+        cluster.settle()
+        self.assertEqual(n1.good_replicas(), 2)
+        self.assertEqual(ask(proto, transport, b"SET", b"k", b"w"), b"+OK\r\n")
+
+    def test_a_node_alone_refuses_writes_from_the_start(self) -> None:
+        """A node whose peers never answered has no good replicas: NOREPLICAS."""
+        cluster = settled_cluster(self, min_replicas_to_write=1, min_replicas_max_lag=3.0,
+                                  heartbeat=1.0)
+        cluster.crash("n2")
+        cluster.crash("n3")
+        cluster.advance(30)
+        proto, transport = connect(cluster.nodes["n1"])
+        self.assertEqual(ask(proto, transport, b"SET", b"k", b"v"),
+                         b"-NOREPLICAS Not enough good replicas to write.\r\n")
