@@ -237,3 +237,30 @@ class FlushCommandTests(SynchronousTestCase):
             self.assertTrue(ask(proto, transport, name).startswith(b"-NOPERM"), name)
         self.assertEqual(node.store.live_keys(), [b"k"])
         self.assertEqual(node.dispatcher.access[b"WAIT"], "read")
+
+
+class FlushOverPeerConnectionTests(SynchronousTestCase):
+    def test_a_connection_starts_with_the_floor_and_a_floor_heard_is_applied(self) -> None:
+        """A node with a flush floor sends it (an F frame) right after its member
+        list on a new peer connection; an F frame from the peer raises our floor
+        and drops what lies below it."""
+        node = Node(Clock(), "n1")
+        node.store.set(b"old", b"v")
+        floor = node.store.flush()
+        node.store.set(b"k", b"v")
+        address = IPv4Address("TCP", "127.0.0.1", 6001)
+        proto = node.factory().buildProtocol(address)
+        transport = StringTransport(peerAddress=address,
+                                    hostAddress=IPv4Address("TCP", "127.0.0.1", 9000))
+        proto.makeConnection(transport)
+        caller = wire.Greeting(wire.Hello("n2", "1"), 7001)
+        proto.dataReceived(wire.greeting_line(caller))
+        accept, frames = transport.value().split(b"\r\n", 1)
+        self.assertTrue(accept.startswith(b"DISTKV-PEER-OK"), accept)
+        decoded = wire.FrameDecoder(1 << 20).feed(frames)
+        self.assertIsInstance(decoded[0], wire.Members)
+        self.assertEqual(decoded[1], wire.Flush(floor))
+        later = Version(floor.ms + 5, 0, "n2")
+        proto.dataReceived(wire.encode_flush(later))
+        self.assertEqual((node.store.flushed, node.store.live_keys()), (later, []))
+        node.stop_timers()
