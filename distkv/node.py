@@ -50,6 +50,7 @@ from twisted.logger import Logger
 
 from distkv.cluster import wire
 from distkv.cluster.antientropy import answer_frames
+from distkv.cluster.goodreplicas import good_replicas
 from distkv.cluster.handshake import PeerAuth
 from distkv.cluster.memberlinks import MemberLinks
 from distkv.cluster.membership import Member, Membership
@@ -65,6 +66,7 @@ from distkv.front import report
 from distkv.front.auth import Accounts, User
 from distkv.front.commands import Dispatcher
 from distkv.front.frontdoor import FrontDoorFactory, bound_address, one_interface
+from distkv.front.replcmds import NOREPLICAS, Replicas
 from distkv.front.replies import Error, Stats
 from distkv.front.replyqueue import OutputLimits
 from distkv.front.resp import RespProtocol
@@ -72,7 +74,7 @@ from distkv.front.servercmds import ClusterControl
 from distkv.front.textproto import TextProtocol
 from distkv.store import digest
 from distkv.store.hlc import HybridClock, Version
-from distkv.store.store import Entry, Store
+from distkv.store.store import ZERO, Entry, Store
 
 log = Logger()
 
@@ -155,6 +157,8 @@ class Node:
         advertise_host: str = "",
         advertise_port: Optional[int] = None,
         default_id: Optional[str] = None,
+        min_replicas_to_write: int = 0,
+        min_replicas_max_lag: float = 10.0,
     ) -> None:
         self.reactor = reactor
         #: The TLS settings: a TLS listener, and with a CA, peer links over mutual TLS only.
@@ -212,6 +216,11 @@ class Node:
         self._served_by: Optional[str] = None
         self._own_round_cut = False
         self._purge_loop: Optional[LoopingCall] = None
+        #: Writes are refused (NOREPLICAS) while fewer good replicas than
+        #: this are linked (see :mod:`distkv.cluster.goodreplicas`); 0: never.
+        self.min_replicas_to_write = min_replicas_to_write
+        self.min_replicas_max_lag = min_replicas_max_lag
+        self._replica_loop: Optional[LoopingCall] = None
         if not digest.PORTABLE:
             log.warn(
                 "This interpreter hashes tuples unlike 64-bit CPython: anti-entropy will "
@@ -254,6 +263,7 @@ class Node:
             peer_host=self,
             tls=tls.client if tls is not None else None,
         )
+        self.store.on_flush(self._flushed)
         self.replication.on_new_link = self._hook_link
         self.replication.on_linked = self._peer_answered
         self.replication.on_dropped = self._link_dropped
@@ -278,6 +288,7 @@ class Node:
             # peers accept.
             max_transaction=wire.max_frame(max_request) - wire.TRANSACTION_FIXED,
         )
+        self.replicas = self.dispatcher.replicas = Replicas(self.peers_holding, reactor)
         self.dispatcher.cluster = ClusterControl(
             forget=self.member_links.forget,
             leave=self.member_links.leave,
@@ -305,6 +316,8 @@ class Node:
         self._saved_peers = disk.peers()
         # A node that never had peers keeps no outbox to rebuild.
         lowest = min((p.acked for p in self._saved_peers.values()), default=None)
+        # The flush floor first: nothing it flushed may come back in.
+        self.store.restore_floor(disk.saved_floor())
         loaded = disk.load(self.store, lowest)
         self.clock.restore(loaded.clock_ms)
         # Never hand out a sequence number a peer may already have acknowledged.
@@ -355,9 +368,14 @@ class Node:
             acked = saved.acked if saved is not None else 0
             link.outbox.acked = acked
             self._resend(link, [item for item in self._unacked if item[0] > acked])
-            link.on_acked = lambda link: journal.peer_acked(
-                link.name, link.outbox.acked, link.remote.node if link.remote else None
-            )
+
+            def keep_acked(link: PeerLink) -> None:
+                journal.peer_acked(
+                    link.name, link.outbox.acked, link.remote.node if link.remote else None
+                )
+                self._acked_by(link)
+
+            link.on_acked = keep_acked
             # Recorded at once, so that a restart rebuilds this peer's outbox
             # even if it never acknowledged anything.
             link.on_acked(link)
@@ -393,6 +411,20 @@ class Node:
         link.serving = self._serving
         link.members = self.members
         link.on_round_cut = self._round_cut
+        link.on_acked = self._acked_by
+
+    def _acked_by(self, link: PeerLink) -> None:
+        """A peer acknowledged our writes: WAITs may be answered."""
+        self.replicas.changed()
+
+    def peers_holding(self, seq: int) -> int:
+        """How many peers have applied and committed every write of ours up to
+        ``seq`` (WAIT's count; see :mod:`distkv.front.replcmds`)."""
+        nodes = set()
+        for link in self.replication.links.values():
+            if not link.is_self and link.remote is not None and link.outbox.acked >= seq:
+                nodes.add(link.remote.node)
+        return len(nodes)
 
     def _serving(self) -> bool:
         return not self.loading
@@ -479,7 +511,8 @@ class Node:
                 peer=peer,
                 limit=limit,
             )
-        elif worst is None and dispatcher.write_refusal is not None:
+        elif (worst is None and dispatcher.write_refusal is not None
+              and dispatcher.write_refusal is not NOREPLICAS):
             dispatcher.write_refusal = None
             log.info("This node's clock agrees with its peers' again; writes accepted")
 
@@ -685,6 +718,23 @@ class Node:
     def members_heard(self, peer: wire.Hello, entries: Tuple[Member, ...]) -> None:
         self.member_links.heard(peer, entries)
 
+    def flush_frame(self) -> bytes:
+        floor = self.store.flushed
+        return b"" if floor == ZERO else wire.encode_flush(floor)
+
+    def flush_heard(self, peer: wire.Hello, floor: Version) -> None:
+        self.store.raise_floor(floor)
+
+    def _flushed(self, floor: Version) -> None:
+        """The flush floor rose (a FLUSHALL here, or one a peer told us of):
+        keep it, and tell every peer now (each connection also hears it as it
+        starts and before each anti-entropy round)."""
+        if self.journal is not None:
+            self.journal.save_floor(floor)
+        frame = wire.encode_flush(floor)
+        for link in list(self.replication.links.values()):
+            link.send_all(frame)
+
     def vet(self, greeting: wire.Greeting) -> Union[wire.Accept, Refusal]:
         caller = greeting.hello
         if caller.node == self.node_id:
@@ -731,6 +781,34 @@ class Node:
         loop.clock = self.reactor
         self._purge_loop = loop
         loop.start(self.heartbeat, now=False)
+        if self.min_replicas_to_write:
+            replicas = self._replica_loop = LoopingCall(self._check_replicas)
+            replicas.clock = self.reactor
+            replicas.start(1.0, now=True)
+
+    def good_replicas(self) -> int:
+        """Peers linked and heard from within --min-replicas-max-lag."""
+        return good_replicas(self.replication.links.values(), self.reactor.seconds(),
+                             self.min_replicas_max_lag)
+
+    def _check_replicas(self) -> None:
+        """Once a second, as Redis: refuse writes while too few good replicas."""
+        try:
+            if self.left_why is not None:
+                return  # refuses writes for good
+            dispatcher = self.dispatcher
+            good = self.good_replicas()
+            if good < self.min_replicas_to_write:
+                if dispatcher.write_refusal is None:
+                    dispatcher.write_refusal = NOREPLICAS
+                    log.warn("{good} good replicas, fewer than --min-replicas-to-write "
+                             "{wanted}: refusing writes", good=good,
+                             wanted=self.min_replicas_to_write)
+            elif dispatcher.write_refusal is NOREPLICAS:
+                dispatcher.write_refusal = None
+                log.info("{good} good replicas again: writes accepted", good=good)
+        except Exception:
+            log.failure("The good-replica check failed")
 
     def stop(self) -> Deferred[object]:
         """Flush to peers, then commit and close (see :meth:`start`)."""
@@ -754,8 +832,11 @@ class Node:
         """Stop the heartbeat's purge and checks, and the loading check."""
         if self._purge_loop is not None and self._purge_loop.running:
             self._purge_loop.stop()
+        if self._replica_loop is not None and self._replica_loop.running:
+            self._replica_loop.stop()
         if self._loading_check is not None and self._loading_check.active():
             self._loading_check.cancel()
+        self.replicas.cancel_all()  # no WAIT outlives the node's timers
 
     def crash(self) -> None:
         """Stop at once, as ``kill -9`` would: nothing flushed, nothing more committed."""

@@ -252,6 +252,11 @@ class Options(usage.Options):
          "TLS for peers: they dial each other's --tls-port, each verifying the other's "
          "certificate against it; peer handshakes over plain TCP are refused. Client "
          "certificates, optional, are verified against it too."],
+        ["min-replicas-to-write", None, "0", "Refuse writes (NOREPLICAS) while fewer than "
+         "this many peers are linked and heard from within --min-replicas-max-lag "
+         "(Redis's option). Default 0: never refuse."],
+        ["min-replicas-max-lag", None, "10", "Seconds since a peer was last heard within "
+         "which it counts as a good replica for --min-replicas-to-write."],
     ]
 
     def __init__(self) -> None:
@@ -281,6 +286,16 @@ class Options(usage.Options):
 
         sys.stdout.write(f"DistKV {distkv.__version__} (Twisted {twisted_version})\n")
         sys.exit(0)
+
+    def _min_replicas(self) -> None:
+        text = self["min-replicas-to-write"]
+        if not text.isdigit() or not text.isascii():
+            raise usage.UsageError(
+                f"--min-replicas-to-write must be a whole number of peers (0 or more), "
+                f"not {text!r}")
+        self["min-replicas-to-write"] = int(text)
+        self["min-replicas-max-lag"] = _positive(
+            "min-replicas-max-lag", self["min-replicas-max-lag"], float)
 
     def postOptions(self) -> None:
         self["endpoint"] = server_endpoint(self["port"])
@@ -338,6 +353,11 @@ class Options(usage.Options):
         path = self["cluster-secret-file"]
         self["cluster-secret"] = None if path is None else read_secret(path)
         self["tls"] = self._tls()
+        self._min_replicas()
+        if self["min-replicas-to-write"] and self["min-replicas-max-lag"] <= self["heartbeat"]:
+            # A peer is heard from about once a heartbeat: a shorter lag
+            # would count good peers as gone between two heartbeats.
+            raise usage.UsageError("--min-replicas-max-lag must be longer than --heartbeat")
         tls: Optional[TlsConfig] = self["tls"]
         if tls is not None and tls.peer_tls:
             # Peers dial the TLS port: that is the port our greeting names.
@@ -397,6 +417,8 @@ def makeService(config: Options) -> IService:
             protected_mode=config["protected-mode"] == "yes",
             cluster_secret=config["cluster-secret"],
             tls=config["tls"],
+            min_replicas_to_write=config["min-replicas-to-write"],
+            min_replicas_max_lag=config["min-replicas-max-lag"],
         )
     except DiskError as e:
         # Bad state on disk: say so and stop, rather than serve nothing.

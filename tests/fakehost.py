@@ -31,6 +31,8 @@ class FakeHost:
         self.clock_ms = 1_700_000_000_000
         self.ahead: List[Tuple[str, int]] = []
         self.member_lists: List[Tuple[str, Tuple[Member, ...]]] = []
+        self.floors: List[Tuple[str, Version]] = []
+        self.floor: Optional[Version] = None
 
     def vet(self, caller: wire.Greeting) -> Union[wire.Accept, Tuple[str, str]]:
         if self.refusal is not None:
@@ -70,3 +72,9 @@ class FakeHost:
 
     def members_heard(self, remote: wire.Hello, entries: Tuple[Member, ...]) -> None:
         self.member_lists.append((remote.node, entries))
+
+    def flush_frame(self) -> bytes:
+        return b"" if self.floor is None else wire.encode_flush(self.floor)
+
+    def flush_heard(self, remote: wire.Hello, floor: Version) -> None:
+        self.floors.append((remote.node, floor))

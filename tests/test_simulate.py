@@ -19,6 +19,7 @@ from distkv.simulate import (
     Crash,
     Cut,
     Delete,
+    Flush,
     Forget,
     Join,
     Leave,
@@ -159,6 +160,36 @@ def test_a_committed_write_survives_a_crash_and_counts_as_acknowledged() -> None
     runner = Runner(schedule)
     assert runner.run() == []
     assert [op.outcome for op in runner.history.ops[b"k0"]] == [ACKED, ACKED]
+
+
+def test_checker_drops_writes_below_a_flush_and_finds_entries_left_below_it() -> None:
+    """An acknowledged write below an acknowledged flush is gone by design; an
+    entry still held below the flush is a violation; a flush lost with its
+    node (no node holds its floor) stops counting."""
+    h = history((b"k", b"a", 10, ACKED), (b"j", b"b", 30, ACKED))
+    h.flushed(v(20))
+    assert check(h, "n1", {b"j": make_entry(b"b", v(30))}) == []
+    assert kinds(check(h, "n1", {b"k": make_entry(b"a", v(10)),
+                                 b"j": make_entry(b"b", v(30))})) == ["flush"]
+    assert kinds(check(h, "n1", {})) == ["lost-write"]
+    assert h.flush_lost_unless_held(v(5)) == 1
+    assert kinds(check(h, "n1", {b"j": make_entry(b"b", v(30))})) == ["lost-write"]
+
+
+def test_a_flush_with_a_node_partitioned_and_crashing_holds_every_invariant() -> None:
+    """A hand-made schedule: writes, n3 cut off and writing, a FLUSHALL on n1,
+    n3 crashing and restarting from its dir, a write after the flush; after
+    settling no entry below the flush is left and every other invariant holds."""
+    schedule = Schedule(2, 3, (True, True, True), (0, 300, -300), (
+        Write("n1", 0, 10, 0), Write("n3", 1, 10, 1), Advance(1.0),
+        Partition("n3", "n1"), Partition("n3", "n2"), Write("n3", 2, 10, 3),
+        Flush("n1"), Advance(1.0), Crash("n3"), Write("n2", 3, 10, 8),
+        Restart("n3", "own-dir"), Advance(2.0),
+    ))
+    runner = Runner(schedule)
+    assert runner.run() == []
+    assert len(runner.history.flushes) == 1
+    assert [op.outcome for op in runner.history.ops[b"k3"]] == [ACKED]
 
 
 def test_shrink_keeps_only_the_steps_the_failure_needs() -> None:

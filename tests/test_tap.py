@@ -169,3 +169,23 @@ class ClusterSecretOptionTests(SynchronousTestCase):
         text = "\n".join(str(formatEvent(event)) for event in events)
         self.assertIn("can be read by other users", text)
         self.assertNotIn("others could read", text)
+
+
+class MinReplicasOptionTests(SynchronousTestCase):
+    def test_min_replicas_options_are_validated(self) -> None:
+        """--min-replicas-to-write takes a whole number (0 by default), the lag a
+        positive number of seconds longer than --heartbeat; anything else is a
+        usage error saying so."""
+        config = parse()
+        self.assertEqual((config["min-replicas-to-write"], config["min-replicas-max-lag"]),
+                         (0, 10.0))
+        config = parse("--min-replicas-to-write", "2", "--min-replicas-max-lag", "7.5")
+        self.assertEqual((config["min-replicas-to-write"], config["min-replicas-max-lag"]),
+                         (2, 7.5))
+        for args in (("--min-replicas-to-write", "-1"), ("--min-replicas-to-write", "x"),
+                     ("--min-replicas-to-write", "1.5"), ("--min-replicas-max-lag", "0"),
+                     ("--min-replicas-max-lag", "soon"),
+                     ("--min-replicas-to-write", "1", "--min-replicas-max-lag", "5")):
+            with self.assertRaises(usage.UsageError) as caught:
+                parse(*args)
+            self.assertIn("--min-replicas-", str(caught.exception), args)

@@ -31,7 +31,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 from distkv.cluster import wire
 from distkv.store.digest import select
 from distkv.store.hlc import Version
-from distkv.store.store import Entry, Store, version_of
+from distkv.store.store import ZERO, Entry, Store, version_of
 
 #: Bytes of write frames a round's stream yields at a time.
 CHUNK_BYTES = 256 * 1024
@@ -53,6 +53,8 @@ def answer_frames(store: Store, offer: wire.DigestOffer) -> Iterator[bytes]:
     """The accepting side's answer, frame by frame: key lists for differing
     buckets, then ``E``. The differing keys are found at once; each frame is
     built only when the connection asks for it."""
+    if store.flushed != ZERO:  # first, so the pusher drops what a flush removed
+        yield wire.encode_flush(store.flushed)
     buckets = store.digest.differing(offer.digest)
     for bucket, items in select(store.items(), buckets).items():
         chunk: List[Tuple[bytes, Version]] = []
@@ -89,7 +91,10 @@ class Round:
 
     def offer(self) -> bytes:
         self._offered = self.store.digest.encode()
-        return wire.encode_digest(self.number, self._offered)
+        offer = wire.encode_digest(self.number, self._offered)
+        if self.store.flushed != ZERO:  # first, so the peer drops what a flush removed
+            return wire.encode_flush(self.store.flushed) + offer
+        return offer
 
     def key_list(self, frame: wire.KeyList) -> None:
         self._buckets.add(frame.bucket)

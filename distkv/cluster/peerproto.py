@@ -142,6 +142,13 @@ class PeerHost(Protocol):
     def members_heard(self, remote: wire.Hello, entries: Tuple[Member, ...]) -> None:
         """``remote`` sent its member list (see :mod:`distkv.cluster.membership`)."""
 
+    def flush_frame(self) -> bytes:
+        """Our flush floor as an ``F`` frame, or nothing before any flush
+        (sent as a connection starts)."""
+
+    def flush_heard(self, remote: wire.Hello, floor: Version) -> None:
+        """``remote`` sent its flush floor (see :meth:`distkv.store.store.Store.raise_floor`)."""
+
     def clock_reading(self, remote: wire.Hello, sent_ms: int, reading_ms: int) -> None:
         """``remote`` answered a heartbeat we sent at ``sent_ms`` (our wall
         clock) with its wall clock reading (see :mod:`distkv.cluster.skew`)."""
@@ -325,6 +332,14 @@ class PeerConnection(sendnow.SendingProtocol):
 
             self.write = write
 
+    def _introduce(self) -> None:
+        """What each end sends first: its member list and its flush floor,
+        so a node that missed a flush learns it before any entry flows."""
+        self.write(self.host.member_frame())
+        floor = self.host.flush_frame()
+        if floor:
+            self.write(floor)
+
     def _auth_failed(self, peer: str, why: str) -> None:
         """Log (rate-limited) and count a handshake the cluster secret failed."""
         auth = self._auth
@@ -387,6 +402,8 @@ class PeerConnection(sendnow.SendingProtocol):
                 self._offered(frame)
             elif isinstance(frame, wire.Members):
                 host.members_heard(remote, frame.entries)
+            elif isinstance(frame, wire.Flush):
+                host.flush_heard(remote, frame.floor)
             elif frame.kind == b"S":
                 if applied:
                     self._acknowledge(remote, applied)
@@ -499,7 +516,7 @@ class Dialer(PeerConnection):
             self.transport.abortConnection()
             return False
         self._start_frames(reply.hello, session)
-        self.write(self.host.member_frame())
+        self._introduce()
         if not link.linked(self, reply.hello, reply):
             self.transport.loseConnection()
             return False
@@ -612,7 +629,7 @@ class Acceptor(PeerConnection):
         line, session = accepting.answer(answer)
         self.write(line)
         self._start_frames(caller.hello, session)
-        self.write(self.host.member_frame())
+        self._introduce()
         self.host.accepted(self, caller, getattr(self.transport.getPeer(), "host", ""))
         return True
 

@@ -79,6 +79,15 @@ the handshake is done and again whenever it changes::
                                    node does not know its address; port 0: nor
                                    its port)
 
+Either end sends its flush floor (see :meth:`distkv.store.store.Store.raise_floor`)
+once the handshake is done, when it rises, and before its side of each
+anti-entropy round (before ``D``, and before the first ``K`` of an answer),
+so a node learns a flush before anything the flush removed could travel::
+
+    F ms:u64 counter:u32 node-len:u16 node
+                                  (every entry below this version is flushed;
+                                   the node id is a real one, never empty)
+
 Replicated writes travel only as ``W`` and ``T`` frames, never as client commands, so a
 receiving node can never mistake one for a local write and broadcast it again.
 """
@@ -234,13 +243,20 @@ class RoundMark(NamedTuple):
     members: Optional[Tuple[str, ...]] = None
 
 
+class Flush(NamedTuple):
+    """``F``: the sender's flush floor."""
+
+    floor: Version
+
+
 class Members(NamedTuple):
     """``M``: the sender's member list."""
 
     entries: Tuple[Member, ...]
 
 
-Frame = Union[Write, Transaction, Ack, Heartbeat, DigestOffer, KeyList, RoundMark, Members]
+Frame = Union[Write, Transaction, Ack, Heartbeat, DigestOffer, KeyList, RoundMark, Members,
+              Flush]
 
 
 def valid_node_id(node: str) -> bool:
@@ -572,6 +588,22 @@ def _decode_round_end(body: bytes) -> RoundMark:
     return RoundMark(b"S", _U32.unpack_from(body, 1)[0], clock, bool(flags & _SERVING), members)
 
 
+def encode_flush(floor: Version) -> bytes:
+    """The ``F`` frame carrying the flush floor ``floor`` (a real version)."""
+    return _frame(b"F" + _version(floor))
+
+
+def _decode_flush(body: bytes) -> Flush:
+    ms, counter, node_len = _KEYVERSION.unpack_from(body, 1)
+    offset = 1 + _KEYVERSION.size
+    raw = body[offset:]
+    if len(raw) != node_len:
+        raise WireError("malformed flush frame")
+    if ms > MAX_SEQ:
+        raise WireError("clock out of range in flush frame")
+    return Flush(Version(ms, counter, _node(raw)))
+
+
 def encode_members(entries: Sequence[Member]) -> bytes:
     """The ``M`` frame carrying ``entries``."""
     parts = [b"M", _U16.pack(len(entries))]
@@ -702,6 +734,8 @@ def decode_body(body: bytes) -> Frame:
             return _decode_round_end(body)
         if kind == b"M":
             return _decode_members(body)
+        if kind == b"F":
+            return _decode_flush(body)
     except (struct.error, UnicodeDecodeError, IndexError) as e:
         raise WireError(f"malformed frame: {e}") from e
     raise WireError(f"unknown frame kind {kind!r}")

@@ -396,6 +396,24 @@ class Disk:
         with self._transaction():
             self._set_meta(members=json.dumps(rows))
 
+    def saved_floor(self) -> Version:
+        """The flush floor last saved (see :meth:`distkv.store.store.Store.raise_floor`);
+        ZERO if the node never learnt a flush. Read it back before :meth:`load`."""
+        stored = self._meta("flushed")
+        if stored is None:
+            return ZERO
+        try:
+            ms, counter, node = stored.split(":", 2)
+            return Version(int(ms), int(counter), node)
+        except ValueError:
+            raise DiskError(f"{self.path} holds a malformed flush floor {stored[:80]!r}") from None
+
+    def save_floor(self, floor: Version) -> None:
+        """Keep the flush floor ``floor`` now, in its own transaction (raises
+        ``sqlite3.Error``): a restart must not read back what it flushed."""
+        with self._transaction():
+            self._set_meta(flushed=_encode_version(floor))
+
     def _saved_horizon(self) -> Version:
         stored = self._meta("horizon")
         if stored is None:

@@ -322,6 +322,21 @@ class Journal(Service):
             return
         self._unsynced = True
 
+    def save_floor(self, floor: Version) -> None:
+        """Keep a new flush floor now, before the entries below it are
+        forgotten: a node that cannot keep it refuses writes from then on,
+        as after a failed commit (the flush's own deletions would fail too)."""
+        if self.closed or self.failure is not None:
+            return
+        try:
+            self.disk.save_floor(floor)
+        except sqlite3.Error as e:
+            self.failure = f"ERR write not persisted: {e}"
+            log.critical("Cannot save the flush floor to {path}: {why}; refusing writes "
+                         "from now on", path=self.disk.path, why=str(e))
+            return
+        self._unsynced = True
+
     def _save_clock(self) -> None:
         """Heartbeats move the clock without any write; keep its mark on disk
         anyway, so that after a crash the node never stamps below a version

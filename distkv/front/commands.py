@@ -28,7 +28,7 @@ import zlib
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from distkv.disk.journal import Batch
-from distkv.front import keycmds, servercmds
+from distkv.front import keycmds, replcmds, servercmds
 from distkv.front.access import OPEN, READ, WRITE, CommandTables
 from distkv.front.auth import Accounts, User
 from distkv.front.glob import Glob, compile_glob
@@ -160,6 +160,9 @@ class Dispatcher:
         #: The error every write gets while the node must not write (its
         #: clock is too far ahead of a peer's: see :mod:`distkv.cluster.skew`).
         self.write_refusal: Optional[Error] = None
+        #: WAIT's signal: the peers' acknowledgements of this node's writes
+        #: (the node sets it); None: no peers, WAIT answers 0.
+        self.replicas: Optional[replcmds.Replicas] = None
         self.info = info
         self.stats = stats if stats is not None else Stats(0.0)
         #: The member commands' way to the node (CLUSTER, LEAVE, MEMBERS);
@@ -197,6 +200,7 @@ class Dispatcher:
         }
         handlers.update(servercmds.table(self))
         handlers.update(keycmds.table(self))
+        handlers.update(replcmds.table(self))
         for name, (handler, least, most, access) in handlers.items():
             self.add(name, checked(handler, least, most), least, most, access)
         #: MULTI, EXEC, DISCARD, WATCH, UNWATCH; ``max_transaction`` bounds

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from distkv.front import sendnow
+from distkv.front.replcmds import Later
 from distkv.front.replies import NIL, NIL_ARRAY, OK, Array, Error, Lines, Map, Reply
 from distkv.ratelog import RateLimit
 
@@ -122,6 +123,8 @@ class ReplyQueue:
         replies = slot[3]
         if error is not None:
             slot[0] = encode(Error(error)) * len(replies)
+        elif type(slot[2]) is Later:  # WAIT: its reply was decided as it finished
+            slot[0] = encode(slot[2].reply)
         elif replies.count(OK) == len(replies):  # the usual burst of SETs
             slot[0] = encode(OK) * len(replies)
         else:

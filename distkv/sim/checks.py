@@ -37,6 +37,8 @@ INVARIANTS = {
     "lost-write": "every acknowledged write is present or superseded (last-writer-wins)",
     "resurrection": "an acknowledged delete not overwritten stays deleted everywhere",
     "phantom": "every entry a node holds is one a client wrote",
+    "flush": "no entry below the latest acknowledged FLUSHALL survives on any node "
+             "after settling",
     "stale-service": "no node answered a data command while it should have been loading",
     "bounded": "outboxes and client reply queues stay within their byte bounds, and no "
                "anti-entropy round holds its state on a healed network",

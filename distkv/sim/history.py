@@ -20,7 +20,10 @@ are unique per write, and a replica keeps the highest one, so:
   delete (*no acknowledged write lost*), and an acknowledged delete is not
   undone by an older value (*no resurrection*);
 * a key the replica lacks altogether was deleted (its tombstone purged) by a
-  recorded delete above every acknowledged write of it.
+  recorded delete above every acknowledged write of it;
+* an acknowledged write below an acknowledged flush (``FLUSHALL``, see
+  :meth:`distkv.store.store.Store.raise_floor`) is gone by design, and no
+  replica may hold an entry below the latest such flush.
 
 No networking and no reactor here: plain data in, violations out.
 """
@@ -66,6 +69,26 @@ class History:
     """Every write and delete made in one run, by key."""
 
     ops: Dict[bytes, List[Op]] = field(default_factory=dict)
+    #: The floors of the acknowledged flushes, and whether each is still
+    #: held somewhere (see :meth:`flush_lost_unless_held`).
+    flushes: List[Version] = field(default_factory=list)
+
+    def flushed(self, floor: Version) -> None:
+        """A FLUSHALL at ``floor`` was acknowledged."""
+        self.flushes.append(floor)
+
+    def flush_lost_unless_held(self, held: Version) -> int:
+        """Forget the flushes above ``held``, the highest floor any node that
+        keeps its data still holds: they went with a memory-only node before
+        any peer heard of them, as its writes would (returns how many)."""
+        before = len(self.flushes)
+        self.flushes = [floor for floor in self.flushes if floor <= held]
+        return before - len(self.flushes)
+
+    @property
+    def floor(self) -> Optional[Version]:
+        """The latest acknowledged flush still held, if any."""
+        return max(self.flushes, default=None)
 
     def invoked(self, step: int, node: str, key: bytes, value: Optional[bytes],
                 entry: Entry) -> Op:
@@ -106,8 +129,17 @@ def check(history: History, replica: str, entries: Mapping[bytes, Entry]) -> Lis
             out.append(Violation(
                 "phantom", f"{replica} holds {key!r} at {version}, which no client wrote"
             ))
+    floor = history.floor
+    if floor is not None:
+        below = sorted(key for key, entry in entries.items() if entry[1:] < floor)
+        if below:
+            out.append(Violation(
+                "flush", f"{replica} holds {below} below the flush at {floor}"
+            ))
     for key, ops in history.ops.items():
-        acked = [op for op in ops if op.outcome == ACKED]
+        # A write the flush removed is gone by design.
+        acked = [op for op in ops if op.outcome == ACKED
+                 and (floor is None or op.version >= floor)]
         if not acked:
             continue
         top = max(acked, key=lambda op: op.version)

@@ -39,6 +39,7 @@ from distkv.sim.schedule import (
     Crash,
     Cut,
     Delete,
+    Flush,
     Forget,
     Heal,
     Join,
@@ -55,7 +56,7 @@ from distkv.sim.schedule import (
     Write,
 )
 from distkv.store.hlc import Version
-from distkv.store.store import version_of
+from distkv.store.store import ZERO, version_of
 from distkv.testing import SimulatedCluster
 
 
@@ -166,6 +167,20 @@ class Runner:
             self._forget(step.node, step.by)
         elif isinstance(step, Leave):
             self._leave(step.node)
+        elif isinstance(step, Flush):
+            self._flush(step.node)
+
+    def _flush(self, name: str) -> None:
+        """FLUSHALL through ``name``, recorded once its floor rose: the floor is
+        saved (with a data dir) before the flush removes anything."""
+        assert self.cluster is not None
+        node = self.cluster.nodes.get(name)
+        if node is None:
+            return
+        before = node.store.flushed
+        node.dispatcher.run([b"FLUSHALL"], self.session)
+        if node.store.flushed != before:  # not refused (loading, clock ahead, left)
+            self.history.flushed(node.store.flushed)
 
     # -- membership ------------------------------------------------------------
 
@@ -351,6 +366,8 @@ class Runner:
                         ):
                             held[key] = op.version
         self.history.lost_unless_held(held)
+        self.history.flush_lost_unless_held(
+            max((node.store.flushed for node in self.cluster.nodes.values()), default=ZERO))
 
     def _restart(self, step: Restart) -> None:
         assert self.cluster is not None

@@ -7,7 +7,8 @@ and the steps: writes, overwrites, deletes and reads through a node; partitions
 connection (:mod:`distkv.sim.clients`); cut, stalled and duplicated deliveries; snapshots
 of a data dir; crashes and restarts (memory only, from the node's own data dir,
 from an older copy of it, from an empty one; under the same or a fresh node
-id; with a new skew within ``max_clock_skew``); and membership changes: a new
+id; with a new skew within ``max_clock_skew``); occasional ``FLUSHALL``s
+through a node; and membership changes: a new
 node joins given one member's address, a crashed member is forgotten for good
 (``CLUSTER FORGET`` on a running one), a member leaves (``LEAVE``). Restarts
 reuse a node's address, under its id or a fresh one. :func:`generate` draws every
@@ -163,9 +164,16 @@ class Leave:
     node: str
 
 
+@dataclass(frozen=True)
+class Flush:
+    """``FLUSHALL`` through ``node`` (nothing if it is down)."""
+
+    node: str
+
+
 Step = Union[
     Write, Delete, Read, Pipeline, Transaction, Partition, Heal, Cut, Stall, Crash, Restart,
-    Snapshot, Advance, Join, Forget, Leave,
+    Snapshot, Advance, Join, Forget, Leave, Flush,
 ]
 
 
@@ -206,7 +214,11 @@ def generate(seed: int, nodes: Optional[int] = None, steps: int = 40,
     # Membership changes draw from their own stream, so that they come on top
     # of the steps the other choices would make.
     changes = random.Random(seed ^ 0x5EED)
+    # Flushes too: the other steps stay what they were.
+    flushes = random.Random(seed ^ 0xF1054)
     for tag in range(rng.randint(steps // 2, steps)):
+        if flushes.random() < 0.04:
+            out.append(Flush(flushes.choice(names)))
         if changes.random() < 0.05:
             change = _membership_step(changes, size + joined + 1, names, down, gone, has_dir)
             if change is not None:

@@ -14,6 +14,12 @@ node of the cluster has received every write at or below it (see
 :mod:`distkv.cluster.stability`). Below that horizon nothing can still be on its way,
 so a write for a key this replica does not hold is a leftover of a purged
 delete and is dropped rather than resurrected.
+
+A flush (FLUSHALL) is a versioned event too: the store's *flush floor*
+(:meth:`Store.raise_floor`). Every entry below it is dropped, and no write
+below it is ever stored again, whichever node made it and however late it
+arrives; the clock observes the floor, so every write made here after it
+stamps above it and survives.
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ def version_of(entry: Entry) -> Version:
 #: write merged from a peer.
 Listener = Callable[[bytes, Entry, int], None]
 PurgeListener = Callable[[List[Tuple[bytes, Version]]], None]
+#: ``listener(floor)``: the flush floor rose to ``floor``.
+FlushListener = Callable[[Version], None]
 #: ``listener([(seq, key, entry), ...])``: the local writes of one transaction.
 GroupListener = Callable[[List[Tuple[int, bytes, Entry]]], None]
 
@@ -110,6 +118,12 @@ class Store:
         #: writes so far, ``(seq, key, entry)``; None otherwise.
         self.group: Optional[List[Tuple[int, bytes, Entry]]] = None
         self._group_listeners: List[GroupListener] = []
+        #: The flush floor: every entry below it was flushed (see
+        #: :meth:`raise_floor`); ZERO until the first flush.
+        self.flushed = ZERO
+        #: Writes refused, and entries dropped, for being below the floor.
+        self.flush_dropped = 0
+        self._flush_listeners: List[FlushListener] = []
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener(key, entry, seq)`` after every change."""
@@ -127,6 +141,44 @@ class Store:
         replication sends a group's writes together instead (it skips
         writes made while :attr:`group` is not None)."""
         self._group_listeners.append(listener)
+
+    def on_flush(self, listener: FlushListener) -> None:
+        """Call ``listener(floor)`` whenever the flush floor rises, before
+        the entries below it are forgotten (persist it, tell the peers)."""
+        self._flush_listeners.append(listener)
+
+    def flush(self) -> Version:
+        """Flush everything held here (FLUSHALL): a fresh version becomes the
+        floor, above every entry stored; returns it."""
+        floor = self.clock.now()
+        self.raise_floor(floor)
+        return floor
+
+    def raise_floor(self, floor: Version) -> bool:
+        """Learn a flush at ``floor``: drop every entry below it, refuse every
+        later write below it; True when the floor rose.
+
+        The clock observes the floor first, so every write made here from now
+        on stamps above it. A floor too far in the future is refused and
+        counted by the clock, as a write would be.
+        """
+        if floor <= self.flushed or not self.clock.observe(floor):
+            return False
+        self.flushed = floor
+        for listener in self._flush_listeners:
+            listener(floor)
+        data = self._data
+        gone = [(key, version_of(entry)) for key, entry in data.items() if entry[1:] < floor]
+        self._forget(gone)
+        self.flush_dropped += len(gone)
+        return True
+
+    def restore_floor(self, floor: Version) -> None:
+        """Take back the flush floor saved before a restart, telling no
+        listener (called before the entries are read back)."""
+        if floor > self.flushed:
+            self.flushed = floor
+            self.clock.restore(floor.ms)
 
     def begin_group(self) -> None:
         """The local writes from now to :meth:`end_group` are one transaction."""
@@ -207,6 +259,10 @@ class Store:
             return False
         current = self._data.get(key)
         if current is None:
+            # A held entry is at or above the floor: below it, newer() says no.
+            if entry[1:] < self.flushed:  # older than a flush
+                self.flush_dropped += 1
+                return False
             if version_of(entry) < self.horizon:  # a purged delete's leftover
                 self.stale_dropped += 1
                 return False
@@ -216,9 +272,12 @@ class Store:
         return True
 
     def load(self, key: bytes, entry: Entry, seq: int = 0) -> None:
-        """Put back an entry read from disk, telling no listener."""
+        """Put back an entry read from disk, telling no listener (one below
+        the flush floor stays out)."""
         current = self._data.get(key)
-        if current is None or newer(entry, current):
+        if entry[1:] < self.flushed:
+            pass
+        elif current is None or newer(entry, current):
             self._count(key, current, entry)
             self.digest.note(key, current)
             self._data[key] = entry
