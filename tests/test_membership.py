@@ -122,6 +122,24 @@ class MergeRuleTests(SynchronousTestCase):
         m = Membership("me")
         m.merge([entry(node=f"n{i}") for i in range(MAX_MEMBERS + 3)], same_version)
         self.assertEqual((len(m.entries), m.refused), (MAX_MEMBERS, 3))
+        self.assertTrue(m.full())
+
+    def test_a_node_whose_list_is_full_refuses_to_link_a_node_it_cannot_list(self) -> None:
+        """A caller the full list cannot hold is refused at the handshake (the
+        stability horizon would not wait for it), and STATUS counts the refusals; a
+        listed member still links."""
+        from twisted.internet.task import Clock
+
+        from distkv.node import Node
+
+        node = Node(Clock(), "me")
+        node.membership.merge([entry(node=f"n{i}") for i in range(MAX_MEMBERS + 2)],
+                              same_version)
+        caller = wire.Greeting(wire.Hello("stranger", "abc"), 9000)
+        self.assertEqual(node.vet(caller)[0], "members-full")  # type: ignore[index]
+        member = wire.Greeting(wire.Hello("n1", "abc"), 9000)
+        self.assertIsInstance(node.vet(member), wire.Accept)
+        self.assertIn(f"members_refused {node.membership.refused}", node.status_lines())
 
     def test_a_memory_only_nodes_default_id_is_its_address(self) -> None:
         """The same address gives the same id; unsafe characters become dashes."""

@@ -24,7 +24,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from distkv.cluster import wire
-from distkv.cluster.membership import MEMBER, REMOVED, REPLACED, Member, Membership
+from distkv.cluster.membership import (
+    MAX_MEMBERS,
+    MEMBER,
+    REMOVED,
+    REPLACED,
+    Member,
+    Membership,
+)
 from distkv.cluster.peers import PeerLink
 from distkv.cluster.replication import Replication, same_host
 from distkv.store.hlc import Version
@@ -180,6 +187,12 @@ class MemberLinks:
             return ("removed", "this node left the cluster")
         if self.membership.is_removed(node):
             return ("removed", f"node {node} was removed from the cluster")
+        if self.membership.get(node) is None and self.membership.full():
+            # It could not be listed, so the stability horizon would not wait
+            # for it: linking it could purge tombstones it never received.
+            log.warn("Refusing node {node}: the member list is full ({most} entries, "
+                     "removed ones included)", node=node, most=MAX_MEMBERS)
+            return ("members-full", f"the member list is full ({MAX_MEMBERS} entries)")
         return None
 
     # -- commands -------------------------------------------------------------

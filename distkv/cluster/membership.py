@@ -136,6 +136,10 @@ class Membership:
 
     # -- what changes it ------------------------------------------------------
 
+    def full(self) -> bool:
+        """No new node id can be listed (removed entries count: they are final)."""
+        return len(self.entries) >= MAX_MEMBERS
+
     def merge(self, entries: Iterable[Member], now: Callable[[Version], Version]) -> List[Member]:
         """Merge entries heard from a peer (or read back from disk); the
         entries that changed. ``now(above)`` stamps a version above ``above``
@@ -147,7 +151,7 @@ class Membership:
             new = entry if old is None else merge_entries(old, entry)
             if new == old:
                 continue
-            if old is None and len(self.entries) >= MAX_MEMBERS:
+            if old is None and self.full():
                 self.refused += 1
                 continue
             if new.node == self.own and new.state == REPLACED:

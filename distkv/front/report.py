@@ -27,6 +27,7 @@ def status_lines(node: Node) -> List[str]:
         f"keys {len(store)}",
         f"tombstones {store.tombstones}",
         f"refused_future_versions {node.clock.refused}",
+        f"members_refused {node.membership.refused}",
         f"stable_horizon {store.horizon}",
         f"tombstones_purged {store.purged}",
         "synced_from {}".format(",".join(sorted(node.synced_from)) or "-"),
