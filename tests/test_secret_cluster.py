@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster import wire
 from distkv.cluster.handshake import Dialling, Sealer, Secret, max_record
-from distkv.cluster.peerproto import Acceptor
+from distkv.cluster.peerproto import SILENT_TICKS, Acceptor
 from distkv.node import Node
 from distkv.store.hlc import Version
 from distkv.testing import SimulatedCluster
@@ -123,6 +123,27 @@ class AcceptorTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(len(host.applied_writes), 1)
         self.assertEqual(host.peer_auth.bad_records, 1)
+
+
+class HandshakeDeadlineTests(SynchronousTestCase):
+    def test_a_caller_dripping_its_greeting_is_dropped_after_a_few_heartbeats(self) -> None:
+        """Bytes that never complete a handshake line are not progress: a caller
+        sending one byte every 4 s (heartbeat 5 s) is cut off after SILENT_TICKS + 1
+        heartbeats, with or without a secret, instead of holding the connection."""
+        for secret in (SECRET, None):
+            clock = Clock()
+            proto = Acceptor(FakeHost(secret=secret), clock, 5.0, MAX_FRAME)
+            transport = StringTransport()
+            proto.makeConnection(transport)
+            line = b"DISTKV-PEER 3 caller c0ffee 9001 " + b"a" * 64
+            sent = 0
+            while not transport.disconnecting and sent < len(line):
+                proto.dataReceived(line[sent : sent + 1])
+                sent += 1
+                clock.advance(4.0)
+            self.assertTrue(transport.disconnecting, secret)
+            # Clock.advance runs a tick late (at most one tick per two bytes here).
+            self.assertLessEqual(sent, 2 * (SILENT_TICKS + 1), secret)
 
 
 class DiallerTests(SynchronousTestCase):

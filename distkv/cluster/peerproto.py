@@ -272,7 +272,8 @@ class PeerConnection(sendnow.SendingProtocol):
         if decoder is None:
             if self._hung_up:
                 return
-            self._silent_ticks = 0
+            # Only a whole line is progress: a caller dripping a byte per
+            # heartbeat is dropped after SILENT_TICKS heartbeats all the same.
             self._line += data
             # One line at a time: nothing after a line is looked at before
             # the line was acted on (with a secret, before the proof held).
@@ -285,6 +286,7 @@ class PeerConnection(sendnow.SendingProtocol):
                         self.handshake_failed("handshake line too long")
                     return
                 self._line = rest
+                self._silent_ticks = 0
                 if not self.handshake(line):
                     self._hung_up = True
                     self._line = b""
