@@ -74,7 +74,7 @@ class TlsServer(Protocol):
         self.wrappedProtocol.makeConnection(cast(ITransport, self))
 
     def dataReceived(self, data: bytes) -> None:
-        if self._lost or self._failure is not None:
+        if self._lost or self._failure is not None or (self._closing and self._handshaken):
             return
         self._in.write(data)
         tls = self._tls
@@ -88,8 +88,10 @@ class TlsServer(Protocol):
                 self._handshaken = True
                 self._flush()
                 early, self._early = self._early, []
-                for chunk in early:
-                    self.write(chunk)
+                if early:
+                    self._encrypt(b"".join(early))
+                if self._failure is not None:
+                    return
                 if self._closing:
                     self._shutdown()
                     return
@@ -103,7 +105,7 @@ class TlsServer(Protocol):
                     self.loseConnection()
                     return
                 self.wrappedProtocol.dataReceived(plain)
-                if self._lost or self._failure is not None:
+                if self._lost or self._failure is not None or self._closing:
                     return
         except ssl.SSLError as e:
             self._fail(Failure(e))
@@ -141,6 +143,9 @@ class TlsServer(Protocol):
         if not self._handshaken:
             self._early.append(bytes(data))
             return
+        self._encrypt(data)
+
+    def _encrypt(self, data: bytes) -> None:
         try:
             self._tls.write(data)
         except ssl.SSLError as e:
