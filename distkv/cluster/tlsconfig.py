@@ -6,17 +6,19 @@ checked before listening: each file is there and readable and holds what it
 should, the key belongs to the certificate, and the certificate verifies
 against the CA. Any problem is a :class:`TlsError` whose message names the
 option and the file. The :class:`TlsConfig` it returns holds the context of
-the TLS listener, which asks every client for a certificate and verifies one
-against the CA if it is given (a client need not send one, like Redis's
-``tls-auth-clients optional``), and, when a CA is given, the context peers
-are dialled with: it presents our certificate and accepts the peer's only if
-it verifies against the CA. No host name is checked: peers are listed by
-address, and membership of the cluster is what the CA vouches for.
+the TLS listener (the standard library's ``ssl``, served by
+:mod:`distkv.front.tlstransport`), which asks every client for a certificate
+and verifies one against the CA if it is given (a client need not send one,
+like Redis's ``tls-auth-clients optional``), and, when a CA is given, the
+context peers are dialled with: it presents our certificate and accepts the
+peer's only if it verifies against the CA. No host name is checked: peers are
+listed by address, and membership of the cluster is what the CA vouches for.
 :class:`PeerGate` decides whether a connection may carry a peer handshake
 (only TLS whose client certificate verifies against the CA) and logs,
-rate-limited, refusals and failed TLS handshakes. pyOpenSSL is optional: it is
-imported on first use here, and :func:`require` turns its absence into a
-:class:`TlsError` that says what to install.
+rate-limited, refusals and failed TLS handshakes. pyOpenSSL (which checks the files
+and dials peers) is optional: it is imported on first use here, and
+:func:`require` turns its absence into a :class:`TlsError` that says what to
+install.
 """
 
 from __future__ import annotations
