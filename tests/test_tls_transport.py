@@ -249,3 +249,29 @@ def test_producers_and_pausing_go_to_the_tcp_transport(ca: Authority) -> None:
     assert tcp.producer is None
     server.abortConnection()
     assert tcp.disconnecting
+
+
+def test_the_front_door_hands_the_tls_transport_to_the_client_protocol(ca: Authority) -> None:
+    """Over the TLS listener the front door picks RESP from the first bytes,
+    answers, and then steps aside: the client protocol becomes the TLS
+    transport's wrappedProtocol and gets later requests directly."""
+    from twisted.internet.task import Clock
+
+    from distkv.front.frontdoor import FrontDoor
+    from distkv.node import Node
+
+    cert, key = ca.issue("n")
+    config = tlsconfig.load(str(cert), str(key), str(ca.path), "tcp:0")
+    node = Node(Clock(), "n", tls=config)
+    server = config.listening(node.factory()).buildProtocol(None)
+    tcp = StringTransport()
+    server.makeConnection(tcp)
+    assert isinstance(server.wrappedProtocol, FrontDoor)
+    client = Client(server, tcp, ca.path)
+    client.handshake()
+    server.dataReceived(client.records(b"*1\r\n$4\r\nPING\r\n"))
+    assert client.read() == b"+PONG\r\n"
+    assert not isinstance(server.wrappedProtocol, FrontDoor)
+    server.dataReceived(client.records(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n",
+                                       b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"))
+    assert client.read() == b"+OK\r\n$1\r\nv\r\n"

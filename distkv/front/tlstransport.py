@@ -179,7 +179,9 @@ class TlsServer(Protocol):
         return self.transport.getHost()  # type: ignore[union-attr, no-any-return]
 
     def setTcpNoDelay(self, enabled: bool) -> None:
-        self.transport.setTcpNoDelay(enabled)  # type: ignore[union-attr]
+        setter = getattr(self.transport, "setTcpNoDelay", None)
+        if setter is not None:  # a TCP transport
+            setter(enabled)
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         self.transport.registerProducer(producer, streaming)  # type: ignore[union-attr]
