@@ -39,8 +39,9 @@ from zope.interface import implementer
 
 from distkv.front import sendnow
 
-#: Plaintext asked for from OpenSSL per ``read`` call (TLS records hold at most 16 KiB).
-READ_SIZE = 256 << 10
+#: Plaintext asked for per ``read`` call: one TLS record holds at most 16 KiB, and
+#: OpenSSL returns one record's at a time (a larger size only costs allocations).
+READ_SIZE = 16 << 10
 
 
 @implementer(ITransport, IPushProducer, IConsumer)
