@@ -6,21 +6,25 @@ checked before listening: each file is there and readable and holds what it
 should, the key belongs to the certificate, and the certificate verifies
 against the CA. Any problem is a :class:`TlsError` whose message names the
 option and the file. The :class:`TlsConfig` it returns holds the context of
-the TLS listener, which asks every client for a certificate and verifies one
-against the CA if it is given (a client need not send one, like Redis's
-``tls-auth-clients optional``), and, when a CA is given, the context peers
-are dialled with: it presents our certificate and accepts the peer's only if
-it verifies against the CA. No host name is checked: peers are listed by
-address, and membership of the cluster is what the CA vouches for.
+the TLS listener (the standard library's ``ssl``, served by
+:mod:`distkv.front.tlstransport`), which asks every client for a certificate
+and verifies one against the CA if it is given (a client need not send one,
+like Redis's ``tls-auth-clients optional``), and, when a CA is given, the
+context peers are dialled with: it presents our certificate and accepts the
+peer's only if it verifies against the CA. No host name is checked: peers are
+listed by address, and membership of the cluster is what the CA vouches for.
 :class:`PeerGate` decides whether a connection may carry a peer handshake
 (only TLS whose client certificate verifies against the CA) and logs,
-rate-limited, refusals and failed TLS handshakes. pyOpenSSL is optional: it is
-imported on first use here, and :func:`require` turns its absence into a
-:class:`TlsError` that says what to install.
+rate-limited, refusals and failed TLS handshakes. pyOpenSSL (which checks the files
+and dials peers) is optional: it is imported on first use here, and
+:func:`require` turns its absence into a :class:`TlsError` that says what to
+install.
 """
 
 from __future__ import annotations
 
+import re
+import ssl
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple
@@ -36,6 +40,9 @@ INSTALL = "pip install 'twisted[tls]' (or pip install 'txdistkv[tls]')"
 
 #: The refusal code a peer handshake gets when it did not come over mutual TLS.
 REFUSAL_CODE = "tls-required"
+
+
+NO_CERTIFICATE = "no client certificate; a peer must present one signed by the cluster CA"
 
 
 class TlsError(Exception):
@@ -56,8 +63,9 @@ def require() -> None:
 class TlsConfig:
     """The TLS settings of one node (see :func:`load`)."""
 
-    #: Context factory of the TLS listener (a CertificateOptions).
-    server: Any
+    #: Context of the TLS listener (the standard library's, see
+    #: :mod:`distkv.front.tlstransport`).
+    server: ssl.SSLContext
     #: Context factory peers are dialled with; None: peer links are plain TCP.
     client: Optional[Any]
     #: The CA's certificates (pyOpenSSL X509), empty without --tls-ca.
@@ -72,7 +80,9 @@ class TlsConfig:
 
     def listening(self, factory: Any) -> Any:
         """``factory`` behind TLS with the listener's context."""
-        return _listening_factory()(self.server, False, factory)
+        from distkv.front.tlstransport import TlsServerFactory
+
+        return TlsServerFactory(self.server, factory)
 
     def peer_refusal(self, transport: Any) -> Optional[str]:
         """Why ``transport`` may not carry a peer handshake, or None when it
@@ -80,12 +90,18 @@ class TlsConfig:
         from OpenSSL import crypto
         from twisted.protocols.tls import TLSMemoryBIOProtocol
 
+        from distkv.front.tlstransport import TlsServer
+
+        if isinstance(transport, TlsServer) and self.authorities:
+            if transport.verified_peer():
+                return None  # OpenSSL verified it against the CA in the handshake
+            return NO_CERTIFICATE
         if not isinstance(transport, TLSMemoryBIOProtocol) or not self.authorities:
             return "this connection is not TLS; peers link over mutual TLS to the TLS port"
         connection = transport.getHandle()
         certificate = connection.get_peer_certificate()
         if certificate is None:
-            return "no client certificate; a peer must present one signed by the cluster CA"
+            return NO_CERTIFICATE
         store = crypto.X509Store()
         for authority in self.authorities:
             store.add_cert(authority)
@@ -109,35 +125,6 @@ def check_endpoint(option: str, endpoint: str) -> None:
         raise TlsError(f"--{option} {endpoint}: cannot read {e.filename}: {e.strerror}") from None
     except Exception as e:
         raise TlsError(f"--{option} {endpoint}: {e or type(e).__name__}") from None
-
-
-_classes: List[Any] = []
-
-
-def _listening_factory() -> Any:
-    """A TLSMemoryBIOFactory whose connections send as a plain port's do.
-
-    Twisted's default TLS transport holds every write until the next reactor
-    turn, to join small writes; a client connection already writes each
-    batch of replies at once, so that only delays them. Here each write is
-    encrypted at once, and the TLS records go to the socket at once while
-    nothing waits in its buffer (:func:`distkv.front.sendnow.writer`).
-    """
-    if not _classes:
-        from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
-
-        from distkv.front import sendnow
-
-        class SendingTLS(TLSMemoryBIOProtocol):
-            def makeConnection(self, transport: Any) -> None:
-                transport.write = sendnow.writer(transport)
-                super().makeConnection(transport)
-
-        class SendingTLSFactory(TLSMemoryBIOFactory):
-            protocol = SendingTLS
-
-        _classes.append(SendingTLSFactory)
-    return _classes[0]
 
 
 def load(cert: str, key: str, ca: Optional[str] = None,
@@ -176,15 +163,29 @@ def load(cert: str, key: str, ca: Optional[str] = None,
                            "peers would refuse this node") from None
     common = dict(privateKey=pkey, certificate=leaf, extraCertChain=rest or None,
                   raiseMinimumTo=TLSVersion.TLSv1_2)
+    client: Optional[Any] = None
     if authorities:
-        server = CertificateOptions(verify=True, caCerts=authorities,
-                                    requireCertificate=False, **common)
-        client: Optional[Any] = CertificateOptions(verify=True, caCerts=authorities,
-                                                   requireCertificate=True, **common)
-    else:
-        server = CertificateOptions(**common)
-        client = None
-    return TlsConfig(server, client, tuple(authorities), endpoint)
+        client = CertificateOptions(verify=True, caCerts=authorities,
+                                    requireCertificate=True, **common)
+    return TlsConfig(_server_context(cert, key, ca), client, tuple(authorities), endpoint)
+
+
+def _server_context(cert: str, key: str, ca: Optional[str]) -> ssl.SSLContext:
+    """The listener's context: TLS 1.2 or later, our certificate (and chain);
+    with a CA, a client certificate is asked for and, if sent, must verify
+    against that CA alone (Redis's ``tls-auth-clients optional``)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    try:
+        context.load_cert_chain(cert, key)
+        if ca is not None:
+            context.load_verify_locations(cafile=ca)
+            context.verify_mode = ssl.CERT_OPTIONAL
+    except (OSError, ssl.SSLError) as e:  # the files were read and checked just before
+        raise TlsError(f"--tls-cert {cert} / --tls-key {key}: the TLS listener cannot "
+                       f"use them ({e})") from None
+    return context
 
 
 def _read(option: str, path: str) -> bytes:
@@ -208,7 +209,10 @@ def _certificates(option: str, path: str) -> List[Any]:
 
 
 def tls_failure(reason: Failure) -> Optional[str]:
-    """What went wrong, when ``reason`` is a failed TLS handshake or record."""
+    """What went wrong, when ``reason`` is a failed TLS handshake or record
+    (the listener's ``ssl.SSLError``, or pyOpenSSL's on dialled links)."""
+    if reason.check(ssl.SSLError) is not None and reason.value is not None:
+        return _ssl_text(reason.value)
     if "OpenSSL" not in sys.modules:
         return None  # no TLS has run in this process
     from OpenSSL import SSL
@@ -221,6 +225,19 @@ def tls_failure(reason: Failure) -> Optional[str]:
     parts = args[0] if args and isinstance(args[0], list) else []
     text = "; ".join(str(part[-1]) for part in parts if isinstance(part, tuple))
     return text or str(value) or type(value).__name__
+
+
+def _ssl_text(error: BaseException) -> str:
+    """``ssl.SSLError``'s message without its ``[SSL: CODE]`` and ``(_ssl.c:N)`` parts,
+    then what certificate verification said (e.g. "certificate verify failed:
+    unable to get local issuer certificate")."""
+    args: Tuple[Any, ...] = tuple(getattr(error, "args", ()))
+    text = str(args[1]) if len(args) > 1 else str(error)
+    text = re.sub(r"^\[[^\]]*\]\s*", "", re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text))
+    verify = getattr(error, "verify_message", None)
+    if verify and verify not in text:
+        text = f"{text}: {verify}"
+    return text or type(error).__name__
 
 
 class PeerGate:
