@@ -60,7 +60,7 @@ def answer_frames(store: Store, offer: wire.DigestOffer) -> Iterator[bytes]:
         for key, entry in items:
             # The bytes this key adds to the frame (see wire.encode_key_list);
             # the frame goes out before a key would take it past the bound.
-            adds = len(key) + 18 + len(entry[3])
+            adds = len(key) + 18 + len(entry[-1])
             if chunk and size + adds > wire.KEY_LIST_BYTES:
                 yield wire.encode_key_list(offer.round, bucket, chunk)
                 chunk, size = [], 0
@@ -112,9 +112,9 @@ class Round:
                 seen = theirs.get(key)
                 if seen is None and horizon is not None and store.drop_dead(key, horizon):
                     self.dropped += 1
-                elif seen is None or entry[1:] > seen:
+                elif seen is None or entry[-3:] > seen:
                     out.append((key, entry))
-                elif entry[1:] == seen:
+                elif entry[-3:] == seen:
                     ties.append((key, entry))
             if (
                 ties

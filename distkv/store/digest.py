@@ -68,6 +68,21 @@ def value_crc(value: Optional[bytes]) -> int:
     return NO_VALUE if value is None else _crc32(value)
 
 
+def _value_part(stamped: Stamped) -> int:
+    """What an entry's value and expiry contribute to its hash: the value's
+    CRC-32 (:data:`NO_VALUE` for a tombstone or a bare version), mixed with
+    the expiry when it has one, so two replicas that differ only in a key's
+    expiry see their difference."""
+    if len(stamped) < 4:
+        return NO_VALUE
+    value = stamped[0]
+    if value is None:
+        return NO_VALUE
+    if len(stamped) == 5:
+        return hash((_crc32(value), stamped[1]))  # type: ignore[misc]
+    return _crc32(value)  # type: ignore[arg-type]
+
+
 def node_number(node: str) -> int:
     """A node id as a 62-bit integer, the same in every process."""
     number = _node_numbers.get(node)
@@ -143,10 +158,7 @@ class Digest:
             else:
                 # The value's CRC, not the value: an old value must not stay
                 # in memory until the next fold.
-                value = old[0] if len(old) > 3 else None
-                changed[key] = (
-                    NO_VALUE if value is None else _crc32(value), old[-3], old[-2], old[-1]
-                )
+                changed[key] = (_value_part(old), old[-3], old[-2], old[-1])
             self._key_bytes += len(key)
 
     def fold(self) -> None:
@@ -168,10 +180,7 @@ class Digest:
                 if new[-1] is not last:
                     last = new[-1]
                     number = node_number(last)
-                held = new[0] if len(new) > 3 else None
-                value ^= hash(
-                    (crc, new[-3], new[-2], number, NO_VALUE if held is None else _crc32(held))
-                )
+                value ^= hash((crc, new[-3], new[-2], number, _value_part(new)))
             if old is not None:  # (value CRC, ms, counter, node): see note()
                 if old[-1] is not last:
                     last = old[-1]
