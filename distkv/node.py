@@ -61,6 +61,7 @@ from distkv.cluster.stability import Stability
 from distkv.cluster.tlsconfig import PeerGate, TlsConfig
 from distkv.disk.datafile import Disk, PeerState
 from distkv.disk.journal import Batch, Journal
+from distkv.expiry import ActiveExpiry
 from distkv.front import report
 from distkv.front.auth import Accounts, User
 from distkv.front.commands import Dispatcher
@@ -221,6 +222,8 @@ class Node:
         self.skew = SkewGuard(int(max_clock_skew * 1000), reactor.seconds, 4 * heartbeat)
         self._refusals_logged = 0
         self.store = Store(self.clock)
+        #: Reclaims expired values nobody reads (see distkv.store.expiry).
+        self.active_expiry = ActiveExpiry(self.store, reactor)
         self.journal: Optional[Journal] = None
         self.membership = Membership(self.node_id)
         #: Why this node takes no writes any more (it left the cluster), or None.
@@ -731,6 +734,7 @@ class Node:
         loop.clock = self.reactor
         self._purge_loop = loop
         loop.start(self.heartbeat, now=False)
+        self.active_expiry.start()
 
     def stop(self) -> Deferred[object]:
         """Flush to peers, then commit and close (see :meth:`start`)."""
@@ -754,6 +758,7 @@ class Node:
         """Stop the heartbeat's purge and checks, and the loading check."""
         if self._purge_loop is not None and self._purge_loop.running:
             self._purge_loop.stop()
+        self.active_expiry.stop()
         if self._loading_check is not None and self._loading_check.active():
             self._loading_check.cancel()
 

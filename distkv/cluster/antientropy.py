@@ -52,7 +52,11 @@ def answer_offer(store: Store, offer: wire.DigestOffer) -> bytes:
 def answer_frames(store: Store, offer: wire.DigestOffer) -> Iterator[bytes]:
     """The accepting side's answer, frame by frame: key lists for differing
     buckets, then ``E``. The differing keys are found at once; each frame is
-    built only when the connection asks for it."""
+    built only when the connection asks for it. Expired values are reclaimed
+    first (on both sides: see :meth:`Round.offer`), so a key both replicas
+    hold expired, one as its value and one already as its tombstone, is no
+    difference to settle."""
+    store.reclaim_expired()
     buckets = store.digest.differing(offer.digest)
     for bucket, items in select(store.items(), buckets).items():
         chunk: List[Tuple[bytes, Version]] = []
@@ -88,6 +92,7 @@ class Round:
         self.finished = False
 
     def offer(self) -> bytes:
+        self.store.reclaim_expired()
         self._offered = self.store.digest.encode()
         return wire.encode_digest(self.number, self._offered)
 

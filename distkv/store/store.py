@@ -254,13 +254,19 @@ class Store:
         """The number of readable keys: :func:`len` less the expired values
         not reclaimed yet (reclaimed now; a scan of every key, only when some
         key has an expiry)."""
-        if self._with_expiry:
-            now = self._wall()
-            self.reclaim([
-                key for key, entry in self._data.items()
-                if len(entry) == 5 and entry[1] <= now  # type: ignore[misc]
-            ])
+        self.reclaim_expired()
         return self._live
+
+    def reclaim_expired(self) -> int:
+        """Reclaim every expired value (a scan of every key, only when some
+        value has an expiry); returns how many."""
+        if not self._with_expiry:
+            return 0
+        now = self._wall()
+        return self.reclaim([
+            key for key, entry in self._data.items()
+            if len(entry) == 5 and entry[1] <= now  # type: ignore[misc]
+        ])
 
     def entry(self, key: bytes) -> Optional[Entry]:
         """The stored entry for ``key``, tombstones included."""
@@ -454,8 +460,7 @@ class Store:
 
     def live_keys(self) -> List[bytes]:
         """Every key with a readable value (expired ones are reclaimed)."""
-        if self._with_expiry:
-            self.live_count()
+        self.reclaim_expired()
         return [key for key, entry in self._data.items() if entry[0] is not None]
 
     @property
