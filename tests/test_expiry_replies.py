@@ -29,6 +29,9 @@ from tests.test_keycmds import ask, command, connect
 
 NOW = 1_700_000_000.0
 
+NX_CONFLICT = b"-ERR NX and XX, GT or LT options at the same time are not compatible\r\n"
+GT_LT_CONFLICT = b"-ERR GT and LT options at the same time are not compatible\r\n"
+
 SCRIPT = (
     ((b'SET', b'k', b'v', b'EX', b'100'), b'+OK\r\n'),
     ((b'TTL', b'k'), b':100\r\n'),
@@ -121,9 +124,9 @@ SCRIPT = (
     ((b'EXPIRE', b'e', b'600', b'LT'), b':0\r\n'),
     ((b'EXPIRE', b'e', b'50', b'LT'), b':1\r\n'),
     ((b'TTL', b'e'), b':50\r\n'),
-    ((b'EXPIRE', b'e', b'50', b'NX', b'XX'), b'-ERR NX and XX, GT or LT options at the same time are not compatible\r\n'),
-    ((b'EXPIRE', b'e', b'50', b'NX', b'GT'), b'-ERR NX and XX, GT or LT options at the same time are not compatible\r\n'),
-    ((b'EXPIRE', b'e', b'50', b'GT', b'LT'), b'-ERR GT and LT options at the same time are not compatible\r\n'),
+    ((b'EXPIRE', b'e', b'50', b'NX', b'XX'), NX_CONFLICT),
+    ((b'EXPIRE', b'e', b'50', b'NX', b'GT'), NX_CONFLICT),
+    ((b'EXPIRE', b'e', b'50', b'GT', b'LT'), GT_LT_CONFLICT),
     ((b'EXPIRE', b'e', b'50', b'FOO'), b'-ERR Unsupported option FOO\r\n'),
     ((b'EXPIRE', b'e', b'50', b'nx'), b':0\r\n'),
     ((b'EXPIRE', b'e', b'x'), b'-ERR value is not an integer or out of range\r\n'),
@@ -166,7 +169,7 @@ SCRIPT = (
     ((b'EXPIRE', b'nokey', b'10'), b':0\r\n'),
     ((b'EXPIRE', b'nokey', b'10', b'FOO'), b'-ERR Unsupported option FOO\r\n'),
     ((b'EXPIRE', b'nokey', b'x', b'FOO'), b'-ERR Unsupported option FOO\r\n'),
-    ((b'EXPIRE', b'nokey', b'x', b'NX', b'XX'), b'-ERR NX and XX, GT or LT options at the same time are not compatible\r\n'),
+    ((b'EXPIRE', b'nokey', b'x', b'NX', b'XX'), NX_CONFLICT),
     ((b'SET', b'k', b'v', b'EX', b'10', b'GET'), b'$-1\r\n'),
     ((b'SET', b'k', b'v', b'PX', b'100000', b'NX', b'GET'), b'$1\r\nv\r\n'),
     ((b'SET', b'k', b'v', b'EXAT', b'99999999999', b'XX'), b'+OK\r\n'),
