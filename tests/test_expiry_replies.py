@@ -33,6 +33,9 @@ NX_CONFLICT = b"-ERR NX and XX, GT or LT options at the same time are not compat
 GT_LT_CONFLICT = b"-ERR GT and LT options at the same time are not compatible\r\n"
 
 SCRIPT = (
+    ((b'GETEX', b'nokey', b'EX', b'x'), b'$-1\r\n'),  # a missing key before the time
+    ((b'EXPIRE', b'k', b'1', b'a\x00b'), b'-ERR Unsupported option a\r\n'),
+    ((b'EXPIRE', b'k', b'1', b'\xffk'), b'-ERR Unsupported option \xffk\r\n'),
     ((b'SET', b'k', b'v', b'EX', b'100'), b'+OK\r\n'),
     ((b'TTL', b'k'), b':100\r\n'),
     ((b'SET', b'k', b'v', b'EX', b'0'), b"-ERR invalid expire time in 'set' command\r\n"),
@@ -269,7 +272,7 @@ class ScriptTests(SynchronousTestCase):
     def test_every_read_path_hides_an_expired_key(self) -> None:
         """Once expired (and before any cycle reclaimed it), a key is missing
         to GET, MGET, EXISTS, TYPE, STRLEN, KEYS, SCAN, DBSIZE, RANDOMKEY,
-        TOUCH, GETRANGE, TTL and COPY/RENAME's source."""
+        TOUCH, GETRANGE, TTL, DEL's count and COPY/RENAME's source."""
         node, clock = node_at()
         node.store.set(b"gone", b"value", expires=int(NOW * 1000) + 10)
         node.store.set(b"kept", b"value")
@@ -295,7 +298,9 @@ class ScriptTests(SynchronousTestCase):
         ):
             self.assertEqual(ask(proto, transport, *request), expected, request)
         node.store.set(b"gone2", b"value", expires=int(NOW * 1000) + 10)
+        node.store.set(b"gone3", b"value", expires=int(NOW * 1000) + 10)
         clock.advance(0.01)
+        self.assertEqual(ask(proto, transport, b"DEL", b"gone3", b"kept2"), b":0\r\n")
         self.assertEqual(ask(proto, transport, b"DBSIZE"), b":2\r\n")
 
     def test_append_setrange_rename_copy_keep_the_expiry(self) -> None:

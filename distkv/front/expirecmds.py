@@ -23,6 +23,8 @@ from distkv.front.replies import (
     Error,
     Integer,
     Session,
+    c_string,
+    raw_text,
     strict_int,
 )
 
@@ -217,17 +219,17 @@ class ExpiryCommands:
         refused = self._refused(write=True)
         if refused is not None:
             return refused
+        key = args[0]
+        store = self.store
+        current = store.live(key)
+        if current is None:
+            return NIL  # before the time is checked, as Redis's getexCommand
         when = 0
         if expire is not None:
             checked = self._when(b"getex", flags, expire)
             if isinstance(checked, Error):
                 return checked
             when = checked
-        key = args[0]
-        store = self.store
-        current = store.live(key)
-        if current is None:
-            return NIL
         value = current[0]
         assert value is not None
         if when:
@@ -261,7 +263,7 @@ class ExpiryCommands:
         for option in args[2:]:
             flag = _EXPIRE_OPTIONS.get(option.upper())
             if flag is None:
-                return Error(f"ERR Unsupported option {option.decode('latin-1')}")
+                return Error(f"ERR Unsupported option {raw_text(c_string(option))}")
             flags |= flag
         if flags & _E_NX and flags & (_E_XX | _E_GT | _E_LT):
             return Error("ERR NX and XX, GT or LT options at the same time are not compatible")

@@ -309,7 +309,7 @@ class Store:
         return entry
 
     def delete(self, key: bytes) -> bool:
-        """Write a tombstone for ``key``; True when a live value was removed.
+        """Write a tombstone for ``key``; True when a live (unexpired) value was removed.
 
         The tombstone is written even when the key is unknown here: a value
         for it may still be on its way from a peer, and the delete, being
@@ -318,7 +318,9 @@ class Store:
         current = self._data.get(key)
         self.seq += 1
         self._put(key, self.clock.stamp(None, current), current, self.seq)
-        return current is not None and current[0] is not None
+        if current is None or current[0] is None:
+            return False
+        return len(current) != 5 or current[1] > self._wall()  # type: ignore[misc]
 
     def apply(self, key: bytes, entry: Entry) -> bool:
         """Merge a replicated write; True when it changed this replica.
