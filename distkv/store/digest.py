@@ -2,7 +2,9 @@
 
 Keys fall into a fixed number of buckets by CRC-32. A bucket's digest is the
 XOR of one 64-bit hash per stored entry, taken over the key's CRC-32, its
-version and its value's CRC-32 (a tombstone's is a number no CRC-32 takes).
+version and its value's CRC-32 (a tombstone's is a number no CRC-32 takes;
+for a value with an expiry, the hash of that CRC and the expiry, so replicas
+differing only in a key's expiry see it).
 A version should name one write, but a node restarted with its clock behind
 (memory only, or from an older copy of its data dir) can stamp a version it
 already used, for another value; hashing the value as well lets two such
