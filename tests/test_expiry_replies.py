@@ -25,7 +25,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from distkv.front.auth import parse_users
 from distkv.node import Node
 from tests.realnodes import free_ports, wait_until
-from tests.test_keycmds import ask, command, connect
+from tests.test_keycmds import ask, command, connect, info
 
 NOW = 1_700_000_000.0
 
@@ -320,6 +320,13 @@ class ScriptTests(SynchronousTestCase):
         ask(proto, transport, b"MSET", b"r", b"v")
         self.assertEqual(ask(proto, transport, b"TTL", b"c"), b":-1\r\n")
         self.assertEqual(ask(proto, transport, b"TTL", b"r"), b":-1\r\n")
+
+    def test_info_keyspace_counts_keys_with_an_expiry(self) -> None:
+        """INFO keyspace's ``expires`` is the number of keys with an expiry."""
+        node, _ = node_at()
+        node.store.set(b"a", b"v")
+        node.store.set(b"b", b"v", expires=int(NOW * 1000) + 5000)
+        self.assertEqual(info(node, b"keyspace")["db0"], "keys=2,expires=1,avg_ttl=0")
 
     def test_a_read_only_user_gets_noperm_for_every_expiry_write(self) -> None:
         """The expiry writes are writes: a read user gets NOPERM and nothing
