@@ -62,6 +62,7 @@ from distkv.cluster.stability import Stability
 from distkv.cluster.tlsconfig import PeerGate, TlsConfig
 from distkv.disk.datafile import Disk, PeerState
 from distkv.disk.journal import Batch, Journal
+from distkv.expiry import ActiveExpiry
 from distkv.front import report
 from distkv.front.auth import Accounts, User
 from distkv.front.commands import Dispatcher
@@ -230,6 +231,8 @@ class Node:
         self.skew = SkewGuard(int(max_clock_skew * 1000), reactor.seconds, 4 * heartbeat)
         self._refusals_logged = 0
         self.store = Store(self.clock)
+        #: Reclaims expired values nobody reads (see distkv.store.expiry).
+        self.active_expiry = ActiveExpiry(self.store, reactor)
         self.journal: Optional[Journal] = None
         self.membership = Membership(self.node_id)
         #: Why this node takes no writes any more (it left the cluster), or None.
@@ -781,6 +784,7 @@ class Node:
         loop.clock = self.reactor
         self._purge_loop = loop
         loop.start(self.heartbeat, now=False)
+        self.active_expiry.start()
         if self.min_replicas_to_write:
             replicas = self._replica_loop = LoopingCall(self._check_replicas)
             replicas.clock = self.reactor
@@ -832,6 +836,7 @@ class Node:
         """Stop the heartbeat's purge and checks, and the loading check."""
         if self._purge_loop is not None and self._purge_loop.running:
             self._purge_loop.stop()
+        self.active_expiry.stop()
         if self._replica_loop is not None and self._replica_loop.running:
             self._replica_loop.stop()
         if self._loading_check is not None and self._loading_check.active():

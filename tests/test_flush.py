@@ -64,6 +64,20 @@ class StoreFloorTests(SynchronousTestCase):
         self.assertGreater(store.entry(b"after")[1:], floor)
         self.assertEqual(sorted(store.live_keys()), [b"after", b"new"])
 
+    def test_keys_with_an_expiry_are_flushed_by_their_version(self) -> None:
+        """An entry carrying an expiry (its version in its last three fields) is
+        dropped by a flush and refused below the floor like any other; one above the
+        floor stays, expiry and all."""
+        store, now = self.make()
+        store.set(b"ttl", b"v", expires=10**13)
+        floor = store.flush()
+        self.assertEqual(len(store), 0)
+        self.assertFalse(store.apply(b"old", make_entry(b"x", Version(999, 0, "b"), 10**13)))
+        above = make_entry(b"y", Version(floor.ms, floor.counter + 1, "b"), 10**13)
+        self.assertTrue(store.apply(b"new", above))
+        self.assertEqual(store.entry(b"new"), above)
+        self.assertEqual(store.expires(b"new"), 10**13)
+
     def test_a_floor_from_a_peer_moves_the_clock_past_it(self) -> None:
         """A node that learns a flush stamped ahead of its clock writes above it,
         so its own next write survives the flush."""

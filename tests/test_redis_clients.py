@@ -46,8 +46,12 @@ def test_redis_py_commands_binary_values_and_replication(cluster: Cluster) -> No
         assert r.client_getname() in ("tester", b"tester")
         assert r.config_get("save") == {"save": ""} or r.config_get("save") == {b"save": b""}
         assert r.info("replication")["role"] == "master"
+        assert r.set("k", "v", ex=10) is True
+        assert r.ttl("k") == 10
+        assert r.set("k", "w", nx=True) is None
+        assert r.getex("k", persist=True) == b"v" and r.ttl("k") == -1
         with pytest.raises(redis.ResponseError, match="syntax error"):
-            r.set("k", "v", ex=10)
+            r.execute_command("SET", "k", "v", "EX", "10", "KEEPTTL")
         with pytest.raises(redis.ResponseError, match="unknown command"):
             r.execute_command("NOSUCHTHING", "x")
         wait_until(lambda other=other, value=value: other.get(b"bin\x00key") == value,

@@ -80,9 +80,9 @@ SCRIPT: Sequence[Tuple[Tuple[bytes, ...], bytes]] = [
     ((b"SET", b"", b"v"), b"+OK\r\n"),  # Redis allows the empty key
     ((b"GET", b""), b"$1\r\nv\r\n"),
     ((b"DEL", b""), b":1\r\n"),
-    ((b"SET", b"", b"v", b"NX"), b"-ERR syntax error\r\n"),  # options are refused first
-    ((b"SET", b"k", b"v", b"EX", b"10"), b"-ERR syntax error\r\n"),
-    ((b"SET", b"k", b"v", b"NX"), b"-ERR syntax error\r\n"),
+    ((b"SET", b"", b"v", b"XX"), b"$-1\r\n"),  # SET's options: see test_expiry_replies.py
+    ((b"SET", b"k", b"v", b"EX", b"10", b"NX"), b"$-1\r\n"),
+    ((b"SET", b"k", b"v", b"NX", b"XX"), b"-ERR syntax error\r\n"),
     ((b"SET", b"k"), b"-ERR wrong number of arguments for 'set' command\r\n"),
     ((b"MSET", b"a", b"1", b"b", b"2"), b"+OK\r\n"),
     ((b"MSET", b"a", b"1", b"b"), b"-ERR wrong number of arguments for 'mset' command\r\n"),
@@ -109,7 +109,7 @@ SCRIPT: Sequence[Tuple[Tuple[bytes, ...], bytes]] = [
     ((b"CLIENT", b"KILL"), b"-ERR wrong number of arguments for 'client|kill' command\r\n"),
     ((b"CLIENT", b"NOPE"), b"-ERR unknown subcommand 'NOPE'. Try CLIENT HELP.\r\n"),
     ((b"COMMAND", b"DOCS"), b"*0\r\n"),
-    ((b"COMMAND", b"COUNT"), b":46\r\n"),
+    ((b"COMMAND", b"COUNT"), b":61\r\n"),
     ((b"COMMAND", b"INFO", b"get", b"nosuch"),
      b"*2\r\n*6\r\n$3\r\nget\r\n:2\r\n*0\r\n:1\r\n:1\r\n:1\r\n$-1\r\n"),
     ((b"HELLO", b"4"), b"-NOPROTO unsupported protocol version\r\n"),

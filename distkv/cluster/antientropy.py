@@ -52,7 +52,11 @@ def answer_offer(store: Store, offer: wire.DigestOffer) -> bytes:
 def answer_frames(store: Store, offer: wire.DigestOffer) -> Iterator[bytes]:
     """The accepting side's answer, frame by frame: key lists for differing
     buckets, then ``E``. The differing keys are found at once; each frame is
-    built only when the connection asks for it."""
+    built only when the connection asks for it. Expired values are reclaimed
+    first (on both sides: see :meth:`Round.offer`), so a key both replicas
+    hold expired, one as its value and one already as its tombstone, is no
+    difference to settle."""
+    store.reclaim_expired()
     if store.flushed != ZERO:  # first, so the pusher drops what a flush removed
         yield wire.encode_flush(store.flushed)
     buckets = store.digest.differing(offer.digest)
@@ -62,7 +66,7 @@ def answer_frames(store: Store, offer: wire.DigestOffer) -> Iterator[bytes]:
         for key, entry in items:
             # The bytes this key adds to the frame (see wire.encode_key_list);
             # the frame goes out before a key would take it past the bound.
-            adds = len(key) + 18 + len(entry[3])
+            adds = len(key) + 18 + len(entry[-1])
             if chunk and size + adds > wire.KEY_LIST_BYTES:
                 yield wire.encode_key_list(offer.round, bucket, chunk)
                 chunk, size = [], 0
@@ -90,6 +94,7 @@ class Round:
         self.finished = False
 
     def offer(self) -> bytes:
+        self.store.reclaim_expired()
         self._offered = self.store.digest.encode()
         offer = wire.encode_digest(self.number, self._offered)
         if self.store.flushed != ZERO:  # first, so the peer drops what a flush removed
@@ -117,9 +122,9 @@ class Round:
                 seen = theirs.get(key)
                 if seen is None and horizon is not None and store.drop_dead(key, horizon):
                     self.dropped += 1
-                elif seen is None or entry[1:] > seen:
+                elif seen is None or entry[-3:] > seen:
                     out.append((key, entry))
-                elif entry[1:] == seen:
+                elif entry[-3:] == seen:
                     ties.append((key, entry))
             if (
                 ties

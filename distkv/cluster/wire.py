@@ -34,8 +34,12 @@ After the handshake both directions carry frames, and either end may push its
 writes and run anti-entropy rounds over the connection: a 4-byte big-endian
 length, then a body whose first byte names its kind::
 
-    W seq:u64 ms:u64 counter:u32 flags:u8 node-len:u16 node key-len:u32 key value
-    T seq:u64 count:u32 (ms:u64 counter:u32 flags:u8 node-len:u16 node
+    W seq:u64 ms:u64 counter:u32 flags:u8 node-len:u16 node [expires:u64]
+                         key-len:u32 key value
+                         flags 1: a tombstone (no value); flags 2: the value
+                         expires at ``expires`` (ms since the epoch), which
+                         follows the node id
+    T seq:u64 count:u32 (ms:u64 counter:u32 flags:u8 node-len:u16 node [expires:u64]
                          key-len:u32 key value-len:u32 value)*
                          the writes of one transaction (see
                          :mod:`distkv.front.transactions`), applied in one
@@ -129,6 +133,9 @@ _U32 = struct.Struct(">I")
 _KEYLIST = struct.Struct(">III")
 _KEYVERSION = struct.Struct(">QIH")
 _TOMBSTONE = 1
+#: A write's flag: an expiry (ms since the epoch, u64) follows its node id.
+_EXPIRES = 2
+_WRITE_FLAGS = (0, _TOMBSTONE, _EXPIRES)
 #: The largest sequence number (and clock reading) a frame may carry: what
 #: SQLite's integers, which keep them, can hold.
 MAX_SEQ = (1 << 63) - 1
@@ -402,7 +409,9 @@ def parse_proof(line: bytes) -> bytes:
 
 
 def encode_write(seq: int, key: bytes, entry: Entry) -> bytes:
-    value, ms, counter, name = entry
+    if len(entry) == 5:
+        return _encode_expiring_write(seq, key, entry)
+    value, ms, counter, name = entry  # type: ignore[misc]
     node = _node_ascii.get(name)
     if node is None:
         node = _node_ascii[name] = name.encode("ascii")
@@ -415,6 +424,23 @@ def encode_write(seq: int, key: bytes, entry: Entry) -> bytes:
         b"W", seq, ms, counter, flags, len(node),
     )
     return b"".join((head, node, _KEYLEN.pack(len(key)), key, value))
+
+
+def _encode_expiring_write(seq: int, key: bytes, entry: Entry) -> bytes:
+    value, expires, ms, counter, name = entry  # type: ignore[misc]
+    assert value is not None
+    node = name.encode("ascii")
+    head = _WRITE_FRAME.pack(
+        _WRITE_FIXED + len(node) + _SEQ.size + len(key) + len(value),
+        b"W", seq, ms, counter, _EXPIRES, len(node),
+    )
+    return b"".join((head, node, _SEQ.pack(expires), _KEYLEN.pack(len(key)), key, value))
+
+
+def _entry(value: Optional[bytes], expires: int, ms: int, counter: int, node: str) -> Entry:
+    if expires:
+        return (value, expires, ms, counter, node)
+    return (value, ms, counter, node)
 
 
 #: A transaction frame's head after its kind (seq, count), and each write's
@@ -430,7 +456,8 @@ TRANSACTION_FIXED = 1 + _TRANSACTION.size
 def transaction_size(writes: Sequence[Tuple[bytes, Entry]]) -> int:
     """The body size of the transaction frame that carries ``writes``."""
     return TRANSACTION_FIXED + sum([
-        TRANSACTION_WRITE_FIXED + len(entry[3]) + len(key) + len(entry[0] or b"")
+        TRANSACTION_WRITE_FIXED + len(entry[-1]) + len(key) + len(entry[0] or b"")  # type: ignore[arg-type]
+        + (_SEQ.size if len(entry) == 5 else 0)
         for key, entry in writes
     ])
 
@@ -438,11 +465,17 @@ def transaction_size(writes: Sequence[Tuple[bytes, Entry]]) -> int:
 def encode_transaction(seq: int, writes: Sequence[Tuple[bytes, Entry]]) -> bytes:
     """One ``T`` frame carrying ``writes``, acknowledged as ``seq``."""
     parts = [b"T", _TRANSACTION.pack(seq, len(writes))]
-    for key, (value, ms, counter, name) in writes:
-        node = name.encode("ascii")
-        parts.append(_TRANSACTION_WRITE.pack(ms, counter, _TOMBSTONE if value is None else 0,
-                                             len(node)))
+    for key, entry in writes:
+        value, ms, counter, name = entry[0], entry[-3], entry[-2], entry[-1]
+        node = name.encode("ascii")  # type: ignore[union-attr]
+        if len(entry) == 5:
+            flags = _EXPIRES
+        else:
+            flags = _TOMBSTONE if value is None else 0
+        parts.append(_TRANSACTION_WRITE.pack(ms, counter, flags, len(node)))
         parts.append(node)
+        if flags == _EXPIRES:
+            parts.append(_SEQ.pack(entry[1]))
         parts.append(_KEYLEN.pack(len(key)))
         parts.append(key)
         parts.append(_KEYLEN.pack(0 if value is None else len(value)))
@@ -463,13 +496,19 @@ def _decode_transaction(body: bytes) -> Transaction:
     for _ in range(count):
         ms, counter, flags, node_len = _TRANSACTION_WRITE.unpack_from(body, offset)
         offset += _TRANSACTION_WRITE.size
-        if ms > MAX_SEQ or flags & ~_TOMBSTONE:
+        if ms > MAX_SEQ or flags not in _WRITE_FLAGS:
             raise WireError("clock or flags out of range in transaction frame")
         raw = body[offset : offset + node_len]
         if len(raw) != node_len:
             raise WireError("truncated node id in transaction frame")
         node = _node(raw)
         offset += node_len
+        expires = 0
+        if flags == _EXPIRES:
+            (expires,) = _SEQ.unpack_from(body, offset)
+            offset += _SEQ.size
+            if not 0 < expires <= MAX_SEQ:
+                raise WireError("expiry out of range in transaction frame")
         (key_len,) = _KEYLEN.unpack_from(body, offset)
         offset += _KEYLEN.size
         key = body[offset : offset + key_len]
@@ -479,10 +518,11 @@ def _decode_transaction(body: bytes) -> Transaction:
         (value_len,) = _KEYLEN.unpack_from(body, offset)
         offset += _KEYLEN.size
         value: Optional[bytes] = body[offset : offset + value_len]
-        if len(value) != value_len or (flags and value_len):  # type: ignore[arg-type]
+        tombstone = flags == _TOMBSTONE
+        if len(value) != value_len or (tombstone and value_len):  # type: ignore[arg-type]
             raise WireError("malformed value in transaction frame")
         offset += value_len
-        writes.append((key, (None if flags else value, ms, counter, node)))
+        writes.append((key, _entry(None if tombstone else value, expires, ms, counter, node)))
     if offset != len(body):
         raise WireError("trailing bytes in transaction frame")
     return Transaction(seq, tuple(writes))
@@ -692,16 +732,23 @@ def decode_body(body: bytes) -> Frame:
             offset = 1 + _WRITE.size
             node = _node(body[offset : offset + node_len])
             offset += node_len
+            expires = 0
+            if flags == _EXPIRES:
+                (expires,) = _SEQ.unpack_from(body, offset)
+                offset += _SEQ.size
+                if not 0 < expires <= MAX_SEQ:
+                    raise WireError("expiry out of range in write frame")
             (key_len,) = _KEYLEN.unpack_from(body, offset)
             offset += _KEYLEN.size
             key = body[offset : offset + key_len]
             if len(key) != key_len:
                 raise WireError("truncated key in write frame")
             offset += key_len
-            if flags & ~_TOMBSTONE or (flags and offset != len(body)):
+            tombstone = flags == _TOMBSTONE
+            if flags not in _WRITE_FLAGS or (tombstone and offset != len(body)):
                 raise WireError("malformed flags in write frame")
-            value: Optional[bytes] = None if flags else body[offset:]
-            return Write(seq, key, (value, ms, counter, node))
+            value: Optional[bytes] = None if tombstone else body[offset:]
+            return Write(seq, key, _entry(value, expires, ms, counter, node))
         if kind == b"T":
             return _decode_transaction(body)
         if kind == b"A" and len(body) == 9:
@@ -763,6 +810,17 @@ def iter_writes(buffer: bytes) -> Iterator[Tuple[int, bytes, Entry]]:
             if node is None:
                 node = nodes[raw] = raw.decode("ascii")
             at += node_len
+            if flags == _EXPIRES:
+                (expires,) = _SEQ.unpack_from(buffer, at)
+                at += _SEQ.size
+                (key_len,) = key_len_at(buffer, at)
+                at += 4
+                key = buffer[at : at + key_len]
+                if len(key) != key_len or at + key_len > stop:
+                    raise WireError("truncated key in write frame")
+                yield seq, key, (buffer[at + key_len : stop], expires, ms, counter, node)
+                offset = stop
+                continue
             (key_len,) = key_len_at(buffer, at)
             at += 4
             key = buffer[at : at + key_len]

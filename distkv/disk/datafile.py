@@ -82,7 +82,9 @@ from distkv.disk.dirlock import DirLock, LockedError
 from distkv.store.hlc import Version
 from distkv.store.store import ZERO, Entry
 
-FORMAT = "3"
+#: 4: a write may carry an expiry (the ``W`` frame's flag 2); a format 3 file
+#: is read as it is and marked 4, so a DistKV without expiry refuses it.
+FORMAT = "4"
 FILENAME = "distkv.sqlite3"
 
 #: What each ``--fsync`` policy sets SQLite's ``synchronous`` pragma to. In WAL
@@ -244,6 +246,9 @@ class Disk:
             with self._transaction():
                 self._run("ALTER TABLE log ADD COLUMN clock_ms INTEGER NOT NULL DEFAULT 0")
                 self._run("ALTER TABLE log ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+                self._set_meta(format=FORMAT)
+        elif found == "3":
+            with self._transaction():
                 self._set_meta(format=FORMAT)
         elif found != FORMAT:
             raise DiskError(f"{self.path} has data format {found}; this DistKV reads {FORMAT}")

@@ -253,7 +253,7 @@ class Journal(Service):
             position += 1
             # Only our own writes carry a sequence number (a peer's write that
             # replaced one of ours still owed is not ours to resend).
-            seq = owed.get(key, 0) if entry[3] == node else 0  # entry[3]: its node
+            seq = owed.get(key, 0) if entry[-1] == node else 0  # entry[-1]: its node
             rows.append((seq, key, entry))
             size += len(key) + len(entry[0] or b"")
         snapshot.position = position

@@ -28,7 +28,7 @@ import zlib
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from distkv.disk.journal import Batch
-from distkv.front import keycmds, replcmds, servercmds
+from distkv.front import expirecmds, keycmds, replcmds, servercmds
 from distkv.front.access import OPEN, READ, WRITE, CommandTables
 from distkv.front.auth import Accounts, User
 from distkv.front.glob import Glob, compile_glob
@@ -168,6 +168,8 @@ class Dispatcher:
         #: The member commands' way to the node (CLUSTER, LEAVE, MEMBERS);
         #: None: they answer that there is no cluster.
         self.cluster: Optional[servercmds.ClusterControl] = None
+        #: SET's options and the expiry commands (set by expirecmds.table).
+        self.expiry: expirecmds.ExpiryCommands
         #: What CONFIG GET reports (lower-case names); the node fills it in.
         self.config: Dict[bytes, bytes] = dict(servercmds.DEFAULT_CONFIG)
         self._scan: Tuple[int, List[Tuple[int, bytes]]] = (-1, [])
@@ -201,6 +203,7 @@ class Dispatcher:
         handlers.update(servercmds.table(self))
         handlers.update(keycmds.table(self))
         handlers.update(replcmds.table(self))
+        handlers.update(expirecmds.table(self))
         for name, (handler, least, most, access) in handlers.items():
             self.add(name, checked(handler, least, most), least, most, access)
         #: MULTI, EXEC, DISCARD, WATCH, UNWATCH; ``max_transaction`` bounds
@@ -312,8 +315,7 @@ class Dispatcher:
         if len(request) != 3:
             if len(request) < 3:
                 return wrong_arity(request[0])
-            # NX, XX, EX, GET...: Redis options DistKV does not have yet
-            return LOADING if self.loading else SYNTAX
+            return self.expiry.set(request, session)  # NX, XX, EX, GET...
         if self.loading:
             return LOADING
         if self.write_refusal is not None:
@@ -357,7 +359,7 @@ class Dispatcher:
         return self._after_commit(OK)
 
     def _dbsize(self, args: Sequence[bytes], session: Session) -> Outcome:
-        return Integer(len(self._store))
+        return Integer(self._store.live_count())
 
     def _keys(self, args: Sequence[bytes], session: Session) -> Outcome:
         if self.loading:

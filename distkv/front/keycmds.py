@@ -100,7 +100,7 @@ class KeyCommands:
         value = self.store.get(key) or b""
         if not self._fits(key, len(value) + len(tail)):
             return TOO_BIG
-        self.store.set(key, value + tail)
+        self.store.set(key, value + tail, self.store.expires(key))  # keeps its expiry
         return self.dispatcher.after_commit(Integer(len(value) + len(tail)))
 
     def strlen(self, args: Sequence[bytes], session: Session) -> Outcome:
@@ -150,7 +150,7 @@ class KeyCommands:
         if len(value) < offset:
             value += bytes(offset - len(value))
         value = value[:offset] + patch + value[offset + len(patch) :]
-        self.store.set(key, value)
+        self.store.set(key, value, self.store.expires(key))  # keeps its expiry
         return self.dispatcher.after_commit(Integer(len(value)))
 
     def msetnx(self, args: Sequence[bytes], session: Session) -> Outcome:
@@ -214,7 +214,7 @@ class KeyCommands:
         if alone:
             store.begin_group()
         try:
-            store.set(target, value)
+            store.set(target, value, store.expires(source))  # the expiry moves too
             store.delete(source)
         finally:
             if alone:
@@ -249,7 +249,7 @@ class KeyCommands:
         value = store.get(source)
         if value is None or (not replace and target in store):
             return Integer(0)
-        store.set(target, value)
+        store.set(target, value, store.expires(source))  # the expiry is copied too
         return self.dispatcher.after_commit(Integer(1))
 
     def randomkey(self, args: Sequence[bytes], session: Session) -> Outcome:

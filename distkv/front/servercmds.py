@@ -212,7 +212,8 @@ class ServerCommands:
             ("acl_access_denied_cmd", accounts.denied),
         ]
         keys = dispatcher.store_size()
-        sections["keyspace"] = [("db0", f"keys={keys},expires=0,avg_ttl=0")] if keys else []
+        expires = dispatcher.store.with_expiry  # values with an expiry (Redis's counts too)
+        sections["keyspace"] = [("db0", f"keys={keys},expires={expires},avg_ttl=0")] if keys else []
         return sections
 
     def command(self, args: Sequence[bytes], session: Session) -> Reply:

@@ -245,7 +245,7 @@ class Transactions:
 def _version(entry: Optional[Entry]) -> Optional[Tuple[int, int, str]]:
     """What WATCH remembers of a key: its entry's version (None: absent),
     not the entry, whose value it would keep alive."""
-    return None if entry is None else entry[1:]
+    return None if entry is None else entry[-3:]
 
 
 def _checked(handler: Callable[[Sequence[bytes], Session], Outcome],

@@ -20,7 +20,10 @@ are unique per write, and a replica keeps the highest one, so:
   delete (*no acknowledged write lost*), and an acknowledged delete is not
   undone by an older value (*no resurrection*);
 * a key the replica lacks altogether was deleted (its tombstone purged) by a
-  recorded delete above every acknowledged write of it;
+  recorded delete above every acknowledged write of it, or its highest
+  acknowledged write carried an expiry (checks run once every expiry has
+  passed: an expired value is held as the tombstone at its own version, or
+  purged like one);
 * an acknowledged write below an acknowledged flush (``FLUSHALL``, see
   :meth:`distkv.store.store.Store.raise_floor`) is gone by design, and no
   replica may hold an entry below the latest such flush.
@@ -34,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from distkv.store.hlc import Version
-from distkv.store.store import Entry, version_of
+from distkv.store.store import Entry, expires_of, version_of
 
 ACKED = "acked"
 FAILED = "failed"
@@ -51,6 +54,8 @@ class Op:
     value: Optional[bytes]
     version: Version
     outcome: str = INDETERMINATE
+    #: When the write's value expires (ms since the epoch), or 0.
+    expires: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ class History:
 
     def invoked(self, step: int, node: str, key: bytes, value: Optional[bytes],
                 entry: Entry) -> Op:
-        op = Op(step, node, key, value, version_of(entry))
+        op = Op(step, node, key, value, version_of(entry), expires=expires_of(entry))
         self.ops.setdefault(key, []).append(op)
         return op
 
@@ -125,13 +130,17 @@ def check(history: History, replica: str, entries: Mapping[bytes, Entry]) -> Lis
     for key, entry in entries.items():
         version = version_of(entry)
         found = written.get((key, version))
-        if found is None or found.value != entry[0]:
+        # A write with an expiry is held as written, or (once expired) as the
+        # tombstone at its version.
+        if found is None or (found.value, found.expires) != (entry[0], expires_of(entry)) and not (
+            found.expires and entry[0] is None
+        ):
             out.append(Violation(
                 "phantom", f"{replica} holds {key!r} at {version}, which no client wrote"
             ))
     floor = history.floor
     if floor is not None:
-        below = sorted(key for key, entry in entries.items() if entry[1:] < floor)
+        below = sorted(key for key, entry in entries.items() if entry[-3:] < floor)
         if below:
             out.append(Violation(
                 "flush", f"{replica} holds {below} below the flush at {floor}"
@@ -146,7 +155,9 @@ def check(history: History, replica: str, entries: Mapping[bytes, Entry]) -> Lis
         held = entries.get(key)
         if held is None:
             deleted = [op for op in ops if op.value is None and op.version > top.version]
-            if top.value is not None and not deleted:
+            # An expired write is gone like a delete (every run settles past
+            # each expiry before it is checked).
+            if top.value is not None and not deleted and not top.expires:
                 out.append(Violation(
                     "lost-write", f"{replica} lacks {key!r}: acknowledged {_describe(top)}"
                 ))

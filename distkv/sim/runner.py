@@ -133,7 +133,8 @@ class Runner:
         assert self.cluster is not None
         net = self.cluster.net
         if isinstance(step, Write):
-            self._command(index, step.node, b"SET", b"k%d" % step.key, _value(step.tag, step.size))
+            request = (b"SET", b"k%d" % step.key, _value(step.tag, step.size))
+            self._command(index, step.node, *(request + _expiry(step.tag)))
         elif isinstance(step, Delete):
             self._command(index, step.node, b"DEL", b"k%d" % step.key)
         elif isinstance(step, Read):
@@ -457,6 +458,8 @@ class Runner:
         rounds.start(cluster.nodes)
         cluster.net.advance_by(wait / 2, step=0.5)
         self.violations.extend(rounds.stuck(cluster.nodes, wait / 2))
+        for node in cluster.nodes.values():  # what expired is missing, on every node alike
+            node.store.reclaim_expired()
         snapshots = cluster.snapshots()
         self.violations.extend(checks.history_kept(self.history, snapshots))
         self.violations.extend(checks.converged(snapshots))
@@ -468,6 +471,15 @@ class Runner:
 def _value(tag: int, size: int) -> bytes:
     """The value a write of ``size`` bytes made at step ``tag`` sets (one byte at least)."""
     return (b"%d." % tag).ljust(size, b"v")[: max(size, 1)]
+
+
+def _expiry(tag: int) -> Tuple[bytes, ...]:
+    """Every tenth write (tags ending in 5) expires, from half a second to ten
+    seconds after it is made (from the tag: no draw of the schedule changes,
+    and the hand-made schedules of the tests keep their plain writes)."""
+    if tag % 10 != 5:
+        return ()
+    return (b"PX", b"%d" % (500 + tag * 977 % 9500))
 
 
 def _settled(op: Op, error: Optional[str]) -> None:

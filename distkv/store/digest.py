@@ -2,7 +2,9 @@
 
 Keys fall into a fixed number of buckets by CRC-32. A bucket's digest is the
 XOR of one 64-bit hash per stored entry, taken over the key's CRC-32, its
-version and its value's CRC-32 (a tombstone's is a number no CRC-32 takes).
+version and its value's CRC-32 (a tombstone's is a number no CRC-32 takes;
+for a value with an expiry, the hash of that CRC and the expiry, so replicas
+differing only in a key's expiry see it).
 A version should name one write, but a node restarted with its clock behind
 (memory only, or from an older copy of its data dir) can stamp a version it
 already used, for another value; hashing the value as well lets two such
@@ -66,6 +68,21 @@ NO_VALUE = 1 << 32
 def value_crc(value: Optional[bytes]) -> int:
     """What a value contributes to its entry's hash."""
     return NO_VALUE if value is None else _crc32(value)
+
+
+def _value_part(stamped: Stamped) -> int:
+    """What an entry's value and expiry contribute to its hash: the value's
+    CRC-32 (:data:`NO_VALUE` for a tombstone or a bare version), mixed with
+    the expiry when it has one, so two replicas that differ only in a key's
+    expiry see their difference."""
+    if len(stamped) < 4:
+        return NO_VALUE
+    value = stamped[0]
+    if value is None:
+        return NO_VALUE
+    if len(stamped) == 5:
+        return hash((_crc32(value), stamped[1]))  # type: ignore[misc]
+    return _crc32(value)  # type: ignore[arg-type]
 
 
 def node_number(node: str) -> int:
@@ -143,10 +160,7 @@ class Digest:
             else:
                 # The value's CRC, not the value: an old value must not stay
                 # in memory until the next fold.
-                value = old[0] if len(old) > 3 else None
-                changed[key] = (
-                    NO_VALUE if value is None else _crc32(value), old[-3], old[-2], old[-1]
-                )
+                changed[key] = (_value_part(old), old[-3], old[-2], old[-1])
             self._key_bytes += len(key)
 
     def fold(self) -> None:
@@ -168,10 +182,7 @@ class Digest:
                 if new[-1] is not last:
                     last = new[-1]
                     number = node_number(last)
-                held = new[0] if len(new) > 3 else None
-                value ^= hash(
-                    (crc, new[-3], new[-2], number, NO_VALUE if held is None else _crc32(held))
-                )
+                value ^= hash((crc, new[-3], new[-2], number, _value_part(new)))
             if old is not None:  # (value CRC, ms, counter, node): see note()
                 if old[-1] is not last:
                     last = old[-1]

@@ -153,6 +153,10 @@ class HybridClock:
             self._counter = version[-2]
         return True
 
+    def wall_ms(self) -> int:
+        """The wall clock now (ms since the epoch): what expiry is judged by."""
+        return self._now_ms()
+
     def high_water(self) -> int:
         """The highest millisecond stamped or observed, for persisting."""
         return self._ms

@@ -24,7 +24,7 @@ stamps above it and survives.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
 from distkv.store.digest import Digest
 from distkv.store.hlc import HybridClock, Version
@@ -41,19 +41,51 @@ _new_tuple = tuple.__new__
 #: fields are where a ``Version``'s are counted from the end (``[-3]`` is
 #: ``ms``), so the clock and the digest take either. :func:`make_entry` builds
 #: one from a version, :func:`version_of` gives the version back.
-Entry = Tuple[Optional[bytes], int, int, str]
+#:
+#: A key with an expiry holds a 5-tuple instead, ``(value, expires, ms,
+#: counter, node)``: ``expires`` is the absolute wall-clock time (ms since
+#: the epoch) at which the value stops being readable, carried with the
+#: versioned write like the value, so changing it (EXPIRE, PERSIST) is a
+#: write with a new version. A key without one pays nothing for it; the
+#: version is always the last three fields (``entry[-3:]``).
+Entry = Union[Tuple[Optional[bytes], int, int, str], Tuple[Optional[bytes], int, int, int, str]]
 
 
-def make_entry(value: Optional[bytes], version: Version) -> Entry:
-    """The entry for ``value`` (None: a tombstone) written at ``version``."""
+def make_entry(value: Optional[bytes], version: Version, expires: int = 0) -> Entry:
+    """The entry for ``value`` (None: a tombstone) written at ``version``,
+    readable until ``expires`` (ms since the epoch; 0: for ever)."""
     if len(version) != 3:  # an entry passed for its version, say
         raise TypeError(f"not a version: {version!r}")
+    if expires and value is not None:
+        return (value, expires, version[0], version[1], version[2])
     return (value, version[0], version[1], version[2])
 
 
 def version_of(entry: Entry) -> Version:
     """The version of the write that produced ``entry``."""
-    return _new_tuple(Version, entry[1:])
+    return _new_tuple(Version, entry[-3:])
+
+
+def expires_of(entry: Entry) -> int:
+    """When ``entry``'s value stops being readable (ms since the epoch), or 0."""
+    return entry[1] if len(entry) == 5 else 0  # type: ignore[misc]
+
+
+def with_expiry(entry: Entry, expires: int) -> Entry:
+    """``entry`` (as the clock stamped it: a 4-tuple) readable until ``expires``."""
+    if not expires or entry[0] is None:
+        return entry
+    return (entry[0], expires, entry[-3], entry[-2], entry[-1])  # type: ignore[return-value]
+
+
+def expired(entry: Entry, now_ms: int) -> bool:
+    """True when ``entry`` holds a value whose expiry is at or before ``now_ms``."""
+    return len(entry) == 5 and entry[1] <= now_ms  # type: ignore[misc]
+
+
+def as_tombstone(entry: Entry) -> Entry:
+    """The tombstone at ``entry``'s version: what an expired entry counts as."""
+    return (None, entry[-3], entry[-2], entry[-1])  # type: ignore[return-value]
 
 
 #: ``listener(key, entry, seq)``: ``seq`` numbers local writes from 1; 0 is a
@@ -81,17 +113,18 @@ def newer(candidate: Entry, current: Entry) -> bool:
     :mod:`distkv.cluster.antientropy`).
     """
     # Field by field (ms, counter, node), building no Version.
-    if candidate[1] != current[1]:
-        return candidate[1] > current[1]
-    if candidate[2] != current[2]:
-        return candidate[2] > current[2]
-    if candidate[3] != current[3]:
-        return candidate[3] > current[3]
-    return _tiebreak(candidate[0]) > _tiebreak(current[0])
+    if candidate[-3] != current[-3]:
+        return candidate[-3] > current[-3]  # type: ignore[operator]
+    if candidate[-2] != current[-2]:
+        return candidate[-2] > current[-2]  # type: ignore[operator]
+    if candidate[-1] != current[-1]:
+        return candidate[-1] > current[-1]  # type: ignore[operator]
+    return _tiebreak(candidate) > _tiebreak(current)
 
 
-def _tiebreak(value: Optional[bytes]) -> Tuple[int, bytes]:
-    return (0, b"") if value is None else (1, value)
+def _tiebreak(entry: Entry) -> Tuple[int, bytes, int]:
+    value = entry[0]
+    return (0, b"", 0) if value is None else (1, value, expires_of(entry))  # type: ignore[return-value]
 
 
 class Store:
@@ -124,6 +157,15 @@ class Store:
         #: Writes refused, and entries dropped, for being below the floor.
         self.flush_dropped = 0
         self._flush_listeners: List[FlushListener] = []
+        #: Expiry is judged by this node's wall clock.
+        self._wall = clock.wall_ms
+        #: How many stored values carry an expiry, expired or not.
+        self._with_expiry = 0
+        #: Expired values turned into tombstones here (see :meth:`_reclaim`).
+        self.reclaimed = 0
+        self._expiry_ints: Dict[int, int] = {}
+        #: The keys the active expiry cycle has still to look at in its pass.
+        self._sweep: List[bytes] = []
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener(key, entry, seq)`` after every change."""
@@ -168,7 +210,7 @@ class Store:
         for listener in self._flush_listeners:
             listener(floor)
         data = self._data
-        gone = [(key, version_of(entry)) for key, entry in data.items() if entry[1:] < floor]
+        gone = [(key, version_of(entry)) for key, entry in data.items() if entry[-3:] < floor]
         self._forget(gone)
         self.flush_dropped += len(gone)
         return True
@@ -204,27 +246,111 @@ class Store:
             self.group.append((seq, key, entry))
 
     def get(self, key: bytes) -> Optional[bytes]:
-        """The live value of ``key``, or ``None`` when absent or deleted."""
+        """The live value of ``key``, or ``None`` when absent, deleted or expired."""
         entry = self._data.get(key)
-        return None if entry is None else entry[0]
+        if entry is None:
+            return None
+        if len(entry) == 5 and entry[1] <= self._wall():  # type: ignore[misc]
+            self._reclaim(key, entry)
+            return None
+        return entry[0]
+
+    def live(self, key: bytes) -> Optional[Entry]:
+        """The entry of ``key`` when it holds a readable value (neither a
+        tombstone nor expired), else None."""
+        entry = self._data.get(key)
+        if entry is None or entry[0] is None:
+            return None
+        if len(entry) == 5 and entry[1] <= self._wall():  # type: ignore[misc]
+            self._reclaim(key, entry)
+            return None
+        return entry
+
+    def expires(self, key: bytes) -> int:
+        """When the live value of ``key`` expires (ms since the epoch); 0 for
+        never, or for no live value."""
+        entry = self.live(key)
+        return 0 if entry is None else expires_of(entry)
+
+    def _reclaim(self, key: bytes, entry: Entry) -> None:
+        """Turn the expired ``entry`` of ``key`` into the tombstone at its
+        version, here only: no listener hears it, nothing is replicated.
+
+        Every node does the same once its own clock passes the expiry, and
+        reaches the same tombstone (same version, no value), so their digests
+        agree again; the tombstone still beats any older write of the key
+        that anti-entropy might bring back, and is purged below the stable
+        horizon like any other.
+        """
+        tombstone = as_tombstone(entry)
+        self.digest.note(key, entry)  # note() keeps a key's first old entry only
+        self._data[key] = tombstone
+        self._live -= 1
+        self._with_expiry -= 1
+        self._tombstones.add(key)
+        self.changes += 1
+        self.reclaimed += 1
+
+    def reclaim(self, keys: List[bytes]) -> int:
+        """Reclaim whichever of ``keys`` hold an expired value; how many did."""
+        now = self._wall()
+        data = self._data
+        done = 0
+        for key in keys:
+            entry = data.get(key)
+            if entry is not None and len(entry) == 5 and entry[1] <= now:  # type: ignore[misc]
+                self._reclaim(key, entry)
+                done += 1
+        return done
+
+    def live_count(self) -> int:
+        """The number of readable keys: :func:`len` less the expired values
+        not reclaimed yet (reclaimed now; a scan of every key, only when some
+        key has an expiry)."""
+        self.reclaim_expired()
+        return self._live
+
+    def reclaim_expired(self) -> int:
+        """Reclaim every expired value (a scan of every key, only when some
+        value has an expiry); returns how many."""
+        if not self._with_expiry:
+            return 0
+        now = self._wall()
+        return self.reclaim([
+            key for key, entry in self._data.items()
+            if len(entry) == 5 and entry[1] <= now  # type: ignore[misc]
+        ])
 
     def entry(self, key: bytes) -> Optional[Entry]:
         """The stored entry for ``key``, tombstones included."""
         return self._data.get(key)
 
-    def set(self, key: bytes, value: bytes) -> Entry:
-        """Write ``value`` locally with a version above anything seen."""
+    def set(self, key: bytes, value: bytes, expires: int = 0) -> Entry:
+        """Write ``value`` locally with a version above anything seen, readable
+        until ``expires`` (ms since the epoch; 0: for ever)."""
         # The hot path of every SET: delete()'s steps, with _put() inlined, for
         # a value (never a tombstone), with tuple indexes: current[0] is the
         # value; the clock reads the version off the entry and makes the new one.
         data = self._data
         current = data.get(key)
         entry: Entry = self.clock.stamp(value, current)
+        if expires:
+            # One int object for keys that expire at the same millisecond (a
+            # pipeline of SET EX under one held clock reading): 32 bytes each
+            # on CPython otherwise.
+            shared = self._expiry_ints
+            expires = shared.setdefault(expires, expires)
+            if len(shared) > 1024:
+                shared.clear()
+            entry = (value, expires, entry[-3], entry[-2], entry[-1])  # type: ignore[assignment]
+            self._with_expiry += 1
         if current is None:
             self._live += 1
         elif current[0] is None:
             self._tombstones.discard(key)
             self._live += 1
+        elif len(current) == 5:
+            self._with_expiry -= 1
         if key not in self._changed:  # once per key between digest reads
             self.digest.note(key, current)
         data[key] = entry
@@ -235,7 +361,7 @@ class Store:
         return entry
 
     def delete(self, key: bytes) -> bool:
-        """Write a tombstone for ``key``; True when a live value was removed.
+        """Write a tombstone for ``key``; True when a live (unexpired) value was removed.
 
         The tombstone is written even when the key is unknown here: a value
         for it may still be on its way from a peer, and the delete, being
@@ -244,7 +370,9 @@ class Store:
         current = self._data.get(key)
         self.seq += 1
         self._put(key, self.clock.stamp(None, current), current, self.seq)
-        return current is not None and current[0] is not None
+        if current is None or current[0] is None:
+            return False
+        return len(current) != 5 or current[1] > self._wall()  # type: ignore[misc]
 
     def apply(self, key: bytes, entry: Entry) -> bool:
         """Merge a replicated write; True when it changed this replica.
@@ -257,10 +385,14 @@ class Store:
         """
         if not self.clock.observe(entry):
             return False
+        if len(entry) == 5 and entry[1] <= self._wall():  # type: ignore[misc]
+            # Expired by this node's clock: it counts as the tombstone at its
+            # version (see _reclaim), so an expired value is never stored.
+            entry = as_tombstone(entry)
         current = self._data.get(key)
         if current is None:
             # A held entry is at or above the floor: below it, newer() says no.
-            if entry[1:] < self.flushed:  # older than a flush
+            if entry[-3:] < self.flushed:  # older than a flush
                 self.flush_dropped += 1
                 return False
             if version_of(entry) < self.horizon:  # a purged delete's leftover
@@ -275,7 +407,9 @@ class Store:
         """Put back an entry read from disk, telling no listener (one below
         the flush floor stays out)."""
         current = self._data.get(key)
-        if entry[1:] < self.flushed:
+        if len(entry) == 5 and entry[1] <= self._wall():  # type: ignore[misc]
+            entry = as_tombstone(entry)  # expired while the node was down
+        if entry[-3:] < self.flushed:
             pass
         elif current is None or newer(entry, current):
             self._count(key, current, entry)
@@ -288,7 +422,7 @@ class Store:
         """Forget ``key`` if it holds ``version``, telling no listener (replaying
         a purge read from disk)."""
         entry = self._data.get(key)
-        if entry is not None and entry[1:] == version:
+        if entry is not None and entry[-3:] == version:
             self._drop(key)
 
     def restore_horizon(self, horizon: Version) -> None:
@@ -303,7 +437,7 @@ class Store:
             return 0
         self.horizon = horizon
         data = self._data
-        gone = [(key, version_of(data[key])) for key in self._tombstones if data[key][1:] < horizon]
+        gone = [(key, version_of(data[key])) for key in self._tombstones if data[key][-3:] < horizon]
         self._forget(gone)
         self.purged += len(gone)
         return len(gone)
@@ -317,7 +451,7 @@ class Store:
         sending it, would bring the deleted key back.
         """
         entry = self._data.get(key)
-        if entry is None or not entry[1:] < horizon:
+        if entry is None or not entry[-3:] < horizon:
             return False
         self._forget([(key, version_of(entry))])
         self.stale_dropped += 1
@@ -339,10 +473,15 @@ class Store:
             self._tombstones.discard(key)
         else:
             self._live -= 1
+            self._with_expiry -= len(entry) == 5
 
     def _put(self, key: bytes, entry: Entry, current: Optional[Entry], seq: int) -> None:
         # The hot path of every write: _count() inlined.
         self.changes += 1
+        if len(entry) == 5:
+            self._with_expiry += 1
+        if current is not None and len(current) == 5:
+            self._with_expiry -= 1
         if current is None:
             if entry[0] is None:
                 self._tombstones.add(key)
@@ -364,6 +503,7 @@ class Store:
 
     def _count(self, key: bytes, current: Optional[Entry], entry: Entry) -> None:
         was_live = current is not None and current[0] is not None
+        self._with_expiry += (len(entry) == 5) - (current is not None and len(current) == 5)
         if entry[0] is None:
             self._tombstones.add(key)
         elif not was_live:
@@ -375,8 +515,8 @@ class Store:
         return self._live
 
     def __contains__(self, key: object) -> bool:
-        entry = self._data.get(key)  # type: ignore[call-overload]
-        return entry is not None and entry[0] is not None
+        """Whether ``key`` holds a readable value (not deleted, not expired)."""
+        return self.live(key) is not None  # type: ignore[arg-type]
 
     @property
     def tombstones(self) -> int:
@@ -388,8 +528,30 @@ class Store:
         return list(self._data.items())
 
     def live_keys(self) -> List[bytes]:
-        """Every key with a live value."""
+        """Every key with a readable value (expired ones are reclaimed)."""
+        self.reclaim_expired()
         return [key for key, entry in self._data.items() if entry[0] is not None]
+
+    @property
+    def with_expiry(self) -> int:
+        """How many stored values carry an expiry (expired or not)."""
+        return self._with_expiry
+
+    def sweep(self, limit: int) -> int:
+        """One step of the active expiry cycle: look at up to ``limit`` more
+        keys, in a pass over every key that restarts once done, and reclaim
+        the expired ones; returns how many were reclaimed. Nothing to do (no
+        value has an expiry) costs nothing."""
+        if not self._with_expiry:
+            self._sweep = []
+            return 0
+        pending = self._sweep
+        if not pending:
+            pending = self._sweep = list(self._data)
+            pending.reverse()  # popped from the end: oldest keys first
+        batch = pending[-limit:]
+        del pending[-limit:]
+        return self.reclaim(batch)
 
     def snapshot(self) -> Dict[bytes, Entry]:
         """A copy of everything stored, for comparing replicas."""
