@@ -286,8 +286,17 @@ class KeyCommands:
         value = self.store.get(key)
         if entry is None or value is None:
             return NIL
-        slot = 3 * struct_size()  # hash, key and value pointers in the dict
-        return Integer(sys.getsizeof(key) + sys.getsizeof(value) + sys.getsizeof(entry) + slot)
+        pointer = struct_size()
+        slot = 3 * pointer  # hash, key and value pointers in the dict
+        # CPython's object sizes, by formula: PyPy has no sys.getsizeof.
+        objects = 2 * BYTES_HEAD + len(key) + len(value) + TUPLE_HEAD + pointer * len(entry)
+        return Integer(objects + slot)
+
+
+#: A bytes object's size beyond its bytes (CPython 64-bit: header and NUL).
+BYTES_HEAD = 33
+#: A tuple's size before its item pointers (CPython 64-bit, with the GC header).
+TUPLE_HEAD = 40
 
 
 def struct_size() -> int:
