@@ -18,30 +18,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster import wire
 from distkv.front.auth import parse_users
-from distkv.front.frontdoor import FrontDoor
 from distkv.node import Node
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.store import ZERO, Store, make_entry
 from tests.clusters import settled_cluster
-
-
-def command(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-
-
-def connect(node: Node, port: int = 6000) -> Tuple[FrontDoor, StringTransport]:
-    address = IPv4Address("TCP", "127.0.0.1", port)
-    proto = node.factory().buildProtocol(address)
-    transport = StringTransport(peerAddress=address,
-                                hostAddress=IPv4Address("TCP", "127.0.0.1", 9000))
-    proto.makeConnection(transport)
-    return proto, transport
-
-
-def ask(proto: FrontDoor, transport: StringTransport, *args: bytes) -> bytes:
-    transport.clear()
-    proto.dataReceived(command(*args))
-    return transport.value()
+from tests.respclient import ask, connect
 
 
 class StoreFloorTests(SynchronousTestCase):

@@ -5,39 +5,18 @@ other nodes see. (Reply bytes against redis-server: tests/test_vs_redis.py.)"""
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 import distkv
 from distkv.front.auth import parse_users
-from distkv.front.frontdoor import FrontDoor
 from distkv.front.inline import split_inline
 from distkv.front.replies import Lines, Request
 from distkv.node import Node
 from tests.clusters import settled_cluster
-
-
-def command(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-
-
-def connect(node: Node, port: int = 6000) -> Tuple[FrontDoor, StringTransport]:
-    address = IPv4Address("TCP", "127.0.0.1", port)
-    proto = node.factory().buildProtocol(address)
-    transport = StringTransport(peerAddress=address,
-                                hostAddress=IPv4Address("TCP", "127.0.0.1", 9000))
-    proto.makeConnection(transport)
-    return proto, transport
-
-
-def ask(proto: FrontDoor, transport: StringTransport, *args: bytes) -> bytes:
-    transport.clear()
-    proto.dataReceived(command(*args))
-    return transport.value()
+from tests.respclient import ask, connect
 
 
 def info(node: Node, section: bytes) -> Dict[str, str]:
