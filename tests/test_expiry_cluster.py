@@ -23,8 +23,8 @@ from distkv.store.hlc import HybridClock, Version
 from distkv.store.store import Entry, Store, expires_of, make_entry, version_of
 from distkv.testing import SimulatedCluster
 from tests.clusters import settled_cluster
+from tests.respclient import ask, connect
 from tests.scratch import scratch_dir
-from tests.test_keycmds import ask, connect
 
 
 def say(node: Node, *request: bytes) -> bytes:

@@ -25,7 +25,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from distkv.front.auth import parse_users
 from distkv.node import Node
 from tests.realnodes import free_ports, wait_until
-from tests.test_keycmds import ask, command, connect, info
+from tests.respclient import ask, command, connect
+from tests.test_keycmds import info
 
 NOW = 1_700_000_000.0
 

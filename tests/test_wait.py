@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.node import Node
 from tests.clusters import settled_cluster
-from tests.test_flush import ask, connect
+from tests.respclient import ask, connect
 
 
 class WaitTests(SynchronousTestCase):
