@@ -20,6 +20,11 @@ ADDRESS = IPv4Address("TCP", "127.0.0.1", 40000)
 PATHOLOGICAL = b"*a*a*a*a*a*a*a*a*b"
 
 
+def signed(byte: int) -> int:
+    """A byte as x86's signed C char, as stringmatchlen compares range ends."""
+    return byte - 256 if byte > 127 else byte
+
+
 def reference(pattern: bytes, key: bytes) -> bool:
     """Redis's stringmatchlen walked byte by byte, trying every place for each star
     (exponential without the cache; fine for the short inputs it is given)."""
@@ -53,8 +58,8 @@ def reference(pattern: bytes, key: bytes) -> bool:
                         i -= 1  # unterminated: the pattern ends with the set
                         break
                     elif len(p) - i >= 3 and p[i + 1] == ord("-"):
-                        low, high = sorted((p[i], p[i + 2]))
-                        hit = hit or low <= s[j] <= high
+                        low, high = sorted((signed(p[i]), signed(p[i + 2])))
+                        hit = hit or low <= signed(s[j]) <= high
                         i += 2
                     else:
                         hit = hit or p[i] == s[j]
@@ -80,6 +85,10 @@ def reference(pattern: bytes, key: bytes) -> bool:
 
 PATTERN_BYTES = st.binary(max_size=10).map(lambda b: bytes(b"ab*?[]^-\\"[c % 9] for c in b))
 KEY_BYTES = st.binary(max_size=10).map(lambda b: bytes(b"ab]^-\\*["[c % 8] for c in b))
+#: Ranges whose ends straddle 127, where signed and unsigned order differ.
+HIGH_BYTES = b"[-]*\x00\x7f\x80\xfe\xff"
+HIGH_PATTERN = st.binary(max_size=8).map(lambda b: bytes(HIGH_BYTES[c % 9] for c in b))
+HIGH_KEY = st.binary(max_size=4).map(lambda b: bytes(HIGH_BYTES[3 + c % 6] for c in b))
 
 
 class GlobSemanticsTests(SynchronousTestCase):
@@ -95,6 +104,12 @@ class GlobSemanticsTests(SynchronousTestCase):
         """Every byte string compiles and matches without raising, and agrees with Redis's algorithm."""
         self.assertEqual(compile_glob(pattern).match(key), reference(pattern, key), (pattern, key))
 
+    @settings(max_examples=1500, deadline=None)
+    @given(HIGH_PATTERN, HIGH_KEY)
+    def test_ranges_order_bytes_as_signed_chars_like_redis(self, pattern: bytes, key: bytes) -> None:
+        """Ranges with ends above 127 agree with Redis's algorithm, which compares signed chars."""
+        self.assertEqual(compile_glob(pattern).match(key), reference(pattern, key), (pattern, key))
+
     def test_redis_edge_cases(self) -> None:
         """[^] is any byte, [] and an unterminated [ nothing, a-] a range, a trailing backslash itself
         (answers checked against redis-server 7.0)."""
@@ -105,6 +120,9 @@ class GlobSemanticsTests(SynchronousTestCase):
             (b"\\", b"\\", True), (b"[\\", b"\\", True), (b"[\\]", b"]", True),
             (b"[^]]", b"a]", True), (b"[z-a]", b"m", True), (b"[!a]", b"a", True),
             (b"**", b"", False), (b"", b"", True), (b"?", b"", False),
+            (b"k[[*-\xff", b"k[", True), (b"k[[*-\xff", b"k*", True), (b"k[[*-\xff", b"k\x01", True),
+            (b"k[[*-\xff", b"k-", False), (b"k[[*-\xff", b"k\xfe", False), (b"[\x00-\xff]", b"\xff", True),
+            (b"[\x00-\xff]", b"\x01", False), (b"[\x80-\x7f]", b"a", True), (b"[a-\xff]", b"b", False),
         ]
         for pattern, key, expected in cases:
             self.assertEqual(compile_glob(pattern).match(key), expected, (pattern, key))

@@ -7,10 +7,11 @@ byte ``x`` (inside a set too), and anything else itself. A set ends at the
 first ``]`` after ``[`` or ``[^`` (so ``[]`` matches nothing and ``[^]`` any
 byte); ``a-]`` inside a set is the range from ``]`` to ``a``; a set with no
 closing ``]`` runs to the end of the pattern; a trailing ``\\`` is itself.
-As in Redis, an empty key matches only the empty pattern. Two differences:
-bytes are unsigned (Redis compares C ``char``s, which are signed on x86, so
-its ranges over bytes above 127 are odd), and there is no limit on the number
-of stars (Redis stops answering "match" past 1,000).
+As in Redis, an empty key matches only the empty pattern. A range compares
+bytes as Redis on x86 does, as signed C ``char``s: bytes above 127 sort below
+``\x00``, so ``[*-\xff]`` is the bytes from ``\xff`` up to ``*``. One
+difference: there is no limit on the number of stars (Redis stops answering
+"match" past 1,000).
 
 No pattern can make matching slow (Redis's CVE-2022-36021 was one that could):
 a pattern is cut at its stars into *segments*, runs of one-byte matchers; the
@@ -84,14 +85,19 @@ def _parse_set(pattern: bytes, i: int) -> Tuple[FrozenSet[int], int]:
             i += 1
             break
         elif i + 2 < n and pattern[i + 1] == 0x2D:  # x-y, in either order
-            low, high = sorted((c, pattern[i + 2]))
-            allowed.update(range(low, high + 1))
+            low, high = sorted((_signed(c), _signed(pattern[i + 2])))
+            allowed.update(byte & 0xFF for byte in range(low, high + 1))
             i += 3
         else:
             allowed.add(c)
             i += 1
     # Unterminated: the set is what was read, and the pattern ends there.
     return (_EVERY_BYTE - allowed if negate else frozenset(allowed)), i
+
+
+def _signed(byte: int) -> int:
+    """``byte`` as x86's signed C ``char``, the order Redis's ranges use."""
+    return byte - 256 if byte > 127 else byte
 
 
 class Segment:
