@@ -407,3 +407,49 @@ class RedisOracleTests(SynchronousTestCase):
         ask(proto, transport, b"HELLO", b"3")
         for (request, _), expected in zip(SCRIPT, theirs):
             self.assertEqual(ask(proto, transport, *request), expected, request)
+
+
+class WatchExpiryTests(SynchronousTestCase):
+    """WATCH and expiry, as redis-server 7.0 answered the same steps."""
+
+    def exec_after(self, watch_then: float, sweep: bool) -> bytes:
+        """SET k with a 100 ms expiry, WATCH it ``watch_then`` s later, let
+        the key expire (the active cycle reclaiming it first if ``sweep``),
+        and run a transaction."""
+        node, clock = node_at()
+        proto, transport = connect(node)
+        ask(proto, transport, b"SET", b"k", b"v", b"PX", b"100")
+        clock.advance(watch_then)
+        self.assertEqual(ask(proto, transport, b"WATCH", b"k"), b"+OK\r\n")
+        clock.advance(0.2)
+        if sweep:
+            self.assertEqual(node.store.reclaim_expired(), 1 if watch_then < 0.1 else 0)
+        self.assertEqual(ask(proto, transport, b"MULTI"), b"+OK\r\n")
+        self.assertEqual(ask(proto, transport, b"SET", b"x", b"1"), b"+QUEUED\r\n")
+        return ask(proto, transport, b"EXEC")
+
+    def test_a_watched_key_that_expires_aborts_exec(self) -> None:
+        """A key readable when watched that expires before EXEC makes EXEC
+        answer the nil array, whether a read reclaims it at EXEC or the
+        active cycle reclaimed it before."""
+        self.assertEqual(self.exec_after(0.0, sweep=False), b"*-1\r\n")
+        self.assertEqual(self.exec_after(0.0, sweep=True), b"*-1\r\n")
+
+    def test_a_key_already_expired_when_watched_does_not_abort(self) -> None:
+        """A key that had already expired when watched (and is reclaimed
+        later) has not changed: EXEC runs, as in Redis."""
+        self.assertEqual(self.exec_after(0.15, sweep=False), b"*1\r\n+OK\r\n")
+        self.assertEqual(self.exec_after(0.15, sweep=True), b"*1\r\n+OK\r\n")
+
+    def test_a_missing_key_set_with_an_expiry_that_expires_aborts_exec(self) -> None:
+        """A missing key watched, then written (with an expiry) by another
+        client and expired before EXEC: the write changed it, EXEC aborts."""
+        node, clock = node_at()
+        proto, transport = connect(node)
+        other, _ = connect(node)
+        ask(proto, transport, b"WATCH", b"m")
+        ask(other, _, b"SET", b"m", b"v", b"PX", b"50")
+        clock.advance(0.2)
+        ask(proto, transport, b"MULTI")
+        ask(proto, transport, b"SET", b"x", b"1")
+        self.assertEqual(ask(proto, transport, b"EXEC"), b"*-1\r\n")

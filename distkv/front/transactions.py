@@ -10,10 +10,11 @@ runs between them on this node, and brackets them in a group of the store
 (:meth:`distkv.store.store.Store.begin_group`): their writes fall in one
 journal batch, commit together, and travel to each peer as one frame
 applied in one call there. Runtime errors are entries of EXEC's array, as in
-Redis. ``WATCH`` remembers the version each key held; ``EXEC`` answers the
-nil array if any of them holds another now, as any write to the key makes
-it (a local write, a write merged from a peer or by anti-entropy, a delete,
-a purge). The queued bytes are bounded, so that a transaction's writes fit
+Redis. ``WATCH`` remembers the version each key held, and whether it was readable;
+``EXEC`` answers the nil array if any of them holds another version now, as
+any write to the key makes it (a local write, a write merged from a peer or
+by anti-entropy, a delete, a purge), or was readable and has expired since
+(as in Redis). The queued bytes are bounded, so that a transaction's writes fit
 in one peer frame (unless commands such as ``APPEND`` make values larger
 than their arguments: such a group replicates write by write, logged), and
 so are each connection's watched keys.
@@ -191,8 +192,7 @@ class Transactions:
         watched, session.watched = session.watched, None
         if transaction.failed:
             return EXECABORT
-        store = self._store
-        if watched and any(_version(store.entry(key)) != held for key, held in watched.items()):
+        if watched and any(self._touched(key, held) for key, held in watched.items()):
             return NIL_ARRAY
         return self._run(transaction.queued, session)
 
@@ -225,6 +225,7 @@ class Transactions:
         if watched is None:
             watched = session.watched = {}
             session.watched_bytes = 0
+        live = self._store.live
         entry = self._store.entry
         for key in args:
             if key not in watched:
@@ -234,15 +235,29 @@ class Transactions:
                                  f"of them, each key counting its length plus "
                                  f"{ARGUMENT_OVERHEAD}")
                 session.watched_bytes = size
-                watched[key] = _version(entry(key))
+                watched[key] = (_version(entry(key)), live(key) is not None)
         return OK
+
+    def _touched(self, key: bytes, held: Tuple[Optional[Version], bool]) -> bool:
+        """Whether ``key`` changed since WATCH saw it as ``held``: another
+        version, or readable then and expired now. A key that had already
+        expired when watched, and is reclaimed since, has not changed, as in
+        Redis."""
+        version, was_live = held
+        if _version(self._store.entry(key)) != version:
+            return True
+        return was_live and self._store.live(key) is None
 
     def _unwatch(self, args: Sequence[bytes], session: Session) -> Outcome:
         session.watched = None
         return OK
 
 
-def _version(entry: Optional[Entry]) -> Optional[Tuple[int, int, str]]:
+#: A version as WATCH keeps it: the entry's last three fields.
+Version = Tuple[int, int, str]
+
+
+def _version(entry: Optional[Entry]) -> Optional[Version]:
     """What WATCH remembers of a key: its entry's version (None: absent),
     not the entry, whose value it would keep alive."""
     return None if entry is None else entry[-3:]
