@@ -1,12 +1,25 @@
 """Bytes per key that an expiry costs, measured in process (no node started).
 
 Fills a :class:`~distkv.store.store.Store` with ``--keys`` keys (16-byte keys,
-100-byte values) written with no expiry, then another with the same keys
-each written with an expiry (distinct times, as keys set at different
-moments get), and reports what :mod:`tracemalloc` counts each holding (the
-Python allocator's requested bytes) and the difference per key; also
-``sys.getsizeof`` of one entry of each kind. Run it under CPython and PyPy
-(where tracemalloc is missing, only the RSS growth is reported).
+100-byte values) written with no expiry, then others with the same keys each
+written with an expiry, and reports the growth of the process's RSS (each
+kind in a fresh process, so no freed memory is reused) and, under CPython,
+what :mod:`tracemalloc` counts (the Python allocator's requested bytes,
+before pymalloc rounds each block up to 16 bytes), per key and the
+difference per key. The kinds with an expiry:
+
+* ``same TTL``: every key written with the same TTL (``SET k v EX 3600``),
+  so every key's expiry is a different time: what a cache does. The store
+  keeps an expiry relative to its write's version, so these share one TTL
+  object.
+* ``distinct TTL``: every key with its own TTL: the worst case, where every
+  key needs an int object of its own.
+* ``64 per TTL``: 64 keys in a row share a TTL.
+
+Every kind writes one key per millisecond of a fake clock, as keys written
+at different moments are.
+
+Run it under CPython and PyPy (which has no tracemalloc: RSS only).
 
     python benchmarks/expiry_memory.py [--keys 200000]
 """
@@ -37,37 +50,45 @@ def rss_kb() -> int:
     return 0
 
 
-def fill(keys: int, expiring: bool, batch: int = 1) -> Store:
-    """``keys`` keys; with ``expiring``, each ``batch`` keys in a row share
-    one expiry (as a pipeline of SET EX under one clock reading does)."""
-    store = Store(HybridClock("n1", lambda: WALL))
+def fill(keys: int, kind: str) -> Store:
+    """``keys`` keys written as ``kind`` (one of :data:`KINDS`) says."""
+    now = [WALL]
+    store = Store(HybridClock("n1", lambda: now[0]))
+    ttl = 3_600_000
     for i in range(keys):
         key = b"key:%012d" % i
         value = (b"%d" % i).ljust(100, b"v")
-        store.set(key, value, expires=WALL + 3_600_000 + i // batch if expiring else 0)
+        now[0] = WALL + i  # one key per millisecond
+        if kind == "plain":
+            store.set(key, value)
+            continue
+        if kind != "same":
+            ttl = 3_600_000 + (i if kind == "distinct" else i // 64)
+        store.set(key, value, expires=now[0] + ttl)
     store.digest.fold()
     return store
 
 
-def measure(keys: int, expiring: bool, batch: int = 1) -> int:
+def measure(keys: int, kind: str, traced: bool) -> int:
     gc.collect()
-    if tracemalloc is not None:
+    if traced:
         tracemalloc.start()
-        store = fill(keys, expiring, batch)
+        store = fill(keys, kind)
         gc.collect()
         used = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
     else:
         before = rss_kb()
-        store = fill(keys, expiring, batch)
+        store = fill(keys, kind)
         gc.collect()
         used = (rss_kb() - before) * 1024
-    assert len(store) == keys and store.with_expiry == (keys if expiring else 0)
+    assert len(store) == keys and store.with_expiry == (0 if kind == "plain" else keys)
     del store
     return used
 
 
-KINDS = {"plain": (False, 1), "distinct": (True, 1), "batched": (True, 64)}
+KINDS = {"plain": "no expiry", "same": "same TTL", "distinct": "distinct TTL",
+         "batched": "64 per TTL"}
 
 
 def main() -> None:
@@ -76,26 +97,24 @@ def main() -> None:
     parser.add_argument("--one", choices=KINDS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(measure(args.keys, *KINDS[args.one]))
+        print(measure(args.keys, args.one, traced=False))
         return
-    if tracemalloc is not None:
-        plain, timed, batched = (measure(args.keys, *KINDS[kind]) for kind in KINDS)
-    else:  # RSS growth: each in a fresh process, so no freed memory is reused
-        plain, timed, batched = (int(subprocess.run(
-            [sys.executable, __file__, "--keys", str(args.keys), "--one", kind],
-            check=True, capture_output=True, text=True).stdout) for kind in KINDS)
-    how = "tracemalloc" if tracemalloc is not None else "RSS growth"
-    print(f"{sys.implementation.name} {sys.version.split()[0]}, {args.keys} keys, {how}")
-    print(f"  no expiry:   {plain / args.keys:7.1f} bytes per key")
-    print(f"  with expiry: {timed / args.keys:7.1f} bytes per key (every expiry distinct), "
-          f"+{(timed - plain) / args.keys:.1f}")
-    print(f"  with expiry: {batched / args.keys:7.1f} bytes per key (64 keys per expiry), "
-          f"+{(batched - plain) / args.keys:.1f}")
-    if sys.implementation.name == "cpython":
-        (_, entry), = fill(1, True).items()
-        (_, bare), = fill(1, False).items()
-        print(f"  sys.getsizeof: entry {sys.getsizeof(bare)} -> {sys.getsizeof(entry)}, "
-              f"expiry int {sys.getsizeof(entry[1])}")
+    print(f"{sys.implementation.name} {sys.version.split()[0]}, {args.keys} keys")
+    # RSS growth, each kind in a fresh process, so no freed memory is reused.
+    rss = {kind: int(subprocess.run(
+        [sys.executable, __file__, "--keys", str(args.keys), "--one", kind],
+        check=True, capture_output=True, text=True).stdout) for kind in KINDS}
+    traced = ({kind: measure(args.keys, kind, traced=True) for kind in KINDS}
+              if tracemalloc is not None else {})
+    for kind, label in KINDS.items():
+        line = f"  {label:13} RSS {rss[kind] / args.keys:6.1f} B/key"
+        if kind != "plain":
+            line += f" (+{(rss[kind] - rss['plain']) / args.keys:5.1f})"
+        if traced:
+            line += f"   tracemalloc {traced[kind] / args.keys:6.1f} B/key"
+            if kind != "plain":
+                line += f" (+{(traced[kind] - traced['plain']) / args.keys:5.1f})"
+        print(line)
 
 
 if __name__ == "__main__":

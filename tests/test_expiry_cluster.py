@@ -54,6 +54,25 @@ class Recorder:
 
 
 class StoreTests(SynchronousTestCase):
+    def test_keys_with_the_same_ttl_share_it_whenever_they_were_written(self) -> None:
+        """An expiry is kept relative to its write's version, so keys written
+        with the same TTL at different moments (here or by a peer, whose
+        writes arrive by W frame) hold one TTL object: an expiry costs them
+        one tuple field. The absolute expiry reads back unchanged."""
+        wall = [1_700_000_000_000]
+        store = Store(HybridClock("a", lambda: wall[0]))
+        entries = []
+        for i in range(3):
+            wall[0] += 1234 * i
+            entries.append(store.set(b"k%d" % i, b"v", expires=wall[0] + 3_600_000))
+        frame = wire.encode_write(1, b"r", make_entry(b"v", Version(wall[0] + 7, 0, "b"),
+                                                      wall[0] + 7 + 3_600_000))
+        entries.append(wire.decode_body(frame[4:]).entry)  # type: ignore[union-attr]
+        self.assertEqual([expires_of(entry) - entry[-3] for entry in entries],  # type: ignore[operator]
+                         [3_600_000] * 4)
+        self.assertEqual(len({id(entry[1]) for entry in entries}), 1)
+        self.assertEqual(expires_of(entries[2]), 1_700_000_000_000 + 1234 * 3 + 3_600_000)
+
     def test_an_expired_value_becomes_the_tombstone_at_its_version(self) -> None:
         """At its expiry a value reads as missing, and the store holds the
         tombstone at the same version: no new version, no listener told."""

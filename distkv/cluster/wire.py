@@ -106,7 +106,7 @@ from distkv.cluster import membership
 from distkv.cluster.membership import Member
 from distkv.store.digest import BUCKETS, DIGEST_BYTES
 from distkv.store.hlc import Version
-from distkv.store.store import Entry
+from distkv.store.store import Entry, expires_of, expiring_entry
 
 PROTOCOL_VERSION = 3
 MAGIC = b"DISTKV-PEER "
@@ -427,7 +427,8 @@ def encode_write(seq: int, key: bytes, entry: Entry) -> bytes:
 
 
 def _encode_expiring_write(seq: int, key: bytes, entry: Entry) -> bytes:
-    value, expires, ms, counter, name = entry  # type: ignore[misc]
+    value, ms, counter, name = entry[0], entry[-3], entry[-2], entry[-1]
+    expires = expires_of(entry)
     assert value is not None
     node = name.encode("ascii")
     head = _WRITE_FRAME.pack(
@@ -435,12 +436,6 @@ def _encode_expiring_write(seq: int, key: bytes, entry: Entry) -> bytes:
         b"W", seq, ms, counter, _EXPIRES, len(node),
     )
     return b"".join((head, node, _SEQ.pack(expires), _KEYLEN.pack(len(key)), key, value))
-
-
-def _entry(value: Optional[bytes], expires: int, ms: int, counter: int, node: str) -> Entry:
-    if expires:
-        return (value, expires, ms, counter, node)
-    return (value, ms, counter, node)
 
 
 #: A transaction frame's head after its kind (seq, count), and each write's
@@ -475,7 +470,7 @@ def encode_transaction(seq: int, writes: Sequence[Tuple[bytes, Entry]]) -> bytes
         parts.append(_TRANSACTION_WRITE.pack(ms, counter, flags, len(node)))
         parts.append(node)
         if flags == _EXPIRES:
-            parts.append(_SEQ.pack(entry[1]))
+            parts.append(_SEQ.pack(expires_of(entry)))
         parts.append(_KEYLEN.pack(len(key)))
         parts.append(key)
         parts.append(_KEYLEN.pack(0 if value is None else len(value)))
@@ -522,7 +517,7 @@ def _decode_transaction(body: bytes) -> Transaction:
         if len(value) != value_len or (tombstone and value_len):  # type: ignore[arg-type]
             raise WireError("malformed value in transaction frame")
         offset += value_len
-        writes.append((key, _entry(None if tombstone else value, expires, ms, counter, node)))
+        writes.append((key, expiring_entry(None if tombstone else value, expires, ms, counter, node)))
     if offset != len(body):
         raise WireError("trailing bytes in transaction frame")
     return Transaction(seq, tuple(writes))
@@ -748,7 +743,7 @@ def decode_body(body: bytes) -> Frame:
             if flags not in _WRITE_FLAGS or (tombstone and offset != len(body)):
                 raise WireError("malformed flags in write frame")
             value: Optional[bytes] = None if tombstone else body[offset:]
-            return Write(seq, key, _entry(value, expires, ms, counter, node))
+            return Write(seq, key, expiring_entry(value, expires, ms, counter, node))
         if kind == b"T":
             return _decode_transaction(body)
         if kind == b"A" and len(body) == 9:
@@ -818,7 +813,7 @@ def iter_writes(buffer: bytes) -> Iterator[Tuple[int, bytes, Entry]]:
                 key = buffer[at : at + key_len]
                 if len(key) != key_len or at + key_len > stop:
                     raise WireError("truncated key in write frame")
-                yield seq, key, (buffer[at + key_len : stop], expires, ms, counter, node)
+                yield seq, key, expiring_entry(buffer[at + key_len : stop], expires, ms, counter, node)
                 offset = stop
                 continue
             (key_len,) = key_len_at(buffer, at)

@@ -80,8 +80,8 @@ def _value_part(stamped: Stamped) -> int:
     value = stamped[0]
     if value is None:
         return NO_VALUE
-    if len(stamped) == 5:
-        return hash((_crc32(value), stamped[1]))  # type: ignore[misc]
+    if len(stamped) == 5:  # (value, ttl, ms, ...): the expiry is ttl + ms
+        return hash((_crc32(value), stamped[1] + stamped[-3]))  # type: ignore[misc,operator]
     return _crc32(value)  # type: ignore[arg-type]
 
 

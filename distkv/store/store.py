@@ -42,13 +42,37 @@ _new_tuple = tuple.__new__
 #: ``ms``), so the clock and the digest take either. :func:`make_entry` builds
 #: one from a version, :func:`version_of` gives the version back.
 #:
-#: A key with an expiry holds a 5-tuple instead, ``(value, expires, ms,
-#: counter, node)``: ``expires`` is the absolute wall-clock time (ms since
-#: the epoch) at which the value stops being readable, carried with the
+#: A key with an expiry holds a 5-tuple instead, ``(value, ttl, ms, counter,
+#: node)``. Its expiry is the absolute wall-clock time (ms since the epoch)
+#: ``ms + ttl`` at which the value stops being readable, carried with the
 #: versioned write like the value, so changing it (EXPIRE, PERSIST) is a
-#: write with a new version. A key without one pays nothing for it; the
-#: version is always the last three fields (``entry[-3:]``).
+#: write with a new version. It is kept relative to the version's ``ms``
+#: because keys written with the same TTL then share one int object
+#: (:func:`expiring_entry`): the fifth field is all an expiry costs them. A
+#: key without one pays nothing for it; the version is always the last three
+#: fields (``entry[-3:]``). Read the expiry with :func:`expires_of`.
 Entry = Union[Tuple[Optional[bytes], int, int, str], Tuple[Optional[bytes], int, int, int, str]]
+
+
+#: The TTL int objects entries share (see :data:`Entry`), bounded.
+_TTLS: Dict[int, int] = {}
+_MOST_TTLS = 4096
+
+
+def _shared_ttl(ttl: int) -> int:
+    shared = _TTLS.setdefault(ttl, ttl)
+    if len(_TTLS) > _MOST_TTLS:
+        _TTLS.clear()
+    return shared
+
+
+def expiring_entry(value: Optional[bytes], expires: int, ms: int, counter: int,
+                   node: str) -> Entry:
+    """The entry for ``value`` (None: a tombstone) at version ``(ms, counter,
+    node)``, readable until ``expires`` (ms since the epoch; 0: for ever)."""
+    if not expires or value is None:
+        return (value, ms, counter, node)
+    return (value, _shared_ttl(expires - ms), ms, counter, node)
 
 
 def make_entry(value: Optional[bytes], version: Version, expires: int = 0) -> Entry:
@@ -56,9 +80,7 @@ def make_entry(value: Optional[bytes], version: Version, expires: int = 0) -> En
     readable until ``expires`` (ms since the epoch; 0: for ever)."""
     if len(version) != 3:  # an entry passed for its version, say
         raise TypeError(f"not a version: {version!r}")
-    if expires and value is not None:
-        return (value, expires, version[0], version[1], version[2])
-    return (value, version[0], version[1], version[2])
+    return expiring_entry(value, expires, version[0], version[1], version[2])
 
 
 def version_of(entry: Entry) -> Version:
@@ -68,19 +90,17 @@ def version_of(entry: Entry) -> Version:
 
 def expires_of(entry: Entry) -> int:
     """When ``entry``'s value stops being readable (ms since the epoch), or 0."""
-    return entry[1] if len(entry) == 5 else 0  # type: ignore[misc]
+    return entry[1] + entry[-3] if len(entry) == 5 else 0  # type: ignore[misc,operator]
 
 
 def with_expiry(entry: Entry, expires: int) -> Entry:
     """``entry`` (as the clock stamped it: a 4-tuple) readable until ``expires``."""
-    if not expires or entry[0] is None:
-        return entry
-    return (entry[0], expires, entry[-3], entry[-2], entry[-1])  # type: ignore[return-value]
+    return expiring_entry(entry[0], expires, entry[-3], entry[-2], entry[-1])  # type: ignore[arg-type]
 
 
 def expired(entry: Entry, now_ms: int) -> bool:
     """True when ``entry`` holds a value whose expiry is at or before ``now_ms``."""
-    return len(entry) == 5 and entry[1] <= now_ms  # type: ignore[misc]
+    return len(entry) == 5 and entry[1] + entry[-3] <= now_ms  # type: ignore[misc,operator]
 
 
 def as_tombstone(entry: Entry) -> Entry:
@@ -163,7 +183,6 @@ class Store:
         self._with_expiry = 0
         #: Expired values turned into tombstones here (see :meth:`_reclaim`).
         self.reclaimed = 0
-        self._expiry_ints: Dict[int, int] = {}
         #: The keys the active expiry cycle has still to look at in its pass.
         self._sweep: List[bytes] = []
 
@@ -250,7 +269,8 @@ class Store:
         entry = self._data.get(key)
         if entry is None:
             return None
-        if len(entry) == 5 and entry[1] <= self._wall():  # type: ignore[misc]
+        # expired() inlined here, in live() and in apply(): their hot paths.
+        if len(entry) == 5 and entry[1] + entry[-3] <= self._wall():  # type: ignore[misc,operator]
             self._reclaim(key, entry)
             return None
         return entry[0]
@@ -261,7 +281,7 @@ class Store:
         entry = self._data.get(key)
         if entry is None or entry[0] is None:
             return None
-        if len(entry) == 5 and entry[1] <= self._wall():  # type: ignore[misc]
+        if len(entry) == 5 and entry[1] + entry[-3] <= self._wall():  # type: ignore[misc,operator]
             self._reclaim(key, entry)
             return None
         return entry
@@ -298,7 +318,7 @@ class Store:
         done = 0
         for key in keys:
             entry = data.get(key)
-            if entry is not None and len(entry) == 5 and entry[1] <= now:  # type: ignore[misc]
+            if entry is not None and expired(entry, now):
                 self._reclaim(key, entry)
                 done += 1
         return done
@@ -318,7 +338,7 @@ class Store:
         now = self._wall()
         return self.reclaim([
             key for key, entry in self._data.items()
-            if len(entry) == 5 and entry[1] <= now  # type: ignore[misc]
+            if expired(entry, now)
         ])
 
     def entry(self, key: bytes) -> Optional[Entry]:
@@ -335,14 +355,8 @@ class Store:
         current = data.get(key)
         entry: Entry = self.clock.stamp(value, current)
         if expires:
-            # One int object for keys that expire at the same millisecond (a
-            # pipeline of SET EX under one held clock reading): 32 bytes each
-            # on CPython otherwise.
-            shared = self._expiry_ints
-            expires = shared.setdefault(expires, expires)
-            if len(shared) > 1024:
-                shared.clear()
-            entry = (value, expires, entry[-3], entry[-2], entry[-1])  # type: ignore[assignment]
+            ms = entry[-3]
+            entry = (value, _shared_ttl(expires - ms), ms, entry[-2], entry[-1])  # type: ignore[assignment,operator]
             self._with_expiry += 1
         if current is None:
             self._live += 1
@@ -372,7 +386,7 @@ class Store:
         self._put(key, self.clock.stamp(None, current), current, self.seq)
         if current is None or current[0] is None:
             return False
-        return len(current) != 5 or current[1] > self._wall()  # type: ignore[misc]
+        return not expired(current, self._wall())
 
     def apply(self, key: bytes, entry: Entry) -> bool:
         """Merge a replicated write; True when it changed this replica.
@@ -385,7 +399,7 @@ class Store:
         """
         if not self.clock.observe(entry):
             return False
-        if len(entry) == 5 and entry[1] <= self._wall():  # type: ignore[misc]
+        if len(entry) == 5 and entry[1] + entry[-3] <= self._wall():  # type: ignore[misc,operator]
             # Expired by this node's clock: it counts as the tombstone at its
             # version (see _reclaim), so an expired value is never stored.
             entry = as_tombstone(entry)
@@ -407,7 +421,7 @@ class Store:
         """Put back an entry read from disk, telling no listener (one below
         the flush floor stays out)."""
         current = self._data.get(key)
-        if len(entry) == 5 and entry[1] <= self._wall():  # type: ignore[misc]
+        if expired(entry, self._wall()):
             entry = as_tombstone(entry)  # expired while the node was down
         if entry[-3:] < self.flushed:
             pass
