@@ -46,7 +46,7 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def restart(args, data_dir, workdir, port, node_id, last, source, label):
     """Start a node on ``data_dir`` and time it to a right GET of key ``last``;
-    returns (listening, first reply, serving) seconds."""
+    returns (listening, first reply, serving, node CPU by then) seconds."""
     log = os.path.join(workdir, "restart-%s.log" % label)
     t0 = time.monotonic()
     proc = benchlib.start_node(args.twistd, port, log, data_dir=data_dir, fsync=args.fsync,
@@ -86,7 +86,7 @@ def restart(args, data_dir, workdir, port, node_id, last, source, label):
             print("  log %s: %s" % (os.path.basename(log), line))
         if status.get("keys") != str(args.keys) or wrong:
             raise SystemExit("! the restarted node does not have every key")
-        return listening, first, ready
+        return listening, first, ready, cpu
     finally:
         benchlib.stop_node(proc, timeout=120)
 
@@ -136,12 +136,17 @@ def main():
         for label, _ in codes:
             ready = statistics.median(t[2] for t in times[label])
             first = statistics.median(t[1] for t in times[label])
-            print("median of %d, %s code: first reply %.2fs, serving %.2fs"
-                  % (args.runs, label, first, ready))
+            cpu = statistics.median(t[3] for t in times[label])
+            print("median of %d, %s code: first reply %.2fs, serving %.2fs, node CPU to "
+                  "serving %.2fs" % (args.runs, label, first, ready, cpu))
         if args.compare:
             this = statistics.median(t[2] for t in times["this"])
             other = statistics.median(t[2] for t in times["compare"])
             print("serving: this code takes %.2fx the time of %s" % (this / other, args.compare))
+            this = statistics.median(t[3] for t in times["this"])
+            other = statistics.median(t[3] for t in times["compare"])
+            print("node CPU to serving: this code %.2fx %s's (the steadier figure on a "
+                  "busy machine)" % (this / other, args.compare))
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
