@@ -851,10 +851,13 @@ class Node:
         if caller.node == self.node_id:
             if caller.incarnation == self.incarnation:
                 return ("self", "this is the connecting node itself")
-            log.error(
-                "A peer connected with our own node id {node}; refusing it",
-                node=caller.node,
-            )
+            held = self.peer_auth.log_limit("duplicate-node-id", caller.node).allow()
+            if held >= 0:
+                log.error(
+                    "A peer connected with our own node id {node}; refusing it ({held} "
+                    "more refusals held back)",
+                    node=caller.node, held=held,
+                )
             return ("duplicate-node-id", f"node id {caller.node} is already in use")
         if self.data_load is not None:
             return ("loading", "this node is reading its data dir; try again shortly")

@@ -170,11 +170,12 @@ class PeerLink(ReconnectingClientFactory):
                 log.info("Peer {peer} is this node itself; skipping it", peer=self.name)
                 self._found_self()
             else:
-                log.error(
-                    "Peer {peer} uses our node id {node}; refusing to link",
-                    peer=self.name,
-                    node=remote.node,
-                )
+                if self._failures_logged.allow() >= 0:  # it is dialled again and again
+                    log.error(
+                        "Peer {peer} uses our node id {node}; refusing to link",
+                        peer=self.name,
+                        node=remote.node,
+                    )
                 self.refusal = ("duplicate-node-id", remote.node)
             return False
         previous = self.remote
