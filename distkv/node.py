@@ -82,6 +82,9 @@ from distkv.store.store import ZERO, Entry, Store
 
 log = Logger()
 
+#: Entries the digest takes in per reactor turn once a data dir is read.
+FOLD_STEP = 8192
+
 
 class Listener(StreamServerEndpointService):
     """The client-and-peer port; a port that cannot be opened stops the node plainly."""
@@ -136,9 +139,7 @@ class NodeService(MultiService):
 
     def _data_read(self) -> None:
         node = self.node
-        self.journal = node.journal
-        if self.journal is not None:
-            self.journal.startService()
+        self.journal = node.journal  # started by the node once it read its data
         node.replication.startService()
         node.started()
 
@@ -150,10 +151,13 @@ class NodeService(MultiService):
         node = self.node
         node.stop_timers()
         if node.cancel_load():
+            # Stopped before linking to peers: stop what runs (the listener),
+            # then the journal if the data was read.
             Service.stopService(self)
             running = [service for service in reversed(list(self)) if service.running]
-            return DeferredList([maybeDeferred(service.stopService)  # type: ignore[return-value]
-                                 for service in running])
+            done: Deferred[object] = DeferredList(  # type: ignore[assignment]
+                [maybeDeferred(service.stopService) for service in running])
+            return node.close_journal_after(done)
         stopped: Deferred[object] = super().stopService()  # type: ignore[assignment]
         return node.close_journal_after(stopped)
 
@@ -285,6 +289,9 @@ class Node:
         #: :meth:`load_data`), else None.
         self.data_load: Optional[DataLoad] = None
         self._load_call: Optional[IDelayedCall] = None
+        #: False from the start of a stepped read of the data dir until the
+        #: digest has taken in everything read (see load_data).
+        self.digest_ready = True
         self._started_empty = True
         if disk is not None:
             try:
@@ -397,16 +404,27 @@ class Node:
                   budget: float = 0.02, pause: float = 0.0) -> None:
         """Read the data dir a step of about ``budget`` seconds per reactor
         turn (``pause`` seconds apart: a test steps a fake clock), answering
-        LOADING to data commands and refusing peers meanwhile; then open the
-        journal and call ``then`` (``failed`` with the reason when the data
-        cannot be read)."""
+        LOADING to data commands and refusing peers meanwhile; then start the
+        journal and serve clients (or, with peers, load until synced, see
+        :meth:`start_loading`) while the digest takes in what was read, a part
+        per turn; then call ``then``, which links to peers. ``failed`` is
+        called instead, with the reason, when the data cannot be read."""
         load = self.data_load
         if load is None:
             then()
             return
         self.loading_why = "data dir"
         self.loading = True
+        self.digest_ready = False
         self.dispatcher.hold(READING)
+
+        def fold() -> None:
+            self._load_call = None
+            if self.store.digest.fold_some(FOLD_STEP):
+                self._load_call = self.reactor.callLater(pause, fold)
+                return
+            self.digest_ready = True
+            then()
 
         def step() -> None:
             self._load_call = None
@@ -421,28 +439,35 @@ class Node:
                 return
             assert load.result is not None
             self._data_read(load.result)
-            assert self.journal is not None
-            self.dispatcher.persist_with(self.journal.durable)
+            journal = self.journal
+            assert journal is not None
+            journal.startService()
+            self.dispatcher.persist_with(journal.durable)
             for link in self.replication.links.values():
                 if link.dials:
-                    self._journal_link(link, self.journal)
+                    self._journal_link(link, journal)
             self.loading_why = None
             self.loading = False
+            self.start_loading()  # with peers: load until synced, as at any start
             self.dispatcher.release()
-            then()
+            fold()
 
         self._load_call = self.reactor.callLater(pause, step)
 
     def cancel_load(self) -> bool:
-        """Stop reading the data dir and let it go; whether it was being read."""
+        """Stop reading the data dir, or folding it into the digest, and let
+        the data dir go (a journal, if started, is the caller's to close):
+        whether it was being read or folded (no peer was linked yet)."""
         load = self.data_load
-        if load is None:
+        if load is None and self.digest_ready:
             return False
         self.data_load = None
+        self.digest_ready = True
         if self._load_call is not None and self._load_call.active():
             self._load_call.cancel()
-        load.cancel()
-        load.disk.close()
+        if load is not None:
+            load.cancel()
+            load.disk.close()
         return True
 
     def _durable(self) -> Optional[Batch]:
@@ -859,7 +884,7 @@ class Node:
                     node=caller.node, held=held,
                 )
             return ("duplicate-node-id", f"node id {caller.node} is already in use")
-        if self.data_load is not None:
+        if self.data_load is not None or not self.digest_ready:
             return ("loading", "this node is reading its data dir; try again shortly")
         refusal = self.member_links.vet(caller.node)
         if refusal is not None:

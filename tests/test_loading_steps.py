@@ -127,8 +127,7 @@ class SteppedLoadTests(SynchronousTestCase):
         node = self.reading_node()
         for _ in range(TURNS):
             self.clock.advance(1)
-        assert node.journal is not None
-        node.journal.startService()
+        assert node.journal is not None and node.journal.running
         outcome = node.dispatcher.execute(Request(b"SET", (b"new", b"1")))
         self.assertEqual(type(outcome).__name__, "Pending")
         self.clock.advance(1)
@@ -163,3 +162,41 @@ class SteppedLoadTests(SynchronousTestCase):
         """READING is an Error whose code is LOADING, as clients test for."""
         self.assertIsInstance(READING, Error)
         self.assertTrue(READING.message.startswith("LOADING "))
+
+
+class DigestAfterReadTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.dir = scratch_dir(self)
+        fill_data_dir(self.dir, 300, per_row=300)
+
+    def test_the_digest_takes_in_the_data_a_part_per_turn_then_peers_link(self) -> None:
+        """Once read, clients are served while the digest folds FOLD_STEP keys a
+        turn; peers are refused until it is done, and it then equals the digest
+        of a node that read the same data dir all at once."""
+        import distkv.node
+
+        self.patch(distkv.node, "FOLD_STEP", 100)
+        done: List[str] = []
+        node = Node(self.clock, "a", data_dir=self.dir, load_in_steps=True)
+        self.addCleanup(lambda: node.cancel_load() or node.crash())
+        node.load_data(lambda: done.append("linked"), done.append, budget=0, pause=1)
+        caller = wire.Greeting(wire.Hello("b", "inc-b"), 9001)
+        self.clock.advance(1)  # the one row
+        self.clock.advance(1)  # no row left: read; the first 100 folded
+        self.assertEqual(node.dispatcher.execute(Request(b"GET", (b"k5",))), b"v5")
+        pending = [node.store.digest.pending]
+        while not done:
+            self.assertEqual(node.vet(caller)[0], "loading")  # type: ignore[index]
+            self.clock.advance(1)
+            pending.append(node.store.digest.pending)
+        self.assertEqual(done, ["linked"])
+        self.assertEqual(pending, [200, 100, 0])
+        self.assertIsInstance(node.vet(caller), wire.Accept)
+        hashes = list(node.store.digest.hashes)
+        node.crash()
+        again = Node(self.clock, "a", data_dir=self.dir)
+        again.start()
+        self.addCleanup(again.crash)
+        self.assertEqual(again.store.digest.hashes, hashes)

@@ -422,7 +422,9 @@ class Store:
         """:meth:`load` for each ``(seq, key, entry)``, in order; returns how
         many were read. The bulk path of a restart: a key new to the store (most
         of a snapshot) costs a dict insert and a note for the digest, with no
-        call per entry; the digest's noted keys are folded at the end."""
+        call per entry. The digest folds the noted keys later, in parts (the
+        node does it a part per reactor turn once its data is read, see
+        :meth:`~distkv.store.digest.Digest.fold_some`), or when it is read."""
         data = self._data
         get = data.get
         changed = self._changed
@@ -461,8 +463,6 @@ class Store:
         self._live = live
         self._with_expiry += expiring
         self.seq = high
-        if len(changed) >= self.digest.fold_at:
-            self.digest.fold()
         return count
 
     def unload(self, key: bytes, version: Version) -> None:
