@@ -61,7 +61,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import (
     Any,
     Collection,
@@ -352,28 +352,33 @@ class Disk:
         try:
             if self._format1:
                 self._convert_format1()
-            for (blob,) in self._select(
+            # Each cursor is closed explicitly when the caller gives up halfway
+            # (closing this generator): PyPy would keep it open until garbage
+            # collection, and the data dir could not be closed meanwhile.
+            with closing(self._select(
                 "SELECT writes FROM snapshot WHERE generation = ? ORDER BY part",
                 (self._generation,),
-            ):
-                self.snapshot_bytes += len(blob)
-                replay.writes(blob)
-                done += len(blob)
-                yield done
+            )) as parts:
+                for (blob,) in parts:
+                    self.snapshot_bytes += len(blob)
+                    replay.writes(blob)
+                    done += len(blob)
+                    yield done
             clock = int(self._meta("clock_ms") or 0)
             seq = int(self._meta("seq") or 0)
-            for writes, forgets, clock_ms, last_seq in self._select(
+            with closing(self._select(
                 "SELECT writes, forgets, clock_ms, seq FROM log WHERE id > ? ORDER BY id",
                 (self._snapshot_log,),
-            ):
-                self.log_bytes += len(writes) + len(forgets or b"")
-                replay.writes(writes)
-                if forgets:
-                    replay.forgets(forgets)
-                clock = max(clock, clock_ms)
-                seq = max(seq, last_seq)
-                done += len(writes) + len(forgets or b"")
-                yield done
+            )) as rows:
+                for writes, forgets, clock_ms, last_seq in rows:
+                    self.log_bytes += len(writes) + len(forgets or b"")
+                    replay.writes(writes)
+                    if forgets:
+                        replay.forgets(forgets)
+                    clock = max(clock, clock_ms)
+                    seq = max(seq, last_seq)
+                    done += len(writes) + len(forgets or b"")
+                    yield done
         except sqlite3.Error as e:
             self._db.close()
             self._lock.release()
@@ -461,7 +466,7 @@ class Disk:
         except ValueError:
             raise DiskError(f"{self.path} holds a malformed horizon {stored[:80]!r}") from None
 
-    def _select(self, sql: str, params: Sequence[object] = ()) -> Iterable[Any]:
+    def _select(self, sql: str, params: Sequence[object] = ()) -> Generator[Any, None, None]:
         cursor = self._db.cursor()
         try:
             cursor.execute(sql, params)
