@@ -40,13 +40,14 @@ import uuid
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 
 from distkv.cluster import wire
 from distkv.cluster.antientropy import answer_frames
@@ -60,24 +61,29 @@ from distkv.cluster.replication import LOCAL_HOSTS, Replication
 from distkv.cluster.skew import SkewGuard
 from distkv.cluster.stability import Stability
 from distkv.cluster.tlsconfig import PeerGate, TlsConfig
-from distkv.disk.datafile import Disk, PeerState
+from distkv.disk.datafile import Disk, DiskError, Loaded, PeerState
 from distkv.disk.journal import Batch, Journal
+from distkv.disk.loader import DataLoad
 from distkv.expiry import ActiveExpiry
 from distkv.front import report
 from distkv.front.auth import Accounts, User
 from distkv.front.commands import Dispatcher
 from distkv.front.frontdoor import FrontDoorFactory, bound_address, one_interface
 from distkv.front.replcmds import NOREPLICAS, Replicas
-from distkv.front.replies import Error, Stats
+from distkv.front.replies import READING, Error, Stats
 from distkv.front.replyqueue import OutputLimits
 from distkv.front.resp import RespProtocol
 from distkv.front.servercmds import ClusterControl
 from distkv.front.textproto import TextProtocol
+from distkv.shutdown import stop_process
 from distkv.store import digest
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.store import ZERO, Entry, Store
 
 log = Logger()
+
+#: Entries the digest takes in per reactor turn once a data dir is read.
+FOLD_STEP = 8192
 
 
 class Listener(StreamServerEndpointService):
@@ -104,17 +110,56 @@ class NodeService(MultiService):
         super().__init__()
         self.node = node
         self.journal = node.journal
+        #: The log observer twistd is to use (``--log-format json``), or None
+        #: for twistd's own.
+        self.log_observer: Optional[ILogObserver] = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        # twistd makes the application, hands it to us here, and then starts
+        # its log with the application's log observer, if it has one.
+        if self.log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
     def startService(self) -> None:
-        if self.journal is not None:
-            self.journal.startService()
-        super().startService()
-        self.node.started()
+        node = self.node
+        if node.data_load is None:
+            if self.journal is not None:
+                self.journal.startService()
+            super().startService()
+            node.started()
+            return
+        # The data dir is read in steps: listen at once (answering LOADING),
+        # and link to peers only once the data is all here.
+        Service.startService(self)
+        for service in self:
+            if service is not node.replication:
+                service.startService()
+        node.load_data(self._data_read, self._data_unreadable)
+
+    def _data_read(self) -> None:
+        node = self.node
+        self.journal = node.journal  # started by the node once it read its data
+        node.replication.startService()
+        node.started()
+
+    def _data_unreadable(self, why: str) -> None:
+        log.critical("Cannot read the data dir: {why}", why=why)
+        stop_process(self.node.reactor, 1)
 
     def stopService(self) -> Deferred[object]:
-        self.node.stop_timers()
+        node = self.node
+        node.stop_timers()
+        if node.cancel_load():
+            # Stopped before linking to peers: stop what runs (the listener),
+            # then the journal if the data was read.
+            Service.stopService(self)
+            running = [service for service in reversed(list(self)) if service.running]
+            done: Deferred[object] = DeferredList(  # type: ignore[assignment]
+                [maybeDeferred(service.stopService) for service in running])
+            return node.close_journal_after(done)
         stopped: Deferred[object] = super().stopService()  # type: ignore[assignment]
-        return self.node.close_journal_after(stopped)
+        return node.close_journal_after(stopped)
 
 
 class Node:
@@ -160,6 +205,7 @@ class Node:
         default_id: Optional[str] = None,
         min_replicas_to_write: int = 0,
         min_replicas_max_lag: float = 10.0,
+        load_in_steps: bool = False,
     ) -> None:
         self.reactor = reactor
         #: The TLS settings: a TLS listener, and with a CA, peer links over mutual TLS only.
@@ -239,14 +285,22 @@ class Node:
         self.left_why: Optional[str] = None
         self._saved_peers: Dict[str, PeerState] = {}
         self._unacked: List[Tuple[int, bytes, Entry]] = []
-        has_data = False
+        #: The reading of the data dir while it goes on in steps (see
+        #: :meth:`load_data`), else None.
+        self.data_load: Optional[DataLoad] = None
+        self._load_call: Optional[IDelayedCall] = None
+        #: False from the start of a stepped read of the data dir until the
+        #: digest has taken in everything read (see load_data).
+        self.digest_ready = True
+        self._started_empty = True
         if disk is not None:
             try:
-                has_data = self._read_data_dir(disk, fsync)
+                self.data_load = self._begin_data_dir(disk)
+                if not load_in_steps:
+                    self._data_read(self.data_load.run())
             except BaseException:
                 disk.close()  # let the data dir go: this node will not run
                 raise
-        self._started_empty = not has_data
         if disk is None:
             # A memory-only node restarted under its id numbers its writes
             # above anything its previous run handed out (which peers may
@@ -314,14 +368,21 @@ class Node:
         #: node id -> when its last anti-entropy round into us completed
         self.synced_from: Dict[str, float] = {}
 
-    def _read_data_dir(self, disk: Disk, fsync: str) -> bool:
-        """Read the data dir back and open its journal; whether it held data."""
+    def _begin_data_dir(self, disk: Disk) -> DataLoad:
+        """What the data dir says before its entries are read, and the reading of them."""
         self._saved_peers = disk.peers()
         # A node that never had peers keeps no outbox to rebuild.
         lowest = min((p.acked for p in self._saved_peers.values()), default=None)
         # The flush floor first: nothing it flushed may come back in.
         self.store.restore_floor(disk.saved_floor())
-        loaded = disk.load(self.store, lowest)
+        return DataLoad(disk, self.store, lowest, self.reactor.seconds())
+
+    def _data_read(self, loaded: Loaded) -> None:
+        """The data dir is read: restore the marks, open the journal."""
+        assert self.data_load is not None
+        disk = self.data_load.disk
+        self.data_load = None
+        self._started_empty = loaded.entries == 0
         self.clock.restore(loaded.clock_ms)
         # Never hand out a sequence number a peer may already have acknowledged.
         highest_acked = max((p.acked for p in self._saved_peers.values()), default=0)
@@ -336,9 +397,78 @@ class Node:
             count=loaded.entries,
             keys=len(self.store),
             path=disk.path,
-            fsync=fsync,
+            fsync=disk.fsync,
         )
-        return loaded.entries > 0
+
+    def load_data(self, then: Callable[[], None], failed: Callable[[str], None],
+                  budget: float = 0.02, pause: float = 0.0) -> None:
+        """Read the data dir a step of about ``budget`` seconds per reactor
+        turn (``pause`` seconds apart: a test steps a fake clock), answering
+        LOADING to data commands and refusing peers meanwhile; then start the
+        journal and serve clients (or, with peers, load until synced, see
+        :meth:`start_loading`) while the digest takes in what was read, a part
+        per turn; then call ``then``, which links to peers. ``failed`` is
+        called instead, with the reason, when the data cannot be read."""
+        load = self.data_load
+        if load is None:
+            then()
+            return
+        self.loading_why = "data dir"
+        self.loading = True
+        self.digest_ready = False
+        self.dispatcher.hold(READING)
+
+        def fold() -> None:
+            self._load_call = None
+            if self.store.digest.fold_some(FOLD_STEP):
+                self._load_call = self.reactor.callLater(pause, fold)
+                return
+            self.digest_ready = True
+            then()
+
+        def step() -> None:
+            self._load_call = None
+            try:
+                finished = load.step(budget)
+            except DiskError as e:
+                self.data_load = None
+                failed(str(e))
+                return
+            if not finished:
+                self._load_call = self.reactor.callLater(pause, step)
+                return
+            assert load.result is not None
+            self._data_read(load.result)
+            journal = self.journal
+            assert journal is not None
+            journal.startService()
+            self.dispatcher.persist_with(journal.durable)
+            for link in self.replication.links.values():
+                if link.dials:
+                    self._journal_link(link, journal)
+            self.loading_why = None
+            self.loading = False
+            self.start_loading()  # with peers: load until synced, as at any start
+            self.dispatcher.release()
+            fold()
+
+        self._load_call = self.reactor.callLater(pause, step)
+
+    def cancel_load(self) -> bool:
+        """Stop reading the data dir, or folding it into the digest, and let
+        the data dir go (a journal, if started, is the caller's to close):
+        whether it was being read or folded (no peer was linked yet)."""
+        load = self.data_load
+        if load is None and self.digest_ready:
+            return False
+        self.data_load = None
+        self.digest_ready = True
+        if self._load_call is not None and self._load_call.active():
+            self._load_call.cancel()
+        if load is not None:
+            load.cancel()
+            load.disk.close()
+        return True
 
     def _durable(self) -> Optional[Batch]:
         return None if self.journal is None else self.journal.durable()
@@ -366,24 +496,27 @@ class Node:
             return known
         link = self.replication.add_peer(host, port)
         if self.journal is not None:
-            journal = self.journal
-            saved = self._saved_peers.get(link.name)
-            acked = saved.acked if saved is not None else 0
-            link.outbox.acked = acked
-            self._resend(link, [item for item in self._unacked if item[0] > acked])
-
-            def keep_acked(link: PeerLink) -> None:
-                journal.peer_acked(
-                    link.name, link.outbox.acked, link.remote.node if link.remote else None
-                )
-                self._acked_by(link)
-
-            link.on_acked = keep_acked
-            # Recorded at once, so that a restart rebuilds this peer's outbox
-            # even if it never acknowledged anything.
-            link.on_acked(link)
-            link.on_self = lambda link: journal.forget_peer(link.name)
+            self._journal_link(link, self.journal)
         return link
+
+    def _journal_link(self, link: PeerLink, journal: Journal) -> None:
+        """A dialled peer's outbox: rebuilt from the data dir, kept in it."""
+        saved = self._saved_peers.get(link.name)
+        acked = saved.acked if saved is not None else 0
+        link.outbox.acked = acked
+        self._resend(link, [item for item in self._unacked if item[0] > acked])
+
+        def keep_acked(link: PeerLink) -> None:
+            journal.peer_acked(
+                link.name, link.outbox.acked, link.remote.node if link.remote else None
+            )
+            self._acked_by(link)
+
+        link.on_acked = keep_acked
+        # Recorded at once, so that a restart rebuilds this peer's outbox
+        # even if it never acknowledged anything.
+        link.on_acked(link)
+        link.on_self = lambda link: journal.forget_peer(link.name)
 
     def _resend(self, link: PeerLink, unacked: List[Tuple[int, bytes, Entry]]) -> None:
         """Queue the writes a peer had not acknowledged before the last stop.
@@ -743,11 +876,16 @@ class Node:
         if caller.node == self.node_id:
             if caller.incarnation == self.incarnation:
                 return ("self", "this is the connecting node itself")
-            log.error(
-                "A peer connected with our own node id {node}; refusing it",
-                node=caller.node,
-            )
+            held = self.peer_auth.log_limit("duplicate-node-id", caller.node).allow()
+            if held >= 0:
+                log.error(
+                    "A peer connected with our own node id {node}; refusing it ({held} "
+                    "more refusals held back)",
+                    node=caller.node, held=held,
+                )
             return ("duplicate-node-id", f"node id {caller.node} is already in use")
+        if self.data_load is not None or not self.digest_ready:
+            return ("loading", "this node is reading its data dir; try again shortly")
         refusal = self.member_links.vet(caller.node)
         if refusal is not None:
             return refusal
@@ -864,7 +1002,7 @@ class Node:
         """This node's part of INFO, in Redis's section names."""
         return report.info_sections(self)
 
-    def service(self, endpoint: str) -> MultiService:
+    def service(self, endpoint: str) -> NodeService:
         """The node as a service listening on the server endpoint ``endpoint``."""
         top = NodeService(self)
         # Started first and stopped last: the listener stops taking clients

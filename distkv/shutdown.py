@@ -8,6 +8,7 @@ the reactor runs.
 
 from __future__ import annotations
 
+import os
 import signal
 from types import FrameType
 from typing import Any, Optional
@@ -34,3 +35,11 @@ class ExitZeroOnTerm(Service):
     def _terminate(self, signum: int, frame: Optional[FrameType]) -> None:
         log.info("Received SIGTERM; flushing to peers and shutting down")
         self._reactor.callFromThread(self._reactor.stop)
+
+
+def stop_process(reactor: Any, code: int) -> None:
+    """Stop the reactor (every service stops) and then exit with ``code``:
+    how a node that cannot go on (its data dir turned out unreadable while
+    it read it) tells its supervisor it failed."""
+    reactor.addSystemEventTrigger("after", "shutdown", os._exit, code)
+    reactor.stop()

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 import distkv
+from distkv import logs
 from distkv.cluster import tlsconfig, wire
 from distkv.cluster.handshake import MIN_SECRET_BYTES
 from distkv.cluster.membership import HOST, derived_node_id
@@ -255,6 +256,9 @@ class Options(usage.Options):
         ["min-replicas-to-write", None, "0", "Refuse writes (NOREPLICAS) while fewer than "
          "this many peers are linked and heard from within --min-replicas-max-lag "
          "(Redis's option). Default 0: never refuse."],
+        ["log-format", None, "text", "text (twistd's log lines) or json (one JSON object "
+         "a line, for log shippers), written where twistd logs (-l/--logfile, or stdout "
+         "with -n)."],
         ["min-replicas-max-lag", None, "10", "Seconds since a peer was last heard within "
          "which it counts as a good replica for --min-replicas-to-write."],
     ]
@@ -354,6 +358,12 @@ class Options(usage.Options):
         self["cluster-secret"] = None if path is None else read_secret(path)
         self["tls"] = self._tls()
         self._min_replicas()
+        if self["log-format"] not in logs.FORMATS:
+            raise usage.UsageError(
+                f"--log-format {self['log-format']!r}: use text or json")
+        parent = getattr(self, "parent", None)
+        if self["log-format"] == "json" and parent is not None and parent.get("syslog"):
+            raise usage.UsageError("--log-format json writes a file, not syslog: drop --syslog")
         if self["min-replicas-to-write"] and self["min-replicas-max-lag"] <= self["heartbeat"]:
             # A peer is heard from about once a heartbeat: a shorter lag
             # would count good peers as gone between two heartbeats.
@@ -392,14 +402,14 @@ class Options(usage.Options):
 def makeService(config: Options) -> IService:
     from twisted.internet import reactor
 
-    host, port = advertised(config)
+    advertise_host, advertise_port = advertised(config)
     try:
         node = Node(
             reactor,
             config["node-id"],
-            default_id=default_node_id(host, port),
-            advertise_host=host,
-            advertise_port=port,
+            default_id=default_node_id(advertise_host, advertise_port),
+            advertise_host=advertise_host,
+            advertise_port=advertise_port,
             listen_port=config["listen-port"],
             max_request=config["max-request"],
             outbox_bytes=config["outbox-bytes"],
@@ -419,6 +429,7 @@ def makeService(config: Options) -> IService:
             tls=config["tls"],
             min_replicas_to_write=config["min-replicas-to-write"],
             min_replicas_max_lag=config["min-replicas-max-lag"],
+            load_in_steps=True,
         )
     except DiskError as e:
         # Bad state on disk: say so and stop, rather than serve nothing.
@@ -427,5 +438,14 @@ def makeService(config: Options) -> IService:
     for host, port in peers:
         node.add_peer(host, port)
     top = node.service(config["endpoint"])
+    if config["log-format"] == "json":
+        top.log_observer = logs.json_observer(logs.json_log_file(config.parent))
+    tls: Optional[TlsConfig] = config["tls"]
+    logs.announce(
+        node.node_id, [config["endpoint"]] + ([tls.endpoint] if tls and tls.endpoint else []),
+        f"{advertise_host}:{advertise_port}" if advertise_host and advertise_port else "",
+        peers, config["data-dir"], config["fsync"],
+        "reading its data dir" if node.data_load is not None else "starting",
+    )
     ExitZeroOnTerm(reactor).setServiceParent(top)
     return top

@@ -36,3 +36,20 @@ class DataDirCase(SynchronousTestCase):
         node.start()
         self.addCleanup(lambda: None if node.journal is None or node.journal.closed else node.crash())
         return node
+
+
+def fill_data_dir(path: str, keys: int, per_row: int = 1000, node_id: str = "a",
+                  ms: int = 1_700_000_000_000) -> None:
+    """Write ``keys`` keys (``k<n>`` -> ``v<n>``, stamped by ``node_id``) into a
+    data dir at ``path``, ``per_row`` to a log row, as a node's commits would."""
+    from distkv.disk.datafile import Disk
+
+    disk = Disk(path)
+    try:
+        disk.claim(node_id, node_id)
+        for first in range(0, keys, per_row):
+            rows = [(0, b"k%d" % i, (b"v%d" % i, ms + i, 0, node_id))
+                    for i in range(first, min(keys, first + per_row))]
+            disk.commit(rows, [], [], ms + first + per_row, 0)  # type: ignore[arg-type]
+    finally:
+        disk.close()

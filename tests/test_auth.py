@@ -157,7 +157,7 @@ class RespAuthTests(SynchronousTestCase):
         """HELLO 3 AUTH default <password> answers the RESP3 map and RESP3 replies follow."""
         talk = Conversation(self.node)
         reply = talk.ask(b"HELLO", b"3", b"AUTH", b"default", b"s3cret", b"SETNAME", b"me")
-        self.assertTrue(reply.startswith(b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n"), reply)
+        self.assertTrue(reply.startswith(b"%8\r\n$6\r\nserver\r\n$5\r\nredis\r\n"), reply)
         self.assertIn(b"$5\r\nproto\r\n:3\r\n", reply)
         self.assertEqual(talk.ask(b"GET", b"missing"), b"_\r\n")
         self.assertEqual(talk.ask(b"CLIENT", b"GETNAME"), b"$2\r\nme\r\n")
@@ -289,7 +289,7 @@ class NoPasswordTests(SynchronousTestCase):
         self.assertEqual(talk.ask(b"AUTH", b"default", b"anything"), b"+OK\r\n")
         self.assertEqual(talk.ask(b"AUTH", b"dash", b"x"), WRONGPASS)
         reply = talk.ask(b"HELLO", b"2", b"AUTH", b"default", b"x")
-        self.assertTrue(reply.startswith(b"*14\r\n"), reply)
+        self.assertTrue(reply.startswith(b"*16\r\n"), reply)
         self.assertEqual(talk.ask(b"HELLO", b"3", b"AUTH", b"dash", b"x"), WRONGPASS)
         self.assertEqual(talk.ask(b"SET", b"k", b"v"), b"+OK\r\n")
         self.assertIn("client_auth none", self.node.status_lines())

@@ -614,7 +614,7 @@ class RespProtocolTests(SynchronousTestCase):
     def test_hello_3_switches_to_resp3_nil_and_maps(self) -> None:
         proto, transport = connect(self.node)
         proto.dataReceived(command(b"HELLO", b"3"))
-        self.assertTrue(transport.value().startswith(b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n"))
+        self.assertTrue(transport.value().startswith(b"%8\r\n$6\r\nserver\r\n$5\r\nredis\r\n"))
         self.assertIn(b"$5\r\nproto\r\n:3\r\n", transport.value())
         transport.clear()
         proto.dataReceived(command(b"MGET", b"nope") + command(b"CONFIG", b"GET", b"save"))

@@ -199,7 +199,6 @@ class DigestTests(SynchronousTestCase):
         self, history: List[Tuple[int, bytes, object, bool]]
     ) -> None:
         """However a store got its entries, its digest matches one rebuilt from its contents."""
-        from distkv.store.digest import Digest
 
         replica = make_store("r", 100_000)
         for key, entry in generate(history):
@@ -319,3 +318,26 @@ class DigestTests(SynchronousTestCase):
         self.assertEqual(a.digest.differing(b.digest.encode()), [])
         a.set(b"extra", b"v")
         self.assertEqual(a.digest.differing(b.digest.encode()), [bucket_of(b"extra")])
+
+
+class DigestFoldSomeTests(SynchronousTestCase):
+    def test_folding_in_parts_gives_the_hashes_of_folding_at_once(self) -> None:
+        """fold_some in parts of any size, and note's bounded fold over a
+        backlog, end with the same bucket hashes as one fold."""
+        entries = {b"k%d" % i: (b"v%d" % i, 1000 + i, 0, f"n{i % 3}") for i in range(5000)}
+        whole = Digest(dict(entries))
+        in_parts = Digest(dict(entries))
+        self.assertEqual(in_parts.pending, 5000)
+        while in_parts.fold_some(777):
+            self.assertLess(in_parts.pending, 5000)
+        self.assertEqual(in_parts.pending, 0)
+        self.assertEqual(in_parts.hashes, whole.hashes)
+        backlog = dict(entries)
+        noted = Digest(backlog, fold_at=64)
+        noted.note(b"k1", backlog[b"k1"])  # k1 is in the backlog already: nothing folds
+        self.assertEqual(noted.pending, 5000)
+        noted.note(b"new", None)
+        backlog[b"new"] = (b"x", 1, 0, "n0")
+        self.assertEqual(noted.pending, 5000 - 64 + 1)  # 64 folded, not the whole backlog
+        whole_new = Digest(dict(backlog))
+        self.assertEqual(noted.hashes, whole_new.hashes)

@@ -137,6 +137,16 @@ def _shape(reply: Reply) -> bytes:
     return reply.kind + (b"%d" % len(reply.items) if reply.items else b"")
 
 
+def _hello(reply: Reply) -> bytes:
+    """HELLO's shape, DistKV's own version field (which Redis lacks) aside."""
+    items = reply.items
+    for index in range(0, len(items) - 1, 2):
+        if items[index].raw.endswith(b"distkv_version\r\n"):
+            items = items[:index] + items[index + 2:]
+            break
+    return reply.kind + (b"%d" % len(items) if items else b"")
+
+
 def _kind(reply: Reply) -> bytes:
     """Only the reply's type (nil, bulk, error...)."""
     if reply.raw in (b"$-1\r\n", b"_\r\n", b"*-1\r\n"):
@@ -159,7 +169,8 @@ INTENDED: Dict[bytes, Tuple[Callable[[Reply], bytes], str]] = {
     b"RANDOMKEY": (_kind, "a random key: only whether there was one is compared"),
     b"TIME": (_shape, "the two servers' clocks"),
     b"MEMORY": (_kind, "MEMORY USAGE is each server's own estimate of its memory"),
-    b"HELLO": (_shape, "HELLO's map names DistKV's Redis version and connection id"),
+    b"HELLO": (_hello, "HELLO's map names DistKV's Redis version and connection id, and "
+               "adds distkv_version"),
     b"TTL": (_time_left, "the time left, read on each server's clock"),
     b"PTTL": (_time_left, "the time left, read on each server's clock"),
     b"EXPIRETIME": (_time_left, "an expiry set relative to each server's clock"),

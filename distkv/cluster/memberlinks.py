@@ -34,6 +34,7 @@ from distkv.cluster.membership import (
 )
 from distkv.cluster.peers import PeerLink
 from distkv.cluster.replication import Replication, same_host
+from distkv.ratelog import RateLimit
 from distkv.store.hlc import Version
 
 log = Logger()
@@ -56,6 +57,8 @@ class MemberLinks:
     ) -> None:
         self.membership = membership
         self.replication = replication
+        #: A node refused for a full list keeps trying: one line a second at most.
+        self._full_logged = RateLimit(reactor.seconds, 1.0)
         self._add_peer = add_peer
         self._stamp = stamp
         self._reactor = reactor
@@ -190,8 +193,11 @@ class MemberLinks:
         if self.membership.get(node) is None and self.membership.full():
             # It could not be listed, so the stability horizon would not wait
             # for it: linking it could purge tombstones it never received.
-            log.warn("Refusing node {node}: the member list is full ({most} entries, "
-                     "removed ones included)", node=node, most=MAX_MEMBERS)
+            held = self._full_logged.allow()
+            if held >= 0:
+                log.warn("Refusing node {node}: the member list is full ({most} entries, "
+                         "removed ones included; {held} more refusals held back)",
+                         node=node, most=MAX_MEMBERS, held=held)
             return ("members-full", f"the member list is full ({MAX_MEMBERS} entries)")
         return None
 

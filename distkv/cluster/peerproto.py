@@ -257,7 +257,10 @@ class PeerConnection(sendnow.SendingProtocol):
     def _tick(self) -> None:
         self._silent_ticks += 1
         if self._silent_ticks > SILENT_TICKS:
-            log.warn("Peer {peer} stopped answering; dropping the connection", peer=self.name)
+            held = self._auth.log_limit("silent", self.name).allow()
+            if held >= 0:
+                log.warn("Peer {peer} stopped answering; dropping the connection ({held} "
+                         "more lines held back)", peer=self.name, held=held)
             self.transport.abortConnection()
             return
         if self._decoder is not None:
@@ -455,7 +458,10 @@ class PeerConnection(sendnow.SendingProtocol):
         self.write(data)
 
     def _drop(self, why: str) -> None:
-        log.warn("Dropping the connection with peer {peer}: {why}", peer=self.name, why=why)
+        held = self._auth.log_limit("dropped", self.name).allow()
+        if held >= 0:
+            log.warn("Dropping the connection with peer {peer}: {why} ({held} more lines "
+                     "held back)", peer=self.name, why=why, held=held)
         self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:

@@ -40,10 +40,14 @@ from distkv.cluster import wire
 from distkv.cluster.antientropy import Round
 from distkv.cluster.outbox import Outbox
 from distkv.cluster.peerproto import Dialer, PeerConnection, PeerHost
+from distkv.ratelog import RateLimit
 from distkv.store.hlc import Version
 from distkv.store.store import ZERO, Entry, Store, version_of
 
 log = Logger()
+
+#: Seconds between two lines about one peer that cannot be reached or refuses us.
+FAILURE_LOG_INTERVAL = 60.0
 
 
 class PeerLink(ReconnectingClientFactory):
@@ -78,6 +82,9 @@ class PeerLink(ReconnectingClientFactory):
         self._peer_host = peer_host
         self.clock = reactor  # type: ignore[assignment]
         self._reactor = reactor
+        #: A peer that stays unreachable, or keeps refusing us, is retried
+        #: every few seconds: one log line a minute says so, with a count.
+        self._failures_logged = RateLimit(reactor.seconds, FAILURE_LOG_INTERVAL)
         self.outbox = outbox
         self._heartbeat = heartbeat
         self._store = store
@@ -163,11 +170,12 @@ class PeerLink(ReconnectingClientFactory):
                 log.info("Peer {peer} is this node itself; skipping it", peer=self.name)
                 self._found_self()
             else:
-                log.error(
-                    "Peer {peer} uses our node id {node}; refusing to link",
-                    peer=self.name,
-                    node=remote.node,
-                )
+                if self._failures_logged.allow() >= 0:  # it is dialled again and again
+                    log.error(
+                        "Peer {peer} uses our node id {node}; refusing to link",
+                        peer=self.name,
+                        node=remote.node,
+                    )
                 self.refusal = ("duplicate-node-id", remote.node)
             return False
         previous = self.remote
@@ -273,11 +281,20 @@ class PeerLink(ReconnectingClientFactory):
         self.refusal = refusal
         if code == "removed":
             self.stopTrying()  # final: see distkv.cluster.membership
+        held = self._failures_logged.allow()
+        if held < 0:
+            return
+        if code == "loading":  # it links once its data dir is read
+            log.info("Peer {peer} is reading its data dir; retrying ({held} more failed "
+                     "attempts since the last line)", peer=self.name, held=held)
+            return
         log.error(
-            "Peer {peer} refused our link: {code} {message}",
+            "Peer {peer} refused our link: {code} {message} ({held} more failed attempts "
+            "since the last line)",
             peer=self.name,
             code=code,
             message=message,
+            held=held,
         )
 
     def tls_failed(self, why: str) -> None:
@@ -565,7 +582,10 @@ class PeerLink(ReconnectingClientFactory):
             waiter.callback(None)
 
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
-        log.debug("Cannot reach peer {peer}: {why}", peer=self.name, why=reason.value)
+        held = self._failures_logged.allow()
+        if held >= 0:
+            log.warn("Cannot reach peer {peer}: {why} (retrying; {held} more failed attempts "
+                     "since the last line)", peer=self.name, why=reason.value, held=held)
         super().clientConnectionFailed(connector, reason)
 
     def status(self) -> str:

@@ -61,11 +61,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import (
     Any,
     Collection,
     Dict,
+    Generator,
     Iterable,
     Iterator,
     List,
@@ -128,6 +129,8 @@ class Loader(Protocol):
     """What :meth:`Disk.load` fills: a :class:`~distkv.store.store.Store`."""
 
     def load(self, key: bytes, entry: Entry, seq: int = 0) -> None: ...
+
+    def load_many(self, records: Iterable[Row]) -> int: ...
 
     def unload(self, key: bytes, version: Version) -> None: ...
 
@@ -320,28 +323,62 @@ class Disk:
         Reading everything also checks every page of it, so a corrupt file is
         found here, at start, and not halfway through serving.
         """
+        steps = self.load_steps(into, unacked_above)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    def load_size(self) -> int:
+        """About how many bytes :meth:`load` reads: the current snapshot and
+        the log rows after it (a loader's 100%)."""
+        try:
+            snapshot = self._run("SELECT sum(length(writes)) FROM snapshot WHERE generation = ?",
+                                 (self._generation,))
+            rows = self._run("SELECT sum(length(writes) + ifnull(length(forgets), 0)) FROM log "
+                             "WHERE id > ?", (self._snapshot_log,))
+        except sqlite3.Error:
+            return 0  # load() says what is wrong
+        return int(snapshot[0][0] or 0) + int(rows[0][0] or 0)
+
+    def load_steps(self, into: Loader, unacked_above: Optional[int]
+                   ) -> Generator[int, None, Loaded]:
+        """:meth:`load` a record at a time (a snapshot part, a log row): yields
+        the bytes read so far after each, and returns what load returns, so a
+        node can serve between two records (see :mod:`distkv.disk.loader`)."""
         replay = _Replay(into, unacked_above)
+        done = 0
         try:
             if self._format1:
                 self._convert_format1()
-            for (blob,) in self._select(
+            # Each cursor is closed explicitly when the caller gives up halfway
+            # (closing this generator): PyPy would keep it open until garbage
+            # collection, and the data dir could not be closed meanwhile.
+            with closing(self._select(
                 "SELECT writes FROM snapshot WHERE generation = ? ORDER BY part",
                 (self._generation,),
-            ):
-                self.snapshot_bytes += len(blob)
-                replay.writes(blob)
+            )) as parts:
+                for (blob,) in parts:
+                    self.snapshot_bytes += len(blob)
+                    replay.writes(blob)
+                    done += len(blob)
+                    yield done
             clock = int(self._meta("clock_ms") or 0)
             seq = int(self._meta("seq") or 0)
-            for writes, forgets, clock_ms, last_seq in self._select(
+            with closing(self._select(
                 "SELECT writes, forgets, clock_ms, seq FROM log WHERE id > ? ORDER BY id",
                 (self._snapshot_log,),
-            ):
-                self.log_bytes += len(writes) + len(forgets or b"")
-                replay.writes(writes)
-                if forgets:
-                    replay.forgets(forgets)
-                clock = max(clock, clock_ms)
-                seq = max(seq, last_seq)
+            )) as rows:
+                for writes, forgets, clock_ms, last_seq in rows:
+                    self.log_bytes += len(writes) + len(forgets or b"")
+                    replay.writes(writes)
+                    if forgets:
+                        replay.forgets(forgets)
+                    clock = max(clock, clock_ms)
+                    seq = max(seq, last_seq)
+                    done += len(writes) + len(forgets or b"")
+                    yield done
         except sqlite3.Error as e:
             self._db.close()
             self._lock.release()
@@ -429,7 +466,7 @@ class Disk:
         except ValueError:
             raise DiskError(f"{self.path} holds a malformed horizon {stored[:80]!r}") from None
 
-    def _select(self, sql: str, params: Sequence[object] = ()) -> Iterable[Any]:
+    def _select(self, sql: str, params: Sequence[object] = ()) -> Generator[Any, None, None]:
         cursor = self._db.cursor()
         try:
             cursor.execute(sql, params)
@@ -693,16 +730,14 @@ class _Replay:
         self.count = 0
 
     def writes(self, blob: bytes) -> None:
-        load = self._into.load
+        records = list(wire.iter_writes(bytes(blob)))
+        self.count += self._into.load_many(records)
         above = self._above
-        candidates = self._candidates
-        count = 0
-        for seq, key, entry in wire.iter_writes(bytes(blob)):
-            load(key, entry, seq)
-            if seq and above is not None and seq > above:
-                candidates[key] = (seq, entry)
-            count += 1
-        self.count += count
+        if above is not None:
+            candidates = self._candidates
+            for seq, key, entry in records:
+                if seq > above:
+                    candidates[key] = (seq, entry)
 
     def forgets(self, blob: bytes) -> None:
         unload = self._into.unload

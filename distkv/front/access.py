@@ -7,7 +7,9 @@ Every command declares the access it needs where it enters the table:
 user with the write right). :class:`CommandTables` keeps three tables of the
 same commands: the full one, a read-only user's (whose writes answer
 ``NOPERM``) and that of a client not logged in yet (whose every command but
-the open ones answers ``NOAUTH``). A connection's
+the open ones answers ``NOAUTH``). While a node reads its data dir, every
+table answers one error (``LOADING``) to every command but the few it names
+(:meth:`CommandTables.hold`), changed in place. A connection's
 :class:`~distkv.front.replies.Session` holds the table for its rights, and the
 front ends look requests up there: a node without passwords gives every
 connection the full table, so its requests pay nothing for the check. The
@@ -17,7 +19,7 @@ table chosen before an ``AUTH`` earlier in the same read still obeys it.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 from distkv.front.auth import NOAUTH, Accounts, User
 from distkv.front.replies import Error, Session, wrong_arity
@@ -47,6 +49,8 @@ class CommandTables:
         self.arity: Dict[bytes, Tuple[int, int]] = {}
         self._readonly: Dict[bytes, Command] = {}
         self._guest: Dict[bytes, Command] = {}
+        #: While held (see :meth:`hold`): each table's commands as they were.
+        self._held: Optional[List[Dict[bytes, Command]]] = None
 
     def add(self, name: bytes, command: Command, least: int, most: int, access: str) -> None:
         """Put ``command`` in every table; it takes ``least`` to ``most`` (-1:
@@ -78,6 +82,40 @@ class CommandTables:
             return command(request, session)
 
         return gate
+
+    def hold(self, allowed: Collection[bytes], reply: Error) -> None:
+        """Until :meth:`release`, every command but those ``allowed`` answers
+        ``reply``, after Redis's arity check and, for a client not logged in,
+        its ``NOAUTH`` (Redis checks both before ``LOADING``). The tables
+        change in place, so every connection's table holds it at once."""
+        if self._held is not None:
+            return
+        tables = (self.full, self._readonly, self._guest)
+        self._held = [dict(table) for table in tables]
+        refusals = {name: self._refuse(reply, *self.arity[name]) for name in self.full
+                    if name not in allowed}
+        for table in tables:
+            table.update(refusals)
+
+    def release(self) -> None:
+        """Every command runs again (see :meth:`hold`)."""
+        if self._held is None:
+            return
+        for table, saved in zip((self.full, self._readonly, self._guest), self._held):
+            table.update(saved)
+        self._held = None
+
+    @staticmethod
+    def _refuse(reply: Error, least: int, most: int) -> Command:
+        def refuse(request: Sequence[bytes], session: Session) -> Any:
+            count = len(request) - 1
+            if count < least or (most >= 0 and count > most):
+                return wrong_arity(request[0])
+            if session.user is None:
+                return _NOAUTH
+            return reply
+
+        return refuse
 
     def for_user(self, user: Optional[User]) -> Dict[bytes, Command]:
         """The table of a client that is ``user`` (None: not logged in)."""

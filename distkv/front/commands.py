@@ -122,6 +122,17 @@ def glob_regex(pattern: bytes) -> Glob:
     return compile_glob(pattern)
 
 
+#: What a node answers while it reads its data dir: the connection's own
+#: commands (Redis's commands flagged ``loading``; and PING, which Redis refuses
+#: then but which DistKV answers, so a liveness check sees the process up), and
+#: the reports that show the reading's progress. Everything that touches the
+#: data, or the member list read with it, answers ``LOADING``.
+WHILE_READING = frozenset([
+    b"AUTH", b"HELLO", b"QUIT", b"PING", b"ECHO", b"SELECT", b"TIME", b"INFO", b"STATUS",
+    b"COMMAND", b"CLIENT", b"CONFIG",
+])
+
+
 class Dispatcher:
     """Runs requests against a store.
 
@@ -235,6 +246,19 @@ class Dispatcher:
             return Error(user)
         self._become(session, user)
         return OK
+
+    def hold(self, reply: Error) -> None:
+        """Answer ``reply`` to every command but :data:`WHILE_READING`'s
+        until :meth:`release` (the node is reading its data dir)."""
+        self._tables.hold(WHILE_READING, reply)
+
+    def release(self) -> None:
+        self._tables.release()
+
+    def persist_with(self, durable: Durable) -> None:
+        """Writes are answered once ``durable`` says they are committed (the
+        node's journal, opened once its data dir is read)."""
+        self._durable = durable
 
     def store_size(self) -> int:
         return len(self._store)

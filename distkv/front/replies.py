@@ -90,6 +90,8 @@ QUEUED = Status(b"QUEUED")
 LOADING = Error(
     "LOADING this node is syncing its data from its peers and serves once it is current"
 )
+#: What data commands get while the node reads its data dir: Redis's words.
+READING = Error("LOADING Redis is loading the dataset in memory")
 SYNTAX = Error("ERR syntax error")
 NOT_INTEGER = Error("ERR value is not an integer or out of range")
 

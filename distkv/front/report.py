@@ -22,7 +22,7 @@ def status_lines(node: Node) -> List[str]:
     lines = [
         f"node {node.node_id}",
         f"incarnation {node.incarnation}",
-        "state {}".format(f"loading ({node.loading_why})" if node.loading else "serving"),
+        f"state {state(node)}",
         "writes {}".format("refused (clock ahead)" if node.dispatcher.write_refusal else "accepted"),
         f"keys {len(store)}",
         f"tombstones {store.tombstones}",
@@ -43,6 +43,14 @@ def status_lines(node: Node) -> List[str]:
     lines.extend(link.status() for link in node.replication.links.values())
     lines.extend(member_lines(node))
     return lines
+
+
+def state(node: Node) -> str:
+    """``serving``, or ``loading (why)``: while the data dir is read, how much is."""
+    load = node.data_load
+    if load is not None:
+        return f"loading (data dir, {load.percent():.0f}% read)"
+    return f"loading ({node.loading_why})" if node.loading else "serving"
 
 
 def info_sections(node: Node) -> Dict[str, List[Tuple[str, object]]]:
@@ -97,12 +105,26 @@ def persistence(node: Node) -> List[Tuple[str, object]]:
     """INFO persistence, with Redis's append-only-file names where they fit:
     the log is DistKV's AOF and a snapshot its rewrite."""
     journal = node.journal
-    section: List[Tuple[str, object]] = [
-        ("loading", int(node.loading)),
+    section: List[Tuple[str, object]] = [("loading", int(node.loading))]
+    load = node.data_load
+    if load is not None:
+        # Redis's names for the reading of its dump, while it reads it;
+        # loading_loaded_keys is DistKV's.
+        now = node.reactor.seconds()
+        section.extend([
+            ("async_loading", 0),
+            ("loading_start_time", int(load.started)),
+            ("loading_total_bytes", load.total_bytes),
+            ("loading_loaded_bytes", load.loaded_bytes),
+            ("loading_loaded_perc", f"{load.percent():.2f}"),
+            ("loading_eta_seconds", load.eta_seconds(now)),
+            ("loading_loaded_keys", len(node.store)),
+        ])
+    section.extend([
         ("aof_enabled", int(journal is not None)),
         ("data_dir", node.data_dir or ""),
         ("fsync", node.fsync if node.data_dir else "memory-only"),
-    ]
+    ])
     if journal is not None:
         disk = journal.disk
         section.extend([

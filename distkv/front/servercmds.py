@@ -403,6 +403,9 @@ class ServerCommands:
             ("mode", b"standalone"),
             ("role", b"master"),
             ("modules", Array(())),
+            # Clients read "version" as the Redis release whose commands they
+            # may send; DistKV's own version is its own field, as in INFO.
+            ("distkv_version", DISTKV_VERSION.encode()),
         ]
         return Map(tuple(item for key, value in pairs for item in (key.encode(), value)))
 

@@ -153,8 +153,10 @@ class Digest:
         if key not in changed:
             if len(changed) >= self.fold_at or self._key_bytes >= FOLD_BYTES:
                 # Now, not after the new key is noted: every change noted so
-                # far has been made, and this key's is still to come.
-                self.fold()
+                # far has been made, and this key's is still to come. At most
+                # fold_at of them: after a restart a million keys wait, folded
+                # a part at a time (see fold_some), never all in one write.
+                self.fold_some(self.fold_at)
             if old is None:
                 changed[key] = None
             else:
@@ -168,12 +170,35 @@ class Digest:
         changed = self.changed
         if not changed:
             return
+        self._fold(changed.items())
+        changed.clear()
+        self._key_bytes = 0
+
+    def fold_some(self, limit: int) -> bool:
+        """Hash up to ``limit`` noted changes into their buckets (any of them:
+        XOR does not mind the order); True while some remain."""
+        changed = self.changed
+        if len(changed) <= limit:
+            self.fold()
+            return False
+        pop = changed.popitem  # from the end: no hole left for the next call to skip
+        items = [pop() for _ in range(limit)]
+        self._fold(items)
+        self._key_bytes = max(0, self._key_bytes - sum(len(key) for key, _ in items))
+        return True
+
+    @property
+    def pending(self) -> int:
+        """How many noted changes wait for a fold."""
+        return len(self.changed)
+
+    def _fold(self, changed: Iterable[Tuple[bytes, Optional[Stamped]]]) -> None:
         hashes = self._hashes
         get = self._entries.get
         # _hash()'s formula inlined, with the last node id's number kept:
         # consecutive versions mostly share one.
         last, number = "", node_number("")
-        for key, old in changed.items():
+        for key, old in changed:
             crc = _crc32(key)
             bucket = crc & (BUCKETS - 1)
             value = hashes[bucket]
@@ -189,8 +214,6 @@ class Digest:
                     number = node_number(last)
                 value ^= hash((crc, old[-3], old[-2], number, old[0]))
             hashes[bucket] = value
-        changed.clear()
-        self._key_bytes = 0
 
     @property
     def hashes(self) -> List[int]:

@@ -24,7 +24,7 @@ stamps above it and survives.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Set, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from distkv.store.digest import Digest
 from distkv.store.hlc import HybridClock, Version
@@ -431,6 +431,53 @@ class Store:
             self._data[key] = entry
         if seq > self.seq:
             self.seq = seq
+
+    def load_many(self, records: Iterable[Tuple[int, bytes, Entry]]) -> int:
+        """:meth:`load` for each ``(seq, key, entry)``, in order; returns how
+        many were read. The bulk path of a restart: a key new to the store (most
+        of a snapshot) costs a dict insert and a note for the digest, with no
+        call per entry. The digest folds the noted keys later, in parts (the
+        node does it a part per reactor turn once its data is read, see
+        :meth:`~distkv.store.digest.Digest.fold_some`), or when it is read."""
+        data = self._data
+        get = data.get
+        changed = self._changed
+        tombstones = self._tombstones
+        floor = self.flushed
+        floored = floor != ZERO
+        wall = self._wall()
+        live = self._live
+        expiring = 0
+        high = self.seq
+        count = 0
+        for seq, key, entry in records:
+            count += 1
+            if seq > high:
+                high = seq
+            if len(entry) == 5 and entry[1] <= wall:  # type: ignore[misc]
+                entry = as_tombstone(entry)  # expired while the node was down
+            if floored and entry[-3:] < floor:
+                continue
+            current = get(key)
+            if current is None:
+                if key not in changed:
+                    changed[key] = None  # Digest.note(key, None), without its fold
+                data[key] = entry
+                if entry[0] is None:
+                    tombstones.add(key)
+                else:
+                    live += 1
+                    expiring += len(entry) == 5
+            elif newer(entry, current):
+                self._live = live
+                self._count(key, current, entry)
+                live = self._live
+                self.digest.note(key, current)
+                data[key] = entry
+        self._live = live
+        self._with_expiry += expiring
+        self.seq = high
+        return count
 
     def unload(self, key: bytes, version: Version) -> None:
         """Forget ``key`` if it holds ``version``, telling no listener (replaying
