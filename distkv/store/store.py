@@ -269,7 +269,7 @@ class Store:
         entry = self._data.get(key)
         if entry is None:
             return None
-        # expired() inlined here, in live() and in apply(): their hot paths.
+        # expired() inlined here, in live(), apply() and load_many(): hot paths.
         if len(entry) == 5 and entry[1] + entry[-3] <= self._wall():  # type: ignore[misc,operator]
             self._reclaim(key, entry)
             return None
@@ -454,7 +454,7 @@ class Store:
             count += 1
             if seq > high:
                 high = seq
-            if len(entry) == 5 and entry[1] <= wall:  # type: ignore[misc]
+            if len(entry) == 5 and entry[1] + entry[-3] <= wall:  # type: ignore[misc,operator]
                 entry = as_tombstone(entry)  # expired while the node was down
             if floored and entry[-3:] < floor:
                 continue
