@@ -65,6 +65,7 @@ from distkv.disk.journal import Batch, Journal
 from distkv.expiry import ActiveExpiry
 from distkv.front import report
 from distkv.front.auth import Accounts, User
+from distkv.front.backupcmd import Backups
 from distkv.front.commands import Dispatcher
 from distkv.front.frontdoor import FrontDoorFactory, bound_address, one_interface
 from distkv.front.replcmds import NOREPLICAS, Replicas
@@ -299,6 +300,8 @@ class Node:
             members=lambda: report.member_lines(self),
             myid=lambda: self.node_id,
         )
+        if data_dir is not None:
+            self.dispatcher.backups = Backups(lambda: self.journal, reactor)
         self.dispatcher.max_request = max_request
         self.dispatcher.seconds = reactor.seconds
         self.dispatcher.config.update({
