@@ -38,7 +38,8 @@ class ProtocolError(Exception):
 def encode(args: Sequence[Union[bytes, str]]) -> bytes:
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        data = arg.encode("utf-8") if isinstance(arg, str) else arg
+        # surrogateescape: an argument from sys.argv keeps the bytes it was given
+        data = arg.encode("utf-8", "surrogateescape") if isinstance(arg, str) else arg
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
 

@@ -7,7 +7,8 @@ C-style escapes (``"a\\n\\xff"``), an integer is ``(integer) 1``, nil
 ``(empty array)``. Piped (*raw*), a string is written as its bytes, an integer
 as its digits, nil as nothing and an array one element per line. The reports
 (``INFO``, ``STATUS``, ``MEMBERS``, ``CLUSTER NODES``) print raw everywhere,
-as redis-cli does with ``INFO``. Every reply ends with a newline.
+as redis-cli does with ``INFO``, with no newline added after one that ends
+with its own. Every other reply ends with a newline.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import List, Sequence
 from distkv.cli.client import ReplyError, RespMap, Status, Value
 
 #: Commands whose reply is a report meant to be read as text (redis-cli's list, and DistKV's).
-RAW_REPORTS = {("INFO",), ("STATUS",), ("MEMBERS",), ("CLUSTER", "NODES"), ("CLUSTER", "INFO")}
+RAW_REPORTS = {("INFO",), ("STATUS",), ("MEMBERS",), ("CLUSTER", "NODES"), ("CLUSTER", "INFO"),
+               ("CLIENT", "LIST"), ("CLIENT", "INFO")}
 
 _ESCAPES = {0x5C: b"\\\\", 0x22: b'\\"', 0x0A: b"\\n", 0x0D: b"\\r", 0x09: b"\\t",
             0x07: b"\\a", 0x08: b"\\b"}
@@ -107,6 +109,9 @@ def raw(reply: Value) -> bytes:
 
 def render(reply: Value, terminal: bool, report: bool = False) -> bytes:
     """The bytes to print for ``reply``, its final newline included."""
-    if terminal and not (report and isinstance(reply, bytes)):
+    if report:
+        text = raw(reply)
+        return text if text.endswith(b"\n") else text + b"\n"
+    if terminal:
         return (tty(reply) + "\n").encode("utf-8")
     return raw(reply) + b"\n"
