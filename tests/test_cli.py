@@ -105,8 +105,10 @@ def test_prompt_completes_formats_and_keeps_history(cluster: Cluster, tmp_path: 
     term.expect(prompt)
     term.send(b"STRLEN k\r")
     term.expect(b"(integer) 9")
+    term.expect(prompt)
     term.send(b"GET\r")
     term.expect(b"(error) ERR wrong number of arguments for 'get' command")
+    term.expect(prompt)
     term.send(b"quit\r")
     assert term.finish() == 0
     assert history.read_text().splitlines()[-5:] == [
@@ -116,7 +118,8 @@ def test_prompt_completes_formats_and_keeps_history(cluster: Cluster, tmp_path: 
     term.expect(prompt)
     term.send(b"\x1b[A\x1b[A\x1b[A\r")  # Up: "quit", "GET", then "STRLEN k"
     term.expect(b"(integer) 9")
-    term.send(b"\x04")  # end of input leaves
+    term.expect(prompt)
+    term.send(b"exit\r")
     assert term.finish() == 0
 
 
