@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Dict, List
 
 from distkv.cli.client import Connection
-from distkv.node import Node
 from distkv.front.auth import parse_users
+from distkv.node import Node
 from tests.clirun import cli
 from tests.realnodes import Cluster, NodeProcess, free_ports
 from tests.respclient import ask, command, connect
@@ -42,7 +42,7 @@ class BackupCommandTests(DataDirCase):
         self.assertEqual(restored.store.get(b"k"), b"v")
 
     def test_refuses_bad_paths(self) -> None:
-        """Relative paths, non-empty directories, files, missing parents and the data dir itself are refused."""
+        """Relative paths, non-empty dirs, files, missing parents and the data dir are refused."""
         node = self.node()
         proto, transport = connect(node)
         parent = os.path.dirname(self.dir)

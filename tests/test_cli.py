@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 
 from distkv.cli.client import Connection
 from tests.clirun import ROOT, Terminal, cli, cli_argv, cli_env
-from tests.realnodes import Cluster, free_ports, wait_until
+from tests.realnodes import Cluster, NodeProcess, free_ports, wait_until
 
 
 def test_console_script_is_declared() -> None:
@@ -217,3 +217,66 @@ def test_load_reports_bad_lines(cluster: Cluster, tmp_path: Path) -> None:
     assert f"{dump}:2:".encode() in done.stderr and f"{dump}:3: no value".encode() in done.stderr
     assert b"loaded 1 keys" in done.stderr
 
+
+
+def test_login_with_a_password_file(cluster: Cluster, tmp_path: Path) -> None:
+    """``--user``/``--pass-file`` log in; a wrong password exits 2 saying why,
+    none gets the node's NOAUTH (exit 1), a read user NOPERM on a write."""
+    users = tmp_path / "users"
+    users.write_text("app readwrite >app secret\nviewer read >look only\n")
+    (number,) = free_ports(1)
+    node = cluster.add(NodeProcess(tmp_path, number, [], "node1", ["--users-file", str(users)]))
+    node.start()
+    app, viewer, wrong = tmp_path / "app", tmp_path / "viewer", tmp_path / "wrong"
+    app.write_text("app secret\n")
+    viewer.write_text("look only\r\n")
+    wrong.write_text("nope\n")
+    port = str(node.port)
+    wait_until(lambda: cli("-p", port, "--user", "viewer", "--pass-file", str(viewer),
+                           "STATUS").stdout.count(b"state serving") == 1,
+               "the node to serve, asked as viewer")
+    assert cli("-p", port, "--user", "app", "--pass-file", str(app), "SET", "k", "v").stdout == b"OK\n"
+    read = cli("-p", port, "--user", "viewer", "--pass-file", str(viewer), "GET", "k")
+    assert (read.returncode, read.stdout) == (0, b"v\n")
+    denied = cli("-p", port, "--user", "viewer", "--pass-file", str(viewer), "SET", "k", "w")
+    assert denied.returncode == 1 and denied.stdout.startswith(b"NOPERM")
+    refused = cli("-p", port, "--user", "app", "--pass-file", str(wrong), "GET", "k")
+    assert refused.returncode == 2 and b"WRONGPASS" in refused.stderr
+    anonymous = cli("-p", port, "GET", "k")
+    assert anonymous.returncode == 1 and anonymous.stdout.startswith(b"NOAUTH")
+
+
+def test_tls_connection_verified_against_the_ca(cluster: Cluster, tmp_path: Path) -> None:
+    """``--tls --cacert`` talks to a node's TLS port; without the CA the certificate is refused."""
+    from tests.tlscerts import Authority, require_tls
+
+    require_tls()
+    ca = Authority(tmp_path, "cli-ca")
+    cert, key = ca.issue("node1")
+    port, tls_port = free_ports(2)
+    node = cluster.add(NodeProcess(tmp_path, port, [], "node1", [
+        "--tls-port", f"tcp:{tls_port}:interface=127.0.0.1", "--tls-cert", str(cert),
+        "--tls-key", str(key)]))
+    node.start().wait_ready()
+    done = cli("-p", str(tls_port), "--tls", "--cacert", str(ca.path), "SET", "k", "over tls")
+    assert (done.returncode, done.stdout) == (0, b"OK\n"), done.stderr
+    assert cli("-p", str(port), "GET", "k").stdout == b"over tls\n"
+    untrusted = cli("-p", str(tls_port), "--tls", "GET", "k")
+    assert untrusted.returncode == 2 and b"CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+
+
+def test_dump_and_load_draw_progress_on_a_terminal(cluster: Cluster, tmp_path: Path) -> None:
+    """On a terminal, dump and load draw a progress bar with a rate; piped, only the summary."""
+    (node,) = cluster.start(1)
+    with Connection("127.0.0.1", node.port) as conn:
+        conn.pipeline([("SET", f"k{i}", "v") for i in range(100)])
+    dump = tmp_path / "d.jsonl"
+    term = Terminal(cli_argv("-p", str(node.port), "dump", str(dump)))
+    assert term.finish() == 0
+    assert b"dump [" + b"#" * 30 + b"] 100% 100 keys " in term.output
+    assert b"keys/s" in term.output and b"dumped 100 keys" in term.output
+    term = Terminal(cli_argv("-p", str(node.port), "load", str(dump)))
+    assert term.finish() == 0
+    assert b"] 100% " in term.output and b"bytes/s" in term.output
+    piped = cli("-p", str(node.port), "load", str(dump))
+    assert b"[" not in piped.stderr and piped.stderr.startswith(b"loaded 100 keys")
