@@ -54,8 +54,13 @@ class Completer:
         import readline
 
         if state == 0:
-            before = readline.get_line_buffer()[: readline.get_begidx()]
-            if before.strip():
+            line = readline.get_line_buffer()
+            if isinstance(line, bytes):  # PyPy's pyrepl gives bytes (and its get_begidx fails)
+                line = line.decode("utf-8", "replace")
+                begin = len(line) - len(text)  # as if the cursor were at the end
+            else:
+                begin = readline.get_begidx()
+            if line[:begin].strip():
                 self._matches = []  # only the command's name is completed
             else:
                 upper = text[:1].isupper()
@@ -89,13 +94,16 @@ def prompt(target: Target, terminal: bool = True) -> int:
     histfile = history_file()
     if readline is not None:
         names = command_names(conn) if conn is not None else BUILTIN_COMMANDS
-        readline.set_completer(Completer(names).complete)
-        readline.set_completer_delims(" \t")
-        readline.parse_and_bind("tab: complete")
         try:
+            readline.set_completer(Completer(names).complete)
+            readline.set_completer_delims(" \t")
+            readline.parse_and_bind("tab: complete")
             readline.read_history_file(histfile)
         except OSError:
-            pass
+            pass  # no history yet
+        except Exception as e:  # PyPy's pyrepl on a terminal it cannot drive (TERM=dumb)
+            print(f"(no line editing: {e})", file=sys.stderr)
+            readline = None  # type: ignore[assignment]
     out = sys.stdout.buffer
     try:
         while True:
