@@ -19,7 +19,7 @@ import os
 import sqlite3
 from typing import Optional
 
-from distkv.disk.datafile import FILENAME
+from distkv.disk.datafile import FILENAME, _flush
 
 PARTIAL = FILENAME + ".partial"
 
@@ -65,16 +65,9 @@ def copy_database(source: str, target_dir: str) -> int:
             dst.close()
     finally:
         src.close()
-    _fsync(partial)
+    _flush(partial)
     final = os.path.join(target_dir, FILENAME)
     os.replace(partial, final)
-    _fsync(target_dir)
+    _flush(target_dir)
     return os.path.getsize(final)
 
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
