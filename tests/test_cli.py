@@ -279,3 +279,26 @@ def test_dump_and_load_draw_progress_on_a_terminal(cluster: Cluster, tmp_path: P
     assert b"] 100% " in term.output and b"bytes/s" in term.output
     piped = cli("-p", str(node.port), "load", str(dump))
     assert b"[" not in piped.stderr and piped.stderr.startswith(b"loaded 100 keys")
+
+
+def test_dump_survives_keys_expiring_and_deleted_meanwhile(cluster: Cluster, tmp_path: Path) -> None:
+    """Keys that expire or are deleted while the dump runs are left out or dumped whole;
+    every key that stays is dumped exactly once."""
+    (node,) = cluster.start(1)
+    with Connection("127.0.0.1", node.port) as conn:
+        conn.pipeline([("SET", f"stay{i}", "v") for i in range(3000)])
+        conn.pipeline([("SET", f"brief{i}", "v", "PX", str(1 + i % 400)) for i in range(3000)])
+        conn.pipeline([("SET", f"doomed{i}", "v") for i in range(3000)])
+    dump = tmp_path / "d.jsonl"
+    term = Terminal(cli_argv("-p", str(node.port), "dump", str(dump)))
+    with Connection("127.0.0.1", node.port) as conn:  # delete while it dumps
+        for start in range(0, 3000, 100):
+            conn.call("DEL", *[f"doomed{i}" for i in range(start, start + 100)])
+    assert term.finish() == 0, term.output
+    records = [json.loads(line) for line in dump.read_text().splitlines()]
+    keys = [record["key"] for record in records]
+    assert len(keys) == len(set(keys))
+    assert {f"stay{i}" for i in range(3000)} <= set(keys)
+    assert all("expire_at_ms" in record for record in records if record["key"].startswith("brief"))
+    assert all("expire_at_ms" not in record for record in records
+               if not record["key"].startswith("brief"))
