@@ -67,6 +67,7 @@ from distkv.disk.loader import DataLoad
 from distkv.expiry import ActiveExpiry
 from distkv.front import report
 from distkv.front.auth import Accounts, User
+from distkv.front.backupcmd import Backups
 from distkv.front.commands import Dispatcher
 from distkv.front.frontdoor import FrontDoorFactory, bound_address, one_interface
 from distkv.front.replcmds import NOREPLICAS, Replicas
@@ -353,6 +354,8 @@ class Node:
             members=lambda: report.member_lines(self),
             myid=lambda: self.node_id,
         )
+        if data_dir is not None:
+            self.dispatcher.backups = Backups(lambda: self.journal, reactor)
         self.dispatcher.max_request = max_request
         self.dispatcher.seconds = reactor.seconds
         self.dispatcher.config.update({

@@ -361,7 +361,7 @@ class CommandAccessTests(SynchronousTestCase):
         writes = {name for name, access in dispatcher.access.items() if access == WRITE}
         self.assertEqual(writes, {b"SET", b"DEL", b"MSET", b"LEAVE", b"APPEND", b"SETRANGE",
                                   b"MSETNX", b"UNLINK", b"RENAME", b"RENAMENX", b"COPY",
-                                  b"FLUSHDB", b"FLUSHALL",
+                                  b"FLUSHDB", b"FLUSHALL", b"BACKUP",
                                   b"SETEX", b"PSETEX", b"SETNX", b"GETSET", b"GETDEL", b"GETEX",
                                   b"EXPIRE", b"PEXPIRE", b"EXPIREAT", b"PEXPIREAT", b"PERSIST"})
         opened = {name for name, access in dispatcher.access.items() if access == OPEN}

@@ -28,7 +28,7 @@ import zlib
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from distkv.disk.journal import Batch
-from distkv.front import expirecmds, keycmds, replcmds, servercmds
+from distkv.front import backupcmd, expirecmds, keycmds, replcmds, servercmds
 from distkv.front.access import OPEN, READ, WRITE, CommandTables
 from distkv.front.auth import Accounts, User
 from distkv.front.glob import Glob, compile_glob
@@ -179,6 +179,8 @@ class Dispatcher:
         #: The member commands' way to the node (CLUSTER, LEAVE, MEMBERS);
         #: None: they answer that there is no cluster.
         self.cluster: Optional[servercmds.ClusterControl] = None
+        #: BACKUP's runner (the node sets it when it has a data dir).
+        self.backups: Optional[backupcmd.Backups] = None
         #: SET's options and the expiry commands (set by expirecmds.table).
         self.expiry: expirecmds.ExpiryCommands
         #: What CONFIG GET reports (lower-case names); the node fills it in.
@@ -215,6 +217,7 @@ class Dispatcher:
         handlers.update(keycmds.table(self))
         handlers.update(replcmds.table(self))
         handlers.update(expirecmds.table(self))
+        handlers.update(backupcmd.table(self))
         for name, (handler, least, most, access) in handlers.items():
             self.add(name, checked(handler, least, most), least, most, access)
         #: MULTI, EXEC, DISCARD, WATCH, UNWATCH; ``max_transaction`` bounds
