@@ -62,7 +62,22 @@ class PeerWarningTests(SynchronousTestCase):
             self.link.refused(("bad-secret", "prove the secret"))
         self.assertEqual([e["held"] for e in self.lines("Peer {peer} refused our link")], [0])
         self.clock.advance(FAILURE_LOG_INTERVAL)
+        self.link.refused(("bad-secret", "prove the secret"))
+        self.assertEqual([e["held"] for e in self.lines("Peer {peer} refused our link")], [0, 4])
+        self.clock.advance(FAILURE_LOG_INTERVAL)
         self.link.refused(("loading", "reading its data dir"))
         loading = self.lines("Peer {peer} is reading its data dir")
-        self.assertEqual([e["held"] for e in loading], [4])
+        self.assertEqual([e["held"] for e in loading], [0])
         self.assertEqual(loading[0]["log_level"].name, "info")
+
+    def test_a_new_kind_of_failure_is_logged_at_once(self) -> None:
+        """A peer unreachable at first (not started yet) that then refuses our
+        link (it requires TLS, say) gets the refusal logged at once, within
+        the minute, and the count of what was held back."""
+        for _ in range(3):
+            self.link.clientConnectionFailed(_Connector(), Failure(ConnectionRefusedError()))
+            self.clock.advance(5)
+        self.link.refused(("tls-required", "this cluster's peers use TLS"))
+        self.link.refused(("tls-required", "this cluster's peers use TLS"))
+        self.assertEqual([e["held"] for e in self.lines("Cannot reach peer")], [0])
+        self.assertEqual([e["held"] for e in self.lines("Peer {peer} refused our link")], [2])

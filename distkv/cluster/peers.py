@@ -85,6 +85,8 @@ class PeerLink(ReconnectingClientFactory):
         #: A peer that stays unreachable, or keeps refusing us, is retried
         #: every few seconds: one log line a minute says so, with a count.
         self._failures_logged = RateLimit(reactor.seconds, FAILURE_LOG_INTERVAL)
+        #: What the last failure let through was: "unreachable" or a refusal's code.
+        self._failure_kind = ""
         self.outbox = outbox
         self._heartbeat = heartbeat
         self._store = store
@@ -272,6 +274,16 @@ class PeerLink(ReconnectingClientFactory):
             self._round_after = None
             self._sync_tick()
 
+    def _failure_line(self, kind: str) -> int:
+        """-1 to hold back a line about a failure of ``kind``, else how many
+        were held back before it. A failure of another kind than the last
+        one logged is news (a peer that was unreachable now refuses us for
+        a reason an operator must fix) and is logged at once."""
+        if kind != self._failure_kind:
+            self._failure_kind = kind
+            self._failures_logged.reset()
+        return self._failures_logged.allow()
+
     def refused(self, refusal: Tuple[str, str]) -> None:
         code, message = refusal
         if code == "self":
@@ -281,7 +293,7 @@ class PeerLink(ReconnectingClientFactory):
         self.refusal = refusal
         if code == "removed":
             self.stopTrying()  # final: see distkv.cluster.membership
-        held = self._failures_logged.allow()
+        held = self._failure_line(code)
         if held < 0:
             return
         if code == "loading":  # it links once its data dir is read
@@ -582,7 +594,7 @@ class PeerLink(ReconnectingClientFactory):
             waiter.callback(None)
 
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
-        held = self._failures_logged.allow()
+        held = self._failure_line("unreachable")
         if held >= 0:
             log.warn("Cannot reach peer {peer}: {why} (retrying; {held} more failed attempts "
                      "since the last line)", peer=self.name, why=reason.value, held=held)
