@@ -28,7 +28,7 @@ import zlib
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from distkv.disk.journal import Batch
-from distkv.front import expirecmds, keycmds, replcmds, servercmds
+from distkv.front import expirecmds, keycmds, levelcmds, replcmds, servercmds
 from distkv.front.access import OPEN, READ, WRITE, CommandTables
 from distkv.front.auth import Accounts, User
 from distkv.front.glob import Glob, compile_glob
@@ -204,6 +204,10 @@ class Dispatcher:
         handlers.update(keycmds.table(self))
         handlers.update(replcmds.table(self))
         handlers.update(expirecmds.table(self))
+        #: The consistency levels: the node's, and each connection's
+        #: (see :mod:`distkv.front.levelcmds`).
+        self.levels = levelcmds.Levels(self)
+        handlers.update(levelcmds.table(self.levels))
         for name, (handler, least, most, access) in handlers.items():
             self.add(name, checked(handler, least, most), least, most, access)
         #: MULTI, EXEC, DISCARD, WATCH, UNWATCH; ``max_transaction`` bounds
@@ -225,7 +229,11 @@ class Dispatcher:
 
     def _become(self, session: Session, user: Optional[User]) -> None:
         session.user = user
-        session.commands = self._tables.for_user(user)
+        session.commands = self.levels.table(self._tables.for_user(user), session)
+
+    def base_table(self, session: Session) -> Dict[bytes, Command]:
+        """``session``'s command table for its rights, at level ONE."""
+        return self._tables.for_user(session.user)
 
     def login(self, session: Session, name: Optional[bytes], password: bytes) -> Reply:
         """AUTH: ``session`` becomes the user ``name`` (None: ``default``) if

@@ -1,0 +1,345 @@
+"""Consistency levels: how many members a write or a read waits for.
+
+A level is ``ONE`` (this node alone: the default), ``QUORUM`` (a majority of
+the members, this node included) or ``ALL`` (every member); ``LINEARIZABLE``
+is a name this module knows but does not provide. :class:`Coordinator` does
+the waiting for the node that a client talks to, with no network code of its
+own: the node hands it, through :class:`Cluster`, the member count, one way to
+send to each other member, the peers' acknowledgements of this node's writes
+and its store. A write at a level is answered once this node has committed
+it and enough peers acknowledged its sequence number (they acknowledge only
+what they applied and committed: see :mod:`distkv.cluster.outbox`). A read at
+a level asks the other members for their entries of its keys (``R`` frames,
+see :mod:`distkv.cluster.wire`), merges every answer into the local store
+(last writer wins, so a merge is always safe) and lets the command run
+locally once enough members answered; once every member asked has answered
+(or the timeout passed) the members whose entries were older, or missing,
+are sent the newest one: the repair. A flush at a level waits for an ``R``
+with no keys sent after it (a barrier). What cannot be met within the timeout
+ends with an error message: for a write, one that says its outcome is
+indeterminate (it was applied here and may still reach the others).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Set, Tuple, Union
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from distkv.cluster import wire
+from distkv.disk.journal import Batch
+from distkv.store.store import Entry
+
+log = Logger()
+
+ONE = "ONE"
+QUORUM = "QUORUM"
+ALL = "ALL"
+LINEARIZABLE = "LINEARIZABLE"
+#: Every level's name, and those this release provides.
+LEVELS = (ONE, QUORUM, ALL, LINEARIZABLE)
+AVAILABLE = (ONE, QUORUM, ALL)
+#: What a client is told when it asks for a level this release lacks.
+NOT_AVAILABLE = "consistency level LINEARIZABLE is not available yet"
+
+#: ``done(error)``: None once the level was met, else the error message.
+Done = Callable[[Optional[str]], None]
+Send = Callable[[bytes], None]
+
+
+def parse_level(text: Union[str, bytes]) -> Optional[str]:
+    """The level named ``text`` in any case, or None for no level."""
+    if isinstance(text, bytes):
+        text = text.decode("ascii", "replace")
+    name = text.upper()
+    return name if name in LEVELS else None
+
+
+def needed(level: str, members: int) -> int:
+    """How many members, this node included, ``level`` waits for."""
+    if level == ALL:
+        return members
+    if level == ONE:
+        return 1
+    return members // 2 + 1
+
+
+class Cluster(Protocol):
+    """What the coordinator needs from its node (see :class:`distkv.node.Node`)."""
+
+    def quorum_members(self) -> int:
+        """How many members exist, this node included (an address that never
+        answered counts as one)."""
+
+    def member_senders(self) -> Dict[str, Send]:
+        """One live connection's ``send`` for each other member linked now."""
+
+    def members_holding(self, seq: int) -> int:
+        """How many other members applied and committed our writes up to ``seq``."""
+
+    def local_entry(self, key: bytes) -> Optional[Entry]:
+        """This node's entry of ``key``, tombstones included."""
+
+    def merge(self, key: bytes, entry: Entry) -> object:
+        """Merge an entry another member holds into the local store."""
+
+
+class _Write:
+    __slots__ = ("seq", "level", "need", "done", "local", "timer")
+
+    def __init__(self, seq: int, level: str, need: int, done: Done) -> None:
+        self.seq = seq
+        self.level = level
+        self.need = need
+        self.done = done
+        self.local = False  # committed here
+        self.timer: Optional[IDelayedCall] = None
+
+
+class _Read:
+    __slots__ = ("keys", "ids", "level", "need", "size", "done", "write", "asked",
+                 "parts", "versions", "answered", "finished", "timer", "senders")
+
+    def __init__(self, keys: Sequence[bytes], level: str, need: int, size: int,
+                 done: Done, write: bool) -> None:
+        self.keys = keys
+        self.ids: List[int] = []
+        self.level = level
+        self.need = need
+        self.size = size
+        self.done = done
+        #: A barrier after a flush: its failure is a write's (indeterminate).
+        self.write = write
+        self.asked: Dict[str, Send] = {}
+        #: node -> how many of our requests it has answered whole
+        self.parts: Dict[str, int] = {}
+        #: node -> key -> the version of the entry it holds (keys it lacks absent)
+        self.versions: Dict[str, Dict[bytes, Tuple[int, int, str]]] = {}
+        self.answered: Set[str] = set()
+        self.finished = False
+        self.timer: Optional[IDelayedCall] = None
+
+
+class Coordinator:
+    """Waits for the members a level needs; ``timeout`` in seconds."""
+
+    def __init__(self, cluster: Cluster, clock: IReactorTime, timeout: float,
+                 max_frame: int) -> None:
+        self.cluster = cluster
+        self.clock = clock
+        self.timeout = timeout
+        self.max_frame = max_frame
+        self._writes: List[_Write] = []
+        self._reads: Dict[int, _Read] = {}
+        self._ids = itertools.count(1)
+        #: Counters for INFO.
+        self.writes_met = 0
+        self.writes_indeterminate = 0
+        self.reads_met = 0
+        self.reads_failed = 0
+        self.repairs = 0
+
+    def pending(self) -> int:
+        """Writes and reads waiting for members."""
+        return len(self._writes) + sum(1 for read in self._reads.values() if not read.finished)
+
+    # -- writes -----------------------------------------------------------------
+
+    def write(self, seq: int, level: str, batch: Optional[Batch], done: Done) -> None:
+        """Call ``done`` once this node committed write ``seq`` (``batch``:
+        the commit it waits for, if any) and ``level``'s members hold it."""
+        size = self.cluster.quorum_members()
+        waiter = _Write(seq, level, needed(level, size), done)
+        self._writes.append(waiter)
+        waiter.timer = self.clock.callLater(self.timeout, self._write_expired, waiter)
+        if batch is None:
+            waiter.local = True
+            self.acked()
+        else:
+            batch.when_done(lambda error: self._committed(waiter, error))
+
+    def _committed(self, waiter: _Write, error: Optional[str]) -> None:
+        if waiter not in self._writes:
+            return
+        if error is not None:
+            self._end_write(waiter, error)  # not persisted here: as at ONE
+            return
+        waiter.local = True
+        self.acked()
+
+    def acked(self) -> None:
+        """A peer acknowledged our writes: answer the writes now met."""
+        if not self._writes:
+            return
+        holding = self.cluster.members_holding
+        for waiter in list(self._writes):
+            if waiter.local and holding(waiter.seq) + 1 >= waiter.need:
+                self.writes_met += 1
+                self._end_write(waiter, None)
+
+    def _write_expired(self, waiter: _Write) -> None:
+        waiter.timer = None
+        if waiter not in self._writes:
+            return
+        got = self.cluster.members_holding(waiter.seq) + (1 if waiter.local else 0)
+        self.writes_indeterminate += 1
+        self._end_write(waiter, indeterminate(got, waiter.need, self.cluster.quorum_members(),
+                                              waiter.level, self.timeout))
+
+    def _end_write(self, waiter: _Write, error: Optional[str]) -> None:
+        self._writes.remove(waiter)
+        if waiter.timer is not None and waiter.timer.active():
+            waiter.timer.cancel()
+        waiter.timer = None
+        waiter.done(error)
+
+    # -- reads and barriers -----------------------------------------------------
+
+    def read(self, keys: Sequence[bytes], level: str, done: Done) -> None:
+        """Merge the newest entries of ``keys`` that ``level``'s members hold
+        into the local store, then call ``done(None)``; or ``done(error)``."""
+        self._ask(keys, level, done, write=False)
+
+    def barrier(self, level: str, done: Done) -> None:
+        """``done(None)`` once ``level``'s members have applied every frame
+        sent to them so far (a flush among them); an indeterminate error if
+        that cannot be known in time."""
+        self._ask((), level, done, write=True)
+
+    def _ask(self, keys: Sequence[bytes], level: str, done: Done, write: bool) -> None:
+        cluster = self.cluster
+        size = cluster.quorum_members()
+        need = needed(level, size)
+        if need <= 1:
+            done(None)
+            return
+        senders = cluster.member_senders()
+        if not write and len(senders) + 1 < need:
+            # Nobody to ask in time: say so at once rather than after the timeout.
+            self.reads_failed += 1
+            done(f"UNAVAILABLE read at {level} needs {need} of {size} members and "
+                 f"{len(senders) + 1} are reachable; nothing was read")
+            return
+        read = _Read(keys, level, need, size, done, write)
+        chunks = list(self._chunks(keys))
+        for _ in chunks:
+            number = next(self._ids)
+            read.ids.append(number)
+            self._reads[number] = read
+        read.asked = senders
+        for node, send in senders.items():
+            read.parts[node] = 0
+            read.versions[node] = {}
+            for number, chunk in zip(read.ids, chunks):
+                send(wire.encode_read_request(number, chunk))
+        read.timer = self.clock.callLater(self.timeout, self._read_expired, read)
+
+    def _chunks(self, keys: Sequence[bytes]) -> List[Sequence[bytes]]:
+        """``keys`` cut into requests that stay within a frame and MAX_READ_KEYS."""
+        if not keys:
+            return [()]
+        limit = self.max_frame - 64
+        chunks: List[Sequence[bytes]] = []
+        chunk: List[bytes] = []
+        size = 0
+        for key in keys:
+            grown = size + 4 + len(key)
+            if chunk and (grown > limit or len(chunk) >= wire.MAX_READ_KEYS):
+                chunks.append(chunk)
+                chunk, grown = [], 4 + len(key)
+            chunk.append(key)
+            size = grown
+        chunks.append(chunk)
+        return chunks
+
+    def answered(self, node: str, reply: wire.ReadReply) -> None:
+        """Member ``node`` answered one of our requests (part of it, if ``more``)."""
+        read = self._reads.get(reply.id)
+        if read is None or node not in read.asked or node in read.answered:
+            return  # late (the read is over), or not asked: nothing to do
+        versions = read.versions[node]
+        wanted = set(read.keys)
+        merge = self.cluster.merge
+        for key, entry in reply.entries:
+            if key not in wanted:
+                continue  # not asked for: ignored
+            merge(key, entry)
+            versions[key] = entry[-3:]  # type: ignore[assignment]
+        if reply.more:
+            return
+        read.parts[node] += 1
+        if read.parts[node] < len(read.ids):
+            return
+        read.answered.add(node)
+        if not read.finished and len(read.answered) + 1 >= read.need:
+            read.finished = True
+            if read.write:
+                self.writes_met += 1
+            else:
+                self.reads_met += 1
+            read.done(None)
+        if len(read.answered) == len(read.asked):
+            self._end_read(read)
+
+    def _read_expired(self, read: _Read) -> None:
+        read.timer = None
+        if not read.finished:
+            read.finished = True
+            got = len(read.answered) + 1
+            if read.write:
+                self.writes_indeterminate += 1
+                read.done(indeterminate(got, read.need, read.size, read.level, self.timeout,
+                                        what="flush"))
+            else:
+                self.reads_failed += 1
+                read.done(f"TIMEOUT read at {read.level} answered by {got} of {read.size} "
+                          f"members within {self.timeout:g}s ({read.need} needed); "
+                          "nothing was read")
+        self._end_read(read)
+
+    def _end_read(self, read: _Read) -> None:
+        """Repair the members that answered with older entries; forget the read."""
+        for number in read.ids:
+            self._reads.pop(number, None)
+        if read.timer is not None and read.timer.active():
+            read.timer.cancel()
+        read.timer = None
+        local = self.cluster.local_entry
+        for node in read.answered:
+            theirs = read.versions[node]
+            frames = []
+            for key in dict.fromkeys(read.keys):
+                newest = local(key)
+                if newest is None:
+                    continue
+                held = theirs.get(key)
+                if held is None or held < newest[-3:]:
+                    frames.append(wire.encode_write(0, key, newest))
+            if frames:
+                self.repairs += len(frames)
+                try:
+                    read.asked[node](b"".join(frames))
+                except Exception:
+                    log.failure("Repairing member {node} failed", node=node)
+
+    def cancel_all(self) -> None:
+        """The node stops: every wait ends now, with its error."""
+        for waiter in list(self._writes):
+            if waiter.timer is not None and waiter.timer.active():
+                waiter.timer.cancel()
+            waiter.timer = None
+            self._write_expired(waiter)
+        for read in list({id(read): read for read in self._reads.values()}.values()):
+            if read.timer is not None and read.timer.active():
+                read.timer.cancel()
+            self._read_expired(read)
+
+
+def indeterminate(got: int, need: int, size: int, level: str, timeout: float,
+                  what: str = "write") -> str:
+    """The error of a write whose level was not met in time."""
+    return (f"TIMEOUT {what} acknowledged by {got} of {size} members within {timeout:g}s "
+            f"({need} needed for {level}); outcome indeterminate: it was applied on this "
+            "node and may still reach the others")

@@ -1,0 +1,271 @@
+"""The CONSISTENCY command, and the commands run at a connection's levels.
+
+Each connection reads and writes at a level (see :mod:`distkv.cluster.quorum`):
+the node's ``--read-level`` and ``--write-level`` until it says otherwise::
+
+    CONSISTENCY                             the levels in force
+    CONSISTENCY <level>                     both
+    CONSISTENCY READ <level> [WRITE <level>]
+    CONSISTENCY WRITE <level> [READ <level>]
+    CONSISTENCY DEFAULT                     back to the node's
+
+and the reply lists the levels in force (``read QUORUM write ALL``). A
+connection whose levels are both ``ONE`` runs the plain command table; one
+at another level runs a table whose commands are wrapped here, so ``ONE``
+costs nothing. A read command, and a write command that reads its keys
+first (``GETSET``, ``SET ... NX``, ``DEL``'s count...), first merges the
+newest entries the read level's members hold of its keys, then runs as
+usual on the local store; a write waits, after running, until the write
+level's members hold it (a flush: until they applied it). The replies are
+deferred (a :class:`~distkv.front.replcmds.Later`), so nothing blocks.
+Inside ``EXEC`` the queued commands run as they are; ``EXEC`` itself waits
+for its writes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple, Union
+
+from distkv.cluster.quorum import AVAILABLE, NOT_AVAILABLE, ONE, Coordinator, parse_level
+from distkv.front.replcmds import Later
+from distkv.front.replies import SYNTAX, Error, Reply, Session, Status
+
+if TYPE_CHECKING:
+    from distkv.front.commands import Command, Dispatcher, Outcome
+
+#: How a command's keys are found: (first argument, last (-1: every one
+#: to the end), step), as Redis's key specs say.
+KeySpec = Tuple[int, int, int]
+_FIRST: KeySpec = (1, 1, 1)
+_ALL: KeySpec = (1, -1, 1)
+_TWO: KeySpec = (1, 2, 1)
+_PAIRS: KeySpec = (1, -1, 2)
+
+#: The read commands that honour the read level, and their keys.
+READS: Dict[bytes, KeySpec] = {
+    b"GET": _FIRST, b"STRLEN": _FIRST, b"GETRANGE": _FIRST, b"SUBSTR": _FIRST,
+    b"TTL": _FIRST, b"PTTL": _FIRST, b"EXPIRETIME": _FIRST, b"PEXPIRETIME": _FIRST,
+    b"TYPE": _FIRST, b"MGET": _ALL, b"EXISTS": _ALL, b"TOUCH": _ALL,
+}
+#: Write commands whose reply or effect depends on what their keys held:
+#: they read at the read level first.
+READ_FIRST: Dict[bytes, KeySpec] = {
+    b"APPEND": _FIRST, b"GETDEL": _FIRST, b"GETEX": _FIRST, b"GETSET": _FIRST,
+    b"SETNX": _FIRST, b"SETRANGE": _FIRST, b"EXPIRE": _FIRST, b"PEXPIRE": _FIRST,
+    b"EXPIREAT": _FIRST, b"PEXPIREAT": _FIRST, b"PERSIST": _FIRST,
+    b"INCR": _FIRST, b"DECR": _FIRST, b"INCRBY": _FIRST, b"DECRBY": _FIRST,
+    b"INCRBYFLOAT": _FIRST,
+    b"DEL": _ALL, b"UNLINK": _ALL, b"MSETNX": _PAIRS,
+    b"COPY": _TWO, b"RENAME": _TWO, b"RENAMENX": _TWO,
+}
+#: SET reads first only with an option that looks at the old value.
+_SET_READS = (b"NX", b"XX", b"GET", b"KEEPTTL")
+#: Commands that wait for the write level besides those of write access:
+#: EXEC (its writes).
+_ALSO_WRITES = (b"EXEC",)
+#: Never wrapped: they change no key, or act on membership.
+_NOT_LEVELED = (b"LEAVE",)
+
+
+def keys_of(spec: KeySpec, request: Sequence[bytes]) -> Sequence[bytes]:
+    first, last, step = spec
+    end = len(request) if last < 0 else min(len(request), last + 1)
+    return request[first:end:step]
+
+
+class Levels:
+    """The node's levels, the CONSISTENCY command, and the leveled tables."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.read = ONE
+        self.write = ONE
+        self.coordinator: Optional[Coordinator] = None
+        self._tables: Dict[Tuple[int, str, str], Dict[bytes, Command]] = {}
+
+    def use(self, coordinator: Coordinator, read: str, write: str) -> None:
+        """The node's coordinator and default levels."""
+        self.coordinator = coordinator
+        self.read = read
+        self.write = write
+        self._tables.clear()
+
+    def levels(self, session: Session) -> Tuple[str, str]:
+        return (session.read_level or self.read, session.write_level or self.write)
+
+    def table(self, base: Dict[bytes, Command], session: Session) -> Dict[bytes, Command]:
+        """``base`` (a user's table) as ``session``'s levels run it."""
+        read, write = self.levels(session)
+        if (read == ONE and write == ONE) or self.coordinator is None:
+            return base
+        key = (id(base), read, write)
+        table = self._tables.get(key)
+        if table is None or len(table) != len(base):
+            table = self._tables[key] = self._wrap(base, read, write)
+        return table
+
+    def _wrap(self, base: Dict[bytes, Command], read: str, write: str) -> Dict[bytes, Command]:
+        access = self.dispatcher.access
+        table = dict(base)
+        for name, command in base.items():
+            if name in _NOT_LEVELED:
+                continue
+            writes = write != ONE and (access.get(name) == "write" or name in _ALSO_WRITES)
+            spec = READS.get(name) or READ_FIRST.get(name)
+            if name == b"SET":
+                spec = _FIRST
+            reads = read != ONE and spec is not None
+            if writes or reads:
+                table[name] = self._leveled(name, command, spec if reads else None,
+                                            read, write if writes else ONE)
+        return table
+
+    def _leveled(self, name: bytes, command: Command, spec: Optional[KeySpec],
+                 read: str, write: str) -> Command:
+        dispatcher = self.dispatcher
+        store = dispatcher.store
+        coordinator = self.coordinator
+        assert coordinator is not None
+        is_set = name == b"SET"
+
+        def leveled(request: Sequence[bytes], session: Session) -> Outcome:
+            if store.group is not None or dispatcher.loading or session.user is None:
+                return command(request, session)  # inside EXEC; refused anyway
+            keys: Sequence[bytes] = ()
+            if spec is not None and not (is_set and not _set_reads(request)):
+                keys = keys_of(spec, request)
+            if not keys:
+                return self._then_write(command, request, session, write)
+            later = Later()
+
+            def fetched(error: Optional[str]) -> None:
+                if error is not None:
+                    later.done_with(Error(error))
+                    return
+                self._finish(self._then_write(command, request, session, write), later)
+
+            coordinator.read(keys, read, fetched)
+            return _pending(later)
+
+        return leveled
+
+    def _then_write(self, command: Command, request: Sequence[bytes], session: Session,
+                    write: str) -> Outcome:
+        """Run ``command``; at a write level, answer once its members hold what it wrote."""
+        store = self.dispatcher.store
+        seq, floor = store.seq, store.flushed
+        outcome = command(request, session)
+        if write == ONE or (store.seq == seq and store.flushed == floor):
+            return outcome
+        coordinator = self.coordinator
+        assert coordinator is not None
+        from distkv.front.commands import Pending  # commands imports this module
+
+        batch, reply = (outcome.batch, outcome.reply) if isinstance(outcome, Pending) \
+            else (None, outcome)
+        if isinstance(batch, Later):
+            return outcome  # decided elsewhere (WAIT in a transaction never blocks)
+        later = Later()
+
+        def met(error: Optional[str]) -> None:
+            later.done_with(reply if error is None else Error(error))
+
+        if store.flushed != floor:
+            flushed = store.seq == seq
+
+            def barrier(error: Optional[str]) -> None:
+                if error is not None or flushed:
+                    met(error)
+                else:  # a transaction that also wrote: its writes too
+                    coordinator.write(store.seq, write, None, met)
+
+            if batch is None:
+                coordinator.barrier(write, barrier)
+            else:
+                batch.when_done(lambda error: met(error) if error is not None
+                                else coordinator.barrier(write, barrier))
+        else:
+            coordinator.write(store.seq, write, batch, met)
+        return _pending(later)
+
+    def _finish(self, outcome: Outcome, later: Later) -> None:
+        from distkv.front.commands import Pending
+
+        if isinstance(outcome, Pending):
+            batch = outcome.batch
+            reply = outcome.reply
+            batch.when_done(lambda error: later.done_with(
+                Error(error) if error is not None
+                else (batch.reply if isinstance(batch, Later) else reply)))
+        else:
+            later.done_with(outcome)
+
+    # -- the CONSISTENCY command ------------------------------------------------
+
+    def command(self, args: Sequence[bytes], session: Session) -> Reply:
+        if args:
+            if session.multi is not None:
+                return Error("ERR CONSISTENCY inside MULTI is not allowed")
+            parsed = parse_levels(args)
+            if isinstance(parsed, Error):
+                return parsed
+            read, write = parsed
+            if args[0].upper() == b"DEFAULT":
+                session.read_level = session.write_level = None
+            else:
+                session.read_level = read or session.read_level
+                session.write_level = write or session.write_level
+            base = self.dispatcher.base_table(session)
+            session.commands = self.table(base, session)
+        read, write = self.levels(session)
+        return Status(b"read %s write %s" % (read.encode(), write.encode()))
+
+
+Chosen = Tuple[Optional[str], Optional[str]]
+
+
+def parse_levels(args: Sequence[bytes]) -> Union[Chosen, Error]:
+    """CONSISTENCY's arguments: (read, write) levels (None: unchanged), or an Error."""
+    words = [arg.upper() for arg in args]
+    if words == [b"DEFAULT"]:
+        return (None, None)
+    if len(words) == 1:
+        level = _level(words[0])
+        return level if isinstance(level, Error) else (level, level)
+    if len(words) not in (2, 4):
+        return SYNTAX
+    chosen: Dict[bytes, str] = {}
+    for index in range(0, len(words), 2):
+        which = words[index]
+        if which not in (b"READ", b"WRITE") or which in chosen:
+            return SYNTAX
+        level = _level(words[index + 1])
+        if isinstance(level, Error):
+            return level
+        chosen[which] = level
+    return (chosen.get(b"READ"), chosen.get(b"WRITE"))
+
+
+def _level(word: bytes) -> Union[str, Error]:
+    level = parse_level(word)
+    if level is None:
+        shown = word[:40].decode("ascii", "replace")
+        return Error(f"ERR unknown consistency level '{shown}' (ONE, QUORUM or ALL)")
+    if level not in AVAILABLE:
+        return Error(f"ERR {NOT_AVAILABLE}")
+    return level
+
+
+def _set_reads(request: Sequence[bytes]) -> bool:
+    return len(request) > 3 and any(arg.upper() in _SET_READS for arg in request[3:])
+
+
+def _pending(later: Later) -> Outcome:
+    from distkv.front.commands import Pending
+
+    return Pending(later, later.reply)
+
+
+#: ``table(dispatcher)``'s entries: handler, least and most arguments, access.
+def table(levels: Levels) -> Dict[bytes, Tuple[Callable[..., Reply], int, int, str]]:
+    return {b"CONSISTENCY": (levels.command, 0, 4, "read")}
