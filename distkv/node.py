@@ -317,6 +317,9 @@ class Node:
             b"proto-max-bulk-len": str(max_request).encode(),
             b"maxclients": str(maxclients).encode(),
             b"protected-mode": b"yes" if protected_mode else b"no",
+            b"read-level": read_level.lower().encode(),
+            b"write-level": write_level.lower().encode(),
+            b"quorum-timeout": b"%g" % quorum_timeout,
         })
         #: node id -> when its last anti-entropy round into us completed
         self.synced_from: Dict[str, float] = {}
