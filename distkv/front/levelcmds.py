@@ -18,8 +18,8 @@ newest entries the read level's members hold of its keys, then runs as
 usual on the local store; a write waits, after running, until the write
 level's members hold it (a flush: until they applied it). The replies are
 deferred (a :class:`~distkv.front.replcmds.Later`), so nothing blocks.
-Inside ``EXEC`` the queued commands run as they are; ``EXEC`` itself waits
-for its writes.
+Inside ``EXEC`` the queued commands run as they are (at ONE, reading this
+node's data); ``EXEC`` itself waits for its writes at the write level.
 """
 
 from __future__ import annotations
@@ -60,9 +60,6 @@ READ_FIRST: Dict[bytes, KeySpec] = {
 }
 #: SET reads first only with an option that looks at the old value.
 _SET_READS = (b"NX", b"XX", b"GET", b"KEEPTTL")
-#: Commands that wait for the write level besides those of write access:
-#: EXEC (its writes).
-_ALSO_WRITES = (b"EXEC",)
 #: Never wrapped: they change no key, or act on membership.
 _NOT_LEVELED = (b"LEAVE",)
 
@@ -110,7 +107,7 @@ class Levels:
         for name, command in base.items():
             if name in _NOT_LEVELED:
                 continue
-            writes = write != ONE and (access.get(name) == "write" or name in _ALSO_WRITES)
+            writes = write != ONE and access.get(name) == "write"
             spec = READS.get(name) or READ_FIRST.get(name)
             if name == b"SET":
                 spec = _FIRST
@@ -188,6 +185,14 @@ class Levels:
             coordinator.write(store.seq, write, batch, met)
         return _pending(later)
 
+    def transaction(self, session: Session, run: Callable[[], Outcome]) -> Outcome:
+        """EXEC's queued commands, run by ``run``, at ``session``'s write level
+        (they run as they are inside it: see :meth:`_leveled`)."""
+        write = self.levels(session)[1]
+        if write == ONE or self.coordinator is None:
+            return run()
+        return self._then_write(lambda request, session: run(), (), session, write)
+
     def _finish(self, outcome: Outcome, later: Later) -> None:
         from distkv.front.commands import Pending
 
@@ -229,7 +234,7 @@ def parse_levels(args: Sequence[bytes]) -> Union[Chosen, Error]:
     words = [arg.upper() for arg in args]
     if words == [b"DEFAULT"]:
         return (None, None)
-    if len(words) == 1:
+    if len(words) == 1 and words[0] not in (b"READ", b"WRITE"):
         level = _level(words[0])
         return level if isinstance(level, Error) else (level, level)
     if len(words) not in (2, 4):
