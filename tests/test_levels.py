@@ -306,3 +306,32 @@ class QuorumReadTests(SynchronousTestCase):
         cluster.net.heal()
         cluster.advance(1.0)
         self.assertEqual(quorum_client(cluster, "n3").ask(b"GET", b"k"), b"$1\r\nv\r\n")
+
+    def test_a_quorum_read_writes_back_what_it_returns_to_a_quorum(self) -> None:
+        """On five nodes, a value only n1 holds (its write still in flight)
+        that a QUORUM read through n5 returns is held by at least three
+        members once the read answers: the stale members it asked were
+        sent it and asked again (so no later QUORUM read returns older)."""
+        cluster = settled_cluster(self, size=5, sync_interval=3600.0)
+        Client(cluster, "n1").ask(b"SET", b"k", b"old")
+        cluster.advance(1.0)
+        n1 = cluster.nodes["n1"]
+        entry = make_entry(b"new", n1.clock.stamp(b"new", n1.store.entry(b"k"))[-3:])
+        self.assertTrue(n1.store.apply(b"k", entry))
+        client = quorum_client(cluster, "n5", b"READ", b"QUORUM")
+        holders = []
+        coordinator = cluster.nodes["n5"].quorum
+        read = coordinator.read
+
+        def watched(keys: Any, level: str, done: Any) -> None:
+            def answered(error: Any) -> None:  # who holds new as the read answers
+                holders.extend(name for name, node in cluster.nodes.items()
+                               if node.store.get(b"k") == b"new")
+                done(error)
+
+            read(keys, level, answered)
+
+        coordinator.read = watched  # type: ignore[method-assign]
+        self.assertEqual(client.ask(b"GET", b"k"), b"$3\r\nnew\r\n")
+        self.assertGreaterEqual(len(holders), 3, holders)
+        self.assertEqual(quorum_client(cluster, "n2").ask(b"GET", b"k"), b"$3\r\nnew\r\n")

@@ -12,9 +12,12 @@ what they applied and committed: see :mod:`distkv.cluster.outbox`). A read at
 a level asks the other members for their entries of its keys (``R`` frames,
 see :mod:`distkv.cluster.wire`), merges every answer into the local store
 (last writer wins, so a merge is always safe) and lets the command run
-locally once enough members answered; once every member asked has answered
-(or the timeout passed) the members whose entries were older, or missing,
-are sent the newest one: the repair. A flush at a level waits for an ``R``
+locally once enough members, this node included, hold the newest entries:
+members whose answers were older are sent the newest (the write-back) and
+asked again, so that a value a read returned is on a quorum before the
+read answers and no later read at that level can return an older one. The
+members that answer after the read was answered are repaired too (in the
+background). A flush at a level waits for an ``R``
 with no keys sent after it (a barrier). What cannot be met within the timeout
 ends with an error message: for a write, one that says its outcome is
 indeterminate (it was applied here and may still reach the others).
@@ -99,13 +102,14 @@ class _Write:
 
 
 class _Read:
-    __slots__ = ("keys", "ids", "level", "need", "size", "done", "write", "asked",
-                 "parts", "versions", "answered", "finished", "timer", "senders")
+    __slots__ = ("keys", "ids", "chunks", "level", "need", "size", "done", "write", "asked",
+                 "parts", "versions", "answered", "finished", "timer", "stale", "rounds")
 
     def __init__(self, keys: Sequence[bytes], level: str, need: int, size: int,
                  done: Done, write: bool) -> None:
         self.keys = keys
         self.ids: List[int] = []
+        self.chunks: List[Sequence[bytes]] = []
         self.level = level
         self.need = need
         self.size = size
@@ -120,6 +124,15 @@ class _Read:
         self.answered: Set[str] = set()
         self.finished = False
         self.timer: Optional[IDelayedCall] = None
+        #: Members asked again after a repair, and how often each was.
+        self.stale: List[str] = []
+        self.rounds: Dict[str, int] = {}
+
+
+#: How many times one read repairs and asks again a member whose answer was
+#: stale before it counts it out (a member that cannot keep the entry, say
+#: one below its flush floor, is not asked for ever).
+WRITE_BACKS = 2
 
 
 class Coordinator:
@@ -223,7 +236,7 @@ class Coordinator:
                  f"{len(senders) + 1} are reachable; nothing was read")
             return
         read = _Read(keys, level, need, size, done, write)
-        chunks = list(self._chunks(keys))
+        chunks = read.chunks = list(self._chunks(keys))
         for _ in chunks:
             number = next(self._ids)
             read.ids.append(number)
@@ -273,15 +286,53 @@ class Coordinator:
         if read.parts[node] < len(read.ids):
             return
         read.answered.add(node)
-        if not read.finished and len(read.answered) + 1 >= read.need:
+        if not read.finished:
+            self._check(read)
+        if len(read.answered) == len(read.asked):
+            if read.finished:
+                self._end_read(read)
+            elif not read.stale:  # every member answered, too few can hold it
+                self._read_expired(read)
+
+    def _check(self, read: _Read) -> None:
+        """Done once enough members hold the newest entries (this node does:
+        it merged every answer); members that answered older ones are sent
+        the newest and asked again (the write-back), so a value one read
+        returned is held by a quorum before any later read begins."""
+        local = self.cluster.local_entry
+        newest = {key: local(key) for key in dict.fromkeys(read.keys)}
+        fresh = 1
+        read.stale = []
+        for node in read.answered:
+            frames = _repairs(newest, read.versions[node])
+            if not frames:
+                fresh += 1
+            elif read.rounds.get(node, 0) < WRITE_BACKS:
+                read.stale.append(node)
+                read.rounds[node] = read.rounds.get(node, 0) + 1
+                self.repairs += len(frames)
+                self._send(read, node, b"".join(frames))
+        if fresh >= read.need:
             read.finished = True
+            read.stale = []
             if read.write:
                 self.writes_met += 1
             else:
                 self.reads_met += 1
             read.done(None)
-        if len(read.answered) == len(read.asked):
-            self._end_read(read)
+            return
+        for node in read.stale:  # ask again: its answer shows the repair applied
+            read.answered.discard(node)
+            read.parts[node] = 0
+            read.versions[node] = {}
+            for number, chunk in zip(read.ids, read.chunks):
+                self._send(read, node, wire.encode_read_request(number, chunk))
+
+    def _send(self, read: _Read, node: str, data: bytes) -> None:
+        try:
+            read.asked[node](data)
+        except Exception:
+            log.failure("Sending to member {node} failed", node=node)
 
     def _read_expired(self, read: _Read) -> None:
         read.timer = None
@@ -307,22 +358,12 @@ class Coordinator:
             read.timer.cancel()
         read.timer = None
         local = self.cluster.local_entry
+        newest = {key: local(key) for key in dict.fromkeys(read.keys)}
         for node in read.answered:
-            theirs = read.versions[node]
-            frames = []
-            for key in dict.fromkeys(read.keys):
-                newest = local(key)
-                if newest is None:
-                    continue
-                held = theirs.get(key)
-                if held is None or held < newest[-3:]:
-                    frames.append(wire.encode_write(0, key, newest))
+            frames = _repairs(newest, read.versions[node])
             if frames:
                 self.repairs += len(frames)
-                try:
-                    read.asked[node](b"".join(frames))
-                except Exception:
-                    log.failure("Repairing member {node} failed", node=node)
+                self._send(read, node, b"".join(frames))
 
     def cancel_all(self) -> None:
         """The node stops: every wait ends now, with its error."""
@@ -335,6 +376,23 @@ class Coordinator:
             if read.timer is not None and read.timer.active():
                 read.timer.cancel()
             self._read_expired(read)
+
+
+def _repairs(newest: Dict[bytes, Optional[Entry]],
+             held: Dict[bytes, Tuple[int, int, str]]) -> List[bytes]:
+    """``W`` frames (sequence number 0, as anti-entropy sends) carrying the
+    newest entries a member's answer showed it lacks. A member lacking a
+    key whose newest entry is a tombstone lacks nothing a read would see."""
+    frames = []
+    for key, entry in newest.items():
+        if entry is None:
+            continue
+        version = held.get(key)
+        if version is None and entry[0] is None:
+            continue
+        if version is None or version < entry[-3:]:
+            frames.append(wire.encode_write(0, key, entry))
+    return frames
 
 
 def indeterminate(got: int, need: int, size: int, level: str, timeout: float,
