@@ -169,20 +169,27 @@ class QuorumWriteTests(SynchronousTestCase):
         self.assertEqual(cluster.nodes["n2"].store.get(b"k"), b"v")
 
     def test_every_kind_of_write_waits_for_its_level(self) -> None:
-        """DEL, MSET, EXPIRE, SETEX and EXEC at QUORUM answer only once a
-        second member holds the write; one that wrote nothing answers at once."""
+        """With n1 cut off, blind writes (MSET, SETEX) and EXEC at QUORUM wait
+        and answer TIMEOUT, indeterminate; writes that read their keys first
+        (DEL's count, EXPIRE) answer UNAVAILABLE and change nothing; once
+        healed, each kind answers OK after a second member holds it."""
         cluster = settled_cluster(self)
+        client = quorum_client(cluster, "n1", b"WRITE", b"QUORUM")
+        self.assertEqual(client.ask(b"SET", b"a", b"0"), b"+OK\r\n")
         cluster.net.isolate("n1")
         cluster.net.block("n1", "n2")
         cluster.net.block("n1", "n3")
-        client = quorum_client(cluster, "n1", b"WRITE", b"QUORUM")
-        for request in ((b"MSET", b"a", b"1", b"b", b"2"), (b"DEL", b"a"),
-                        (b"EXPIRE", b"b", b"100"), (b"SETEX", b"c", b"100", b"x")):
+        for request in ((b"MSET", b"a", b"1", b"b", b"2"), (b"SETEX", b"c", b"100", b"x")):
             client.send(*request)
             cluster.run()
             self.assertEqual(client.answer(), b"", request)
             cluster.advance(1.1)
             self.assertIn(INDETERMINATE, client.answer(), request)
+        for request in ((b"DEL", b"a"), (b"EXPIRE", b"b", b"100")):
+            self.assertTrue(client.ask(*request).startswith(
+                b"-UNAVAILABLE write at QUORUM needs 2 of 3 members"), request)
+        self.assertEqual(cluster.nodes["n1"].store.get(b"a"), b"1")
+        self.assertEqual(cluster.nodes["n1"].store.expires(b"b"), 0)
         client.ask(b"MULTI")
         client.ask(b"SET", b"t", b"1")
         client.send(b"EXEC")
@@ -190,15 +197,18 @@ class QuorumWriteTests(SynchronousTestCase):
         self.assertEqual(client.answer(), b"")
         cluster.advance(1.1)
         self.assertIn(INDETERMINATE, client.answer())
-        # SET NX of a key that exists writes nothing: nothing to wait for.
-        self.assertEqual(client.ask(b"SET", b"c", b"y", b"NX"), b"$-1\r\n")
         cluster.net.heal()
         cluster.settle()
-        self.assertEqual(client.ask(b"SET", b"k", b"v"), b"+OK\r\n")
-        client.send(b"MULTI")
+        for request, reply in (((b"SET", b"k", b"v"), b"+OK\r\n"), ((b"DEL", b"a"), b":1\r\n"),
+                               ((b"EXPIRE", b"b", b"100"), b":1\r\n"),
+                               ((b"MSET", b"m", b"1", b"n", b"2"), b"+OK\r\n")):
+            self.assertEqual(client.ask(*request), reply, request)
+        client.ask(b"MULTI")
         client.ask(b"SET", b"t", b"2")
         self.assertEqual(client.ask(b"EXEC"), b"*1\r\n+OK\r\n")
         self.assertEqual(cluster.nodes["n3"].store.get(b"t"), b"2")
+        # SET NX of a key that exists writes nothing: nothing to wait for.
+        self.assertEqual(client.ask(b"SET", b"t", b"y", b"NX"), b"$-1\r\n")
 
     def test_flushall_at_quorum_waits_for_members_to_apply_it(self) -> None:
         """FLUSHALL at QUORUM answers OK once a second member applied the
@@ -278,12 +288,12 @@ class QuorumReadTests(SynchronousTestCase):
         client = quorum_client(cluster, "n1", b"READ", b"QUORUM")
         self.assertEqual(client.ask(b"GET", b"k"),
                          b"-UNAVAILABLE read at QUORUM needs 2 of 3 members and 1 are "
-                         b"reachable; nothing was read\r\n")
+                         b"reachable; the command did not run\r\n")
         self.assertEqual(Client(cluster, "n1", 6001).ask(b"GET", b"k"), b"$1\r\nv\r\n")
 
     def test_a_read_whose_members_do_not_answer_in_time_times_out(self) -> None:
         """A QUORUM read whose peers are linked but stalled answers TIMEOUT after
-        --quorum-timeout, saying nothing was read."""
+        --quorum-timeout, saying the command did not run."""
         cluster = settled_cluster(self)
         cluster.net.stall("n1", "n2", 5.0)
         cluster.net.stall("n1", "n3", 5.0)
@@ -291,7 +301,7 @@ class QuorumReadTests(SynchronousTestCase):
         client.send(b"GET", b"k")
         cluster.advance(1.1)
         self.assertEqual(client.answer(), b"-TIMEOUT read at QUORUM answered by 1 of 3 "
-                                          b"members within 1s (2 needed); nothing was read\r\n")
+                                          b"members within 1s (2 needed); the command did not run\r\n")
         cluster.advance(5.0)  # the late answers are ignored
 
     def test_a_quorum_write_is_read_through_a_node_that_missed_it(self) -> None:
@@ -323,13 +333,13 @@ class QuorumReadTests(SynchronousTestCase):
         coordinator = cluster.nodes["n5"].quorum
         read = coordinator.read
 
-        def watched(keys: Any, level: str, done: Any) -> None:
+        def watched(keys: Any, level: str, done: Any, what: str = "read") -> None:
             def answered(error: Any) -> None:  # who holds new as the read answers
                 holders.extend(name for name, node in cluster.nodes.items()
                                if node.store.get(b"k") == b"new")
                 done(error)
 
-            read(keys, level, answered)
+            read(keys, level, answered, what)
 
         coordinator.read = watched  # type: ignore[method-assign]
         self.assertEqual(client.ask(b"GET", b"k"), b"$3\r\nnew\r\n")

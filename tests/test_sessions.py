@@ -101,3 +101,12 @@ def test_replicas_that_differ_or_hold_an_overwritten_value_have_not_converged() 
     # Concurrent writes: either may win, as long as all agree.
     concurrent = [put(1, b"a", 0, 3), put(2, b"b", 1, 4)]
     assert converged(concurrent, {"n1": {b"k": b"a"}, "n2": {b"k": b"a"}}) == []
+
+
+def test_reading_absent_before_the_first_write_then_its_value_is_monotonic() -> None:
+    """An absent key read before its first write, then the write's value,
+    moves forward (even if a delete follows later); a value then absence
+    with no delete in between goes back."""
+    history = [get(2, None, 0, 1), put(1, b"a", 2, 3), get(2, b"a", 4, 5), delete(1, 6, 7)]
+    assert monotonic_reads(history) == []
+    assert monotonic_reads([put(1, b"a", 0, 1), get(2, b"a", 2, 3), get(2, None, 4, 5)]) != []

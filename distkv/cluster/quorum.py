@@ -103,7 +103,8 @@ class _Write:
 
 class _Read:
     __slots__ = ("keys", "ids", "chunks", "level", "need", "size", "done", "write", "asked",
-                 "parts", "versions", "answered", "finished", "timer", "stale", "rounds")
+                 "parts", "versions", "answered", "finished", "timer", "stale", "rounds",
+                 "what")
 
     def __init__(self, keys: Sequence[bytes], level: str, need: int, size: int,
                  done: Done, write: bool) -> None:
@@ -127,6 +128,7 @@ class _Read:
         #: Members asked again after a repair, and how often each was.
         self.stale: List[str] = []
         self.rounds: Dict[str, int] = {}
+        self.what = "read"
 
 
 #: How many times one read repairs and asks again a member whose answer was
@@ -160,13 +162,16 @@ class Coordinator:
 
     # -- writes -----------------------------------------------------------------
 
-    def write(self, seq: int, level: str, batch: Optional[Batch], done: Done) -> None:
+    def write(self, seq: int, level: str, batch: Optional[Batch], done: Done,
+              deadline: Optional[float] = None) -> None:
         """Call ``done`` once this node committed write ``seq`` (``batch``:
-        the commit it waits for, if any) and ``level``'s members hold it."""
+        the commit it waits for, if any) and ``level``'s members hold it;
+        the timeout runs until ``deadline`` (by default, from now)."""
         size = self.cluster.quorum_members()
         waiter = _Write(seq, level, needed(level, size), done)
         self._writes.append(waiter)
-        waiter.timer = self.clock.callLater(self.timeout, self._write_expired, waiter)
+        wait = self.timeout if deadline is None else max(0.0, deadline - self.clock.seconds())
+        waiter.timer = self.clock.callLater(wait, self._write_expired, waiter)
         if batch is None:
             waiter.local = True
             self.acked()
@@ -210,10 +215,11 @@ class Coordinator:
 
     # -- reads and barriers -----------------------------------------------------
 
-    def read(self, keys: Sequence[bytes], level: str, done: Done) -> None:
+    def read(self, keys: Sequence[bytes], level: str, done: Done, what: str = "read") -> None:
         """Merge the newest entries of ``keys`` that ``level``'s members hold
-        into the local store, then call ``done(None)``; or ``done(error)``."""
-        self._ask(keys, level, done, write=False)
+        into the local store, then call ``done(None)``; or ``done(error)``
+        (which names the command a ``what``: ``read`` or ``write``)."""
+        self._ask(keys, level, done, write=False, what=what)
 
     def barrier(self, level: str, done: Done) -> None:
         """``done(None)`` once ``level``'s members have applied every frame
@@ -221,7 +227,8 @@ class Coordinator:
         that cannot be known in time."""
         self._ask((), level, done, write=True)
 
-    def _ask(self, keys: Sequence[bytes], level: str, done: Done, write: bool) -> None:
+    def _ask(self, keys: Sequence[bytes], level: str, done: Done, write: bool,
+             what: str = "read") -> None:
         cluster = self.cluster
         size = cluster.quorum_members()
         need = needed(level, size)
@@ -232,10 +239,11 @@ class Coordinator:
         if not write and len(senders) + 1 < need:
             # Nobody to ask in time: say so at once rather than after the timeout.
             self.reads_failed += 1
-            done(f"UNAVAILABLE read at {level} needs {need} of {size} members and "
-                 f"{len(senders) + 1} are reachable; nothing was read")
+            done(f"UNAVAILABLE {what} at {level} needs {need} of {size} members and "
+                 f"{len(senders) + 1} are reachable; the command did not run")
             return
         read = _Read(keys, level, need, size, done, write)
+        read.what = what
         chunks = read.chunks = list(self._chunks(keys))
         for _ in chunks:
             number = next(self._ids)
@@ -303,7 +311,7 @@ class Coordinator:
         newest = {key: local(key) for key in dict.fromkeys(read.keys)}
         fresh = 1
         read.stale = []
-        for node in read.answered:
+        for node in sorted(read.answered):
             frames = _repairs(newest, read.versions[node])
             if not frames:
                 fresh += 1
@@ -345,9 +353,9 @@ class Coordinator:
                                         what="flush"))
             else:
                 self.reads_failed += 1
-                read.done(f"TIMEOUT read at {read.level} answered by {got} of {read.size} "
+                read.done(f"TIMEOUT {read.what} at {read.level} answered by {got} of {read.size} "
                           f"members within {self.timeout:g}s ({read.need} needed); "
-                          "nothing was read")
+                          "the command did not run")
         self._end_read(read)
 
     def _end_read(self, read: _Read) -> None:
@@ -359,7 +367,7 @@ class Coordinator:
         read.timer = None
         local = self.cluster.local_entry
         newest = {key: local(key) for key in dict.fromkeys(read.keys)}
-        for node in read.answered:
+        for node in sorted(read.answered):
             frames = _repairs(newest, read.versions[node])
             if frames:
                 self.repairs += len(frames)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple, Union
 
-from distkv.cluster.quorum import AVAILABLE, NOT_AVAILABLE, ONE, Coordinator, parse_level
+from distkv.cluster.quorum import ALL, AVAILABLE, NOT_AVAILABLE, ONE, QUORUM, Coordinator, parse_level
 from distkv.front.replcmds import Later
 from distkv.front.replies import SYNTAX, Error, Reply, Session, Status
 
@@ -58,6 +58,11 @@ READ_FIRST: Dict[bytes, KeySpec] = {
     b"DEL": _ALL, b"UNLINK": _ALL, b"MSETNX": _PAIRS,
     b"COPY": _TWO, b"RENAME": _TWO, b"RENAMENX": _TWO,
 }
+#: The keys each write command writes: fetched from the write level's
+#: members before it runs (see :meth:`Levels._leveled`).
+WRITE_KEYS: Dict[bytes, KeySpec] = dict(READ_FIRST)
+WRITE_KEYS.update({b"SET": _FIRST, b"SETEX": _FIRST, b"PSETEX": _FIRST, b"MSET": _PAIRS})
+_STRENGTH = {ONE: 0, QUORUM: 1, ALL: 2}
 #: SET reads first only with an option that looks at the old value.
 _SET_READS = (b"NX", b"XX", b"GET", b"KEEPTTL")
 #: Never wrapped: they change no key, or act on membership.
@@ -108,46 +113,70 @@ class Levels:
             if name in _NOT_LEVELED:
                 continue
             writes = write != ONE and access.get(name) == "write"
-            spec = READS.get(name) or READ_FIRST.get(name)
-            if name == b"SET":
-                spec = _FIRST
-            reads = read != ONE and spec is not None
+            reads = read != ONE and (name in READS or name in READ_FIRST or name == b"SET")
             if writes or reads:
-                table[name] = self._leveled(name, command, spec if reads else None,
-                                            read, write if writes else ONE)
+                table[name] = self._leveled(name, command, read if reads else ONE,
+                                            write if writes else ONE)
         return table
 
-    def _leveled(self, name: bytes, command: Command, spec: Optional[KeySpec],
-                 read: str, write: str) -> Command:
+    def _leveled(self, name: bytes, command: Command, read: str, write: str) -> Command:
+        """``command`` at these levels (ONE: not at that level).
+
+        Before a write at a level runs, its keys' entries are fetched from
+        the write level's members (at the read level, if stronger, for a
+        command that reads them): merged here, they make the write's
+        version higher than any those members hold, so a write made after
+        another was acknowledged is the newer one even when this node never
+        heard of it. For a blind write (SET without options that read,
+        SETEX, PSETEX, MSET) that fetch is a best effort: when it fails the
+        write runs anyway (and waits for its level as usual, so it is
+        indeterminate rather than refused). A command that reads its keys
+        (a read, ``GETSET``, ``DEL``'s count, ``SET ... NX``...) does not run
+        when its fetch fails: it answers the error, and nothing changed.
+        """
         dispatcher = self.dispatcher
         store = dispatcher.store
         coordinator = self.coordinator
         assert coordinator is not None
-        is_set = name == b"SET"
+        spec = READS.get(name) or READ_FIRST.get(name)
+        if write != ONE:
+            spec = WRITE_KEYS.get(name, spec)
+            fetch = write if _STRENGTH[write] >= _STRENGTH[read] else read
+        else:
+            fetch = read
+        plain_set = name == b"SET" and write == ONE  # SET reads only with options
+        reads_first = name in READ_FIRST
+        what = "read" if write == ONE else "write"
 
         def leveled(request: Sequence[bytes], session: Session) -> Outcome:
             if store.group is not None or dispatcher.loading or session.user is None:
                 return command(request, session)  # inside EXEC; refused anyway
             keys: Sequence[bytes] = ()
-            if spec is not None and not (is_set and not _set_reads(request)):
+            if spec is not None and not (plain_set and not _set_reads(request)):
                 keys = keys_of(spec, request)
             if not keys:
                 return self._then_write(command, request, session, write)
             later = Later()
+            deadline = coordinator.clock.seconds() + coordinator.timeout
+
+            # A command whose reply or effect depends on what its keys held
+            # does not run on what this node alone holds.
+            gate = write == ONE or reads_first or (name == b"SET" and _set_reads(request))
 
             def fetched(error: Optional[str]) -> None:
-                if error is not None:
+                if error is not None and gate:
                     later.done_with(Error(error))
                     return
-                self._finish(self._then_write(command, request, session, write), later)
+                self._finish(self._then_write(command, request, session, write, deadline),
+                             later)
 
-            coordinator.read(keys, read, fetched)
+            coordinator.read(keys, fetch, fetched, what)
             return _pending(later)
 
         return leveled
 
     def _then_write(self, command: Command, request: Sequence[bytes], session: Session,
-                    write: str) -> Outcome:
+                    write: str, deadline: Optional[float] = None) -> Outcome:
         """Run ``command``; at a write level, answer once its members hold what it wrote."""
         store = self.dispatcher.store
         seq, floor = store.seq, store.flushed
@@ -182,7 +211,7 @@ class Levels:
                 batch.when_done(lambda error: met(error) if error is not None
                                 else coordinator.barrier(write, barrier))
         else:
-            coordinator.write(store.seq, write, batch, met)
+            coordinator.write(store.seq, write, batch, met, deadline)
         return _pending(later)
 
     def transaction(self, session: Session, run: Callable[[], Outcome]) -> Outcome:

@@ -64,9 +64,17 @@ def _before(a: Op, b: Op) -> bool:
     return a.ret is not None and a.ret < b.call
 
 
-def _sources(writes: List[Op], value: Value) -> List[Op]:
-    """The writes that could have produced ``value`` (None: the deletes)."""
-    return [w for w in writes if _written(w) == value]
+#: Where an absent key's value may come from besides a delete: before any write.
+_INITIAL = Op(-1, "delete", b"", (), float("-inf"), float("-inf"), None)
+
+
+def _sources(writes: List[Op], value: Value, initial: bool = False) -> List[Op]:
+    """The writes that could have produced ``value`` (None: the deletes,
+    and with ``initial`` the absence before any write)."""
+    found = [w for w in writes if _written(w) == value]
+    if initial and value is None:
+        found.append(_INITIAL)
+    return found
 
 
 def _done(history: Iterable[Op], kind: str) -> List[Op]:
@@ -109,8 +117,8 @@ def monotonic_reads(history: Iterable[Op]) -> List[Violation]:
             for first in ops[:index]:
                 if not _before(first, second) or first.out == second.out:
                     continue
-                seen = _sources(candidates, first.out)  # type: ignore[arg-type]
-                now = _sources(candidates, second.out)  # type: ignore[arg-type]
+                seen = _sources(candidates, first.out, True)  # type: ignore[arg-type]
+                now = _sources(candidates, second.out, True)  # type: ignore[arg-type]
                 # Older for certain: every write that could explain the second
                 # answer returned before every one that explains the first.
                 if seen and now and all(_before(n, s) for n in now for s in seen):
