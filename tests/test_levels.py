@@ -258,12 +258,15 @@ class QuorumReadTests(SynchronousTestCase):
         self.assertEqual(cluster.nodes["n3"].store.get(b"k"), b"new")
 
     def test_quorum_read_through_a_fresh_node_repairs_the_stale_member(self) -> None:
-        """A QUORUM read through n1 answers the new value and sends it to n3,
-        which had answered with the old one (read repair), before any
-        anti-entropy round could."""
+        """QUORUM reads through n1 answer the new value, and the one that asks
+        n3, which answers with the old one, sends it the new one (read
+        repair), before any anti-entropy round could."""
         cluster = self.missed_write()
         client = quorum_client(cluster, "n1", b"READ", b"QUORUM")
-        self.assertEqual(client.ask(b"MGET", b"k", b"none"), b"*2\r\n$3\r\nnew\r\n$-1\r\n")
+        # A QUORUM of three asks one other member, each in turn: n2, then n3.
+        for _ in range(2):
+            self.assertEqual(client.ask(b"MGET", b"k", b"none"),
+                             b"*2\r\n$3\r\nnew\r\n$-1\r\n")
         self.assertEqual(cluster.nodes["n3"].store.get(b"k"), b"new")
         self.assertEqual(cluster.nodes["n1"].quorum.repairs, 1)
 
@@ -345,3 +348,17 @@ class QuorumReadTests(SynchronousTestCase):
         self.assertEqual(client.ask(b"GET", b"k"), b"$3\r\nnew\r\n")
         self.assertGreaterEqual(len(holders), 3, holders)
         self.assertEqual(quorum_client(cluster, "n2").ask(b"GET", b"k"), b"$3\r\nnew\r\n")
+
+    def test_a_read_asks_the_other_members_when_the_first_is_slow(self) -> None:
+        """A QUORUM read asks one other member first; when that one is stalled
+        it asks the rest after a short while and answers well within the timeout."""
+        cluster = settled_cluster(self)
+        Client(cluster, "n1").ask(b"SET", b"k", b"v")
+        cluster.advance(1.0)
+        cluster.net.stall("n1", "n2", 5.0)
+        client = quorum_client(cluster, "n1", b"READ", b"QUORUM")
+        for _ in range(2):  # one of the two asks n2 first
+            client.send(b"GET", b"k")
+            cluster.advance(0.5)
+            self.assertEqual(client.answer(), b"$1\r\nv\r\n")
+        cluster.advance(5.0)

@@ -104,7 +104,7 @@ class _Write:
 class _Read:
     __slots__ = ("keys", "ids", "chunks", "level", "need", "size", "done", "write", "asked",
                  "parts", "versions", "answered", "finished", "timer", "stale", "rounds",
-                 "what")
+                 "what", "spare", "hedge")
 
     def __init__(self, keys: Sequence[bytes], level: str, need: int, size: int,
                  done: Done, write: bool) -> None:
@@ -129,6 +129,9 @@ class _Read:
         self.stale: List[str] = []
         self.rounds: Dict[str, int] = {}
         self.what = "read"
+        #: Members linked but not asked yet, and when to ask them.
+        self.spare: Dict[str, Send] = {}
+        self.hedge: Optional[IDelayedCall] = None
 
 
 #: How many times one read repairs and asks again a member whose answer was
@@ -149,6 +152,12 @@ class Coordinator:
         self._writes: List[_Write] = []
         self._reads: Dict[int, _Read] = {}
         self._ids = itertools.count(1)
+        #: Frames for each member's connection, sent at the end of the turn.
+        self._out: Dict[Send, List[bytes]] = {}
+        self._flush_call: Optional[IDelayedCall] = None
+        self._turn = 0
+        #: Seconds before a read asks the members it did not ask first.
+        self.hedge = min(0.2, timeout / 4)
         #: Counters for INFO.
         self.writes_met = 0
         self.writes_indeterminate = 0
@@ -249,13 +258,36 @@ class Coordinator:
             number = next(self._ids)
             read.ids.append(number)
             self._reads[number] = read
-        read.asked = senders
-        for node, send in senders.items():
-            read.parts[node] = 0
-            read.versions[node] = {}
-            for number, chunk in zip(read.ids, chunks):
-                send(wire.encode_read_request(number, chunk))
+        # Ask just enough members (taking turns), and the others only if
+        # those have not all answered after a while: half the work for a
+        # QUORUM of three, with little more latency when one is slow.
+        order = sorted(senders)
+        turn = self._turn % max(1, len(order))
+        self._turn += 1
+        order = order[turn:] + order[:turn]
+        read.spare = {node: senders[node] for node in order[need - 1:]}
+        for node in order[: need - 1]:
+            self._ask_member(read, node, senders[node])
+        if read.spare:
+            read.hedge = self.clock.callLater(self.hedge, self._ask_spares, read)
         read.timer = self.clock.callLater(self.timeout, self._read_expired, read)
+
+    def _ask_member(self, read: _Read, node: str, send: Send) -> None:
+        read.asked[node] = send
+        read.parts[node] = 0
+        read.versions[node] = {}
+        for number, chunk in zip(read.ids, read.chunks):
+            self._queue(send, wire.encode_read_request(number, chunk))
+
+    def _ask_spares(self, read: _Read) -> None:
+        """The members asked first are slow: ask the others too."""
+        if read.hedge is not None and read.hedge.active():
+            read.hedge.cancel()
+        read.hedge = None
+        spare, read.spare = read.spare, {}
+        if not read.finished:
+            for node, send in spare.items():
+                self._ask_member(read, node, send)
 
     def _chunks(self, keys: Sequence[bytes]) -> List[Sequence[bytes]]:
         """``keys`` cut into requests that stay within a frame and MAX_READ_KEYS."""
@@ -299,6 +331,8 @@ class Coordinator:
         if len(read.answered) == len(read.asked):
             if read.finished:
                 self._end_read(read)
+            elif read.spare:
+                self._ask_spares(read)
             elif not read.stale:  # every member answered, too few can hold it
                 self._read_expired(read)
 
@@ -337,10 +371,27 @@ class Coordinator:
                 self._send(read, node, wire.encode_read_request(number, chunk))
 
     def _send(self, read: _Read, node: str, data: bytes) -> None:
-        try:
-            read.asked[node](data)
-        except Exception:
-            log.failure("Sending to member {node} failed", node=node)
+        self._queue(read.asked[node], data)
+
+    def _queue(self, send: Send, data: bytes) -> None:
+        """Send ``data`` at the end of this reactor turn, with whatever else
+        the turn sends to that member: one write for many reads."""
+        waiting = self._out.get(send)
+        if waiting is None:
+            self._out[send] = [data]
+        else:
+            waiting.append(data)
+        if self._flush_call is None:
+            self._flush_call = self.clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        out, self._out = self._out, {}
+        for send, frames in out.items():
+            try:
+                send(b"".join(frames))
+            except Exception:
+                log.failure("Sending to a member failed")
 
     def _read_expired(self, read: _Read) -> None:
         read.timer = None
@@ -362,6 +413,9 @@ class Coordinator:
         """Repair the members that answered with older entries; forget the read."""
         for number in read.ids:
             self._reads.pop(number, None)
+        if read.hedge is not None and read.hedge.active():
+            read.hedge.cancel()
+        read.hedge = None
         if read.timer is not None and read.timer.active():
             read.timer.cancel()
         read.timer = None
@@ -375,6 +429,10 @@ class Coordinator:
 
     def cancel_all(self) -> None:
         """The node stops: every wait ends now, with its error."""
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        self._out = {}
         for waiter in list(self._writes):
             if waiter.timer is not None and waiter.timer.active():
                 waiter.timer.cancel()
