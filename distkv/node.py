@@ -471,6 +471,8 @@ class Node:
         return self.store.apply(key, entry)
 
     def read_answer(self, request: wire.ReadRequest) -> Iterator[bytes]:
+        if self.loading:  # our data may lack what a quorum acknowledged
+            return iter([wire.encode_read_refusal(request.id)])
         entry = self.store.entry
         found = [(key, held) for key, held in ((key, entry(key)) for key in request.keys)
                  if held is not None]

@@ -362,3 +362,18 @@ class QuorumReadTests(SynchronousTestCase):
             cluster.advance(0.5)
             self.assertEqual(client.answer(), b"$1\r\nv\r\n")
         cluster.advance(5.0)
+
+    def test_a_loading_member_does_not_count_for_a_read(self) -> None:
+        """A member that is loading (its data may lack acknowledged writes)
+        answers that it cannot vouch for it; the read asks another member
+        instead of taking its empty answer for the newest."""
+        cluster = settled_cluster(self, sync_interval=3600.0)
+        n1 = cluster.nodes["n1"]
+        entry = make_entry(b"new", n1.clock.stamp(b"new", None)[-3:])
+        self.assertTrue(n1.store.apply(b"k", entry))  # on n1 only
+        cluster.nodes["n2"].dispatcher.loading = True
+        coordinator = cluster.nodes["n3"].quorum
+        coordinator._turn = 1  # n2 is asked first
+        client = quorum_client(cluster, "n3", b"READ", b"QUORUM")
+        self.assertEqual(client.ask(b"GET", b"k"), b"$3\r\nnew\r\n")
+        cluster.nodes["n2"].dispatcher.loading = False

@@ -33,6 +33,7 @@ def test_read_request_and_reply_round_trip() -> None:
     frames = b"".join(wire.encode_read_reply(3, ENTRIES, 1 << 20))
     assert decode(frames) == [wire.ReadReply(3, tuple(ENTRIES), False)]
     assert decode(b"".join(wire.encode_read_reply(4, [], 100))) == [wire.ReadReply(4, (), False)]
+    assert decode(wire.encode_read_refusal(6)) == [wire.ReadReply(6, (), False, True)]
 
 
 def test_a_large_reply_is_split_into_frames_within_the_limit() -> None:
@@ -52,9 +53,10 @@ def test_a_large_reply_is_split_into_frames_within_the_limit() -> None:
     b"R" + struct.pack(">QI", 1, 1000) + b"\0\0\0\1k",          # more keys than bytes
     b"R" + struct.pack(">QI", 1, 1) + b"\0\0\0\5ab",             # truncated key
     b"R" + struct.pack(">QI", 1, 1) + b"\0\0\0\1ab",             # trailing bytes
-    b"r" + struct.pack(">QBI", 1, 2, 0),                         # bad more flag
+    b"r" + struct.pack(">QBI", 1, 3, 0),                         # bad flags
     b"r" + struct.pack(">QBI", 1, 0, 5),                         # count past the body
     b"r" + struct.pack(">QBI", 1, 0, 1) + b"\0" * 21 + b"n",     # garbage entry
+    b"r" + struct.pack(">QBI", 1, 2, 1) + b"\0" * 30,            # loading, with entries
 ])
 def test_malformed_or_oversized_read_frames_are_refused(body: bytes) -> None:
     """A request for more keys than allowed, counts the body cannot hold,

@@ -312,6 +312,9 @@ class Coordinator:
         read = self._reads.get(reply.id)
         if read is None or node not in read.asked or node in read.answered:
             return  # late (the read is over), or not asked: nothing to do
+        if reply.loading:  # it cannot vouch for its data: ask another
+            self._declined(read, node)
+            return
         versions = read.versions[node]
         wanted = set(read.keys)
         merge = self.cluster.merge
@@ -328,6 +331,9 @@ class Coordinator:
         read.answered.add(node)
         if not read.finished:
             self._check(read)
+        self._all_answered(read)
+
+    def _all_answered(self, read: _Read) -> None:
         if len(read.answered) == len(read.asked):
             if read.finished:
                 self._end_read(read)
@@ -335,6 +341,14 @@ class Coordinator:
                 self._ask_spares(read)
             elif not read.stale:  # every member answered, too few can hold it
                 self._read_expired(read)
+
+    def _declined(self, read: _Read, node: str) -> None:
+        """``node`` is loading: it does not count, as if it were not linked."""
+        read.asked.pop(node, None)
+        read.versions.pop(node, None)
+        read.parts.pop(node, None)
+        if not read.finished:
+            self._all_answered(read)
 
     def _check(self, read: _Read) -> None:
         """Done once enough members hold the newest entries (this node does:

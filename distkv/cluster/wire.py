@@ -100,13 +100,15 @@ was applied, a flush among them)::
     R id:u64 count:u32 (key-len:u32 key)*
                                   (at most MAX_READ_KEYS keys; the frame limit
                                    bounds their bytes)
-    r id:u64 more:u8 count:u32 (ms:u64 counter:u32 flags:u8 node-len:u16 node
+    r id:u64 flags:u8 count:u32 (ms:u64 counter:u32 flags:u8 node-len:u16 node
                         [expires:u64] key-len:u32 key value-len:u32 value)*
                                   (the entries it holds of those keys, tombstones
                                    included, each encoded as in a ``T`` frame;
                                    a key it lacks is left out; an answer larger
                                    than a frame goes in several, all but the
-                                   last with ``more`` 1)
+                                   last with flag 1, "more"; flag 2: the node
+                                   is loading, holds nothing it can vouch
+                                   for, and sends no entries)
 
 Protocol version 4 added ``R`` and ``r``; nodes of version 3 refuse to link
 with it (the handshake names both versions).
@@ -295,6 +297,8 @@ class ReadReply(NamedTuple):
     id: int
     entries: Tuple[Tuple[bytes, Entry], ...]
     more: bool = False
+    #: The answering node is loading: its answer does not count.
+    loading: bool = False
 
 
 Frame = Union[Write, Transaction, Ack, Heartbeat, DigestOffer, KeyList, RoundMark, Members,
@@ -557,8 +561,17 @@ def encode_read_reply(id_: int, entries: Sequence[Tuple[bytes, Entry]],
     yield _read_reply_frame(id_, chunk, False)
 
 
+def encode_read_refusal(id_: int) -> bytes:
+    """The ``r`` frame of a loading node: it cannot vouch for what it holds."""
+    return _frame(b"r" + _READ_REPLY.pack(id_, _LOADING, 0))
+
+
+_MORE = 1
+_LOADING = 2
+
+
 def _read_reply_frame(id_: int, entries: Sequence[Tuple[bytes, Entry]], more: bool) -> bytes:
-    parts = [b"r", _READ_REPLY.pack(id_, int(more), len(entries))]
+    parts = [b"r", _READ_REPLY.pack(id_, _MORE if more else 0, len(entries))]
     _encode_entries(entries, parts)
     return _frame(b"".join(parts))
 
@@ -584,11 +597,14 @@ def _decode_read_request(body: bytes) -> ReadRequest:
 
 
 def _decode_read_reply(body: bytes) -> ReadReply:
-    id_, more, count = _READ_REPLY.unpack_from(body, 1)
+    id_, flags, count = _READ_REPLY.unpack_from(body, 1)
     fixed = 1 + _READ_REPLY.size
-    if more > 1 or count > (len(body) - fixed) // (TRANSACTION_WRITE_FIXED + 1):
+    if flags not in (0, _MORE, _LOADING) or (flags == _LOADING and count):
+        raise WireError("malformed flags in read reply")
+    if count > (len(body) - fixed) // (TRANSACTION_WRITE_FIXED + 1):
         raise WireError("malformed entry count in read reply")
-    return ReadReply(id_, _decode_entries(body, fixed, count, "read reply"), bool(more))
+    return ReadReply(id_, _decode_entries(body, fixed, count, "read reply"),
+                     flags == _MORE, flags == _LOADING)
 
 
 def _decode_transaction(body: bytes) -> Transaction:
