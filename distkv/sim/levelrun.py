@@ -4,7 +4,8 @@ One seed decides everything: a :class:`~distkv.testing.SimulatedCluster` on
 a fake clock, clients that each hold a RESP connection to every node (set
 to the level with ``CONSISTENCY``) and send one request at a time, each
 through a node picked at random (so a client's reads and writes cross
-nodes), and partitions that come and go between the nodes. Every request
+nodes), and partitions that come and go between the nodes, and crashes of one node at
+a time, restarted empty (memory only: it loads from its peers). Every request
 is recorded as a :class:`~distkv.sim.linearizable.Op`: a write that answered
 ``TIMEOUT`` is indeterminate (no return), a read that could not be met is
 left out (it returned nothing). Values are unique, so a read names the
@@ -76,7 +77,8 @@ class _Client:
 
 def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
         ops: int = 30, keys: Sequence[bytes] = (b"k0", b"k1"), writers: Optional[int] = None,
-        partitions: bool = True, quorum_timeout: float = 0.2) -> Recorded:
+        partitions: bool = True, crashes: bool = True,
+        quorum_timeout: float = 0.2) -> Recorded:
     """Run ``clients`` clients of ``ops`` requests each at ``level``; only the
     first ``writers`` of them write (None: all)."""
     rng = random.Random(seed)
@@ -87,23 +89,14 @@ def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
         names = sorted(cluster.nodes)
         everyone: List[_Client] = []
         for number in range(clients):
-            connections = {}
-            for name in names:
-                address = IPv4Address("TCP", "127.0.0.1", 20000 + number)
-                proto = cluster.nodes[name].factory().buildProtocol(address)
-                transport = StringTransport(peerAddress=address)
-                proto.makeConnection(transport)
-                proto.dataReceived(resp(b"CONSISTENCY", level))
-                connections[name] = (proto, transport)
-            client = _Client(number, connections)
+            client = _Client(number, {})
             client.left = ops
             client.writes = writers is None or number < writers
             everyone.append(client)
-        net.run()
-        for client in everyone:
-            for _, transport in client.connections.values():
-                transport.clear()
+        for name in names:
+            _connect(cluster, name, everyone, level)
         history: List[Op] = []
+        down: Optional[str] = None
         for _ in range(ops * 1000):
             if not any(client.left or client.busy for client in everyone):
                 break
@@ -119,9 +112,20 @@ def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
                     for other in names:
                         if other != lone:
                             net.block(lone, other)
+            if crashes and rng.random() < 0.01:
+                if down is None:  # one node at a time: a quorum keeps every write
+                    down = rng.choice(names)
+                    cluster.crash(down)
+                    for client in everyone:
+                        _lost(client, down, history)
+                else:  # back, memory only: it loads from its peers
+                    cluster.start(down)
+                    _connect(cluster, down, everyone, level)
+                    down = None
+            running = [name for name in names if name != down]
             for client in everyone:
                 if client.busy is None and client.left:
-                    _start(client, rng, names, keys, net.seconds())
+                    _start(client, rng, running, keys, net.seconds())
             net.advance(TICK)
             net.run()
             for client in everyone:
@@ -130,6 +134,8 @@ def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
         else:
             raise AssertionError(f"seed {seed}: the clients never finished")
         net.heal()
+        if down is not None:
+            cluster.start(down)
         cluster.settle()
         replicas: Dict[str, Dict[bytes, bytes]] = {}
         for name, node in cluster.nodes.items():
@@ -141,6 +147,33 @@ def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
         return Recorded(history, replicas, tuple(keys))
     finally:
         cluster.stop()
+
+
+def _connect(cluster: SimulatedCluster, name: str, everyone: List[_Client],
+             level: bytes) -> None:
+    """Every client's connection to node ``name``, at ``level``."""
+    for client in everyone:
+        address = IPv4Address("TCP", "127.0.0.1", 20000 + client.number)
+        proto = cluster.nodes[name].factory().buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        proto.makeConnection(transport)
+        proto.dataReceived(resp(b"CONSISTENCY", level))
+        client.connections[name] = (proto, transport)
+    cluster.net.run()
+    for client in everyone:
+        client.connections[name][1].clear()
+
+
+def _lost(client: _Client, name: str, history: List[Op]) -> None:
+    """Node ``name`` crashed: a write waiting there is indeterminate, a read is lost."""
+    busy = client.busy
+    if busy is None or busy[0] != name:
+        return
+    client.busy = None
+    _, kind, key, value, call = busy
+    if kind != "get":
+        history.append(Op(client.number, kind, key, (value,) if kind == "set" else (),
+                          call, None, UNKNOWN))
 
 
 def _start(client: _Client, rng: random.Random, names: List[str], keys: Sequence[bytes],
