@@ -10,6 +10,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from distkv.front.auth import parse_users
 from distkv.front.frontdoor import FrontDoor
 from distkv.node import Node
 from distkv.store.store import make_entry
@@ -377,3 +378,38 @@ class QuorumReadTests(SynchronousTestCase):
         client = quorum_client(cluster, "n3", b"READ", b"QUORUM")
         self.assertEqual(client.ask(b"GET", b"k"), b"$3\r\nnew\r\n")
         cluster.nodes["n2"].dispatcher.loading = False
+
+
+class StoppingTests(SynchronousTestCase):
+    def test_stopping_ends_every_wait_and_leaves_no_timer(self) -> None:
+        """A write and a read waiting for members when the node stops are
+        answered (TIMEOUT, indeterminate for the write), and the cluster
+        stops with no delayed call left (the cleanup checks it)."""
+        cluster = settled_cluster(self)
+        cluster.net.stall("n1", "n2", 30.0)
+        cluster.net.stall("n1", "n3", 30.0)
+        writer = quorum_client(cluster, "n1", b"WRITE", b"ALL")
+        reader = Client(cluster, "n1", 6001)
+        reader.ask(b"CONSISTENCY", b"READ", b"ALL")
+        writer.send(b"SET", b"k", b"v")
+        reader.send(b"GET", b"k")
+        cluster.run()
+        self.assertEqual((writer.answer(), reader.answer()), (b"", b""))
+        self.assertEqual(cluster.nodes["n1"].quorum.pending(), 2)
+        cluster.nodes["n1"].stop_timers()
+        self.assertIn(INDETERMINATE, writer.answer())
+        self.assertTrue(reader.answer().startswith(b"-TIMEOUT read at ALL"), reader.answer())
+        cluster.net.heal()  # the stalled links may flush as the cluster stops
+
+    def test_a_read_only_user_gets_noperm_for_writes_at_a_level(self) -> None:
+        """A read-only user's write at QUORUM is refused NOPERM at once, asking
+        no member; its reads at QUORUM work."""
+        users = parse_users(b"reader read >pw\n")
+        cluster = settled_cluster(self, users=users)
+        client = Client(cluster, "n1")
+        self.assertEqual(client.ask(b"AUTH", b"reader", b"pw"), b"+OK\r\n")
+        client.ask(b"CONSISTENCY", b"QUORUM")
+        self.assertTrue(client.ask(b"SET", b"k", b"v").startswith(b"-NOPERM"))
+        self.assertEqual(cluster.nodes["n1"].quorum.reads_met, 0)
+        self.assertEqual(client.ask(b"GET", b"k"), b"$-1\r\n")
+        self.assertEqual(cluster.nodes["n1"].quorum.reads_met, 1)

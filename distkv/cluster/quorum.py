@@ -156,6 +156,8 @@ class Coordinator:
         self._out: Dict[Send, List[bytes]] = {}
         self._flush_call: Optional[IDelayedCall] = None
         self._turn = 0
+        #: The node stopped: waits end at once (see cancel_all).
+        self.stopped = False
         #: Seconds before a read asks the members it did not ask first.
         self.hedge = min(0.2, timeout / 4)
         #: Counters for INFO.
@@ -178,6 +180,9 @@ class Coordinator:
         the timeout runs until ``deadline`` (by default, from now)."""
         size = self.cluster.quorum_members()
         waiter = _Write(seq, level, needed(level, size), done)
+        if self.stopped:
+            done(indeterminate(1, waiter.need, size, level, 0.0))
+            return
         self._writes.append(waiter)
         wait = self.timeout if deadline is None else max(0.0, deadline - self.clock.seconds())
         waiter.timer = self.clock.callLater(wait, self._write_expired, waiter)
@@ -244,12 +249,15 @@ class Coordinator:
         if need <= 1:
             done(None)
             return
-        senders = cluster.member_senders()
+        senders = {} if self.stopped else cluster.member_senders()
         if not write and len(senders) + 1 < need:
             # Nobody to ask in time: say so at once rather than after the timeout.
             self.reads_failed += 1
             done(f"UNAVAILABLE {what} at {level} needs {need} of {size} members and "
                  f"{len(senders) + 1} are reachable; the command did not run")
+            return
+        if self.stopped:  # a flush while stopping: nobody is asked
+            done(indeterminate(1, need, size, level, 0.0, what="flush"))
             return
         read = _Read(keys, level, need, size, done, write)
         read.what = what
@@ -442,11 +450,9 @@ class Coordinator:
                 self._send(read, node, b"".join(frames))
 
     def cancel_all(self) -> None:
-        """The node stops: every wait ends now, with its error."""
-        if self._flush_call is not None and self._flush_call.active():
-            self._flush_call.cancel()
-        self._flush_call = None
-        self._out = {}
+        """The node stops: every wait ends now, with its error, and nothing
+        waits from now on."""
+        self.stopped = True
         for waiter in list(self._writes):
             if waiter.timer is not None and waiter.timer.active():
                 waiter.timer.cancel()
@@ -456,6 +462,10 @@ class Coordinator:
             if read.timer is not None and read.timer.active():
                 read.timer.cancel()
             self._read_expired(read)
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        self._out = {}
 
 
 def _repairs(newest: Dict[bytes, Optional[Entry]],

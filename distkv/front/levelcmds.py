@@ -149,7 +149,9 @@ class Levels:
         what = "read" if write == ONE else "write"
 
         def leveled(request: Sequence[bytes], session: Session) -> Outcome:
-            if store.group is not None or dispatcher.loading or session.user is None:
+            user = session.user
+            if (store.group is not None or dispatcher.loading or user is None
+                    or (write != ONE and not user.can_write)):
                 return command(request, session)  # inside EXEC; refused anyway
             keys: Sequence[bytes] = ()
             if spec is not None and not (plain_set and not _set_reads(request)):
