@@ -26,7 +26,8 @@ indeterminate (it was applied here and may still reach the others).
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Dict, List, Optional, Protocol, Sequence, Set, Tuple, Union
+from collections import deque
+from typing import Callable, Deque, Dict, List, Optional, Protocol, Sequence, Set, Tuple, Union
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -90,7 +91,7 @@ class Cluster(Protocol):
 
 
 class _Write:
-    __slots__ = ("seq", "level", "need", "done", "local", "timer")
+    __slots__ = ("seq", "level", "need", "done", "local", "over")
 
     def __init__(self, seq: int, level: str, need: int, done: Done) -> None:
         self.seq = seq
@@ -98,13 +99,13 @@ class _Write:
         self.need = need
         self.done = done
         self.local = False  # committed here
-        self.timer: Optional[IDelayedCall] = None
+        self.over = False  # answered
 
 
 class _Read:
     __slots__ = ("keys", "ids", "chunks", "level", "need", "size", "done", "write", "asked",
-                 "parts", "versions", "answered", "finished", "timer", "stale", "rounds",
-                 "what", "spare", "hedge")
+                 "parts", "versions", "answered", "finished", "ended", "stale", "rounds",
+                 "what", "spare")
 
     def __init__(self, keys: Sequence[bytes], level: str, need: int, size: int,
                  done: Done, write: bool) -> None:
@@ -124,14 +125,14 @@ class _Read:
         self.versions: Dict[str, Dict[bytes, Tuple[int, int, str]]] = {}
         self.answered: Set[str] = set()
         self.finished = False
-        self.timer: Optional[IDelayedCall] = None
+        #: Forgotten: no more answers are taken, no timeout applies.
+        self.ended = False
         #: Members asked again after a repair, and how often each was.
         self.stale: List[str] = []
         self.rounds: Dict[str, int] = {}
         self.what = "read"
-        #: Members linked but not asked yet, and when to ask them.
+        #: Members linked but not asked yet.
         self.spare: Dict[str, Send] = {}
-        self.hedge: Optional[IDelayedCall] = None
 
 
 #: How many times one read repairs and asks again a member whose answer was
@@ -149,13 +150,21 @@ class Coordinator:
         self.clock = clock
         self.timeout = timeout
         self.max_frame = max_frame
-        self._writes: List[_Write] = []
+        self._writes: Dict[_Write, None] = {}
         self._reads: Dict[int, _Read] = {}
         self._ids = itertools.count(1)
         #: Frames for each member's connection, sent at the end of the turn.
         self._out: Dict[Send, List[bytes]] = {}
         self._flush_call: Optional[IDelayedCall] = None
         self._turn = 0
+        self._cached: Optional[Tuple[int, Dict[str, Send]]] = None
+        #: When each write and read times out, and when each read asks its
+        #: spare members, in the order they began (one timer for them all:
+        #: they share one timeout, so the order is that of their ends).
+        self._expiry: Deque[Tuple[float, Union[_Write, _Read]]] = deque()
+        self._hedging: Deque[Tuple[float, _Read]] = deque()
+        self._timer: Optional[IDelayedCall] = None
+        self._timer_at = 0.0
         #: The node stopped: waits end at once (see cancel_all).
         self.stopped = False
         #: Seconds before a read asks the members it did not ask first.
@@ -178,14 +187,13 @@ class Coordinator:
         """Call ``done`` once this node committed write ``seq`` (``batch``:
         the commit it waits for, if any) and ``level``'s members hold it;
         the timeout runs until ``deadline`` (by default, from now)."""
-        size = self.cluster.quorum_members()
+        size = self._view()[0]
         waiter = _Write(seq, level, needed(level, size), done)
         if self.stopped:
             done(indeterminate(1, waiter.need, size, level, 0.0))
             return
-        self._writes.append(waiter)
-        wait = self.timeout if deadline is None else max(0.0, deadline - self.clock.seconds())
-        waiter.timer = self.clock.callLater(wait, self._write_expired, waiter)
+        self._writes[waiter] = None
+        self._at(self.clock.seconds() + self.timeout if deadline is None else deadline, waiter)
         if batch is None:
             waiter.local = True
             self.acked()
@@ -212,8 +220,7 @@ class Coordinator:
                 self._end_write(waiter, None)
 
     def _write_expired(self, waiter: _Write) -> None:
-        waiter.timer = None
-        if waiter not in self._writes:
+        if waiter.over:
             return
         got = self.cluster.members_holding(waiter.seq) + (1 if waiter.local else 0)
         self.writes_indeterminate += 1
@@ -221,10 +228,8 @@ class Coordinator:
                                               waiter.level, self.timeout))
 
     def _end_write(self, waiter: _Write, error: Optional[str]) -> None:
-        self._writes.remove(waiter)
-        if waiter.timer is not None and waiter.timer.active():
-            waiter.timer.cancel()
-        waiter.timer = None
+        del self._writes[waiter]
+        waiter.over = True
         waiter.done(error)
 
     # -- reads and barriers -----------------------------------------------------
@@ -243,13 +248,13 @@ class Coordinator:
 
     def _ask(self, keys: Sequence[bytes], level: str, done: Done, write: bool,
              what: str = "read") -> None:
-        cluster = self.cluster
-        size = cluster.quorum_members()
+        size, senders = self._view()
         need = needed(level, size)
         if need <= 1:
             done(None)
             return
-        senders = {} if self.stopped else cluster.member_senders()
+        if self.stopped:
+            senders = {}
         if not write and len(senders) + 1 < need:
             # Nobody to ask in time: say so at once rather than after the timeout.
             self.reads_failed += 1
@@ -276,9 +281,11 @@ class Coordinator:
         read.spare = {node: senders[node] for node in order[need - 1:]}
         for node in order[: need - 1]:
             self._ask_member(read, node, senders[node])
+        now = self.clock.seconds()
+        self._at(now + self.timeout, read)
         if read.spare:
-            read.hedge = self.clock.callLater(self.hedge, self._ask_spares, read)
-        read.timer = self.clock.callLater(self.timeout, self._read_expired, read)
+            self._hedging.append((now + self.hedge, read))
+            self._schedule(now + self.hedge)
 
     def _ask_member(self, read: _Read, node: str, send: Send) -> None:
         read.asked[node] = send
@@ -289,13 +296,53 @@ class Coordinator:
 
     def _ask_spares(self, read: _Read) -> None:
         """The members asked first are slow: ask the others too."""
-        if read.hedge is not None and read.hedge.active():
-            read.hedge.cancel()
-        read.hedge = None
         spare, read.spare = read.spare, {}
         if not read.finished:
             for node, send in spare.items():
                 self._ask_member(read, node, send)
+
+    def _at(self, when: float, what: Union[_Write, _Read]) -> None:
+        self._expiry.append((when, what))
+        self._schedule(when)
+
+    def _schedule(self, when: float) -> None:
+        timer = self._timer
+        if timer is None or not timer.active():
+            self._timer = self.clock.callLater(max(0.0, when - self.clock.seconds()), self._tick)
+            self._timer_at = when
+        elif when < self._timer_at:
+            timer.reset(max(0.0, when - self.clock.seconds()))
+            self._timer_at = when
+
+    def _tick(self) -> None:
+        """Ask the spare members of reads whose first ones are slow; time out
+        what waited too long."""
+        self._timer = None
+        now = self.clock.seconds()
+        hedging, expiry = self._hedging, self._expiry
+        while hedging and hedging[0][0] <= now:
+            read = hedging.popleft()[1]
+            if read.spare and not read.finished and not read.ended:
+                self._ask_spares(read)
+        while expiry and expiry[0][0] <= now:
+            what = expiry.popleft()[1]
+            if isinstance(what, _Write):
+                self._write_expired(what)
+            else:
+                self._read_expired(what)
+        upcoming = [queue[0][0] for queue in (hedging, expiry) if queue]
+        if upcoming:
+            self._schedule(min(upcoming))
+
+    def _view(self) -> Tuple[int, Dict[str, Send]]:
+        """The member count and the members linked, as of this reactor turn:
+        kept while the turn's requests wait to be sent (see _flush), so a
+        turn with many reads looks them up once."""
+        view = self._cached
+        if view is None or self._flush_call is None:
+            cluster = self.cluster
+            view = self._cached = (cluster.quorum_members(), cluster.member_senders())
+        return view
 
     def _chunks(self, keys: Sequence[bytes]) -> List[Sequence[bytes]]:
         """``keys`` cut into requests that stay within a frame and MAX_READ_KEYS."""
@@ -408,6 +455,7 @@ class Coordinator:
 
     def _flush(self) -> None:
         self._flush_call = None
+        self._cached = None
         out, self._out = self._out, {}
         for send, frames in out.items():
             try:
@@ -416,7 +464,8 @@ class Coordinator:
                 log.failure("Sending to a member failed")
 
     def _read_expired(self, read: _Read) -> None:
-        read.timer = None
+        if read.ended:
+            return
         if not read.finished:
             read.finished = True
             got = len(read.answered) + 1
@@ -435,12 +484,7 @@ class Coordinator:
         """Repair the members that answered with older entries; forget the read."""
         for number in read.ids:
             self._reads.pop(number, None)
-        if read.hedge is not None and read.hedge.active():
-            read.hedge.cancel()
-        read.hedge = None
-        if read.timer is not None and read.timer.active():
-            read.timer.cancel()
-        read.timer = None
+        read.ended = True
         local = self.cluster.local_entry
         newest = {key: local(key) for key in dict.fromkeys(read.keys)}
         for node in sorted(read.answered):
@@ -454,14 +498,14 @@ class Coordinator:
         waits from now on."""
         self.stopped = True
         for waiter in list(self._writes):
-            if waiter.timer is not None and waiter.timer.active():
-                waiter.timer.cancel()
-            waiter.timer = None
             self._write_expired(waiter)
         for read in list({id(read): read for read in self._reads.values()}.values()):
-            if read.timer is not None and read.timer.active():
-                read.timer.cancel()
             self._read_expired(read)
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._expiry.clear()
+        self._hedging.clear()
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._flush_call = None
