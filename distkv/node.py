@@ -57,6 +57,7 @@ from distkv.cluster.memberlinks import MemberLinks
 from distkv.cluster.membership import Member, Membership
 from distkv.cluster.peerproto import Acceptor, PeerConnection, Refusal
 from distkv.cluster.peers import PeerLink
+from distkv.cluster.quorum import ONE, Coordinator
 from distkv.cluster.replication import LOCAL_HOSTS, Replication
 from distkv.cluster.skew import SkewGuard
 from distkv.cluster.stability import Stability
@@ -207,6 +208,9 @@ class Node:
         min_replicas_to_write: int = 0,
         min_replicas_max_lag: float = 10.0,
         load_in_steps: bool = False,
+        write_level: str = ONE,
+        read_level: str = ONE,
+        quorum_timeout: float = 1.0,
     ) -> None:
         self.reactor = reactor
         #: The TLS settings: a TLS listener, and with a CA, peer links over mutual TLS only.
@@ -347,6 +351,9 @@ class Node:
             max_transaction=wire.max_frame(max_request) - wire.TRANSACTION_FIXED,
         )
         self.replicas = self.dispatcher.replicas = Replicas(self.peers_holding, reactor)
+        #: Waits for the members a consistency level needs (see distkv.cluster.quorum).
+        self.quorum = Coordinator(self, reactor, quorum_timeout, wire.max_frame(max_request))
+        self.dispatcher.levels.use(self.quorum, read_level, write_level)
         self.dispatcher.cluster = ClusterControl(
             forget=self.member_links.forget,
             leave=self.member_links.leave,
@@ -367,6 +374,9 @@ class Node:
             b"proto-max-bulk-len": str(max_request).encode(),
             b"maxclients": str(maxclients).encode(),
             b"protected-mode": b"yes" if protected_mode else b"no",
+            b"read-level": read_level.lower().encode(),
+            b"write-level": write_level.lower().encode(),
+            b"quorum-timeout": b"%g" % quorum_timeout,
         })
         #: node id -> when its last anti-entropy round into us completed
         self.synced_from: Dict[str, float] = {}
@@ -553,8 +563,59 @@ class Node:
         link.on_acked = self._acked_by
 
     def _acked_by(self, link: PeerLink) -> None:
-        """A peer acknowledged our writes: WAITs may be answered."""
+        """A peer acknowledged our writes: WAITs and writes at a level may be answered."""
         self.replicas.changed()
+        self.quorum.acked()
+
+    # -- what the consistency levels need (see distkv.cluster.quorum) ----------
+
+    def quorum_members(self) -> int:
+        """The members, this node included; a peer address that never
+        answered, naming no known node, counts as one."""
+        others = set(self.membership.peers())
+        unknown = sum(1 for link in self.replication.links.values()
+                      if link.dials and link.remote is None and link.expect is None
+                      and not link.is_self and link.refusal is None)
+        return 1 + len(others) + unknown
+
+    def member_senders(self) -> Dict[str, Callable[[bytes], None]]:
+        """One live connection with each other member linked now."""
+        senders: Dict[str, Callable[[bytes], None]] = {}
+        is_member = self.membership.is_member
+        for link in self.replication.links.values():
+            remote = link.remote
+            connections = link.connections()
+            if remote is not None and connections and not link.is_self and is_member(remote.node):
+                senders[remote.node] = connections[-1].send
+        return senders
+
+    def members_holding(self, seq: int) -> int:
+        """How many other members applied and committed our writes up to ``seq``."""
+        nodes = set()
+        is_member = self.membership.is_member
+        for link in self.replication.links.values():
+            remote = link.remote
+            if (not link.is_self and remote is not None and link.outbox.acked >= seq
+                    and is_member(remote.node)):
+                nodes.add(remote.node)
+        return len(nodes)
+
+    def local_entry(self, key: bytes) -> Optional[Entry]:
+        return self.store.entry(key)
+
+    def merge(self, key: bytes, entry: Entry) -> bool:
+        return self.store.apply(key, entry)
+
+    def read_answer(self, request: wire.ReadRequest) -> Iterator[bytes]:
+        if self.loading:  # our data may lack what a quorum acknowledged
+            return iter([wire.encode_read_refusal(request.id)])
+        entry = self.store.entry
+        found = [(key, held) for key, held in ((key, entry(key)) for key in request.keys)
+                 if held is not None]
+        return wire.encode_read_reply(request.id, found, wire.max_frame(self.max_request))
+
+    def read_answered(self, peer: wire.Hello, reply: wire.ReadReply) -> None:
+        self.quorum.answered(peer.node, reply)
 
     def peers_holding(self, seq: int) -> int:
         """How many peers have applied and committed every write of ours up to
@@ -983,6 +1044,7 @@ class Node:
         if self._loading_check is not None and self._loading_check.active():
             self._loading_check.cancel()
         self.replicas.cancel_all()  # no WAIT outlives the node's timers
+        self.quorum.cancel_all()  # nor a write or read waiting for members
 
     def crash(self) -> None:
         """Stop at once, as ``kill -9`` would: nothing flushed, nothing more committed."""

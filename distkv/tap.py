@@ -23,6 +23,7 @@ from distkv import logs
 from distkv.cluster import tlsconfig, wire
 from distkv.cluster.handshake import MIN_SECRET_BYTES
 from distkv.cluster.membership import HOST, derived_node_id
+from distkv.cluster.quorum import AVAILABLE, NOT_AVAILABLE, parse_level
 from distkv.cluster.tlsconfig import TlsConfig
 from distkv.disk.datafile import SYNCHRONOUS, DiskError
 from distkv.front.auth import OPEN_DEFAULT, User, UsersFileError, digest_of, first_line, parse_users
@@ -261,6 +262,14 @@ class Options(usage.Options):
          "with -n)."],
         ["min-replicas-max-lag", None, "10", "Seconds since a peer was last heard within "
          "which it counts as a good replica for --min-replicas-to-write."],
+        ["write-level", None, "one", "Consistency level of writes: one (answer once "
+         "committed here), quorum (once a majority of the members, this node included, "
+         "committed it) or all. A connection may choose its own (CONSISTENCY)."],
+        ["read-level", None, "one", "Consistency level of reads: one (this node's data), "
+         "quorum (the newest a majority of the members hold) or all."],
+        ["quorum-timeout", None, "1", "Seconds a write or read waits for the members "
+         "its level needs before answering TIMEOUT (a write's outcome is then "
+         "indeterminate)."],
     ]
 
     def __init__(self) -> None:
@@ -301,7 +310,19 @@ class Options(usage.Options):
         self["min-replicas-max-lag"] = _positive(
             "min-replicas-max-lag", self["min-replicas-max-lag"], float)
 
+    def _levels(self) -> None:
+        for name in ("write-level", "read-level"):
+            level = parse_level(self[name])
+            if level is None:
+                raise usage.UsageError(
+                    f"--{name} {self[name]!r}: use one, quorum or all")
+            if level not in AVAILABLE:
+                raise usage.UsageError(f"--{name} {self[name]!r}: {NOT_AVAILABLE}")
+            self[name] = level
+        self["quorum-timeout"] = _positive("quorum-timeout", self["quorum-timeout"], float)
+
     def postOptions(self) -> None:
+        self._levels()
         self["endpoint"] = server_endpoint(self["port"])
         if self["advertise"] is not None:
             host, port = parse_peer(self["advertise"])
@@ -430,6 +451,9 @@ def makeService(config: Options) -> IService:
             min_replicas_to_write=config["min-replicas-to-write"],
             min_replicas_max_lag=config["min-replicas-max-lag"],
             load_in_steps=True,
+            write_level=config["write-level"],
+            read_level=config["read-level"],
+            quorum_timeout=config["quorum-timeout"],
         )
     except DiskError as e:
         # Bad state on disk: say so and stop, rather than serve nothing.

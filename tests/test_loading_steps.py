@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster import wire
+from distkv.cluster.quorum import QUORUM
 from distkv.disk.datafile import FILENAME
 from distkv.front.commands import Request
 from distkv.front.replies import READING, Error, Lines
@@ -200,3 +201,38 @@ class DigestAfterReadTests(SynchronousTestCase):
         again.start()
         self.addCleanup(again.crash)
         self.assertEqual(again.store.digest.hashes, hashes)
+
+
+class LeveledLoadingTests(SynchronousTestCase):
+    def test_connections_at_a_level_answer_loading_then_serve(self) -> None:
+        """A node whose default levels are QUORUM: a connection opened while it
+        reads its data dir answers LOADING (asking no member), and once every
+        row is read that same connection, and a new one, run at QUORUM (here a
+        cluster of one) and serve the data: the leveled command tables follow
+        the node out of its reading."""
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        data_dir = scratch_dir(self)
+        fill_data_dir(data_dir, ROWS * 50, per_row=50)
+        node = Node(clock, "a", data_dir=data_dir, load_in_steps=True,
+                    write_level=QUORUM, read_level=QUORUM)
+        self.addCleanup(lambda: node.journal is not None and not node.journal.closed
+                        and node.crash())
+        done: List[str] = []
+        node.load_data(lambda: done.append("read"), done.append, budget=0, pause=1)
+        early, early_out = respclient.connect(node)
+        self.assertEqual(respclient.ask(early, early_out, b"GET", b"k1"),
+                         b"-LOADING Redis is loading the dataset in memory\r\n")
+        self.assertEqual(respclient.ask(early, early_out, b"CONSISTENCY"),
+                         b"+read QUORUM write QUORUM\r\n")
+        for _ in range(TURNS):
+            clock.advance(1)
+        self.assertEqual(done, ["read"])
+        late, late_out = respclient.connect(node)
+        for proto, out in ((early, early_out), (late, late_out)):
+            self.assertEqual(respclient.ask(proto, out, b"GET", b"k299"), b"$4\r\nv299\r\n")
+            self.assertEqual(respclient.ask(proto, out, b"SET", b"x", b"y"), b"")
+            clock.advance(1)  # the group commit
+            self.assertEqual(out.value(), b"+OK\r\n")
+            self.assertEqual(respclient.ask(proto, out, b"GET", b"x"), b"$1\r\ny\r\n")
+        self.assertGreater(int(info(node, "consistency")["level_writes_met"]), 0)

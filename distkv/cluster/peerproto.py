@@ -85,6 +85,17 @@ SILENT_TICKS = 3
 #: reading from it (its input would only make more output).
 OUTPUT_PAUSE_BYTES = 8 << 20
 
+#: Answers (to digest offers, to quorum reads) queued behind a transport
+#: that does not keep up, past which we stop reading from the peer: each
+#: holds its request (up to a frame) until it is written.
+MAX_QUEUED_STREAMS = 64
+
+#: A quorum read of at most this many keys is answered at once, with the
+#: others in the same read, until the answers reach SMALL_ANSWERS bytes (the
+#: rest, and larger reads, are streamed as the transport keeps up).
+SMALL_READ = 4
+SMALL_ANSWERS = 256 << 10
+
 Refusal = Tuple[str, str]
 
 _BARE_HEARTBEAT = wire.encode_bare_heartbeat()
@@ -152,6 +163,12 @@ class PeerHost(Protocol):
     def clock_reading(self, remote: wire.Hello, sent_ms: int, reading_ms: int) -> None:
         """``remote`` answered a heartbeat we sent at ``sent_ms`` (our wall
         clock) with its wall clock reading (see :mod:`distkv.cluster.skew`)."""
+
+    def read_answer(self, request: wire.ReadRequest) -> Iterator[bytes]:
+        """Our ``r`` frames answering a quorum read (see :mod:`distkv.cluster.quorum`)."""
+
+    def read_answered(self, remote: wire.Hello, reply: wire.ReadReply) -> None:
+        """``remote`` answered a quorum read of ours."""
 
 
 @implementer(IPushProducer)
@@ -374,6 +391,8 @@ class PeerConnection(sendnow.SendingProtocol):
         remote = self.remote
         assert remote is not None
         applied = 0
+        answers: List[bytes] = []
+        answered = 0
         for frame in frames:
             if isinstance(frame, wire.Write):
                 host.apply(frame.key, frame.entry)
@@ -409,6 +428,17 @@ class PeerConnection(sendnow.SendingProtocol):
                 host.members_heard(remote, frame.entries)
             elif isinstance(frame, wire.Flush):
                 host.flush_heard(remote, frame.floor)
+            elif isinstance(frame, wire.ReadRequest):
+                if (len(frame.keys) <= SMALL_READ and answered < SMALL_ANSWERS
+                        and host.durable() is None):
+                    # Nothing to wait for, and small: one write for all of them.
+                    for chunk in host.read_answer(frame):
+                        answers.append(chunk)
+                        answered += len(chunk)
+                else:
+                    self._answer_read(frame)
+            elif isinstance(frame, wire.ReadReply):
+                host.read_answered(remote, frame)
             elif frame.kind == b"S":
                 if applied:
                     self._acknowledge(remote, applied)
@@ -425,8 +455,11 @@ class PeerConnection(sendnow.SendingProtocol):
                 self.link.round_applied(frame.round)
         if applied:
             self._acknowledge(remote, applied)
-        if (self._paused and not self._reading_paused
-                and sendnow.buffered(self.transport) > OUTPUT_PAUSE_BYTES):
+        if answers:
+            self.write(b"".join(answers))
+        if self._paused and not self._reading_paused and (
+                sendnow.buffered(self.transport) > OUTPUT_PAUSE_BYTES
+                or len(self._streams) > MAX_QUEUED_STREAMS):
             log.warn("Peer {peer} is not reading what we send; pausing its input", peer=self.name)
             self._reading_paused = True
             cast(IPushProducer, self.transport).pauseProducing()
@@ -450,6 +483,22 @@ class PeerConnection(sendnow.SendingProtocol):
                 self.write(data)
                 if then is not None:
                     then()
+
+        batch.when_done(committed)
+
+    def _answer_read(self, request: wire.ReadRequest) -> None:
+        """Answer a quorum read once everything applied so far is committed
+        (so a barrier's answer says the frames before it are), streamed as
+        the transport keeps up: a request for many large values costs one
+        frame of memory at a time."""
+        batch = self.host.durable()
+        if batch is None:
+            self.stream(self.host.read_answer(request))
+            return
+
+        def committed(error: Optional[str]) -> None:
+            if error is None:  # else the asking node times out
+                self.stream(self.host.read_answer(request))
 
         batch.when_done(committed)
 

@@ -3,10 +3,10 @@
 A peer connection starts on the shared client port with one text line, so the
 front door can tell it from a client::
 
-    DISTKV-PEER 3 <node-id> <incarnation> <port> <nonce>\\r\\n      (connecting side)
-    DISTKV-PEER-CHALLENGE 3 <node-id> <nonce>\\r\\n             (accepting side, with a secret)
+    DISTKV-PEER 4 <node-id> <incarnation> <port> <nonce>\\r\\n      (connecting side)
+    DISTKV-PEER-CHALLENGE 4 <node-id> <nonce>\\r\\n             (accepting side, with a secret)
     DISTKV-PEER-PROOF <proof>\\r\\n                              (connecting side, with a secret)
-    DISTKV-PEER-OK 3 <node-id> <incarnation> <seen> <state> <proof>\\r\\n (accepting side)
+    DISTKV-PEER-OK 4 <node-id> <incarnation> <seen> <state> <proof>\\r\\n (accepting side)
     DISTKV-PEER-ERR <code> <message>\\r\\n                       (refusal, then close)
 
 ``port`` is the port the caller listens on (``-`` if none is known): with the
@@ -92,6 +92,27 @@ so a node learns a flush before anything the flush removed could travel::
                                   (every entry below this version is flushed;
                                    the node id is a real one, never empty)
 
+A quorum read (see :mod:`distkv.cluster.quorum`) asks a peer for its entries of
+some keys, and the peer answers once what it answered with is committed (a
+request with no keys is a barrier: its answer says every frame sent before it
+was applied, a flush among them)::
+
+    R id:u64 count:u32 (key-len:u32 key)*
+                                  (at most MAX_READ_KEYS keys; the frame limit
+                                   bounds their bytes)
+    r id:u64 flags:u8 count:u32 (ms:u64 counter:u32 flags:u8 node-len:u16 node
+                        [expires:u64] key-len:u32 key value-len:u32 value)*
+                                  (the entries it holds of those keys, tombstones
+                                   included, each encoded as in a ``T`` frame;
+                                   a key it lacks is left out; an answer larger
+                                   than a frame goes in several, all but the
+                                   last with flag 1, "more"; flag 2: the node
+                                   is loading, holds nothing it can vouch
+                                   for, and sends no entries)
+
+Protocol version 4 added ``R`` and ``r``; nodes of version 3 refuse to link
+with it (the handshake names both versions).
+
 Replicated writes travel only as ``W`` and ``T`` frames, never as client commands, so a
 receiving node can never mistake one for a local write and broadcast it again.
 """
@@ -108,7 +129,7 @@ from distkv.store.digest import BUCKETS, DIGEST_BYTES
 from distkv.store.hlc import Version
 from distkv.store.store import Entry, expires_of, expiring_entry
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 MAGIC = b"DISTKV-PEER "
 OK_WORD = b"DISTKV-PEER-OK"
 ERR_WORD = b"DISTKV-PEER-ERR"
@@ -262,8 +283,30 @@ class Members(NamedTuple):
     entries: Tuple[Member, ...]
 
 
+class ReadRequest(NamedTuple):
+    """``R``: a quorum read's request for the entries of ``keys`` (none: a barrier)."""
+
+    id: int
+    keys: Tuple[bytes, ...]
+
+
+class ReadReply(NamedTuple):
+    """``r``: the entries the answering node holds of the keys asked for
+    (``more``: further ``r`` frames of this answer follow)."""
+
+    id: int
+    entries: Tuple[Tuple[bytes, Entry], ...]
+    more: bool = False
+    #: The answering node is loading: its answer does not count.
+    loading: bool = False
+
+
 Frame = Union[Write, Transaction, Ack, Heartbeat, DigestOffer, KeyList, RoundMark, Members,
-              Flush]
+              Flush, ReadRequest, ReadReply]
+
+#: The most keys one ``R`` frame may ask for (MGET of more keys is asked in
+#: several frames).
+MAX_READ_KEYS = 65536
 
 
 def valid_node_id(node: str) -> bool:
@@ -460,6 +503,12 @@ def transaction_size(writes: Sequence[Tuple[bytes, Entry]]) -> int:
 def encode_transaction(seq: int, writes: Sequence[Tuple[bytes, Entry]]) -> bytes:
     """One ``T`` frame carrying ``writes``, acknowledged as ``seq``."""
     parts = [b"T", _TRANSACTION.pack(seq, len(writes))]
+    _encode_entries(writes, parts)
+    return _frame(b"".join(parts))
+
+
+def _encode_entries(writes: Sequence[Tuple[bytes, Entry]], parts: List[bytes]) -> None:
+    """Append ``writes`` as a ``T`` frame lays them out (an ``r`` frame too)."""
     for key, entry in writes:
         value, ms, counter, name = entry[0], entry[-3], entry[-2], entry[-1]
         node = name.encode("ascii")  # type: ignore[union-attr]
@@ -476,7 +525,81 @@ def encode_transaction(seq: int, writes: Sequence[Tuple[bytes, Entry]]) -> bytes
         parts.append(_KEYLEN.pack(0 if value is None else len(value)))
         if value:
             parts.append(value)
+
+
+def encode_read_request(id_: int, keys: Sequence[bytes]) -> bytes:
+    """The ``R`` frame asking for the entries of ``keys`` (at most MAX_READ_KEYS)."""
+    parts = [b"R", _TRANSACTION.pack(id_, len(keys))]
+    for key in keys:
+        parts.append(_KEYLEN.pack(len(key)))
+        parts.append(key)
     return _frame(b"".join(parts))
+
+
+_READ_REPLY = struct.Struct(">QBI")
+
+
+def encode_read_reply(id_: int, entries: Sequence[Tuple[bytes, Entry]],
+                      max_body: int) -> Iterator[bytes]:
+    """The ``r`` frames answering read ``id_`` with ``entries``, none of whose
+    bodies is over ``max_body`` (a frame limit no smaller than one entry's)."""
+    fixed = 1 + _READ_REPLY.size
+    chunk: List[Tuple[bytes, Entry]] = []
+    size = fixed
+    for key, entry in entries:
+        grown = size + transaction_size([(key, entry)]) - TRANSACTION_FIXED
+        if chunk and grown > max_body:
+            yield _read_reply_frame(id_, chunk, True)
+            chunk, grown = [], fixed + transaction_size([(key, entry)]) - TRANSACTION_FIXED
+        chunk.append((key, entry))
+        size = grown
+    yield _read_reply_frame(id_, chunk, False)
+
+
+def encode_read_refusal(id_: int) -> bytes:
+    """The ``r`` frame of a loading node: it cannot vouch for what it holds."""
+    return _frame(b"r" + _READ_REPLY.pack(id_, _LOADING, 0))
+
+
+_MORE = 1
+_LOADING = 2
+
+
+def _read_reply_frame(id_: int, entries: Sequence[Tuple[bytes, Entry]], more: bool) -> bytes:
+    parts = [b"r", _READ_REPLY.pack(id_, _MORE if more else 0, len(entries))]
+    _encode_entries(entries, parts)
+    return _frame(b"".join(parts))
+
+
+def _decode_read_request(body: bytes) -> ReadRequest:
+    id_, count = _TRANSACTION.unpack_from(body, 1)
+    # Every key takes its length at least; the count is bounded before any work.
+    if count > MAX_READ_KEYS or count > (len(body) - TRANSACTION_FIXED) // _KEYLEN.size:
+        raise WireError("malformed key count in read request")
+    offset = TRANSACTION_FIXED
+    keys = []
+    for _ in range(count):
+        (key_len,) = _KEYLEN.unpack_from(body, offset)
+        offset += _KEYLEN.size
+        key = body[offset : offset + key_len]
+        if len(key) != key_len:
+            raise WireError("truncated key in read request")
+        offset += key_len
+        keys.append(key)
+    if offset != len(body):
+        raise WireError("trailing bytes in read request")
+    return ReadRequest(id_, tuple(keys))
+
+
+def _decode_read_reply(body: bytes) -> ReadReply:
+    id_, flags, count = _READ_REPLY.unpack_from(body, 1)
+    fixed = 1 + _READ_REPLY.size
+    if flags not in (0, _MORE, _LOADING) or (flags == _LOADING and count):
+        raise WireError("malformed flags in read reply")
+    if count > (len(body) - fixed) // (TRANSACTION_WRITE_FIXED + 1):
+        raise WireError("malformed entry count in read reply")
+    return ReadReply(id_, _decode_entries(body, fixed, count, "read reply"),
+                     flags == _MORE, flags == _LOADING)
 
 
 def _decode_transaction(body: bytes) -> Transaction:
@@ -486,16 +609,21 @@ def _decode_transaction(body: bytes) -> Transaction:
     # Every write takes at least its fixed bytes and a node id (its key may be empty).
     if not 0 < count <= (len(body) - TRANSACTION_FIXED) // (TRANSACTION_WRITE_FIXED + 1):
         raise WireError("malformed write count in transaction frame")
-    offset = TRANSACTION_FIXED
+    return Transaction(seq, _decode_entries(body, TRANSACTION_FIXED, count, "transaction frame"))
+
+
+def _decode_entries(body: bytes, offset: int, count: int,
+                    what: str) -> Tuple[Tuple[bytes, Entry], ...]:
+    """``count`` entries laid out as in a ``T`` frame, from ``offset`` to the end."""
     writes = []
     for _ in range(count):
         ms, counter, flags, node_len = _TRANSACTION_WRITE.unpack_from(body, offset)
         offset += _TRANSACTION_WRITE.size
         if ms > MAX_SEQ or flags not in _WRITE_FLAGS:
-            raise WireError("clock or flags out of range in transaction frame")
+            raise WireError(f"clock or flags out of range in {what}")
         raw = body[offset : offset + node_len]
         if len(raw) != node_len:
-            raise WireError("truncated node id in transaction frame")
+            raise WireError(f"truncated node id in {what}")
         node = _node(raw)
         offset += node_len
         expires = 0
@@ -503,24 +631,24 @@ def _decode_transaction(body: bytes) -> Transaction:
             (expires,) = _SEQ.unpack_from(body, offset)
             offset += _SEQ.size
             if not 0 < expires <= MAX_SEQ:
-                raise WireError("expiry out of range in transaction frame")
+                raise WireError(f"expiry out of range in {what}")
         (key_len,) = _KEYLEN.unpack_from(body, offset)
         offset += _KEYLEN.size
         key = body[offset : offset + key_len]
         if len(key) != key_len:
-            raise WireError("truncated key in transaction frame")
+            raise WireError(f"truncated key in {what}")
         offset += key_len
         (value_len,) = _KEYLEN.unpack_from(body, offset)
         offset += _KEYLEN.size
         value: Optional[bytes] = body[offset : offset + value_len]
         tombstone = flags == _TOMBSTONE
         if len(value) != value_len or (tombstone and value_len):  # type: ignore[arg-type]
-            raise WireError("malformed value in transaction frame")
+            raise WireError(f"malformed value in {what}")
         offset += value_len
         writes.append((key, expiring_entry(None if tombstone else value, expires, ms, counter, node)))
     if offset != len(body):
-        raise WireError("trailing bytes in transaction frame")
-    return Transaction(seq, tuple(writes))
+        raise WireError(f"trailing bytes in {what}")
+    return tuple(writes)
 
 
 def _version(version: Version) -> bytes:
@@ -778,6 +906,10 @@ def decode_body(body: bytes) -> Frame:
             return _decode_members(body)
         if kind == b"F":
             return _decode_flush(body)
+        if kind == b"R":
+            return _decode_read_request(body)
+        if kind == b"r":
+            return _decode_read_reply(body)
     except (struct.error, UnicodeDecodeError, IndexError) as e:
         raise WireError(f"malformed frame: {e}") from e
     raise WireError(f"unknown frame kind {kind!r}")

@@ -97,6 +97,11 @@ class CommandTables:
         for table in tables:
             table.update(refusals)
 
+    @property
+    def held(self) -> bool:
+        """True while :meth:`hold` is in force."""
+        return self._held is not None
+
     def release(self) -> None:
         """Every command runs again (see :meth:`hold`)."""
         if self._held is None:

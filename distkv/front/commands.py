@@ -28,7 +28,7 @@ import zlib
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from distkv.disk.journal import Batch
-from distkv.front import backupcmd, expirecmds, keycmds, replcmds, servercmds
+from distkv.front import backupcmd, expirecmds, keycmds, levelcmds, replcmds, servercmds
 from distkv.front.access import OPEN, READ, WRITE, CommandTables
 from distkv.front.auth import Accounts, User
 from distkv.front.glob import Glob, compile_glob
@@ -123,13 +123,13 @@ def glob_regex(pattern: bytes) -> Glob:
 
 
 #: What a node answers while it reads its data dir: the connection's own
-#: commands (Redis's commands flagged ``loading``; and PING, which Redis refuses
+#: commands (Redis's commands flagged ``loading``, and CONSISTENCY; and PING, which Redis refuses
 #: then but which DistKV answers, so a liveness check sees the process up), and
 #: the reports that show the reading's progress. Everything that touches the
 #: data, or the member list read with it, answers ``LOADING``.
 WHILE_READING = frozenset([
     b"AUTH", b"HELLO", b"QUIT", b"PING", b"ECHO", b"SELECT", b"TIME", b"INFO", b"STATUS",
-    b"COMMAND", b"CLIENT", b"CONFIG",
+    b"COMMAND", b"CLIENT", b"CONFIG", b"CONSISTENCY",
 ])
 
 
@@ -218,6 +218,10 @@ class Dispatcher:
         handlers.update(replcmds.table(self))
         handlers.update(expirecmds.table(self))
         handlers.update(backupcmd.table(self))
+        #: The consistency levels: the node's, and each connection's
+        #: (see :mod:`distkv.front.levelcmds`).
+        self.levels = levelcmds.Levels(self)
+        handlers.update(levelcmds.table(self.levels))
         for name, (handler, least, most, access) in handlers.items():
             self.add(name, checked(handler, least, most), least, most, access)
         #: MULTI, EXEC, DISCARD, WATCH, UNWATCH; ``max_transaction`` bounds
@@ -239,7 +243,11 @@ class Dispatcher:
 
     def _become(self, session: Session, user: Optional[User]) -> None:
         session.user = user
-        session.commands = self._tables.for_user(user)
+        session.commands = self.levels.table(self._tables.for_user(user), session)
+
+    def base_table(self, session: Session) -> Dict[bytes, Command]:
+        """``session``'s command table for its rights, at level ONE."""
+        return self._tables.for_user(session.user)
 
     def login(self, session: Session, name: Optional[bytes], password: bytes) -> Reply:
         """AUTH: ``session`` becomes the user ``name`` (None: ``default``) if
@@ -254,9 +262,16 @@ class Dispatcher:
         """Answer ``reply`` to every command but :data:`WHILE_READING`'s
         until :meth:`release` (the node is reading its data dir)."""
         self._tables.hold(WHILE_READING, reply)
+        self.levels.rewrap()
 
     def release(self) -> None:
         self._tables.release()
+        self.levels.rewrap()
+
+    @property
+    def holding(self) -> bool:
+        """True between :meth:`hold` and :meth:`release`."""
+        return self._tables.held
 
     def persist_with(self, durable: Durable) -> None:
         """Writes are answered once ``durable`` says they are committed (the

@@ -157,7 +157,8 @@ class Session:
     """One client connection as the command layer sees it."""
 
     __slots__ = ("id", "name", "kind", "address", "protocol", "user", "commands", "multi",
-                 "watched", "watched_bytes", "peer", "local", "since", "hang_up")
+                 "watched", "watched_bytes", "peer", "local", "since", "hang_up",
+                 "read_level", "write_level")
 
     def __init__(self, kind: str, address: str = "") -> None:
         self.id = next(_ids)
@@ -190,6 +191,9 @@ class Session:
         self.watched: Optional[Dict[bytes, Any]] = None
         #: What the watched keys count against the transaction bound.
         self.watched_bytes = 0
+        #: The connection's consistency levels (CONSISTENCY); None: the node's.
+        self.read_level: Optional[str] = None
+        self.write_level: Optional[str] = None
 
 
 class Stats:

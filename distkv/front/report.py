@@ -40,6 +40,7 @@ def status_lines(node: Node) -> List[str]:
         f"peer_auth_failures {node.peer_auth.failures}",
         f"peer_bad_records {node.peer_auth.bad_records}",
     ]
+    lines.extend(f"{key} {value}" for key, value in consistency(node))
     lines.extend(link.status() for link in node.replication.links.values())
     lines.extend(member_lines(node))
     return lines
@@ -98,7 +99,26 @@ def info_sections(node: Node) -> Dict[str, List[Tuple[str, object]]]:
             ("peer_bad_records", node.peer_auth.bad_records),
         ],
         "replication": replication,
+        "consistency": consistency(node),
     }
+
+
+def consistency(node: Node) -> List[Tuple[str, object]]:
+    """The node's default levels and what waiting for members came to."""
+    levels = node.dispatcher.levels
+    quorum = node.quorum
+    return [
+        ("read_level", levels.read),
+        ("write_level", levels.write),
+        ("quorum_timeout", f"{quorum.timeout:g}"),
+        ("members", node.quorum_members()),
+        ("level_waiting", quorum.pending()),
+        ("level_writes_met", quorum.writes_met),
+        ("level_writes_indeterminate", quorum.writes_indeterminate),
+        ("level_reads_met", quorum.reads_met),
+        ("level_reads_failed", quorum.reads_failed),
+        ("read_repairs", quorum.repairs),
+    ]
 
 
 def persistence(node: Node) -> List[Tuple[str, object]]:

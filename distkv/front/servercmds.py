@@ -48,7 +48,7 @@ REDIS_VERSION = "7.0.0"
 DISTKV_VERSION = distkv.__version__
 
 DEFAULT_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication",
-                    "cluster", "keyspace")
+                    "consistency", "cluster", "keyspace")
 
 #: Key positions (first, last, step) for COMMAND and COMMAND GETKEYS, as
 #: Redis reports them.

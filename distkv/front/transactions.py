@@ -194,7 +194,8 @@ class Transactions:
             return EXECABORT
         if watched and any(self._touched(key, held) for key, held in watched.items()):
             return NIL_ARRAY
-        return self._run(transaction.queued, session)
+        queued = transaction.queued
+        return self._dispatcher.levels.transaction(session, lambda: self._run(queued, session))
 
     def _run(self, queued: List[Tuple[bytes, ...]], session: Session) -> Outcome:
         # Imported here: commands imports this module.

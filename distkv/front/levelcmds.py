@@ -1,0 +1,325 @@
+"""The CONSISTENCY command, and the commands run at a connection's levels.
+
+Each connection reads and writes at a level (see :mod:`distkv.cluster.quorum`):
+the node's ``--read-level`` and ``--write-level`` until it says otherwise::
+
+    CONSISTENCY                             the levels in force
+    CONSISTENCY <level>                     both
+    CONSISTENCY READ <level> [WRITE <level>]
+    CONSISTENCY WRITE <level> [READ <level>]
+    CONSISTENCY DEFAULT                     back to the node's
+
+and the reply lists the levels in force (``read QUORUM write ALL``). A
+connection whose levels are both ``ONE`` runs the plain command table; one
+at another level runs a table whose commands are wrapped here, so ``ONE``
+costs nothing. A read command, and a write command that reads its keys
+first (``GETSET``, ``SET ... NX``, ``DEL``'s count...), first merges the
+newest entries the read level's members hold of its keys, then runs as
+usual on the local store; a write waits, after running, until the write
+level's members hold it (a flush: until they applied it). The replies are
+deferred (a :class:`~distkv.front.replcmds.Later`), so nothing blocks.
+Inside ``EXEC`` the queued commands run as they are (at ONE, reading this
+node's data); ``EXEC`` itself waits for its writes at the write level.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple, Union
+
+from distkv.cluster.quorum import ALL, AVAILABLE, NOT_AVAILABLE, ONE, QUORUM, Coordinator, parse_level
+from distkv.front.replcmds import Later
+from distkv.front.replies import SYNTAX, Error, Reply, Session, Status
+
+if TYPE_CHECKING:
+    from distkv.front.commands import Command, Dispatcher, Outcome
+
+#: How a command's keys are found: (first argument, last (-1: every one
+#: to the end), step), as Redis's key specs say.
+KeySpec = Tuple[int, int, int]
+_FIRST: KeySpec = (1, 1, 1)
+_ALL: KeySpec = (1, -1, 1)
+_TWO: KeySpec = (1, 2, 1)
+_PAIRS: KeySpec = (1, -1, 2)
+
+#: The read commands that honour the read level, and their keys.
+READS: Dict[bytes, KeySpec] = {
+    b"GET": _FIRST, b"STRLEN": _FIRST, b"GETRANGE": _FIRST, b"SUBSTR": _FIRST,
+    b"TTL": _FIRST, b"PTTL": _FIRST, b"EXPIRETIME": _FIRST, b"PEXPIRETIME": _FIRST,
+    b"TYPE": _FIRST, b"MGET": _ALL, b"EXISTS": _ALL, b"TOUCH": _ALL,
+}
+#: Write commands whose reply or effect depends on what their keys held:
+#: they read at the read level first.
+READ_FIRST: Dict[bytes, KeySpec] = {
+    b"APPEND": _FIRST, b"GETDEL": _FIRST, b"GETEX": _FIRST, b"GETSET": _FIRST,
+    b"SETNX": _FIRST, b"SETRANGE": _FIRST, b"EXPIRE": _FIRST, b"PEXPIRE": _FIRST,
+    b"EXPIREAT": _FIRST, b"PEXPIREAT": _FIRST, b"PERSIST": _FIRST,
+    b"INCR": _FIRST, b"DECR": _FIRST, b"INCRBY": _FIRST, b"DECRBY": _FIRST,
+    b"INCRBYFLOAT": _FIRST,
+    b"DEL": _ALL, b"UNLINK": _ALL, b"MSETNX": _PAIRS,
+    b"COPY": _TWO, b"RENAME": _TWO, b"RENAMENX": _TWO,
+}
+#: The keys each write command writes: fetched from the write level's
+#: members before it runs (see :meth:`Levels._leveled`).
+WRITE_KEYS: Dict[bytes, KeySpec] = dict(READ_FIRST)
+WRITE_KEYS.update({b"SET": _FIRST, b"SETEX": _FIRST, b"PSETEX": _FIRST, b"MSET": _PAIRS})
+_STRENGTH = {ONE: 0, QUORUM: 1, ALL: 2}
+#: SET reads first only with an option that looks at the old value.
+_SET_READS = (b"NX", b"XX", b"GET", b"KEEPTTL")
+#: Never wrapped: they change no key, or act on membership.
+_NOT_LEVELED = (b"LEAVE",)
+
+
+def keys_of(spec: KeySpec, request: Sequence[bytes]) -> Sequence[bytes]:
+    first, last, step = spec
+    end = len(request) if last < 0 else min(len(request), last + 1)
+    return request[first:end:step]
+
+
+class Levels:
+    """The node's levels, the CONSISTENCY command, and the leveled tables."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.read = ONE
+        self.write = ONE
+        self.coordinator: Optional[Coordinator] = None
+        self._tables: Dict[Tuple[int, str, str], Dict[bytes, Command]] = {}
+        #: The base tables those were made from, by id.
+        self._bases: Dict[int, Dict[bytes, Command]] = {}
+
+    def use(self, coordinator: Coordinator, read: str, write: str) -> None:
+        """The node's coordinator and default levels."""
+        self.coordinator = coordinator
+        self.read = read
+        self.write = write
+        self._tables.clear()
+        self._bases.clear()
+
+    def levels(self, session: Session) -> Tuple[str, str]:
+        return (session.read_level or self.read, session.write_level or self.write)
+
+    def table(self, base: Dict[bytes, Command], session: Session) -> Dict[bytes, Command]:
+        """``base`` (a user's table) as ``session``'s levels run it."""
+        read, write = self.levels(session)
+        if (read == ONE and write == ONE) or self.coordinator is None:
+            return base
+        key = (id(base), read, write)
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = self._wrap(base, read, write)
+            self._bases[id(base)] = base
+        elif len(table) != len(base):
+            table.clear()
+            table.update(self._wrap(base, read, write))
+        return table
+
+    def rewrap(self) -> None:
+        """Rebuild every leveled table in place from its base table, which
+        changed in place (:meth:`~distkv.front.commands.Dispatcher.hold` and
+        ``release``): connections hold these tables, so they see the change."""
+        for (base_id, read, write), table in self._tables.items():
+            fresh = self._wrap(self._bases[base_id], read, write)
+            table.clear()
+            table.update(fresh)
+
+    def _wrap(self, base: Dict[bytes, Command], read: str, write: str) -> Dict[bytes, Command]:
+        table = dict(base)
+        if self.dispatcher.holding:  # reading the data dir: LOADING, asking nobody
+            return table
+        access = self.dispatcher.access
+        for name, command in base.items():
+            if name in _NOT_LEVELED:
+                continue
+            writes = write != ONE and access.get(name) == "write"
+            reads = read != ONE and (name in READS or name in READ_FIRST or name == b"SET")
+            if writes or reads:
+                table[name] = self._leveled(name, command, read if reads else ONE,
+                                            write if writes else ONE)
+        return table
+
+    def _leveled(self, name: bytes, command: Command, read: str, write: str) -> Command:
+        """``command`` at these levels (ONE: not at that level).
+
+        Before a write at a level runs, its keys' entries are fetched from
+        the write level's members (at the read level, if stronger, for a
+        command that reads them): merged here, they make the write's
+        version higher than any those members hold, so a write made after
+        another was acknowledged is the newer one even when this node never
+        heard of it. For a blind write (SET without options that read,
+        SETEX, PSETEX, MSET) that fetch is a best effort: when it fails the
+        write runs anyway (and waits for its level as usual, so it is
+        indeterminate rather than refused). A command that reads its keys
+        (a read, ``GETSET``, ``DEL``'s count, ``SET ... NX``...) does not run
+        when its fetch fails: it answers the error, and nothing changed.
+        """
+        dispatcher = self.dispatcher
+        store = dispatcher.store
+        coordinator = self.coordinator
+        assert coordinator is not None
+        spec = READS.get(name) or READ_FIRST.get(name)
+        if write != ONE:
+            spec = WRITE_KEYS.get(name, spec)
+            fetch = write if _STRENGTH[write] >= _STRENGTH[read] else read
+        else:
+            fetch = read
+        plain_set = name == b"SET" and write == ONE  # SET reads only with options
+        reads_first = name in READ_FIRST
+        what = "read" if write == ONE else "write"
+
+        def leveled(request: Sequence[bytes], session: Session) -> Outcome:
+            user = session.user
+            if (store.group is not None or dispatcher.loading or user is None
+                    or (write != ONE and not user.can_write)):
+                return command(request, session)  # inside EXEC; refused anyway
+            keys: Sequence[bytes] = ()
+            if spec is not None and not (plain_set and not _set_reads(request)):
+                keys = keys_of(spec, request)
+            if not keys:
+                return self._then_write(command, request, session, write)
+            later = Later()
+            deadline = coordinator.clock.seconds() + coordinator.timeout
+
+            # A command whose reply or effect depends on what its keys held
+            # does not run on what this node alone holds.
+            gate = write == ONE or reads_first or (name == b"SET" and _set_reads(request))
+
+            def fetched(error: Optional[str]) -> None:
+                if error is not None and gate:
+                    later.done_with(Error(error))
+                    return
+                self._finish(self._then_write(command, request, session, write, deadline),
+                             later)
+
+            coordinator.read(keys, fetch, fetched, what)
+            return _pending(later)
+
+        return leveled
+
+    def _then_write(self, command: Command, request: Sequence[bytes], session: Session,
+                    write: str, deadline: Optional[float] = None) -> Outcome:
+        """Run ``command``; at a write level, answer once its members hold what it wrote."""
+        store = self.dispatcher.store
+        seq, floor = store.seq, store.flushed
+        outcome = command(request, session)
+        if write == ONE or (store.seq == seq and store.flushed == floor):
+            return outcome
+        coordinator = self.coordinator
+        assert coordinator is not None
+        from distkv.front.commands import Pending  # commands imports this module
+
+        batch, reply = (outcome.batch, outcome.reply) if isinstance(outcome, Pending) \
+            else (None, outcome)
+        if isinstance(batch, Later):
+            return outcome  # decided elsewhere (WAIT in a transaction never blocks)
+        later = Later()
+
+        def met(error: Optional[str]) -> None:
+            later.done_with(reply if error is None else Error(error))
+
+        if store.flushed != floor:
+            flushed = store.seq == seq
+
+            def barrier(error: Optional[str]) -> None:
+                if error is not None or flushed:
+                    met(error)
+                else:  # a transaction that also wrote: its writes too
+                    coordinator.write(store.seq, write, None, met)
+
+            if batch is None:
+                coordinator.barrier(write, barrier)
+            else:
+                batch.when_done(lambda error: met(error) if error is not None
+                                else coordinator.barrier(write, barrier))
+        else:
+            coordinator.write(store.seq, write, batch, met, deadline)
+        return _pending(later)
+
+    def transaction(self, session: Session, run: Callable[[], Outcome]) -> Outcome:
+        """EXEC's queued commands, run by ``run``, at ``session``'s write level
+        (they run as they are inside it: see :meth:`_leveled`)."""
+        write = self.levels(session)[1]
+        if write == ONE or self.coordinator is None:
+            return run()
+        return self._then_write(lambda request, session: run(), (), session, write)
+
+    def _finish(self, outcome: Outcome, later: Later) -> None:
+        from distkv.front.commands import Pending
+
+        if isinstance(outcome, Pending):
+            batch = outcome.batch
+            reply = outcome.reply
+            batch.when_done(lambda error: later.done_with(
+                Error(error) if error is not None
+                else (batch.reply if isinstance(batch, Later) else reply)))
+        else:
+            later.done_with(outcome)
+
+    # -- the CONSISTENCY command ------------------------------------------------
+
+    def command(self, args: Sequence[bytes], session: Session) -> Reply:
+        if args:
+            if session.multi is not None:
+                return Error("ERR CONSISTENCY inside MULTI is not allowed")
+            parsed = parse_levels(args)
+            if isinstance(parsed, Error):
+                return parsed
+            read, write = parsed
+            if args[0].upper() == b"DEFAULT":
+                session.read_level = session.write_level = None
+            else:
+                session.read_level = read or session.read_level
+                session.write_level = write or session.write_level
+            base = self.dispatcher.base_table(session)
+            session.commands = self.table(base, session)
+        read, write = self.levels(session)
+        return Status(b"read %s write %s" % (read.encode(), write.encode()))
+
+
+Chosen = Tuple[Optional[str], Optional[str]]
+
+
+def parse_levels(args: Sequence[bytes]) -> Union[Chosen, Error]:
+    """CONSISTENCY's arguments: (read, write) levels (None: unchanged), or an Error."""
+    words = [arg.upper() for arg in args]
+    if words == [b"DEFAULT"]:
+        return (None, None)
+    if len(words) == 1 and words[0] not in (b"READ", b"WRITE"):
+        level = _level(words[0])
+        return level if isinstance(level, Error) else (level, level)
+    if len(words) not in (2, 4):
+        return SYNTAX
+    chosen: Dict[bytes, str] = {}
+    for index in range(0, len(words), 2):
+        which = words[index]
+        if which not in (b"READ", b"WRITE") or which in chosen:
+            return SYNTAX
+        level = _level(words[index + 1])
+        if isinstance(level, Error):
+            return level
+        chosen[which] = level
+    return (chosen.get(b"READ"), chosen.get(b"WRITE"))
+
+
+def _level(word: bytes) -> Union[str, Error]:
+    level = parse_level(word)
+    if level is None:
+        shown = word[:40].decode("ascii", "replace")
+        return Error(f"ERR unknown consistency level '{shown}' (ONE, QUORUM or ALL)")
+    if level not in AVAILABLE:
+        return Error(f"ERR {NOT_AVAILABLE}")
+    return level
+
+
+def _set_reads(request: Sequence[bytes]) -> bool:
+    return len(request) > 3 and any(arg.upper() in _SET_READS for arg in request[3:])
+
+
+def _pending(later: Later) -> Outcome:
+    from distkv.front.commands import Pending
+
+    return Pending(later, later.reply)
+
+
+#: ``table(dispatcher)``'s entries: handler, least and most arguments, access.
+def table(levels: Levels) -> Dict[bytes, Tuple[Callable[..., Reply], int, int, str]]:
+    return {b"CONSISTENCY": (levels.command, 0, 4, "read")}

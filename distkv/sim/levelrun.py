@@ -1,0 +1,249 @@
+"""Random clients at a consistency level, recorded as a history.
+
+One seed decides everything: a :class:`~distkv.testing.SimulatedCluster` on
+a fake clock, clients that each hold a RESP connection to every node (set
+to the level with ``CONSISTENCY``) and send one request at a time, each
+through a node picked at random (so a client's reads and writes cross
+nodes), and partitions that come and go between the nodes, and crashes of one node at
+a time, restarted empty (memory only: it loads from its peers). Every request
+is recorded as a :class:`~distkv.sim.linearizable.Op`: a write that answered
+``TIMEOUT`` is indeterminate (no return), a read that could not be met is
+left out (it returned nothing). Values are unique, so a read names the
+write it saw. After the run the partitions heal, the cluster settles, and
+each node's values of the keys are kept for the convergence check.
+
+``python -m distkv.sim.levelrun [first-seed] [count]`` runs seeds and checks
+each history with :mod:`distkv.sim.sessions` (and, for the seeds with a
+single writer, :mod:`distkv.sim.linearizable`).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+
+from distkv.sim import linearizable, sessions
+from distkv.sim.linearizable import UNKNOWN, Op
+from distkv.testing import SimulatedCluster
+
+#: Fake seconds between two looks at the clients' connections.
+TICK = 0.005
+
+
+class Recorded(NamedTuple):
+    """A run's history, and each node's final values of its keys."""
+
+    history: List[Op]
+    replicas: Dict[str, Dict[bytes, bytes]]
+    keys: Tuple[bytes, ...]
+
+
+def resp(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def parse(data: bytes) -> Optional[Tuple[str, object]]:
+    """One whole RESP reply: (``ok`` | ``bulk`` | ``int`` | ``error``, value); None until whole."""
+    if not data.endswith(b"\r\n"):
+        return None
+    head, _, rest = data.partition(b"\r\n")
+    if head == b"+OK":
+        return ("ok", None)
+    if head[:1] == b"-":
+        return ("error", head[1:].decode("utf-8", "replace"))
+    if head[:1] == b":":
+        return ("int", int(head[1:]))
+    if head == b"$-1":
+        return ("bulk", None)
+    if head[:1] == b"$" and len(rest) >= int(head[1:]) + 2:
+        return ("bulk", rest[: int(head[1:])])
+    return None
+
+
+class _Client:
+    def __init__(self, number: int, connections: Dict[str, Tuple[Any, StringTransport]]):
+        self.number = number
+        self.connections = connections
+        self.left = 0
+        self.writes = True
+        self.made = 0
+        #: The request under way: its node, kind, key, value, call time.
+        self.busy: Optional[Tuple[str, str, bytes, Optional[bytes], float]] = None
+
+
+def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
+        ops: int = 30, keys: Sequence[bytes] = (b"k0", b"k1"), writers: Optional[int] = None,
+        partitions: bool = True, crashes: bool = True,
+        quorum_timeout: float = 0.2) -> Recorded:
+    """Run ``clients`` clients of ``ops`` requests each at ``level``; only the
+    first ``writers`` of them write (None: all)."""
+    rng = random.Random(seed)
+    cluster = SimulatedCluster(size, sync_interval=3600.0, quorum_timeout=quorum_timeout)
+    net = cluster.net
+    try:
+        cluster.settle()
+        names = sorted(cluster.nodes)
+        everyone: List[_Client] = []
+        for number in range(clients):
+            client = _Client(number, {})
+            client.left = ops
+            client.writes = writers is None or number < writers
+            everyone.append(client)
+        for name in names:
+            _connect(cluster, name, everyone, level)
+        history: List[Op] = []
+        down: Optional[str] = None
+        for _ in range(ops * 1000):
+            if not any(client.left or client.busy for client in everyone):
+                break
+            if partitions and rng.random() < 0.03:
+                roll = rng.random()
+                if roll < 0.4:
+                    net.heal()
+                elif roll < 0.7:
+                    a, b = rng.sample(names, 2)
+                    net.block(a, b)
+                else:  # one node cut off from every other
+                    lone = rng.choice(names)
+                    for other in names:
+                        if other != lone:
+                            net.block(lone, other)
+            if crashes and rng.random() < 0.01:
+                if down is None:  # one node at a time: a quorum keeps every write
+                    down = rng.choice(names)
+                    cluster.crash(down)
+                    for client in everyone:
+                        _lost(client, down, history)
+                else:  # back, memory only: it loads from its peers
+                    cluster.start(down)
+                    _connect(cluster, down, everyone, level)
+                    down = None
+            running = [name for name in names if name != down]
+            for client in everyone:
+                if client.busy is None and client.left:
+                    _start(client, rng, running, keys, net.seconds())
+            net.advance(TICK)
+            net.run()
+            for client in everyone:
+                if client.busy is not None:
+                    _finish(client, history, net.seconds())
+        else:
+            raise AssertionError(f"seed {seed}: the clients never finished")
+        net.heal()
+        if down is not None:
+            cluster.start(down)
+        cluster.settle()
+        replicas: Dict[str, Dict[bytes, bytes]] = {}
+        for name, node in cluster.nodes.items():
+            held = replicas[name] = {}
+            for key in keys:
+                value = node.store.get(key)
+                if value is not None:
+                    held[key] = value
+        return Recorded(history, replicas, tuple(keys))
+    finally:
+        cluster.stop()
+
+
+def _connect(cluster: SimulatedCluster, name: str, everyone: List[_Client],
+             level: bytes) -> None:
+    """Every client's connection to node ``name``, at ``level``."""
+    for client in everyone:
+        address = IPv4Address("TCP", "127.0.0.1", 20000 + client.number)
+        proto = cluster.nodes[name].factory().buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        proto.makeConnection(transport)
+        proto.dataReceived(resp(b"CONSISTENCY", level))
+        client.connections[name] = (proto, transport)
+    cluster.net.run()
+    for client in everyone:
+        client.connections[name][1].clear()
+
+
+def _lost(client: _Client, name: str, history: List[Op]) -> None:
+    """Node ``name`` crashed: a write waiting there is indeterminate, a read is lost."""
+    busy = client.busy
+    if busy is None or busy[0] != name:
+        return
+    client.busy = None
+    _, kind, key, value, call = busy
+    if kind != "get":
+        history.append(Op(client.number, kind, key, (value,) if kind == "set" else (),
+                          call, None, UNKNOWN))
+
+
+def _start(client: _Client, rng: random.Random, names: List[str], keys: Sequence[bytes],
+           now: float) -> None:
+    node = rng.choice(names)
+    key = rng.choice(keys)
+    roll = rng.random()
+    proto, transport = client.connections[node]
+    transport.clear()
+    client.left -= 1
+    if not client.writes or roll < 0.5:
+        client.busy = (node, "get", key, None, now)
+        proto.dataReceived(resp(b"GET", key))
+    elif roll < 0.9:
+        client.made += 1
+        value = b"c%d-%d" % (client.number, client.made)
+        client.busy = (node, "set", key, value, now)
+        proto.dataReceived(resp(b"SET", key, value))
+    else:
+        client.busy = (node, "delete", key, None, now)
+        proto.dataReceived(resp(b"DEL", key))
+
+
+def _finish(client: _Client, history: List[Op], now: float) -> None:
+    assert client.busy is not None
+    node, kind, key, value, call = client.busy
+    reply = parse(bytes(client.connections[node][1].value()))
+    if reply is None:
+        return
+    client.busy = None
+    what, out = reply
+    if what == "error":
+        if kind != "get" and str(out).startswith("TIMEOUT"):
+            args = (value,) if kind == "set" else ()
+            history.append(Op(client.number, kind, key, args, call, None, UNKNOWN))
+        return  # a read not met, or a write refused before it ran: nothing happened
+    if kind == "get":
+        history.append(Op(client.number, "get", key, (), call, now, out))
+    elif kind == "set":
+        history.append(Op(client.number, "set", key, (value,), call, now, None))
+    else:
+        history.append(Op(client.number, "delete", key, (), call, now, out))
+
+
+def check(recorded: Recorded, linear: bool = False) -> List[str]:
+    """Every promise ``recorded`` breaks, described; linearizability too if ``linear``."""
+    history = recorded.history
+    found = [v.describe() for v in sessions.read_your_writes(history)]
+    found += [v.describe() for v in sessions.monotonic_reads(history)]
+    found += [v.describe() for v in sessions.converged(history, recorded.replicas,
+                                                       recorded.keys)]
+    if linear:
+        found += [f.describe() for f in linearizable.check(history)]
+    return found
+
+
+def main(argv: List[str]) -> int:
+    first = int(argv[0]) if argv else 0
+    count = int(argv[1]) if len(argv) > 1 else 100
+    bad = 0
+    for seed in range(first, first + count):
+        single = seed % 2 == 0
+        recorded = run(seed, writers=1 if single else None)
+        problems = check(recorded, linear=single)
+        if problems:
+            bad += 1
+            sys.stdout.write(f"seed {seed}: {len(problems)} problems\n" + "\n".join(problems) + "\n")
+    sys.stdout.write(f"{count} seeds from {first}: {bad} failed\n")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
