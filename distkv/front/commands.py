@@ -28,7 +28,7 @@ import zlib
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from distkv.disk.journal import Batch
-from distkv.front import expirecmds, keycmds, replcmds, servercmds
+from distkv.front import countercmds, expirecmds, keycmds, replcmds, servercmds
 from distkv.front.access import OPEN, READ, WRITE, CommandTables
 from distkv.front.auth import Accounts, User
 from distkv.front.glob import Glob, compile_glob
@@ -204,6 +204,7 @@ class Dispatcher:
         handlers.update(keycmds.table(self))
         handlers.update(replcmds.table(self))
         handlers.update(expirecmds.table(self))
+        handlers.update(countercmds.table(self))
         for name, (handler, least, most, access) in handlers.items():
             self.add(name, checked(handler, least, most), least, most, access)
         #: MULTI, EXEC, DISCARD, WATCH, UNWATCH; ``max_transaction`` bounds

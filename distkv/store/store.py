@@ -26,6 +26,12 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
+from distkv.store.counter import (
+    INT64_MAX,
+    INT64_MIN,
+    TOTAL_LIMIT,
+    CounterState,
+)
 from distkv.store.digest import Digest
 from distkv.store.hlc import HybridClock, Version
 
@@ -48,7 +54,21 @@ _new_tuple = tuple.__new__
 #: versioned write like the value, so changing it (EXPIRE, PERSIST) is a
 #: write with a new version. A key without one pays nothing for it; the
 #: version is always the last three fields (``entry[-3:]``).
-Entry = Union[Tuple[Optional[bytes], int, int, str], Tuple[Optional[bytes], int, int, int, str]]
+#:
+#: A counter key (see :mod:`distkv.store.counter`) holds a 6-tuple,
+#: ``(value, expires, state, ms, counter, node)``: ``state`` is its
+#: :class:`~distkv.store.counter.CounterState`, ``value`` what GET reads off
+#: it (None when it reads as missing: a tombstone, for counting and purging),
+#: ``expires`` its base's expiry (0: none) and the version its state's. So
+#: ``entry[0]`` is the readable value, ``entry[1]`` the expiry whenever
+#: ``len(entry) > 4`` (0 for none) and ``entry[-3:]`` the version, whatever
+#: the kind; merging is by :meth:`CounterState.merge` once either side is a
+#: counter, by :func:`newer` otherwise.
+Entry = Union[
+    Tuple[Optional[bytes], int, int, str],
+    Tuple[Optional[bytes], int, int, int, str],
+    Tuple[Optional[bytes], int, CounterState, int, int, str],
+]
 
 
 def make_entry(value: Optional[bytes], version: Version, expires: int = 0) -> Entry:
@@ -68,7 +88,25 @@ def version_of(entry: Entry) -> Version:
 
 def expires_of(entry: Entry) -> int:
     """When ``entry``'s value stops being readable (ms since the epoch), or 0."""
-    return entry[1] if len(entry) == 5 else 0  # type: ignore[misc]
+    return entry[1] if len(entry) > 4 else 0  # type: ignore[misc]
+
+
+def counter_entry(state: CounterState) -> Entry:
+    """The entry of a counter key holding ``state``."""
+    version = state.version
+    return (state.value(), state.expires, state, version[0], version[1], version[2])
+
+
+def counter_state(entry: Entry) -> CounterState:
+    """``entry`` as a counter state: its own, or for a plain value or
+    tombstone, a base that saw no increment."""
+    if len(entry) == 6:
+        return entry[2]  # type: ignore[misc,return-value]
+    return CounterState(entry[0], expires_of(entry), version_of(entry), {}, {})
+
+
+def _expiring(entry: Entry) -> bool:
+    return len(entry) > 4 and entry[1] != 0  # type: ignore[misc]
 
 
 def with_expiry(entry: Entry, expires: int) -> Entry:
@@ -80,11 +118,14 @@ def with_expiry(entry: Entry, expires: int) -> Entry:
 
 def expired(entry: Entry, now_ms: int) -> bool:
     """True when ``entry`` holds a value whose expiry is at or before ``now_ms``."""
-    return len(entry) == 5 and entry[1] <= now_ms  # type: ignore[misc]
+    return len(entry) > 4 and 0 < entry[1] <= now_ms  # type: ignore[misc,operator]
 
 
 def as_tombstone(entry: Entry) -> Entry:
-    """The tombstone at ``entry``'s version: what an expired entry counts as."""
+    """The tombstone at ``entry``'s version: what an expired entry counts as
+    (for a counter, its state deleted with every slot seen)."""
+    if len(entry) == 6:
+        return counter_entry(entry[2].reclaimed())  # type: ignore[misc,union-attr]
     return (None, entry[-3], entry[-2], entry[-1])  # type: ignore[return-value]
 
 
@@ -99,6 +140,11 @@ GroupListener = Callable[[List[Tuple[int, bytes, Entry]]], None]
 
 #: Below every real version.
 ZERO = Version(0, 0, "")
+#: A key INCR creates: no base (it counts as 0), no slot yet.
+_FRESH = CounterState(None, 0, ZERO, {}, {})
+#: Redis's errors for INCR and kin.
+NOT_INTEGER = "ERR value is not an integer or out of range"
+OVERFLOW = "ERR increment or decrement would overflow"
 
 
 def newer(candidate: Entry, current: Entry) -> bool:
@@ -210,9 +256,21 @@ class Store:
         for listener in self._flush_listeners:
             listener(floor)
         data = self._data
-        gone = [(key, version_of(entry)) for key, entry in data.items() if entry[-3:] < floor]
+        gone = [
+            (key, version_of(entry)) for key, entry in data.items()
+            if entry[-3:] < floor or (len(entry) == 6 and entry[2].above(floor) is None)  # type: ignore[misc,union-attr]
+        ]
         self._forget(gone)
         self.flush_dropped += len(gone)
+        for key, entry in list(data.items()):
+            if len(entry) == 6:  # a counter: its slots opened below the floor go
+                kept = entry[2].above(floor)  # type: ignore[misc,union-attr]
+                if kept is not None and kept is not entry[2]:  # type: ignore[misc]
+                    new = counter_entry(kept)
+                    self._count(key, entry, new)
+                    self.digest.note(key, entry)
+                    data[key] = new
+                    self.changes += 1
         return True
 
     def restore_floor(self, floor: Version) -> None:
@@ -250,7 +308,7 @@ class Store:
         entry = self._data.get(key)
         if entry is None:
             return None
-        if len(entry) == 5 and entry[1] <= self._wall():  # type: ignore[misc]
+        if len(entry) > 4 and 0 < entry[1] <= self._wall():  # type: ignore[misc,operator]
             self._reclaim(key, entry)
             return None
         return entry[0]
@@ -261,7 +319,7 @@ class Store:
         entry = self._data.get(key)
         if entry is None or entry[0] is None:
             return None
-        if len(entry) == 5 and entry[1] <= self._wall():  # type: ignore[misc]
+        if len(entry) > 4 and 0 < entry[1] <= self._wall():  # type: ignore[misc,operator]
             self._reclaim(key, entry)
             return None
         return entry
@@ -298,7 +356,7 @@ class Store:
         done = 0
         for key in keys:
             entry = data.get(key)
-            if entry is not None and len(entry) == 5 and entry[1] <= now:  # type: ignore[misc]
+            if entry is not None and expired(entry, now):
                 self._reclaim(key, entry)
                 done += 1
         return done
@@ -318,7 +376,7 @@ class Store:
         now = self._wall()
         return self.reclaim([
             key for key, entry in self._data.items()
-            if len(entry) == 5 and entry[1] <= now  # type: ignore[misc]
+            if expired(entry, now)
         ])
 
     def entry(self, key: bytes) -> Optional[Entry]:
@@ -333,6 +391,8 @@ class Store:
         # value; the clock reads the version off the entry and makes the new one.
         data = self._data
         current = data.get(key)
+        if current is not None and len(current) == 6:
+            return self._reset_counter(key, value, expires, current)
         entry: Entry = self.clock.stamp(value, current)
         if expires:
             # One int object for keys that expire at the same millisecond (a
@@ -349,7 +409,7 @@ class Store:
         elif current[0] is None:
             self._tombstones.discard(key)
             self._live += 1
-        elif len(current) == 5:
+        elif len(current) == 5:  # (a 6-tuple, a counter, went to _reset_counter)
             self._with_expiry -= 1
         if key not in self._changed:  # once per key between digest reads
             self.digest.note(key, current)
@@ -360,6 +420,69 @@ class Store:
             listener(key, entry, seq)
         return entry
 
+    def expire(self, key: bytes, value: bytes, expires: int) -> Entry:
+        """Give the live ``value`` of ``key`` a new expiry (0: none): EXPIRE,
+        PERSIST, GETEX. For a plain key, :meth:`set` again; a counter keeps
+        its base and the increments it counts (see
+        :meth:`CounterState.with_expiry`)."""
+        current = self._data.get(key)
+        if current is None or len(current) != 6:
+            return self.set(key, value, expires)
+        state: CounterState = current[2]  # type: ignore[misc]
+        stamp = self.clock.stamp(None, current)
+        return self._put_counter(key, state.with_expiry(expires, Version(*stamp[1:])), current)
+
+    def _reset_counter(self, key: bytes, value: Optional[bytes], expires: int,
+                       current: Entry) -> Entry:
+        """SET (or, for a None ``value``, DEL) over a counter: a new base that
+        saw every increment held here."""
+        state: CounterState = current[2]  # type: ignore[misc,assignment]
+        stamp = self.clock.stamp(None, current)
+        return self._put_counter(key, state.reset(value, expires if value is not None else 0,
+                                                  Version(*stamp[1:])), current)
+
+    def _put_counter(self, key: bytes, state: CounterState, current: Optional[Entry]) -> Entry:
+        entry = counter_entry(state)
+        self.seq += 1
+        self._put(key, entry, current, self.seq)
+        return entry
+
+    def incr(self, key: bytes, amount: int) -> Union[int, str]:
+        """INCRBY: add ``amount`` to ``key``'s integer value in this node's
+        own slot; returns the new value, or Redis's error text (the value is
+        not an integer, or the sum would overflow 64 bits)."""
+        data = self._data
+        current = data.get(key)
+        if current is not None and len(current) > 4 and 0 < current[1] <= self._wall():  # type: ignore[misc,operator]
+            self._reclaim(key, current)
+            current = data[key]
+        if current is None:
+            state = _FRESH
+        elif len(current) == 6:
+            state = current[2]  # type: ignore[misc,assignment]
+        else:  # a plain value (or tombstone) becomes the base of a counter
+            state = counter_state(current)
+        number = state.number() if current is None or current[0] is not None else 0
+        if number is None:
+            return NOT_INTEGER
+        if ((amount < 0 and number < 0 and amount < INT64_MIN - number)
+                or (amount > 0 and number > 0 and amount > INT64_MAX - number)):
+            return OVERFLOW
+        node = self.clock.node
+        stamp = self.clock.stamp(None, current)
+        ms, counter = stamp[1], stamp[2]
+        slot = state.own_slot(node)
+        if slot is None:
+            slot = (node, ms, counter)
+        elif abs(state.slots[slot][0] + amount) >= TOTAL_LIMIT:
+            return OVERFLOW
+        state = state.incremented(slot, amount, ms, counter)
+        result = number + amount
+        entry: Entry = (b"%d" % result, state.expires, state, ms, counter, node)
+        self.seq += 1
+        self._put(key, entry, current, self.seq)
+        return result
+
     def delete(self, key: bytes) -> bool:
         """Write a tombstone for ``key``; True when a live (unexpired) value was removed.
 
@@ -368,11 +491,14 @@ class Store:
         newer, must win over it.
         """
         current = self._data.get(key)
-        self.seq += 1
-        self._put(key, self.clock.stamp(None, current), current, self.seq)
+        if current is not None and len(current) == 6:
+            self._reset_counter(key, None, 0, current)
+        else:
+            self.seq += 1
+            self._put(key, self.clock.stamp(None, current), current, self.seq)
         if current is None or current[0] is None:
             return False
-        return len(current) != 5 or current[1] > self._wall()  # type: ignore[misc]
+        return not expired(current, self._wall())
 
     def apply(self, key: bytes, entry: Entry) -> bool:
         """Merge a replicated write; True when it changed this replica.
@@ -385,7 +511,7 @@ class Store:
         """
         if not self.clock.observe(entry):
             return False
-        if len(entry) == 5 and entry[1] <= self._wall():  # type: ignore[misc]
+        if len(entry) > 4 and 0 < entry[1] <= self._wall():  # type: ignore[misc,operator]
             # Expired by this node's clock: it counts as the tombstone at its
             # version (see _reclaim), so an expired value is never stored.
             entry = as_tombstone(entry)
@@ -398,18 +524,50 @@ class Store:
             if version_of(entry) < self.horizon:  # a purged delete's leftover
                 self.stale_dropped += 1
                 return False
-        elif not newer(entry, current):
+        if len(entry) == 6 or (current is not None and len(current) == 6):
+            merged = self._merged(entry, current)
+            if merged is None:
+                return False
+            entry = merged
+        elif current is not None and not newer(entry, current):
             return False
         self._put(key, entry, current, 0)
         return True
+
+    def _merged(self, entry: Entry, current: Optional[Entry]) -> Optional[Entry]:
+        """The entry a counter key holds once ``entry`` is merged into
+        ``current`` (either may be plain), or None when nothing changes."""
+        state = counter_state(entry)
+        if current is not None:
+            held = counter_state(current)
+            state = held.merge(state)
+            if state == held and len(current) == 6:
+                return None
+        if self.flushed != ZERO:
+            above = state.above(self.flushed)
+            if above is None:
+                return None
+            state = above
+        merged = counter_entry(state)
+        if expired(merged, self._wall()):
+            merged = as_tombstone(merged)
+        if current is not None and merged == current:
+            return None
+        return merged
 
     def load(self, key: bytes, entry: Entry, seq: int = 0) -> None:
         """Put back an entry read from disk, telling no listener (one below
         the flush floor stays out)."""
         current = self._data.get(key)
-        if len(entry) == 5 and entry[1] <= self._wall():  # type: ignore[misc]
+        if expired(entry, self._wall()):
             entry = as_tombstone(entry)  # expired while the node was down
-        if entry[-3:] < self.flushed:
+        if len(entry) == 6 or (current is not None and len(current) == 6):
+            merged = self._merged(entry, current)
+            if merged is not None:
+                self._count(key, current, merged)
+                self.digest.note(key, current)
+                self._data[key] = merged
+        elif entry[-3:] < self.flushed:
             pass
         elif current is None or newer(entry, current):
             self._count(key, current, entry)
@@ -473,14 +631,14 @@ class Store:
             self._tombstones.discard(key)
         else:
             self._live -= 1
-            self._with_expiry -= len(entry) == 5
+            self._with_expiry -= _expiring(entry)
 
     def _put(self, key: bytes, entry: Entry, current: Optional[Entry], seq: int) -> None:
         # The hot path of every write: _count() inlined.
         self.changes += 1
-        if len(entry) == 5:
+        if len(entry) > 4 and entry[1]:  # type: ignore[misc]
             self._with_expiry += 1
-        if current is not None and len(current) == 5:
+        if current is not None and len(current) > 4 and current[1]:  # type: ignore[misc]
             self._with_expiry -= 1
         if current is None:
             if entry[0] is None:
@@ -503,7 +661,7 @@ class Store:
 
     def _count(self, key: bytes, current: Optional[Entry], entry: Entry) -> None:
         was_live = current is not None and current[0] is not None
-        self._with_expiry += (len(entry) == 5) - (current is not None and len(current) == 5)
+        self._with_expiry += _expiring(entry) - (current is not None and _expiring(current))
         if entry[0] is None:
             self._tombstones.add(key)
         elif not was_live:

@@ -1,0 +1,302 @@
+"""Counters that add up across nodes: the state a counter key holds, and its merge.
+
+A key that was ever INCRed (or DECRed...) holds a :class:`CounterState`
+instead of plain bytes, made of three parts, each merged on its own:
+
+* the *base*: the value the last SET wrote (``None`` after a DEL, or for a
+  counter INCR created; it counts as 0), with its expiry and version, kept
+  by last-writer-wins like a plain value;
+* the *slots*: each node's own contribution, ``slot -> (total, ms, counter)``.
+  A slot is named by its node and the version of its first increment
+  (``(node, ms, counter)``), and only that node ever writes it, so its
+  states are ordered by version and replicas keep the newest one;
+* the *observed* slot states: for each slot, the newest state of it that a
+  SET, DEL or expiry cancelled (merged the same way, newest wins).
+
+The value is the base plus, for each slot, its total less the total observed
+of it (0 when no reset saw it); a ``None`` base with no slot moved since it
+was observed reads as a missing key. So a SET or DEL cancels exactly the
+increments it saw, increments no reset saw always count, and each part is a
+join (last-writer-wins, per-slot newest, per-slot newest), which makes the
+whole merge commutative, associative and idempotent: replicas converge
+whatever the order or duplication of delivery. A base that is not an integer
+reads as itself, whatever increments no reset saw (the SET wins).
+
+A node opens a new slot whenever it holds none of its own for the key (the
+first INCR, or after the key was flushed or purged here): a slot's totals
+never restart, so an old state of the key, still held elsewhere, can never be
+mistaken for a newer one. The entry's version is the newest of every part,
+so horizons, purges and WAIT work as for plain keys; the digest hashes the
+whole encoded state, since two replicas can share that version and differ.
+A flush at floor ``f`` drops the base if older than ``f`` and every slot
+opened below ``f`` (so its increments, even ones racing the flush, go with
+it): no increment older than the flush survives.
+"""
+
+from __future__ import annotations
+
+import struct
+from binascii import crc32
+from typing import Callable, Dict, Optional, Tuple
+
+from distkv.store.hlc import Version
+
+#: A slot: the node that writes it and the version (ms, counter) of its first increment.
+Slot = Tuple[str, int, int]
+#: A slot's state: its total and the version (ms, counter) of its last change.
+SlotState = Tuple[int, int, int]
+
+ZERO = Version(0, 0, "")
+#: Slot totals stay within +-2**126 (an INCR that would take one further is
+#: refused as an overflow), so each travels in at most 16 bytes.
+TOTAL_LIMIT = 1 << 126
+#: At most this many slots (and as many observed) in one state on the wire.
+MAX_SLOTS = 4096
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+
+_BASE = struct.Struct(">BQQIH")
+_SLOT = struct.Struct(">HQIQIb")
+_COUNT = struct.Struct(">H")
+
+
+class CounterError(ValueError):
+    """A counter state that cannot be decoded."""
+
+
+def _newest(a: Dict[Slot, SlotState], b: Dict[Slot, SlotState]) -> Dict[Slot, SlotState]:
+    if not a:
+        return b
+    if not b or a is b:
+        return a
+    merged = dict(a)
+    for slot, state in b.items():
+        mine = merged.get(slot)
+        if mine is None or (state[1], state[2], state[0]) > (mine[1], mine[2], mine[0]):
+            merged[slot] = state
+    return merged
+
+
+def integer(value: Optional[bytes]) -> Optional[int]:
+    """``value`` read as Redis reads a stored integer (``string2ll``), or None."""
+    if value is None:
+        return 0
+    negative = value[:1] == b"-"
+    digits = value[1:] if negative else value
+    if (len(value) > 20 or not digits.isdigit() or not digits.isascii()
+            or (digits[0] == 48 and (negative or len(digits) > 1))):
+        return None
+    number = int(value)
+    return number if INT64_MIN <= number <= INT64_MAX else None
+
+
+class CounterState:
+    """One counter key's state; immutable once made (see the module docstring)."""
+
+    __slots__ = ("base", "expires", "base_version", "slots", "observed", "delta",
+                 "version", "_hash")
+
+    def __init__(self, base: Optional[bytes], expires: int, base_version: Version,
+                 slots: Dict[Slot, SlotState], observed: Dict[Slot, SlotState]) -> None:
+        self.base = base
+        self.expires = expires
+        self.base_version = base_version
+        self.slots = slots
+        self.observed = observed
+        #: What the slots add to the base: each total less its observed total.
+        self.delta = sum(total - observed[slot][0] if slot in observed else total
+                         for slot, (total, _, _) in slots.items())
+        newest = base_version
+        for parts in (slots, observed):
+            for (node, _, _), (_, ms, counter) in parts.items():
+                if (ms, counter, node) > newest:
+                    newest = Version(ms, counter, node)
+        #: The newest version of any part: the entry's version.
+        self.version: Version = newest
+        self._hash: Optional[int] = None
+
+    def __repr__(self) -> str:
+        return (f"CounterState({self.base!r}, {self.expires}, {self.base_version!r}, "
+                f"{self.slots!r}, {self.observed!r})")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CounterState) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return self.digest()
+
+    def _key(self) -> Tuple[object, ...]:
+        return (self.base, self.expires, self.base_version, self.slots, self.observed)
+
+    def moved(self) -> bool:
+        """True when some slot changed since the last reset that saw it."""
+        observed = self.observed
+        for slot, (_, ms, counter) in self.slots.items():
+            seen = observed.get(slot)
+            if seen is None or (seen[1], seen[2]) != (ms, counter):
+                return True
+        return False
+
+    def value(self) -> Optional[bytes]:
+        """What GET reads: the base plus the increments no reset saw; None
+        when the key reads as missing."""
+        base = self.base
+        if base is None:
+            return b"%d" % self.delta if self.moved() else None
+        number = integer(base)
+        if number is None or not self.delta:
+            return base  # not an integer: the SET wins
+        return b"%d" % (number + self.delta)
+
+    def number(self) -> Optional[int]:
+        """The value as an integer for INCR; None when it is not one (or out of range)."""
+        number = integer(self.base)
+        if number is None:
+            return None
+        number += self.delta
+        return number if INT64_MIN <= number <= INT64_MAX else None
+
+    def merge(self, other: CounterState) -> CounterState:
+        """The join of two states (see the module docstring)."""
+        if self is other:
+            return self
+        mine, theirs = self._base_rank(), other._base_rank()
+        top = self if mine >= theirs else other
+        return CounterState(top.base, top.expires, top.base_version,
+                            _newest(self.slots, other.slots), _newest(self.observed, other.observed))
+
+    def _base_rank(self) -> Tuple[Version, bool, bytes, int]:
+        # Versions decide; a tie (a node restarted with its clock behind, or a
+        # value and its own expiry's reclaim) goes to the deleted base, then
+        # by value and expiry, the same on every replica.
+        return (self.base_version, self.base is None, self.base or b"", self.expires)
+
+    def own_slot(self, node: str) -> Optional[Slot]:
+        """The newest slot of ``node``'s, if it holds one."""
+        found: Optional[Slot] = None
+        for slot in self.slots:
+            if slot[0] == node and (found is None or slot > found):
+                found = slot
+        return found
+
+    def incremented(self, slot: Slot, amount: int, ms: int, counter: int) -> CounterState:
+        """This state with ``amount`` added to ``slot`` at version (ms, counter)."""
+        slots = dict(self.slots)
+        old = slots.get(slot)
+        slots[slot] = ((old[0] if old is not None else 0) + amount, ms, counter)
+        return CounterState(self.base, self.expires, self.base_version, slots, self.observed)
+
+    def reset(self, base: Optional[bytes], expires: int, version: Version) -> CounterState:
+        """A SET (``base``) or DEL (None) written at ``version`` that saw this
+        state: every slot it holds counts as observed."""
+        return CounterState(base, expires, version, self.slots, _newest(self.observed, self.slots))
+
+    def with_expiry(self, expires: int, version: Version) -> CounterState:
+        """EXPIRE or PERSIST at ``version``: the same base and observed slots,
+        so no increment is cancelled."""
+        return CounterState(self.base, expires, version, self.slots, self.observed)
+
+    def reclaimed(self) -> CounterState:
+        """What an expired counter becomes on a node whose clock passed its
+        expiry (not replicated): deleted at its own version, every slot seen."""
+        return CounterState(None, 0, self.version, self.slots, _newest(self.observed, self.slots))
+
+    def above(self, floor: Version) -> Optional[CounterState]:
+        """What a flush at ``floor`` leaves: the base if not older, the slots
+        opened at or above it; None when nothing is left."""
+        if self.version < floor:
+            return None
+
+        def kept(parts: Dict[Slot, SlotState]) -> Dict[Slot, SlotState]:
+            return {s: v for s, v in parts.items() if (s[1], s[2], s[0]) >= floor}
+
+        keep_base = self.base_version >= floor
+        slots, observed = kept(self.slots), kept(self.observed)
+        if keep_base and len(slots) == len(self.slots) and len(observed) == len(self.observed):
+            return self
+        if not keep_base and not slots and not observed:
+            return None
+        if keep_base:
+            return CounterState(self.base, self.expires, self.base_version, slots, observed)
+        return CounterState(None, 0, ZERO, slots, observed)
+
+    def digest(self) -> int:
+        """A CRC-32 of the whole encoded state (what the digest hashes)."""
+        if self._hash is None:
+            self._hash = crc32(self.encode())
+        return self._hash
+
+    def encode(self) -> bytes:
+        """The state as bytes (a ``W`` frame's value with the counter flag)."""
+        node = self.base_version.node.encode("ascii")
+        parts = [_BASE.pack(self.base is not None, self.expires, self.base_version.ms,
+                            self.base_version.counter, len(node)), node]
+        if self.base is not None:
+            parts.append(struct.pack(">I", len(self.base)))
+            parts.append(self.base)
+        for group in (self.slots, self.observed):
+            parts.append(_COUNT.pack(len(group)))
+            for (name, dot_ms, dot_counter), (total, ms, counter) in sorted(group.items()):
+                raw = name.encode("ascii")
+                size = (total.bit_length() + 8) // 8
+                parts.append(_SLOT.pack(len(raw), dot_ms, dot_counter, ms, counter, size))
+                parts.append(raw)
+                parts.append(total.to_bytes(size, "big", signed=True))
+        return b"".join(parts)
+
+
+def decode(raw: bytes, valid_node: Callable[[str], bool]) -> CounterState:
+    """The state encoded in ``raw``; raises :class:`CounterError` on anything
+    malformed (a node id ``valid_node`` refuses, a total out of range, too
+    many slots, trailing bytes). Linear in ``len(raw)``."""
+    try:
+        has_base, expires, ms, counter, node_len = _BASE.unpack_from(raw, 0)
+        offset = _BASE.size
+        node = _name(raw[offset : offset + node_len], node_len, valid_node, empty=True)
+        offset += node_len
+        base: Optional[bytes] = None
+        if has_base not in (0, 1):
+            raise CounterError("bad base flag")
+        if has_base:
+            (length,) = struct.unpack_from(">I", raw, offset)
+            offset += 4
+            base = raw[offset : offset + length]
+            if len(base) != length:
+                raise CounterError("truncated base")
+            offset += length
+        groups = []
+        for _ in range(2):
+            (count,) = _COUNT.unpack_from(raw, offset)
+            offset += _COUNT.size
+            if count > MAX_SLOTS:
+                raise CounterError("too many slots")
+            group: Dict[Slot, SlotState] = {}
+            for _ in range(count):
+                name_len, dot_ms, dot_counter, s_ms, s_counter, size = _SLOT.unpack_from(raw, offset)
+                offset += _SLOT.size
+                name = _name(raw[offset : offset + name_len], name_len, valid_node)
+                offset += name_len
+                if not 0 < size <= 16 or offset + size > len(raw):
+                    raise CounterError("bad total")
+                total = int.from_bytes(raw[offset : offset + size], "big", signed=True)
+                offset += size
+                if abs(total) >= TOTAL_LIMIT or (s_ms, s_counter) < (dot_ms, dot_counter):
+                    raise CounterError("total or version out of range")
+                group[(name, dot_ms, dot_counter)] = (total, s_ms, s_counter)
+            groups.append(group)
+        if offset != len(raw):
+            raise CounterError("trailing bytes")
+    except (struct.error, UnicodeDecodeError) as e:
+        raise CounterError(f"malformed counter: {e}") from e
+    if (base is None and expires) or (not node and (ms or counter or base is not None)):
+        raise CounterError("malformed base")
+    return CounterState(base, expires, Version(ms, counter, node), groups[0], groups[1])
+
+
+def _name(raw: bytes, length: int, valid_node: Callable[[str], bool], empty: bool = False) -> str:
+    if len(raw) != length:
+        raise CounterError("truncated node id")
+    name = raw.decode("ascii")
+    if not (empty and not name) and not valid_node(name):
+        raise CounterError(f"malformed node id {raw[:80]!r}")
+    return name
