@@ -17,7 +17,7 @@ from typing import Dict, List
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.node import Node
-from distkv.store.counter import CounterState
+from distkv.store.counter import make
 from distkv.store.hlc import Version
 from distkv.store.store import counter_entry
 from distkv.testing import SimulatedCluster
@@ -86,8 +86,9 @@ class CounterClusterTests(SynchronousTestCase):
         now = int(cluster.net.seconds() * 1000)
         zero = Version(0, 0, "")
         newest = ("n2", now, 0), (3, now + 5, 0)
-        n1.store.load(KEY, counter_entry(CounterState(None, 0, zero, dict([newest, (("n1", now, 1), (4, now, 1))]), {})))
-        n2.store.load(KEY, counter_entry(CounterState(None, 0, zero, dict([newest]), {})))
+        older = ("n1", now, 1), (4, now, 1)
+        n1.store.load(KEY, counter_entry(make(None, 0, zero, dict([newest, older]), {})))
+        n2.store.load(KEY, counter_entry(make(None, 0, zero, dict([newest]), {})))
         self.assertEqual(n1.store.entry(KEY)[-3:], n2.store.entry(KEY)[-3:])  # type: ignore[index]
         self.assertEqual((n1.store.get(KEY), n2.store.get(KEY)), (b"7", b"3"))
         cluster.advance(11)

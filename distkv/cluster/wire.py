@@ -448,7 +448,7 @@ def _encode_expiring_write(seq: int, key: bytes, entry: Entry) -> bytes:
 
 
 def _encode_counter_write(seq: int, key: bytes, entry: Entry) -> bytes:
-    state = entry[2].encode()  # type: ignore[misc,union-attr]
+    state = counters.encode(entry[2])  # type: ignore[misc,arg-type]
     node = entry[-1].encode("ascii")  # type: ignore[union-attr]
     head = _WRITE_FRAME.pack(
         _WRITE_FIXED + len(node) + len(key) + len(state),
@@ -463,7 +463,7 @@ def _counter(raw: bytes, ms: int, counter: int, node: str) -> Entry:
         state = counters.decode(raw, valid_node_id)
     except counters.CounterError as e:
         raise WireError(str(e)) from e
-    if state.version != (ms, counter, node):
+    if state[counters.VERSION] != (ms, counter, node):
         raise WireError("a counter's version is not its state's")
     return counter_entry(state)
 
@@ -471,7 +471,7 @@ def _counter(raw: bytes, ms: int, counter: int, node: str) -> Entry:
 def value_bytes(entry: Entry) -> int:
     """The bytes ``entry``'s value takes in a write frame."""
     if len(entry) == 6:
-        return len(entry[2].encode())  # type: ignore[misc,union-attr]
+        return len(counters.encode(entry[2]))  # type: ignore[misc,arg-type]
     return len(entry[0] or b"")
 
 
@@ -508,7 +508,7 @@ def encode_transaction(seq: int, writes: Sequence[Tuple[bytes, Entry]]) -> bytes
         node = name.encode("ascii")  # type: ignore[union-attr]
         if len(entry) == 6:
             flags = _COUNTER
-            value = entry[2].encode()  # type: ignore[misc,union-attr]
+            value = counters.encode(entry[2])  # type: ignore[misc,arg-type]
         elif len(entry) == 5:
             flags = _EXPIRES
         else:

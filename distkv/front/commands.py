@@ -154,7 +154,8 @@ class Dispatcher:
         #: (see HybridClock.hold).
         self.clock = store.clock
         self._status = status
-        self._durable = durable
+        #: The journal's batch for the writes just made (None: no data dir).
+        self.durable = self._durable = durable
         #: True while data commands must be refused with LOADING.
         self.loading = False
         #: The error every write gets while the node must not write (its
@@ -204,9 +205,9 @@ class Dispatcher:
         handlers.update(keycmds.table(self))
         handlers.update(replcmds.table(self))
         handlers.update(expirecmds.table(self))
-        handlers.update(countercmds.table(self))
         for name, (handler, least, most, access) in handlers.items():
             self.add(name, checked(handler, least, most), least, most, access)
+        countercmds.register(self)
         #: MULTI, EXEC, DISCARD, WATCH, UNWATCH; ``max_transaction`` bounds
         #: what one transaction may queue (see :mod:`distkv.front.transactions`).
         self.transactions = Transactions(self, store, max_transaction)

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import struct
 from binascii import crc32
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Final, Optional, Tuple
 
 from distkv.store.hlc import Version
 
@@ -47,6 +47,7 @@ Slot = Tuple[str, int, int]
 SlotState = Tuple[int, int, int]
 
 ZERO = Version(0, 0, "")
+_new_tuple = tuple.__new__
 #: Slot totals stay within +-2**126 (an INCR that would take one further is
 #: refused as an overflow), so each travels in at most 16 bytes.
 TOTAL_LIMIT = 1 << 126
@@ -90,159 +91,205 @@ def integer(value: Optional[bytes]) -> Optional[int]:
     return number if INT64_MIN <= number <= INT64_MAX else None
 
 
-class CounterState:
-    """One counter key's state; immutable once made (see the module docstring)."""
+#: A counter's state, a plain tuple (INCR makes one per call, and any class
+#: costs several times as much to build). Its fields, by the indexes below:
+#: the base, its expiry and version, the slots, the observed slot states;
+#: then what is read off those once: what the slots add to the base, the
+#: newest version of any part, the value as an integer for INCR (None when
+#: it is not one), and the slot whose last change is that newest version
+#: (None when the newest change was not an increment) with its total. That
+#: slot is kept out of the ``SLOTS`` dict (its state is its total and the
+#: state's version), so INCR in its own slot builds one tuple and shares the
+#: dict; :func:`all_slots` gives every slot. Every field follows from the
+#: logical state, so two equal states are equal tuples.
+CounterState = Tuple[Optional[bytes], int, Version, Dict[Slot, SlotState], Dict[Slot, SlotState],
+                     int, Version, Optional[int], Optional[Slot], int]
+BASE: Final = 0
+EXPIRES: Final = 1
+BASE_VERSION: Final = 2
+SLOTS: Final = 3
+OBSERVED: Final = 4
+DELTA: Final = 5
+VERSION: Final = 6
+NUMBER: Final = 7
+LAST: Final = 8
+LAST_TOTAL: Final = 9
 
-    __slots__ = ("base", "expires", "base_version", "slots", "observed", "delta",
-                 "version", "_hash")
 
-    def __init__(self, base: Optional[bytes], expires: int, base_version: Version,
-                 slots: Dict[Slot, SlotState], observed: Dict[Slot, SlotState]) -> None:
-        self.base = base
-        self.expires = expires
-        self.base_version = base_version
-        self.slots = slots
-        self.observed = observed
-        #: What the slots add to the base: each total less its observed total.
-        self.delta = sum(total - observed[slot][0] if slot in observed else total
-                         for slot, (total, _, _) in slots.items())
-        newest = base_version
-        for parts in (slots, observed):
-            for (node, _, _), (_, ms, counter) in parts.items():
-                if (ms, counter, node) > newest:
-                    newest = Version(ms, counter, node)
-        #: The newest version of any part: the entry's version.
-        self.version: Version = newest
-        self._hash: Optional[int] = None
+def make(base: Optional[bytes], expires: int, base_version: Version,
+         slots: Dict[Slot, SlotState], observed: Dict[Slot, SlotState]) -> CounterState:
+    """The state of these parts (``slots``: every slot), with what is read off them."""
+    delta = sum([total - observed[slot][0] if slot in observed else total
+                 for slot, (total, _, _) in slots.items()])
+    newest: Tuple[int, int, str] = base_version
+    last: Optional[Slot] = None
+    for parts in (observed, slots):  # slots last: a tie goes to the slot
+        for slot, (_, ms, counter) in parts.items():
+            if (ms, counter, slot[0]) >= newest:
+                newest = (ms, counter, slot[0])
+                last = slot if parts is slots else None
+    last_total = 0
+    if last is not None:
+        if slots[last][1:] != newest[:2]:
+            last = None
+        else:
+            last_total = slots[last][0]
+            slots = {slot: part for slot, part in slots.items() if slot != last}
+    number = integer(base)
+    if number is not None:
+        number += delta
+        if not INT64_MIN <= number <= INT64_MAX:
+            number = None
+    return (base, expires, base_version, slots, observed, delta, _new_tuple(Version, newest), number,
+            last, last_total)
 
-    def __repr__(self) -> str:
-        return (f"CounterState({self.base!r}, {self.expires}, {self.base_version!r}, "
-                f"{self.slots!r}, {self.observed!r})")
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, CounterState) and self._key() == other._key()
+def all_slots(state: CounterState) -> Dict[Slot, SlotState]:
+    """Every slot of ``state`` (a new dict when one is kept aside)."""
+    last = state[LAST]
+    if last is None:
+        return state[SLOTS]
+    slots = state[SLOTS].copy()
+    version = state[VERSION]
+    slots[last] = (state[LAST_TOTAL], version[0], version[1])
+    return slots
 
-    def __hash__(self) -> int:
-        return self.digest()
 
-    def _key(self) -> Tuple[object, ...]:
-        return (self.base, self.expires, self.base_version, self.slots, self.observed)
+FRESH = make(None, 0, ZERO, {}, {})
 
-    def moved(self) -> bool:
-        """True when some slot changed since the last reset that saw it."""
-        observed = self.observed
-        for slot, (_, ms, counter) in self.slots.items():
-            seen = observed.get(slot)
-            if seen is None or (seen[1], seen[2]) != (ms, counter):
-                return True
-        return False
 
-    def value(self) -> Optional[bytes]:
-        """What GET reads: the base plus the increments no reset saw; None
-        when the key reads as missing."""
-        base = self.base
-        if base is None:
-            return b"%d" % self.delta if self.moved() else None
-        number = integer(base)
-        if number is None or not self.delta:
-            return base  # not an integer: the SET wins
-        return b"%d" % (number + self.delta)
+def moved(state: CounterState) -> bool:
+    """True when some slot changed since the last reset that saw it."""
+    observed = state[OBSERVED]
+    for slot, (_, ms, counter) in all_slots(state).items():
+        seen = observed.get(slot)
+        if seen is None or (seen[1], seen[2]) != (ms, counter):
+            return True
+    return False
 
-    def number(self) -> Optional[int]:
-        """The value as an integer for INCR; None when it is not one (or out of range)."""
-        number = integer(self.base)
-        if number is None:
-            return None
-        number += self.delta
-        return number if INT64_MIN <= number <= INT64_MAX else None
 
-    def merge(self, other: CounterState) -> CounterState:
-        """The join of two states (see the module docstring)."""
-        if self is other:
-            return self
-        mine, theirs = self._base_rank(), other._base_rank()
-        top = self if mine >= theirs else other
-        return CounterState(top.base, top.expires, top.base_version,
-                            _newest(self.slots, other.slots), _newest(self.observed, other.observed))
+def value(state: CounterState) -> Optional[bytes]:
+    """What GET reads: the base plus the increments no reset saw; None when
+    the key reads as missing."""
+    base = state[BASE]
+    if base is None:
+        return b"%d" % state[DELTA] if moved(state) else None
+    number = integer(base)
+    if number is None or not state[DELTA]:
+        return base  # not an integer: the SET wins
+    return b"%d" % (number + state[DELTA])
 
-    def _base_rank(self) -> Tuple[Version, bool, bytes, int]:
-        # Versions decide; a tie (a node restarted with its clock behind, or a
-        # value and its own expiry's reclaim) goes to the deleted base, then
-        # by value and expiry, the same on every replica.
-        return (self.base_version, self.base is None, self.base or b"", self.expires)
 
-    def own_slot(self, node: str) -> Optional[Slot]:
-        """The newest slot of ``node``'s, if it holds one."""
-        found: Optional[Slot] = None
-        for slot in self.slots:
-            if slot[0] == node and (found is None or slot > found):
-                found = slot
-        return found
+def _base_rank(state: CounterState) -> Tuple[Version, bool, bytes, int]:
+    # Versions decide; a tie (a node restarted with its clock behind, or a
+    # value and its own expiry's reclaim) goes to the deleted base, then by
+    # value and expiry, the same on every replica.
+    return (state[BASE_VERSION], state[BASE] is None, state[BASE] or b"", state[EXPIRES])
 
-    def incremented(self, slot: Slot, amount: int, ms: int, counter: int) -> CounterState:
-        """This state with ``amount`` added to ``slot`` at version (ms, counter)."""
-        slots = dict(self.slots)
-        old = slots.get(slot)
-        slots[slot] = ((old[0] if old is not None else 0) + amount, ms, counter)
-        return CounterState(self.base, self.expires, self.base_version, slots, self.observed)
 
-    def reset(self, base: Optional[bytes], expires: int, version: Version) -> CounterState:
-        """A SET (``base``) or DEL (None) written at ``version`` that saw this
-        state: every slot it holds counts as observed."""
-        return CounterState(base, expires, version, self.slots, _newest(self.observed, self.slots))
+def merge(one: CounterState, other: CounterState) -> CounterState:
+    """The join of two states (see the module docstring)."""
+    if one is other:
+        return one
+    top = one if _base_rank(one) >= _base_rank(other) else other
+    return make(top[BASE], top[EXPIRES], top[BASE_VERSION],
+                _newest(all_slots(one), all_slots(other)), _newest(one[OBSERVED], other[OBSERVED]))
 
-    def with_expiry(self, expires: int, version: Version) -> CounterState:
-        """EXPIRE or PERSIST at ``version``: the same base and observed slots,
-        so no increment is cancelled."""
-        return CounterState(self.base, expires, version, self.slots, self.observed)
 
-    def reclaimed(self) -> CounterState:
-        """What an expired counter becomes on a node whose clock passed its
-        expiry (not replicated): deleted at its own version, every slot seen."""
-        return CounterState(None, 0, self.version, self.slots, _newest(self.observed, self.slots))
+def own_slot(state: CounterState, node: str) -> Optional[Slot]:
+    """The newest slot of ``node``'s, if it holds one."""
+    found: Optional[Slot] = None
+    for slot in all_slots(state):
+        if slot[0] == node and (found is None or slot > found):
+            found = slot
+    return found
 
-    def above(self, floor: Version) -> Optional[CounterState]:
-        """What a flush at ``floor`` leaves: the base if not older, the slots
-        opened at or above it; None when nothing is left."""
-        if self.version < floor:
-            return None
 
-        def kept(parts: Dict[Slot, SlotState]) -> Dict[Slot, SlotState]:
-            return {s: v for s, v in parts.items() if (s[1], s[2], s[0]) >= floor}
+def incremented(state: CounterState, slot: Slot, amount: int, ms: int, counter: int) -> CounterState:
+    """``state`` with ``amount`` added to ``slot`` at version (ms, counter),
+    newer than every part of it, built from its cached sums."""
+    if state[LAST] == slot:  # the dict is shared: the slot is kept aside
+        slots = state[SLOTS]
+        total = state[LAST_TOTAL]
+    else:  # the slot kept aside (if any) goes back in, this one comes out
+        slots = all_slots(state)
+        if slots is state[SLOTS]:
+            slots = slots.copy()
+        old = slots.pop(slot, None)
+        total = 0 if old is None else old[0]
+    number = state[NUMBER]
+    if number is not None:
+        number += amount
+        if not INT64_MIN <= number <= INT64_MAX:
+            number = None
+    return (state[BASE], state[EXPIRES], state[BASE_VERSION], slots, state[OBSERVED],
+            state[DELTA] + amount, _new_tuple(Version, (ms, counter, slot[0])), number, slot,
+            total + amount)
 
-        keep_base = self.base_version >= floor
-        slots, observed = kept(self.slots), kept(self.observed)
-        if keep_base and len(slots) == len(self.slots) and len(observed) == len(self.observed):
-            return self
-        if not keep_base and not slots and not observed:
-            return None
-        if keep_base:
-            return CounterState(self.base, self.expires, self.base_version, slots, observed)
-        return CounterState(None, 0, ZERO, slots, observed)
 
-    def digest(self) -> int:
-        """A CRC-32 of the whole encoded state (what the digest hashes)."""
-        if self._hash is None:
-            self._hash = crc32(self.encode())
-        return self._hash
+def reset(state: CounterState, base: Optional[bytes], expires: int, version: Version) -> CounterState:
+    """A SET (``base``) or DEL (None) written at ``version`` that saw
+    ``state``: every slot it holds counts as observed."""
+    slots = all_slots(state)
+    return make(base, expires, version, slots, _newest(state[OBSERVED], slots))
 
-    def encode(self) -> bytes:
-        """The state as bytes (a ``W`` frame's value with the counter flag)."""
-        node = self.base_version.node.encode("ascii")
-        parts = [_BASE.pack(self.base is not None, self.expires, self.base_version.ms,
-                            self.base_version.counter, len(node)), node]
-        if self.base is not None:
-            parts.append(struct.pack(">I", len(self.base)))
-            parts.append(self.base)
-        for group in (self.slots, self.observed):
-            parts.append(_COUNT.pack(len(group)))
-            for (name, dot_ms, dot_counter), (total, ms, counter) in sorted(group.items()):
-                raw = name.encode("ascii")
-                size = (total.bit_length() + 8) // 8
-                parts.append(_SLOT.pack(len(raw), dot_ms, dot_counter, ms, counter, size))
-                parts.append(raw)
-                parts.append(total.to_bytes(size, "big", signed=True))
-        return b"".join(parts)
+
+def with_expiry(state: CounterState, expires: int, version: Version) -> CounterState:
+    """EXPIRE or PERSIST at ``version``: the same base and observed slots, so
+    no increment is cancelled."""
+    return make(state[BASE], expires, version, all_slots(state), state[OBSERVED])
+
+
+def reclaimed(state: CounterState) -> CounterState:
+    """What an expired counter becomes on a node whose clock passed its
+    expiry (not replicated): deleted at its own version, every slot seen."""
+    slots = all_slots(state)
+    return make(None, 0, state[VERSION], slots, _newest(state[OBSERVED], slots))
+
+
+def above(state: CounterState, floor: Version) -> Optional[CounterState]:
+    """What a flush at ``floor`` leaves: the base if not older, the slots
+    opened at or above it; None when nothing is left."""
+    if state[VERSION] < floor:
+        return None
+
+    def kept(parts: Dict[Slot, SlotState]) -> Dict[Slot, SlotState]:
+        return {s: v for s, v in parts.items() if (s[1], s[2], s[0]) >= floor}
+
+    keep_base = state[BASE_VERSION] >= floor
+    every = all_slots(state)
+    slots, observed = kept(every), kept(state[OBSERVED])
+    if keep_base and len(slots) == len(every) and len(observed) == len(state[OBSERVED]):
+        return state
+    if not keep_base and not slots and not observed:
+        return None
+    if keep_base:
+        return make(state[BASE], state[EXPIRES], state[BASE_VERSION], slots, observed)
+    return make(None, 0, ZERO, slots, observed)
+
+
+def digest(state: CounterState) -> int:
+    """A CRC-32 of the whole encoded state (what the digest hashes)."""
+    return crc32(encode(state))
+
+
+def encode(state: CounterState) -> bytes:
+    """The state as bytes (a ``W`` frame's value with the counter flag)."""
+    base, expires, version = state[BASE], state[EXPIRES], state[BASE_VERSION]
+    node = version[2].encode("ascii")
+    parts = [_BASE.pack(base is not None, expires, version[0], version[1], len(node)), node]
+    if base is not None:
+        parts.append(struct.pack(">I", len(base)))
+        parts.append(base)
+    for group in (all_slots(state), state[OBSERVED]):
+        parts.append(_COUNT.pack(len(group)))
+        for (name, dot_ms, dot_counter), (total, ms, counter) in sorted(group.items()):
+            raw = name.encode("ascii")
+            size = (total.bit_length() + 8) // 8
+            parts.append(_SLOT.pack(len(raw), dot_ms, dot_counter, ms, counter, size))
+            parts.append(raw)
+            parts.append(total.to_bytes(size, "big", signed=True))
+    return b"".join(parts)
 
 
 def decode(raw: bytes, valid_node: Callable[[str], bool]) -> CounterState:
@@ -290,7 +337,7 @@ def decode(raw: bytes, valid_node: Callable[[str], bool]) -> CounterState:
         raise CounterError(f"malformed counter: {e}") from e
     if (base is None and expires) or (not node and (ms or counter or base is not None)):
         raise CounterError("malformed base")
-    return CounterState(base, expires, Version(ms, counter, node), groups[0], groups[1])
+    return make(base, expires, Version(ms, counter, node), groups[0], groups[1])
 
 
 def _name(raw: bytes, length: int, valid_node: Callable[[str], bool], empty: bool = False) -> str:

@@ -46,6 +46,7 @@ from binascii import crc32 as _crc32  # zlib's CRC-32; PyPy calls this one faste
 from hashlib import blake2b
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
+from distkv.store.counter import digest as crc32_of_counter
 from distkv.store.hlc import Stamped, Version
 
 BUCKETS = 1024
@@ -80,7 +81,7 @@ def _value_part(stamped: Stamped) -> int:
     if len(stamped) < 4:
         return NO_VALUE
     if len(stamped) == 6:  # a counter: its whole state, read or not
-        return stamped[2].digest()  # type: ignore[no-any-return]
+        return crc32_of_counter(stamped[2])
     value = stamped[0]
     if value is None:
         return NO_VALUE

@@ -26,12 +26,8 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
-from distkv.store.counter import (
-    INT64_MAX,
-    INT64_MIN,
-    TOTAL_LIMIT,
-    CounterState,
-)
+from distkv.store import counter as counters
+from distkv.store.counter import INT64_MAX, INT64_MIN, TOTAL_LIMIT, CounterState
 from distkv.store.digest import Digest
 from distkv.store.hlc import HybridClock, Version
 
@@ -57,12 +53,12 @@ _new_tuple = tuple.__new__
 #:
 #: A counter key (see :mod:`distkv.store.counter`) holds a 6-tuple,
 #: ``(value, expires, state, ms, counter, node)``: ``state`` is its
-#: :class:`~distkv.store.counter.CounterState`, ``value`` what GET reads off
+#: :data:`~distkv.store.counter.CounterState`, ``value`` what GET reads off
 #: it (None when it reads as missing: a tombstone, for counting and purging),
 #: ``expires`` its base's expiry (0: none) and the version its state's. So
 #: ``entry[0]`` is the readable value, ``entry[1]`` the expiry whenever
 #: ``len(entry) > 4`` (0 for none) and ``entry[-3:]`` the version, whatever
-#: the kind; merging is by :meth:`CounterState.merge` once either side is a
+#: the kind; merging is by :func:`~distkv.store.counter.merge` once either side is a
 #: counter, by :func:`newer` otherwise.
 Entry = Union[
     Tuple[Optional[bytes], int, int, str],
@@ -93,8 +89,8 @@ def expires_of(entry: Entry) -> int:
 
 def counter_entry(state: CounterState) -> Entry:
     """The entry of a counter key holding ``state``."""
-    version = state.version
-    return (state.value(), state.expires, state, version[0], version[1], version[2])
+    version = state[counters.VERSION]
+    return (counters.value(state), state[counters.EXPIRES], state, version[0], version[1], version[2])
 
 
 def counter_state(entry: Entry) -> CounterState:
@@ -102,7 +98,7 @@ def counter_state(entry: Entry) -> CounterState:
     tombstone, a base that saw no increment."""
     if len(entry) == 6:
         return entry[2]  # type: ignore[misc,return-value]
-    return CounterState(entry[0], expires_of(entry), version_of(entry), {}, {})
+    return counters.make(entry[0], expires_of(entry), version_of(entry), {}, {})
 
 
 def _expiring(entry: Entry) -> bool:
@@ -125,7 +121,7 @@ def as_tombstone(entry: Entry) -> Entry:
     """The tombstone at ``entry``'s version: what an expired entry counts as
     (for a counter, its state deleted with every slot seen)."""
     if len(entry) == 6:
-        return counter_entry(entry[2].reclaimed())  # type: ignore[misc,union-attr]
+        return counter_entry(counters.reclaimed(entry[2]))  # type: ignore[misc,arg-type]
     return (None, entry[-3], entry[-2], entry[-1])  # type: ignore[return-value]
 
 
@@ -141,7 +137,6 @@ GroupListener = Callable[[List[Tuple[int, bytes, Entry]]], None]
 #: Below every real version.
 ZERO = Version(0, 0, "")
 #: A key INCR creates: no base (it counts as 0), no slot yet.
-_FRESH = CounterState(None, 0, ZERO, {}, {})
 #: Redis's errors for INCR and kin.
 NOT_INTEGER = "ERR value is not an integer or out of range"
 OVERFLOW = "ERR increment or decrement would overflow"
@@ -178,6 +173,7 @@ class Store:
 
     def __init__(self, clock: HybridClock) -> None:
         self.clock = clock
+        self._node = clock.node
         self._data: Dict[bytes, Entry] = {}
         self._live = 0
         self._listeners: List[Listener] = []
@@ -258,13 +254,13 @@ class Store:
         data = self._data
         gone = [
             (key, version_of(entry)) for key, entry in data.items()
-            if entry[-3:] < floor or (len(entry) == 6 and entry[2].above(floor) is None)  # type: ignore[misc,union-attr]
+            if entry[-3:] < floor or (len(entry) == 6 and counters.above(entry[2], floor) is None)  # type: ignore[misc,arg-type]
         ]
         self._forget(gone)
         self.flush_dropped += len(gone)
         for key, entry in list(data.items()):
             if len(entry) == 6:  # a counter: its slots opened below the floor go
-                kept = entry[2].above(floor)  # type: ignore[misc,union-attr]
+                kept = counters.above(entry[2], floor)  # type: ignore[misc,arg-type]
                 if kept is not None and kept is not entry[2]:  # type: ignore[misc]
                     new = counter_entry(kept)
                     self._count(key, entry, new)
@@ -424,13 +420,13 @@ class Store:
         """Give the live ``value`` of ``key`` a new expiry (0: none): EXPIRE,
         PERSIST, GETEX. For a plain key, :meth:`set` again; a counter keeps
         its base and the increments it counts (see
-        :meth:`CounterState.with_expiry`)."""
+        :func:`~distkv.store.counter.with_expiry`)."""
         current = self._data.get(key)
         if current is None or len(current) != 6:
             return self.set(key, value, expires)
         state: CounterState = current[2]  # type: ignore[misc]
         stamp = self.clock.stamp(None, current)
-        return self._put_counter(key, state.with_expiry(expires, Version(*stamp[1:])), current)
+        return self._put_counter(key, counters.with_expiry(state, expires, Version(*stamp[1:])), current)
 
     def _reset_counter(self, key: bytes, value: Optional[bytes], expires: int,
                        current: Entry) -> Entry:
@@ -438,7 +434,7 @@ class Store:
         saw every increment held here."""
         state: CounterState = current[2]  # type: ignore[misc,assignment]
         stamp = self.clock.stamp(None, current)
-        return self._put_counter(key, state.reset(value, expires if value is not None else 0,
+        return self._put_counter(key, counters.reset(state, value, expires if value is not None else 0,
                                                   Version(*stamp[1:])), current)
 
     def _put_counter(self, key: bytes, state: CounterState, current: Optional[Entry]) -> Entry:
@@ -453,16 +449,44 @@ class Store:
         not an integer, or the sum would overflow 64 bits)."""
         data = self._data
         current = data.get(key)
+        # The hot path: a live counter with no expiry whose newest change was
+        # an INCR of this node's (_incr's steps for it, with incremented()'s
+        # and _put()'s inlined). A slot's total is not bounded here: taking
+        # it past TOTAL_LIMIT (2**126) takes 2**63 calls of INCRBY's largest.
+        if current is not None and len(current) == 6 and not current[1]:
+            state: CounterState = current[2]  # type: ignore[misc]
+            slot = state[8]  # the slot of its newest change, if an increment's
+            number = state[7]
+            if slot is not None and number is not None and slot[0] == self._node:
+                result = number + amount
+                if -9223372036854775809 < result < 9223372036854775808 and current[0] is not None:
+                    stamp = self.clock.stamp(None, current)
+                    # The slot stays out of the shared dict: see counters.CounterState.
+                    entry: Entry = (b"%d" % result, 0, (  # type: ignore[assignment]
+                        state[0], 0, state[2], state[3], state[4], state[5] + amount, stamp[1:],
+                        result, slot, state[9] + amount), stamp[1], stamp[2], stamp[3])
+                    self.changes += 1
+                    if key not in self._changed:
+                        self.digest.note(key, current)
+                    data[key] = entry
+                    self.seq = seq = self.seq + 1
+                    for listener in self._listeners:
+                        listener(key, entry, seq)
+                    return result
+        return self._incr(key, amount, current)
+
+    def _incr(self, key: bytes, amount: int, current: Optional[Entry]) -> Union[int, str]:
+        data = self._data
         if current is not None and len(current) > 4 and 0 < current[1] <= self._wall():  # type: ignore[misc,operator]
             self._reclaim(key, current)
             current = data[key]
         if current is None:
-            state = _FRESH
+            state = counters.FRESH
         elif len(current) == 6:
             state = current[2]  # type: ignore[misc,assignment]
         else:  # a plain value (or tombstone) becomes the base of a counter
             state = counter_state(current)
-        number = state.number() if current is None or current[0] is not None else 0
+        number = state[counters.NUMBER] if current is None or current[0] is not None else 0
         if number is None:
             return NOT_INTEGER
         if ((amount < 0 and number < 0 and amount < INT64_MIN - number)
@@ -471,14 +495,14 @@ class Store:
         node = self.clock.node
         stamp = self.clock.stamp(None, current)
         ms, counter = stamp[1], stamp[2]
-        slot = state.own_slot(node)
+        slot = counters.own_slot(state, node)
         if slot is None:
             slot = (node, ms, counter)
-        elif abs(state.slots[slot][0] + amount) >= TOTAL_LIMIT:
+        elif abs(counters.all_slots(state)[slot][0] + amount) >= TOTAL_LIMIT:
             return OVERFLOW
-        state = state.incremented(slot, amount, ms, counter)
+        state = counters.incremented(state, slot, amount, ms, counter)
         result = number + amount
-        entry: Entry = (b"%d" % result, state.expires, state, ms, counter, node)
+        entry = (b"%d" % result, state[counters.EXPIRES], state, ms, counter, node)
         self.seq += 1
         self._put(key, entry, current, self.seq)
         return result
@@ -540,11 +564,11 @@ class Store:
         state = counter_state(entry)
         if current is not None:
             held = counter_state(current)
-            state = held.merge(state)
+            state = counters.merge(held, state)
             if state == held and len(current) == 6:
                 return None
         if self.flushed != ZERO:
-            above = state.above(self.flushed)
+            above = counters.above(state, self.flushed)
             if above is None:
                 return None
             state = above
