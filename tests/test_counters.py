@@ -282,6 +282,26 @@ class FlushAndPurgeTests(SynchronousTestCase):
         self.assertEqual((b.get(KEY), c.get(KEY)), (b"2", b"2"))
 
 
+class RestartTests(SynchronousTestCase):
+    def test_a_node_back_from_an_older_copy_never_builds_on_its_old_total(self) -> None:
+        """a made 10 INCRs (b has them all), then comes back holding only the
+        first 5: its next INCR opens a new slot, so the old slot keeps its
+        newest total, 10, and every replica reads 11, not 6."""
+        replicas = stores("ab")
+        a, b = replicas["a"], replicas["b"]
+        for _ in range(5):
+            a.incr(KEY, 1)
+        older = a.entry(KEY)
+        for _ in range(5):
+            a.incr(KEY, 1)
+        deliver(a, b)
+        again = Store(HybridClock("a", lambda: 10**6))
+        again.load(KEY, older)  # type: ignore[arg-type]
+        self.assertEqual(again.incr(KEY, 1), 6)
+        exchange(again, b)
+        self.assertEqual((again.get(KEY), b.get(KEY)), (b"11", b"11"))
+
+
 class EncodingTests(SynchronousTestCase):
     def sample(self) -> Entry:
         replicas = stores("ab")

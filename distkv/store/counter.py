@@ -1,36 +1,39 @@
 """Counters that add up across nodes: the state a counter key holds, and its merge.
 
-A key that was ever INCRed (or DECRed...) holds a :class:`CounterState`
+A key that was ever INCRed (or DECRed...) holds a :data:`CounterState`
 instead of plain bytes, made of three parts, each merged on its own:
 
 * the *base*: the value the last SET wrote (``None`` after a DEL, or for a
   counter INCR created; it counts as 0), with its expiry and version, kept
   by last-writer-wins like a plain value;
-* the *slots*: each node's own contribution, ``slot -> (total, ms, counter)``.
-  A slot is named by its node and the version of its first increment
-  (``(node, ms, counter)``), and only that node ever writes it, so its
-  states are ordered by version and replicas keep the newest one;
-* the *observed* slot states: for each slot, the newest state of it that a
-  SET, DEL or expiry cancelled (merged the same way, newest wins).
+* the *slots*: each node's own contributions, ``slot -> (total, ms,
+  counter)``. A slot is named by its node and the version of its first
+  increment (``(node, ms, counter)``), and only that node ever writes it, so
+  its states are ordered by version and replicas keep the newest one;
+* the *observed* slot states: for each slot, the newest state of it that
+  any SET, DEL or expiry saw (merged the same way, newest wins).
 
-The value is the base plus, for each slot, its total less the total observed
-of it (0 when no reset saw it); a ``None`` base with no slot moved since it
-was observed reads as a missing key. So a SET or DEL cancels exactly the
-increments it saw, increments no reset saw always count, and each part is a
-join (last-writer-wins, per-slot newest, per-slot newest), which makes the
-whole merge commutative, associative and idempotent: replicas converge
-whatever the order or duplication of delivery. A base that is not an integer
-reads as itself, whatever increments no reset saw (the SET wins).
+The value is the base plus, for each slot, its total less its observed total
+(0 when no reset saw it); a ``None`` base with no slot changed since it was
+observed reads as a missing key. So a SET or DEL cancels exactly the
+increments it saw (and they stay cancelled, even if a concurrent SET that
+did not see them wins the base), increments no reset saw always count, and
+each part is a join (last-writer-wins, per-slot newest, per-slot newest),
+which makes the merge commutative, associative and idempotent: replicas
+converge whatever the order or duplication of delivery. A base that is not
+an integer reads as itself whatever increments no reset saw (the SET wins).
+A plain value or tombstone meeting a counter is a base that saw nothing.
 
-A node opens a new slot whenever it holds none of its own for the key (the
-first INCR, or after the key was flushed or purged here): a slot's totals
-never restart, so an old state of the key, still held elsewhere, can never be
-mistaken for a newer one. The entry's version is the newest of every part,
-so horizons, purges and WAIT work as for plain keys; the digest hashes the
-whole encoded state, since two replicas can share that version and differ.
-A flush at floor ``f`` drops the base if older than ``f`` and every slot
-opened below ``f`` (so its increments, even ones racing the flush, go with
-it): no increment older than the flush survives.
+A node writes only slots it opened since it started, and opens one the first
+time it increments the key (again if a flush dropped it): a slot's totals
+never restart, so an old state of the key still held elsewhere is never
+mistaken for a newer one, and a node restarted from an older copy of its
+data (or none) never builds on an old total of its own. The entry's version
+is the newest of every part, so horizons, purges and WAIT work as for plain
+keys; the digest hashes the whole encoded state, since two replicas can hold
+one version with different parts. A flush at floor ``f`` drops the base if
+older than ``f`` and every slot opened below ``f`` (its increments go with
+it, even ones racing the flush): no increment older than the flush survives.
 """
 
 from __future__ import annotations
@@ -194,15 +197,6 @@ def merge(one: CounterState, other: CounterState) -> CounterState:
     top = one if _base_rank(one) >= _base_rank(other) else other
     return make(top[BASE], top[EXPIRES], top[BASE_VERSION],
                 _newest(all_slots(one), all_slots(other)), _newest(one[OBSERVED], other[OBSERVED]))
-
-
-def own_slot(state: CounterState, node: str) -> Optional[Slot]:
-    """The newest slot of ``node``'s, if it holds one."""
-    found: Optional[Slot] = None
-    for slot in all_slots(state):
-        if slot[0] == node and (found is None or slot > found):
-            found = slot
-    return found
 
 
 def incremented(state: CounterState, slot: Slot, amount: int, ms: int, counter: int) -> CounterState:

@@ -173,8 +173,14 @@ class Store:
 
     def __init__(self, clock: HybridClock) -> None:
         self.clock = clock
-        self._node = clock.node
         self._data: Dict[bytes, Entry] = {}
+        #: The counter slot this store opened for a key (see incr). A node
+        #: writes only slots it opened since it started: one of an earlier
+        #: run may be newer elsewhere than here (it came back from an older
+        #: copy of its data, or empty), and adding to what this node holds of
+        #: it would take the newer total back. An old slot keeps its newest
+        #: total wherever it is held, and a new one counts from zero.
+        self._own: Dict[bytes, counters.Slot] = {}
         self._live = 0
         self._listeners: List[Listener] = []
         self._purge_listeners: List[PurgeListener] = []
@@ -457,7 +463,7 @@ class Store:
             state: CounterState = current[2]  # type: ignore[misc]
             slot = state[8]  # the slot of its newest change, if an increment's
             number = state[7]
-            if slot is not None and number is not None and slot[0] == self._node:
+            if slot is not None and number is not None and self._own.get(key) == slot:
                 result = number + amount
                 if -9223372036854775809 < result < 9223372036854775808 and current[0] is not None:
                     stamp = self.clock.stamp(None, current)
@@ -495,10 +501,11 @@ class Store:
         node = self.clock.node
         stamp = self.clock.stamp(None, current)
         ms, counter = stamp[1], stamp[2]
-        slot = counters.own_slot(state, node)
-        if slot is None:
-            slot = (node, ms, counter)
-        elif abs(counters.all_slots(state)[slot][0] + amount) >= TOTAL_LIMIT:
+        slot = self._own.get(key)
+        slots = counters.all_slots(state)
+        if slot is None or slot not in slots:  # a new slot (see _own)
+            slot = self._own[key] = (node, ms, counter)
+        elif abs(slots[slot][0] + amount) >= TOTAL_LIMIT:
             return OVERFLOW
         state = counters.incremented(state, slot, amount, ms, counter)
         result = number + amount
@@ -649,6 +656,8 @@ class Store:
 
     def _drop(self, key: bytes) -> None:
         entry = self._data[key]
+        if len(entry) == 6:
+            self._own.pop(key, None)
         self.digest.note(key, entry)
         del self._data[key]
         if entry[0] is None:
