@@ -295,7 +295,7 @@ class RestartTests(SynchronousTestCase):
         for _ in range(5):
             a.incr(KEY, 1)
         deliver(a, b)
-        again = Store(HybridClock("a", lambda: 10**6))
+        again = Store(HybridClock("a", lambda: 5000))
         again.load(KEY, older)  # type: ignore[arg-type]
         self.assertEqual(again.incr(KEY, 1), 6)
         exchange(again, b)
