@@ -15,6 +15,14 @@ node of the cluster has received every write at or below it (see
 so a write for a key this replica does not hold is a leftover of a purged
 delete and is dropped rather than resurrected.
 
+A counter key (one that INCR and kin touched) merges by a join instead of
+last-writer-wins: each node keeps its own slot of increments, a SET or DEL
+is a last-writer-wins base that cancels the increments its node had seen,
+and the value is the base plus every increment no reset saw (see
+:mod:`distkv.store.counter` for the rule, and :meth:`Store.incr`). A plain
+entry meeting a counter is a base that saw nothing; a key never incremented
+pays nothing for it.
+
 A flush (FLUSHALL) is a versioned event too: the store's *flush floor*
 (:meth:`Store.raise_floor`). Every entry below it is dropped, and no write
 below it is ever stored again, whichever node made it and however late it
