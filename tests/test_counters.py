@@ -341,6 +341,23 @@ class EncodingTests(SynchronousTestCase):
             with self.assertRaises(wire.WireError):
                 wire.decode_body(body)
 
+    def test_a_counter_write_with_its_most_slots_fits_a_peer_frame(self) -> None:
+        """A counter holding a base of the largest request and as many slots
+        and observed slots as INCR can leave, with the longest node ids and
+        totals, is a frame a peer with the same --max-request accepts; INCR
+        opens no slot past OPEN_SLOTS."""
+        from distkv.store.counter import MAX_SLOTS, OPEN_SLOTS, TOTAL_LIMIT
+        node = "n" * 64
+        slots = {(node, i, 0): (-(TOTAL_LIMIT - 1), i + 1, 0) for i in range(MAX_SLOTS)}
+        state = make(b"x" * 1000, 0, Version(5, 0, node), slots, dict(slots))
+        frame = wire.encode_write(1, KEY, counter_entry(state))
+        self.assertEqual(len(wire.FrameDecoder(wire.max_frame(1000 + len(KEY))).feed(frame)), 1)
+        store = Store(HybridClock("a", lambda: 10**7))
+        many = {slot: (1, ms, counter) for slot, (_, ms, counter) in list(slots.items())[:OPEN_SLOTS]}
+        store.load(KEY, counter_entry(make(None, 0, Version(0, 0, ""), many, {})))
+        self.assertEqual(store.incr(KEY, 1),
+                         "ERR too many nodes (or restarts of them) have incremented this counter")
+
     def test_the_digest_sees_states_that_share_a_version(self) -> None:
         """Two states with the same newest version but different slots hash apart."""
         one = make(None, 0, Version(0, 0, ""), {("a", 5, 0): (1, 9, 0)}, {})

@@ -171,11 +171,12 @@ def max_frame(max_request: int) -> int:
     """The largest frame body a node with this ``--max-request`` can emit.
 
     A write carries one key and value, and no request over ``max_request``
-    bytes is ever stored; a key list holds up to :data:`KEY_LIST_BYTES` of
+    bytes is ever stored (a counter's write, its slots besides: at most
+    :data:`~distkv.store.counter.STATE_BYTES`); a key list holds up to :data:`KEY_LIST_BYTES` of
     keys, or one key; a digest offer has a fixed size. Peers with the same
     options therefore accept every frame a node sends.
     """
-    return max(max_request, KEY_LIST_BYTES, 5 + DIGEST_BYTES) + FRAME_SLACK
+    return max(max_request + counters.STATE_BYTES, KEY_LIST_BYTES, 5 + DIGEST_BYTES) + FRAME_SLACK
 
 
 class WireError(Exception):

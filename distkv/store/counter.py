@@ -54,8 +54,15 @@ _new_tuple = tuple.__new__
 #: Slot totals stay within +-2**126 (an INCR that would take one further is
 #: refused as an overflow), so each travels in at most 16 bytes.
 TOTAL_LIMIT = 1 << 126
-#: At most this many slots (and as many observed) in one state on the wire.
-MAX_SLOTS = 4096
+#: At most this many slots (and as many observed) in one state on the wire;
+#: INCR opens no slot past half of it (:data:`OPEN_SLOTS`), so that the
+#: slots several nodes open at once still fit.
+MAX_SLOTS = 1024
+OPEN_SLOTS = MAX_SLOTS // 2
+#: The most bytes a state's slots and observed slots take encoded (node ids
+#: of 64 bytes, totals of 16), beyond its base's value: what a counter's
+#: write frame may carry besides a plain write's key and value.
+STATE_BYTES = 2 * MAX_SLOTS * (2 + 8 + 4 + 8 + 4 + 1 + 64 + 16) + 64
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 

@@ -148,6 +148,7 @@ ZERO = Version(0, 0, "")
 #: Redis's errors for INCR and kin.
 NOT_INTEGER = "ERR value is not an integer or out of range"
 OVERFLOW = "ERR increment or decrement would overflow"
+TOO_MANY_SLOTS = "ERR too many nodes (or restarts of them) have incremented this counter"
 
 
 def newer(candidate: Entry, current: Entry) -> bool:
@@ -512,6 +513,8 @@ class Store:
         slot = self._own.get(key)
         slots = counters.all_slots(state)
         if slot is None or slot not in slots:  # a new slot (see _own)
+            if len(slots) >= counters.OPEN_SLOTS:
+                return TOO_MANY_SLOTS
             slot = self._own[key] = (node, ms, counter)
         elif abs(slots[slot][0] + amount) >= TOTAL_LIMIT:
             return OVERFLOW
