@@ -238,6 +238,29 @@ class ExpiryTests(SynchronousTestCase):
         self.assertEqual(a.incr(KEY, 1), 1)  # a new life, from zero
 
 
+    def test_an_expiry_on_a_counter_incr_made_travels_and_a_concurrent_del_leaves_a_plain_tombstone(
+            self) -> None:
+        """EXPIRE on a counter INCR created (its base is none) is a frame a
+        peer accepts; a DEL made at once elsewhere, losing the base to the
+        EXPIRE but seeing every increment, leaves a key that reads missing
+        and counts as a tombstone with no expiry on both replicas."""
+        wall = [1000]
+        a = Store(HybridClock("a", lambda: wall[0]))
+        b = Store(HybridClock("b", lambda: wall[0]))
+        a.incr(KEY, 3)
+        deliver(a, b)
+        b.delete(KEY)
+        wall[0] += 5
+        a.expire(KEY, a.get(KEY), 10**13)  # type: ignore[arg-type]
+        frame = wire.encode_write(1, KEY, a.entry(KEY))  # type: ignore[arg-type]
+        self.assertEqual(wire.decode_body(frame[4:]), wire.Write(1, KEY, a.entry(KEY)))  # type: ignore[arg-type]
+        exchange(a, b)
+        for store in (a, b):
+            counts = (store.get(KEY), len(store), store.tombstones, store.with_expiry)
+            self.assertEqual(counts, (None, 0, 1, 0))
+        self.assertEqual(a.entry(KEY), b.entry(KEY))
+
+
 class FlushAndPurgeTests(SynchronousTestCase):
     def test_a_flush_drops_every_increment_older_than_it(self) -> None:
         """After FLUSHALL a counter starts again from zero in a new slot; a

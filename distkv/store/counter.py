@@ -336,7 +336,7 @@ def decode(raw: bytes, valid_node: Callable[[str], bool]) -> CounterState:
             raise CounterError("trailing bytes")
     except (struct.error, UnicodeDecodeError) as e:
         raise CounterError(f"malformed counter: {e}") from e
-    if (base is None and expires) or (not node and (ms or counter or base is not None)):
+    if not node and (ms or counter or base is not None or expires):
         raise CounterError("malformed base")
     return make(base, expires, Version(ms, counter, node), groups[0], groups[1])
 

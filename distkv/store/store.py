@@ -98,7 +98,10 @@ def expires_of(entry: Entry) -> int:
 def counter_entry(state: CounterState) -> Entry:
     """The entry of a counter key holding ``state``."""
     version = state[counters.VERSION]
-    return (counters.value(state), state[counters.EXPIRES], state, version[0], version[1], version[2])
+    value = counters.value(state)
+    # A counter that reads as missing is a tombstone, which never expires.
+    expires = state[counters.EXPIRES] if value is not None else 0
+    return (value, expires, state, version[0], version[1], version[2])
 
 
 def counter_state(entry: Entry) -> CounterState:
