@@ -100,9 +100,16 @@ class MergeTests(SynchronousTestCase):
         replicas, produced = run_history(history)
         if not produced:
             return
+        for entry in produced:  # every state travels as it is
+            frame = wire.encode_write(0, KEY, entry)
+            self.assertEqual(wire.decode_body(frame[4:]), wire.Write(0, KEY, entry))
         exchange(*replicas.values())
         finals = [replica.entry(KEY) for replica in replicas.values()]
         self.assertEqual(finals[1:], finals[:1] * 2)
+        for replica in replicas.values():  # the store's counts agree with what it holds
+            live = replica.get(KEY) is not None
+            self.assertEqual((len(replica), replica.tombstones, replica.with_expiry),
+                             (int(live), int(not live), int(live and replica.expires(KEY) > 0)))
         for _ in range(2):
             order = data.draw(st.permutations(produced + data.draw(
                 st.lists(st.sampled_from(produced), max_size=5))))
