@@ -48,6 +48,7 @@ class CounterCommands:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
         self.store = dispatcher.store
+        self._incr = dispatcher.store.incr
 
     def incr(self, request: Sequence[bytes], session: Session) -> Outcome:
         # The hot path: _add's steps for INCR, inlined.
@@ -58,7 +59,7 @@ class CounterCommands:
             return LOADING
         if dispatcher.write_refusal is not None:
             return dispatcher.write_refusal
-        result = self.store.incr(request[1], 1)
+        result = self._incr(request[1], 1)
         if type(result) is str:
             return Error(result)  # type: ignore[arg-type]
         if dispatcher.durable is None:
