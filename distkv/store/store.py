@@ -475,7 +475,9 @@ class Store:
             state: CounterState = current[2]  # type: ignore[misc]
             slot = state[8]  # the slot of its newest change, if an increment's
             number = state[7]
-            if slot is not None and number is not None and self._own.get(key) == slot:
+            # The very object _incr() stored in _own, once an INCR here made
+            # this state (after a merge, an equal slot takes _incr() once).
+            if slot is not None and number is not None and self._own.get(key) is slot:
                 result = number + amount
                 if -9223372036854775809 < result < 9223372036854775808 and current[0] is not None:
                     stamp = self.clock.stamp(None, current)
