@@ -18,8 +18,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.node import Node
 from distkv.store.counter import make
+from distkv.store.digest import bucket_of
 from distkv.store.hlc import Version
-from distkv.store.store import counter_entry
+from distkv.store.store import counter_entry, make_entry
 from distkv.testing import SimulatedCluster
 from tests.clusters import settled_cluster
 from tests.respclient import ask, command, connect
@@ -92,6 +93,27 @@ class CounterClusterTests(SynchronousTestCase):
         self.assertEqual(n1.store.entry(KEY)[-3:], n2.store.entry(KEY)[-3:])  # type: ignore[index]
         self.assertEqual((n1.store.get(KEY), n2.store.get(KEY)), (b"7", b"3"))
         cluster.advance(11)
+        self.assertEqual((n1.store.get(KEY), n2.store.get(KEY)), (b"7", b"7"))
+        self.assertTrue(cluster.converged())
+
+    def test_one_round_each_way_sends_a_counter_whose_peer_holds_a_newer_version(self) -> None:
+        """n1's counter is older than n2's but holds a slot n2 lacks, and a
+        plain key in the same digest bucket differs too: one round each way
+        leaves both with every slot (a counter goes whatever its version)."""
+        cluster = settled_cluster(self, 2)
+        n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+        now = int(cluster.net.seconds() * 1000)
+        zero = Version(0, 0, "")
+        other = b"other357"
+        self.assertEqual(bucket_of(other), bucket_of(KEY))
+        n1.store.load(KEY, counter_entry(make(None, 0, zero, {("n1", now, 0): (4, now, 0)}, {})))
+        n2.store.load(KEY, counter_entry(make(None, 0, zero, {("n2", now, 1): (3, now + 5, 0)}, {})))
+        n1.store.load(other, make_entry(b"newer", Version(now + 9, 0, "n1")))
+        n2.store.load(other, make_entry(b"older", Version(now + 1, 0, "n2")))
+        for source, target in (("n1", "n2"), ("n2", "n1")):
+            peer = cluster.ports[target]
+            cluster.nodes[source].replication.links[("127.0.0.1", peer)].mark_resync("test")
+        cluster.run()
         self.assertEqual((n1.store.get(KEY), n2.store.get(KEY)), (b"7", b"7"))
         self.assertTrue(cluster.converged())
 
