@@ -121,7 +121,7 @@ class Round:
         tied: List[List[Tuple[bytes, Entry]]] = []
         out = []
         for bucket, items in select(store.items(), sorted(self._buckets)).items():
-            ties = []
+            ties: List[Tuple[bytes, Entry]] = []
             for key, entry in items:
                 seen = theirs.get(key)
                 if seen is None and horizon is not None and store.drop_dead(key, horizon):
