@@ -363,7 +363,8 @@ class CommandAccessTests(SynchronousTestCase):
                                   b"MSETNX", b"UNLINK", b"RENAME", b"RENAMENX", b"COPY",
                                   b"FLUSHDB", b"FLUSHALL", b"BACKUP",
                                   b"SETEX", b"PSETEX", b"SETNX", b"GETSET", b"GETDEL", b"GETEX",
-                                  b"EXPIRE", b"PEXPIRE", b"EXPIREAT", b"PEXPIREAT", b"PERSIST"})
+                                  b"EXPIRE", b"PEXPIRE", b"EXPIREAT", b"PEXPIREAT", b"PERSIST",
+                                  b"INCR", b"DECR", b"INCRBY", b"DECRBY", b"INCRBYFLOAT"})
         opened = {name for name, access in dispatcher.access.items() if access == OPEN}
         self.assertEqual(opened, {b"AUTH", b"HELLO", b"QUIT"})
 

@@ -109,7 +109,7 @@ SCRIPT: Sequence[Tuple[Tuple[bytes, ...], bytes]] = [
     ((b"CLIENT", b"KILL"), b"-ERR wrong number of arguments for 'client|kill' command\r\n"),
     ((b"CLIENT", b"NOPE"), b"-ERR unknown subcommand 'NOPE'. Try CLIENT HELP.\r\n"),
     ((b"COMMAND", b"DOCS"), b"*0\r\n"),
-    ((b"COMMAND", b"COUNT"), b":63\r\n"),
+    ((b"COMMAND", b"COUNT"), b":68\r\n"),
     ((b"COMMAND", b"INFO", b"get", b"nosuch"),
      b"*2\r\n*6\r\n$3\r\nget\r\n:2\r\n*0\r\n:1\r\n:1\r\n:1\r\n$-1\r\n"),
     ((b"HELLO", b"4"), b"-NOPROTO unsupported protocol version\r\n"),

@@ -595,9 +595,9 @@ class SimulatedTransactionTests(SynchronousTestCase):
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         n1.store.begin_group()
-        for index in range(3):
+        for index in range(4):
             n1.store.set(b"big%d" % index, b"x" * 400_000)
         n1.store.end_group()
         cluster.net.run()
-        self.assertEqual([n2.store.get(b"big%d" % i) for i in range(3)], [b"x" * 400_000] * 3)
+        self.assertEqual([n2.store.get(b"big%d" % i) for i in range(4)], [b"x" * 400_000] * 4)
         self.assertTrue(any("too large for one peer frame" in formatEvent(e) for e in events))

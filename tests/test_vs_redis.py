@@ -194,6 +194,12 @@ NUMBERS = (b"0", b"1", b"-1", b"2", b"5", b"-5", b"100", b"-100", b"+1", b" 1", 
            b"-0", b"00", b"x", b"", b"1.5", b"9223372036854775807", b"-9223372036854775808",
            b"9223372036854775808", b"-9223372036854775809", b"99999999999999999999999",
            b"\xd9\xa1")
+#: INCRBYFLOAT's amounts: decimals, exponents, hexadecimal, infinities, a NaN,
+#: sums that only extended precision prints short, and what Redis refuses.
+FLOATS = (b"0.1", b"-0.1", b"1.5", b"1e3", b"-2.5e-3", b"3.0e3", b"0x10", b"0x1.8p1", b"inf",
+          b"-Infinity", b"nan", b" 1", b"1 ", b"1e400", b"-1e400", b"10.50", b"5.0e3", b"0.0",
+          b"-0", b"1.", b".5", b"1e", b"abc", b"", b"1.7976931348623157e308", b"1e-30",
+          b"123456789012345678.5", b"0.3333333333333333333333", b"+7", b"1e99999", b"1e-99999")
 PATTERNS = (b"*", b"k*", b"k?", b"key:*", b"[k]*", b"[^k]*", b"[!k]*", b"[a-k]*", b"*[13]",
             b"[", b"[]", b"[]a]*", b"[a-]*", b"\\", b"\\k*", b"k\\", b"*\\*", b"a b",
             b"[k-a]*", b"?", b"", b"*[", b"[\\]]*", b"[^]*", b"**1", b"**", b"*?", b"[a-]",
@@ -347,6 +353,11 @@ def generators(rand: random.Random) -> List[Callable[[], Request]]:
                              (b"MEMORY", b"USAGE", key(), b"SAMPLES"),
                              (b"MEMORY", b"USAGE", key(), b"NOPE", b"1"))),
         server, server, server,
+        lambda: (b"INCR", key()), lambda: (b"INCR", key()), lambda: (b"DECR", key()),
+        lambda: (b"INCRBY", key(), number()), lambda: (b"DECRBY", key(), number()),
+        lambda: (b"INCRBYFLOAT", key(), rand.choice(FLOATS + NUMBERS)),
+        lambda: (b"INCRBYFLOAT", key(), rand.choice(FLOATS)),
+        lambda: arity(rand.choice((b"INCR", b"DECR", b"INCRBY", b"DECRBY", b"INCRBYFLOAT"))),
     ]
 
 

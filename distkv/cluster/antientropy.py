@@ -14,6 +14,10 @@ the offer (so no write that landed meanwhile explains it), the pushing side
 sends that bucket's entries, and the receiver keeps the one that every replica
 prefers (:func:`distkv.store.store.newer`); the peer's round settles the other way.
 
+A counter (see :mod:`distkv.store.counter`) in a differing bucket is sent
+whatever its version: replicas merge counters, so each side's slots must
+reach the other even where the other's newest version is higher.
+
 Absence is never a delete: a key one side lacks is sent, never removed, with
 one exception. The accepting side ends its answer with its stable horizon (see
 :mod:`distkv.cluster.stability`); a key it lacks whose version lies below that horizon
@@ -117,12 +121,15 @@ class Round:
         tied: List[List[Tuple[bytes, Entry]]] = []
         out = []
         for bucket, items in select(store.items(), sorted(self._buckets)).items():
-            ties = []
+            ties: List[Tuple[bytes, Entry]] = []
             for key, entry in items:
                 seen = theirs.get(key)
                 if seen is None and horizon is not None and store.drop_dead(key, horizon):
                     self.dropped += 1
-                elif seen is None or entry[-3:] > seen:
+                elif seen is None or entry[-3:] > seen or len(entry) == 6:
+                    # A counter goes whatever its version: the peer's may be
+                    # newer and still lack slots this one holds (a merge, not
+                    # last-writer-wins, settles them: distkv.store.counter).
                     out.append((key, entry))
                 elif entry[-3:] == seen:
                     ties.append((key, entry))

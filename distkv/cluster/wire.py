@@ -38,7 +38,10 @@ length, then a body whose first byte names its kind::
                          key-len:u32 key value
                          flags 1: a tombstone (no value); flags 2: the value
                          expires at ``expires`` (ms since the epoch), which
-                         follows the node id
+                         follows the node id; flags 4: a counter key, whose
+                         value is its whole encoded state (see
+                         :mod:`distkv.store.counter`; the frame's version
+                         must be the state's), merged, never replaced
     T seq:u64 count:u32 (ms:u64 counter:u32 flags:u8 node-len:u16 node [expires:u64]
                          key-len:u32 key value-len:u32 value)*
                          the writes of one transaction (see
@@ -125,10 +128,14 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, 
 
 from distkv.cluster import membership
 from distkv.cluster.membership import Member
+from distkv.store import counter as counters
 from distkv.store.digest import BUCKETS, DIGEST_BYTES
 from distkv.store.hlc import Version
-from distkv.store.store import Entry, expires_of, expiring_entry
+from distkv.store.store import Entry, counter_entry, expires_of, expiring_entry
 
+#: 4: counters (the W/T flag 4), and quorum reads (the R and r frames).
+#: Nodes of other versions refuse each other at the handshake, saying why,
+#: rather than drop frames they cannot read.
 PROTOCOL_VERSION = 4
 MAGIC = b"DISTKV-PEER "
 OK_WORD = b"DISTKV-PEER-OK"
@@ -156,7 +163,9 @@ _KEYVERSION = struct.Struct(">QIH")
 _TOMBSTONE = 1
 #: A write's flag: an expiry (ms since the epoch, u64) follows its node id.
 _EXPIRES = 2
-_WRITE_FLAGS = (0, _TOMBSTONE, _EXPIRES)
+#: A write's flag: a counter key; its value is the encoded counter state.
+_COUNTER = 4
+_WRITE_FLAGS = (0, _TOMBSTONE, _EXPIRES, _COUNTER)
 #: The largest sequence number (and clock reading) a frame may carry: what
 #: SQLite's integers, which keep them, can hold.
 MAX_SEQ = (1 << 63) - 1
@@ -184,11 +193,12 @@ def max_frame(max_request: int) -> int:
     """The largest frame body a node with this ``--max-request`` can emit.
 
     A write carries one key and value, and no request over ``max_request``
-    bytes is ever stored; a key list holds up to :data:`KEY_LIST_BYTES` of
+    bytes is ever stored (a counter's write, its slots besides: at most
+    :data:`~distkv.store.counter.STATE_BYTES`); a key list holds up to :data:`KEY_LIST_BYTES` of
     keys, or one key; a digest offer has a fixed size. Peers with the same
     options therefore accept every frame a node sends.
     """
-    return max(max_request, KEY_LIST_BYTES, 5 + DIGEST_BYTES) + FRAME_SLACK
+    return max(max_request + counters.STATE_BYTES, KEY_LIST_BYTES, 5 + DIGEST_BYTES) + FRAME_SLACK
 
 
 class WireError(Exception):
@@ -452,7 +462,9 @@ def parse_proof(line: bytes) -> bytes:
 
 
 def encode_write(seq: int, key: bytes, entry: Entry) -> bytes:
-    if len(entry) == 5:
+    if len(entry) != 4:
+        if len(entry) == 6:
+            return _encode_counter_write(seq, key, entry)
         return _encode_expiring_write(seq, key, entry)
     value, ms, counter, name = entry  # type: ignore[misc]
     node = _node_ascii.get(name)
@@ -481,6 +493,34 @@ def _encode_expiring_write(seq: int, key: bytes, entry: Entry) -> bytes:
     return b"".join((head, node, _SEQ.pack(expires), _KEYLEN.pack(len(key)), key, value))
 
 
+def _encode_counter_write(seq: int, key: bytes, entry: Entry) -> bytes:
+    state = counters.encode(entry[2])  # type: ignore[misc,arg-type]
+    node = entry[-1].encode("ascii")  # type: ignore[union-attr]
+    head = _WRITE_FRAME.pack(
+        _WRITE_FIXED + len(node) + len(key) + len(state),
+        b"W", seq, entry[-3], entry[-2], _COUNTER, len(node),
+    )
+    return b"".join((head, node, _KEYLEN.pack(len(key)), key, state))
+
+
+def _counter(raw: bytes, ms: int, counter: int, node: str) -> Entry:
+    """The counter entry whose encoded state is ``raw``, written at (ms, counter, node)."""
+    try:
+        state = counters.decode(raw, valid_node_id)
+    except counters.CounterError as e:
+        raise WireError(str(e)) from e
+    if state[counters.VERSION] != (ms, counter, node):
+        raise WireError("a counter's version is not its state's")
+    return counter_entry(state)
+
+
+def value_bytes(entry: Entry) -> int:
+    """The bytes ``entry``'s value takes in a write frame."""
+    if len(entry) == 6:
+        return len(counters.encode(entry[2]))  # type: ignore[misc,arg-type]
+    return len(entry[0] or b"")
+
+
 #: A transaction frame's head after its kind (seq, count), and each write's
 #: head (ms, counter, flags, node-id length).
 _TRANSACTION = struct.Struct(">QI")
@@ -494,7 +534,7 @@ TRANSACTION_FIXED = 1 + _TRANSACTION.size
 def transaction_size(writes: Sequence[Tuple[bytes, Entry]]) -> int:
     """The body size of the transaction frame that carries ``writes``."""
     return TRANSACTION_FIXED + sum([
-        TRANSACTION_WRITE_FIXED + len(entry[-1]) + len(key) + len(entry[0] or b"")  # type: ignore[arg-type]
+        TRANSACTION_WRITE_FIXED + len(entry[-1]) + len(key) + value_bytes(entry)  # type: ignore[arg-type]
         + (_SEQ.size if len(entry) == 5 else 0)
         for key, entry in writes
     ])
@@ -512,7 +552,10 @@ def _encode_entries(writes: Sequence[Tuple[bytes, Entry]], parts: List[bytes]) -
     for key, entry in writes:
         value, ms, counter, name = entry[0], entry[-3], entry[-2], entry[-1]
         node = name.encode("ascii")  # type: ignore[union-attr]
-        if len(entry) == 5:
+        if len(entry) == 6:
+            flags = _COUNTER
+            value = counters.encode(entry[2])  # type: ignore[misc,arg-type]
+        elif len(entry) == 5:
             flags = _EXPIRES
         else:
             flags = _TOMBSTONE if value is None else 0
@@ -645,6 +688,9 @@ def _decode_entries(body: bytes, offset: int, count: int,
         if len(value) != value_len or (tombstone and value_len):  # type: ignore[arg-type]
             raise WireError(f"malformed value in {what}")
         offset += value_len
+        if flags == _COUNTER:
+            writes.append((key, _counter(value, ms, counter, node)))  # type: ignore[arg-type]
+            continue
         writes.append((key, expiring_entry(None if tombstone else value, expires, ms, counter, node)))
     if offset != len(body):
         raise WireError(f"trailing bytes in {what}")
@@ -870,6 +916,8 @@ def decode_body(body: bytes) -> Frame:
             tombstone = flags == _TOMBSTONE
             if flags not in _WRITE_FLAGS or (tombstone and offset != len(body)):
                 raise WireError("malformed flags in write frame")
+            if flags == _COUNTER:
+                return Write(seq, key, _counter(body[offset:], ms, counter, node))
             value: Optional[bytes] = None if tombstone else body[offset:]
             return Write(seq, key, expiring_entry(value, expires, ms, counter, node))
         if kind == b"T":
@@ -953,6 +1001,10 @@ def iter_writes(buffer: bytes) -> Iterator[Tuple[int, bytes, Entry]]:
             key = buffer[at : at + key_len]
             if len(key) != key_len or at + key_len > stop:
                 raise WireError("truncated key in write frame")
+            if flags == _COUNTER:
+                yield seq, key, _counter(buffer[at + key_len : stop], ms, counter, node)
+                offset = stop
+                continue
             value: Optional[bytes] = None if flags & _TOMBSTONE else buffer[at + key_len : stop]
             yield seq, key, (value, ms, counter, node)
             offset = stop

@@ -83,9 +83,10 @@ from distkv.disk.dirlock import DirLock, LockedError
 from distkv.store.hlc import Version
 from distkv.store.store import ZERO, Entry
 
-#: 4: a write may carry an expiry (the ``W`` frame's flag 2); a format 3 file
-#: is read as it is and marked 4, so a DistKV without expiry refuses it.
-FORMAT = "4"
+#: 4: a write may carry an expiry (the ``W`` frame's flag 2); 5: a write may
+#: be a counter's state (flag 4). A format 3 or 4 file is read as it is and
+#: marked 5, so a DistKV without counters refuses it.
+FORMAT = "5"
 FILENAME = "distkv.sqlite3"
 
 #: What each ``--fsync`` policy sets SQLite's ``synchronous`` pragma to. In WAL
@@ -250,7 +251,7 @@ class Disk:
                 self._run("ALTER TABLE log ADD COLUMN clock_ms INTEGER NOT NULL DEFAULT 0")
                 self._run("ALTER TABLE log ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
                 self._set_meta(format=FORMAT)
-        elif found == "3":
+        elif found in ("3", "4"):
             with self._transaction():
                 self._set_meta(format=FORMAT)
         elif found != FORMAT:

@@ -28,7 +28,7 @@ import zlib
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from distkv.disk.journal import Batch
-from distkv.front import backupcmd, expirecmds, keycmds, levelcmds, replcmds, servercmds
+from distkv.front import backupcmd, countercmds, expirecmds, keycmds, levelcmds, replcmds, servercmds
 from distkv.front.access import OPEN, READ, WRITE, CommandTables
 from distkv.front.auth import Accounts, User
 from distkv.front.glob import Glob, compile_glob
@@ -165,7 +165,8 @@ class Dispatcher:
         #: (see HybridClock.hold).
         self.clock = store.clock
         self._status = status
-        self._durable = durable
+        #: The journal's batch for the writes just made (None: no data dir).
+        self.durable = self._durable = durable
         #: True while data commands must be refused with LOADING.
         self.loading = False
         #: The error every write gets while the node must not write (its
@@ -224,6 +225,7 @@ class Dispatcher:
         handlers.update(levelcmds.table(self.levels))
         for name, (handler, least, most, access) in handlers.items():
             self.add(name, checked(handler, least, most), least, most, access)
+        countercmds.register(self)
         #: MULTI, EXEC, DISCARD, WATCH, UNWATCH; ``max_transaction`` bounds
         #: what one transaction may queue (see :mod:`distkv.front.transactions`).
         self.transactions = Transactions(self, store, max_transaction)

@@ -236,10 +236,10 @@ class ExpiryCommands:
             if when <= self._now():
                 store.delete(key)
             else:
-                store.set(key, value, when)
+                store.expire(key, value, when)
             return self.dispatcher.after_commit(value)
         if flags & _PERSIST and store.expires(key):
-            store.set(key, value)
+            store.expire(key, value, 0)
             return self.dispatcher.after_commit(value)
         return value
 
@@ -305,7 +305,7 @@ class ExpiryCommands:
         else:
             value = current[0]
             assert value is not None
-            store.set(key, value, when)
+            store.expire(key, value, when)
         return self.dispatcher.after_commit(Integer(1))
 
     def _remaining(self, key: bytes) -> Optional[int]:
@@ -361,5 +361,5 @@ class ExpiryCommands:
             return Integer(0)
         value = current[0]
         assert value is not None
-        self.store.set(key, value)
+        self.store.expire(key, value, 0)
         return self.dispatcher.after_commit(Integer(1))

@@ -11,6 +11,7 @@ import itertools
 from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Tuple, Union
 
 from distkv.front.auth import OPEN_DEFAULT
+from distkv.store.counter import integer
 
 
 class Request(NamedTuple):
@@ -103,15 +104,7 @@ def strict_int(text: bytes) -> Optional[int]:
     ``-0``), that fits a signed 64-bit integer; None for anything else.
     Python's ``int`` alone would take ``+4``, `` 4``, ``04`` and ``0_4``,
     which Redis refuses."""
-    negative = text[:1] == b"-"
-    digits = text[1:] if negative else text
-    if (len(text) > 20 or not digits.isdigit() or not digits.isascii()
-            or (digits[0] == 48 and (negative or len(digits) > 1))):
-        return None
-    value = int(text)
-    if not -(1 << 63) <= value < 1 << 63:
-        return None
-    return value
+    return integer(text)  # the store reads a counter's value the same way
 
 
 def int32(text: bytes) -> Union[int, Error]:

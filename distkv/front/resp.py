@@ -789,6 +789,12 @@ class RespProtocol(ClientConnection):
                     out.append(b"$%d\r\n%s\r\n" % (size, outcome))  # type: ignore[str-bytes-safe]
                 if room >= 0:
                     continue
+            elif kind is Integer:  # encode()'s, inline: INCR's reply
+                if waiting:
+                    owed.then(b":%d\r\n" % outcome[0])  # type: ignore[index]
+                else:
+                    out.append(b":%d\r\n" % outcome[0])  # type: ignore[index]
+                continue
             elif kind is Pending:  # a write waiting for its commit
                 if out:
                     write(b"".join(out))

@@ -32,6 +32,7 @@ from distkv.front.replies import Session
 from distkv.node import Node
 from distkv.sim import checks
 from distkv.sim.clients import Client, acknowledged, exec_outcome, requests, transaction
+from distkv.sim.counting import Counting, key_of
 from distkv.sim.history import ACKED, FAILED, History, Op, Violation
 from distkv.sim.schedule import (
     NODE_OPTIONS,
@@ -42,6 +43,7 @@ from distkv.sim.schedule import (
     Flush,
     Forget,
     Heal,
+    Incr,
     Join,
     Leave,
     Partition,
@@ -67,6 +69,7 @@ class Runner:
         self.schedule = schedule
         self.options = dict(NODE_OPTIONS, **(options or {}))
         self.history = History()
+        self.counting = Counting()
         self.violations: List[Violation] = []
         self.root = tempfile.mkdtemp(prefix="distkv-sim-")
         self.session = Session("simulator")
@@ -170,6 +173,28 @@ class Runner:
             self._leave(step.node)
         elif isinstance(step, Flush):
             self._flush(step.node)
+        elif isinstance(step, Incr):
+            self._incr(index, step)
+
+    def _incr(self, index: int, step: Incr) -> None:
+        """INCRBY through the node's command layer, recorded with the slot
+        and total it made (a refused one changes nothing and is not)."""
+        assert self.cluster is not None
+        node = self.cluster.nodes.get(step.node)
+        if node is None:
+            return
+        key = key_of(step.key)
+        outcome = node.dispatcher.run([b"INCRBY", key, b"%d" % step.amount], self.session)
+        if outcome is LOADING or isinstance(outcome, Error):
+            return
+        self._served(index, step.node, b"INCRBY", key)
+        entry = node.store.entry(key)
+        assert entry is not None
+        increment = self.counting.record(index, key, entry)
+        if isinstance(outcome, Pending):
+            outcome.batch.when_done(increment.settle)
+        else:
+            increment.settle(None)
 
     def _flush(self, name: str) -> None:
         """FLUSHALL through ``name``, recorded once its floor rose: the floor is
@@ -367,6 +392,7 @@ class Runner:
                         ):
                             held[key] = op.version
         self.history.lost_unless_held(held)
+        self.counting.lost_unless_held(self.cluster.nodes)
         self.history.flush_lost_unless_held(
             max((node.store.flushed for node in self.cluster.nodes.values()), default=ZERO))
 
@@ -462,6 +488,9 @@ class Runner:
             node.store.reclaim_expired()
         snapshots = cluster.snapshots()
         self.violations.extend(checks.history_kept(self.history, snapshots))
+        floor = max((node.store.flushed for node in cluster.nodes.values()), default=ZERO)
+        for name, entries in snapshots.items():
+            self.violations.extend(self.counting.check(name, entries, floor))
         self.violations.extend(checks.converged(snapshots))
         grace = self.options["tombstone_grace"] + self.options["max_clock_skew"]
         cluster.net.advance_by(grace + 6 * self.options["heartbeat"] + 2, step=0.5)

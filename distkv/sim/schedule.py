@@ -8,7 +8,8 @@ connection (:mod:`distkv.sim.clients`); cut, stalled and duplicated deliveries; 
 of a data dir; crashes and restarts (memory only, from the node's own data dir,
 from an older copy of it, from an empty one; under the same or a fresh node
 id; with a new skew within ``max_clock_skew``); occasional ``FLUSHALL``s
-through a node; and membership changes: a new
+through a node; INCRBYs of a few counter keys through a node (see
+:mod:`distkv.sim.counting`); and membership changes: a new
 node joins given one member's address, a crashed member is forgotten for good
 (``CLUSTER FORGET`` on a running one), a member leaves (``LEAVE``). Restarts
 reuse a node's address, under its id or a fresh one. :func:`generate` draws every
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from distkv.front.replyqueue import OutputLimits
+from distkv.sim.counting import COUNTERS
 
 #: Node options: small limits, so that faults matter.
 NODE_OPTIONS: Dict[str, Any] = {
@@ -165,6 +167,15 @@ class Leave:
 
 
 @dataclass(frozen=True)
+class Incr:
+    """``INCRBY c<key> <amount>`` through ``node`` (nothing if it is down)."""
+
+    node: str
+    key: int
+    amount: int
+
+
+@dataclass(frozen=True)
 class Flush:
     """``FLUSHALL`` through ``node`` (nothing if it is down)."""
 
@@ -173,7 +184,7 @@ class Flush:
 
 Step = Union[
     Write, Delete, Read, Pipeline, Transaction, Partition, Heal, Cut, Stall, Crash, Restart,
-    Snapshot, Advance, Join, Forget, Leave, Flush,
+    Snapshot, Advance, Join, Forget, Leave, Flush, Incr,
 ]
 
 
@@ -216,7 +227,11 @@ def generate(seed: int, nodes: Optional[int] = None, steps: int = 40,
     changes = random.Random(seed ^ 0x5EED)
     # Flushes too: the other steps stay what they were.
     flushes = random.Random(seed ^ 0xF1054)
+    # And INCRBYs, a few at a time.
+    counting = random.Random(seed ^ 0xC0C0)
     for tag in range(rng.randint(steps // 2, steps)):
+        for _ in range(counting.choice((0, 0, 0, 1, 1, 2, 3))):
+            out.append(Incr(counting.choice(names), counting.randrange(COUNTERS), counting.randint(1, 5)))
         if flushes.random() < 0.04:
             out.append(Flush(flushes.choice(names)))
         if changes.random() < 0.05:

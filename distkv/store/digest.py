@@ -4,7 +4,9 @@ Keys fall into a fixed number of buckets by CRC-32. A bucket's digest is the
 XOR of one 64-bit hash per stored entry, taken over the key's CRC-32, its
 version and its value's CRC-32 (a tombstone's is a number no CRC-32 takes;
 for a value with an expiry, the hash of that CRC and the expiry, so replicas
-differing only in a key's expiry see it).
+differing only in a key's expiry see it; for a counter, the CRC-32 of its
+whole encoded state, since two replicas can hold one version of a counter
+with different slots: see :mod:`distkv.store.counter`).
 A version should name one write, but a node restarted with its clock behind
 (memory only, or from an older copy of its data dir) can stamp a version it
 already used, for another value; hashing the value as well lets two such
@@ -44,6 +46,7 @@ from binascii import crc32 as _crc32  # zlib's CRC-32; PyPy calls this one faste
 from hashlib import blake2b
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
+from distkv.store.counter import digest as crc32_of_counter
 from distkv.store.hlc import Stamped, Version
 
 BUCKETS = 1024
@@ -77,6 +80,8 @@ def _value_part(stamped: Stamped) -> int:
     expiry see their difference."""
     if len(stamped) < 4:
         return NO_VALUE
+    if len(stamped) == 6:  # a counter: its whole state, read or not
+        return crc32_of_counter(stamped[2])
     value = stamped[0]
     if value is None:
         return NO_VALUE

@@ -15,6 +15,14 @@ node of the cluster has received every write at or below it (see
 so a write for a key this replica does not hold is a leftover of a purged
 delete and is dropped rather than resurrected.
 
+A counter key (one that INCR and kin touched) merges by a join instead of
+last-writer-wins: each node keeps its own slot of increments, a SET or DEL
+is a last-writer-wins base that cancels the increments its node had seen,
+and the value is the base plus every increment no reset saw (see
+:mod:`distkv.store.counter` for the rule, and :meth:`Store.incr`). A plain
+entry meeting a counter is a base that saw nothing; a key never incremented
+pays nothing for it.
+
 A flush (FLUSHALL) is a versioned event too: the store's *flush floor*
 (:meth:`Store.raise_floor`). Every entry below it is dropped, and no write
 below it is ever stored again, whichever node made it and however late it
@@ -26,6 +34,8 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
+from distkv.store import counter as counters
+from distkv.store.counter import INT64_MAX, INT64_MIN, TOTAL_LIMIT, CounterState
 from distkv.store.digest import Digest
 from distkv.store.hlc import HybridClock, Version
 
@@ -50,8 +60,23 @@ _new_tuple = tuple.__new__
 #: because keys written with the same TTL then share one int object
 #: (:func:`expiring_entry`): the fifth field is all an expiry costs them. A
 #: key without one pays nothing for it; the version is always the last three
-#: fields (``entry[-3:]``). Read the expiry with :func:`expires_of`.
-Entry = Union[Tuple[Optional[bytes], int, int, str], Tuple[Optional[bytes], int, int, int, str]]
+#: fields (``entry[-3:]``).
+#:
+#: A counter key (see :mod:`distkv.store.counter`) holds a 6-tuple,
+#: ``(value, expires, state, ms, counter, node)``: ``state`` is its
+#: :data:`~distkv.store.counter.CounterState`, ``value`` what GET reads off
+#: it (None when it reads as missing: a tombstone, for counting and purging),
+#: ``expires`` its base's expiry, absolute (0: none), and the version its
+#: state's. So ``entry[0]`` is the readable value and ``entry[-3:]`` the
+#: version, whatever the kind; an entry longer than 4 may have an expiry,
+#: which :func:`expires_of` and :func:`expired` read (never ``entry[1]``
+#: itself); merging is by :func:`~distkv.store.counter.merge` once either
+#: side is a counter, by :func:`newer` otherwise.
+Entry = Union[
+    Tuple[Optional[bytes], int, int, str],
+    Tuple[Optional[bytes], int, int, int, str],
+    Tuple[Optional[bytes], int, CounterState, int, int, str],
+]
 
 
 #: The TTL int objects entries share (see :data:`Entry`), bounded.
@@ -90,7 +115,31 @@ def version_of(entry: Entry) -> Version:
 
 def expires_of(entry: Entry) -> int:
     """When ``entry``'s value stops being readable (ms since the epoch), or 0."""
-    return entry[1] + entry[-3] if len(entry) == 5 else 0  # type: ignore[misc,operator]
+    size = len(entry)
+    if size == 5:  # (value, ttl, ms, counter, node)
+        return entry[1] + entry[-3]  # type: ignore[misc,operator]
+    return entry[1] if size == 6 else 0  # type: ignore[misc]
+
+
+def counter_entry(state: CounterState) -> Entry:
+    """The entry of a counter key holding ``state``."""
+    version = state[counters.VERSION]
+    value = counters.value(state)
+    # A counter that reads as missing is a tombstone, which never expires.
+    expires = state[counters.EXPIRES] if value is not None else 0
+    return (value, expires, state, version[0], version[1], version[2])
+
+
+def counter_state(entry: Entry) -> CounterState:
+    """``entry`` as a counter state: its own, or for a plain value or
+    tombstone, a base that saw no increment."""
+    if len(entry) == 6:
+        return entry[2]  # type: ignore[misc,return-value]
+    return counters.make(entry[0], expires_of(entry), version_of(entry), {}, {})
+
+
+def _expiring(entry: Entry) -> bool:
+    return len(entry) == 5 or (len(entry) == 6 and entry[1] != 0)  # type: ignore[misc]
 
 
 def with_expiry(entry: Entry, expires: int) -> Entry:
@@ -100,11 +149,17 @@ def with_expiry(entry: Entry, expires: int) -> Entry:
 
 def expired(entry: Entry, now_ms: int) -> bool:
     """True when ``entry`` holds a value whose expiry is at or before ``now_ms``."""
-    return len(entry) == 5 and entry[1] + entry[-3] <= now_ms  # type: ignore[misc,operator]
+    size = len(entry)
+    if size == 5:
+        return entry[1] + entry[-3] <= now_ms  # type: ignore[misc,operator]
+    return size == 6 and 0 < entry[1] <= now_ms  # type: ignore[misc,operator]
 
 
 def as_tombstone(entry: Entry) -> Entry:
-    """The tombstone at ``entry``'s version: what an expired entry counts as."""
+    """The tombstone at ``entry``'s version: what an expired entry counts as
+    (for a counter, its state deleted with every slot seen)."""
+    if len(entry) == 6:
+        return counter_entry(counters.reclaimed(entry[2]))  # type: ignore[misc,arg-type]
     return (None, entry[-3], entry[-2], entry[-1])  # type: ignore[return-value]
 
 
@@ -119,6 +174,11 @@ GroupListener = Callable[[List[Tuple[int, bytes, Entry]]], None]
 
 #: Below every real version.
 ZERO = Version(0, 0, "")
+#: A key INCR creates: no base (it counts as 0), no slot yet.
+#: Redis's errors for INCR and kin.
+NOT_INTEGER = "ERR value is not an integer or out of range"
+OVERFLOW = "ERR increment or decrement would overflow"
+TOO_MANY_SLOTS = "ERR too many nodes (or restarts of them) have incremented this counter"
 
 
 def newer(candidate: Entry, current: Entry) -> bool:
@@ -153,6 +213,13 @@ class Store:
     def __init__(self, clock: HybridClock) -> None:
         self.clock = clock
         self._data: Dict[bytes, Entry] = {}
+        #: The counter slot this store opened for a key (see incr). A node
+        #: writes only slots it opened since it started: one of an earlier
+        #: run may be newer elsewhere than here (it came back from an older
+        #: copy of its data, or empty), and adding to what this node holds of
+        #: it would take the newer total back. An old slot keeps its newest
+        #: total wherever it is held, and a new one counts from zero.
+        self._own: Dict[bytes, counters.Slot] = {}
         self._live = 0
         self._listeners: List[Listener] = []
         self._purge_listeners: List[PurgeListener] = []
@@ -229,9 +296,21 @@ class Store:
         for listener in self._flush_listeners:
             listener(floor)
         data = self._data
-        gone = [(key, version_of(entry)) for key, entry in data.items() if entry[-3:] < floor]
+        gone = [
+            (key, version_of(entry)) for key, entry in data.items()
+            if entry[-3:] < floor or (len(entry) == 6 and counters.above(entry[2], floor) is None)  # type: ignore[misc,arg-type]
+        ]
         self._forget(gone)
         self.flush_dropped += len(gone)
+        for key, entry in list(data.items()):
+            if len(entry) == 6:  # a counter: its slots opened below the floor go
+                kept = counters.above(entry[2], floor)  # type: ignore[misc,arg-type]
+                if kept is not None and kept is not entry[2]:  # type: ignore[misc]
+                    new = counter_entry(kept)
+                    self._count(key, entry, new)
+                    self.digest.note(key, entry)
+                    data[key] = new
+                    self.changes += 1
         return True
 
     def restore_floor(self, floor: Version) -> None:
@@ -269,8 +348,8 @@ class Store:
         entry = self._data.get(key)
         if entry is None:
             return None
-        # expired() inlined here, in live(), apply() and load_many(): hot paths.
-        if len(entry) == 5 and entry[1] + entry[-3] <= self._wall():  # type: ignore[misc,operator]
+        # expired() called only for an entry that may expire: a hot path.
+        if len(entry) > 4 and expired(entry, self._wall()):
             self._reclaim(key, entry)
             return None
         return entry[0]
@@ -281,7 +360,7 @@ class Store:
         entry = self._data.get(key)
         if entry is None or entry[0] is None:
             return None
-        if len(entry) == 5 and entry[1] + entry[-3] <= self._wall():  # type: ignore[misc,operator]
+        if len(entry) > 4 and expired(entry, self._wall()):
             self._reclaim(key, entry)
             return None
         return entry
@@ -353,6 +432,8 @@ class Store:
         # value; the clock reads the version off the entry and makes the new one.
         data = self._data
         current = data.get(key)
+        if current is not None and len(current) == 6:
+            return self._reset_counter(key, value, expires, current)
         entry: Entry = self.clock.stamp(value, current)
         if expires:
             ms = entry[-3]
@@ -363,7 +444,7 @@ class Store:
         elif current[0] is None:
             self._tombstones.discard(key)
             self._live += 1
-        elif len(current) == 5:
+        elif len(current) == 5:  # (a 6-tuple, a counter, went to _reset_counter)
             self._with_expiry -= 1
         if key not in self._changed:  # once per key between digest reads
             self.digest.note(key, current)
@@ -374,6 +455,102 @@ class Store:
             listener(key, entry, seq)
         return entry
 
+    def expire(self, key: bytes, value: bytes, expires: int) -> Entry:
+        """Give the live ``value`` of ``key`` a new expiry (0: none): EXPIRE,
+        PERSIST, GETEX. For a plain key, :meth:`set` again; a counter keeps
+        its base and the increments it counts (see
+        :func:`~distkv.store.counter.with_expiry`)."""
+        current = self._data.get(key)
+        if current is None or len(current) != 6:
+            return self.set(key, value, expires)
+        state: CounterState = current[2]  # type: ignore[misc]
+        stamp = self.clock.stamp(None, current)
+        return self._put_counter(key, counters.with_expiry(state, expires, Version(*stamp[1:])), current)
+
+    def _reset_counter(self, key: bytes, value: Optional[bytes], expires: int,
+                       current: Entry) -> Entry:
+        """SET (or, for a None ``value``, DEL) over a counter: a new base that
+        saw every increment held here."""
+        state: CounterState = current[2]  # type: ignore[misc,assignment]
+        stamp = self.clock.stamp(None, current)
+        return self._put_counter(key, counters.reset(state, value, expires if value is not None else 0,
+                                                  Version(*stamp[1:])), current)
+
+    def _put_counter(self, key: bytes, state: CounterState, current: Optional[Entry]) -> Entry:
+        entry = counter_entry(state)
+        self.seq += 1
+        self._put(key, entry, current, self.seq)
+        return entry
+
+    def incr(self, key: bytes, amount: int) -> Union[int, str]:
+        """INCRBY: add ``amount`` to ``key``'s integer value in this node's
+        own slot; returns the new value, or Redis's error text (the value is
+        not an integer, or the sum would overflow 64 bits)."""
+        data = self._data
+        current = data.get(key)
+        # The hot path: a live counter with no expiry whose newest change was
+        # an INCR of this node's (_incr's steps for it, with incremented()'s
+        # and _put()'s inlined). A slot's total is not bounded here: taking
+        # it past TOTAL_LIMIT (2**126) takes 2**63 calls of INCRBY's largest.
+        if current is not None and len(current) == 6 and not current[1]:
+            state: CounterState = current[2]  # type: ignore[misc]
+            slot = state[8]  # the slot of its newest change, if an increment's
+            number = state[7]
+            # The very object _incr() stored in _own, once an INCR here made
+            # this state (after a merge, an equal slot takes _incr() once).
+            if slot is not None and number is not None and self._own.get(key) is slot:
+                result = number + amount
+                if -9223372036854775809 < result < 9223372036854775808 and current[0] is not None:
+                    stamp = self.clock.stamp(None, current)
+                    # The slot stays out of the shared dict: see counters.CounterState.
+                    entry: Entry = (b"%d" % result, 0, (  # type: ignore[assignment]
+                        state[0], 0, state[2], state[3], state[4], state[5] + amount, stamp[1:],
+                        result, slot, state[9] + amount), stamp[1], stamp[2], stamp[3])
+                    self.changes += 1
+                    if key not in self._changed:
+                        self.digest.note(key, current)
+                    data[key] = entry
+                    self.seq = seq = self.seq + 1
+                    for listener in self._listeners:
+                        listener(key, entry, seq)
+                    return result
+        return self._incr(key, amount, current)
+
+    def _incr(self, key: bytes, amount: int, current: Optional[Entry]) -> Union[int, str]:
+        data = self._data
+        if current is not None and len(current) > 4 and expired(current, self._wall()):
+            self._reclaim(key, current)
+            current = data[key]
+        if current is None:
+            state = counters.FRESH
+        elif len(current) == 6:
+            state = current[2]  # type: ignore[misc,assignment]
+        else:  # a plain value (or tombstone) becomes the base of a counter
+            state = counter_state(current)
+        number = state[counters.NUMBER] if current is None or current[0] is not None else 0
+        if number is None:
+            return NOT_INTEGER
+        if ((amount < 0 and number < 0 and amount < INT64_MIN - number)
+                or (amount > 0 and number > 0 and amount > INT64_MAX - number)):
+            return OVERFLOW
+        node = self.clock.node
+        stamp = self.clock.stamp(None, current)
+        ms, counter = stamp[1], stamp[2]
+        slot = self._own.get(key)
+        slots = counters.all_slots(state)
+        if slot is None or slot not in slots:  # a new slot (see _own)
+            if len(slots) >= counters.OPEN_SLOTS:
+                return TOO_MANY_SLOTS
+            slot = self._own[key] = (node, ms, counter)
+        elif abs(slots[slot][0] + amount) >= TOTAL_LIMIT:
+            return OVERFLOW
+        state = counters.incremented(state, slot, amount, ms, counter)
+        result = number + amount
+        entry = (b"%d" % result, state[counters.EXPIRES], state, ms, counter, node)
+        self.seq += 1
+        self._put(key, entry, current, self.seq)
+        return result
+
     def delete(self, key: bytes) -> bool:
         """Write a tombstone for ``key``; True when a live (unexpired) value was removed.
 
@@ -382,8 +559,11 @@ class Store:
         newer, must win over it.
         """
         current = self._data.get(key)
-        self.seq += 1
-        self._put(key, self.clock.stamp(None, current), current, self.seq)
+        if current is not None and len(current) == 6:
+            self._reset_counter(key, None, 0, current)
+        else:
+            self.seq += 1
+            self._put(key, self.clock.stamp(None, current), current, self.seq)
         if current is None or current[0] is None:
             return False
         return not expired(current, self._wall())
@@ -399,7 +579,7 @@ class Store:
         """
         if not self.clock.observe(entry):
             return False
-        if len(entry) == 5 and entry[1] + entry[-3] <= self._wall():  # type: ignore[misc,operator]
+        if len(entry) > 4 and expired(entry, self._wall()):
             # Expired by this node's clock: it counts as the tombstone at its
             # version (see _reclaim), so an expired value is never stored.
             entry = as_tombstone(entry)
@@ -412,10 +592,36 @@ class Store:
             if version_of(entry) < self.horizon:  # a purged delete's leftover
                 self.stale_dropped += 1
                 return False
-        elif not newer(entry, current):
+        if len(entry) == 6 or (current is not None and len(current) == 6):
+            merged = self._merged(entry, current)
+            if merged is None:
+                return False
+            entry = merged
+        elif current is not None and not newer(entry, current):
             return False
         self._put(key, entry, current, 0)
         return True
+
+    def _merged(self, entry: Entry, current: Optional[Entry]) -> Optional[Entry]:
+        """The entry a counter key holds once ``entry`` is merged into
+        ``current`` (either may be plain), or None when nothing changes."""
+        state = counter_state(entry)
+        if current is not None:
+            held = counter_state(current)
+            state = counters.merge(held, state)
+            if state == held and len(current) == 6:
+                return None
+        if self.flushed != ZERO:
+            above = counters.above(state, self.flushed)
+            if above is None:
+                return None
+            state = above
+        merged = counter_entry(state)
+        if expired(merged, self._wall()):
+            merged = as_tombstone(merged)
+        if current is not None and merged == current:
+            return None
+        return merged
 
     def load(self, key: bytes, entry: Entry, seq: int = 0) -> None:
         """Put back an entry read from disk, telling no listener (one below
@@ -423,7 +629,13 @@ class Store:
         current = self._data.get(key)
         if expired(entry, self._wall()):
             entry = as_tombstone(entry)  # expired while the node was down
-        if entry[-3:] < self.flushed:
+        if len(entry) == 6 or (current is not None and len(current) == 6):
+            merged = self._merged(entry, current)
+            if merged is not None:
+                self._count(key, current, merged)
+                self.digest.note(key, current)
+                self._data[key] = merged
+        elif entry[-3:] < self.flushed:
             pass
         elif current is None or newer(entry, current):
             self._count(key, current, entry)
@@ -454,11 +666,16 @@ class Store:
             count += 1
             if seq > high:
                 high = seq
-            if len(entry) == 5 and entry[1] + entry[-3] <= wall:  # type: ignore[misc,operator]
+            current = get(key)
+            if len(entry) == 6 or (current is not None and len(current) == 6):
+                self._live = live  # a counter merges: load()'s way
+                self.load(key, entry)
+                live = self._live
+                continue
+            if len(entry) == 5 and expired(entry, wall):
                 entry = as_tombstone(entry)  # expired while the node was down
             if floored and entry[-3:] < floor:
                 continue
-            current = get(key)
             if current is None:
                 if key not in changed:
                     changed[key] = None  # Digest.note(key, None), without its fold
@@ -528,20 +745,22 @@ class Store:
 
     def _drop(self, key: bytes) -> None:
         entry = self._data[key]
+        if len(entry) == 6:
+            self._own.pop(key, None)
         self.digest.note(key, entry)
         del self._data[key]
         if entry[0] is None:
             self._tombstones.discard(key)
         else:
             self._live -= 1
-            self._with_expiry -= len(entry) == 5
+            self._with_expiry -= _expiring(entry)
 
     def _put(self, key: bytes, entry: Entry, current: Optional[Entry], seq: int) -> None:
         # The hot path of every write: _count() inlined.
         self.changes += 1
-        if len(entry) == 5:
+        if len(entry) > 4 and _expiring(entry):
             self._with_expiry += 1
-        if current is not None and len(current) == 5:
+        if current is not None and len(current) > 4 and _expiring(current):
             self._with_expiry -= 1
         if current is None:
             if entry[0] is None:
@@ -564,7 +783,7 @@ class Store:
 
     def _count(self, key: bytes, current: Optional[Entry], entry: Entry) -> None:
         was_live = current is not None and current[0] is not None
-        self._with_expiry += (len(entry) == 5) - (current is not None and len(current) == 5)
+        self._with_expiry += _expiring(entry) - (current is not None and _expiring(current))
         if entry[0] is None:
             self._tombstones.add(key)
         elif not was_live:

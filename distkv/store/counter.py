@@ -1,0 +1,350 @@
+"""Counters that add up across nodes: the state a counter key holds, and its merge.
+
+A key that was ever INCRed (or DECRed...) holds a :data:`CounterState`
+instead of plain bytes, made of three parts, each merged on its own:
+
+* the *base*: the value the last SET wrote (``None`` after a DEL, or for a
+  counter INCR created; it counts as 0), with its expiry and version, kept
+  by last-writer-wins like a plain value;
+* the *slots*: each node's own contributions, ``slot -> (total, ms,
+  counter)``. A slot is named by its node and the version of its first
+  increment (``(node, ms, counter)``), and only that node ever writes it, so
+  its states are ordered by version and replicas keep the newest one;
+* the *observed* slot states: for each slot, the newest state of it that
+  any SET, DEL or expiry saw (merged the same way, newest wins).
+
+The value is the base plus, for each slot, its total less its observed total
+(0 when no reset saw it); a ``None`` base with no slot changed since it was
+observed reads as a missing key. So a SET or DEL cancels exactly the
+increments it saw (and they stay cancelled, even if a concurrent SET that
+did not see them wins the base), increments no reset saw always count, and
+each part is a join (last-writer-wins, per-slot newest, per-slot newest),
+which makes the merge commutative, associative and idempotent: replicas
+converge whatever the order or duplication of delivery. A base that is not
+an integer reads as itself whatever increments no reset saw (the SET wins).
+A plain value or tombstone meeting a counter is a base that saw nothing.
+
+A node writes only slots it opened since it started, and opens one the first
+time it increments the key (again if a flush dropped it): a slot's totals
+never restart, so an old state of the key still held elsewhere is never
+mistaken for a newer one, and a node restarted from an older copy of its
+data (or none) never builds on an old total of its own. The entry's version
+is the newest of every part, so horizons, purges and WAIT work as for plain
+keys; the digest hashes the whole encoded state, since two replicas can hold
+one version with different parts. A flush at floor ``f`` drops the base if
+older than ``f`` and every slot opened below ``f`` (its increments go with
+it, even ones racing the flush): no increment older than the flush survives.
+"""
+
+from __future__ import annotations
+
+import struct
+from binascii import crc32
+from typing import Callable, Dict, Final, Optional, Tuple
+
+from distkv.store.hlc import Version
+
+#: A slot: the node that writes it and the version (ms, counter) of its first increment.
+Slot = Tuple[str, int, int]
+#: A slot's state: its total and the version (ms, counter) of its last change.
+SlotState = Tuple[int, int, int]
+
+ZERO = Version(0, 0, "")
+_new_tuple = tuple.__new__
+#: Slot totals stay within +-2**126 (an INCR that would take one further is
+#: refused as an overflow), so each travels in at most 16 bytes.
+TOTAL_LIMIT = 1 << 126
+#: At most this many slots (and as many observed) in one state on the wire;
+#: INCR opens no slot past half of it (:data:`OPEN_SLOTS`), so that the
+#: slots several nodes open at once still fit.
+MAX_SLOTS = 1024
+OPEN_SLOTS = MAX_SLOTS // 2
+#: The most bytes a state's slots and observed slots take encoded (node ids
+#: of 64 bytes, totals of 16), beyond its base's value: what a counter's
+#: write frame may carry besides a plain write's key and value.
+STATE_BYTES = 2 * MAX_SLOTS * (2 + 8 + 4 + 8 + 4 + 1 + 64 + 16) + 64
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+
+_BASE = struct.Struct(">BQQIH")
+_SLOT = struct.Struct(">HQIQIb")
+_COUNT = struct.Struct(">H")
+
+
+class CounterError(ValueError):
+    """A counter state that cannot be decoded."""
+
+
+def _newest(a: Dict[Slot, SlotState], b: Dict[Slot, SlotState]) -> Dict[Slot, SlotState]:
+    if not a:
+        return b
+    if not b or a is b:
+        return a
+    merged = dict(a)
+    for slot, state in b.items():
+        mine = merged.get(slot)
+        if mine is None or (state[1], state[2], state[0]) > (mine[1], mine[2], mine[0]):
+            merged[slot] = state
+    return merged
+
+
+def integer(value: Optional[bytes]) -> Optional[int]:
+    """``value`` read as Redis reads a stored integer (``string2ll``), or None."""
+    if value is None:
+        return 0
+    negative = value[:1] == b"-"
+    digits = value[1:] if negative else value
+    if (len(value) > 20 or not digits.isdigit() or not digits.isascii()
+            or (digits[0] == 48 and (negative or len(digits) > 1))):
+        return None
+    number = int(value)
+    return number if INT64_MIN <= number <= INT64_MAX else None
+
+
+#: A counter's state, a plain tuple (INCR makes one per call, and any class
+#: costs several times as much to build). Its fields, by the indexes below:
+#: the base, its expiry and version, the slots, the observed slot states;
+#: then what is read off those once: what the slots add to the base, the
+#: newest version of any part, the value as an integer for INCR (None when
+#: it is not one), and the slot whose last change is that newest version
+#: (None when the newest change was not an increment) with its total. That
+#: slot is kept out of the ``SLOTS`` dict (its state is its total and the
+#: state's version), so INCR in its own slot builds one tuple and shares the
+#: dict; :func:`all_slots` gives every slot. Every field follows from the
+#: logical state, so two equal states are equal tuples.
+CounterState = Tuple[Optional[bytes], int, Version, Dict[Slot, SlotState], Dict[Slot, SlotState],
+                     int, Version, Optional[int], Optional[Slot], int]
+BASE: Final = 0
+EXPIRES: Final = 1
+BASE_VERSION: Final = 2
+SLOTS: Final = 3
+OBSERVED: Final = 4
+DELTA: Final = 5
+VERSION: Final = 6
+NUMBER: Final = 7
+LAST: Final = 8
+LAST_TOTAL: Final = 9
+
+
+def make(base: Optional[bytes], expires: int, base_version: Version,
+         slots: Dict[Slot, SlotState], observed: Dict[Slot, SlotState]) -> CounterState:
+    """The state of these parts (``slots``: every slot), with what is read off them."""
+    delta = sum([total - observed[slot][0] if slot in observed else total
+                 for slot, (total, _, _) in slots.items()])
+    newest: Tuple[int, int, str] = base_version
+    last: Optional[Slot] = None
+    for parts in (observed, slots):  # slots last: a tie goes to the slot
+        for slot, (_, ms, counter) in parts.items():
+            if (ms, counter, slot[0]) >= newest:
+                newest = (ms, counter, slot[0])
+                last = slot if parts is slots else None
+    last_total = 0
+    if last is not None:
+        if slots[last][1:] != newest[:2]:
+            last = None
+        else:
+            last_total = slots[last][0]
+            slots = {slot: part for slot, part in slots.items() if slot != last}
+    number = integer(base)
+    if number is not None:
+        number += delta
+        if not INT64_MIN <= number <= INT64_MAX:
+            number = None
+    return (base, expires, base_version, slots, observed, delta, _new_tuple(Version, newest), number,
+            last, last_total)
+
+
+def all_slots(state: CounterState) -> Dict[Slot, SlotState]:
+    """Every slot of ``state`` (a new dict when one is kept aside)."""
+    last = state[LAST]
+    if last is None:
+        return state[SLOTS]
+    slots = state[SLOTS].copy()
+    version = state[VERSION]
+    slots[last] = (state[LAST_TOTAL], version[0], version[1])
+    return slots
+
+
+FRESH = make(None, 0, ZERO, {}, {})
+
+
+def moved(state: CounterState) -> bool:
+    """True when some slot changed since the last reset that saw it."""
+    observed = state[OBSERVED]
+    for slot, (_, ms, counter) in all_slots(state).items():
+        seen = observed.get(slot)
+        if seen is None or (seen[1], seen[2]) != (ms, counter):
+            return True
+    return False
+
+
+def value(state: CounterState) -> Optional[bytes]:
+    """What GET reads: the base plus the increments no reset saw; None when
+    the key reads as missing."""
+    base = state[BASE]
+    if base is None:
+        return b"%d" % state[DELTA] if moved(state) else None
+    number = integer(base)
+    if number is None or not state[DELTA]:
+        return base  # not an integer: the SET wins
+    return b"%d" % (number + state[DELTA])
+
+
+def _base_rank(state: CounterState) -> Tuple[Version, bool, bytes, int]:
+    # Versions decide; a tie (a node restarted with its clock behind, or a
+    # value and its own expiry's reclaim) goes to the deleted base, then by
+    # value and expiry, the same on every replica.
+    return (state[BASE_VERSION], state[BASE] is None, state[BASE] or b"", state[EXPIRES])
+
+
+def merge(one: CounterState, other: CounterState) -> CounterState:
+    """The join of two states (see the module docstring)."""
+    if one is other:
+        return one
+    top = one if _base_rank(one) >= _base_rank(other) else other
+    return make(top[BASE], top[EXPIRES], top[BASE_VERSION],
+                _newest(all_slots(one), all_slots(other)), _newest(one[OBSERVED], other[OBSERVED]))
+
+
+def incremented(state: CounterState, slot: Slot, amount: int, ms: int, counter: int) -> CounterState:
+    """``state`` with ``amount`` added to ``slot`` at version (ms, counter),
+    newer than every part of it, built from its cached sums."""
+    if state[LAST] == slot:  # the dict is shared: the slot is kept aside
+        slots = state[SLOTS]
+        total = state[LAST_TOTAL]
+    else:  # the slot kept aside (if any) goes back in, this one comes out
+        slots = all_slots(state)
+        if slots is state[SLOTS]:
+            slots = slots.copy()
+        old = slots.pop(slot, None)
+        total = 0 if old is None else old[0]
+    number = state[NUMBER]
+    if number is not None:
+        number += amount
+        if not INT64_MIN <= number <= INT64_MAX:
+            number = None
+    return (state[BASE], state[EXPIRES], state[BASE_VERSION], slots, state[OBSERVED],
+            state[DELTA] + amount, _new_tuple(Version, (ms, counter, slot[0])), number, slot,
+            total + amount)
+
+
+def reset(state: CounterState, base: Optional[bytes], expires: int, version: Version) -> CounterState:
+    """A SET (``base``) or DEL (None) written at ``version`` that saw
+    ``state``: every slot it holds counts as observed."""
+    slots = all_slots(state)
+    return make(base, expires, version, slots, _newest(state[OBSERVED], slots))
+
+
+def with_expiry(state: CounterState, expires: int, version: Version) -> CounterState:
+    """EXPIRE or PERSIST at ``version``: the same base and observed slots, so
+    no increment is cancelled."""
+    return make(state[BASE], expires, version, all_slots(state), state[OBSERVED])
+
+
+def reclaimed(state: CounterState) -> CounterState:
+    """What an expired counter becomes on a node whose clock passed its
+    expiry (not replicated): deleted at its own version, every slot seen."""
+    slots = all_slots(state)
+    return make(None, 0, state[VERSION], slots, _newest(state[OBSERVED], slots))
+
+
+def above(state: CounterState, floor: Version) -> Optional[CounterState]:
+    """What a flush at ``floor`` leaves: the base if not older, the slots
+    opened at or above it; None when nothing is left."""
+    if state[VERSION] < floor:
+        return None
+
+    def kept(parts: Dict[Slot, SlotState]) -> Dict[Slot, SlotState]:
+        return {s: v for s, v in parts.items() if (s[1], s[2], s[0]) >= floor}
+
+    keep_base = state[BASE_VERSION] >= floor
+    every = all_slots(state)
+    slots, observed = kept(every), kept(state[OBSERVED])
+    if keep_base and len(slots) == len(every) and len(observed) == len(state[OBSERVED]):
+        return state
+    if not keep_base and not slots and not observed:
+        return None
+    if keep_base:
+        return make(state[BASE], state[EXPIRES], state[BASE_VERSION], slots, observed)
+    return make(None, 0, ZERO, slots, observed)
+
+
+def digest(state: CounterState) -> int:
+    """A CRC-32 of the whole encoded state (what the digest hashes)."""
+    return crc32(encode(state))
+
+
+def encode(state: CounterState) -> bytes:
+    """The state as bytes (a ``W`` frame's value with the counter flag)."""
+    base, expires, version = state[BASE], state[EXPIRES], state[BASE_VERSION]
+    node = version[2].encode("ascii")
+    parts = [_BASE.pack(base is not None, expires, version[0], version[1], len(node)), node]
+    if base is not None:
+        parts.append(struct.pack(">I", len(base)))
+        parts.append(base)
+    for group in (all_slots(state), state[OBSERVED]):
+        parts.append(_COUNT.pack(len(group)))
+        for (name, dot_ms, dot_counter), (total, ms, counter) in sorted(group.items()):
+            raw = name.encode("ascii")
+            size = (total.bit_length() + 8) // 8
+            parts.append(_SLOT.pack(len(raw), dot_ms, dot_counter, ms, counter, size))
+            parts.append(raw)
+            parts.append(total.to_bytes(size, "big", signed=True))
+    return b"".join(parts)
+
+
+def decode(raw: bytes, valid_node: Callable[[str], bool]) -> CounterState:
+    """The state encoded in ``raw``; raises :class:`CounterError` on anything
+    malformed (a node id ``valid_node`` refuses, a total out of range, too
+    many slots, trailing bytes). Linear in ``len(raw)``."""
+    try:
+        has_base, expires, ms, counter, node_len = _BASE.unpack_from(raw, 0)
+        offset = _BASE.size
+        node = _name(raw[offset : offset + node_len], node_len, valid_node, empty=True)
+        offset += node_len
+        base: Optional[bytes] = None
+        if has_base not in (0, 1):
+            raise CounterError("bad base flag")
+        if has_base:
+            (length,) = struct.unpack_from(">I", raw, offset)
+            offset += 4
+            base = raw[offset : offset + length]
+            if len(base) != length:
+                raise CounterError("truncated base")
+            offset += length
+        groups = []
+        for _ in range(2):
+            (count,) = _COUNT.unpack_from(raw, offset)
+            offset += _COUNT.size
+            if count > MAX_SLOTS:
+                raise CounterError("too many slots")
+            group: Dict[Slot, SlotState] = {}
+            for _ in range(count):
+                name_len, dot_ms, dot_counter, s_ms, s_counter, size = _SLOT.unpack_from(raw, offset)
+                offset += _SLOT.size
+                name = _name(raw[offset : offset + name_len], name_len, valid_node)
+                offset += name_len
+                if not 0 < size <= 16 or offset + size > len(raw):
+                    raise CounterError("bad total")
+                total = int.from_bytes(raw[offset : offset + size], "big", signed=True)
+                offset += size
+                if abs(total) >= TOTAL_LIMIT or (s_ms, s_counter) < (dot_ms, dot_counter):
+                    raise CounterError("total or version out of range")
+                group[(name, dot_ms, dot_counter)] = (total, s_ms, s_counter)
+            groups.append(group)
+        if offset != len(raw):
+            raise CounterError("trailing bytes")
+    except (struct.error, UnicodeDecodeError) as e:
+        raise CounterError(f"malformed counter: {e}") from e
+    if not node and (ms or counter or base is not None or expires):
+        raise CounterError("malformed base")
+    return make(base, expires, Version(ms, counter, node), groups[0], groups[1])
+
+
+def _name(raw: bytes, length: int, valid_node: Callable[[str], bool], empty: bool = False) -> str:
+    if len(raw) != length:
+        raise CounterError("truncated node id")
+    name = raw.decode("ascii")
+    if not (empty and not name) and not valid_node(name):
+        raise CounterError(f"malformed node id {raw[:80]!r}")
+    return name
