@@ -762,16 +762,37 @@ class RespProtocol(ClientConnection):
         out: List[bytes] = []
         room = self._soft - owed.held
         remaining = iter(requests)
+        # With metrics on: requests counted by name, one read in some timed
+        # (see distkv.front.cmdstats); otherwise two tests of None each.
+        tally = dispatcher.tally
+        calls = samples = None
+        if tally is not None:
+            calls = tally.calls
+            samples = tally.sample()
         for request in remaining:
             # Dispatcher.run's lookup, done here: one Python call fewer per
             # request. The session's table is read again each time: MULTI
             # swaps it for the queueing one, EXEC and DISCARD swap it back.
             commands = session.commands
+            name = request[0]
             try:
-                command = commands[request[0]]
+                command = commands[name]
             except KeyError:
-                command = dispatcher.command(request[0], commands)
-            outcome = command(request, session)
+                command = dispatcher.command(name, commands)
+                if tally is not None:
+                    name = tally.name(name)
+            if calls is not None:
+                try:
+                    calls[name] += 1
+                except KeyError:
+                    name = tally.name(name)  # type: ignore[union-attr]
+                    calls[name] += 1
+            if samples is None:
+                outcome = command(request, session)
+            else:
+                began = tally.timer()  # type: ignore[union-attr]
+                outcome = command(request, session)
+                samples.append((name, tally.timer() - began))  # type: ignore[union-attr]
             if outcome is OK:  # most writes on a node without a data dir
                 if waiting:
                     owed.then(_OK)
@@ -797,6 +818,8 @@ class RespProtocol(ClientConnection):
                 continue
             else:
                 close = False
+                if kind is Error and tally is not None:
+                    tally.failure(name)
                 if kind is Array or kind is Map:
                     pieces: List[bytes] = []
                     size = _pieces(outcome, pieces, session.protocol == 3)  # type: ignore[arg-type]
@@ -832,8 +855,12 @@ class RespProtocol(ClientConnection):
                 self._held = list(remaining)
                 self._slow = True
                 dispatcher.stats.commands_processed -= len(self._held)
+                if samples:
+                    tally.timed(samples)  # type: ignore[union-attr]
                 return
             room = self._soft - owed.held
+        if samples:
+            tally.timed(samples)  # type: ignore[union-attr]
         if out:
             write(b"".join(out))
         if self._closing:
