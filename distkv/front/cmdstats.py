@@ -4,12 +4,13 @@ With metrics on (see :mod:`distkv.ops.service`), the dispatcher holds a
 :class:`CommandStats` and the front ends count each request they run by its
 command's upper-case name (a name that is no command counts as ``UNKNOWN``,
 so what clients send cannot grow the table), and each error reply. That is
-one dictionary addition per request, cheap enough for pipelined traffic.
-Timing every request would cost several times that, so latency is sampled:
-one read in :data:`EVERY` (every request of it, each timed around its
-command's run, as Redis times ``call()``), and the histograms count those
-sampled requests only. A write's wait for its commit is not in it: that is
-the journal's commit latency.
+a comparison per request (RESP counts a run of requests of one command at
+once), cheap enough for pipelined traffic. Timing every request would cost
+several times that, so latency is sampled: a read at most every
+:data:`SPACING` seconds has each of its requests timed around its command's
+run (as Redis times ``call()``), and the histograms count those sampled
+requests only (every request, while requests come more slowly). A write's
+wait for its commit is not in it: that is the journal's commit latency.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from distkv.ops.latency import Latency
 
-#: One read in this many has its requests timed.
-EVERY = 16
+#: At most one read in this many seconds has its requests timed.
+SPACING = 0.01
 UNKNOWN = b"UNKNOWN"
 
 #: (command name, seconds its run took), per timed request of a read.
@@ -30,9 +31,9 @@ Samples = List[Tuple[bytes, float]]
 class CommandStats:
     """Requests run and errors replied, by command name; sampled latencies."""
 
-    __slots__ = ("calls", "failed", "latency", "timer", "every", "_countdown", "_known")
+    __slots__ = ("calls", "failed", "latency", "timer", "spacing", "_next", "_known")
 
-    def __init__(self, names: Iterable[bytes], every: int = EVERY,
+    def __init__(self, names: Iterable[bytes], spacing: float = SPACING,
                  timer: Callable[[], float] = perf_counter) -> None:
         self._known = frozenset(names)
         #: Requests run, by name; every command starts at 0, so that the
@@ -42,8 +43,8 @@ class CommandStats:
         self.failed: Dict[bytes, int] = {}
         self.latency: Dict[bytes, Latency] = {}
         self.timer = timer
-        self.every = every
-        self._countdown = every
+        self.spacing = spacing
+        self._next = 0.0
 
     def name(self, sent: bytes) -> bytes:
         """The name a request is counted under: its command's, or UNKNOWN."""
@@ -51,12 +52,27 @@ class CommandStats:
         return upper if upper in self._known else UNKNOWN
 
     def sample(self) -> Optional[Samples]:
-        """Per read: a list to time its requests into, one read in ``every``; else None."""
-        self._countdown -= 1
-        if self._countdown > 0:
+        """Per read: a list to time its requests into, if ``spacing`` seconds
+        passed since the last read timed; else None."""
+        now = self.timer()
+        if now < self._next:
             return None
-        self._countdown = self.every
+        self._next = now + self.spacing
         return []
+
+    def count(self, name: bytes, run: int) -> None:
+        """``run`` requests of the command ``name`` were run."""
+        try:
+            self.calls[name] += run
+        except KeyError:  # a name in a table made after this tally
+            self.calls[self.name(name)] += run
+
+    def ran(self, name: bytes, run: int, samples: Optional[Samples]) -> None:
+        """The end of a read: its last run of requests, and its timings."""
+        if run:
+            self.count(name, run)
+        if samples:
+            self.timed(samples)
 
     def failure(self, name: bytes) -> None:
         self.failed[name] = self.failed.get(name, 0) + 1

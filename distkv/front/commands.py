@@ -259,13 +259,12 @@ class Dispatcher:
         if tally is None:
             return self.run((request.name, *request.args), session or _INTERNAL)
         name = tally.name(request.name)
-        tally.calls[name] += 1
         samples = tally.sample()
         began = tally.timer() if samples is not None else 0.0
         outcome = self.run((request.name, *request.args), session or _INTERNAL)
         if samples is not None:
             samples.append((name, tally.timer() - began))
-            tally.timed(samples)
+        tally.ran(name, 1, samples)
         if type(outcome) is Error:
             tally.failure(name)
         return outcome

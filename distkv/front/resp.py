@@ -762,12 +762,14 @@ class RespProtocol(ClientConnection):
         out: List[bytes] = []
         room = self._soft - owed.held
         remaining = iter(requests)
-        # With metrics on: requests counted by name, one read in some timed
-        # (see distkv.front.cmdstats); otherwise two tests of None each.
+        # With metrics on: requests counted by name, a run of one command at
+        # a time (see distkv.front.cmdstats); otherwise a test of None each.
         tally = dispatcher.tally
-        calls = samples = None
+        samples = None
+        last: Any = None
+        last_name = b""
+        run = 0
         if tally is not None:
-            calls = tally.calls
             samples = tally.sample()
         for request in remaining:
             # Dispatcher.run's lookup, done here: one Python call fewer per
@@ -781,12 +783,13 @@ class RespProtocol(ClientConnection):
                 command = dispatcher.command(name, commands)
                 if tally is not None:
                     name = tally.name(name)
-            if calls is not None:
-                try:
-                    calls[name] += 1
-                except KeyError:
-                    name = tally.name(name)  # type: ignore[union-attr]
-                    calls[name] += 1
+            if tally is not None:
+                if command is last:
+                    run += 1
+                else:
+                    if run:
+                        tally.count(last_name, run)
+                    last, last_name, run = command, name, 1
             if samples is None:
                 outcome = command(request, session)
             else:
@@ -855,12 +858,12 @@ class RespProtocol(ClientConnection):
                 self._held = list(remaining)
                 self._slow = True
                 dispatcher.stats.commands_processed -= len(self._held)
-                if samples:
-                    tally.timed(samples)  # type: ignore[union-attr]
+                if tally is not None:
+                    tally.ran(last_name, run, samples)
                 return
             room = self._soft - owed.held
-        if samples:
-            tally.timed(samples)  # type: ignore[union-attr]
+        if tally is not None:
+            tally.ran(last_name, run, samples)
         if out:
             write(b"".join(out))
         if self._closing:

@@ -89,7 +89,7 @@ class NodeCollector(Collector):
                 commands.add_metric([text, "error"], errors)
         latency = HistogramMetricFamily(
             "distkv_command_duration_seconds",
-            "Time a command takes to run, sampled: every request of one read in 16.",
+            "Time a command takes to run, sampled: the requests of at most one read every 10 ms.",
             labels=["command"])
         for name, histogram in sorted(tally.latency.items()):
             _histogram(latency, [name.decode("ascii", "replace").lower()], histogram)
