@@ -35,7 +35,8 @@ border-bottom:1px solid #ddd} th{background:#eee} td.n{text-align:right;font-var
 tabular-nums} .up{color:#187a2f} .down{color:#b3261e;font-weight:bold} .none{color:#888}
 .card{display:inline-block;background:#fff;border:1px solid #ddd;padding:.5em .8em;
 margin:0 .6em .8em 0;vertical-align:top} .card b{display:block;font-size:1.4em}
-svg polyline{fill:none;stroke:#1f5fbf;stroke-width:1.5}
+svg polyline{fill:none;stroke:#1f5fbf;stroke-width:1.5} svg{vertical-align:middle}
+small{color:#666;margin-left:.4em}
 """
 
 
@@ -84,9 +85,10 @@ def render(node: Node, history: History) -> bytes:
         _card("state", state),
         _card("keys", str(len(node.store))),
         _card("clients", str(stats.connected_clients)),
-        _card("ops/s", f"{rate:.0f}"),
+        _card(f"ops/s (last {history.interval:g}s)", f"{rate:.0f}"),
         f'<div class="card">ops/s, last {len(history.ops) * history.interval:g}s'
-        f"{sparkline(list(history.ops))}</div>",
+        f"{sparkline(list(history.ops))}"
+        f"<small>max {max(history.ops, default=0.0):.0f}/s</small></div>",
         "<h2>Members</h2>",
         '<table id="members"><thead><tr><th>id</th><th>address</th><th>state</th>'
         "<th>link out</th><th>link in</th><th>last heard</th><th>outbox</th>"
@@ -95,13 +97,15 @@ def render(node: Node, history: History) -> bytes:
     for fact in report.member_facts(node):
         heard = "-" if fact.heard_ago is None else f"{fact.heard_ago:.1f}s ago"
         name = escape(fact.id) + (" (this node)" if fact.myself else "")
+        lags = list(history.lag.get(fact.id, ()))
         parts.append(
             f'<tr class="member" data-id="{escape(fact.id)}"><td>{name}</td>'
             f"<td>{escape(fact.addr)}</td><td>{escape(fact.state)}</td>"
             f"<td>{_link(fact.link_out)}</td><td>{_link(fact.link_in)}</td>"
             f'<td class="n">{heard}</td><td class="n">{fact.outbox_writes}</td>'
             f'<td class="n">{fact.lag_ms / 1000:.3f}s</td>'
-            f"<td>{sparkline(list(history.lag.get(fact.id, ())), 160, 24)}</td></tr>")
+            f"<td>{sparkline(lags, 160, 24)} <small>max {max(lags, default=0.0):.3f}s</small>"
+            "</td></tr>")
     parts.append("</tbody></table></body></html>")
     return "\n".join(parts).encode("utf-8")
 
