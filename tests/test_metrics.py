@@ -45,14 +45,6 @@ def value(samples: Dict[str, List[Sample]], family: str, sample: str = "",
     return found[0]
 
 
-class FakeTimer:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class CommandCountTests(SynchronousTestCase):
     def node(self) -> Node:
         node = Node(Clock(), "n1")
@@ -122,21 +114,41 @@ class CommandCountTests(SynchronousTestCase):
         self.assertNotIn("distkv_commands", scrape(node))
 
     def test_latency_is_sampled_at_most_one_read_per_spacing(self) -> None:
-        """With a fake timer: a read's requests are timed when the spacing has
-        passed since the last timed read, each into its command's histogram."""
-        timer = FakeTimer()
-        tally = CommandStats([b"GET", b"SET"], spacing=0.01, timer=timer)
+        """A timed read disarms sampling until the reactor's timer re-arms it
+        ``spacing`` seconds later; each sample lands in its command's histogram."""
+        clock = Clock()
+        tally = CommandStats([b"GET", b"SET"], spacing=0.01, call_later=clock.callLater)
         samples = tally.sample()
         assert samples is not None
         samples += [(b"GET", 2e-6), (b"SET", 3e-4)]
         tally.ran(b"SET", 1, samples)
-        self.assertIsNone(tally.sample())  # no time has passed
-        timer.now += 0.02
+        self.assertIsNone(tally.sample())
+        clock.advance(0.009)
+        self.assertIsNone(tally.sample())
+        clock.advance(0.002)
         again = tally.sample()
         assert again is not None
         tally.ran(b"GET", 0, again + [(b"GET", 2e-6)])
         self.assertEqual(tally.latency[b"GET"].count, 2)
         self.assertEqual(tally.latency[b"SET"].count, 1)
+        self.assertEqual(tally.calls[b"SET"], 1)
+        clock.advance(0.01)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_resp_times_one_read_then_waits_for_the_timer(self) -> None:
+        """Over RESP: the first read's requests are timed, the next read's
+        not, and after the spacing a read is timed again."""
+        node = self.node()
+        tally = node.dispatcher.tally
+        assert tally is not None
+        proto, _ = connect(node)
+        proto.dataReceived(command(b"SET", b"a", b"1") + command(b"GET", b"a"))
+        proto.dataReceived(command(b"GET", b"a"))
+        self.assertEqual((tally.latency[b"SET"].count, tally.latency[b"GET"].count), (1, 1))
+        node.reactor.advance(tally.spacing)
+        proto.dataReceived(command(b"GET", b"a"))
+        self.assertEqual(tally.latency[b"GET"].count, 2)
+        self.assertEqual(tally.calls[b"GET"], 3)
 
     def test_latency_histogram_buckets_are_cumulative(self) -> None:
         """Observations land in the first bucket whose bound holds them; the

@@ -7,9 +7,10 @@ so what clients send cannot grow the table), and each error reply. That is
 a comparison per request (RESP counts a run of requests of one command at
 once), cheap enough for pipelined traffic. Timing every request would cost
 several times that, so latency is sampled: a read at most every
-:data:`SPACING` seconds has each of its requests timed around its command's
-run (as Redis times ``call()``), and the histograms count those sampled
-requests only (every request, while requests come more slowly). A write's
+:data:`SPACING` seconds (no clock is read to decide: a reactor timer arms the
+next one) has each of its requests timed around its command's run (as Redis
+times ``call()``), and the histograms count those sampled requests only
+(every request, while requests come more slowly). A write's
 wait for its commit is not in it: that is the journal's commit latency.
 """
 
@@ -29,11 +30,18 @@ Samples = List[Tuple[bytes, float]]
 
 
 class CommandStats:
-    """Requests run and errors replied, by command name; sampled latencies."""
+    """Requests run and errors replied, by command name; sampled latencies.
 
-    __slots__ = ("calls", "failed", "latency", "timer", "spacing", "_next", "_known")
+    Sampling costs a read no clock: ``armed`` says whether to time the next
+    read; a timed read disarms it, and ``call_later`` (the reactor's) arms it
+    again ``spacing`` seconds later. With no ``call_later``, every read is timed.
+    """
+
+    __slots__ = ("calls", "failed", "latency", "timer", "spacing", "armed", "_call_later",
+                 "_known")
 
     def __init__(self, names: Iterable[bytes], spacing: float = SPACING,
+                 call_later: Optional[Callable[[float, Callable[[], None]], object]] = None,
                  timer: Callable[[], float] = perf_counter) -> None:
         self._known = frozenset(names)
         #: Requests run, by name; every command starts at 0, so that the
@@ -44,7 +52,9 @@ class CommandStats:
         self.latency: Dict[bytes, Latency] = {}
         self.timer = timer
         self.spacing = spacing
-        self._next = 0.0
+        #: Whether the next read is timed.
+        self.armed = True
+        self._call_later = call_later
 
     def name(self, sent: bytes) -> bytes:
         """The name a request is counted under: its command's, or UNKNOWN."""
@@ -52,13 +62,11 @@ class CommandStats:
         return upper if upper in self._known else UNKNOWN
 
     def sample(self) -> Optional[Samples]:
-        """Per read: a list to time its requests into, if ``spacing`` seconds
-        passed since the last read timed; else None."""
-        now = self.timer()
-        if now < self._next:
-            return None
-        self._next = now + self.spacing
-        return []
+        """Per read: a list to time its requests into while armed; else None."""
+        return [] if self.armed else None
+
+    def _arm(self) -> None:
+        self.armed = True
 
     def count(self, name: bytes, run: int) -> None:
         """``run`` requests of the command ``name`` were run."""
@@ -67,20 +75,24 @@ class CommandStats:
         except KeyError:  # a name in a table made after this tally
             self.calls[self.name(name)] += run
 
+    def failure(self, name: bytes) -> None:
+        self.failed[name] = self.failed.get(name, 0) + 1
+
     def ran(self, name: bytes, run: int, samples: Optional[Samples]) -> None:
         """The end of a read: its last run of requests, and its timings."""
         if run:
             self.count(name, run)
-        if samples:
+        if samples is not None:
             self.timed(samples)
 
-    def failure(self, name: bytes) -> None:
-        self.failed[name] = self.failed.get(name, 0) + 1
-
     def timed(self, samples: Samples) -> None:
+        """A timed read's samples: kept, and the next read timed ``spacing`` seconds on."""
         latency = self.latency
         for name, seconds in samples:
             histogram = latency.get(name)
             if histogram is None:
                 histogram = latency[name] = Latency()
             histogram.observe(seconds)
+        if self._call_later is not None and self.armed:
+            self.armed = False
+            self._call_later(self.spacing, self._arm)

@@ -32,6 +32,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from distkv.front.cmdstats import Samples
 from distkv.front.commands import Dispatcher, Pending
 from distkv.front.inline import split_inline
 from distkv.front.replies import (
@@ -765,12 +766,12 @@ class RespProtocol(ClientConnection):
         # With metrics on: requests counted by name, a run of one command at
         # a time (see distkv.front.cmdstats); otherwise a test of None each.
         tally = dispatcher.tally
-        samples = None
+        samples: Optional[Samples] = None
         last: Any = None
         last_name = b""
         run = 0
-        if tally is not None:
-            samples = tally.sample()
+        if tally is not None and tally.armed:
+            samples = []
         for request in remaining:
             # Dispatcher.run's lookup, done here: one Python call fewer per
             # request. The session's table is read again each time: MULTI

@@ -59,10 +59,11 @@ class MetricsListener(StreamServerEndpointService):
 
 
 def enable(node: Node) -> CommandStats:
-    """Count the node's requests from now on."""
+    """Count the node's requests from now on (sampling on the node's reactor)."""
     tally = node.dispatcher.tally
     if tally is None:
-        tally = node.dispatcher.tally = CommandStats(node.dispatcher.commands)
+        tally = node.dispatcher.tally = CommandStats(node.dispatcher.commands,
+                                                     call_later=node.reactor.callLater)
     return tally
 
 
