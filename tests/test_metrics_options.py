@@ -5,13 +5,8 @@ from __future__ import annotations
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv.tap import Options, makeService
-
-
-def parse(*argv: str) -> Options:
-    options = Options()
-    options.parseOptions(list(argv))
-    return options
+from distkv.tap import makeService
+from tests.test_tap import parse
 
 
 class MetricsOptionTests(SynchronousTestCase):
