@@ -764,11 +764,11 @@ class RespProtocol(ClientConnection):
         room = self._soft - owed.held
         remaining = iter(requests)
         # With metrics on: requests counted by name, a run of one command at
-        # a time (see distkv.front.cmdstats); otherwise a test of None each.
+        # a time (see distkv.front.cmdstats); otherwise one test of None each.
         tally = dispatcher.tally
         samples: Optional[Samples] = None
         last: Any = None
-        last_name = b""
+        name = b""
         run = 0
         if tally is not None and tally.armed:
             samples = []
@@ -777,26 +777,24 @@ class RespProtocol(ClientConnection):
             # request. The session's table is read again each time: MULTI
             # swaps it for the queueing one, EXEC and DISCARD swap it back.
             commands = session.commands
-            name = request[0]
             try:
-                command = commands[name]
+                command = commands[request[0]]
             except KeyError:
-                command = dispatcher.command(name, commands)
-                if tally is not None:
-                    name = tally.name(name)
-            if tally is not None:
-                if command is last:
-                    run += 1
-                else:
-                    if run:
-                        tally.count(last_name, run)
-                    last, last_name, run = command, name, 1
-            if samples is None:
+                command = dispatcher.command(request[0], commands)
+            if tally is None:
                 outcome = command(request, session)
             else:
-                began = tally.timer()  # type: ignore[union-attr]
-                outcome = command(request, session)
-                samples.append((name, tally.timer() - began))  # type: ignore[union-attr]
+                if command is not last:  # one command, one name: named once a run
+                    if run:
+                        tally.count(name, run)
+                    last, name, run = command, tally.name(request[0]), 0
+                run += 1
+                if samples is None:
+                    outcome = command(request, session)
+                else:
+                    began = tally.timer()
+                    outcome = command(request, session)
+                    samples.append((name, tally.timer() - began))
             if outcome is OK:  # most writes on a node without a data dir
                 if waiting:
                     owed.then(_OK)
@@ -860,11 +858,11 @@ class RespProtocol(ClientConnection):
                 self._slow = True
                 dispatcher.stats.commands_processed -= len(self._held)
                 if tally is not None:
-                    tally.ran(last_name, run, samples)
+                    tally.ran(name, run, samples)
                 return
             room = self._soft - owed.held
         if tally is not None:
-            tally.ran(last_name, run, samples)
+            tally.ran(name, run, samples)
         if out:
             write(b"".join(out))
         if self._closing:
