@@ -770,8 +770,11 @@ class RespProtocol(ClientConnection):
         last: Any = None
         name = b""
         run = 0
-        if tally is not None and tally.armed:
-            samples = []
+        calls: Dict[bytes, int] = {}
+        if tally is not None:
+            calls = tally.calls  # every command's name (and UNKNOWN)
+            if tally.armed:
+                samples = []
         for request in remaining:
             # Dispatcher.run's lookup, done here: one Python call fewer per
             # request. The session's table is read again each time: MULTI
@@ -787,7 +790,10 @@ class RespProtocol(ClientConnection):
                 if command is not last:  # one command, one name: named once a run
                     if run:
                         tally.count(name, run)
-                    last, name, run = command, tally.name(request[0]), 0
+                    name = request[0]
+                    if name not in calls:  # not its upper-case name, or no command
+                        name = tally.name(name)
+                    last, run = command, 0
                 run += 1
                 if samples is None:
                     outcome = command(request, session)
