@@ -11,6 +11,11 @@ per request, so start-up and imports cancel out.
 
     python benchmarks/hotpath_instructions.py                # CPython, SET and GET, -P 1 and 16
     python benchmarks/hotpath_instructions.py --python /tmp/pypyvenv/bin/python
+    python benchmarks/hotpath_instructions.py --servers distkv,distkv-counting,distkv-timed
+
+The last counts what ``--metrics-port`` adds to each request: counting alone
+(no read timed), and with every read timed (in a node, at most one read per
+10 ms is).
 
 Needs valgrind (``apt-get install -y valgrind``). Under PyPy the counts
 include the JIT compiling, so compare them only with each other.
@@ -48,9 +53,19 @@ class Transport(StringTransport):
 
 key = b"key:__rand_int__"  # what redis-benchmark sends without -r
 one = command(b"SET", key, b"xxx") if op == "set" else command(b"GET", key)
-if which == "distkv":
+if which.startswith("distkv"):
     from distkv.node import Node
-    protocol = Node(Clock(), "n1")._resp_protocol()
+    node = Node(Clock(), "n1")
+    if which != "distkv":  # as --metrics-port leaves it
+        from distkv.ops.service import enable
+        tally = enable(node)
+        # A read is timed at most every 10 ms (a reactor timer re-arms it;
+        # this fake clock never fires): count the two extremes.
+        if which == "distkv-counting":  # no read timed
+            tally.armed = False
+        elif which == "distkv-timed":  # every read timed
+            tally._call_later = None
+    protocol = node._resp_protocol()
 else:
     import bare_twisted
     protocol = bare_twisted.BareResp({{}})
@@ -94,7 +109,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="interpreter with Twisted installed (default: this one)")
     parser.add_argument("--ops", default="set,get")
     parser.add_argument("--pipelines", default="1,16")
-    parser.add_argument("--servers", default="distkv,bare")
+    parser.add_argument("--servers", default="distkv,bare",
+                        help="of distkv, bare, distkv-counting (--metrics-port, no read timed), "
+                        "distkv-timed (every read timed)")
     parser.add_argument("--requests", type=int, default=8000,
                         help="extra requests fed in the second run (default 8000)")
     args = parser.parse_args(argv)

@@ -29,6 +29,7 @@ from distkv.disk.datafile import SYNCHRONOUS, DiskError
 from distkv.front.auth import OPEN_DEFAULT, User, UsersFileError, digest_of, first_line, parse_users
 from distkv.front.replyqueue import OutputLimits
 from distkv.node import Node
+from distkv.ops.service import metrics_service
 from distkv.shutdown import ExitZeroOnTerm
 
 log = Logger()
@@ -270,6 +271,11 @@ class Options(usage.Options):
         ["quorum-timeout", None, "1", "Seconds a write or read waits for the members "
          "its level needs before answering TIMEOUT (a write's outcome is then "
          "indeterminate)."],
+        ["metrics-port", None, None, "Serve Prometheus metrics at /metrics, and the "
+         "cluster page at /, on this port of 127.0.0.1 (e.g. 9100). Default: off."],
+        ["metrics-endpoint", None, None, "As --metrics-port, on a Twisted server endpoint "
+         "instead, e.g. tcp:9100:interface=0.0.0.0 to serve every interface (anyone who "
+         "can reach it sees the cluster's members and numbers)."],
     ]
 
     def __init__(self) -> None:
@@ -385,6 +391,7 @@ class Options(usage.Options):
         parent = getattr(self, "parent", None)
         if self["log-format"] == "json" and parent is not None and parent.get("syslog"):
             raise usage.UsageError("--log-format json writes a file, not syslog: drop --syslog")
+        self["metrics"] = self._metrics()
         if self["min-replicas-to-write"] and self["min-replicas-max-lag"] <= self["heartbeat"]:
             # A peer is heard from about once a heartbeat: a shorter lag
             # would count good peers as gone between two heartbeats.
@@ -395,6 +402,34 @@ class Options(usage.Options):
             self["listen-port"] = endpoint_port(tls.endpoint or "")
         else:
             self["listen-port"] = endpoint_port(self["endpoint"])
+
+    def _metrics(self) -> Optional[str]:
+        """The metrics port's endpoint, checked; None when metrics are off."""
+        port: Optional[str] = self["metrics-port"]
+        endpoint: Optional[str] = self["metrics-endpoint"]
+        if port is not None and endpoint is not None:
+            raise usage.UsageError("give --metrics-port or --metrics-endpoint, not both")
+        if port is not None:
+            if not _PORT_ONLY.match(port) or not 0 < int(port) < 65536:
+                raise usage.UsageError(
+                    f"--metrics-port {port!r} is not a TCP port (1-65535); for another "
+                    "interface use --metrics-endpoint tcp:PORT:interface=ADDRESS")
+            endpoint = f"tcp:{int(port)}:interface=127.0.0.1"
+        elif endpoint is None:
+            return None
+        elif not re.match(r"^(?:tcp6?|ssl|unix):", endpoint) or (
+                not endpoint.startswith("unix:") and endpoint_port(endpoint) is None):
+            raise usage.UsageError(
+                f"--metrics-endpoint {endpoint!r}: give a Twisted server endpoint with a "
+                "port, e.g. tcp:9100:interface=127.0.0.1 (or unix:/path/to/socket)")
+        port_number = endpoint_port(endpoint)
+        if port_number is not None and port_number != 0 and port_number in (
+                endpoint_port(self["endpoint"]),
+                endpoint_port(self["tls"].endpoint or "") if self["tls"] else None):
+            raise usage.UsageError(
+                f"the metrics port {port_number} is the port clients and peers use: "
+                "give it a port of its own")
+        return endpoint
 
     def _tls(self) -> Optional[TlsConfig]:
         """The TLS settings, checked; None without --tls-port."""
@@ -471,5 +506,7 @@ def makeService(config: Options) -> IService:
         peers, config["data-dir"], config["fsync"],
         "reading its data dir" if node.data_load is not None else "starting",
     )
+    if config["metrics"] is not None:
+        metrics_service(node, config["metrics"], reactor).setServiceParent(top)
     ExitZeroOnTerm(reactor).setServiceParent(top)
     return top

@@ -107,6 +107,8 @@ class PeerLink(ReconnectingClientFactory):
         self.rounds_completed = 0
         self.resyncs = 0
         self.last_round_sent = 0
+        #: Entries our completed rounds sent the peer, in all.
+        self.round_entries_sent = 0
         # The connection the outbox and rounds go over, and every live
         # connection with the peer (it may fail over to another).
         self._protocol: Optional[PeerConnection] = None
@@ -459,6 +461,7 @@ class PeerLink(ReconnectingClientFactory):
             self._round_again = False
             self._reactor.callLater(0, self._sync_tick)  # type: ignore[attr-defined]
         self.last_round_sent = current.sent
+        self.round_entries_sent += current.sent
         cut, self._round_cut = self._round_cut, None
         if self.outbox.overflows == self._round_overflows and cut is not None:
             self._proven = True

@@ -35,6 +35,7 @@ keeps the write for the node's next start.
 from __future__ import annotations
 
 import sqlite3
+from time import perf_counter
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from twisted.application.service import Service
@@ -47,6 +48,7 @@ from twisted.python.failure import Failure
 
 from distkv.cluster.membership import Member
 from distkv.disk.datafile import SNAPSHOT_PART, SNAPSHOT_PART_BYTES, Disk, Row
+from distkv.ops.latency import Latency
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.store import Entry, Store
 
@@ -129,6 +131,14 @@ class Journal(Service):
         self._seen_moved = False
         self.commits = 0
         self.rows_written = 0
+        #: How long each commit's transaction took (the metrics' commit
+        #: latency), timed with ``timer``.
+        self.commit_latency = Latency()
+        self.timer: Callable[[], float] = perf_counter
+        # When the oldest commit not yet flushed (--fsync everysec) was
+        # made: waiting for the next flush, and in the flush running now.
+        self._unflushed_since: Optional[float] = None
+        self._flushing_since: Optional[float] = None
         store.subscribe(self._changed)
         store.on_purge(self._gone)
 
@@ -191,6 +201,7 @@ class Journal(Service):
         peers, self._peers = self._peers, {}
         forget, self._forget = self._forget, []
         batch, self._batch = self._batch, None
+        began = self.timer()
         try:
             self.disk.commit(
                 rows.values(),
@@ -211,8 +222,11 @@ class Journal(Service):
             if batch is not None:
                 batch.finish(self.failure)
             return
+        self.commit_latency.observe(self.timer() - began)
         self.commits += 1
         self.rows_written += len(rows)
+        if self._unflushed_since is None and self.disk.fsync == "everysec":
+            self._unflushed_since = self._reactor.seconds()
         self._unsynced = True
         if batch is not None:
             batch.finish(None)
@@ -367,11 +381,16 @@ class Journal(Service):
         if self._syncing or not self._unsynced:
             return
         self._unsynced = False
+        if self._flushing_since is None:
+            self._flushing_since = self._unflushed_since
+        self._unflushed_since = None
         if not IReactorThreads.providedBy(self._reactor):
             try:  # a fake clock in tests: inline
                 self._checkpoint()
             except OSError as e:
                 self._flush_failed(e)
+            else:
+                self._flushing_since = None
             return
         self._syncing = True
         done = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._checkpoint)
@@ -392,6 +411,15 @@ class Journal(Service):
         if isinstance(result, Failure):
             error = result.value
             self._flush_failed(error if isinstance(error, Exception) else Exception(str(error)))
+        else:
+            self._flushing_since = None
+
+    def unflushed_age(self) -> float:
+        """Seconds the oldest commit not yet flushed to disk has waited (0:
+        every commit is; ``--fsync always`` flushes in the commit itself, and
+        ``no`` leaves flushing to the operating system, so always 0 there)."""
+        waiting = [t for t in (self._flushing_since, self._unflushed_since) if t is not None]
+        return max(0.0, self._reactor.seconds() - min(waiting)) if waiting else 0.0
 
     def _flush_failed(self, error: Exception) -> None:
         """The data could not be flushed to disk: what was acknowledged may be

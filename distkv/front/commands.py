@@ -31,6 +31,7 @@ from distkv.disk.journal import Batch
 from distkv.front import backupcmd, countercmds, expirecmds, keycmds, levelcmds, replcmds, servercmds
 from distkv.front.access import OPEN, READ, WRITE, CommandTables
 from distkv.front.auth import Accounts, User
+from distkv.front.cmdstats import CommandStats
 from distkv.front.glob import Glob, compile_glob
 from distkv.front.replies import (
     GOODBYE,
@@ -177,6 +178,9 @@ class Dispatcher:
         self.replicas: Optional[replcmds.Replicas] = None
         self.info = info
         self.stats = stats if stats is not None else Stats(0.0)
+        #: Requests by command name, with metrics on (see
+        #: :mod:`distkv.front.cmdstats`); None: not counted.
+        self.tally: Optional[CommandStats] = None
         #: The member commands' way to the node (CLUSTER, LEAVE, MEMBERS);
         #: None: they answer that there is no cluster.
         self.cluster: Optional[servercmds.ClusterControl] = None
@@ -292,8 +296,22 @@ class Dispatcher:
         return least + 1 if most == least else -(least + 1)
 
     def execute(self, request: Request, session: Optional[Session] = None) -> Outcome:
+        """Run one request and count it (the text protocol's way; RESP runs
+        a read's requests itself, with the same counting)."""
         self.stats.commands_processed += 1
-        return self.run((request.name, *request.args), session or _INTERNAL)
+        tally = self.tally
+        if tally is None:
+            return self.run((request.name, *request.args), session or _INTERNAL)
+        name = tally.name(request.name)
+        samples = tally.sample()
+        began = tally.timer() if samples is not None else 0.0
+        outcome = self.run((request.name, *request.args), session or _INTERNAL)
+        if samples is not None:
+            samples.append((name, tally.timer() - began))
+        tally.ran(name, 1, samples)
+        if type(outcome) is Error:
+            tally.failure(name)
+        return outcome
 
     def run(self, request: Sequence[bytes], session: Session) -> Outcome:
         """Run ``request``, its command's name (any case) and then its

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Tuple
 
 if TYPE_CHECKING:
     from distkv.front.replies import Stats
@@ -76,6 +76,7 @@ def info_sections(node: Node) -> Dict[str, List[Tuple[str, object]]]:
             "resync={}".format("needed" if outbox.needs_resync else "no"),
             f"resyncs={link.resyncs}",
             f"sync_rounds={link.rounds_completed}",
+            f"sync_entries_sent={link.round_entries_sent}",
         ])))
     for index, row in enumerate(member_rows(node)):
         replication.append((f"member{index}", ",".join(f"{k}={v}" for k, v in row.items())))
@@ -158,16 +159,33 @@ def persistence(node: Node) -> List[Tuple[str, object]]:
     return section
 
 
-def member_rows(node: Node) -> List[Dict[str, str]]:
-    """One row per entry of the member list (this node first): id, address,
-    state, link state each way (``out``: a connection we dialled, ``in``: one
-    the member dialled), seconds since it last sent anything, the writes
-    our outbox holds for it, and how old the oldest of them is (lag)."""
+class MemberFacts(NamedTuple):
+    """One entry of the member list as this node sees it (see :func:`member_facts`)."""
+
+    id: str
+    addr: str
+    state: str
+    myself: bool
+    #: "up", "down" or "none" (no link dials it); "-" for this node itself.
+    link_out: str
+    #: "up" or "down"; "-" for this node itself.
+    link_in: str
+    #: Seconds since it last sent anything, None if never.
+    heard_ago: Optional[float]
+    outbox_writes: int
+    lag_ms: int
+
+
+def member_facts(node: Node) -> List[MemberFacts]:
+    """Each entry of the member list (this node first): id, address, state,
+    link state each way (``out``: a connection we dialled, ``in``: one the
+    member dialled), seconds since it last sent anything, the writes our
+    outbox holds for it, and how old the oldest of them is (its lag)."""
     from distkv.cluster.peerproto import Dialer
     from distkv.store.store import version_of
 
     now = node.reactor.seconds()
-    rows = []
+    facts = []
     entries = node.membership.listing()
     entries.sort(key=lambda m: m.node != node.node_id)
     for member in entries:
@@ -179,24 +197,37 @@ def member_rows(node: Node) -> List[Dict[str, str]]:
         dialled = [proto for proto in connections if isinstance(proto, Dialer)]
         called = [proto for proto in connections if not isinstance(proto, Dialer)]
         heard = max((proto.last_heard for proto in connections), default=None)
-        writes = sum(len(link.outbox) for link in links)
         oldest = [link.outbox.oldest() for link in links]
         stamps = [version_of(entry).ms for entry in oldest if entry is not None]
-        lag = max(0, node.wall_ms() - min(stamps)) if stamps else 0
         myself = member.node == node.node_id
-        rows.append({
-            "id": member.node,
-            "addr": member.describe(),
-            "state": member.state,
-            "role": "myself" if myself else "peer",
-            "link_out": "-" if myself else ("up" if dialled else (
+        facts.append(MemberFacts(
+            id=member.node,
+            addr=member.describe(),
+            state=member.state,
+            myself=myself,
+            link_out="-" if myself else ("up" if dialled else (
                 "down" if any(link.dials for link in links) else "none")),
-            "link_in": "-" if myself else ("up" if called else "down"),
-            "last_heard": "-" if heard is None else f"{now - heard:.1f}s",
-            "outbox_writes": str(writes),
-            "lag_ms": str(lag),
-        })
-    return rows
+            link_in="-" if myself else ("up" if called else "down"),
+            heard_ago=None if heard is None else now - heard,
+            outbox_writes=sum(len(link.outbox) for link in links),
+            lag_ms=max(0, node.wall_ms() - min(stamps)) if stamps else 0,
+        ))
+    return facts
+
+
+def member_rows(node: Node) -> List[Dict[str, str]]:
+    """:func:`member_facts` as the text of MEMBERS, STATUS and INFO."""
+    return [{
+        "id": fact.id,
+        "addr": fact.addr,
+        "state": fact.state,
+        "role": "myself" if fact.myself else "peer",
+        "link_out": fact.link_out,
+        "link_in": fact.link_in,
+        "last_heard": "-" if fact.heard_ago is None else f"{fact.heard_ago:.1f}s",
+        "outbox_writes": str(fact.outbox_writes),
+        "lag_ms": str(fact.lag_ms),
+    } for fact in member_facts(node)]
 
 
 def member_lines(node: Node) -> List[str]:

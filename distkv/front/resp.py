@@ -32,6 +32,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from distkv.front.cmdstats import Samples
 from distkv.front.commands import Dispatcher, Pending
 from distkv.front.inline import split_inline
 from distkv.front.replies import (
@@ -762,6 +763,18 @@ class RespProtocol(ClientConnection):
         out: List[bytes] = []
         room = self._soft - owed.held
         remaining = iter(requests)
+        # With metrics on: requests counted by name, a run of one command at
+        # a time (see distkv.front.cmdstats); otherwise one test of None each.
+        tally = dispatcher.tally
+        samples: Optional[Samples] = None
+        last: Any = None
+        name = b""
+        run = 0
+        calls: Dict[bytes, int] = {}
+        if tally is not None:
+            calls = tally.calls  # every command's name (and UNKNOWN)
+            if tally.armed:
+                samples = []
         for request in remaining:
             # Dispatcher.run's lookup, done here: one Python call fewer per
             # request. The session's table is read again each time: MULTI
@@ -771,7 +784,23 @@ class RespProtocol(ClientConnection):
                 command = commands[request[0]]
             except KeyError:
                 command = dispatcher.command(request[0], commands)
-            outcome = command(request, session)
+            if tally is None:
+                outcome = command(request, session)
+            else:
+                if command is not last:  # one command, one name: named once a run
+                    if run:
+                        tally.count(name, run)
+                    name = request[0]
+                    if name not in calls:  # not its upper-case name, or no command
+                        name = tally.name(name)
+                    last, run = command, 0
+                run += 1
+                if samples is None:
+                    outcome = command(request, session)
+                else:
+                    began = tally.timer()
+                    outcome = command(request, session)
+                    samples.append((name, tally.timer() - began))
             if outcome is OK:  # most writes on a node without a data dir
                 if waiting:
                     owed.then(_OK)
@@ -803,6 +832,8 @@ class RespProtocol(ClientConnection):
                 continue
             else:
                 close = False
+                if kind is Error and tally is not None:
+                    tally.failure(name)
                 if kind is Array or kind is Map:
                     pieces: List[bytes] = []
                     size = _pieces(outcome, pieces, session.protocol == 3)  # type: ignore[arg-type]
@@ -838,8 +869,12 @@ class RespProtocol(ClientConnection):
                 self._held = list(remaining)
                 self._slow = True
                 dispatcher.stats.commands_processed -= len(self._held)
+                if tally is not None:
+                    tally.ran(name, run, samples)
                 return
             room = self._soft - owed.held
+        if tally is not None:
+            tally.ran(name, run, samples)
         if out:
             write(b"".join(out))
         if self._closing:

@@ -1,0 +1,1 @@
+"""Operating a node: Prometheus metrics and the cluster page."""
