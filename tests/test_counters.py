@@ -11,6 +11,7 @@ states, and hostile encodings refused.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import sqlite3
@@ -29,6 +30,7 @@ from distkv.store.counter import VERSION, CounterState, decode, encode, make
 from distkv.store.digest import Digest
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.store import Entry, Store, counter_entry
+from tests.respclient import ask, connect
 from tests.scratch import scratch_dir
 
 KEY = b"k"
@@ -471,3 +473,26 @@ class FloatTests(SynchronousTestCase):
         for bad in (b"", b" 1", b"1 ", b"nan", b"abc", b"1e", b"1e99999", b"1e-99999", b"0x"):
             self.assertIsNone(long_double(bad), bad)
         self.assertEqual(long_double(b"-Infinity"), "inf")
+
+
+class LongDigitsTests(SynchronousTestCase):
+    def test_incrbyfloat_reads_and_writes_numbers_of_thousands_of_digits(self) -> None:
+        """Results, stored values and exponents past CPython's 4,300-digit
+        conversion limit are answered as redis-server 7.0.15 answers them (the
+        replies' length, start and SHA-256 were taken from it), not with an
+        exception that dropped the connection."""
+        cases = [
+            (b"1", b"1e4931", 4941, b"$4932\r\n10000", "d5ac9b3ff3529794"),
+            (b"9" * 4400, b"1", 4410, b"$4401\r\n10000", "657671dc52b921f0"),
+            (b"1", b"1e-" + b"0" * 4399 + b"1", 9, b"$3\r\n1.1\r\n", "c570208aace41c3b"),
+            (b"-1", b"-1e4931", 4942, b"$4933\r\n-1000", "219dbacc35d9de81"),
+            (b"0.5", b"1e4900", 4910, b"$4901\r\n10000", "7cabb4a4689548ce"),
+        ]
+        for stored, increment, size, start, sha in cases:
+            node = Node(Clock(), "n1")
+            proto, transport = connect(node)
+            ask(proto, transport, b"SET", b"x", stored)
+            reply = ask(proto, transport, b"INCRBYFLOAT", b"x", increment)
+            self.assertEqual((len(reply), reply[:len(start)], hashlib.sha256(reply).hexdigest()[:16]),
+                             (size, start, sha), increment[:10])
+            self.assertTrue(transport.connected)

@@ -148,9 +148,9 @@ def long_double(text: bytes) -> Union[Fraction, str, None]:
     if decimal:
         mantissa, exponent = decimal.group(1), decimal.group(2)
         whole, _, fraction = mantissa.partition(b".")
-        value = Fraction(int(whole + fraction or b"0"), 10 ** len(fraction))
+        value = Fraction(_parse_int(whole + fraction or b"0"), 10 ** len(fraction))
         if exponent:
-            power = int(exponent[1:])
+            power = _parse_int(exponent[1:])
             if power > 20000:
                 value = value * 0 if value == 0 else Fraction(10) ** 20000 * value
             elif power < -20000:
@@ -165,7 +165,7 @@ def long_double(text: bytes) -> Union[Fraction, str, None]:
         whole, _, fraction = mantissa.partition(b".")
         value = Fraction(int(whole + fraction or b"0", 16), 16 ** len(fraction))
         if exponent:
-            power = int(exponent[1:])
+            power = _parse_int(exponent[1:])
             value = value * Fraction(2) ** max(min(power, 20000), -20000)
     if text[:1] == b"-":
         value = -value
@@ -173,6 +173,31 @@ def long_double(text: bytes) -> Union[Fraction, str, None]:
     if rounded is None or (rounded == 0 and value != 0):
         return None  # ERANGE: overflow, or underflow to zero
     return rounded
+
+
+#: Digits converted at once between int and text: CPython 3.11 refuses more
+#: than 4,300 in one conversion (its guard against CVE-2020-10735), and a
+#: long double written in full, or the text INCRBYFLOAT reads, can be longer.
+_CHUNK = 4000
+
+
+def _parse_int(text: bytes) -> int:
+    """``int(text)`` for decimal digits after an optional sign, of any length."""
+    sign = -1 if text[:1] == b"-" else 1
+    digits = text[1:] if text[:1] in (b"-", b"+") else text
+    value = 0
+    for start in range(0, len(digits), _CHUNK):
+        chunk = digits[start:start + _CHUNK]
+        value = value * 10 ** len(chunk) + int(chunk)
+    return sign * value
+
+
+def _decimal(number: int) -> str:
+    """``str(number)`` for a number >= 0 of any length."""
+    if number < 10 ** _CHUNK:
+        return str(number)
+    high, low = divmod(number, 10 ** _CHUNK)
+    return _decimal(high) + str(low).rjust(_CHUNK, "0")
 
 
 def _round(value: Fraction) -> Optional[Fraction]:
@@ -210,7 +235,7 @@ def format_long_double(value: Fraction) -> bytes:
     if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and units % 2):
         units += 1
     negative = units < 0 or (units == 0 and value < 0)
-    digits = str(abs(units)).rjust(18, "0")
+    digits = _decimal(abs(units)).rjust(18, "0")
     text = digits[:-17] + "." + digits[-17:]
     text = text.rstrip("0").rstrip(".")
     if negative and text != "0":
