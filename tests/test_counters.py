@@ -26,7 +26,7 @@ from distkv.cluster import wire
 from distkv.disk.datafile import FILENAME
 from distkv.front.countercmds import format_long_double, long_double
 from distkv.node import Node
-from distkv.store.counter import VERSION, CounterState, decode, encode, make
+from distkv.store.counter import MAX_SLOTS, VERSION, ZERO, CounterState, decode, encode, make
 from distkv.store.digest import Digest
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.store import Entry, Store, counter_entry
@@ -496,3 +496,33 @@ class LongDigitsTests(SynchronousTestCase):
             self.assertEqual((len(reply), reply[:len(start)], hashlib.sha256(reply).hexdigest()[:16]),
                              (size, start, sha), increment[:10])
             self.assertTrue(transport.connected)
+
+
+class SlotBoundTests(SynchronousTestCase):
+    def test_a_merge_past_max_slots_is_refused_and_the_key_stays_sendable(self) -> None:
+        """A peer's state of MAX_SLOTS slots merged into a counter holding
+        one more of this node's would exceed what a frame and the data file
+        carry: it is refused and counted, and what the node holds still
+        travels in a W frame and survives a restart from its data dir."""
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        path = scratch_dir(self)
+        node = Node(clock, "n1", data_dir=path)
+        self.assertEqual(node.store.incr(KEY, 1), 1)
+        now = int(clock.seconds() * 1000)
+        slots = {(f"p{i}", now - 5000 + i, 0): (1, now - 5000 + i, 0)
+                 for i in range(MAX_SLOTS)}
+        remote = counter_entry(make(None, 0, ZERO, slots, {}))
+        frame = wire.decode_body(wire.encode_write(0, KEY, remote)[4:])
+        self.assertFalse(node.store.apply(KEY, frame.entry))  # type: ignore[union-attr]
+        self.assertEqual(node.store.counters_refused, 1)
+        held = node.store.entry(KEY)
+        assert held is not None
+        self.assertEqual(wire.decode_body(wire.encode_write(0, KEY, held)[4:]).entry,  # type: ignore[union-attr]
+                         held)
+        clock.advance(1)
+        node.journal.commit()  # type: ignore[union-attr]
+        node.crash()
+        again = Node(clock, "n1", data_dir=path)
+        self.addCleanup(again.crash)
+        self.assertEqual(again.store.get(KEY), b"1")

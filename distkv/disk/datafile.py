@@ -206,6 +206,7 @@ class Disk:
             self._lock = DirLock(directory)
         except (LockedError, OSError) as e:
             raise DiskError(str(e)) from None
+        self._closed = False
         self.fresh = not os.path.exists(self.path)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -682,6 +683,10 @@ class Disk:
         db.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
 
     def close(self) -> None:
+        """Checkpoint, close the database and let the data dir go; again: nothing."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             if self._checkpointer is not None:
                 self._checkpointer.close()

@@ -154,6 +154,12 @@ def make(base: Optional[bytes], expires: int, base_version: Version,
             last, last_total)
 
 
+def oversized(state: CounterState) -> bool:
+    """True when ``state`` holds more slots, or observed slots, than
+    :data:`MAX_SLOTS`: more than a frame or the data file may carry."""
+    return len(all_slots(state)) > MAX_SLOTS or len(state[OBSERVED]) > MAX_SLOTS
+
+
 def all_slots(state: CounterState) -> Dict[Slot, SlotState]:
     """Every slot of ``state`` (a new dict when one is kept aside)."""
     last = state[LAST]

@@ -243,6 +243,8 @@ class Store:
         self.flushed = ZERO
         #: Writes refused, and entries dropped, for being below the floor.
         self.flush_dropped = 0
+        #: Counter merges refused for holding more slots than a frame may carry.
+        self.counters_refused = 0
         self._flush_listeners: List[FlushListener] = []
         #: Expiry is judged by this node's wall clock.
         self._wall = clock.wall_ms
@@ -610,6 +612,13 @@ class Store:
             held = counter_state(current)
             state = counters.merge(held, state)
             if state == held and len(current) == 6:
+                return None
+            if counters.oversized(state):
+                # Kept, it could not be sent to a peer nor read back from the
+                # data file; refused, the key's replicas differ until a SET or
+                # DEL of it (possible only with more than MAX_SLOTS slots
+                # opened in all, by more than 512 restarts with INCRs).
+                self.counters_refused += 1
                 return None
         if self.flushed != ZERO:
             above = counters.above(state, self.flushed)
