@@ -153,3 +153,28 @@ class CounterClusterTests(SynchronousTestCase):
         cluster.run()
         for node in cluster.nodes.values():
             self.assertEqual(say(node, b"GET", KEY), b"$1\r\n3\r\n")
+
+
+class CounterWatchTests(SynchronousTestCase):
+    def test_watch_sees_an_older_increment_merged_from_a_peer(self) -> None:
+        """n2's INCR (older) reaches n1 after n1's own (newer) was watched: the
+        counter's version stays n1's, its value goes 1 -> 2, and EXEC answers
+        the nil array, as any change to a watched key makes it."""
+        cluster = settled_cluster(self, 2)
+        n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+        cluster.net.block("n1", "n2")
+        p2, t2 = connect(n2)
+        self.assertEqual(ask(p2, t2, b"INCR", b"k"), b":1\r\n")
+        cluster.advance(0.01)
+        p1, t1 = connect(n1)
+        self.assertEqual(ask(p1, t1, b"INCR", b"k"), b":1\r\n")
+        self.assertEqual(ask(p1, t1, b"WATCH", b"k"), b"+OK\r\n")
+        before = n1.store.entry(b"k")[-3:]  # type: ignore[index]
+        cluster.net.heal()
+        cluster.settle()
+        self.assertEqual(n1.store.entry(b"k")[-3:], before)  # type: ignore[index]
+        self.assertEqual(ask(p1, t1, b"GET", b"k"), b"$1\r\n2\r\n")
+        ask(p1, t1, b"MULTI")
+        ask(p1, t1, b"SET", b"k", b"100")
+        self.assertEqual(ask(p1, t1, b"EXEC"), b"*-1\r\n")
+        self.assertEqual(ask(p1, t1, b"GET", b"k"), b"$1\r\n2\r\n")

@@ -10,7 +10,8 @@ runs between them on this node, and brackets them in a group of the store
 (:meth:`distkv.store.store.Store.begin_group`): their writes fall in one
 journal batch, commit together, and travel to each peer as one frame
 applied in one call there. Runtime errors are entries of EXEC's array, as in
-Redis. ``WATCH`` remembers the version each key held, and whether it was readable;
+Redis. ``WATCH`` remembers the version each key held (with a counter's state's
+checksum, see :func:`_version`), and whether it was readable;
 ``EXEC`` answers the nil array if any of them holds another version now, as
 any write to the key makes it (a local write, a write merged from a peer or
 by anti-entropy, a delete, a purge), or was readable and has expired since
@@ -22,7 +23,7 @@ so are each connection's watched keys.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from distkv.front.access import OPEN, READ, WRITE
 from distkv.front.auth import NOAUTH
@@ -36,6 +37,7 @@ from distkv.front.replies import (
     Session,
     wrong_arity,
 )
+from distkv.store.counter import digest as counter_digest
 from distkv.store.store import Entry, Store
 
 if TYPE_CHECKING:
@@ -254,14 +256,21 @@ class Transactions:
         return OK
 
 
-#: A version as WATCH keeps it: the entry's last three fields.
-Version = Tuple[int, int, str]
+#: What WATCH keeps of an entry: its version (the last three fields), and
+#: for a counter a CRC-32 of its whole state too.
+Version = Union[Tuple[int, int, str], Tuple[Tuple[int, int, str], int]]
 
 
 def _version(entry: Optional[Entry]) -> Optional[Version]:
     """What WATCH remembers of a key: its entry's version (None: absent),
-    not the entry, whose value it would keep alive."""
-    return None if entry is None else entry[-3:]
+    not the entry, whose value it would keep alive. A counter's version is
+    its newest change's, so merging a peer's older increment changes its
+    value and not its version: its state's CRC-32 tells that change."""
+    if entry is None:
+        return None
+    if len(entry) == 6:
+        return (entry[-3:], counter_digest(entry[2]))  # type: ignore[misc,arg-type,return-value]
+    return entry[-3:]  # type: ignore[return-value]
 
 
 def _checked(handler: Callable[[Sequence[bytes], Session], Outcome],
