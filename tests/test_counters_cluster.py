@@ -25,6 +25,7 @@ from distkv.testing import SimulatedCluster
 from tests.clusters import settled_cluster
 from tests.respclient import ask, command, connect
 from tests.scratch import scratch_dir
+from tests.test_levels import Client, quorum_client
 
 KEY = b"hits"
 _INTEGER = re.compile(rb":(-?\d+)\r\n")
@@ -178,3 +179,27 @@ class CounterWatchTests(SynchronousTestCase):
         ask(p1, t1, b"SET", b"k", b"100")
         self.assertEqual(ask(p1, t1, b"EXEC"), b"*-1\r\n")
         self.assertEqual(ask(p1, t1, b"GET", b"k"), b"$1\r\n2\r\n")
+
+
+class CounterQuorumTests(SynchronousTestCase):
+    def test_quorum_reads_of_a_counter_never_go_back(self) -> None:
+        """Five nodes; n4's INCR (older) reached only n1, n2's (newer)
+        everyone: n1 and the others hold counter states of one version that
+        differ. A QUORUM read through n1 returns 2 and writes it back to a
+        quorum, so a later QUORUM read through n2 with n1 cut off (n2, n3,
+        n5 are still a majority) returns 2 too, never 1."""
+        cluster = settled_cluster(self, 5)
+        for other in ("n2", "n3", "n5"):
+            cluster.net.block("n4", other)  # n4 reaches n1 only
+        self.assertEqual(Client(cluster, "n4").ask(b"INCR", b"k"), b":1\r\n")
+        cluster.advance(0.01)
+        self.assertEqual(Client(cluster, "n2").ask(b"INCR", b"k"), b":1\r\n")
+        cluster.run()
+        self.assertEqual(
+            [cluster.nodes[n].store.get(b"k") for n in ("n1", "n2", "n3", "n5")],
+            [b"2", b"1", b"1", b"1"])
+        first = quorum_client(cluster, "n1").ask(b"GET", b"k")
+        for other in ("n2", "n3", "n5"):
+            cluster.net.block("n1", other)
+        second = quorum_client(cluster, "n2").ask(b"GET", b"k")
+        self.assertEqual((first, second), (b"$1\r\n2\r\n", b"$1\r\n2\r\n"))

@@ -34,6 +34,7 @@ from twisted.logger import Logger
 
 from distkv.cluster import wire
 from distkv.disk.journal import Batch
+from distkv.store.counter import digest as counter_digest
 from distkv.store.store import Entry
 
 log = Logger()
@@ -51,6 +52,9 @@ NOT_AVAILABLE = "consistency level LINEARIZABLE is not available yet"
 #: ``done(error)``: None once the level was met, else the error message.
 Done = Callable[[Optional[str]], None]
 Send = Callable[[bytes], None]
+#: What a member's answer showed it holds of a key (see :func:`mark`): a
+#: version, or for a counter a version and its state's CRC-32.
+Mark = Union[Tuple[int, int, str], Tuple[Tuple[int, int, str], int]]
 
 
 def parse_level(text: Union[str, bytes]) -> Optional[str]:
@@ -121,8 +125,8 @@ class _Read:
         self.asked: Dict[str, Send] = {}
         #: node -> how many of our requests it has answered whole
         self.parts: Dict[str, int] = {}
-        #: node -> key -> the version of the entry it holds (keys it lacks absent)
-        self.versions: Dict[str, Dict[bytes, Tuple[int, int, str]]] = {}
+        #: node -> key -> the mark of the entry it holds (keys it lacks absent)
+        self.versions: Dict[str, Dict[bytes, Mark]] = {}
         self.answered: Set[str] = set()
         self.finished = False
         #: Forgotten: no more answers are taken, no timeout applies.
@@ -377,7 +381,7 @@ class Coordinator:
             if key not in wanted:
                 continue  # not asked for: ignored
             merge(key, entry)
-            versions[key] = entry[-3:]  # type: ignore[assignment]
+            versions[key] = mark(entry)
         if reply.more:
             return
         read.parts[node] += 1
@@ -512,19 +516,33 @@ class Coordinator:
         self._out = {}
 
 
-def _repairs(newest: Dict[bytes, Optional[Entry]],
-             held: Dict[bytes, Tuple[int, int, str]]) -> List[bytes]:
+def mark(entry: Entry) -> Mark:
+    """What a member's answer says it holds of a key: the entry's version,
+    and for a counter its state's CRC-32 as well (two counter states can
+    share a version, the newest change's, and differ)."""
+    if len(entry) == 6:
+        return (entry[-3:], counter_digest(entry[2]))  # type: ignore[misc,arg-type,return-value]
+    return entry[-3:]  # type: ignore[return-value]
+
+
+def _repairs(newest: Dict[bytes, Optional[Entry]], held: Dict[bytes, Mark]) -> List[bytes]:
     """``W`` frames (sequence number 0, as anti-entropy sends) carrying the
     newest entries a member's answer showed it lacks. A member lacking a
-    key whose newest entry is a tombstone lacks nothing a read would see."""
+    key whose newest entry is a tombstone lacks nothing a read would see.
+    The newest entries merged every answer, so a member holding a counter
+    state other than the newest lacks part of it."""
     frames = []
     for key, entry in newest.items():
         if entry is None:
             continue
-        version = held.get(key)
-        if version is None and entry[0] is None:
+        seen = held.get(key)
+        if seen is None and entry[0] is None:
             continue
-        if version is None or version < entry[-3:]:
+        if len(entry) == 6:
+            lacks = seen != mark(entry)
+        else:
+            lacks = seen is None or seen < entry[-3:]  # type: ignore[operator]
+        if lacks:
             frames.append(wire.encode_write(0, key, entry))
     return frames
 
