@@ -8,7 +8,6 @@ keys back, writes made after it survive, and the floor survives a restart.
 
 from __future__ import annotations
 
-import tempfile
 from typing import Tuple
 
 from twisted.internet.address import IPv4Address
@@ -23,6 +22,7 @@ from distkv.store.hlc import HybridClock, Version
 from distkv.store.store import ZERO, Store, make_entry
 from tests.clusters import settled_cluster
 from tests.respclient import ask, connect
+from tests.scratch import scratch_dir
 
 
 class StoreFloorTests(SynchronousTestCase):
@@ -184,7 +184,7 @@ class ClusterFlushTests(SynchronousTestCase):
         """With data dirs: a node crashed before the flush comes back from disk
         holding old keys, learns the floor and drops them; a node crashed after
         it reads the floor back and keeps nothing below it."""
-        root = tempfile.mkdtemp(prefix="distkv-flush-")
+        root = scratch_dir(self)
         cluster = settled_cluster(self, data_root=root)
         n1 = cluster.nodes["n1"]
         for i in range(10):
