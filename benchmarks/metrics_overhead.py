@@ -129,6 +129,8 @@ def main():
     parser.add_argument("--twistd", default=default_twistd())
     parser.add_argument("--requests", type=int, default=200000, help="redis-benchmark -n")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--scrape-interval", type=float, default=1.0,
+                        help="seconds between scrapes of /metrics during the runs (0: none)")
     parser.add_argument("--quick", action="store_true", help="-n 50000, 3 rounds")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--in-process", action="store_true",
@@ -166,8 +168,8 @@ def main():
         for rnd in range(args.rounds):
             for name, (proc, port, _log) in nodes.items():
                 scraper = None
-                if name == "metrics":
-                    scraper = Scraper(metrics_port)
+                if name == "metrics" and args.scrape_interval > 0:
+                    scraper = Scraper(metrics_port, args.scrape_interval)
                     scraper.start()
                 cpu = cpu_seconds(proc.pid)
                 rows, other, rc = redis_benchmark(port, args.requests, 16)
