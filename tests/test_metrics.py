@@ -16,6 +16,7 @@ from prometheus_client.samples import Sample
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
 
 from distkv.front.cmdstats import UNKNOWN, CommandStats
 from distkv.front.textproto import TextProtocol
@@ -24,7 +25,7 @@ from distkv.ops.history import History
 from distkv.ops.latency import BOUNDS, Latency
 from distkv.ops.metrics import NodeCollector
 from distkv.ops.page import render, sparkline
-from distkv.ops.service import enable
+from distkv.ops.service import Exposition, enable, registry_for
 from tests.clusters import settled_cluster
 from tests.respclient import ask, command, connect
 
@@ -234,6 +235,28 @@ class PersistenceMetricsTests(SynchronousTestCase):
         clock.advance(0.7)  # the journal's flush, once a second
         self.assertEqual(value(scrape(node), "distkv_fsync_age_seconds"), 0)
         self.assertEqual(value(scrape(node), "distkv_persistence_failed"), 0)
+
+
+class ExpositionTests(SynchronousTestCase):
+    def test_metrics_render_in_the_calling_thread_in_the_format_asked_for(self) -> None:
+        """/metrics renders the node's registry at once (no thread pool):
+        Prometheus's text by default, OpenMetrics (ending in # EOF) when the
+        scraper's Accept header asks for it; the node's numbers are in both."""
+        node = Node(Clock(), "n1")
+        enable(node)
+        resource = Exposition(registry_for(node))
+        for accept, kind, ending in ((None, b"text/plain", b"\n"),
+                                     (b"application/openmetrics-text; version=1.0.0",
+                                      b"application/openmetrics-text", b"# EOF\n")):
+            request = DummyRequest([b"metrics"])
+            if accept is not None:
+                request.requestHeaders.setRawHeaders(b"accept", [accept])
+            body = resource.render_GET(request)  # type: ignore[arg-type]
+            content_type = request.responseHeaders.getRawHeaders(b"content-type")
+            assert content_type is not None
+            self.assertTrue(content_type[0].startswith(kind), content_type)
+            self.assertTrue(body.endswith(ending))
+            self.assertIn(b"distkv_connected_clients", body)
 
 
 class PageTests(SynchronousTestCase):

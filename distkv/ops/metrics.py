@@ -5,11 +5,11 @@ counts anything. Each family is read, at scrape time, from the counter INFO,
 STATUS and MEMBERS already report (the node's stats, its links and outboxes,
 the member list, the clock's refusals, the accounts, the journal), so each
 number has one copy; the per-command counts and latencies are the
-dispatcher's :class:`~distkv.front.cmdstats.CommandStats`. prometheus-client's
-Twisted resource runs collectors in the reactor's thread pool, while the
-node's state belongs to the reactor thread: ``in_reactor`` runs the reading
-there (``blockingCallFromThread``), and tests, already in that thread, call
-straight through. The families and their labels are listed in the README.
+dispatcher's :class:`~distkv.front.cmdstats.CommandStats`. The node's state
+belongs to the reactor thread, where ``/metrics`` is rendered
+(:class:`distkv.ops.service.Exposition`): ``in_reactor`` runs the reading
+straight through by default, and is the seam for a caller in another
+thread. The families and their labels are listed in the README.
 """
 
 from __future__ import annotations
