@@ -315,12 +315,21 @@ class ExpiryCommands:
         return self.store.expires(key) or -1
 
     def ttl(self, args: Sequence[bytes], session: Session) -> Outcome:
-        return self._ttl(args[0], 1000)
+        return self._expiry(args[0], 1000, relative=True)
 
     def pttl(self, args: Sequence[bytes], session: Session) -> Outcome:
-        return self._ttl(args[0], 1)
+        return self._expiry(args[0], 1, relative=True)
 
-    def _ttl(self, key: bytes, unit: int) -> Outcome:
+    def expiretime(self, args: Sequence[bytes], session: Session) -> Outcome:
+        return self._expiry(args[0], 1000, relative=False)
+
+    def pexpiretime(self, args: Sequence[bytes], session: Session) -> Outcome:
+        return self._expiry(args[0], 1, relative=False)
+
+    def _expiry(self, key: bytes, unit: int, relative: bool) -> Outcome:
+        """TTL and kin: -2 for a missing key, -1 for one without an expiry,
+        else the time left (``relative``) or the expiry itself, in ``unit``
+        ms, seconds rounded as Redis rounds them."""
         refused = self._refused(write=False)
         if refused is not None:
             return refused
@@ -329,25 +338,9 @@ class ExpiryCommands:
             return Integer(-2)
         if when < 0:
             return Integer(-1)
-        left = max(when - self._now(), 0)
-        return Integer((left + 500) // 1000 if unit == 1000 else left)
-
-    def expiretime(self, args: Sequence[bytes], session: Session) -> Outcome:
-        return self._expiretime(args[0], 1000)
-
-    def pexpiretime(self, args: Sequence[bytes], session: Session) -> Outcome:
-        return self._expiretime(args[0], 1)
-
-    def _expiretime(self, key: bytes, unit: int) -> Outcome:
-        refused = self._refused(write=False)
-        if refused is not None:
-            return refused
-        when = self._remaining(key)
-        if when is None:
-            return Integer(-2)
-        if when < 0 or unit == 1:
-            return Integer(when)
-        return Integer((when + 500) // 1000)  # rounded, as Redis's EXPIRETIME
+        if relative:
+            when = max(when - self._now(), 0)
+        return Integer(when if unit == 1 else (when + 500) // 1000)
 
     def persist(self, args: Sequence[bytes], session: Session) -> Outcome:
         """PERSIST key: 1 when an expiry was removed (a new write of the value
