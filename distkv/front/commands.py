@@ -284,6 +284,16 @@ class Dispatcher:
         node's journal, opened once its data dir is read)."""
         self._durable = durable
 
+    def refusal(self, write: bool) -> Optional[Error]:
+        """Why a command (a ``write`` or not) cannot run now, or None: the
+        node is loading, or its clock is too far ahead to stamp writes. The
+        hot paths (SET, INCR) make these checks inline."""
+        if self.loading:
+            return LOADING
+        if write and self.write_refusal is not None:
+            return self.write_refusal
+        return None
+
     def store_size(self) -> int:
         return len(self._store)
 

@@ -70,10 +70,9 @@ class CounterCommands:
         if len(request) != length:
             return wrong_arity(request[0])
         dispatcher = self.dispatcher
-        if dispatcher.loading:
-            return LOADING
-        if dispatcher.write_refusal is not None:
-            return dispatcher.write_refusal
+        refused = dispatcher.refusal(write=True)
+        if refused is not None:
+            return refused
         if amount is None:  # INCRBY's or DECRBY's argument
             amount = strict_int(request[2])
             if amount is None:
@@ -102,10 +101,9 @@ class CounterCommands:
         if len(request) != 3:
             return wrong_arity(request[0])
         dispatcher = self.dispatcher
-        if dispatcher.loading:
-            return LOADING
-        if dispatcher.write_refusal is not None:
-            return dispatcher.write_refusal
+        refused = dispatcher.refusal(write=True)
+        if refused is not None:
+            return refused
         key = request[1]
         store = self.store
         current = store.get(key)

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Dict, Optional, Sequence, Tuple, Union
 
 from distkv.front.replies import (
-    LOADING,
     NIL,
     NOT_INTEGER,
     OK,
@@ -110,13 +109,6 @@ class ExpiryCommands:
         self.dispatcher = dispatcher
         self.store = dispatcher.store
 
-    def _refused(self, write: bool) -> Optional[Error]:
-        dispatcher = self.dispatcher
-        if dispatcher.loading:
-            return LOADING
-        if write and dispatcher.write_refusal is not None:
-            return dispatcher.write_refusal
-        return None
 
     def _now(self) -> int:
         return self.store.clock.wall_ms()
@@ -144,7 +136,7 @@ class ExpiryCommands:
         if isinstance(parsed, Error):
             return parsed
         flags, expire = parsed
-        refused = self._refused(write=True)
+        refused = self.dispatcher.refusal(write=True)
         if refused is not None:
             return refused
         return self._set(request[0], request[1], request[2], flags, expire)
@@ -175,14 +167,14 @@ class ExpiryCommands:
         return self._setex(b"psetex", args, _PX)
 
     def _setex(self, name: bytes, args: Sequence[bytes], flag: int) -> Outcome:
-        refused = self._refused(write=True)
+        refused = self.dispatcher.refusal(write=True)
         if refused is not None:
             return refused
         key, expire, value = args
         return self._set(name, key, value, flag, expire)
 
     def setnx(self, args: Sequence[bytes], session: Session) -> Outcome:
-        refused = self._refused(write=True)
+        refused = self.dispatcher.refusal(write=True)
         if refused is not None:
             return refused
         key, value = args
@@ -192,7 +184,7 @@ class ExpiryCommands:
         return self.dispatcher.after_commit(Integer(1))
 
     def getset(self, args: Sequence[bytes], session: Session) -> Outcome:
-        refused = self._refused(write=True)
+        refused = self.dispatcher.refusal(write=True)
         if refused is not None:
             return refused
         key, value = args
@@ -201,7 +193,7 @@ class ExpiryCommands:
         return self.dispatcher.after_commit(NIL if old is None else old)
 
     def getdel(self, args: Sequence[bytes], session: Session) -> Outcome:
-        refused = self._refused(write=True)
+        refused = self.dispatcher.refusal(write=True)
         if refused is not None:
             return refused
         old = self.store.get(args[0])
@@ -216,7 +208,7 @@ class ExpiryCommands:
         if isinstance(parsed, Error):
             return parsed
         flags, expire = parsed
-        refused = self._refused(write=True)
+        refused = self.dispatcher.refusal(write=True)
         if refused is not None:
             return refused
         key = args[0]
@@ -272,7 +264,7 @@ class ExpiryCommands:
         when = strict_int(args[1])
         if when is None:
             return NOT_INTEGER
-        refused = self._refused(write=True)
+        refused = self.dispatcher.refusal(write=True)
         if refused is not None:
             return refused
         name = {(1000, True): b"expire", (1, True): b"pexpire",
@@ -330,7 +322,7 @@ class ExpiryCommands:
         """TTL and kin: -2 for a missing key, -1 for one without an expiry,
         else the time left (``relative``) or the expiry itself, in ``unit``
         ms, seconds rounded as Redis rounds them."""
-        refused = self._refused(write=False)
+        refused = self.dispatcher.refusal(write=False)
         if refused is not None:
             return refused
         when = self._remaining(key)
@@ -345,7 +337,7 @@ class ExpiryCommands:
     def persist(self, args: Sequence[bytes], session: Session) -> Outcome:
         """PERSIST key: 1 when an expiry was removed (a new write of the value
         without one), else 0."""
-        refused = self._refused(write=True)
+        refused = self.dispatcher.refusal(write=True)
         if refused is not None:
             return refused
         key = args[0]

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import random
 import sys
-from typing import TYPE_CHECKING, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Sequence
 
 from distkv.front.replies import (
-    LOADING,
     NIL,
     NOT_INTEGER,
     OK,
@@ -79,21 +78,13 @@ class KeyCommands:
         self.store = dispatcher.store
         self._random = random.Random()
 
-    def _refused(self, write: bool) -> Optional[Error]:
-        """Why the node cannot run the command now, or None."""
-        dispatcher = self.dispatcher
-        if dispatcher.loading:
-            return LOADING
-        if write and dispatcher.write_refusal is not None:
-            return dispatcher.write_refusal
-        return None
 
     def _fits(self, key: bytes, size: int) -> bool:
         """Whether a value of ``size`` bytes under ``key`` fits a request."""
         return len(key) + size <= self.dispatcher.max_request
 
     def append(self, args: Sequence[bytes], session: Session) -> Outcome:
-        refused = self._refused(write=True)
+        refused = self.dispatcher.refusal(write=True)
         if refused is not None:
             return refused
         key, tail = args
@@ -104,14 +95,14 @@ class KeyCommands:
         return self.dispatcher.after_commit(Integer(len(value) + len(tail)))
 
     def strlen(self, args: Sequence[bytes], session: Session) -> Outcome:
-        refused = self._refused(write=False)
+        refused = self.dispatcher.refusal(write=False)
         if refused is not None:
             return refused
         return Integer(len(self.store.get(args[0]) or b""))
 
     def getrange(self, args: Sequence[bytes], session: Session) -> Outcome:
         """GETRANGE key start end, both inclusive, negative from the end."""
-        refused = self._refused(write=False)
+        refused = self.dispatcher.refusal(write=False)
         if refused is not None:
             return refused
         start, end = strict_int(args[1]), strict_int(args[2])
@@ -132,7 +123,7 @@ class KeyCommands:
 
     def setrange(self, args: Sequence[bytes], session: Session) -> Outcome:
         """SETRANGE key offset value: zero bytes pad a gap; the new length."""
-        refused = self._refused(write=True)
+        refused = self.dispatcher.refusal(write=True)
         if refused is not None:
             return refused
         key, offset_text, patch = args
@@ -157,7 +148,7 @@ class KeyCommands:
         """MSETNX: every pair set if none of the keys exists (1), else none (0)."""
         if len(args) % 2:
             return wrong_arity(b"msetnx")
-        refused = self._refused(write=True)
+        refused = self.dispatcher.refusal(write=True)
         if refused is not None:
             return refused
         store = self.store
@@ -168,14 +159,14 @@ class KeyCommands:
         return self.dispatcher.after_commit(Integer(1))
 
     def type(self, args: Sequence[bytes], session: Session) -> Outcome:
-        refused = self._refused(write=False)
+        refused = self.dispatcher.refusal(write=False)
         if refused is not None:
             return refused
         return _STRING if args[0] in self.store else _NONE
 
     def unlink(self, args: Sequence[bytes], session: Session) -> Outcome:
         """UNLINK: DEL (a value is freed at once either way)."""
-        refused = self._refused(write=True)
+        refused = self.dispatcher.refusal(write=True)
         if refused is not None:
             return refused
         deleted = sum(self.store.delete(key) for key in args)
@@ -183,7 +174,7 @@ class KeyCommands:
 
     def touch(self, args: Sequence[bytes], session: Session) -> Outcome:
         """TOUCH: how many of the keys exist, a repeated key each time."""
-        refused = self._refused(write=False)
+        refused = self.dispatcher.refusal(write=False)
         if refused is not None:
             return refused
         store = self.store
@@ -196,7 +187,7 @@ class KeyCommands:
         return self._rename(args, exclusive=True)
 
     def _rename(self, args: Sequence[bytes], exclusive: bool) -> Outcome:
-        refused = self._refused(write=True)
+        refused = self.dispatcher.refusal(write=True)
         if refused is not None:
             return refused
         source, target = args
@@ -223,7 +214,7 @@ class KeyCommands:
 
     def copy(self, args: Sequence[bytes], session: Session) -> Outcome:
         """COPY source destination [DB 0] [REPLACE]: 1 if copied, else 0."""
-        refused = self._refused(write=True)
+        refused = self.dispatcher.refusal(write=True)
         if refused is not None:
             return refused
         source, target = args[0], args[1]
@@ -253,7 +244,7 @@ class KeyCommands:
         return self.dispatcher.after_commit(Integer(1))
 
     def randomkey(self, args: Sequence[bytes], session: Session) -> Outcome:
-        refused = self._refused(write=False)
+        refused = self.dispatcher.refusal(write=False)
         if refused is not None:
             return refused
         keys = self.store.live_keys()
@@ -268,7 +259,7 @@ class KeyCommands:
         """MEMORY USAGE key [SAMPLES n]: an estimate of the bytes the key
         holds in this process (its key, value and entry objects and its
         place in the table), or nil for a missing key."""
-        refused = subcommand_refusal(b"MEMORY", args) or self._refused(write=False)
+        refused = subcommand_refusal(b"MEMORY", args) or self.dispatcher.refusal(write=False)
         if refused is not None:
             return refused
         index = 2
