@@ -13,18 +13,15 @@ the fake clock alone.
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import subprocess
 from typing import List, Tuple
 
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.front.auth import parse_users
 from distkv.node import Node
-from tests.realnodes import free_ports, wait_until
+from tests.redisoracle import start_redis_server
 from tests.respclient import ask, command, connect
 from tests.test_keycmds import info
 
@@ -354,26 +351,7 @@ class RedisOracleTests(SynchronousTestCase):
     compared with redis-server's."""
 
     def setUp(self) -> None:
-        server = shutil.which("redis-server")
-        if server is None:
-            if os.environ.get("CI") == "true":
-                self.fail("redis-server is required under CI")
-            raise SkipTest("redis-server is not installed")
-        version = subprocess.run([server, "--version"], capture_output=True, text=True).stdout
-        if " v=7.0." not in version:
-            raise SkipTest(f"the expected replies are redis-server 7.0's; this is {version}")
-        (self.port,) = free_ports(1)
-        self.process = subprocess.Popen(
-            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        self.addCleanup(self.process.wait)
-        self.addCleanup(self.process.terminate)
-
-        def listening() -> bool:
-            socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
-            return True
-
-        wait_until(listening, "redis-server to listen")
+        self.port = start_redis_server(self)
 
     def _redis(self, requests: List[bytes]) -> List[bytes]:
         """redis-server's reply bytes to each request, on one connection."""

@@ -9,18 +9,15 @@ across a crash."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import struct
-import subprocess
 from typing import Callable, List, Tuple
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster import wire
 from distkv.cluster.outbox import Outbox
@@ -45,7 +42,7 @@ from distkv.simulate import (
 from distkv.store.store import version_of
 from distkv.testing import SimulatedCluster
 from tests.clusters import settled_cluster
-from tests.realnodes import free_ports, wait_until
+from tests.redisoracle import start_redis_server
 from tests.scratch import scratch_dir
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 6000)
@@ -441,29 +438,11 @@ class RedisOracleTests(SynchronousTestCase):
     """The expected replies above, asked of a live redis-server 7.0."""
 
     def setUp(self) -> None:
-        server = shutil.which("redis-server")
-        if server is None:
-            if os.environ.get("CI") == "true":
-                self.fail("redis-server is required under CI")
-            raise SkipTest("redis-server is not installed")
-        version = subprocess.run([server, "--version"], capture_output=True, text=True).stdout
-        if " v=7.0." not in version:
-            raise SkipTest(f"the expected replies are redis-server 7.0's; this is {version}")
-        (self.port,) = free_ports(1)
-        self.process = subprocess.Popen(
-            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        self.addCleanup(self.process.wait)
-        self.addCleanup(self.process.terminate)
+        self.port = start_redis_server(self)
 
     def _ask(self, data: bytes) -> bytes:
         end = cmd(b"ECHO", b"end-of-case")
         marker = b"$11\r\nend-of-case\r\n"
-        def listening() -> bool:
-            socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
-            return True
-
-        wait_until(listening, "redis-server to listen")
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
             sock.sendall(cmd(b"FLUSHALL") + data + end)
             out = b""
