@@ -34,8 +34,7 @@ from twisted.logger import Logger
 
 from distkv.cluster import wire
 from distkv.disk.journal import Batch
-from distkv.store.counter import digest as counter_digest
-from distkv.store.store import Entry
+from distkv.store.store import Entry, Mark, mark_of
 
 log = Logger()
 
@@ -52,9 +51,6 @@ NOT_AVAILABLE = "consistency level LINEARIZABLE is not available yet"
 #: ``done(error)``: None once the level was met, else the error message.
 Done = Callable[[Optional[str]], None]
 Send = Callable[[bytes], None]
-#: What a member's answer showed it holds of a key (see :func:`mark`): a
-#: version, or for a counter a version and its state's CRC-32.
-Mark = Union[Tuple[int, int, str], Tuple[Tuple[int, int, str], int]]
 
 
 def parse_level(text: Union[str, bytes]) -> Optional[str]:
@@ -381,7 +377,7 @@ class Coordinator:
             if key not in wanted:
                 continue  # not asked for: ignored
             merge(key, entry)
-            versions[key] = mark(entry)
+            versions[key] = mark_of(entry)
         if reply.more:
             return
         read.parts[node] += 1
@@ -516,15 +512,6 @@ class Coordinator:
         self._out = {}
 
 
-def mark(entry: Entry) -> Mark:
-    """What a member's answer says it holds of a key: the entry's version,
-    and for a counter its state's CRC-32 as well (two counter states can
-    share a version, the newest change's, and differ)."""
-    if len(entry) == 6:
-        return (entry[-3:], counter_digest(entry[2]))  # type: ignore[misc,arg-type,return-value]
-    return entry[-3:]  # type: ignore[return-value]
-
-
 def _repairs(newest: Dict[bytes, Optional[Entry]], held: Dict[bytes, Mark]) -> List[bytes]:
     """``W`` frames (sequence number 0, as anti-entropy sends) carrying the
     newest entries a member's answer showed it lacks. A member lacking a
@@ -539,7 +526,7 @@ def _repairs(newest: Dict[bytes, Optional[Entry]], held: Dict[bytes, Mark]) -> L
         if seen is None and entry[0] is None:
             continue
         if len(entry) == 6:
-            lacks = seen != mark(entry)
+            lacks = seen != mark_of(entry)
         else:
             lacks = seen is None or seen < entry[-3:]  # type: ignore[operator]
         if lacks:

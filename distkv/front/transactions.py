@@ -23,7 +23,7 @@ so are each connection's watched keys.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 from distkv.front.access import OPEN, READ, WRITE
 from distkv.front.auth import NOAUTH
@@ -37,8 +37,7 @@ from distkv.front.replies import (
     Session,
     wrong_arity,
 )
-from distkv.store.counter import digest as counter_digest
-from distkv.store.store import Entry, Store
+from distkv.store.store import Entry, Mark, Store, mark_of
 
 if TYPE_CHECKING:
     from distkv.front.commands import Command, Dispatcher, Outcome
@@ -241,7 +240,7 @@ class Transactions:
                 watched[key] = (_version(entry(key)), live(key) is not None)
         return OK
 
-    def _touched(self, key: bytes, held: Tuple[Optional[Version], bool]) -> bool:
+    def _touched(self, key: bytes, held: Tuple[Optional[Mark], bool]) -> bool:
         """Whether ``key`` changed since WATCH saw it as ``held``: another
         version, or readable then and expired now. A key that had already
         expired when watched, and is reclaimed since, has not changed, as in
@@ -256,21 +255,10 @@ class Transactions:
         return OK
 
 
-#: What WATCH keeps of an entry: its version (the last three fields), and
-#: for a counter a CRC-32 of its whole state too.
-Version = Union[Tuple[int, int, str], Tuple[Tuple[int, int, str], int]]
-
-
-def _version(entry: Optional[Entry]) -> Optional[Version]:
-    """What WATCH remembers of a key: its entry's version (None: absent),
-    not the entry, whose value it would keep alive. A counter's version is
-    its newest change's, so merging a peer's older increment changes its
-    value and not its version: its state's CRC-32 tells that change."""
-    if entry is None:
-        return None
-    if len(entry) == 6:
-        return (entry[-3:], counter_digest(entry[2]))  # type: ignore[misc,arg-type,return-value]
-    return entry[-3:]  # type: ignore[return-value]
+def _version(entry: Optional[Entry]) -> Optional[Mark]:
+    """What WATCH remembers of a key: its entry's mark (None: absent), not
+    the entry, whose value it would keep alive."""
+    return None if entry is None else mark_of(entry)
 
 
 def _checked(handler: Callable[[Sequence[bytes], Session], Outcome],

@@ -113,6 +113,19 @@ def version_of(entry: Entry) -> Version:
     return _new_tuple(Version, entry[-3:])
 
 
+#: What tells two entries of a key apart, cheaply (see :func:`mark_of`).
+Mark = Union[Tuple[int, int, str], Tuple[Tuple[int, int, str], int]]
+
+
+def mark_of(entry: Entry) -> Mark:
+    """``entry``'s version (its last three fields) and, for a counter, its
+    state's CRC-32 too: a counter's version is its newest change's, so two
+    states of one version can differ (one lacks an older increment)."""
+    if len(entry) == 6:
+        return (entry[-3:], counters.digest(entry[2]))  # type: ignore[misc,arg-type,return-value]
+    return entry[-3:]  # type: ignore[return-value]
+
+
 def expires_of(entry: Entry) -> int:
     """When ``entry``'s value stops being readable (ms since the epoch), or 0."""
     size = len(entry)
