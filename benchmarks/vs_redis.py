@@ -44,6 +44,11 @@ lag
     first against a redis-server master and one replica (``--replicaof``),
     for context (``--no-redis-lag`` skips it). GETs poll every ``--lag-poll``
     seconds: spinning would starve node 1 of CPU on a 2-core machine.
+cluster
+    3 DistKV nodes against redis-server with two replicas (and each alone),
+    writes through one node and through all three, ``-P 1`` and ``-P 16``:
+    req/s, p99, the time for the last write to reach every replica, each
+    process's CPU microseconds per write; see ``cluster_part.py``.
 memory
     1,000,000 keys (16-byte keys, 100-byte values, benchlib.key_for/value_for)
     loaded with pipelined RESP SETs into fresh servers one at a time: VmRSS
@@ -88,7 +93,7 @@ from benchlib import cpu_seconds, free_port, key_for, log_problems, rss_kib, val
 
 HOST = "127.0.0.1"
 HERE = os.path.dirname(os.path.abspath(__file__))
-PARTS = ("throughput", "fakeredis", "connections", "lag", "memory")
+PARTS = ("throughput", "fakeredis", "connections", "lag", "memory", "cluster")
 CONFIGS = ((50, 1), (50, 16), (1, 1))
 # Targets of issue 4 (DistKV / redis-server req/s), by interpreter and -P.
 TARGETS = {("cpython", 1): 0.5, ("cpython", 16): 0.3, ("pypy", 1): 0.9, ("pypy", 16): 0.7}
@@ -796,27 +801,33 @@ def _distkv_pending(c1):
 
 
 def _redis_pending(c1):
-    """Replication bytes the master has sent that the replica has not acknowledged."""
+    """Replication bytes the master has sent that its slowest replica has not acknowledged."""
     repl = c1.info("replication")
     offset = int(repl.get("master_repl_offset", 0))
-    slave = dict(kv.split("=", 1) for kv in repl.get("slave0", "offset=-1").split(","))
-    return offset - int(slave.get("offset", -1))
+    slaves = [dict(kv.split("=", 1) for kv in v.split(","))
+              for k, v in repl.items() if re.match(r"slave\d+$", k)] or [{"offset": "-1"}]
+    return offset - min(int(slave.get("offset", -1)) for slave in slaves)
 
 
-def start_lag_system(system, python, workdir):
-    """(servers, write port, read port, pending function); servers[0] takes the writes."""
+def start_lag_system(system, python, workdir, replicas=1):
+    """(servers, write port, read port, pending function); servers[0] takes the writes.
+    redis-server gets ``replicas`` replicas; DistKV is always 3 nodes."""
     if system == "redis":
         master = Server("lag-redis-master", "redis", "c", workdir, extra=["--repl-diskless-sync-delay", "0"])
         master.wait_ready()
-        replica = Server("lag-redis-replica", "redis", "c", workdir,
-                         extra=["--replicaof", HOST, str(master.port)])
-        replica.wait_ready()
-        c = Resp(replica.port)
-        try:
-            _wait_until("replica link up", lambda: c.info("replication").get("master_link_status") == "up")
-        finally:
-            c.close()
-        return [master, replica], master.port, replica.port, _redis_pending
+        servers = [master]
+        for i in range(replicas):
+            replica = Server("lag-redis-replica%d" % (i + 1), "redis", "c", workdir,
+                             extra=["--replicaof", HOST, str(master.port)])
+            replica.wait_ready()
+            c = Resp(replica.port)
+            try:
+                _wait_until("replica link up",
+                            lambda c=c: c.info("replication").get("master_link_status") == "up")
+            finally:
+                c.close()
+            servers.append(replica)
+        return servers, master.port, servers[1].port, _redis_pending
     ports = [free_port() for _ in range(3)]
     nodes = []
     for i, port in enumerate(ports):
@@ -1065,6 +1076,8 @@ def main(argv=None):
                         help="interpreters for the lag cluster: all, cpython or pypy (default %(default)s)")
     parser.add_argument("--drain-timeout", type=float, default=120.0,
                         help="seconds to wait for the cluster to catch up after the load (default 120)")
+    parser.add_argument("--cluster-requests", type=int, default=300000,
+                        help="SETs per run in the cluster part (default 300000)")
     parser.add_argument("--keys", type=int, default=1000000,
                         help="keys for the memory part (default %(default)s)")
     parser.add_argument("--batch", type=int, default=1000, help="SETs per write in the memory load")
@@ -1093,6 +1106,7 @@ def main(argv=None):
         args.rounds, args.requests, args.requests_serial = 2, 3000, 500
         args.fakeredis_requests, args.warmup = 500, 1000
         args.conn_requests, args.lag_samples, args.keys = 3000, 20, 30000
+        args.cluster_requests = 6000
     try:
         args.configs = [tuple(int(x) for x in pair.split(":")) for pair in args.configs.split(",")]
         assert all(len(pair) == 2 and min(pair) >= 1 for pair in args.configs)
@@ -1195,6 +1209,9 @@ def main(argv=None):
             run_lag(args, lag_impls, workdir, results)
         if "memory" in parts:
             run_memory(args, impls, workdir, results)
+        if "cluster" in parts:
+            import cluster_part
+            cluster_part.run_cluster(sys.modules[__name__], args, impls, workdir, results)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the cleanup finish
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
