@@ -242,7 +242,10 @@ class Node:
             hard=max(OutputLimits().hard, max_request + (64 << 10))
         )
         self.hello = wire.Hello(self.node_id, self.incarnation)
-        self.greeting = wire.Greeting(self.hello, listen_port)
+        # The port callers are matched by (see Replication.accepted): where
+        # peers reach this node, which is --advertise's port behind NAT or a proxy.
+        self.greeting = wire.Greeting(
+            self.hello, advertise_port if advertise_port is not None else listen_port)
         self.peer_auth = PeerAuth(cluster_secret, self.node_id, reactor.seconds)
         if now_ms is None:
             seconds = reactor.seconds  # one call per stamp, on every write

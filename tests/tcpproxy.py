@@ -382,11 +382,22 @@ class ProxyMesh:
     ``peer_ports(i)`` as its peers. A link between two nodes is then two
     proxies (each side dials the other), and, since a connection may carry
     data both ways whoever dialled, cutting one node off another cuts both.
+    Give node *i* :meth:`node_args` too: a node dials a caller at the host its
+    connection came from (here 127.0.0.1, where the nodes listen, since the
+    proxies connect from there) and the port the caller advertises, and
+    members at the addresses they advertise; each node advertises a port that
+    is bound and never listened on, so nothing reaches a node but through
+    the proxies.
     """
 
     def __init__(self, ports: Sequence[int]) -> None:
         self.proxies: Dict[Tuple[int, int], TcpProxy] = {}
+        self._decoys: List[socket.socket] = []
         try:
+            for _ in ports:
+                decoy = _socket()
+                decoy.bind((LOOPBACK, 0))
+                self._decoys.append(decoy)
             for i in range(len(ports)):
                 for j, port in enumerate(ports):
                     if i != j:
@@ -394,6 +405,10 @@ class ProxyMesh:
         except BaseException:
             self.close()
             raise
+
+    def node_args(self, i: int) -> List[str]:
+        """Node ``i``'s options: where it says it is reached (a decoy port)."""
+        return ["--advertise", f"{LOOPBACK}:{self._decoys[i].getsockname()[1]}"]
 
     def peer_ports(self, i: int) -> List[int]:
         return [proxy.port for (a, _), proxy in sorted(self.proxies.items()) if a == i]
@@ -438,5 +453,7 @@ class ProxyMesh:
                 proxy.close()
             except Exception as e:  # close the rest anyway, then report
                 errors.append(e)
+        for decoy in self._decoys:
+            decoy.close()
         if errors:
             raise errors[0]

@@ -7,8 +7,11 @@ import os
 import shutil
 from typing import Optional, Tuple
 
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from distkv.cluster import wire
 from distkv.front.commands import NIL, Error, Request
 from distkv.node import Node
 from distkv.testing import SimulatedCluster
@@ -209,3 +212,21 @@ class LinkTests(SynchronousTestCase):
         cluster.run()
         self.assertEqual((len(self_link.outbox), self_link.resyncs), (0, 0))
         self.assertEqual(n1.members(), ["n2"])
+
+    def test_a_caller_names_the_port_it_advertises_not_the_one_it_listens_on(self) -> None:
+        """Behind NAT or a proxy (``--advertise``), a node's greeting names the
+        port where peers reach it: the peer it calls matches it there, and never
+        dials the port it listens on, which only it can reach (a test's proxies
+        on the same host would otherwise be bypassed, and a partition leak)."""
+        reactor = MemoryReactorClock()
+        node = Node(reactor, "a", listen_port=9000, advertise_host="10.0.0.1",
+                    advertise_port=19000)
+        link = node.add_peer("10.0.0.2", 7001)
+        assert link is not None
+        proto = link.buildProtocol(IPv4Address("TCP", "10.0.0.2", 7001))
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        greeting = wire.parse_greeting(transport.value().split(b"\r\n")[0])
+        self.assertEqual((greeting.hello.node, greeting.port), ("a", 19000))
+        plain = Node(MemoryReactorClock(), "b", listen_port=9000)
+        self.assertEqual(plain.greeting.port, 9000)

@@ -391,9 +391,9 @@ def test_violations_flags_lost_resurrected_and_phantom_values_only() -> None:
 # -- the faults ------------------------------------------------------------------
 
 
-def node_args(tmp_path: Path, index: int) -> List[str]:
+def node_args(tmp_path: Path, index: int, mesh: ProxyMesh) -> List[str]:
     return ["--data-dir", str(tmp_path / f"data{index + 1}"), "--fsync", "always",
-            "--sync-interval", "2"]
+            "--sync-interval", "2"] + mesh.node_args(index)
 
 
 class Phases:
@@ -453,7 +453,7 @@ def test_partitions_stalls_delays_and_kill_9_lose_no_acknowledged_write(
     phases = Phases(writers)
     try:
         nodes = [cluster.add(NodeProcess(tmp_path, port, mesh.peer_ports(i), f"n{i + 1}",
-                                         node_args(tmp_path, i))).start()
+                                         node_args(tmp_path, i, mesh))).start()
                  for i, port in enumerate(ports)]
         for node in nodes:
             node.wait_ready()
@@ -500,7 +500,7 @@ def test_partitions_stalls_delays_and_kill_9_lose_no_acknowledged_write(
                 nodes[index].kill()
                 nodes[index] = cluster.add(NodeProcess(
                     tmp_path, ports[index], mesh.peer_ports(index), f"n{index + 1}",
-                    node_args(tmp_path, index))).start()
+                    node_args(tmp_path, index, mesh))).start()
                 nodes[index].wait_ready(serving=False)
                 then()
                 nodes[index].wait_ready()

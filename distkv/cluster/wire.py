@@ -213,7 +213,8 @@ class Hello(NamedTuple):
 
 
 class Greeting(NamedTuple):
-    """The connecting side's handshake: who calls, and the port it listens on."""
+    """The connecting side's handshake: who calls, and the port where peers
+    reach it (the one it listens on, or the port it advertises)."""
 
     hello: Hello
     port: Optional[int]
