@@ -45,6 +45,41 @@ class StoreFloorTests(SynchronousTestCase):
         self.assertGreater(store.entry(b"after")[1:], floor)
         self.assertEqual(sorted(store.live_keys()), [b"after", b"new"])
 
+    def test_a_flush_on_another_node_keeps_a_transaction_whole(self) -> None:
+        """Another node's flush made in the same millisecond as a transaction,
+        its counter between the transaction's writes' (seed 100231 of the
+        simulator: the floor used to be that node's fresh version), drops all
+        of the transaction's writes; one made a millisecond earlier keeps all."""
+        now = [1_000]
+        origin = Store(HybridClock("a", lambda: now[0]))
+        origin.begin_group()
+        origin.set(b"k0", b"x")
+        origin.set(b"k1", b"y")
+        writes = origin.end_group()
+        self.assertEqual({entry[1] for _, _, entry in writes}, {1_000})
+        for wall, kept in ((1_000, []), (999, [b"k0", b"k1"])):
+            # At 1,000 its fresh version was (1000, 0, "b"): between the
+            # transaction's (1000, 0, "a") and (1000, 1, "a").
+            other = Store(HybridClock("b", lambda wall=wall: wall))  # type: ignore[misc]
+            replica = Store(HybridClock("c", lambda: now[0]))
+            for _, key, entry in writes:
+                replica.apply(key, entry)
+            replica.raise_floor(other.flush())
+            self.assertEqual(sorted(replica.live_keys()), kept, wall)
+
+    def test_a_transaction_is_stamped_within_one_millisecond(self) -> None:
+        """Whatever the wall clock does while a group of writes runs (no front
+        end holding the clock), its writes share one millisecond."""
+        ticks = iter(range(5_000, 6_000, 7))
+        store = Store(HybridClock("a", lambda: next(ticks)))
+        store.begin_group()
+        for i in range(5):
+            store.set(b"k%d" % i, b"v")
+        writes = store.end_group()
+        self.assertEqual(len({entry[1] for _, _, entry in writes}), 1)
+        store.set(b"after", b"v")
+        self.assertGreater(store.entry(b"after")[1], writes[0][2][1])
+
     def test_keys_with_an_expiry_are_flushed_by_their_version(self) -> None:
         """An entry carrying an expiry (its version in its last three fields) is
         dropped by a flush and refused below the floor like any other; one above the
@@ -96,14 +131,16 @@ class FlushFrameTests(SynchronousTestCase):
                          [wire.Flush(floor)])
 
     def test_malformed_frames_are_refused(self) -> None:
-        """A flush frame with an empty or bad node id, a wrong length, a
-        truncated head or a clock past the range is a protocol error."""
+        """A flush frame with a bad node id, a wrong length, a truncated head
+        or a clock past the range is a protocol error; the empty node id of a
+        millisecond's start (what Store.flush makes) is a floor."""
         good = wire.encode_flush(Version(5, 1, "n1"))[4:]
+        edge = wire.decode_body(wire.encode_flush(Version(5, 0, ""))[4:])
+        self.assertEqual(edge, wire.Flush(Version(5, 0, "")))
         bad = [
             b"F",
             good[:-1],
             good + b"x",
-            wire.encode_flush(Version(5, 1, ""))[4:],
             b"F" + (5).to_bytes(8, "big") + (1).to_bytes(4, "big") + (3).to_bytes(2, "big") + b"n 1",
             b"F" + (1 << 63).to_bytes(8, "big") + (1).to_bytes(4, "big") + (2).to_bytes(2, "big") + b"n1",
         ]

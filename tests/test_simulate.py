@@ -31,6 +31,7 @@ from distkv.simulate import (
     Schedule,
     Snapshot,
     Stall,
+    Transaction,
     Write,
     generate,
     replay,
@@ -386,6 +387,24 @@ def test_a_removal_lost_with_memory_only_nodes_is_made_again_and_purging_resumes
     """The departed nodes end removed on every running node, and tombstones go."""
     runner = Runner(LOST_REMOVAL_CASES[case])
     assert runner.run() == []
+
+
+def test_a_flush_made_in_the_millisecond_of_a_transaction_keeps_it_whole() -> None:
+    """Seed 100231's shrunk replay (one of three atomic failures in the first
+    1,000 seeds of a 10,000-seed run): n2's flush floor, its fresh version,
+    fell between the counters of a transaction's two writes on n1 (clocks
+    kept in step by heartbeats), so every node kept one write and dropped the
+    other. Floors now lie on a millisecond's edge (Store.flush)."""
+    schedule = Schedule(
+        seed=100231, size=3, disk=(False, True, False), skew=(699, -963, -810), unlisted=(),
+        steps=(
+            Partition(a="n2", b="n1", oneway=False),
+            Incr(node="n3", key=2, amount=3),
+            Transaction(node="n1", keys=(0, 1), size=331, tag=17, resp=True),
+            Flush(node="n2"),
+        ),
+    )
+    assert run(schedule) == []
 
 
 @pytest.mark.parametrize("block", range(10))

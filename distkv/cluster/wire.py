@@ -799,7 +799,8 @@ def _decode_round_end(body: bytes) -> RoundMark:
 
 
 def encode_flush(floor: Version) -> bytes:
-    """The ``F`` frame carrying the flush floor ``floor`` (a real version)."""
+    """The ``F`` frame carrying the flush floor ``floor`` (a millisecond's
+    start: the empty node id, see :meth:`distkv.store.store.Store.flush`)."""
     return _frame(b"F" + _version(floor))
 
 
@@ -811,7 +812,7 @@ def _decode_flush(body: bytes) -> Flush:
         raise WireError("malformed flush frame")
     if ms > MAX_SEQ:
         raise WireError("clock out of range in flush frame")
-    return Flush(Version(ms, counter, _node(raw)))
+    return Flush(Version(ms, counter, _node(raw, bound=True)))
 
 
 def encode_members(entries: Sequence[Member]) -> bytes:

@@ -291,9 +291,17 @@ class Store:
         self._flush_listeners.append(listener)
 
     def flush(self) -> Version:
-        """Flush everything held here (FLUSHALL): a fresh version becomes the
-        floor, above every entry stored; returns it."""
-        floor = self.clock.now()
+        """Flush everything held here (FLUSHALL): the floor is the start of the
+        millisecond after the clock's (the empty node id sorts below every
+        node's), above every entry stored; returns it.
+
+        On a millisecond's edge rather than at a fresh version, because a
+        transaction is stamped within one millisecond (see :meth:`begin_group`):
+        a floor made on another node at the same millisecond could otherwise
+        fall between two of its writes' counters, and keep one and drop the
+        other (simulator seed 100231).
+        """
+        floor = Version(self.clock.now().ms + 1, 0, "")
         self.raise_floor(floor)
         return floor
 
@@ -336,10 +344,17 @@ class Store:
             self.clock.restore(floor.ms)
 
     def begin_group(self) -> None:
-        """The local writes from now to :meth:`end_group` are one transaction."""
+        """The local writes from now to :meth:`end_group` are one transaction.
+
+        The clock is held over it (see :meth:`HybridClock.hold`), so that all
+        its writes are stamped within one millisecond, apart only by their
+        counters: a flush floor, always on a millisecond's edge (see
+        :meth:`flush`), keeps all of them or none.
+        """
         if self.group is not None:
             raise RuntimeError("a group of writes is already open")
         self.group = []
+        self.clock.hold()
         self._listeners.append(self._collect)
 
     def end_group(self) -> List[Tuple[int, bytes, Entry]]:
@@ -348,6 +363,7 @@ class Store:
         if group is None:
             raise RuntimeError("no group of writes is open")
         self.group = None
+        self.clock.release()
         self._listeners.remove(self._collect)
         if group:
             for listener in self._group_listeners:
