@@ -24,11 +24,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster import wire
 from distkv.disk.datafile import FILENAME
-from distkv.front.countercmds import format_long_double, long_double
 from distkv.node import Node
 from distkv.store.counter import MAX_SLOTS, VERSION, ZERO, CounterState, decode, encode, make
 from distkv.store.digest import Digest
 from distkv.store.hlc import HybridClock, Version
+from distkv.store.longdouble import format_long_double, long_double
 from distkv.store.store import Entry, Store, counter_entry
 from tests.respclient import ask, connect
 from tests.scratch import scratch_dir
