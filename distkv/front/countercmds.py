@@ -6,9 +6,10 @@ nodes all count once replicated. ``INCRBYFLOAT`` computes as Redis does, in
 x87 80-bit extended precision (``long double``: a 64-bit significand),
 which Python emulates exactly with fractions (see :func:`long_double`), and
 formats the result as Redis's ``%.17Lf`` with trailing zeros cut; it then
-writes the result as ``SET`` would (a reset of the counter that saw every
-increment held here), so two made at once through two nodes do not add up:
-the later wins, as for ``APPEND``.
+adds the difference between that result and the value it read, exactly, to
+this node's slot (see :meth:`~distkv.store.store.Store.incr_float`), so
+that its reply is Redis's and sums made at once through several nodes all
+count too.
 """
 
 from __future__ import annotations
@@ -117,5 +118,5 @@ class CounterCommands:
         if total is None:
             return NAN_OR_INFINITY
         text = format_long_double(total)
-        store.set(key, text, store.expires(key))  # keeps its expiry, as Redis
+        store.incr_float(key, text)
         return dispatcher.after_commit(text)

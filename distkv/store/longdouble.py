@@ -31,6 +31,36 @@ def long_double(text: bytes) -> Union[Fraction, str, None]:
     extended precision): the exact value as a fraction, ``"inf"`` for an
     infinity, or None for what Redis refuses (not a number, a NaN, spaces,
     a value too large or one that underflows to zero)."""
+    value = _written(text)
+    if value is None or isinstance(value, str):
+        return value
+    rounded = round_long_double(value)
+    if rounded is None or (rounded == 0 and value != 0):
+        return None  # ERANGE: overflow, or underflow to zero
+    return rounded
+
+
+def number(text: bytes) -> Union[int, Fraction, None]:
+    """The value ``text`` writes exactly (an int when whole; a decimal or
+    hexadecimal fraction otherwise), when Redis reads it as a finite long
+    double; None when INCRBYFLOAT would refuse it or read an infinity."""
+    read = long_double(text)
+    if read is None or isinstance(read, str):
+        return None
+    return whole(_written(text))  # type: ignore[arg-type]
+
+
+def whole(value: Union[int, Fraction]) -> Union[int, Fraction]:
+    """``value``, as an int when it is a whole number."""
+    if type(value) is int:
+        return value
+    return value.numerator if value.denominator == 1 else value
+
+
+def _written(text: bytes) -> Union[Fraction, str, None]:
+    """The exact value ``text`` writes in strtold's grammar (exponents
+    clamped to +-20000, far past any finite long double), ``"inf"``, or
+    None when it is not a number."""
     if not text or len(text) >= _MAX_CHARS:
         return None
     if _INFINITY.match(text):
@@ -58,12 +88,7 @@ def long_double(text: bytes) -> Union[Fraction, str, None]:
         if exponent:
             power = _parse_int(exponent[1:])
             value = value * Fraction(2) ** max(min(power, 20000), -20000)
-    if text[:1] == b"-":
-        value = -value
-    rounded = round_long_double(value)
-    if rounded is None or (rounded == 0 and value != 0):
-        return None  # ERANGE: overflow, or underflow to zero
-    return rounded
+    return -value if text[:1] == b"-" else value
 
 
 #: Digits converted at once between int and text: CPython 3.11 refuses more
@@ -132,3 +157,26 @@ def format_long_double(value: Fraction) -> bytes:
     if negative and text != "0":
         text = "-" + text
     return text.encode("ascii")
+
+
+def decimal_text(value: Union[int, Fraction]) -> bytes:
+    """``value``, an int or a fraction whose denominator divides a power of
+    ten, written out exactly in decimal: no exponent, no trailing zeros
+    after the point, ``-`` only before a non-zero value. For what
+    :func:`format_long_double` writes, the same text."""
+    if type(value) is int:
+        return _decimal(value).encode("ascii") if value >= 0 else b"-" + _decimal(-value).encode("ascii")
+    denominator = value.denominator
+    twos = (denominator & -denominator).bit_length() - 1
+    fives = denominator >> twos
+    places = round(fives.bit_length() / 2.321928094887362)  # log2(5)
+    for guess in (places, places - 1, places + 1):
+        if guess >= 0 and 5**guess == fives:
+            places = max(twos, guess)
+            break
+    else:
+        raise ValueError(f"not a decimal fraction: {value!r}")
+    units = value.numerator * (10**places // denominator)
+    digits = _decimal(abs(units)).rjust(places + 1, "0")
+    text = (digits[:-places] + "." + digits[-places:]).rstrip("0").rstrip(".")
+    return ("-" + text if units < 0 else text).encode("ascii")
