@@ -423,7 +423,7 @@ class EncodingTests(SynchronousTestCase):
         self.assertNotEqual(digests[0], digests[1])
 
     def test_a_data_dir_of_format_4_is_read_and_counters_survive_a_restart(self) -> None:
-        """A format 4 data dir (before counters) opens as format 5; a counter
+        """A format 4 data dir (before counters) opens as format 6; a counter
         written to it reads the same after a restart."""
         path = scratch_dir(self)
         clock = Clock()
@@ -447,7 +447,7 @@ class EncodingTests(SynchronousTestCase):
         self.assertEqual((node.store.get(b"c"), node.store.entry(b"c")), (b"42", held))
         node.crash()
         db = sqlite3.connect(os.path.join(path, FILENAME))
-        self.assertEqual(db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()[0], "5")
+        self.assertEqual(db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()[0], "6")
         db.close()
 
 

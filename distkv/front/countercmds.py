@@ -4,7 +4,8 @@ The integer commands add to this node's own slot of the key's counter (see
 :mod:`distkv.store.counter`), so increments made at once through different
 nodes all count once replicated. ``INCRBYFLOAT`` computes as Redis does, in
 x87 80-bit extended precision (``long double``: a 64-bit significand),
-which Python emulates exactly with fractions (see :func:`long_double`), and
+which Python emulates exactly with fractions (see
+:mod:`distkv.store.longdouble`), and
 formats the result as Redis's ``%.17Lf`` with trailing zeros cut; it then
 adds the difference between that result and the value it read, exactly, to
 this node's slot (see :meth:`~distkv.store.store.Store.incr_float`), so
@@ -14,20 +15,16 @@ count too.
 
 from __future__ import annotations
 
-from fractions import Fraction
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from distkv.front.access import WRITE
 from distkv.front.replies import LOADING, NOT_INTEGER, Error, Integer, Session, strict_int, wrong_arity
 from distkv.store.counter import INT64_MIN
-from distkv.store.longdouble import format_long_double, long_double, round_long_double
 
 if TYPE_CHECKING:
     from distkv.front.commands import Dispatcher, Outcome
 
 _new_tuple = tuple.__new__
-NOT_FLOAT = Error("ERR value is not a valid float")
-NAN_OR_INFINITY = Error("ERR increment would produce NaN or Infinity")
 DECREMENT_OVERFLOW = Error("ERR decrement would overflow")
 
 
@@ -105,18 +102,7 @@ class CounterCommands:
         refused = dispatcher.refusal(write=True)
         if refused is not None:
             return refused
-        key = request[1]
-        store = self.store
-        current = store.get(key)
-        held: Union[Fraction, str, None] = Fraction(0) if current is None else long_double(current)
-        amount = long_double(request[2])
-        if held is None or amount is None:
-            return NOT_FLOAT
-        if isinstance(held, str) or isinstance(amount, str):
-            return NAN_OR_INFINITY  # an infinity parsed: the sum is one
-        total = round_long_double(held + amount)
-        if total is None:
-            return NAN_OR_INFINITY
-        text = format_long_double(total)
-        store.incr_float(key, text)
-        return dispatcher.after_commit(text)
+        result = self.store.incr_float(request[1], request[2])
+        if type(result) is str:
+            return Error(result)  # type: ignore[arg-type]
+        return dispatcher.after_commit(result)  # type: ignore[arg-type]

@@ -24,6 +24,24 @@ _MIN_EXP = -16382  # the smallest normal exponent: 2**-16382
 _MAX = Fraction(2**_MANTISSA - 1) * Fraction(2) ** (16383 - _MANTISSA + 1)
 #: Redis's buffer for a long double read or written (MAX_LONG_DOUBLE_CHARS).
 _MAX_CHARS = 5 * 1024
+#: Redis's errors for INCRBYFLOAT.
+NOT_FLOAT = "ERR value is not a valid float"
+NAN_OR_INFINITY = "ERR increment would produce NaN or Infinity"
+
+
+def added(held: Optional[bytes], amount: bytes) -> Union[bytes, str]:
+    """INCRBYFLOAT's result: the value ``held`` (None: a missing key) plus
+    ``amount``, computed and printed as Redis does, or Redis's error text."""
+    value: Union[Fraction, str, None] = Fraction(0) if held is None else long_double(held)
+    increment = long_double(amount)
+    if value is None or increment is None:
+        return NOT_FLOAT
+    if isinstance(value, str) or isinstance(increment, str):
+        return NAN_OR_INFINITY  # an infinity parsed: the sum is one
+    total = round_long_double(value + increment)
+    if total is None:
+        return NAN_OR_INFINITY
+    return format_long_double(total)
 
 
 def long_double(text: bytes) -> Union[Fraction, str, None]:

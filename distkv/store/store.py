@@ -38,7 +38,7 @@ from distkv.store import counter as counters
 from distkv.store.counter import INT64_MAX, INT64_MIN, CounterState
 from distkv.store.digest import Digest
 from distkv.store.hlc import HybridClock, Version
-from distkv.store.longdouble import number, whole
+from distkv.store.longdouble import added, number, whole
 
 _new_tuple = tuple.__new__
 
@@ -569,32 +569,37 @@ class Store:
         self._put(key, entry, current, self.seq)
         return result
 
-    def incr_float(self, key: bytes, text: bytes) -> None:
-        """INCRBYFLOAT's write: ``key``, whose value :meth:`get` reads now,
-        becomes ``text`` (the sum Redis prints), the difference added exactly
-        to this node's own slot, so that sums made at once elsewhere add to
-        it. When the slot cannot hold it (the value written has more than 17
-        decimals, or the slot's total would pass :data:`~distkv.store.counter.TOTAL_LIMIT`
-        units, or too many slots are open), ``text`` is written as SET
-        writes it, keeping the expiry: the later of two such writes wins."""
+    def incr_float(self, key: bytes, amount: bytes) -> Union[bytes, str]:
+        """INCRBYFLOAT: ``key``'s value plus ``amount`` as Redis computes and
+        prints it (see :func:`~distkv.store.longdouble.added`), or Redis's
+        error text. The key then reads that text: the difference from the
+        value it read is added, exactly, to this node's own slot, so that
+        sums made at once elsewhere add to it. When the slot cannot hold it
+        (the value read has more than 17 decimals, the slot's total would
+        pass :data:`~distkv.store.counter.TOTAL_LIMIT` units, or too many
+        slots are open), the text is written as SET writes it, keeping the
+        expiry: the later of two such writes wins."""
         data = self._data
         current = data.get(key)
         if current is not None and len(current) > 4 and expired(current, self._wall()):
             self._reclaim(key, current)
             current = data[key]
         held = None if current is None else current[0]
+        text = added(held, amount)
+        if type(text) is str:
+            return text
         before = 0 if held is None else number(held)
-        written = number(text)
+        written = number(text)  # type: ignore[arg-type]
         if before is None or written is None:
-            raise ValueError("INCRBYFLOAT reads and writes numbers")
+            raise ValueError("INCRBYFLOAT reads and writes finite numbers")
         state = counters.FRESH if current is None else counter_state(current)
         slots = counters.all_slots(state)
         slot = self._own.get(key)
         opened = slot in slots
         total = whole((slots[slot][0] if opened else 0) + written - before)  # type: ignore[index]
         if not counters.fits(total) or (not opened and len(slots) >= counters.OPEN_SLOTS):
-            self.set(key, text, self.expires(key))
-            return
+            self.set(key, text, self.expires(key))  # type: ignore[arg-type]
+            return text
         stamp = self.clock.stamp(None, current)
         if not opened:  # a new slot (see _own)
             slot = self._own[key] = (stamp[3], stamp[1], stamp[2])
@@ -603,6 +608,7 @@ class Store:
         self._put_counter(key, counters.make(state[counters.BASE], state[counters.EXPIRES],
                                              state[counters.BASE_VERSION], slots, state[counters.OBSERVED]),
                           current)
+        return text
 
     def delete(self, key: bytes) -> bool:
         """Write a tombstone for ``key``; True when a live (unexpired) value was removed.
