@@ -61,11 +61,15 @@ def exchange(*replicas: Store) -> None:
 #: One step of a random history: (node, operation, amount or delivery source).
 Step = Tuple[str, str, int]
 steps = st.lists(
-    st.tuples(st.sampled_from("abc"), st.sampled_from(["incr", "incr", "incr", "set", "del",
-                                                       "deliver", "expire"]),
+    st.tuples(st.sampled_from("abc"), st.sampled_from(["incr", "incr", "incr", "float", "float", "set",
+                                                       "setfloat", "del", "deliver", "expire"]),
               st.integers(-3, 3)),
     max_size=40,
 )
+#: INCRBYFLOAT's amounts in histories ("float"), and the values of "setfloat":
+#: numbers INCRBYFLOAT reads (one with more than 17 decimals), and one it does not.
+AMOUNTS = (b"0.1", b"-0.25", b"1.5", b"1e-3", b"0x1p-2", b"0.33333333333333333", b"-2")
+FLOAT_BASES = (b"10.5", b"5.0e3", b"-0.1", b"hello", b"0.3333333333333333333333", b"1e30", b"7")
 
 
 def run_history(history: List[Step]) -> Tuple[Dict[str, Store], List[Entry]]:
@@ -77,6 +81,10 @@ def run_history(history: List[Step]) -> Tuple[Dict[str, Store], List[Entry]]:
         store = replicas[node]
         if op == "incr":
             store.incr(KEY, arg)
+        elif op == "float":
+            store.incr_float(KEY, AMOUNTS[arg % len(AMOUNTS)])
+        elif op == "setfloat":
+            store.set(KEY, FLOAT_BASES[arg % len(FLOAT_BASES)])
         elif op == "set":
             store.set(KEY, b"%d" % (arg * 10))
         elif op == "del":

@@ -182,6 +182,7 @@ def decimal_text(value: Union[int, Fraction]) -> bytes:
     ten, written out exactly in decimal: no exponent, no trailing zeros
     after the point, ``-`` only before a non-zero value. For what
     :func:`format_long_double` writes, the same text."""
+    value = whole(value)
     if type(value) is int:
         return _decimal(value).encode("ascii") if value >= 0 else b"-" + _decimal(-value).encode("ascii")
     denominator = value.denominator
