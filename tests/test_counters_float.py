@@ -6,8 +6,8 @@ adds the difference, exactly, to its node's own counter slot (see
 session's replies (redis-server 7.0.15's) and a live redis-server's; merges
 of states INCRBYFLOAT, INCRBY, SET and DEL made commutative, associative and
 idempotent; with no reset, every replica reading the exact sum of every
-node's contributions; 3 nodes x 300 INCRBYFLOATs and INCRBYs through a
-partition reading that sum everywhere; a SET cancelling only what it saw;
+node's contributions; 3 nodes x 100 INCRBYFLOATs and INCRBYs of each of
+two keys through a partition reading those sums everywhere; a SET cancelling only what it saw;
 fractional totals on the wire and in the data file across a restart; and
 hostile totals refused.
 """
@@ -315,8 +315,8 @@ class MergeTests(SynchronousTestCase):
 
 class ClusterTests(SynchronousTestCase):
     def test_three_nodes_incrbyfloats_through_a_partition_read_the_exact_sum(self) -> None:
-        """300 INCRBYFLOATs (tenths, thirds, negative amounts, exponents) of
-        one key, and of another 300 INCRBYFLOATs of quarters and INCRBYs
+        """100 INCRBYFLOATs (tenths, thirds, negative amounts, exponents) of
+        one key, and of another 100 INCRBYFLOATs of quarters and INCRBYs
         (answered when its value is a whole number, refused otherwise, as
         Redis does), through each of three nodes over RESP, n3 partitioned
         away for the middle half: once healed every node reads, for each

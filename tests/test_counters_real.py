@@ -16,7 +16,8 @@ def test_incrs_through_three_nodes_at_once_add_up_on_every_node(cluster: Cluster
     """200 INCRs through each of three nodes at once (redis-py, pipelined in
     tens), the third node killed with SIGKILL and restarted from its data
     dir: every node reads 600; a SET then resets it everywhere, and an INCR
-    and a DECRBY through other nodes count on top."""
+    and a DECRBY through other nodes count on top; 50 INCRBYFLOAT 0.1s
+    through each node at once then read exactly 15 more on every node."""
     import redis
 
     ports = free_ports(3)
@@ -60,3 +61,23 @@ def test_incrs_through_three_nodes_at_once_add_up_on_every_node(cluster: Cluster
     with pytest.raises(redis.ResponseError, match="^value is not an integer or out of range$"):
         redis.Redis(port=nodes[0].port).incrby("hits", "x")
     assert redis.Redis(port=nodes[0].port).incrbyfloat("hits", 0.5) == 6.5
+
+    def add_tenths(port: int) -> None:
+        try:
+            client = redis.Redis(port=port)
+            for _ in range(5):
+                pipe = client.pipeline(transaction=False)
+                for _ in range(10):
+                    pipe.incrbyfloat("hits", 0.1)
+                pipe.execute()
+        except BaseException as e:  # reported by the test, not lost in the thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=add_tenths, args=(node.port,)) for node in nodes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors and not any(thread.is_alive() for thread in threads), errors
+    wait_until(lambda: all(redis.Redis(port=n.port).get("hits") == b"21.5" for n in nodes),
+               "every node to read 6.5 plus 150 tenths")

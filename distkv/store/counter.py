@@ -7,9 +7,11 @@ instead of plain bytes, made of three parts, each merged on its own:
   counter INCR created; it counts as 0), with its expiry and version, kept
   by last-writer-wins like a plain value;
 * the *slots*: each node's own contributions, ``slot -> (total, ms,
-  counter)``. A slot is named by its node and the version of its first
-  increment (``(node, ms, counter)``), and only that node ever writes it, so
-  its states are ordered by version and replicas keep the newest one;
+  counter)``; a total is an int, or once INCRBYFLOAT added to it a decimal
+  fraction (whole units of 10**-17, see :data:`SCALE`). A slot is named by
+  its node and the version of its first increment (``(node, ms,
+  counter)``), and only that node ever writes it, so its states are ordered
+  by version and replicas keep the newest one;
 * the *observed* slot states: for each slot, the newest state of it that
   any SET, DEL or expiry saw (merged the same way, newest wins).
 
@@ -20,8 +22,9 @@ increments it saw (and they stay cancelled, even if a concurrent SET that
 did not see them wins the base), increments no reset saw always count, and
 each part is a join (last-writer-wins, per-slot newest, per-slot newest),
 which makes the merge commutative, associative and idempotent: replicas
-converge whatever the order or duplication of delivery. A base that is not
-an integer reads as itself whatever increments no reset saw (the SET wins).
+converge whatever the order or duplication of delivery. The value is
+written out exactly in decimal; a base that is not a number INCRBYFLOAT
+reads reads as itself whatever increments no reset saw (the SET wins).
 A plain value or tombstone meeting a counter is a base that saw nothing.
 
 A node writes only slots it opened since it started, and opens one the first
@@ -43,8 +46,9 @@ from binascii import crc32
 from fractions import Fraction
 from typing import Callable, Dict, Final, Optional, Tuple, Union
 
+from distkv.store import longdouble
 from distkv.store.hlc import Version
-from distkv.store.longdouble import decimal_text, number, whole
+from distkv.store.longdouble import decimal_text, whole
 
 #: A slot: the node that writes it and the version (ms, counter) of its first increment.
 Slot = Tuple[str, int, int]
@@ -230,7 +234,7 @@ def value(state: CounterState) -> Optional[bytes]:
         return b"%d" % (held + delta) if type(delta) is int else decimal_text(held + delta)
     if not delta and not moved(state):
         return base
-    exact = number(base)
+    exact = longdouble.number(base)
     return base if exact is None else decimal_text(whole(exact + delta))
 
 
