@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import os
 import sqlite3
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -34,6 +34,19 @@ from tests.respclient import ask, connect
 from tests.scratch import scratch_dir
 
 KEY = b"k"
+
+
+def data_format(path: str, mark: Optional[str] = None) -> str:
+    """The format the data dir at ``path`` is marked with (first marked
+    ``mark``, when given)."""
+    db = sqlite3.connect(os.path.join(path, FILENAME))
+    try:
+        if mark is not None:
+            db.execute("UPDATE meta SET value = ? WHERE name = 'format'", (mark,))
+            db.commit()
+        return str(db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()[0])
+    finally:
+        db.close()
 
 
 def stores(names: str = "abc", start: int = 1000) -> Dict[str, Store]:
@@ -440,10 +453,7 @@ class EncodingTests(SynchronousTestCase):
         node.store.set(b"plain", b"v")
         node.journal.commit()
         node.crash()
-        db = sqlite3.connect(os.path.join(path, FILENAME))
-        db.execute("UPDATE meta SET value = '4' WHERE name = 'format'")
-        db.commit()
-        db.close()
+        data_format(path, mark="4")
         node = Node(clock, "n1", data_dir=path)
         self.assertEqual(node.store.get(b"plain"), b"v")
         node.store.incr(b"c", 41)
@@ -454,9 +464,7 @@ class EncodingTests(SynchronousTestCase):
         node = Node(clock, "n1", data_dir=path)
         self.assertEqual((node.store.get(b"c"), node.store.entry(b"c")), (b"42", held))
         node.crash()
-        db = sqlite3.connect(os.path.join(path, FILENAME))
-        self.assertEqual(db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()[0], "6")
-        db.close()
+        self.assertEqual(data_format(path), "6")
 
 
 class FloatTests(SynchronousTestCase):

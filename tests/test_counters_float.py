@@ -14,10 +14,8 @@ hostile totals refused.
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import sqlite3
 from fractions import Fraction
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -27,7 +25,6 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster import wire
-from distkv.disk.datafile import FILENAME
 from distkv.node import Node
 from distkv.store.counter import TOTAL_LIMIT, ZERO, CounterError, all_slots, decode, encode, make, merge
 from distkv.store.longdouble import decimal_text, number
@@ -36,7 +33,7 @@ from tests.clusters import settled_cluster
 from tests.redisoracle import redis_replies, start_redis_server
 from tests.respclient import ask, command, connect
 from tests.scratch import scratch_dir
-from tests.test_counters import AMOUNTS, KEY, Step, deliver, exchange, run_history, steps, stores
+from tests.test_counters import AMOUNTS, KEY, Step, data_format, deliver, exchange, run_history, steps, stores
 
 #: One session on one connection to an empty server, with the replies
 #: redis-server 7.0.15 gave (RESP2): a float counter turning integer and back
@@ -391,9 +388,7 @@ class PersistenceTests(SynchronousTestCase):
         self.assertEqual(node.store.incr_float(KEY, b"0.075"), b"-24.49999999999999999")
         self.assertEqual(len(all_slots(counter_state(node.store.entry(KEY)))), 3)  # type: ignore[arg-type]
         node.crash()
-        db = sqlite3.connect(os.path.join(path, FILENAME))
-        self.assertEqual(db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()[0], "6")
-        db.close()
+        self.assertEqual(data_format(path), "6")
 
     def test_a_format_5_data_dir_is_read_and_marked_6(self) -> None:
         """A data dir of the release before fractional totals (format 5)
@@ -406,17 +401,12 @@ class PersistenceTests(SynchronousTestCase):
         node.store.incr(KEY, 41)
         node.journal.commit()
         node.crash()
-        db = sqlite3.connect(os.path.join(path, FILENAME))
-        db.execute("UPDATE meta SET value = '5' WHERE name = 'format'")
-        db.commit()
-        db.close()
+        data_format(path, mark="5")
         node = Node(clock, "n1", data_dir=path)
         self.assertEqual(node.store.get(KEY), b"41")
         self.assertEqual(node.store.incr_float(KEY, b"1.5"), b"42.5")
         node.crash()
-        db = sqlite3.connect(os.path.join(path, FILENAME))
-        self.assertEqual(db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()[0], "6")
-        db.close()
+        self.assertEqual(data_format(path), "6")
 
 
 class EncodingTests(SynchronousTestCase):

@@ -86,8 +86,8 @@ def _written(text: bytes) -> Union[Fraction, str, None]:
     decimal = _DECIMAL.match(text)
     if decimal:
         mantissa, exponent = decimal.group(1), decimal.group(2)
-        whole, _, fraction = mantissa.partition(b".")
-        value = Fraction(_parse_int(whole + fraction or b"0"), 10 ** len(fraction))
+        units, _, fraction = mantissa.partition(b".")
+        value = Fraction(_parse_int(units + fraction or b"0"), 10 ** len(fraction))
         if exponent:
             power = _parse_int(exponent[1:])
             if power > 20000:
@@ -101,8 +101,8 @@ def _written(text: bytes) -> Union[Fraction, str, None]:
         if not hexa:
             return None
         mantissa, exponent = hexa.group(1), hexa.group(2)
-        whole, _, fraction = mantissa.partition(b".")
-        value = Fraction(int(whole + fraction or b"0", 16), 16 ** len(fraction))
+        units, _, fraction = mantissa.partition(b".")
+        value = Fraction(int(units + fraction or b"0", 16), 16 ** len(fraction))
         if exponent:
             power = _parse_int(exponent[1:])
             value = value * Fraction(2) ** max(min(power, 20000), -20000)
