@@ -6,10 +6,12 @@ import os
 import shutil
 import socket
 import subprocess
+from typing import List
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.realnodes import free_ports, wait_until
+from tests.respclient import command
 
 
 def start_redis_server(case: SynchronousTestCase) -> int:
@@ -38,3 +40,23 @@ def start_redis_server(case: SynchronousTestCase) -> int:
 
     wait_until(listening, "redis-server to listen")
     return port
+
+
+def redis_replies(port: int, requests: List[bytes]) -> List[bytes]:
+    """The reply bytes the redis-server on ``port`` gives each encoded
+    request, in order on one connection (an ECHO after each marks where its
+    reply ends; all that came when the server closed the connection
+    first)."""
+    marker = b"$11\r\nend-of-case\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        replies = []
+        for request in requests:
+            sock.sendall(request + command(b"ECHO", b"end-of-case"))
+            out = b""
+            while not out.endswith(marker):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+            replies.append(out[: -len(marker)] if out.endswith(marker) else out)
+    return replies

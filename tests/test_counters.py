@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import os
 import sqlite3
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,16 +24,29 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster import wire
 from distkv.disk.datafile import FILENAME
-from distkv.front.countercmds import format_long_double, long_double
 from distkv.node import Node
 from distkv.store.counter import MAX_SLOTS, VERSION, ZERO, CounterState, decode, encode, make
 from distkv.store.digest import Digest
 from distkv.store.hlc import HybridClock, Version
+from distkv.store.longdouble import format_long_double, long_double
 from distkv.store.store import Entry, Store, counter_entry
 from tests.respclient import ask, connect
 from tests.scratch import scratch_dir
 
 KEY = b"k"
+
+
+def data_format(path: str, mark: Optional[str] = None) -> str:
+    """The format the data dir at ``path`` is marked with (first marked
+    ``mark``, when given)."""
+    db = sqlite3.connect(os.path.join(path, FILENAME))
+    try:
+        if mark is not None:
+            db.execute("UPDATE meta SET value = ? WHERE name = 'format'", (mark,))
+            db.commit()
+        return str(db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()[0])
+    finally:
+        db.close()
 
 
 def stores(names: str = "abc", start: int = 1000) -> Dict[str, Store]:
@@ -61,11 +74,15 @@ def exchange(*replicas: Store) -> None:
 #: One step of a random history: (node, operation, amount or delivery source).
 Step = Tuple[str, str, int]
 steps = st.lists(
-    st.tuples(st.sampled_from("abc"), st.sampled_from(["incr", "incr", "incr", "set", "del",
-                                                       "deliver", "expire"]),
+    st.tuples(st.sampled_from("abc"), st.sampled_from(["incr", "incr", "incr", "float", "float", "set",
+                                                       "setfloat", "del", "deliver", "expire"]),
               st.integers(-3, 3)),
     max_size=40,
 )
+#: INCRBYFLOAT's amounts in histories ("float"), and the values of "setfloat":
+#: numbers INCRBYFLOAT reads (one with more than 17 decimals), and one it does not.
+AMOUNTS = (b"0.1", b"-0.25", b"1.5", b"1e-3", b"0x1p-2", b"0.33333333333333333", b"-2")
+FLOAT_BASES = (b"10.5", b"5.0e3", b"-0.1", b"hello", b"0.3333333333333333333333", b"1e30", b"7")
 
 
 def run_history(history: List[Step]) -> Tuple[Dict[str, Store], List[Entry]]:
@@ -77,6 +94,10 @@ def run_history(history: List[Step]) -> Tuple[Dict[str, Store], List[Entry]]:
         store = replicas[node]
         if op == "incr":
             store.incr(KEY, arg)
+        elif op == "float":
+            store.incr_float(KEY, AMOUNTS[arg % len(AMOUNTS)])
+        elif op == "setfloat":
+            store.set(KEY, FLOAT_BASES[arg % len(FLOAT_BASES)])
         elif op == "set":
             store.set(KEY, b"%d" % (arg * 10))
         elif op == "del":
@@ -423,7 +444,7 @@ class EncodingTests(SynchronousTestCase):
         self.assertNotEqual(digests[0], digests[1])
 
     def test_a_data_dir_of_format_4_is_read_and_counters_survive_a_restart(self) -> None:
-        """A format 4 data dir (before counters) opens as format 5; a counter
+        """A format 4 data dir (before counters) opens as format 6; a counter
         written to it reads the same after a restart."""
         path = scratch_dir(self)
         clock = Clock()
@@ -432,10 +453,7 @@ class EncodingTests(SynchronousTestCase):
         node.store.set(b"plain", b"v")
         node.journal.commit()
         node.crash()
-        db = sqlite3.connect(os.path.join(path, FILENAME))
-        db.execute("UPDATE meta SET value = '4' WHERE name = 'format'")
-        db.commit()
-        db.close()
+        data_format(path, mark="4")
         node = Node(clock, "n1", data_dir=path)
         self.assertEqual(node.store.get(b"plain"), b"v")
         node.store.incr(b"c", 41)
@@ -446,9 +464,7 @@ class EncodingTests(SynchronousTestCase):
         node = Node(clock, "n1", data_dir=path)
         self.assertEqual((node.store.get(b"c"), node.store.entry(b"c")), (b"42", held))
         node.crash()
-        db = sqlite3.connect(os.path.join(path, FILENAME))
-        self.assertEqual(db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()[0], "5")
-        db.close()
+        self.assertEqual(data_format(path), "6")
 
 
 class FloatTests(SynchronousTestCase):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import List
+from typing import Any, Callable, List, Sequence
 
 import pytest
 
@@ -12,11 +12,38 @@ from tests.realnodes import Cluster, NodeProcess, free_ports, wait_until
 pytestmark = pytest.mark.process
 
 
+def at_once(ports: Sequence[int], batches: int, add: Callable[[Any], object]) -> None:
+    """Through each port at once (a thread each), ``batches`` redis-py
+    pipelines of ten commands that ``add`` puts in; fails on any error."""
+    import redis
+
+    errors: List[BaseException] = []
+
+    def run(port: int) -> None:
+        try:
+            client = redis.Redis(port=port)
+            for _ in range(batches):
+                pipe = client.pipeline(transaction=False)
+                for _ in range(10):
+                    add(pipe)
+                pipe.execute()
+        except BaseException as e:  # reported by the test, not lost in the thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(port,)) for port in ports]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors and not any(thread.is_alive() for thread in threads), errors
+
+
 def test_incrs_through_three_nodes_at_once_add_up_on_every_node(cluster: Cluster) -> None:
     """200 INCRs through each of three nodes at once (redis-py, pipelined in
     tens), the third node killed with SIGKILL and restarted from its data
     dir: every node reads 600; a SET then resets it everywhere, and an INCR
-    and a DECRBY through other nodes count on top."""
+    and a DECRBY through other nodes count on top; 50 INCRBYFLOAT 0.1s
+    through each node at once then read exactly 15 more on every node."""
     import redis
 
     ports = free_ports(3)
@@ -27,25 +54,7 @@ def test_incrs_through_three_nodes_at_once_add_up_on_every_node(cluster: Cluster
         node.start()
     for node in nodes:
         node.wait_ready()
-    errors: List[BaseException] = []
-
-    def increment(port: int) -> None:
-        try:
-            client = redis.Redis(port=port)
-            for _ in range(20):
-                pipe = client.pipeline(transaction=False)
-                for _ in range(10):
-                    pipe.incr("hits")
-                pipe.execute()
-        except BaseException as e:  # reported by the test, not lost in the thread
-            errors.append(e)
-
-    threads = [threading.Thread(target=increment, args=(node.port,)) for node in nodes]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors and not any(thread.is_alive() for thread in threads), errors
+    at_once([node.port for node in nodes], 20, lambda pipe: pipe.incr("hits"))
     nodes[2].kill()  # SIGKILL, and waited for
     nodes[2].start().wait_ready()
     wait_until(lambda: all(redis.Redis(port=n.port).get("hits") == b"600" for n in nodes),
@@ -60,3 +69,6 @@ def test_incrs_through_three_nodes_at_once_add_up_on_every_node(cluster: Cluster
     with pytest.raises(redis.ResponseError, match="^value is not an integer or out of range$"):
         redis.Redis(port=nodes[0].port).incrby("hits", "x")
     assert redis.Redis(port=nodes[0].port).incrbyfloat("hits", 0.5) == 6.5
+    at_once([node.port for node in nodes], 5, lambda pipe: pipe.incrbyfloat("hits", 0.1))
+    wait_until(lambda: all(redis.Redis(port=n.port).get("hits") == b"21.5" for n in nodes),
+               "every node to read 6.5 plus 150 tenths")

@@ -13,7 +13,6 @@ the fake clock alone.
 
 from __future__ import annotations
 
-import socket
 from typing import List, Tuple
 
 from twisted.internet.task import Clock
@@ -21,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.front.auth import parse_users
 from distkv.node import Node
-from tests.redisoracle import start_redis_server
+from tests.redisoracle import redis_replies, start_redis_server
 from tests.respclient import ask, command, connect
 from tests.test_keycmds import info
 
@@ -354,20 +353,7 @@ class RedisOracleTests(SynchronousTestCase):
         self.port = start_redis_server(self)
 
     def _redis(self, requests: List[bytes]) -> List[bytes]:
-        """redis-server's reply bytes to each request, on one connection."""
-        marker = b"$11\r\nend-of-case\r\n"
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
-            replies = []
-            for request in requests:
-                sock.sendall(request + command(b"ECHO", b"end-of-case"))
-                out = b""
-                while not out.endswith(marker):
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    out += chunk
-                replies.append(out[: -len(marker)])
-        return replies
+        return redis_replies(self.port, requests)
 
     def test_redis_answers_the_script_as_recorded(self) -> None:
         """redis-server 7.0 gives SCRIPT's recorded replies (RESP2)."""

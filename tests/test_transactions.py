@@ -9,7 +9,6 @@ across a crash."""
 
 from __future__ import annotations
 
-import socket
 import struct
 from typing import Callable, List, Tuple
 
@@ -42,7 +41,7 @@ from distkv.simulate import (
 from distkv.store.store import version_of
 from distkv.testing import SimulatedCluster
 from tests.clusters import settled_cluster
-from tests.redisoracle import start_redis_server
+from tests.redisoracle import redis_replies, start_redis_server
 from tests.scratch import scratch_dir
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 6000)
@@ -441,18 +440,9 @@ class RedisOracleTests(SynchronousTestCase):
         self.port = start_redis_server(self)
 
     def _ask(self, data: bytes) -> bytes:
-        end = cmd(b"ECHO", b"end-of-case")
-        marker = b"$11\r\nend-of-case\r\n"
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
-            sock.sendall(cmd(b"FLUSHALL") + data + end)
-            out = b""
-            while not out.endswith(marker):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                out += chunk
+        (out,) = redis_replies(self.port, [cmd(b"FLUSHALL") + data])
         self.assertTrue(out.startswith(b"+OK\r\n"))
-        return out[5:-len(marker)] if out.endswith(marker) else out[5:]
+        return out[5:]
 
     def test_redis_answers_what_distkv_answers(self) -> None:
         """redis-server 7.0 answers every case exactly as DistKV does (QUIT's case aside: the

@@ -357,6 +357,7 @@ def generators(rand: random.Random) -> List[Callable[[], Request]]:
         lambda: (b"INCRBY", key(), number()), lambda: (b"DECRBY", key(), number()),
         lambda: (b"INCRBYFLOAT", key(), rand.choice(FLOATS + NUMBERS)),
         lambda: (b"INCRBYFLOAT", key(), rand.choice(FLOATS)),
+        lambda: (b"SET", key(), rand.choice(FLOATS + NUMBERS)),  # then INCR or INCRBYFLOAT of it
         lambda: arity(rand.choice((b"INCR", b"DECR", b"INCRBY", b"DECRBY", b"INCRBYFLOAT"))),
     ]
 

@@ -133,10 +133,11 @@ from distkv.store.digest import BUCKETS, DIGEST_BYTES
 from distkv.store.hlc import Version
 from distkv.store.store import Entry, counter_entry, expires_of, expiring_entry
 
-#: 4: counters (the W/T flag 4), and quorum reads (the R and r frames).
-#: Nodes of other versions refuse each other at the handshake, saying why,
-#: rather than drop frames they cannot read.
-PROTOCOL_VERSION = 4
+#: 4: counters (the W/T flag 4), and quorum reads (the R and r frames);
+#: 5: a counter slot's total may be a fraction (INCRBYFLOAT's; its size
+#: negated). Nodes of other versions refuse each other at the handshake,
+#: saying why, rather than drop frames they cannot read.
+PROTOCOL_VERSION = 5
 MAGIC = b"DISTKV-PEER "
 OK_WORD = b"DISTKV-PEER-OK"
 ERR_WORD = b"DISTKV-PEER-ERR"

@@ -84,9 +84,10 @@ from distkv.store.hlc import Version
 from distkv.store.store import ZERO, Entry
 
 #: 4: a write may carry an expiry (the ``W`` frame's flag 2); 5: a write may
-#: be a counter's state (flag 4). A format 3 or 4 file is read as it is and
-#: marked 5, so a DistKV without counters refuses it.
-FORMAT = "5"
+#: be a counter's state (flag 4); 6: a counter slot's total may be a fraction
+#: (INCRBYFLOAT's). A format 3, 4 or 5 file is read as it is and marked 6, so
+#: a DistKV that could not read its counters refuses it.
+FORMAT = "6"
 FILENAME = "distkv.sqlite3"
 
 #: What each ``--fsync`` policy sets SQLite's ``synchronous`` pragma to. In WAL
@@ -252,7 +253,7 @@ class Disk:
                 self._run("ALTER TABLE log ADD COLUMN clock_ms INTEGER NOT NULL DEFAULT 0")
                 self._run("ALTER TABLE log ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
                 self._set_meta(format=FORMAT)
-        elif found in ("3", "4"):
+        elif found in ("3", "4", "5"):
             with self._transaction():
                 self._set_meta(format=FORMAT)
         elif found != FORMAT:

@@ -4,18 +4,18 @@ The integer commands add to this node's own slot of the key's counter (see
 :mod:`distkv.store.counter`), so increments made at once through different
 nodes all count once replicated. ``INCRBYFLOAT`` computes as Redis does, in
 x87 80-bit extended precision (``long double``: a 64-bit significand),
-which Python emulates exactly with fractions (see :func:`long_double`), and
+which Python emulates exactly with fractions (see
+:mod:`distkv.store.longdouble`), and
 formats the result as Redis's ``%.17Lf`` with trailing zeros cut; it then
-writes the result as ``SET`` would (a reset of the counter that saw every
-increment held here), so two made at once through two nodes do not add up:
-the later wins, as for ``APPEND``.
+adds the difference between that result and the value it read, exactly, to
+this node's slot (see :meth:`~distkv.store.store.Store.incr_float`), so
+that its reply is Redis's and sums made at once through several nodes all
+count too.
 """
 
 from __future__ import annotations
 
-import re
-from fractions import Fraction
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from distkv.front.access import WRITE
 from distkv.front.replies import LOADING, NOT_INTEGER, Error, Integer, Session, strict_int, wrong_arity
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     from distkv.front.commands import Dispatcher, Outcome
 
 _new_tuple = tuple.__new__
-NOT_FLOAT = Error("ERR value is not a valid float")
-NAN_OR_INFINITY = Error("ERR increment would produce NaN or Infinity")
 DECREMENT_OVERFLOW = Error("ERR decrement would overflow")
 
 
@@ -104,138 +102,7 @@ class CounterCommands:
         refused = dispatcher.refusal(write=True)
         if refused is not None:
             return refused
-        key = request[1]
-        store = self.store
-        current = store.get(key)
-        held: Union[Fraction, str, None] = Fraction(0) if current is None else long_double(current)
-        amount = long_double(request[2])
-        if held is None or amount is None:
-            return NOT_FLOAT
-        if isinstance(held, str) or isinstance(amount, str):
-            return NAN_OR_INFINITY  # an infinity parsed: the sum is one
-        total = _round(held + amount)
-        if total is None:
-            return NAN_OR_INFINITY
-        text = format_long_double(total)
-        store.set(key, text, store.expires(key))  # keeps its expiry, as Redis
-        return dispatcher.after_commit(text)
-
-
-# strtold's input: optional sign, then a decimal or hexadecimal number, or
-# an infinity or a NaN (any case).
-_DECIMAL = re.compile(rb"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
-_HEX = re.compile(rb"[+-]?0[xX]([0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)([pP][+-]?\d+)?\Z")
-_INFINITY = re.compile(rb"[+-]?(inf|infinity)\Z", re.IGNORECASE)
-_MANTISSA = 64
-_MIN_EXP = -16382  # the smallest normal exponent: 2**-16382
-_MAX = Fraction(2**_MANTISSA - 1) * Fraction(2) ** (16383 - _MANTISSA + 1)
-#: Redis's buffer for a long double read or written (MAX_LONG_DOUBLE_CHARS).
-_MAX_CHARS = 5 * 1024
-
-
-def long_double(text: bytes) -> Union[Fraction, str, None]:
-    """``text`` as Redis's ``string2ld`` reads it (``strtold`` in x87
-    extended precision): the exact value as a fraction, ``"inf"`` for an
-    infinity, or None for what Redis refuses (not a number, a NaN, spaces,
-    a value too large or one that underflows to zero)."""
-    if not text or len(text) >= _MAX_CHARS:
-        return None
-    if _INFINITY.match(text):
-        return "inf"
-    decimal = _DECIMAL.match(text)
-    if decimal:
-        mantissa, exponent = decimal.group(1), decimal.group(2)
-        whole, _, fraction = mantissa.partition(b".")
-        value = Fraction(_parse_int(whole + fraction or b"0"), 10 ** len(fraction))
-        if exponent:
-            power = _parse_int(exponent[1:])
-            if power > 20000:
-                value = value * 0 if value == 0 else Fraction(10) ** 20000 * value
-            elif power < -20000:
-                value = Fraction(0) if value == 0 else value / Fraction(10) ** 20000
-            else:
-                value = value * Fraction(10) ** power
-    else:
-        hexa = _HEX.match(text)
-        if not hexa:
-            return None
-        mantissa, exponent = hexa.group(1), hexa.group(2)
-        whole, _, fraction = mantissa.partition(b".")
-        value = Fraction(int(whole + fraction or b"0", 16), 16 ** len(fraction))
-        if exponent:
-            power = _parse_int(exponent[1:])
-            value = value * Fraction(2) ** max(min(power, 20000), -20000)
-    if text[:1] == b"-":
-        value = -value
-    rounded = _round(value)
-    if rounded is None or (rounded == 0 and value != 0):
-        return None  # ERANGE: overflow, or underflow to zero
-    return rounded
-
-
-#: Digits converted at once between int and text: CPython 3.11 refuses more
-#: than 4,300 in one conversion (its guard against CVE-2020-10735), and a
-#: long double written in full, or the text INCRBYFLOAT reads, can be longer.
-_CHUNK = 4000
-
-
-def _parse_int(text: bytes) -> int:
-    """``int(text)`` for decimal digits after an optional sign, of any length."""
-    sign = -1 if text[:1] == b"-" else 1
-    digits = text[1:] if text[:1] in (b"-", b"+") else text
-    value = 0
-    for start in range(0, len(digits), _CHUNK):
-        chunk = digits[start:start + _CHUNK]
-        value = value * 10 ** len(chunk) + int(chunk)
-    return sign * value
-
-
-def _decimal(number: int) -> str:
-    """``str(number)`` for a number >= 0 of any length."""
-    if number < 10 ** _CHUNK:
-        return str(number)
-    high, low = divmod(number, 10 ** _CHUNK)
-    return _decimal(high) + str(low).rjust(_CHUNK, "0")
-
-
-def _round(value: Fraction) -> Optional[Fraction]:
-    """``value`` rounded to the nearest long double (ties to even); None
-    when it overflows to an infinity."""
-    if value == 0:
-        return Fraction(0)
-    sign = -1 if value < 0 else 1
-    magnitude = abs(value)
-    exponent = magnitude.numerator.bit_length() - magnitude.denominator.bit_length()
-    if Fraction(2) ** exponent > magnitude:
-        exponent -= 1
-    # The value lies in [2**exponent, 2**(exponent+1)): keep 64 bits from there,
-    # fewer below the normal range (subnormals).
-    step_exp = max(exponent, _MIN_EXP) - (_MANTISSA - 1)
-    step = Fraction(2) ** step_exp
-    scaled = magnitude / step
-    units = scaled.numerator // scaled.denominator
-    rest = scaled - units
-    if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and units % 2):
-        units += 1
-    result = units * step
-    if result > _MAX:
-        return None
-    return sign * result
-
-
-def format_long_double(value: Fraction) -> bytes:
-    """``value`` as Redis's ``ld2string`` in human mode: ``%.17Lf`` (rounded
-    to nearest, ties to even, as glibc does), trailing zeros and a bare
-    ``.`` cut, ``-0`` written ``0``."""
-    scaled = value * 10**17
-    units = scaled.numerator // scaled.denominator
-    rest = scaled - units
-    if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and units % 2):
-        units += 1
-    negative = units < 0 or (units == 0 and value < 0)
-    digits = _decimal(abs(units)).rjust(18, "0")
-    text = digits[:-17] + "." + digits[-17:]
-    text = text.rstrip("0").rstrip(".")
-    if negative and text != "0":
-        text = "-" + text
-    return text.encode("ascii")
+        result = self.store.incr_float(request[1], request[2])
+        if type(result) is str:
+            return Error(result)  # type: ignore[arg-type]
+        return dispatcher.after_commit(result)  # type: ignore[arg-type]

@@ -50,7 +50,7 @@ class Increment:
     step: int
     key: bytes
     slot: counters.Slot
-    total: int
+    total: counters.Total
     outcome: str = INDETERMINATE
     #: Lost as documented (every copy was on a node that lost its data).
     lost: bool = False
@@ -95,7 +95,7 @@ class Counting:
     def check(self, replica: str, entries: Mapping[bytes, Entry], floor: Version) -> List[Violation]:
         """What ``replica``'s final ``entries`` break (see the module)."""
         out: List[Violation] = []
-        totals: Dict[counters.Slot, Set[int]] = {}
+        totals: Dict[counters.Slot, Set[counters.Total]] = {}
         for increment in self.made:
             totals.setdefault(increment.slot, set()).add(increment.total)
         for key, entry in entries.items():

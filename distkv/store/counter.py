@@ -7,9 +7,11 @@ instead of plain bytes, made of three parts, each merged on its own:
   counter INCR created; it counts as 0), with its expiry and version, kept
   by last-writer-wins like a plain value;
 * the *slots*: each node's own contributions, ``slot -> (total, ms,
-  counter)``. A slot is named by its node and the version of its first
-  increment (``(node, ms, counter)``), and only that node ever writes it, so
-  its states are ordered by version and replicas keep the newest one;
+  counter)``; a total is an int, or once INCRBYFLOAT added to it a decimal
+  fraction (whole units of 10**-17, see :data:`SCALE`). A slot is named by
+  its node and the version of its first increment (``(node, ms,
+  counter)``), and only that node ever writes it, so its states are ordered
+  by version and replicas keep the newest one;
 * the *observed* slot states: for each slot, the newest state of it that
   any SET, DEL or expiry saw (merged the same way, newest wins).
 
@@ -20,8 +22,9 @@ increments it saw (and they stay cancelled, even if a concurrent SET that
 did not see them wins the base), increments no reset saw always count, and
 each part is a join (last-writer-wins, per-slot newest, per-slot newest),
 which makes the merge commutative, associative and idempotent: replicas
-converge whatever the order or duplication of delivery. A base that is not
-an integer reads as itself whatever increments no reset saw (the SET wins).
+converge whatever the order or duplication of delivery. The value is
+written out exactly in decimal; a base that is not a number INCRBYFLOAT
+reads reads as itself whatever increments no reset saw (the SET wins).
 A plain value or tombstone meeting a counter is a base that saw nothing.
 
 A node writes only slots it opened since it started, and opens one the first
@@ -40,20 +43,29 @@ from __future__ import annotations
 
 import struct
 from binascii import crc32
-from typing import Callable, Dict, Final, Optional, Tuple
+from fractions import Fraction
+from typing import Callable, Dict, Final, Optional, Tuple, Union
 
+from distkv.store import longdouble
 from distkv.store.hlc import Version
+from distkv.store.longdouble import decimal_text, whole
 
 #: A slot: the node that writes it and the version (ms, counter) of its first increment.
 Slot = Tuple[str, int, int]
+#: A slot's total: an int, or once INCRBYFLOAT added to it, a whole number
+#: of units of :data:`SCALE` (a Fraction; an int whenever it is whole).
+Total = Union[int, Fraction]
 #: A slot's state: its total and the version (ms, counter) of its last change.
-SlotState = Tuple[int, int, int]
+SlotState = Tuple[Total, int, int]
 
 ZERO = Version(0, 0, "")
 _new_tuple = tuple.__new__
 #: Slot totals stay within +-2**126 (an INCR that would take one further is
 #: refused as an overflow), so each travels in at most 16 bytes.
 TOTAL_LIMIT = 1 << 126
+#: A fractional total is kept (and sent) as a whole number of these units,
+#: within +-TOTAL_LIMIT of them: INCRBYFLOAT prints at most 17 decimals.
+SCALE = 10**17
 #: At most this many slots (and as many observed) in one state on the wire;
 #: INCR opens no slot past half of it (:data:`OPEN_SLOTS`), so that the
 #: slots several nodes open at once still fit.
@@ -88,6 +100,15 @@ def _newest(a: Dict[Slot, SlotState], b: Dict[Slot, SlotState]) -> Dict[Slot, Sl
     return merged
 
 
+def fits(total: Total) -> bool:
+    """True when ``total`` can be a slot's: an int within +-TOTAL_LIMIT, or
+    a fraction that is a whole number of units of 10**-17 within as many."""
+    if type(total) is int:
+        return -TOTAL_LIMIT < total < TOTAL_LIMIT
+    units, rest = divmod(total * SCALE, 1)
+    return not rest and -TOTAL_LIMIT < units < TOTAL_LIMIT
+
+
 def integer(value: Optional[bytes]) -> Optional[int]:
     """``value`` read as Redis reads a stored integer (``string2ll``), or None."""
     if value is None:
@@ -113,7 +134,7 @@ def integer(value: Optional[bytes]) -> Optional[int]:
 #: dict; :func:`all_slots` gives every slot. Every field follows from the
 #: logical state, so two equal states are equal tuples.
 CounterState = Tuple[Optional[bytes], int, Version, Dict[Slot, SlotState], Dict[Slot, SlotState],
-                     int, Version, Optional[int], Optional[Slot], int]
+                     Total, Version, Optional[int], Optional[Slot], Total]
 BASE: Final = 0
 EXPIRES: Final = 1
 BASE_VERSION: Final = 2
@@ -129,8 +150,10 @@ LAST_TOTAL: Final = 9
 def make(base: Optional[bytes], expires: int, base_version: Version,
          slots: Dict[Slot, SlotState], observed: Dict[Slot, SlotState]) -> CounterState:
     """The state of these parts (``slots``: every slot), with what is read off them."""
-    delta = sum([total - observed[slot][0] if slot in observed else total
-                 for slot, (total, _, _) in slots.items()])
+    delta: Total = sum([total - observed[slot][0] if slot in observed else total
+                        for slot, (total, _, _) in slots.items()])
+    if type(delta) is not int:
+        delta = whole(delta)
     newest: Tuple[int, int, str] = base_version
     last: Optional[Slot] = None
     for parts in (observed, slots):  # slots last: a tie goes to the slot
@@ -138,7 +161,7 @@ def make(base: Optional[bytes], expires: int, base_version: Version,
             if (ms, counter, slot[0]) >= newest:
                 newest = (ms, counter, slot[0])
                 last = slot if parts is slots else None
-    last_total = 0
+    last_total: Total = 0
     if last is not None:
         if slots[last][1:] != newest[:2]:
             last = None
@@ -146,12 +169,21 @@ def make(base: Optional[bytes], expires: int, base_version: Version,
             last_total = slots[last][0]
             slots = {slot: part for slot, part in slots.items() if slot != last}
     number = integer(base)
-    if number is not None:
+    if number is not None and type(delta) is int:
         number += delta
         if not INT64_MIN <= number <= INT64_MAX:
             number = None
-    return (base, expires, base_version, slots, observed, delta, _new_tuple(Version, newest), number,
-            last, last_total)
+        return (base, expires, base_version, slots, observed, delta, _new_tuple(Version, newest), number,
+                last, last_total)
+    # A fractional sum, or a base that is not an integer: INCR reads the
+    # value as it is written (``5.0e3`` is not an integer; 5000 is).
+    state = (base, expires, base_version, slots, observed, delta, _new_tuple(Version, newest), None,
+             last, last_total)
+    text = value(state)
+    number = None if text is None else integer(text)
+    if number is None:
+        return state
+    return state[:NUMBER] + (number,) + state[LAST:]  # type: ignore[return-value]
 
 
 def oversized(state: CounterState) -> bool:
@@ -185,15 +217,25 @@ def moved(state: CounterState) -> bool:
 
 
 def value(state: CounterState) -> Optional[bytes]:
-    """What GET reads: the base plus the increments no reset saw; None when
-    the key reads as missing."""
-    base = state[BASE]
+    """What GET reads: the base plus the increments no reset saw, written
+    out exactly (see :func:`~distkv.store.longdouble.decimal_text`); the
+    base itself when nothing moved since it was set, or when it is not a
+    number INCRBYFLOAT reads (the SET wins); None when the key reads as
+    missing."""
+    base, delta = state[BASE], state[DELTA]
     if base is None:
-        return b"%d" % state[DELTA] if moved(state) else None
-    number = integer(base)
-    if number is None or not state[DELTA]:
-        return base  # not an integer: the SET wins
-    return b"%d" % (number + state[DELTA])
+        if not moved(state):
+            return None
+        return b"%d" % delta if type(delta) is int else decimal_text(delta)
+    held = integer(base)
+    if held is not None:
+        if not delta:
+            return base
+        return b"%d" % (held + delta) if type(delta) is int else decimal_text(held + delta)
+    if not delta and not moved(state):
+        return base
+    exact = longdouble.number(base)
+    return base if exact is None else decimal_text(whole(exact + delta))
 
 
 def _base_rank(state: CounterState) -> Tuple[Version, bool, bytes, int]:
@@ -292,10 +334,13 @@ def encode(state: CounterState) -> bytes:
         parts.append(_COUNT.pack(len(group)))
         for (name, dot_ms, dot_counter), (total, ms, counter) in sorted(group.items()):
             raw = name.encode("ascii")
-            size = (total.bit_length() + 8) // 8
-            parts.append(_SLOT.pack(len(raw), dot_ms, dot_counter, ms, counter, size))
+            # A fractional total travels as its units of 1/SCALE, its size negated.
+            units = total if type(total) is int else total.numerator * (SCALE // total.denominator)
+            size = (units.bit_length() + 8) // 8
+            parts.append(_SLOT.pack(len(raw), dot_ms, dot_counter, ms, counter,
+                                    size if type(total) is int else -size))
             parts.append(raw)
-            parts.append(total.to_bytes(size, "big", signed=True))
+            parts.append(units.to_bytes(size, "big", signed=True))
     return b"".join(parts)
 
 
@@ -330,12 +375,13 @@ def decode(raw: bytes, valid_node: Callable[[str], bool]) -> CounterState:
                 offset += _SLOT.size
                 name = _name(raw[offset : offset + name_len], name_len, valid_node)
                 offset += name_len
-                if not 0 < size <= 16 or offset + size > len(raw):
+                if not 0 < abs(size) <= 16 or offset + abs(size) > len(raw):
                     raise CounterError("bad total")
-                total = int.from_bytes(raw[offset : offset + size], "big", signed=True)
-                offset += size
-                if abs(total) >= TOTAL_LIMIT or (s_ms, s_counter) < (dot_ms, dot_counter):
+                units = int.from_bytes(raw[offset : offset + abs(size)], "big", signed=True)
+                offset += abs(size)
+                if abs(units) >= TOTAL_LIMIT or (s_ms, s_counter) < (dot_ms, dot_counter):
                     raise CounterError("total or version out of range")
+                total: Total = units if size > 0 else whole(Fraction(units, SCALE))
                 group[(name, dot_ms, dot_counter)] = (total, s_ms, s_counter)
             groups.append(group)
         if offset != len(raw):

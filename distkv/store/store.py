@@ -35,9 +35,10 @@ from __future__ import annotations
 from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from distkv.store import counter as counters
-from distkv.store.counter import INT64_MAX, INT64_MIN, TOTAL_LIMIT, CounterState
+from distkv.store.counter import INT64_MAX, INT64_MIN, CounterState
 from distkv.store.digest import Digest
 from distkv.store.hlc import HybridClock, Version
+from distkv.store.longdouble import added, number, whole
 
 _new_tuple = tuple.__new__
 
@@ -522,14 +523,16 @@ class Store:
         # The hot path: a live counter with no expiry whose newest change was
         # an INCR of this node's (_incr's steps for it, with incremented()'s
         # and _put()'s inlined). A slot's total is not bounded here: taking
-        # it past TOTAL_LIMIT (2**126) takes 2**63 calls of INCRBY's largest.
+        # it past TOTAL_LIMIT (2**126) takes 2**63 calls of INCRBY's largest
+        # (a fractional one, which INCRBYFLOAT left, goes through _incr).
         if current is not None and len(current) == 6 and not current[1]:
             state: CounterState = current[2]  # type: ignore[misc]
             slot = state[8]  # the slot of its newest change, if an increment's
             number = state[7]
             # The very object _incr() stored in _own, once an INCR here made
             # this state (after a merge, an equal slot takes _incr() once).
-            if slot is not None and number is not None and self._own.get(key) is slot:
+            if (slot is not None and number is not None and self._own.get(key) is slot
+                    and type(state[9]) is int):
                 result = number + amount
                 if -9223372036854775809 < result < 9223372036854775808 and current[0] is not None:
                     stamp = self.clock.stamp(None, current)
@@ -573,7 +576,7 @@ class Store:
             if len(slots) >= counters.OPEN_SLOTS:
                 return TOO_MANY_SLOTS
             slot = self._own[key] = (node, ms, counter)
-        elif abs(slots[slot][0] + amount) >= TOTAL_LIMIT:
+        elif not counters.fits(slots[slot][0] + amount):
             return OVERFLOW
         state = counters.incremented(state, slot, amount, ms, counter)
         result = number + amount
@@ -581,6 +584,47 @@ class Store:
         self.seq += 1
         self._put(key, entry, current, self.seq)
         return result
+
+    def incr_float(self, key: bytes, amount: bytes) -> Union[bytes, str]:
+        """INCRBYFLOAT: ``key``'s value plus ``amount`` as Redis computes and
+        prints it (see :func:`~distkv.store.longdouble.added`), or Redis's
+        error text. The key then reads that text: the difference from the
+        value it read is added, exactly, to this node's own slot, so that
+        sums made at once elsewhere add to it. When the slot cannot hold it
+        (the value read has more than 17 decimals, the slot's total would
+        pass :data:`~distkv.store.counter.TOTAL_LIMIT` units, or too many
+        slots are open), the text is written as SET writes it, keeping the
+        expiry: the later of two such writes wins."""
+        data = self._data
+        current = data.get(key)
+        if current is not None and len(current) > 4 and expired(current, self._wall()):
+            self._reclaim(key, current)
+            current = data[key]
+        held = None if current is None else current[0]
+        text = added(held, amount)
+        if type(text) is str:
+            return text
+        before = 0 if held is None else number(held)
+        written = number(text)  # type: ignore[arg-type]
+        if before is None or written is None:
+            raise ValueError("INCRBYFLOAT reads and writes finite numbers")
+        state = counters.FRESH if current is None else counter_state(current)
+        slots = counters.all_slots(state)
+        slot = self._own.get(key)
+        opened = slot in slots
+        total = whole((slots[slot][0] if opened else 0) + written - before)  # type: ignore[index]
+        if not counters.fits(total) or (not opened and len(slots) >= counters.OPEN_SLOTS):
+            self.set(key, text, self.expires(key))  # type: ignore[arg-type]
+            return text
+        stamp = self.clock.stamp(None, current)
+        if not opened:  # a new slot (see _own)
+            slot = self._own[key] = (stamp[3], stamp[1], stamp[2])
+        slots = dict(slots)
+        slots[slot] = (total, stamp[1], stamp[2])  # type: ignore[index]
+        self._put_counter(key, counters.make(state[counters.BASE], state[counters.EXPIRES],
+                                             state[counters.BASE_VERSION], slots, state[counters.OBSERVED]),
+                          current)
+        return text
 
     def delete(self, key: bytes) -> bool:
         """Write a tombstone for ``key``; True when a live (unexpired) value was removed.
