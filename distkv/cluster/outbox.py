@@ -17,6 +17,11 @@ their last write (:meth:`Outbox.add_group`): taken, sent (as one ``T``
 frame), acknowledged and dropped together. A later write to one of its keys
 does not replace the item (the transaction must still reach the peer whole);
 it queues behind it, and wins there by its newer version.
+
+A write may come with its ``W`` frame already encoded (replication encodes
+each write once for every link): a connected outbox keeps it, counted in its
+bytes, and sends it as is; one that is down keeps the entry alone, and
+encodes it when it is sent.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import Any, Deque, Iterator, List, Optional, Sequence, Tuple, Union
 
+from distkv.cluster import wire
 from distkv.store.store import Entry
 
 #: The writes of one transaction, as one outbox item.
@@ -47,8 +53,11 @@ class Outbox:
     def __init__(self, max_bytes: int, window: int = 1 << 20) -> None:
         self.max_bytes = max_bytes
         self.window = window
-        # key (or, for a transaction, its seq) -> (seq, entry or group, size)
-        self._pending: OrderedDict[Union[bytes, int], Tuple[int, Any, int]] = OrderedDict()
+        # key (or, for a transaction, its seq) -> (seq, entry or group, size,
+        # the write's encoded frame or None)
+        self._pending: OrderedDict[
+            Union[bytes, int], Tuple[int, Any, int, Optional[bytes]]
+        ] = OrderedDict()
         self._unsent: Deque[Tuple[int, Union[bytes, int]]] = deque()
         self._in_flight: Deque[Tuple[int, int]] = deque()
         self._in_flight_bytes = 0
@@ -66,14 +75,22 @@ class Outbox:
         """The writes pending (a transaction counts each of its writes)."""
         return len(self._pending) + self._grouped
 
-    def add(self, seq: int, key: bytes, entry: Entry) -> None:
-        """Queue local write number ``seq`` (numbers only ever grow)."""
+    def add(self, seq: int, key: bytes, entry: Entry, frame: Optional[bytes] = None) -> None:
+        """Queue local write number ``seq`` (numbers only ever grow);
+        ``frame``: its ``W`` frame, encoded once for every link. It is kept
+        (and counted) only while connected: a link that is down holds the
+        entry alone, and its writes are encoded again when they are sent."""
         self.last_seq = seq
         size = entry_size(key, entry)
+        if frame is not None:
+            if self._connected:
+                size += len(frame)
+            else:
+                frame = None
         old = self._pending.pop(key, None)
         if old is not None:
             self.bytes -= old[2]
-        self._pending[key] = (seq, entry, size)
+        self._pending[key] = (seq, entry, size, frame)
         self.bytes += size
         if self._connected:
             self._unsent.append((seq, key))
@@ -87,7 +104,7 @@ class Outbox:
         they go, and are dropped, only together."""
         self.last_seq = seq
         size = sum([entry_size(key, entry) for key, entry in writes])
-        self._pending[seq] = (seq, tuple(writes), size)
+        self._pending[seq] = (seq, tuple(writes), size, None)
         self._grouped += len(writes) - 1
         self.bytes += size
         if self._connected:
@@ -149,17 +166,37 @@ class Outbox:
     def take(self) -> List[Item]:
         """The next writes to send, as many as the window allows: ``(seq,
         key, entry)``, or ``(seq, seq, writes)`` for a transaction."""
+        return [(seq, key, item[1]) for seq, key, item in self._taken()]
+
+    def take_frames(self) -> List[bytes]:
+        """What :meth:`take` gives, as the frames that carry it: each write's
+        own frame when it came with one (see :meth:`add`), else encoded now."""
+        out = []
+        for seq, key, item in self._taken():
+            frame = item[3]
+            if frame is None:
+                if isinstance(key, int):
+                    frame = wire.encode_transaction(seq, item[1])
+                else:
+                    frame = wire.encode_write(seq, key, item[1])
+            out.append(frame)
+        return out
+
+    def _taken(self) -> List[Tuple[int, Union[bytes, int], Tuple[int, Any, int, Optional[bytes]]]]:
+        """Take the next pending items the window allows, marking them in flight."""
         out = []
         unsent = self._unsent
         pending = self._pending
-        while unsent and self._in_flight_bytes < self.window:
+        in_flight = self._in_flight
+        window = self.window
+        while unsent and self._in_flight_bytes < window:
             seq, key = unsent.popleft()
             item = pending.get(key)
             if item is None or item[0] != seq:
                 continue  # acknowledged, superseded or dropped since queued
-            out.append((seq, key, item[1]))
+            out.append((seq, key, item))
             self._sent_seq = seq
-            self._in_flight.append((seq, item[2]))
+            in_flight.append((seq, item[2]))
             self._in_flight_bytes += item[2]
         return out
 

@@ -478,12 +478,13 @@ class PeerLink(ReconnectingClientFactory):
             else:
                 self._reactor.callLater(0, self._sync_tick)  # type: ignore[attr-defined]
 
-    def send(self, seq: int, key: bytes, entry: Entry) -> None:
-        """Queue local write ``seq`` for this peer and send it if the link allows."""
+    def send(self, seq: int, key: bytes, entry: Entry, frame: Optional[bytes] = None) -> None:
+        """Queue local write ``seq`` for this peer and send it if the link allows
+        (``frame``: the write already encoded, shared by every link)."""
         outbox = self.outbox
         overflows = outbox.overflows
         already = outbox.needs_resync
-        outbox.add(seq, key, entry)
+        outbox.add(seq, key, entry, frame)
         if outbox.overflows != overflows:  # the outbox set needs_resync itself
             self.mark_resync(f"its outbox passed {outbox.max_bytes} bytes", already)
         if self._protocol is not None and self._pump_call is None:
@@ -510,22 +511,20 @@ class PeerLink(ReconnectingClientFactory):
         proto = self._protocol
         if proto is None:
             return
-        batch = self.outbox.take()
-        if batch:
-            proto.send(b"".join([
-                wire.encode_transaction(seq, item) if isinstance(key, int)
-                else wire.encode_write(seq, key, item)
-                for seq, key, item in batch
-            ]))
+        frames = self.outbox.take_frames()
+        if frames:
+            proto.send(b"".join(frames))
 
-    def merged(self, version: Version) -> None:
-        """We merged a write from elsewhere: the peer may not have it yet."""
+    def merged(self, version: Tuple[int, int, str]) -> None:
+        """We merged a write from elsewhere: the peer may not have it yet.
+        ``version``: a Version, or the last three fields of an entry (a
+        Version is made of them only when one is kept)."""
         if version < self._held_floor:
-            self._held_floor = version
+            self._held_floor = Version(*version)
         if self._round_cut is not None and (
             self._merged_since_cut is None or version < self._merged_since_cut
         ):
-            self._merged_since_cut = version
+            self._merged_since_cut = Version(*version)
 
     def floor(self) -> Version:
         """The peer holds every entry we hold below this version, or a newer

@@ -27,7 +27,7 @@ from distkv.cluster import wire
 from distkv.cluster.outbox import Outbox
 from distkv.cluster.peerproto import PeerConnection, PeerHost
 from distkv.cluster.peers import PeerLink
-from distkv.store.store import Entry, Store, version_of
+from distkv.store.store import Entry, Store
 
 log = Logger()
 
@@ -179,13 +179,18 @@ class Replication(Service):
         if seq:  # our own write, not one merged from a peer
             if self._store.group is not None:
                 return  # a transaction's: sent whole by _group
+            # Encoded once for every link, not once per link as it is sent.
+            frame = wire.encode_write(seq, key, entry)
             for link in self.links.values():
                 if not link.is_self:
-                    link.send(seq, key, entry)
+                    link.send(seq, key, entry, frame)
         else:  # merged: every peer may lack it until a round (see PeerLink.floor)
-            version = version_of(entry)
+            # The entry's version fields, compared as they are: a Version is
+            # made only when one lowers a link's floor (rarely: merged writes
+            # are mostly newer than the last round's cut).
+            tail = entry[-3:]
             for link in self.links.values():
-                link.merged(version)
+                link.merged(tail)
 
     def _group(self, writes: List[Tuple[int, bytes, Entry]]) -> None:
         """A transaction's writes: to every peer as one frame (a key written

@@ -156,6 +156,7 @@ _WRITE_FRAME = struct.Struct(">IcQQIBH")
 #: The bytes of a W frame body besides the node id, key and value.
 _WRITE_FIXED = 1 + _WRITE.size + 4
 _node_ascii: Dict[str, bytes] = {}
+_new_tuple = tuple.__new__
 _KEYLEN = struct.Struct(">I")
 _SEQ = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
@@ -704,12 +705,27 @@ def _version(version: Version) -> bytes:
     return _KEYVERSION.pack(version.ms, version.counter, len(node)) + node
 
 
+#: Node ids already read off the wire and found well formed, by their bytes:
+#: every write frame names one, and a cluster has few. Bounded (emptied when
+#: full), so a peer naming ever new ids cannot grow it.
+_valid_nodes: Dict[bytes, str] = {}
+_VALID_NODES_MAX = 4096
+
+
 def _node(raw: bytes, bound: bool = False) -> str:
     """A node id read off the wire; a bound (a floor, low, horizon or clock
     reading) may also carry the empty id of the versions below or above all."""
+    known = _valid_nodes.get(raw)
+    if known is not None:
+        return known
     node = raw.decode("ascii")
-    if NODE_ID.match(node) is None and not (bound and not node):
-        raise WireError(f"malformed node id {raw[:80]!r}")
+    if NODE_ID.match(node) is None:
+        if not (bound and not node):
+            raise WireError(f"malformed node id {raw[:80]!r}")
+        return node
+    if len(_valid_nodes) >= _VALID_NODES_MAX:
+        _valid_nodes.clear()
+    _valid_nodes[raw] = node
     return node
 
 
@@ -922,7 +938,12 @@ def decode_body(body: bytes) -> Frame:
             if flags == _COUNTER:
                 return Write(seq, key, _counter(body[offset:], ms, counter, node))
             value: Optional[bytes] = None if tombstone else body[offset:]
-            return Write(seq, key, expiring_entry(value, expires, ms, counter, node))
+            # The hot path of every replicated write: built without
+            # NamedTuple.__new__ (a Python call), and without one for a
+            # plain entry, the common case.
+            if expires:
+                return _new_tuple(Write, (seq, key, expiring_entry(value, expires, ms, counter, node)))
+            return _new_tuple(Write, (seq, key, (value, ms, counter, node)))
         if kind == b"T":
             return _decode_transaction(body)
         if kind == b"A" and len(body) == 9:
