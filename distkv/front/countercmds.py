@@ -18,13 +18,12 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 from distkv.front.access import WRITE
-from distkv.front.replies import LOADING, NOT_INTEGER, Error, Integer, Session, strict_int, wrong_arity
+from distkv.front.replies import LOADING, NOT_INTEGER, Error, Session, strict_int, wrong_arity
 from distkv.store.counter import INT64_MIN
 
 if TYPE_CHECKING:
     from distkv.front.commands import Dispatcher, Outcome
 
-_new_tuple = tuple.__new__
 NOT_FLOAT = Error("ERR value is not a valid float")
 NAN_OR_INFINITY = Error("ERR increment would produce NaN or Infinity")
 DECREMENT_OVERFLOW = Error("ERR decrement would overflow")
@@ -60,11 +59,11 @@ class CounterCommands:
         if dispatcher.write_refusal is not None:
             return dispatcher.write_refusal
         result = self._incr(request[1], 1)
-        if type(result) is str:
-            return Error(result)  # type: ignore[arg-type]
+        if isinstance(result, str):
+            return Error(result)
         if dispatcher.durable is None:
-            return _new_tuple(Integer, (result,))  # type: ignore[no-any-return]
-        return dispatcher.after_commit(Integer(result))  # type: ignore[arg-type]
+            return result  # the reply: an integer is one (see replies.Integer)
+        return dispatcher.after_commit(result)
 
     def _add(self, request: Sequence[bytes], length: int, amount: Optional[int]) -> Outcome:
         if len(request) != length:
@@ -82,11 +81,9 @@ class CounterCommands:
                     return DECREMENT_OVERFLOW
                 amount = -amount
         result = self.store.incr(request[1], amount)
-        if type(result) is str:
-            return Error(result)  # type: ignore[arg-type]
-        if dispatcher.durable is None:
-            return Integer(result)  # type: ignore[arg-type]
-        return dispatcher.after_commit(Integer(result))  # type: ignore[arg-type]
+        if isinstance(result, str):
+            return Error(result)
+        return dispatcher.after_commit(result)
 
     def decr(self, request: Sequence[bytes], session: Session) -> Outcome:
         return self._add(request, 2, -1)
