@@ -59,11 +59,11 @@ class CounterCommands:
         if dispatcher.write_refusal is not None:
             return dispatcher.write_refusal
         result = self._incr(request[1], 1)
-        if isinstance(result, str):
-            return Error(result)
-        if dispatcher.durable is None:
-            return result  # the reply: an integer is one (see replies.Integer)
-        return dispatcher.after_commit(result)
+        if type(result) is int:  # the reply (see replies.Integer); else Redis's error text
+            if dispatcher.durable is None:
+                return result
+            return dispatcher.after_commit(result)
+        return Error(str(result))
 
     def _add(self, request: Sequence[bytes], length: int, amount: Optional[int]) -> Outcome:
         if len(request) != length:
