@@ -81,9 +81,9 @@ class CounterCommands:
                     return DECREMENT_OVERFLOW
                 amount = -amount
         result = self.store.incr(request[1], amount)
-        if isinstance(result, str):
-            return Error(result)
-        return dispatcher.after_commit(result)
+        if type(result) is int:
+            return dispatcher.after_commit(result)
+        return Error(str(result))
 
     def decr(self, request: Sequence[bytes], session: Session) -> Outcome:
         return self._add(request, 2, -1)
