@@ -22,6 +22,24 @@ at different moments are.
 Run it under CPython and PyPy (which has no tracemalloc: RSS only).
 
     python benchmarks/expiry_memory.py [--keys 200000]
+    python benchmarks/expiry_memory.py --layouts
+
+``--layouts`` shows where a distinct expiry's bytes go: it builds entries in
+the store's layout and in candidates, without a store (one shared value, a
+distinct ``ms`` made as the node's clock makes it, and a distinct TTL, per
+key), and prints the bytes per entry of each above the plain 4-tuple's:
+
+* ``5-tuple + TTL int``: the store's ``(value, ttl, ms, counter, node)``. Its
+  fifth field is free on CPython (a 4-tuple and a 5-tuple take the same
+  80-byte pymalloc block); the TTL int is not (28 bytes, a 32-byte block).
+* ``ms|TTL packed``: ``(value, ms << 48 | ttl, counter, node)``, the version's
+  ms and the TTL in one int (3 digits of 30 bits instead of 2: a 48-byte
+  block instead of 32). It would meet 16 bytes on CPython, but the version
+  would no longer be the entry's last three fields, which every reader of a
+  version takes (and on PyPy an int past 64 bits is a big integer).
+* ``7-tuple, shared digits``: ``(value, t2, t1, t0, ms, counter, node)``, the
+  TTL as three 14-bit digits, each an int every entry shares (a 7-tuple takes
+  a 96-byte block).
 """
 
 from __future__ import annotations
@@ -87,6 +105,58 @@ def measure(keys: int, kind: str, traced: bool) -> int:
     return used
 
 
+LAYOUTS = {"plain": "4-tuple, no expiry", "ttl": "5-tuple + TTL int",
+           "packed": "ms|TTL packed", "digits": "7-tuple, shared digits"}
+
+
+def layout(keys: int, kind: str) -> list:
+    """``keys`` entries in layout ``kind`` (see the module docstring)."""
+    value, node, shared = b"v" * 100, "n1", {d: d for d in range(1 << 14)}
+    entries: list = []
+    for i in range(keys):
+        # As the node's clock makes an ms (int(seconds * 1000)): no spare digit.
+        ms, ttl = int(float(WALL + i)), 3_600_000 + i
+        if kind == "plain":
+            entries.append((value, ms, 0, node))
+        elif kind == "ttl":
+            entries.append((value, ttl, ms, 0, node))
+        elif kind == "packed":
+            entries.append((value, ms << 48 | ttl, 0, node))
+        else:
+            entries.append((value, shared[ttl >> 28], shared[ttl >> 14 & 16383],
+                            shared[ttl & 16383], ms, 0, node))
+    return entries
+
+
+def measure_layout(keys: int, kind: str, traced: bool) -> int:
+    gc.collect()
+    layout(1, "digits")  # the shared digits are no entry's cost
+    if traced:
+        tracemalloc.start()
+        entries = layout(keys, kind)
+        used = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    else:
+        before = rss_kb()
+        entries = layout(keys, kind)
+        used = (rss_kb() - before) * 1024
+    assert len(entries) == keys
+    return used
+
+
+def show_layouts(keys: int) -> None:
+    rss = {kind: int(subprocess.run(
+        [sys.executable, __file__, "--keys", str(keys), "--one-layout", kind],
+        check=True, capture_output=True, text=True).stdout) for kind in LAYOUTS}
+    traced = ({kind: measure_layout(keys, kind, traced=True) for kind in LAYOUTS}
+              if tracemalloc is not None else {})
+    for kind, label in LAYOUTS.items():
+        line = f"  {label:22} RSS {(rss[kind] - rss['plain']) / keys:+6.1f} B/entry"
+        if traced:
+            line += f"   tracemalloc {(traced[kind] - traced['plain']) / keys:+6.1f} B/entry"
+        print(line)
+
+
 KINDS = {"plain": "no expiry", "same": "same TTL", "distinct": "distinct TTL",
          "batched": "64 per TTL"}
 
@@ -94,12 +164,21 @@ KINDS = {"plain": "no expiry", "same": "same TTL", "distinct": "distinct TTL",
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=200_000)
+    parser.add_argument("--layouts", action="store_true",
+                        help="the bytes a distinct expiry costs in each layout (no store)")
     parser.add_argument("--one", choices=KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--one-layout", choices=LAYOUTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(measure(args.keys, args.one, traced=False))
         return
+    if args.one_layout:
+        print(measure_layout(args.keys, args.one_layout, traced=False))
+        return
     print(f"{sys.implementation.name} {sys.version.split()[0]}, {args.keys} keys")
+    if args.layouts:
+        show_layouts(args.keys)
+        return
     # RSS growth, each kind in a fresh process, so no freed memory is reused.
     rss = {kind: int(subprocess.run(
         [sys.executable, __file__, "--keys", str(args.keys), "--one", kind],

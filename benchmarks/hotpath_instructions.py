@@ -10,6 +10,7 @@ runs each twice with different request counts, and prints the difference
 per request, so start-up and imports cancel out.
 
     python benchmarks/hotpath_instructions.py                # CPython, SET and GET, -P 1 and 16
+    python benchmarks/hotpath_instructions.py --ops set,incr  # INCR (one key, as redis-benchmark -t incr)
     python benchmarks/hotpath_instructions.py --python /tmp/pypyvenv/bin/python
     python benchmarks/hotpath_instructions.py --servers distkv,distkv-counting,distkv-timed
 
@@ -52,7 +53,8 @@ class Transport(StringTransport):
         pass
 
 key = b"key:__rand_int__"  # what redis-benchmark sends without -r
-one = command(b"SET", key, b"xxx") if op == "set" else command(b"GET", key)
+one = {{"set": command(b"SET", key, b"xxx"), "get": command(b"GET", key),
+        "incr": command(b"INCR", b"counter:__rand_int__")}}[op]
 if which.startswith("distkv"):
     from distkv.node import Node
     node = Node(Clock(), "n1")
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter with Twisted installed (default: this one)")
-    parser.add_argument("--ops", default="set,get")
+    parser.add_argument("--ops", default="set,get", help="of set, get, incr")
     parser.add_argument("--pipelines", default="1,16")
     parser.add_argument("--servers", default="distkv,bare",
                         help="of distkv, bare, distkv-counting (--metrics-port, no read timed), "

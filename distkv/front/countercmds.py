@@ -18,13 +18,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from distkv.front.access import WRITE
-from distkv.front.replies import LOADING, NOT_INTEGER, Error, Integer, Session, strict_int, wrong_arity
+from distkv.front.replies import LOADING, NOT_INTEGER, Error, Session, strict_int, wrong_arity
 from distkv.store.counter import INT64_MIN
 
 if TYPE_CHECKING:
     from distkv.front.commands import Dispatcher, Outcome
 
-_new_tuple = tuple.__new__
 DECREMENT_OVERFLOW = Error("ERR decrement would overflow")
 
 
@@ -58,11 +57,11 @@ class CounterCommands:
         if dispatcher.write_refusal is not None:
             return dispatcher.write_refusal
         result = self._incr(request[1], 1)
-        if type(result) is str:
-            return Error(result)  # type: ignore[arg-type]
-        if dispatcher.durable is None:
-            return _new_tuple(Integer, (result,))  # type: ignore[no-any-return]
-        return dispatcher.after_commit(Integer(result))  # type: ignore[arg-type]
+        if type(result) is int:  # the reply (see replies.Integer); else Redis's error text
+            if dispatcher.durable is None:
+                return result
+            return dispatcher.after_commit(result)
+        return Error(str(result))
 
     def _add(self, request: Sequence[bytes], length: int, amount: Optional[int]) -> Outcome:
         if len(request) != length:
@@ -80,11 +79,9 @@ class CounterCommands:
                     return DECREMENT_OVERFLOW
                 amount = -amount
         result = self.store.incr(request[1], amount)
-        if type(result) is str:
-            return Error(result)  # type: ignore[arg-type]
-        if dispatcher.durable is None:
-            return Integer(result)  # type: ignore[arg-type]
-        return dispatcher.after_commit(Integer(result))  # type: ignore[arg-type]
+        if type(result) is int:
+            return dispatcher.after_commit(result)
+        return Error(str(result))
 
     def decr(self, request: Sequence[bytes], session: Session) -> Outcome:
         return self._add(request, 2, -1)

@@ -51,8 +51,10 @@ class NilArray:
         return "NIL_ARRAY"
 
 
-class Integer(NamedTuple):
-    number: int
+#: An integer reply (RESP's ``:``) is a plain ``int``, as a bulk string is
+#: plain ``bytes``: no reply object to build (INCR's reply is its result).
+#: ``Integer(n)`` names it where that reads better; a ``bool`` is no reply.
+Integer = int
 
 
 class Error(NamedTuple):
@@ -79,7 +81,7 @@ class Map(NamedTuple):
     items: Tuple[Reply, ...]
 
 
-Reply = Union[bytes, Nil, NilArray, Status, Integer, Error, Lines, Array, Map]
+Reply = Union[bytes, Nil, NilArray, Status, int, Error, Lines, Array, Map]
 
 OK = Status(b"OK")
 PONG = Status(b"PONG")

@@ -41,7 +41,6 @@ from distkv.front.replies import (
     OK,
     Array,
     Error,
-    Integer,
     Map,
     Reply,
     Status,
@@ -516,14 +515,14 @@ def encode(reply: Reply) -> bytes:
         return _NIL
     if reply is NIL_ARRAY:
         return b"*-1\r\n"
+    if kind is int:
+        return b":%d\r\n" % (reply,)  # type: ignore[str-format]
     # Every other reply type's first field is the one to encode (a Status's
     # text); an index rather than typing.cast, which is a Python call on this
     # hot path.
     field: Any = reply[0]  # type: ignore[index]
     if kind is Status:
         return b"+%s\r\n" % (field,)
-    if kind is Integer:
-        return b":%d\r\n" % (field,)
     if kind is Error:
         message: str = field.replace("\r", " ").replace("\n", " ")
         return b"-" + message.encode("utf-8", "surrogateescape") + b"\r\n"
@@ -818,11 +817,11 @@ class RespProtocol(ClientConnection):
                     out.append(b"$%d\r\n%s\r\n" % (size, outcome))  # type: ignore[str-bytes-safe]
                 if room >= 0:
                     continue
-            elif kind is Integer:  # encode()'s, inline: INCR's reply
+            elif kind is int:  # encode()'s, inline: INCR's reply
                 if waiting:
-                    owed.then(b":%d\r\n" % outcome[0])  # type: ignore[index]
+                    owed.then(b":%d\r\n" % outcome)  # type: ignore[str-bytes-safe]
                 else:
-                    out.append(b":%d\r\n" % outcome[0])  # type: ignore[index]
+                    out.append(b":%d\r\n" % outcome)  # type: ignore[str-bytes-safe]
                 continue
             elif kind is Pending:  # a write waiting for its commit
                 if out:

@@ -44,7 +44,6 @@ from distkv.front.commands import (
     Array,
     Dispatcher,
     Error,
-    Integer,
     Lines,
     Map,
     Outcome,
@@ -93,8 +92,8 @@ def format_reply(reply: Reply) -> bytes:
         return b"(nil)\r\n"
     if isinstance(reply, Status):
         return reply.text + b"\r\n"
-    if isinstance(reply, Integer):
-        return b"%d\r\n" % (reply.number,)
+    if isinstance(reply, int):
+        return b"%d\r\n" % (reply,)
     if isinstance(reply, Error):
         message = reply.message.replace("\r", " ").replace("\n", " ")
         if not message.startswith("ERR "):

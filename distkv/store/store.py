@@ -527,19 +527,19 @@ class Store:
         # (a fractional one, which INCRBYFLOAT left, goes through _incr).
         if current is not None and len(current) == 6 and not current[1]:
             state: CounterState = current[2]  # type: ignore[misc]
-            slot = state[8]  # the slot of its newest change, if an increment's
-            number = state[7]
-            # The very object _incr() stored in _own, once an INCR here made
-            # this state (after a merge, an equal slot takes _incr() once).
-            if (slot is not None and number is not None and self._own.get(key) is slot
-                    and type(state[9]) is int):
+            base, _, base_version, slots, observed, delta, _, number, last, last_total = state
+            # ``last``, the slot of its newest change if an increment's, is the
+            # very object _incr() stored in _own once an INCR here made this
+            # state (after a merge, an equal slot takes _incr() once).
+            if (last is not None and number is not None and self._own.get(key) is last
+                    and type(last_total) is int):
                 result = number + amount
-                if -9223372036854775809 < result < 9223372036854775808 and current[0] is not None:
-                    stamp = self.clock.stamp(None, current)
+                if INT64_MIN <= result <= INT64_MAX and current[0] is not None:
+                    _, ms, counter, node = self.clock.stamp(None, current)
                     # The slot stays out of the shared dict: see counters.CounterState.
-                    entry: Entry = (b"%d" % result, 0, (  # type: ignore[assignment]
-                        state[0], 0, state[2], state[3], state[4], state[5] + amount, stamp[1:],
-                        result, slot, state[9] + amount), stamp[1], stamp[2], stamp[3])
+                    state = (base, 0, base_version, slots, observed, delta + amount,  # type: ignore[assignment]
+                             (ms, counter, node), result, last, last_total + amount)
+                    entry: Entry = (b"%d" % result, 0, state, ms, counter, node)
                     self.changes += 1
                     if key not in self._changed:
                         self.digest.note(key, current)
