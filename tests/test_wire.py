@@ -86,26 +86,26 @@ class WireTests(SynchronousTestCase):
         self.assertEqual(
             wire.parse_reply(wire.refusal_line("self", "it is me")), ("self", "it is me")
         )
-        for bad in (b"DISTKV-PEER 4 a b -\r\n", b"DISTKV-PEER 4 bad/id ab 9000 -\r\n",
-                    b"HELLO\r\n", b"DISTKV-PEER 4 a b 90000 -\r\n", b"DISTKV-PEER 4 a b -1 -\r\n",
-                    b"DISTKV-PEER 4 a b 9000 - extra\r\n", b"DISTKV-PEER 4 a b 9000 abcd\r\n",
-                    b"DISTKV-PEER 4 a b 9000 " + b"G" * 64 + b"\r\n"):
+        for bad in (b"DISTKV-PEER 5 a b -\r\n", b"DISTKV-PEER 5 bad/id ab 9000 -\r\n",
+                    b"HELLO\r\n", b"DISTKV-PEER 5 a b 90000 -\r\n", b"DISTKV-PEER 5 a b -1 -\r\n",
+                    b"DISTKV-PEER 5 a b 9000 - extra\r\n", b"DISTKV-PEER 5 a b 9000 abcd\r\n",
+                    b"DISTKV-PEER 5 a b 9000 " + b"G" * 64 + b"\r\n"):
             with self.assertRaises(wire.WireError):
                 wire.parse_greeting(bad)
-        for bad in (b"DISTKV-PEER-OK 4 a b 1 -\r\n", b"DISTKV-PEER-OK 4 a b x serving -\r\n",
-                    b"DISTKV-PEER-OK 4 a b 1 maybe -\r\n",
-                    b"DISTKV-PEER-OK 4 a b %d serving -\r\n" % 2**63,
-                    b"DISTKV-PEER-OK 4 a b 1 serving 00\r\n"):
+        for bad in (b"DISTKV-PEER-OK 5 a b 1 -\r\n", b"DISTKV-PEER-OK 5 a b x serving -\r\n",
+                    b"DISTKV-PEER-OK 5 a b 1 maybe -\r\n",
+                    b"DISTKV-PEER-OK 5 a b %d serving -\r\n" % 2**63,
+                    b"DISTKV-PEER-OK 5 a b 1 serving 00\r\n"):
             with self.assertRaises(wire.WireError):
                 wire.parse_reply(bad)
-        for bad in (b"DISTKV-PEER-CHALLENGE 4 a -\r\n", b"DISTKV-PEER-CHALLENGE 2 a " + b"0" * 64,
-                    b"DISTKV-PEER-CHALLENGE 4 bad/id " + b"0" * 64):
+        for bad in (b"DISTKV-PEER-CHALLENGE 5 a -\r\n", b"DISTKV-PEER-CHALLENGE 2 a " + b"0" * 64,
+                    b"DISTKV-PEER-CHALLENGE 5 bad/id " + b"0" * 64):
             with self.assertRaises(wire.WireError):
                 wire.parse_challenge(bad)
-        # A node of the release before counters (protocol 3) is refused with
-        # both versions named, never linked and fed frames it cannot read.
-        with self.assertRaisesRegex(wire.WireError, "version b'3' .*speaks 4"):
-            wire.parse_greeting(b"DISTKV-PEER 3 a b 9000 -\r\n")
+        # A node of the release before LINEARIZABLE (protocol 4) is refused
+        # with both versions named, never linked and fed frames it cannot read.
+        with self.assertRaisesRegex(wire.WireError, "version b'4' .*speaks 5"):
+            wire.parse_greeting(b"DISTKV-PEER 4 a b 9000 -\r\n")
         for bad in (b"DISTKV-PEER-PROOF -\r\n", b"DISTKV-PEER-PROOF " + b"0" * 63, b"PROOF x"):
             with self.assertRaises(wire.WireError):
                 wire.parse_proof(bad)
