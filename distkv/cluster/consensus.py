@@ -30,11 +30,15 @@ and anti-entropy without harm. Writes at ONE/QUORUM/ALL to a key (and
 counters) stamp versions that are no ballots and void the guarantee for that
 key, as plain writes do to Cassandra's lightweight transactions. A refusal in
 the prepare phase retries with a higher ballot after a random pause, a bounded
-number of times; once a write's accept was sent, a failure can no longer say
-"did not run" (some acceptor may hold it and a later proposer finish it), so
-it answers *indeterminate*; a read retries whenever it fails (it changes
-nothing). A node that cannot reach a majority answers ``UNAVAILABLE`` at
-once: a minority never answers stale data.
+number of times, and so does one in the accept phase once every acceptor
+asked refused it (none holds it); once any acceptor took a write's accept,
+or some did not answer, a failure can no longer say "did not run" (an
+acceptor may hold it and a later proposer finish it), so it answers
+*indeterminate*; a read retries whenever it fails (it changes nothing). A
+node that cannot reach a majority answers ``UNAVAILABLE`` at once: a
+minority never answers stale data. Once a value is chosen the proposer
+merges it here and sends it to the members that may lack it (as a read
+repair does), so every replica holds it without waiting for anti-entropy.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from typing import Callable, Dict, Optional, Protocol, Set, Tuple, Union
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from distkv.cluster import paxoswire
+from distkv.cluster import paxoswire, wire
 from distkv.cluster.acceptor import Acceptor
 from distkv.disk.journal import Batch
 from distkv.store.hlc import HybridClock, Version
@@ -93,7 +97,7 @@ class Cluster(Protocol):
 class _Op:
     __slots__ = ("key", "change", "done", "writes", "ballot", "id", "accepting", "promises",
                  "refused", "absent", "accepted", "value", "reply", "attempts", "timer",
-                 "sent_write", "beaten", "size", "need", "asked", "over", "retry")
+                 "sent_write", "beaten", "size", "need", "asked", "over", "retry", "writing")
 
     def __init__(self, key: bytes, change: Change, done: Done, writes: bool) -> None:
         self.key = key
@@ -112,7 +116,8 @@ class _Op:
         self.reply: object = None
         self.attempts = 0
         self.timer: Optional[IDelayedCall] = None
-        #: An accept that changes the key was sent: failing now is indeterminate.
+        #: An accept that changes the key may be held by some acceptor: failing
+        #: now is indeterminate (see _accepted).
         self.sent_write = False
         self.beaten = Version(0, 0, "")
         self.size = 0
@@ -120,6 +125,8 @@ class _Op:
         self.asked: Dict[str, Send] = {}
         self.over = False
         self.retry: Optional[IDelayedCall] = None
+        #: This attempt's accept changes the key.
+        self.writing = False
 
 
 class Proposer:
@@ -175,7 +182,7 @@ class Proposer:
         self._forget(op)
         op.ballot = self.hlc.now_above(op.beaten)
         op.id = next(self._ids)
-        op.accepting = False
+        op.accepting = op.writing = False
         op.promises, op.refused, op.absent, op.accepted = {}, set(), set(), set()
         op.asked = senders
         self._ops[op.id] = op
@@ -238,6 +245,9 @@ class Proposer:
             held = [None if e is None else mark_of(e) for e in op.promises.values()]
             if all(m == mark for m in held):
                 self.fast_reads += 1
+                if newest is not None:  # the members that did not answer it: repaired
+                    self._spread(op, newest, {node for node, entry in op.promises.items()
+                                              if entry is not None and mark_of(entry) == mark})
                 self._answer(op)  # chosen already: nothing to write
                 return
             if newest is None or newest[0] is None:
@@ -246,7 +256,7 @@ class Proposer:
                 proposal = make_entry(newest[0], op.ballot, expires_of(newest))
         else:
             proposal = make_entry(value, op.ballot)
-            op.sent_write = op.sent_write or op.writes
+            op.writing = op.writes
         op.accepting = True
         op.value = proposal
         self._forget(op)
@@ -257,6 +267,8 @@ class Proposer:
         for send in op.asked.values():
             self._send(send, frame)
         status, seen, _ = self.acceptor.accept(op.key, proposal)
+        if status == paxoswire.OK and op.writing:
+            op.sent_write = True  # held here already, though not yet committed
         if status != paxoswire.OK:
             self._accepted(op, "", status, seen)
             return
@@ -291,8 +303,15 @@ class Proposer:
             op.absent.add(node)
         if len(op.accepted) >= op.need:
             self.met += 1
+            assert op.value is not None
+            self._spread(op, op.value, op.accepted)
             self._answer(op)
         elif len(op.refused) + len(op.absent) + (op.size - 1 - len(op.asked)) > op.size - op.need:
+            if op.writing:
+                if op.accepted:  # held somewhere: a later proposer may finish it
+                    op.sent_write = True
+                elif len(op.refused) + len(op.absent) <= len(op.asked):
+                    return  # wait: if nobody took it, it may run again
             self._failed(op)
 
     # -- ends ---------------------------------------------------------------------
@@ -319,6 +338,19 @@ class Proposer:
         pause = self._random.uniform(0, min(0.001 * (2 ** op.attempts), self.timeout / 8))
         op.retry = self.clock.callLater(pause, self._attempt, op)
 
+    def _spread(self, op: _Op, chosen: Entry, holding: Set[str]) -> None:
+        """Merge the chosen entry here, and send it to the members linked
+        that may lack it, as a read repair does (a ``W`` frame with sequence number 0): an
+        acceptor that refused it, or answered late, would otherwise wait for
+        the next anti-entropy round."""
+        if "" not in holding:  # this node's acceptor refused it, or was not ready
+            self.acceptor.store.apply(op.key, chosen)
+        frame = b""
+        for node, send in op.asked.items():
+            if node not in holding:
+                frame = frame or wire.encode_write(0, op.key, chosen)
+                self._send(send, frame)
+
     def _answer(self, op: _Op) -> None:
         reply = op.reply
         if isinstance(reply, str):
@@ -330,7 +362,7 @@ class Proposer:
         op.timer = None
         if op.over:
             return
-        if op.sent_write:
+        if op.sent_write or (op.accepting and op.writing):
             self.indeterminate += 1
             self._end(op, None, self._indeterminate(op, f"not met within {self.timeout:g}s"))
         else:
@@ -369,7 +401,7 @@ class Proposer:
         """The node stops: every operation ends now, and none starts."""
         self.stopped = True
         for op in list(self._running):
-            if op.sent_write:
+            if op.sent_write or (op.accepting and op.writing):
                 self._end(op, None, self._indeterminate(op, "the node stopped"))
             else:
                 self._end(op, None, "UNAVAILABLE the node is stopping; the command did not run")
