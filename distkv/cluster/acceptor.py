@@ -53,6 +53,10 @@ class Acceptor:
         self.accepted = 0
         self.refused = 0
 
+    def serving(self) -> bool:
+        """Whether a ballot made now (by a clock like ours) would be taken."""
+        return self.ready() and self.wall_ms() > self.floor_ms()
+
     def _unfit(self, ballot: Version) -> Optional[Answer]:
         """Why no key could take ``ballot`` now, or None."""
         if not self.ready() or ballot[0] <= self.floor_ms():
@@ -82,6 +86,8 @@ class Acceptor:
             oldest = next(iter(promises))
             self.dropped = max(self.dropped, promises.pop(oldest))
         self.promised += 1
+        # This node's own next ballots start above it: fewer refusals.
+        self.store.clock.observe(ballot, count=False)
         return (OK, ZERO, entry)
 
     def accept(self, key: bytes, entry: Entry) -> Answer:

@@ -126,7 +126,7 @@ def consistency(node: Node) -> List[Tuple[str, object]]:
         ("linearizable_conflicts", node.proposer.conflicts),
         ("linearizable_indeterminate", node.proposer.indeterminate),
         ("linearizable_refused", node.proposer.unavailable),
-        ("acceptor_ready", "yes" if node.acceptor.ready() else "no"),
+        ("acceptor_ready", "yes" if node.acceptor.serving() else "no"),
         ("acceptor_promises", len(node.acceptor.promises)),
         ("acceptor_refused", node.acceptor.refused),
     ]
