@@ -5,7 +5,8 @@ say so."""
 
 from __future__ import annotations
 
-from typing import Dict, List
+import socket
+from typing import Dict, List, Sequence, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -13,6 +14,8 @@ from distkv.sim import linearizable
 from distkv.sim.linearizable import UNKNOWN, Op
 from distkv.testing import SimulatedCluster
 from tests.clusters import settled_cluster
+from tests.redisoracle import start_redis_server
+from tests.respclient import command
 from tests.test_levels import Client
 
 LIN = b"LINEARIZABLE"
@@ -240,3 +243,36 @@ class LoneNodeTests(SynchronousTestCase):
         clients: Dict[str, Client] = {"n1": lin_client(cluster, "n1")}
         self.assertEqual(clients["n1"].ask(b"INCR", b"n"), b":1\r\n")
         self.assertEqual(clients["n1"].ask(b"GET", b"n"), b"$1\r\n1\r\n")
+
+
+#: Requests whose replies at LINEARIZABLE must be redis-server 7.0's, byte for byte.
+SCRIPT: Sequence[Tuple[bytes, ...]] = (
+    (b"GET", b"k"), (b"EXISTS", b"k"), (b"SET", b"k", b"v", b"XX"), (b"SET", b"k", b"v", b"NX"),
+    (b"SET", b"k", b"w", b"NX", b"GET"), (b"SET", b"k", b"w", b"XX", b"GET"),
+    (b"SET", b"k", b"x", b"GET"), (b"SET", b"k", b"y", b"nx", b"xx"), (b"SET", b"k"),
+    (b"SETNX", b"k", b"z"), (b"SETNX", b"n", b"5"), (b"GETSET", b"k", b"a"),
+    (b"GETSET", b"new", b"b"), (b"GETDEL", b"new"), (b"GETDEL", b"new"), (b"INCR", b"k"),
+    (b"INCR", b"n"), (b"INCRBY", b"n", b"-10"), (b"DECR", b"n"), (b"DECRBY", b"n", b"x"),
+    (b"DECRBY", b"n", b"-9223372036854775808"), (b"INCRBY", b"n", b"9223372036854775807"),
+    (b"INCRBY", b"n", b"+1"), (b"INCR", b"n", b"n"), (b"GET", b"n"), (b"DEL", b"n"),
+    (b"DEL", b"n"), (b"UNLINK", b"k"), (b"EXISTS", b"k"), (b"INCR", b"fresh"),
+)
+
+
+class LinearizableVsRedisTests(SynchronousTestCase):
+    def test_replies_at_linearizable_are_redis_servers(self) -> None:
+        """The commands LINEARIZABLE offers answer as redis-server 7.0 does,
+        byte for byte, through a node at that level."""
+        port = start_redis_server(self)
+        cluster = settled_cluster(self, 1)
+        node = lin_client(cluster, "n1")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            for request in SCRIPT:
+                sock.sendall(command(*request) + command(b"ECHO", b"end-of-case"))
+                out = b""
+                while not out.endswith(b"$11\r\nend-of-case\r\n"):
+                    chunk = sock.recv(65536)
+                    self.assertTrue(chunk)
+                    out += chunk
+                self.assertEqual(node.ask(*request), out[: -len(b"$11\r\nend-of-case\r\n")],
+                                 request)

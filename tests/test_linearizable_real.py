@@ -50,7 +50,7 @@ def test_linearizable_through_every_node_survives_kill_9_and_restart(
         nodes.append(cluster.add(node.start()))
     for node in nodes:
         node.wait_ready()
-        wait_until(lambda port=node.port: _ready(port),  # type: ignore[misc]
+        wait_until(lambda port=node.port: _ready(port),
                    f"{node.node_id}'s acceptor to be ready")
     clients = [redis.Redis(port=node.port) for node in nodes]
     assert clients[0].execute_command("CONSISTENCY") == b"read LINEARIZABLE write LINEARIZABLE"

@@ -24,8 +24,9 @@ refused ``b``), so it answers a version ``>= b``; store entries only grow;
 and by induction every proposal with a ballot in ``[b, b')`` built on
 ``v``'s successor chain, so ``b'`` computes from ``v`` or a later value:
 no chosen value is ever lost or forked. An entry with version ``c`` always
-holds the value proposed at ballot ``c`` (one proposer per ballot: the node
-id is in it), which is why an accepted entry may also travel by replication
+holds the value proposed at ballot ``c`` (one proposal per ballot: the node
+id is in it, and a restarted node proposes nothing until its clock passes
+the acceptor's restart floor, above every ballot it made before), which is why an accepted entry may also travel by replication
 and anti-entropy without harm. Writes at ONE/QUORUM/ALL to a key (and
 counters) stamp versions that are no ballots and void the guarantee for that
 key, as plain writes do to Cassandra's lightweight transactions. A refusal in
@@ -181,6 +182,15 @@ class Proposer:
             return
         self._forget(op)
         op.ballot = self.hlc.now_above(op.beaten)
+        if op.ballot.ms <= self.acceptor.floor_ms():
+            # Restarted: a ballot this low may be one this node made before
+            # (its clock may have run up to the skew ahead of the wall), and
+            # two proposals must never share one.
+            self.unavailable += 1
+            self._end(op, None, "UNAVAILABLE this node restarted less than --max-clock-skew ago "
+                                "and coordinates no linearizable operation yet; "
+                                "the command did not run")
+            return
         op.id = next(self._ids)
         op.accepting = op.writing = False
         op.promises, op.refused, op.absent, op.accepted = {}, set(), set(), set()
