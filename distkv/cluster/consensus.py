@@ -3,43 +3,44 @@
 The node a client talks to coordinates (a *proposer*); every member is an
 acceptor for every key (see :mod:`distkv.cluster.acceptor`). A ballot is a
 fresh version of the proposer's hybrid clock, so ballots and entry versions
-share one order; an acceptor's accepted state for a key is its store entry.
-An operation is a function of the key's current value (GET: the identity;
-SET, SET NX/XX/GET, GETSET, DEL, INCR...: see :mod:`distkv.front.lincmds`),
-run in two phases. *Prepare*: the proposer sends ``P(key, b)`` to every
-member linked and to itself; an acceptor promises ``b`` unless it promised a
-ballot at or above it or holds a version at or above it, and answers its
-entry. Once a majority of the members (itself included) promised, the
-newest entry among the answers is the key's current value; the function
-gives the new value. *Accept*: ``V(key, (new, b))`` to every member; an
-acceptor stores it unless it promised above ``b`` or holds ``b`` or newer,
-and answers once it is committed. A majority of acceptances and the
-operation is done. A read whose majority answered one identical version
-returns it without the second phase (that value is chosen: any later
-majority sees it or newer). **Why it is safe** (Paxos's argument, ballots
-being versions): say ``(v, b)`` was accepted by a majority ``Q``. Any
+share one order; an acceptor's accepted state for a key is its store entry. An
+operation is a function of the key's current value (GET: the identity; SET, SET
+NX/XX/GET, GETSET, DEL, INCR...: see :mod:`distkv.front.lincmds`), run in two
+phases. *Prepare*: the proposer sends ``P(key, b)`` to every member linked and
+to itself; an acceptor promises ``b`` unless it promised a ballot at or above
+it or holds a version at or above it, and answers its entry. Once a majority of
+the members (itself included) promised, the newest entry among the answers is
+the key's current value; the function gives the new value. *Accept*: ``V(key,
+(new, b))`` to every member; an acceptor stores it unless it promised above
+``b`` or holds ``b`` or newer, and answers once it is committed. A majority of
+acceptances and the operation is done. A read whose majority answered one
+identical version returns it without the second phase (that value is chosen:
+any later majority sees it or newer). **Why it is safe** (Paxos's argument,
+ballots being versions): say ``(v, b)`` was accepted by a majority ``Q``. Any
 proposer with ``b' > b`` whose majority ``Q'`` promised meets ``Q`` in an
 acceptor that accepted ``b`` before promising ``b'`` (after, it would have
-refused ``b``), so it answers a version ``>= b``; store entries only grow;
-and by induction every proposal with a ballot in ``[b, b')`` built on
-``v``'s successor chain, so ``b'`` computes from ``v`` or a later value:
-no chosen value is ever lost or forked. An entry with version ``c`` always
-holds the value proposed at ballot ``c`` (one proposal per ballot: the node
-id is in it, and a restarted node proposes nothing until its clock passes
-the acceptor's restart floor, above every ballot it made before), which is why an accepted entry may also travel by replication
-and anti-entropy without harm. Writes at ONE/QUORUM/ALL to a key (and
-counters) stamp versions that are no ballots and void the guarantee for that
-key, as plain writes do to Cassandra's lightweight transactions. A refusal in
-the prepare phase retries with a higher ballot after a random pause, a bounded
-number of times, and so does one in the accept phase once every acceptor
-asked refused it (none holds it); once any acceptor took a write's accept,
-or some did not answer, a failure can no longer say "did not run" (an
-acceptor may hold it and a later proposer finish it), so it answers
-*indeterminate*; a read retries whenever it fails (it changes nothing). A
-node that cannot reach a majority answers ``UNAVAILABLE`` at once: a
-minority never answers stale data. Once a value is chosen the proposer
-merges it here and sends it to the members that may lack it (as a read
-repair does), so every replica holds it without waiting for anti-entropy.
+refused ``b``), so it answers a version ``>= b`` (an entry's version never goes
+down), and below ``b'`` (or it would have refused); by induction on ballots
+every proposal at a ballot in ``[b, b')`` was computed from ``v`` or from a
+value computed from it, so the newest answer ``b'`` sees is such a value and
+``b'`` computes from it: no chosen value is ever lost or forked. An entry with
+version ``c`` always holds the value proposed at ballot ``c`` (one proposal per
+ballot: the node id is in it, and a restarted node proposes nothing until its
+clock passes the acceptor's restart floor, above every ballot it made before),
+which is why an accepted entry may also travel by replication and anti-entropy
+without harm. Writes at ONE/QUORUM/ALL to a key (and counters) stamp versions
+that are no ballots and void the guarantee for that key, as plain writes do to
+Cassandra's lightweight transactions. A refusal in the prepare phase retries
+with a higher ballot after a random pause, a bounded number of times, and so
+does one in the accept phase once every acceptor asked refused it (none holds
+it); once any acceptor took a write's accept, or some did not answer, a failure
+can no longer say "did not run" (an acceptor may hold it and a later proposer
+finish it), so it answers *indeterminate*; a read retries whenever it fails (it
+changes nothing). A node that cannot reach a majority answers ``UNAVAILABLE``
+at once: a minority never answers stale data. Once a value is chosen the
+proposer merges it here and sends it to the members that may lack it (as a read
+repair does), so every replica holds it without waiting for anti-entropy (which
+brings it to the rest if the proposer crashed first).
 """
 
 from __future__ import annotations
@@ -215,15 +216,11 @@ class Proposer:
                   entry: Optional[Entry]) -> None:
         if status == paxoswire.OK:
             op.promises[node] = entry
-        elif status == paxoswire.REFUSED:
-            op.refused.add(node)
-            if seen > op.beaten:
-                op.beaten = seen
         else:
-            op.absent.add(node)
+            _declined(op, node, status, seen)
         if len(op.promises) >= op.need:
             self._propose(op)
-        elif len(op.refused) + len(op.absent) + (op.size - 1 - len(op.asked)) > op.size - op.need:
+        elif _lost(op):
             self._failed(op)
 
     # -- phase 2 ------------------------------------------------------------------
@@ -305,18 +302,14 @@ class Proposer:
             return
         if status == paxoswire.OK:
             op.accepted.add(node)
-        elif status == paxoswire.REFUSED:
-            op.refused.add(node)
-            if seen > op.beaten:
-                op.beaten = seen
         else:
-            op.absent.add(node)
+            _declined(op, node, status, seen)
         if len(op.accepted) >= op.need:
             self.met += 1
             assert op.value is not None
             self._spread(op, op.value, op.accepted)
             self._answer(op)
-        elif len(op.refused) + len(op.absent) + (op.size - 1 - len(op.asked)) > op.size - op.need:
+        elif _lost(op):
             if op.writing:
                 if op.accepted:  # held somewhere: a later proposer may finish it
                     op.sent_write = True
@@ -415,3 +408,19 @@ class Proposer:
                 self._end(op, None, self._indeterminate(op, "the node stopped"))
             else:
                 self._end(op, None, "UNAVAILABLE the node is stopping; the command did not run")
+
+
+def _declined(op: _Op, node: str, status: int, seen: Version) -> None:
+    """``node`` refused this phase (``seen``: what beat the ballot), or cannot answer."""
+    if status == paxoswire.REFUSED:
+        op.refused.add(node)
+        if seen > op.beaten:
+            op.beaten = seen
+    else:
+        op.absent.add(node)
+
+
+def _lost(op: _Op) -> bool:
+    """Too many members refused, cannot answer or are not linked for this
+    phase to reach a majority."""
+    return len(op.refused) + len(op.absent) + (op.size - 1 - len(op.asked)) > op.size - op.need
