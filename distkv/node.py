@@ -356,8 +356,10 @@ class Node:
         #: Waits for the members a consistency level needs (see distkv.cluster.quorum).
         self.quorum = Coordinator(self, reactor, quorum_timeout, wire.max_frame(max_request))
         #: LINEARIZABLE: this node's acceptor and proposer (see distkv.cluster.consensus).
-        #: Restarted, it takes no ballot up to its start plus the skew it accepts.
-        self._ballot_floor = self.clock.wall_ms() + int(max_clock_skew * 1000)
+        #: Restarted, it takes no ballot up to its start plus the skew it
+        #: accepts (see started(); none at all before).
+        self._ballot_floor = wire.MAX_SEQ
+        self._max_skew_ms = int(max_clock_skew * 1000)
         self.acceptor = ConsensusAcceptor(self.store, self.clock.wall_ms,
                                           int(max_clock_skew * 1000), self._acceptor_ready,
                                           self._acceptor_floor)
@@ -1031,6 +1033,7 @@ class Node:
         self.started()
 
     def started(self) -> None:
+        self._ballot_floor = self.clock.wall_ms() + self._max_skew_ms
         self._unacked = []  # every outbox has been rebuilt by now
         self.member_links.save = self._save_members
         self.member_links.start(self.advertise_host,
