@@ -95,20 +95,20 @@ def main():
                             figures = bench(tool, ports[0], test, args.requests, clients,
                                             args.keyspace)
                             results[(level, test, load)].append(figures)
-                            print("  round %d %-6s %s %-8s %8.0f req/s  p50 %.2f ms  p99 %.2f ms"
+                            print("  round %d %-12s %s %-8s %8.0f req/s  p50 %.2f ms  p99 %.2f ms"
                                   % (round_ + 1, level.upper(), test.upper(), load, *figures))
                 finally:
                     for proc in procs:
                         benchlib.stop_node(proc)
     print("\nMedians over %d rounds (load average now %.1f):" % (args.rounds, benchlib.loadavg()))
-    print("%-7s %-4s %12s %8s %22s %22s" % ("level", "", "req/s heavy", "x ONE",
+    print("%-12s %-4s %12s %8s %22s %22s" % ("level", "", "req/s heavy", "x ONE",
                                             "p50/p99 ms heavy", "p50/p99 ms moderate"))
     for test in ("set", "get"):
         for level in LEVELS:
             heavy = results[(level, test, "heavy")]
             moderate = results[(level, test, "moderate")]
             ratios = [mine[0] / one[0] for mine, one in zip(heavy, results[("one", test, "heavy")])]
-            print("%-7s %-4s %12.0f %8.2f %22s %22s" % (
+            print("%-12s %-4s %12.0f %8.2f %22s %22s" % (
                 level.upper(), test.upper(), statistics.median(r[0] for r in heavy),
                 statistics.median(ratios),
                 "%.2f / %.2f" % (statistics.median(r[1] for r in heavy),
