@@ -2,7 +2,9 @@
 """SET and GET at each consistency level: throughput, p50 and p99 latency.
 
 Three real nodes on 127.0.0.1 (memory only, all peered), started with
-``--write-level L --read-level L`` for L in ONE, QUORUM, ALL; the levels are
+``--write-level L --read-level L`` for L in ONE, QUORUM, ALL, LINEARIZABLE
+(with ``--max-clock-skew 1``, so each node takes part in ballots a second
+after it starts; the run waits for that); the levels are
 alternated ``--rounds`` times (a fresh cluster each time), so the machine's
 other load falls on every level alike. In each, ``redis-benchmark`` runs
 through node 1: SET then GET over ``--keyspace`` random keys, at a moderate
@@ -28,7 +30,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 
-LEVELS = ("one", "quorum", "all")
+LEVELS = ("one", "quorum", "all", "linearizable")
 
 
 def start_cluster(twistd, workdir, level, source):
@@ -39,11 +41,13 @@ def start_cluster(twistd, workdir, level, source):
         log = os.path.join(workdir, "%s-node%d.log" % (level, index + 1))
         procs.append(benchlib.start_node(
             twistd, port, log, peers=peers, node_id="node%d" % (index + 1),
-            extra=["--write-level", level, "--read-level", level], source=source))
+            extra=["--write-level", level, "--read-level", level]
+            + (["--max-clock-skew", "1"] if level == "linearizable" else []), source=source))
     for proc, port in zip(procs, ports):
         client = benchlib.wait_listening(proc, port)
         deadline = time.monotonic() + 60
-        while client.status().get("state") != "serving":
+        while client.status().get("state") != "serving" or (
+                level == "linearizable" and client.status().get("acceptor_ready") != "yes"):
             if time.monotonic() > deadline:
                 raise RuntimeError("node on %d never served" % port)
             time.sleep(0.05)
@@ -91,20 +95,20 @@ def main():
                             figures = bench(tool, ports[0], test, args.requests, clients,
                                             args.keyspace)
                             results[(level, test, load)].append(figures)
-                            print("  round %d %-6s %s %-8s %8.0f req/s  p50 %.2f ms  p99 %.2f ms"
+                            print("  round %d %-12s %s %-8s %8.0f req/s  p50 %.2f ms  p99 %.2f ms"
                                   % (round_ + 1, level.upper(), test.upper(), load, *figures))
                 finally:
                     for proc in procs:
                         benchlib.stop_node(proc)
     print("\nMedians over %d rounds (load average now %.1f):" % (args.rounds, benchlib.loadavg()))
-    print("%-7s %-4s %12s %8s %22s %22s" % ("level", "", "req/s heavy", "x ONE",
+    print("%-12s %-4s %12s %8s %22s %22s" % ("level", "", "req/s heavy", "x ONE",
                                             "p50/p99 ms heavy", "p50/p99 ms moderate"))
     for test in ("set", "get"):
         for level in LEVELS:
             heavy = results[(level, test, "heavy")]
             moderate = results[(level, test, "moderate")]
             ratios = [mine[0] / one[0] for mine, one in zip(heavy, results[("one", test, "heavy")])]
-            print("%-7s %-4s %12.0f %8.2f %22s %22s" % (
+            print("%-12s %-4s %12.0f %8.2f %22s %22s" % (
                 level.upper(), test.upper(), statistics.median(r[0] for r in heavy),
                 statistics.median(ratios),
                 "%.2f / %.2f" % (statistics.median(r[1] for r in heavy),

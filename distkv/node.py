@@ -49,8 +49,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 
-from distkv.cluster import wire
+from distkv.cluster import paxoswire, wire
+from distkv.cluster.acceptor import Acceptor as ConsensusAcceptor
 from distkv.cluster.antientropy import answer_frames
+from distkv.cluster.consensus import Proposer
 from distkv.cluster.goodreplicas import good_replicas
 from distkv.cluster.handshake import PeerAuth
 from distkv.cluster.memberlinks import MemberLinks
@@ -356,6 +358,16 @@ class Node:
         self.replicas = self.dispatcher.replicas = Replicas(self.peers_holding, reactor)
         #: Waits for the members a consistency level needs (see distkv.cluster.quorum).
         self.quorum = Coordinator(self, reactor, quorum_timeout, wire.max_frame(max_request))
+        #: LINEARIZABLE: this node's acceptor and proposer (see distkv.cluster.consensus).
+        #: Restarted, it takes no ballot up to its start plus the skew it
+        #: accepts (see started(); none at all before).
+        self._ballot_floor = wire.MAX_SEQ
+        self._max_skew_ms = int(max_clock_skew * 1000)
+        self.acceptor = ConsensusAcceptor(self.store, self.clock.wall_ms,
+                                          int(max_clock_skew * 1000), self._acceptor_ready,
+                                          self._acceptor_floor)
+        self.proposer = Proposer(self, self.acceptor, self.clock, reactor, quorum_timeout)
+        self.dispatcher.levels.proposer = self.proposer
         self.dispatcher.levels.use(self.quorum, read_level, write_level)
         self.dispatcher.cluster = ClusterControl(
             forget=self.member_links.forget,
@@ -619,6 +631,54 @@ class Node:
 
     def read_answered(self, peer: wire.Hello, reply: wire.ReadReply) -> None:
         self.quorum.answered(peer.node, reply)
+
+    # -- LINEARIZABLE's consensus (see distkv.cluster.consensus) -----------------
+
+    def _acceptor_floor(self) -> int:
+        """No ballot at or below this millisecond is taken: promises made
+        before a restart are lost (a lone member has no other proposer)."""
+        return 0 if self.quorum_members() == 1 else self._ballot_floor
+
+    def _acceptor_ready(self) -> bool:
+        """The acceptor answers unless the node loads, or, without a data dir
+        (so without what it accepted before a restart), until it has synced
+        from enough members that one of any majority that accepted a value
+        is among them."""
+        if self.loading:
+            return False
+        if self.data_dir is not None:
+            return True
+        size = self.quorum_members()
+        wanted = min(size - 1, size - (size // 2 + 1) + 1)
+        is_member = self.membership.is_member
+        synced = sum(1 for node in self.synced_from if is_member(node))
+        return synced >= wanted
+
+    def consensus_prepare(self, request: paxoswire.Prepare) -> bytes:
+        """The ``p`` frame answering a peer's prepare."""
+        status, seen, entry = self.acceptor.prepare(request.key, request.ballot)
+        return paxoswire.encode_promise(request.id, status, seen, request.key, entry)
+
+    def consensus_accept(self, request: paxoswire.Accept, send: Callable[[bytes], None]) -> None:
+        """Answer a peer's accept with ``send``, once what it stored is committed."""
+        status, seen, _ = self.acceptor.accept(request.key, request.entry)
+        batch = self._durable() if status == paxoswire.OK else None
+        if batch is None:
+            send(paxoswire.encode_accepted(request.id, status, seen))
+            return
+
+        def committed(error: Optional[str]) -> None:
+            answer = paxoswire.OK if error is None else paxoswire.NOT_READY
+            send(paxoswire.encode_accepted(request.id, answer))
+
+        batch.when_done(committed)
+
+    def consensus_answered(self, peer: wire.Hello,
+                           answer: Union[paxoswire.Promise, paxoswire.Accepted]) -> None:
+        if isinstance(answer, paxoswire.Promise):
+            self.proposer.answered_prepare(peer.node, answer)
+        else:
+            self.proposer.answered_accept(peer.node, answer)
 
     def peers_holding(self, seq: int) -> int:
         """How many peers have applied and committed every write of ours up to
@@ -976,6 +1036,7 @@ class Node:
         self.started()
 
     def started(self) -> None:
+        self._ballot_floor = self.clock.wall_ms() + self._max_skew_ms
         self._unacked = []  # every outbox has been rebuilt by now
         self.member_links.save = self._save_members
         self.member_links.start(self.advertise_host,
@@ -1048,6 +1109,7 @@ class Node:
             self._loading_check.cancel()
         self.replicas.cancel_all()  # no WAIT outlives the node's timers
         self.quorum.cancel_all()  # nor a write or read waiting for members
+        self.proposer.cancel_all()  # nor a LINEARIZABLE operation
 
     def crash(self) -> None:
         """Stop at once, as ``kill -9`` would: nothing flushed, nothing more committed."""

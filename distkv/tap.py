@@ -23,7 +23,7 @@ from distkv import logs
 from distkv.cluster import tlsconfig, wire
 from distkv.cluster.handshake import MIN_SECRET_BYTES
 from distkv.cluster.membership import HOST, derived_node_id
-from distkv.cluster.quorum import AVAILABLE, NOT_AVAILABLE, parse_level
+from distkv.cluster.quorum import parse_level
 from distkv.cluster.tlsconfig import TlsConfig
 from distkv.disk.datafile import SYNCHRONOUS, DiskError
 from distkv.front.auth import OPEN_DEFAULT, User, UsersFileError, digest_of, first_line, parse_users
@@ -265,9 +265,10 @@ class Options(usage.Options):
          "which it counts as a good replica for --min-replicas-to-write."],
         ["write-level", None, "one", "Consistency level of writes: one (answer once "
          "committed here), quorum (once a majority of the members, this node included, "
-         "committed it) or all. A connection may choose its own (CONSISTENCY)."],
+         "committed it), all, or linearizable (a per-key consensus among a majority: "
+         "atomic cluster-wide). A connection may choose its own (CONSISTENCY)."],
         ["read-level", None, "one", "Consistency level of reads: one (this node's data), "
-         "quorum (the newest a majority of the members hold) or all."],
+         "quorum (the newest a majority of the members hold), all or linearizable."],
         ["quorum-timeout", None, "1", "Seconds a write or read waits for the members "
          "its level needs before answering TIMEOUT (a write's outcome is then "
          "indeterminate)."],
@@ -321,9 +322,7 @@ class Options(usage.Options):
             level = parse_level(self[name])
             if level is None:
                 raise usage.UsageError(
-                    f"--{name} {self[name]!r}: use one, quorum or all")
-            if level not in AVAILABLE:
-                raise usage.UsageError(f"--{name} {self[name]!r}: {NOT_AVAILABLE}")
+                    f"--{name} {self[name]!r}: use one, quorum, all or linearizable")
             self[name] = level
         self["quorum-timeout"] = _positive("quorum-timeout", self["quorum-timeout"], float)
 

@@ -78,15 +78,18 @@ class ConsistencyCommandTests(SynchronousTestCase):
         self.assertEqual(ask(proto, transport, b"CONSISTENCY", b"DEFAULT"),
                          b"+read ONE write ONE\r\n")
 
-    def test_consistency_refuses_unknown_levels_and_linearizable(self) -> None:
+    def test_consistency_refuses_unknown_levels_and_takes_linearizable(self) -> None:
         """An unknown level or a malformed request is refused with the levels
-        unchanged; LINEARIZABLE is named but said not to be available yet."""
+        unchanged; LINEARIZABLE is a level like the others."""
         node, proto, transport = self.node()
         ask = self.ask
         self.assertEqual(ask(proto, transport, b"CONSISTENCY", b"MOST"),
-                         b"-ERR unknown consistency level 'MOST' (ONE, QUORUM or ALL)\r\n")
-        self.assertEqual(ask(proto, transport, b"CONSISTENCY", b"LINEARIZABLE"),
-                         b"-ERR consistency level LINEARIZABLE is not available yet\r\n")
+                         b"-ERR unknown consistency level 'MOST' (ONE, QUORUM, ALL or "
+                         b"LINEARIZABLE)\r\n")
+        self.assertEqual(ask(proto, transport, b"CONSISTENCY", b"READ", b"linearizable"),
+                         b"+read LINEARIZABLE write ONE\r\n")
+        self.assertEqual(ask(proto, transport, b"CONSISTENCY", b"DEFAULT"),
+                         b"+read ONE write ONE\r\n")
         self.assertEqual(ask(proto, transport, b"CONSISTENCY", b"READ", b"ONE", b"READ", b"ALL"),
                          b"-ERR syntax error\r\n")
         self.assertEqual(ask(proto, transport, b"CONSISTENCY", b"READ"), b"-ERR syntax error\r\n")

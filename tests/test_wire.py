@@ -102,10 +102,11 @@ class WireTests(SynchronousTestCase):
                     b"DISTKV-PEER-CHALLENGE 5 bad/id " + b"0" * 64):
             with self.assertRaises(wire.WireError):
                 wire.parse_challenge(bad)
-        # A node of the release before counters (protocol 3) is refused with
-        # both versions named, never linked and fed frames it cannot read.
-        with self.assertRaisesRegex(wire.WireError, "version b'3' .*speaks 5"):
-            wire.parse_greeting(b"DISTKV-PEER 3 a b 9000 -\r\n")
+        # Nodes of the releases before (protocols 3 and 4) are refused with
+        # both versions named, never linked and fed frames they cannot read.
+        for old in ("3", "4"):
+            with self.assertRaisesRegex(wire.WireError, f"version b'{old}' .*speaks 5"):
+                wire.parse_greeting(f"DISTKV-PEER {old} a b 9000 -\r\n".encode())
         for bad in (b"DISTKV-PEER-PROOF -\r\n", b"DISTKV-PEER-PROOF " + b"0" * 63, b"PROOF x"):
             with self.assertRaises(wire.WireError):
                 wire.parse_proof(bad)

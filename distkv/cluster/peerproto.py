@@ -54,7 +54,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from distkv.cluster import tlsconfig, wire
+from distkv.cluster import paxoswire, tlsconfig, wire
 from distkv.cluster.handshake import (
     Accepting,
     AuthError,
@@ -169,6 +169,16 @@ class PeerHost(Protocol):
 
     def read_answered(self, remote: wire.Hello, reply: wire.ReadReply) -> None:
         """``remote`` answered a quorum read of ours."""
+
+    def consensus_prepare(self, request: paxoswire.Prepare) -> bytes:
+        """Our ``p`` frame answering a LINEARIZABLE prepare (see :mod:`distkv.cluster.consensus`)."""
+
+    def consensus_accept(self, request: paxoswire.Accept, send: Callable[[bytes], None]) -> None:
+        """Answer a LINEARIZABLE accept with ``send`` once it is committed."""
+
+    def consensus_answered(self, remote: wire.Hello,
+                           answer: Union[paxoswire.Promise, paxoswire.Accepted]) -> None:
+        """``remote`` answered a prepare or accept of ours."""
 
 
 @implementer(IPushProducer)
@@ -439,6 +449,12 @@ class PeerConnection(sendnow.SendingProtocol):
                     self._answer_read(frame)
             elif isinstance(frame, wire.ReadReply):
                 host.read_answered(remote, frame)
+            elif isinstance(frame, paxoswire.Prepare):
+                answers.append(host.consensus_prepare(frame))
+            elif isinstance(frame, paxoswire.Accept):
+                host.consensus_accept(frame, self.write)
+            elif isinstance(frame, (paxoswire.Promise, paxoswire.Accepted)):
+                host.consensus_answered(remote, frame)
             elif frame.kind == b"S":
                 if applied:
                     self._acknowledge(remote, applied)

@@ -2,7 +2,7 @@
 
 A level is ``ONE`` (this node alone: the default), ``QUORUM`` (a majority of
 the members, this node included) or ``ALL`` (every member); ``LINEARIZABLE``
-is a name this module knows but does not provide. :class:`Coordinator` does
+is :mod:`distkv.cluster.consensus`'s. :class:`Coordinator` does
 the waiting for the node that a client talks to, with no network code of its
 own: the node hands it, through :class:`Cluster`, the member count, one way to
 send to each other member, the peers' acknowledgements of this node's writes
@@ -42,11 +42,8 @@ ONE = "ONE"
 QUORUM = "QUORUM"
 ALL = "ALL"
 LINEARIZABLE = "LINEARIZABLE"
-#: Every level's name, and those this release provides.
+#: Every level's name.
 LEVELS = (ONE, QUORUM, ALL, LINEARIZABLE)
-AVAILABLE = (ONE, QUORUM, ALL)
-#: What a client is told when it asks for a level this release lacks.
-NOT_AVAILABLE = "consistency level LINEARIZABLE is not available yet"
 
 #: ``done(error)``: None once the level was met, else the error message.
 Done = Callable[[Optional[str]], None]

@@ -3,10 +3,10 @@
 A peer connection starts on the shared client port with one text line, so the
 front door can tell it from a client::
 
-    DISTKV-PEER 4 <node-id> <incarnation> <port> <nonce>\\r\\n      (connecting side)
-    DISTKV-PEER-CHALLENGE 4 <node-id> <nonce>\\r\\n             (accepting side, with a secret)
+    DISTKV-PEER 5 <node-id> <incarnation> <port> <nonce>\\r\\n      (connecting side)
+    DISTKV-PEER-CHALLENGE 5 <node-id> <nonce>\\r\\n             (accepting side, with a secret)
     DISTKV-PEER-PROOF <proof>\\r\\n                              (connecting side, with a secret)
-    DISTKV-PEER-OK 4 <node-id> <incarnation> <seen> <state> <proof>\\r\\n (accepting side)
+    DISTKV-PEER-OK 5 <node-id> <incarnation> <seen> <state> <proof>\\r\\n (accepting side)
     DISTKV-PEER-ERR <code> <message>\\r\\n                       (refusal, then close)
 
 ``port`` is the port the caller listens on (``-`` if none is known): with the
@@ -113,8 +113,12 @@ was applied, a flush among them)::
                                    is loading, holds nothing it can vouch
                                    for, and sends no entries)
 
-Protocol version 4 added ``R`` and ``r``; nodes of version 3 refuse to link
-with it (the handshake names both versions).
+LINEARIZABLE's per-key consensus (see :mod:`distkv.cluster.consensus`) has
+frames of its own, ``P``, ``p``, ``V`` and ``v``: see :mod:`distkv.cluster.paxoswire`.
+
+Protocol version 4 added ``R`` and ``r``, version 5 ``P``, ``p``, ``V`` and
+``v``; nodes of other versions refuse to link (the handshake names both
+versions).
 
 Replicated writes travel only as ``W`` and ``T`` frames, never as client commands, so a
 receiving node can never mistake one for a local write and broadcast it again.
@@ -135,8 +139,10 @@ from distkv.store.store import Entry, counter_entry, expires_of, expiring_entry
 
 #: 4: counters (the W/T flag 4), and quorum reads (the R and r frames);
 #: 5: a counter slot's total may be a fraction (INCRBYFLOAT's; its size
-#: negated). Nodes of other versions refuse each other at the handshake,
-#: saying why, rather than drop frames they cannot read.
+#: negated), LINEARIZABLE's consensus (the P, p, V and v frames), and flush
+#: floors on a millisecond's edge (the empty node id). Nodes of other versions
+#: refuse each other at the handshake, saying why, rather than drop frames
+#: they cannot read.
 PROTOCOL_VERSION = 5
 MAGIC = b"DISTKV-PEER "
 OK_WORD = b"DISTKV-PEER-OK"
@@ -315,7 +321,8 @@ class ReadReply(NamedTuple):
 
 
 Frame = Union[Write, Transaction, Ack, Heartbeat, DigestOffer, KeyList, RoundMark, Members,
-              Flush, ReadRequest, ReadReply]
+              Flush, ReadRequest, ReadReply, "paxoswire.Prepare", "paxoswire.Promise",
+              "paxoswire.Accept", "paxoswire.Accepted"]
 
 #: The most keys one ``R`` frame may ask for (MGET of more keys is asked in
 #: several frames).
@@ -982,6 +989,8 @@ def decode_body(body: bytes) -> Frame:
             return _decode_read_request(body)
         if kind == b"r":
             return _decode_read_reply(body)
+        if kind in paxoswire.KINDS:
+            return paxoswire.decode(body)
     except (struct.error, UnicodeDecodeError, IndexError) as e:
         raise WireError(f"malformed frame: {e}") from e
     raise WireError(f"unknown frame kind {kind!r}")
@@ -1081,3 +1090,7 @@ class FrameDecoder:
     def pending(self) -> int:
         """Bytes held back: the start of a frame that has not all arrived."""
         return self._have if self._parts else 0
+
+
+# Last: paxoswire builds on this module's helpers.
+from distkv.cluster import paxoswire  # noqa: E402

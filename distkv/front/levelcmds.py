@@ -20,13 +20,19 @@ level's members hold it (a flush: until they applied it). The replies are
 deferred (a :class:`~distkv.front.replcmds.Later`), so nothing blocks.
 Inside ``EXEC`` the queued commands run as they are (at ONE, reading this
 node's data); ``EXEC`` itself waits for its writes at the write level.
+At ``LINEARIZABLE`` a command runs as :mod:`distkv.front.lincmds` says: the
+single-key commands it lists (reads at the read level, writes and
+read-modify-writes when either level is LINEARIZABLE), and an error for
+the others (``MULTI`` and ``WATCH`` too).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple, Union
 
-from distkv.cluster.quorum import ALL, AVAILABLE, NOT_AVAILABLE, ONE, QUORUM, Coordinator, parse_level
+from distkv.cluster.consensus import Proposer
+from distkv.cluster.quorum import ALL, LINEARIZABLE, ONE, QUORUM, Coordinator, parse_level
+from distkv.front import lincmds
 from distkv.front.replcmds import Later
 from distkv.front.replies import SYNTAX, Error, Reply, Session, Status
 
@@ -62,11 +68,13 @@ READ_FIRST: Dict[bytes, KeySpec] = {
 #: members before it runs (see :meth:`Levels._leveled`).
 WRITE_KEYS: Dict[bytes, KeySpec] = dict(READ_FIRST)
 WRITE_KEYS.update({b"SET": _FIRST, b"SETEX": _FIRST, b"PSETEX": _FIRST, b"MSET": _PAIRS})
-_STRENGTH = {ONE: 0, QUORUM: 1, ALL: 2}
+_STRENGTH = {ONE: 0, QUORUM: 1, ALL: 2, LINEARIZABLE: 3}
 #: SET reads first only with an option that looks at the old value.
 _SET_READS = (b"NX", b"XX", b"GET", b"KEEPTTL")
 #: Never wrapped: they change no key, or act on membership.
 _NOT_LEVELED = (b"LEAVE",)
+#: Refused while either level is LINEARIZABLE.
+_NOT_LINEARIZABLE = (b"MULTI", b"WATCH")
 
 
 def keys_of(spec: KeySpec, request: Sequence[bytes]) -> Sequence[bytes]:
@@ -83,9 +91,15 @@ class Levels:
         self.read = ONE
         self.write = ONE
         self.coordinator: Optional[Coordinator] = None
+        #: Runs LINEARIZABLE operations (set by the node).
+        self.proposer: Optional[Proposer] = None
         self._tables: Dict[Tuple[int, str, str], Dict[bytes, Command]] = {}
         #: The base tables those were made from, by id.
         self._bases: Dict[int, Dict[bytes, Command]] = {}
+        #: While a table is made: whether reads, writes are at LINEARIZABLE,
+        #: and the write level of what is not.
+        self._lin = (False, False)
+        self._other_write = ONE
 
     def use(self, coordinator: Coordinator, read: str, write: str) -> None:
         """The node's coordinator and default levels."""
@@ -101,7 +115,8 @@ class Levels:
     def table(self, base: Dict[bytes, Command], session: Session) -> Dict[bytes, Command]:
         """``base`` (a user's table) as ``session``'s levels run it."""
         read, write = self.levels(session)
-        if (read == ONE and write == ONE) or self.coordinator is None:
+        if (read == ONE and write == ONE) or self.coordinator is None or (
+                self.proposer is None and LINEARIZABLE in (read, write)):
             return base
         key = (id(base), read, write)
         table = self._tables.get(key)
@@ -123,19 +138,55 @@ class Levels:
             table.update(fresh)
 
     def _wrap(self, base: Dict[bytes, Command], read: str, write: str) -> Dict[bytes, Command]:
+        self._lin = (read == LINEARIZABLE, write == LINEARIZABLE)
         table = dict(base)
         if self.dispatcher.holding:  # reading the data dir: LOADING, asking nobody
             return table
         access = self.dispatcher.access
+        lin = LINEARIZABLE in (read, write)
+        self._other_write = write
+        if lin:  # the other level, for what does not run at LINEARIZABLE
+            read = ONE if read == LINEARIZABLE else read
+            write = ONE if write == LINEARIZABLE else write
+            self._other_write = write
         for name, command in base.items():
             if name in _NOT_LEVELED:
                 continue
+            if lin:
+                linear = self._linear(name, command, access.get(name) == "write")
+                if linear is not None:
+                    table[name] = linear
+                    continue
             writes = write != ONE and access.get(name) == "write"
             reads = read != ONE and (name in READS or name in READ_FIRST or name == b"SET")
             if writes or reads:
                 table[name] = self._leveled(name, command, read if reads else ONE,
                                             write if writes else ONE)
         return table
+
+    def _linear(self, name: bytes, command: Command, writes: bool) -> Optional[Command]:
+        """``name`` as the LINEARIZABLE level runs it (see :mod:`distkv.front.lincmds`),
+        or None when it runs at the other level."""
+        lin_read, lin_write = self._lin
+        proposer = self.proposer
+        assert proposer is not None
+        if name in _NOT_LINEARIZABLE:
+            return lincmds.refused(name)
+        reads_first = name in READ_FIRST
+        if not ((writes and lin_write) or (name in READS and lin_read)
+                or (reads_first and lin_read) or (name == b"SET" and lin_read)):
+            return None
+        linear = lincmds.linearized(self.dispatcher, proposer, name, command)
+        if name != b"SET" or lin_write:
+            return linear
+        # Only a SET that reads (NX, XX, GET) reads at LINEARIZABLE.
+        plain = self._leveled(name, command, ONE, self._other_write) \
+            if self._other_write != ONE else command
+
+        def set_at(request: Sequence[bytes], session: Session) -> Outcome:
+            return (linear if _set_reads(request) else plain)(request, session)
+
+        return set_at
 
     def _leveled(self, name: bytes, command: Command, read: str, write: str) -> Command:
         """``command`` at these levels (ONE: not at that level).
@@ -304,9 +355,8 @@ def _level(word: bytes) -> Union[str, Error]:
     level = parse_level(word)
     if level is None:
         shown = word[:40].decode("ascii", "replace")
-        return Error(f"ERR unknown consistency level '{shown}' (ONE, QUORUM or ALL)")
-    if level not in AVAILABLE:
-        return Error(f"ERR {NOT_AVAILABLE}")
+        return Error(f"ERR unknown consistency level '{shown}' "
+                     "(ONE, QUORUM, ALL or LINEARIZABLE)")
     return level
 
 

@@ -105,7 +105,8 @@ def info_sections(node: Node) -> Dict[str, List[Tuple[str, object]]]:
 
 
 def consistency(node: Node) -> List[Tuple[str, object]]:
-    """The node's default levels and what waiting for members came to."""
+    """The node's default levels, what waiting for members came to, and
+    LINEARIZABLE's operations and acceptor."""
     levels = node.dispatcher.levels
     quorum = node.quorum
     return [
@@ -119,6 +120,15 @@ def consistency(node: Node) -> List[Tuple[str, object]]:
         ("level_reads_met", quorum.reads_met),
         ("level_reads_failed", quorum.reads_failed),
         ("read_repairs", quorum.repairs),
+        ("linearizable_waiting", node.proposer.pending()),
+        ("linearizable_met", node.proposer.met),
+        ("linearizable_reads_unwritten", node.proposer.fast_reads),
+        ("linearizable_conflicts", node.proposer.conflicts),
+        ("linearizable_indeterminate", node.proposer.indeterminate),
+        ("linearizable_refused", node.proposer.unavailable),
+        ("acceptor_ready", "yes" if node.acceptor.serving() else "no"),
+        ("acceptor_promises", len(node.acceptor.promises)),
+        ("acceptor_refused", node.acceptor.refused),
     ]
 
 

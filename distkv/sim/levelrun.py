@@ -12,9 +12,16 @@ left out (it returned nothing). Values are unique, so a read names the
 write it saw. After the run the partitions heal, the cluster settles, and
 each node's values of the keys are kept for the convergence check.
 
-``python -m distkv.sim.levelrun [first-seed] [count]`` runs seeds and checks
-each history with :mod:`distkv.sim.sessions` (and, for the seeds with a
-single writer, :mod:`distkv.sim.linearizable`).
+At ``LINEARIZABLE`` the clients also increment (``INCR``) and compare-and-set
+(``SET ... NX``: a ``cas`` from absent), every node's clock is skewed (up to
+±0.3 s, within ``--max-clock-skew`` of 1 s), and every history, whatever
+its writers, must be linearizable (:mod:`distkv.sim.linearizable`) and the
+replicas must agree after the run (anti-entropy runs every 10 s there).
+
+``python -m distkv.sim.levelrun [first-seed] [count] [level]`` runs seeds and
+checks each history with :mod:`distkv.sim.sessions` (and, for the seeds with
+a single writer, :mod:`distkv.sim.linearizable`), or at ``LINEARIZABLE`` as
+said above.
 """
 
 from __future__ import annotations
@@ -82,7 +89,16 @@ def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
     """Run ``clients`` clients of ``ops`` requests each at ``level``; only the
     first ``writers`` of them write (None: all)."""
     rng = random.Random(seed)
-    cluster = SimulatedCluster(size, sync_interval=3600.0, quorum_timeout=quorum_timeout)
+    linear = level.upper() == b"LINEARIZABLE"
+    options: Dict[str, Any] = {"sync_interval": 3600.0}
+    if linear:
+        # Skewed clocks, within the skew the nodes accept; and anti-entropy
+        # rounds within the final settling, which is how a value some
+        # acceptors took reaches the others when its coordinator crashed
+        # before sending it on.
+        options = {"max_clock_skew": 1.0, "sync_interval": 10.0,
+                   "skew_ms": {f"n{i + 1}": rng.randint(-300, 300) for i in range(size)}}
+    cluster = SimulatedCluster(size, quorum_timeout=quorum_timeout, **options)
     net = cluster.net
     try:
         cluster.settle()
@@ -125,7 +141,7 @@ def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
             running = [name for name in names if name != down]
             for client in everyone:
                 if client.busy is None and client.left:
-                    _start(client, rng, running, keys, net.seconds())
+                    _start(client, rng, running, keys, net.seconds(), linear)
             net.advance(TICK)
             net.run()
             for client in everyone:
@@ -172,19 +188,37 @@ def _lost(client: _Client, name: str, history: List[Op]) -> None:
     client.busy = None
     _, kind, key, value, call = busy
     if kind != "get":
-        history.append(Op(client.number, kind, key, (value,) if kind == "set" else (),
-                          call, None, UNKNOWN))
+        history.append(Op(client.number, kind, key, _args(kind, value), call, None, UNKNOWN))
+
+
+def _args(kind: str, value: Optional[bytes]) -> Tuple[object, ...]:
+    if kind == "set":
+        return (value,)
+    if kind == "cas":
+        return (None, value)
+    if kind == "incr":
+        return (1,)
+    return ()
 
 
 def _start(client: _Client, rng: random.Random, names: List[str], keys: Sequence[bytes],
-           now: float) -> None:
+           now: float, linear: bool = False) -> None:
     node = rng.choice(names)
     key = rng.choice(keys)
     roll = rng.random()
     proto, transport = client.connections[node]
     transport.clear()
     client.left -= 1
-    if not client.writes or roll < 0.5:
+    if linear and client.writes and roll < 0.3:
+        if roll < 0.15:
+            client.busy = (node, "incr", key, None, now)
+            proto.dataReceived(resp(b"INCR", key))
+        else:
+            client.made += 1
+            value = b"c%d-%d" % (client.number, client.made)
+            client.busy = (node, "cas", key, value, now)
+            proto.dataReceived(resp(b"SET", key, value, b"NX"))
+    elif not client.writes or roll < 0.5 + (0.15 if linear else 0):
         client.busy = (node, "get", key, None, now)
         proto.dataReceived(resp(b"GET", key))
     elif roll < 0.9:
@@ -206,16 +240,30 @@ def _finish(client: _Client, history: List[Op], now: float) -> None:
     client.busy = None
     what, out = reply
     if what == "error":
-        if kind != "get" and str(out).startswith("TIMEOUT"):
-            args = (value,) if kind == "set" else ()
-            history.append(Op(client.number, kind, key, args, call, None, UNKNOWN))
+        if kind == "incr" and str(out).startswith("ERR value is not an integer"):
+            history.append(Op(client.number, kind, key, (1,), call, now, linearizable.NOT_INTEGER))
+        elif kind != "get" and "indeterminate" in str(out):
+            history.append(Op(client.number, kind, key, _args(kind, value), call, None, UNKNOWN))
         return  # a read not met, or a write refused before it ran: nothing happened
-    if kind == "get":
+    if kind == "incr":
+        history.append(Op(client.number, "incr", key, (1,), call, now, out))
+    elif kind == "cas":
+        history.append(Op(client.number, "cas", key, (None, value), call, now, what == "ok"))
+    elif kind == "get":
         history.append(Op(client.number, "get", key, (), call, now, out))
     elif kind == "set":
         history.append(Op(client.number, "set", key, (value,), call, now, None))
     else:
         history.append(Op(client.number, "delete", key, (), call, now, out))
+
+
+def check_linearizable(recorded: Recorded) -> List[str]:
+    """What a LINEARIZABLE run breaks: linearizability, or replicas that disagree."""
+    found = [f.describe() for f in linearizable.check(recorded.history)]
+    values = {name: held for name, held in recorded.replicas.items()}
+    if len({tuple(sorted(held.items())) for held in values.values()}) > 1:
+        found.append(f"replicas differ after the run: {values!r}")
+    return found
 
 
 def check(recorded: Recorded, linear: bool = False) -> List[str]:
@@ -233,15 +281,19 @@ def check(recorded: Recorded, linear: bool = False) -> List[str]:
 def main(argv: List[str]) -> int:
     first = int(argv[0]) if argv else 0
     count = int(argv[1]) if len(argv) > 1 else 100
+    level = argv[2].upper().encode() if len(argv) > 2 else b"QUORUM"
     bad = 0
     for seed in range(first, first + count):
-        single = seed % 2 == 0
-        recorded = run(seed, writers=1 if single else None)
-        problems = check(recorded, linear=single)
+        if level == b"LINEARIZABLE":
+            problems = check_linearizable(run(seed, level=level))
+        else:
+            single = seed % 2 == 0
+            recorded = run(seed, level=level, writers=1 if single else None)
+            problems = check(recorded, linear=single)
         if problems:
             bad += 1
             sys.stdout.write(f"seed {seed}: {len(problems)} problems\n" + "\n".join(problems) + "\n")
-    sys.stdout.write(f"{count} seeds from {first}: {bad} failed\n")
+    sys.stdout.write(f"{count} seeds from {first} at {level.decode()}: {bad} failed\n")
     return 1 if bad else 0
 
 

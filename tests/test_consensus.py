@@ -1,0 +1,170 @@
+"""LINEARIZABLE's pieces with no network: the acceptor's rules
+(distkv.cluster.acceptor) and the consensus frames (distkv.cluster.paxoswire)."""
+
+from __future__ import annotations
+
+from typing import List
+
+import pytest
+
+from distkv.cluster import paxoswire, wire
+from distkv.cluster.acceptor import Acceptor
+from distkv.cluster.paxoswire import NOT_READY, OK, REFUSED
+from distkv.store.hlc import HybridClock, Version
+from distkv.store.store import ZERO, Entry, Store, make_entry
+
+WALL = 1_700_000_000_000
+
+
+def acceptor(ready: bool = True, floor: int = 0, most: int = 100) -> Acceptor:
+    clock = HybridClock("me", lambda: WALL)
+    states: List[bool] = [ready]
+    return Acceptor(Store(clock), clock.wall_ms, 1000, lambda: states[0], lambda: floor, most)
+
+
+def ballot(ms: int, counter_: int = 0, node: str = "a") -> Version:
+    return Version(WALL + ms, counter_, node)
+
+
+def test_prepare_promises_a_higher_ballot_and_answers_the_entry_held() -> None:
+    """A first prepare is promised with nothing held; once a value is
+    accepted, a higher ballot's prepare answers that entry."""
+    acc = acceptor()
+    assert acc.prepare(b"k", ballot(1)) == (OK, ZERO, None)
+    entry = make_entry(b"v", ballot(1))
+    assert acc.accept(b"k", entry) == (OK, ZERO, None)
+    assert acc.prepare(b"k", ballot(2)) == (OK, ZERO, entry)
+
+
+def test_prepare_refuses_a_ballot_at_or_below_a_promise_or_the_version_held() -> None:
+    """Prepare of a ballot at or below one promised, or at or below the
+    entry's version, is refused, naming what beat it; other keys are free."""
+    acc = acceptor()
+    assert acc.prepare(b"k", ballot(5))[0] == OK
+    assert acc.prepare(b"k", ballot(5)) == (REFUSED, ballot(5), None)
+    assert acc.prepare(b"k", ballot(4, 9, "z")) == (REFUSED, ballot(5), None)
+    assert acc.prepare(b"other", ballot(4))[0] == OK
+    acc.accept(b"k", make_entry(b"v", ballot(7)))
+    assert acc.prepare(b"k", ballot(6)) == (REFUSED, ballot(7), None)
+    assert acc.prepare(b"k", ballot(7)) == (REFUSED, ballot(7), None)
+
+
+def test_accept_refuses_below_the_promise_and_at_or_below_the_version_held() -> None:
+    """An accept below the ballot promised, or at or below the version held,
+    changes nothing; one at the promise is stored and the promise dropped."""
+    acc = acceptor()
+    acc.prepare(b"k", ballot(5))
+    assert acc.accept(b"k", make_entry(b"old", ballot(4))) == (REFUSED, ballot(5), None)
+    assert acc.store.entry(b"k") is None
+    assert acc.accept(b"k", make_entry(b"new", ballot(5))) == (OK, ZERO, None)
+    assert acc.store.get(b"k") == b"new"
+    assert b"k" not in acc.promises  # the entry's version holds it now
+    assert acc.accept(b"k", make_entry(b"again", ballot(5)))[0] == REFUSED
+    assert acc.accept(b"k", make_entry(b"later", ballot(6)))[0] == OK
+    assert acc.store.get(b"k") == b"later"
+
+
+def test_a_restarted_acceptor_takes_no_ballot_up_to_its_floor() -> None:
+    """Ballots at or below the floor (start plus the skew) get NOT_READY,
+    above it they are served; an acceptor that is not ready refuses all."""
+    acc = acceptor(floor=WALL + 500)
+    assert acc.prepare(b"k", ballot(500, 7))[0] == NOT_READY
+    assert acc.accept(b"k", make_entry(b"v", ballot(500)))[0] == NOT_READY
+    assert acc.prepare(b"k", ballot(501))[0] == OK
+    assert acceptor(ready=False).prepare(b"k", ballot(1))[0] == NOT_READY
+    assert acceptor(ready=False).accept(b"k", make_entry(b"v", ballot(1)))[0] == NOT_READY
+
+
+def test_a_ballot_further_ahead_than_the_skew_is_refused() -> None:
+    """A ballot more than the accepted skew ahead of the wall clock is never
+    promised (it could outlive a restart's floor)."""
+    acc = acceptor()
+    assert acc.prepare(b"k", ballot(1001))[0] == REFUSED
+    assert acc.prepare(b"k", ballot(1000))[0] == OK
+
+
+def test_promises_are_bounded_and_a_dropped_one_binds_every_key() -> None:
+    """Past the bound the oldest promise is forgotten by raising the floor
+    every key is held to: a ballot below it is refused for any key."""
+    acc = acceptor(most=2)
+    acc.prepare(b"a", ballot(10))
+    acc.prepare(b"b", ballot(3))
+    acc.prepare(b"c", ballot(4))
+    assert len(acc.promises) == 2 and acc.dropped == ballot(10)
+    assert acc.prepare(b"fresh", ballot(9))[0] == REFUSED
+    assert acc.prepare(b"fresh", ballot(11))[0] == OK
+    assert acc.accept(b"zzz", make_entry(b"v", ballot(9)))[0] == REFUSED
+
+
+def test_an_accept_the_store_refuses_is_refused() -> None:
+    """An accept the store does not take (below a flush) is answered
+    refused, never OK."""
+    acc = acceptor()
+    acc.store.raise_floor(ballot(50))
+    assert acc.accept(b"k", make_entry(b"v", ballot(20)))[0] == REFUSED
+    assert acc.store.entry(b"k") is None
+
+
+def decode(frame: bytes) -> object:
+    frames = wire.FrameDecoder(1 << 20).feed(frame)
+    assert len(frames) == 1
+    return frames[0]
+
+
+def test_consensus_frames_round_trip() -> None:
+    """Prepare, promise (with and without an entry, refused), accept and
+    accepted decode to what was encoded, through the peer frame decoder."""
+    entry = make_entry(b"value", ballot(3, 1, "n2"), expires=WALL + 60_000)
+    tomb = make_entry(None, ballot(4))
+    assert decode(paxoswire.encode_prepare(7, b"key", ballot(1))) == paxoswire.Prepare(
+        7, b"key", ballot(1))
+    assert decode(paxoswire.encode_promise(8, OK, ZERO, b"key", entry)) == paxoswire.Promise(
+        8, OK, ZERO, entry)
+    assert decode(paxoswire.encode_promise(8, OK)) == paxoswire.Promise(8, OK, ZERO, None)
+    assert decode(paxoswire.encode_promise(9, REFUSED, ballot(9))) == paxoswire.Promise(
+        9, REFUSED, ballot(9), None)
+    assert decode(paxoswire.encode_accept(10, b"", tomb)) == paxoswire.Accept(10, b"", tomb)
+    assert decode(paxoswire.encode_accepted(11, NOT_READY)) == paxoswire.Accepted(
+        11, NOT_READY, ZERO)
+
+
+def _body(frame: bytes) -> bytes:
+    return frame[4:]
+
+
+def _counter() -> Entry:
+    """A counter key's entry, as INCR at ONE makes it."""
+    store = Store(HybridClock("me", lambda: WALL))
+    store.incr(b"c", 1)
+    held = store.entry(b"c")
+    assert held is not None and len(held) == 6
+    return held
+
+
+@pytest.mark.parametrize("body", [
+    _body(paxoswire.encode_prepare(1, b"key", ballot(1)))[:-1],  # key cut short
+    _body(paxoswire.encode_prepare(1, b"key", ballot(1))) + b"x",  # trailing byte
+    _body(paxoswire.encode_prepare(1, b"k", Version(1, 0, ""))),  # no node in the ballot
+    _body(paxoswire.encode_prepare(1, b"k", Version(1, 0, "bad/id"))),
+    _body(paxoswire.encode_accepted(1, OK))[:9] + b"\x07" + _body(
+        paxoswire.encode_accepted(1, OK))[10:],  # unknown status
+    _body(paxoswire.encode_accepted(1, OK)) + b"\x00",
+    _body(paxoswire.encode_promise(1, REFUSED, ballot(1)))[:-4] + b"\x00\x00\x00\x01",
+    _body(paxoswire.encode_promise(1, OK, ZERO, b"k", make_entry(b"v", ballot(1))))[:-1],
+    _body(paxoswire.encode_accept(1, b"k", make_entry(b"v", ballot(1))))[:9]
+    + b"\x00\x00\x00\x02" + _body(paxoswire.encode_accept(1, b"k", make_entry(b"v", ballot(1))))[13:],
+    b"V" + b"\x00" * 8 + b"\x00\x00\x00\x01" + wire.encode_transaction(
+        1, [(b"k", _counter())])[4 + 13:],
+])
+def test_malformed_consensus_frames_are_refused(body: bytes) -> None:
+    """Truncated or trailing bytes, a ballot with no node or a bad one, an
+    unknown status, an entry in a refusal, two entries in an accept, and a
+    counter state in an accept: each is a WireError, never a frame."""
+    with pytest.raises(wire.WireError):
+        wire.decode_body(body)
+
+
+def test_a_counter_state_is_never_proposed() -> None:
+    """Encoding an accept of a counter state is a bug: refused."""
+    with pytest.raises(ValueError):
+        paxoswire.encode_accept(1, b"k", _counter())
