@@ -72,6 +72,17 @@ class TextProtocolTests(SynchronousTestCase):
             self.assertEqual(transport.value(), reply, request)
         self.assertFalse(transport.disconnecting)
 
+    def test_arrays_holding_integers_are_answered(self) -> None:
+        """Replies that are arrays or maps with integers in them (EXEC of an
+        INCR or a DEL, HELLO, COMMAND INFO) are written out over the text
+        protocol; an integer reply is a plain int since INCR's speed-up, and
+        sizing one used to raise and drop the connection."""
+        self.assertEqual(converse(self.node, b"MULTI\nINCR x\nDEL y\nEXEC\n"),
+                         b"OK\r\nQUEUED\r\nQUEUED\r\n1\r\n0\r\nEND\r\n")
+        self.assertIn(b"proto\r\n2\r\n", converse(self.node, b"HELLO\n"))
+        self.assertEqual(converse(self.node, b"COMMAND INFO GET\n"),
+                         b"get\r\n2\r\n1\r\n1\r\n1\r\nEND\r\n")
+
     def test_pipelined_script_in_any_chunk_size(self) -> None:
         """The whole script pipelined, fed in chunks of 1..N bytes, gives the same replies in order."""
         data = b"".join(request for request, _ in SCRIPT)

@@ -62,6 +62,8 @@ def reply_size(reply: Reply) -> int:
         return 16 + sum([len(line) * 4 + 2 for line in reply.lines])
     if reply is NIL or reply is NIL_ARRAY:
         return 8
+    if type(reply) is int:  # an integer reply (replies.Integer is int)
+        return 24 + reply.bit_length() // 3
     return 32 + len(str(reply[0])) * 4  # type: ignore[index]
 
 
