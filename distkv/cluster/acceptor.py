@@ -19,6 +19,7 @@ refuses).
 
 from __future__ import annotations
 
+from hashlib import blake2b
 from typing import Callable, Dict, Optional, Tuple
 
 from distkv.cluster.paxoswire import NOT_READY, OK, REFUSED
@@ -27,6 +28,16 @@ from distkv.store.store import ZERO, Entry, Store, mark_of, version_of
 
 #: The most promises kept; past it the oldest is folded into ``dropped``.
 MOST_PROMISES = 65536
+#: Keys longer than this are promised under a 16-byte BLAKE2b digest of
+#: them, so that the promises take at most about 65,536 x 150 bytes however
+#: long the keys read at LINEARIZABLE (a read that finds its key chosen
+#: already never writes, so its promise stays until pushed out). Two keys
+#: sharing a digest share their promises: stricter, never looser.
+LONGEST_KEY = 32
+
+
+def _promised_as(key: bytes) -> bytes:
+    return key if len(key) <= LONGEST_KEY else blake2b(key, digest_size=16).digest()
 
 #: (status, the ballot or version that beat the one offered, the entry held).
 Answer = Tuple[int, Version, Optional[Entry]]
@@ -74,14 +85,15 @@ class Acceptor:
         if unfit is not None:
             return unfit
         entry = self.store.entry(key)
-        beaten = max(self.promises.get(key, ZERO), self.dropped,
+        slot = _promised_as(key)
+        beaten = max(self.promises.get(slot, ZERO), self.dropped,
                      ZERO if entry is None else version_of(entry))
         if ballot <= beaten:
             self.refused += 1
             return (REFUSED, beaten, None)
         promises = self.promises
-        promises.pop(key, None)  # re-inserted last: the dict's order is their age
-        promises[key] = ballot
+        promises.pop(slot, None)  # re-inserted last: the dict's order is their age
+        promises[slot] = ballot
         if len(promises) > self.most:
             oldest = next(iter(promises))
             self.dropped = max(self.dropped, promises.pop(oldest))
@@ -99,7 +111,7 @@ class Acceptor:
         if unfit is not None:
             return unfit
         held = self.store.entry(key)
-        promised = self.promises.get(key, ZERO)
+        promised = self.promises.get(_promised_as(key), ZERO)
         if (ballot < promised or ballot < self.dropped
                 or (held is not None and ballot <= version_of(held))):
             self.refused += 1
@@ -112,6 +124,6 @@ class Acceptor:
             self.refused += 1
             return (REFUSED, ZERO if now is None else version_of(now), None)
         if promised != ZERO and promised <= ballot:
-            del self.promises[key]  # the entry's version holds it from now on
+            del self.promises[_promised_as(key)]  # the entry's version holds it from now on
         self.accepted += 1
         return (OK, ZERO, None)

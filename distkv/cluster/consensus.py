@@ -70,9 +70,16 @@ class _Keep:
 
 
 KEEP = _Keep()
+
+
+class Adjusted(bytes):
+    """A new value that keeps the key's expiry (INCR and its kin), as Redis does."""
+
+
 #: What an operation makes of the key's current value (None: absent): the
-#: new value (None: delete it; KEEP: unchanged) and the reply, or KEEP and
-#: an error message (``ERR ...``, a str) to answer instead.
+#: new value (None: delete it; KEEP: unchanged; Adjusted: a new value under
+#: the old expiry) and the reply, or KEEP and an error message (``ERR ...``,
+#: a str) to answer instead.
 NewValue = Union[bytes, None, _Keep]
 Change = Callable[[Optional[bytes]], Tuple[NewValue, object]]
 #: ``done(reply, error)``: the reply, or None and the error message.
@@ -231,8 +238,9 @@ class Proposer:
             if entry is not None and (newest is None or newer(entry, newest)):
                 newest = entry
         if newest is not None and len(newest) == 6:
-            self._end(op, None, "ERR this key holds a counter (INCR at a level other than "
-                                "LINEARIZABLE): LINEARIZABLE cannot change it; DEL it first")
+            self._end(op, None, "ERR this key holds a counter (INCR, INCRBY or INCRBYFLOAT at "
+                                "another level): LINEARIZABLE cannot read or change it; use "
+                                "the key at the level that made it")
             return
         wall = self.hlc.wall_ms()
         current = None if newest is None or expired(newest, wall) else newest[0]
@@ -262,7 +270,11 @@ class Proposer:
             else:
                 proposal = make_entry(newest[0], op.ballot, expires_of(newest))
         else:
-            proposal = make_entry(value, op.ballot)
+            if type(value) is Adjusted:  # stored as plain bytes, under the old expiry
+                kept = 0 if newest is None else expires_of(newest)
+                proposal = make_entry(bytes(value), op.ballot, kept)
+            else:
+                proposal = make_entry(value, op.ballot)
             op.writing = op.writes
         op.accepting = True
         op.value = proposal
@@ -322,7 +334,11 @@ class Proposer:
     def _failed(self, op: _Op) -> None:
         """Too many refused or could not answer: retry, or say what happened."""
         self._forget(op)
-        self.hlc.observe(op.beaten, count=False)
+        if not self.hlc.observe(op.beaten):
+            # A member named a version further ahead of our wall clock than
+            # the skew allows (a broken or hostile peer): counted as a refused
+            # future version, never stamped above (the next ballot is fresh).
+            op.beaten = Version(0, 0, "")
         if op.sent_write:
             self.indeterminate += 1
             self._end(op, None, self._indeterminate(op, "a concurrent operation on the key took over"))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple, Union
 
-from distkv.cluster.consensus import KEEP, Change, NewValue, Proposer
+from distkv.cluster.consensus import KEEP, Adjusted, Change, NewValue, Proposer
 from distkv.front.replcmds import Later
 from distkv.front.replies import (
     NIL,
@@ -55,8 +55,8 @@ def _exists(args: Sequence[bytes]) -> Parsed:
 
 def _set(args: Sequence[bytes]) -> Parsed:
     new = args[0]
-    options = {arg.upper() for arg in args[1:]}
-    if len(options) != len(args) - 1 or not options <= {b"NX", b"XX", b"GET"}:
+    options = {arg.upper() for arg in args[1:]}  # repeated ones are fine, as in Redis
+    if not options <= {b"NX", b"XX", b"GET"}:
         unknown = [arg for arg in args[1:] if arg.upper() not in (b"NX", b"XX", b"GET")]
         if unknown:
             shown = unknown[0][:40].decode("utf-8", "replace")
@@ -110,7 +110,7 @@ def _adder(sign: int, fixed: Optional[int]) -> Callable[[Sequence[bytes]], Parse
             total = number + delta
             if not _LOW <= total <= _HIGH:
                 return KEEP, OVERFLOW
-            return b"%d" % total, Integer(total)
+            return Adjusted(b"%d" % total), Integer(total)  # the expiry stays
 
         return change, True
 
