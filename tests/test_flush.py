@@ -80,6 +80,22 @@ class StoreFloorTests(SynchronousTestCase):
         store.set(b"after", b"v")
         self.assertGreater(store.entry(b"after")[1], writes[0][2][1])
 
+    def test_a_group_inside_a_front_ends_hold_leaves_it_on(self) -> None:
+        """A transaction run while a front end holds the clock over a read
+        stamps with that hold and leaves it on for the read's other requests;
+        one run without a hold takes and drops its own."""
+        store, now = self.make()
+        store.clock.hold()
+        store.begin_group()
+        store.set(b"k", b"v")
+        store.end_group()
+        self.assertTrue(store.clock.holding)
+        store.clock.release()
+        store.begin_group()
+        self.assertTrue(store.clock.holding)
+        store.end_group()
+        self.assertFalse(store.clock.holding)
+
     def test_keys_with_an_expiry_are_flushed_by_their_version(self) -> None:
         """An entry carrying an expiry (its version in its last three fields) is
         dropped by a flush and refused below the floor like any other; one above the

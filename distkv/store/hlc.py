@@ -132,6 +132,11 @@ class HybridClock:
         """
         self._held = -1
 
+    @property
+    def holding(self) -> bool:
+        """Whether a hold (see :meth:`hold`) is on."""
+        return self._held is not None
+
     def release(self) -> None:
         """Read the wall clock for every stamp again (see :meth:`hold`)."""
         self._held = None

@@ -251,6 +251,8 @@ class Store:
         #: While a transaction runs (see :meth:`begin_group`): its local
         #: writes so far, ``(seq, key, entry)``; None otherwise.
         self.group: Optional[List[Tuple[int, bytes, Entry]]] = None
+        #: Whether begin_group held the clock (and end_group is to release it).
+        self._group_holds = False
         self._group_listeners: List[GroupListener] = []
         #: The flush floor: every entry below it was flushed (see
         #: :meth:`raise_floor`); ZERO until the first flush.
@@ -355,7 +357,11 @@ class Store:
         if self.group is not None:
             raise RuntimeError("a group of writes is already open")
         self.group = []
-        self.clock.hold()
+        # A front end's hold over a read's requests serves as well (and is
+        # left for the front end to release).
+        self._group_holds = not self.clock.holding
+        if self._group_holds:
+            self.clock.hold()
         self._listeners.append(self._collect)
 
     def end_group(self) -> List[Tuple[int, bytes, Entry]]:
@@ -364,7 +370,8 @@ class Store:
         if group is None:
             raise RuntimeError("no group of writes is open")
         self.group = None
-        self.clock.release()
+        if self._group_holds:
+            self.clock.release()
         self._listeners.remove(self._collect)
         if group:
             for listener in self._group_listeners:
