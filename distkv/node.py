@@ -657,7 +657,8 @@ class Node:
     def consensus_prepare(self, request: paxoswire.Prepare) -> bytes:
         """The ``p`` frame answering a peer's prepare."""
         status, seen, entry = self.acceptor.prepare(request.key, request.ballot)
-        return paxoswire.encode_promise(request.id, status, seen, request.key, entry)
+        floor = self.store.flushed if status == paxoswire.OK else ZERO
+        return paxoswire.encode_promise(request.id, status, seen, request.key, entry, floor)
 
     def consensus_accept(self, request: paxoswire.Accept, send: Callable[[bytes], None]) -> None:
         """Answer a peer's accept with ``send``, once what it stored is committed."""

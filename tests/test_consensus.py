@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import Callable, Dict, List
 
 import pytest
+from twisted.internet import task
 
 from distkv.cluster import paxoswire, wire
 from distkv.cluster.acceptor import Acceptor
+from distkv.cluster.consensus import KEEP, Proposer
 from distkv.cluster.paxoswire import NOT_READY, OK, REFUSED
 from distkv.store.hlc import HybridClock, Version
-from distkv.store.store import ZERO, Entry, Store, make_entry
+from distkv.store.store import ZERO, Entry, Store, make_entry, version_of
 
 WALL = 1_700_000_000_000
 
@@ -98,11 +100,23 @@ def test_promises_are_bounded_and_a_dropped_one_binds_every_key() -> None:
 
 def test_an_accept_the_store_refuses_is_refused() -> None:
     """An accept the store does not take (below a flush) is answered
-    refused, never OK."""
+    refused, never OK, naming the flush floor: the proposer's next ballot
+    is above it (answering the empty version, it would retry below it)."""
     acc = acceptor()
-    acc.store.raise_floor(ballot(50))
-    assert acc.accept(b"k", make_entry(b"v", ballot(20)))[0] == REFUSED
+    acc.prepare(b"k", ballot(20))
+    acc.store.raise_floor(ballot(50, 0, ""))
+    assert acc.accept(b"k", make_entry(b"v", ballot(20))) == (REFUSED, ballot(50, 0, ""), None)
     assert acc.store.entry(b"k") is None
+
+
+def test_prepare_at_or_below_the_flush_floor_is_refused_naming_it() -> None:
+    """No entry below the flush floor could be stored, so a ballot at or
+    below it is refused with the floor as what beat it; one above it is
+    promised."""
+    acc = acceptor()
+    acc.store.raise_floor(ballot(50, 0, ""))
+    assert acc.prepare(b"k", ballot(49, 3, "z")) == (REFUSED, ballot(50, 0, ""), None)
+    assert acc.prepare(b"k", ballot(50, 0, "a"))[0] == OK
 
 
 def decode(frame: bytes) -> object:
@@ -123,6 +137,10 @@ def test_consensus_frames_round_trip() -> None:
     assert decode(paxoswire.encode_promise(8, OK)) == paxoswire.Promise(8, OK, ZERO, None)
     assert decode(paxoswire.encode_promise(9, REFUSED, ballot(9))) == paxoswire.Promise(
         9, REFUSED, ballot(9), None)
+    floor = ballot(2, 0, "")
+    assert decode(paxoswire.encode_promise(8, OK, ZERO, b"key", entry, floor)) == (
+        paxoswire.Promise(8, OK, ZERO, entry, floor))
+    assert decode(paxoswire.encode_promise(8, OK, floor=floor)).floor == floor
     assert decode(paxoswire.encode_accept(10, b"", tomb)) == paxoswire.Accept(10, b"", tomb)
     assert decode(paxoswire.encode_accepted(11, NOT_READY)) == paxoswire.Accepted(
         11, NOT_READY, ZERO)
@@ -151,6 +169,10 @@ def _counter() -> Entry:
     _body(paxoswire.encode_accepted(1, OK)) + b"\x00",
     _body(paxoswire.encode_promise(1, REFUSED, ballot(1)))[:-4] + b"\x00\x00\x00\x01",
     _body(paxoswire.encode_promise(1, OK, ZERO, b"k", make_entry(b"v", ballot(1))))[:-1],
+    _body(paxoswire.encode_promise(1, REFUSED, ballot(1), floor=ballot(0, 0, ""))),  # floor in a refusal
+    _body(paxoswire.encode_promise(1, OK, floor=Version(wire.MAX_SEQ + 1, 0, ""))),
+    _body(paxoswire.encode_promise(1, OK, floor=Version(1, 0, "bad/id"))),
+    _body(paxoswire.encode_promise(1, OK, floor=ballot(1)))[:-8],  # floor cut short
     _body(paxoswire.encode_accept(1, b"k", make_entry(b"v", ballot(1))))[:9]
     + b"\x00\x00\x00\x02" + _body(paxoswire.encode_accept(1, b"k", make_entry(b"v", ballot(1))))[13:],
     b"V" + b"\x00" * 8 + b"\x00\x00\x00\x01" + wire.encode_transaction(
@@ -158,8 +180,10 @@ def _counter() -> Entry:
 ])
 def test_malformed_consensus_frames_are_refused(body: bytes) -> None:
     """Truncated or trailing bytes, a ballot with no node or a bad one, an
-    unknown status, an entry in a refusal, two entries in an accept, and a
-    counter state in an accept: each is a WireError, never a frame."""
+    unknown status, an entry in a refusal, a promise's flush floor in a
+    refusal, out of range, with a bad node id or cut short, two entries in
+    an accept, and a counter state in an accept: each is a WireError, never
+    a frame."""
     with pytest.raises(wire.WireError):
         wire.decode_body(body)
 
@@ -168,3 +192,54 @@ def test_a_counter_state_is_never_proposed() -> None:
     """Encoding an accept of a counter state is a bug: refused."""
     with pytest.raises(ValueError):
         paxoswire.encode_accept(1, b"k", _counter())
+
+
+class _Members:
+    """Two other members, linked, whose frames are kept; nothing durable."""
+
+    def __init__(self) -> None:
+        self.sent: Dict[str, List[object]] = {"n2": [], "n3": []}
+
+    def quorum_members(self) -> int:
+        return 3
+
+    def member_senders(self) -> Dict[str, Callable[[bytes], None]]:
+        return {node: (lambda data, node=node: self.sent[node].append(decode(data)))  # type: ignore[misc]
+                for node in self.sent}
+
+    def durable(self) -> None:
+        return None
+
+
+def test_a_proposer_treats_entries_below_the_flush_floor_as_absent() -> None:
+    """A GET whose own promise answered the old value, then learnt a flush
+    above its ballot before a majority promised: it prepares again above
+    the floor; a lagging member answering the flushed value (with no floor)
+    does not bring it back: the proposer writes "absent" above the floor
+    and answers nil."""
+    clock = task.Clock()
+    clock.advance(WALL / 1000)
+    hlc = HybridClock("n1", lambda: int(clock.seconds() * 1000), 1000)
+    store = Store(hlc)
+    old = make_entry(b"old", ballot(-5, 0, "n3"))
+    store.apply(b"k", old)
+    members = _Members()
+    proposer = Proposer(members, Acceptor(store, hlc.wall_ms, 1000, lambda: True), hlc, clock, 5.0)
+    answers: List[object] = []
+    proposer.run(b"k", lambda value: (KEEP, value), False, lambda reply, error: answers.append(
+        (reply, error)))
+    (first,) = members.sent["n2"]
+    assert isinstance(first, paxoswire.Prepare)
+    floor = Version(first.ballot.ms + 10, 0, "")
+    store.raise_floor(floor)  # the flush arrives after this node promised
+    proposer.answered_prepare("n2", paxoswire.Promise(first.id, OK, ZERO, old, ZERO))
+    again = members.sent["n2"][-1]
+    assert isinstance(again, paxoswire.Prepare) and again.ballot > floor
+    proposer.answered_prepare("n2", paxoswire.Promise(again.id, OK, ZERO, old, ZERO))
+    accept = members.sent["n2"][-1]
+    assert isinstance(accept, paxoswire.Accept)
+    assert accept.entry[0] is None and version_of(accept.entry) == again.ballot
+    assert answers == []  # a majority must hold "absent" first
+    proposer.answered_accept("n2", paxoswire.Accepted(accept.id, OK, ZERO))
+    assert answers == [(None, None)]
+    assert store.entry(b"k") == accept.entry

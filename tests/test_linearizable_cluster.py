@@ -235,6 +235,31 @@ class LinearizableClusterTests(SynchronousTestCase):
         self.assertIn(b"acceptor_ready:yes\r\n", info)
         self.assertIn(b"linearizable_waiting 0", Client(cluster, "n1").ask(b"STATUS"))
 
+    def test_a_flushed_value_a_lagging_member_holds_is_never_read_back(self) -> None:
+        """After a FLUSHALL acknowledged at QUORUM, a LINEARIZABLE GET through
+        a node that still holds the old value (the flush on its way to it)
+        answers nil: a promise carries the acceptor's flush floor and entries
+        below it count as absent, so the old value is not proposed again
+        above the floor, and no node holds it once all settle."""
+        cluster = self.cluster()
+        writer = Client(cluster, "n1")
+        self.assertEqual(writer.ask(b"SET", b"k", b"old"), b"+OK\r\n")
+        cluster.settle()
+        self.assertEqual(writer.ask(b"CONSISTENCY", b"QUORUM"), b"+read QUORUM write QUORUM\r\n")
+        reader = lin_client(cluster, "n2")
+        cluster.net.block("n1", "n2")  # n2 hears of the flush through n3 only...
+        cluster.net.stall("n2", "n3", 0.5)  # ... and late
+        self.assertEqual(writer.ask(b"FLUSHALL"), b"+OK\r\n")
+        self.assertEqual(cluster.nodes["n2"].store.get(b"k"), b"old")  # not heard yet
+        cluster.net.advance(0.01)
+        reader.send(b"GET", b"k")
+        cluster.net.advance_by(1.0, 0.05)
+        self.assertEqual(reader.answer(), b"$-1\r\n")
+        cluster.net.heal()
+        cluster.settle()
+        for name, node in cluster.nodes.items():
+            self.assertIsNone(node.store.get(b"k"), name)
+
 
 class LoneNodeTests(SynchronousTestCase):
     def test_a_lone_node_serves_linearizable_at_once(self) -> None:

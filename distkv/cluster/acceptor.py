@@ -14,7 +14,10 @@ largest clock skew it accepts: every ballot it could have promised before is
 at most that, because it refuses ballots further ahead of its wall clock
 than the skew). ``ready()`` says whether it may answer at all (a node that
 loads its data, or has not resynced since a restart without a data dir,
-refuses).
+refuses). A ballot at or below the store's flush floor is refused with the
+floor as what beat it (no entry below it could be stored, and the proposer
+retries above it), and a promise's answer carries the floor (see
+:meth:`distkv.node.Node.consensus_prepare`).
 """
 
 from __future__ import annotations
@@ -86,7 +89,9 @@ class Acceptor:
             return unfit
         entry = self.store.entry(key)
         slot = _promised_as(key)
-        beaten = max(self.promises.get(slot, ZERO), self.dropped,
+        # Below the flush floor nothing could be accepted: refused, naming
+        # the floor, so that the proposer's next ballot is above it.
+        beaten = max(self.promises.get(slot, ZERO), self.dropped, self.store.flushed,
                      ZERO if entry is None else version_of(entry))
         if ballot <= beaten:
             self.refused += 1
@@ -120,9 +125,11 @@ class Acceptor:
         self.store.apply(key, entry)
         now = self.store.entry(key)
         if now is None or mark_of(now) != mark_of(entry):
-            # Refused by the store: below a flush, say, or expired on arrival.
+            # Refused by the store: below a flush, say, or expired on arrival;
+            # ``seen`` names the floor too, so the proposer's retry is above it.
             self.refused += 1
-            return (REFUSED, ZERO if now is None else version_of(now), None)
+            return (REFUSED, max(self.store.flushed, ZERO if now is None else version_of(now)),
+                     None)
         if promised != ZERO and promised <= ballot:
             del self.promises[_promised_as(key)]  # the entry's version holds it from now on
         self.accepted += 1

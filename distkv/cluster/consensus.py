@@ -28,9 +28,22 @@ version ``c`` always holds the value proposed at ballot ``c`` (one proposal per
 ballot: the node id is in it, and a restarted node proposes nothing until its
 clock passes the acceptor's restart floor, above every ballot it made before),
 which is why an accepted entry may also travel by replication and anti-entropy
-without harm. Writes at ONE/QUORUM/ALL to a key (and counters) stamp versions
-that are no ballots and void the guarantee for that key, as plain writes do to
-Cassandra's lightweight transactions. A refusal in the prepare phase retries
+without harm. A flush raises a *floor* version below which every entry is gone
+(see ``Store.raise_floor``): it acts as a write of "absent" at the floor to
+every key, so each promise carries its acceptor's floor, the proposer learns
+the highest one (raising its own store's) and counts every answered entry
+below it as absent: a member the flush has not reached yet (or this node,
+when it promised) still answers the old entry, and proposed again at a fresh
+ballot it would sit above every floor and win everywhere. A floor that a
+majority holds (a flush acknowledged at QUORUM) is in every later majority's
+answers, so no value it dropped is read back. An absence that a promised
+member contradicts with a flushed entry is no fast read: it is accepted at
+the ballot first. Acceptors refuse (naming the floor) ballots at or below
+their floor, and a proposer whose own floor rose past its ballot after it
+promised prepares again, so accepts are above the floor. Writes at
+ONE/QUORUM/ALL to a key (and counters) stamp versions that are no ballots
+and void the guarantee for that key, as plain writes do to Cassandra's
+lightweight transactions. A refusal in the prepare phase retries
 with a higher ballot after a random pause, a bounded number of times, and so
 does one in the accept phase once every acceptor asked refused it (none holds
 it); once any acceptor took a write's accept, or some did not answer, a failure
@@ -106,7 +119,8 @@ class Cluster(Protocol):
 class _Op:
     __slots__ = ("key", "change", "done", "writes", "ballot", "id", "accepting", "promises",
                  "refused", "absent", "accepted", "value", "reply", "attempts", "timer",
-                 "sent_write", "beaten", "size", "need", "asked", "over", "retry", "writing")
+                 "sent_write", "beaten", "size", "need", "asked", "over", "retry", "writing",
+                 "floor")
 
     def __init__(self, key: bytes, change: Change, done: Done, writes: bool) -> None:
         self.key = key
@@ -136,6 +150,8 @@ class _Op:
         self.retry: Optional[IDelayedCall] = None
         #: This attempt's accept changes the key.
         self.writing = False
+        #: The highest flush floor among this attempt's promises.
+        self.floor = Version(0, 0, "")
 
 
 class Proposer:
@@ -202,13 +218,14 @@ class Proposer:
         op.id = next(self._ids)
         op.accepting = op.writing = False
         op.promises, op.refused, op.absent, op.accepted = {}, set(), set(), set()
+        op.floor = Version(0, 0, "")
         op.asked = senders
         self._ops[op.id] = op
         frame = paxoswire.encode_prepare(op.id, op.key, op.ballot)
         for send in senders.values():
             self._send(send, frame)
         status, seen, entry = self.acceptor.prepare(op.key, op.ballot)
-        self._promised(op, "", status, seen, entry)
+        self._promised(op, "", status, seen, entry, self.acceptor.store.flushed)
 
     def answered_prepare(self, node: str, answer: paxoswire.Promise) -> None:
         """Member ``node`` answered a prepare of ours."""
@@ -217,12 +234,14 @@ class Proposer:
             return
         if node in op.promises or node in op.refused or node in op.absent:
             return
-        self._promised(op, node, answer.status, answer.seen, answer.entry)
+        self._promised(op, node, answer.status, answer.seen, answer.entry, answer.floor)
 
     def _promised(self, op: _Op, node: str, status: int, seen: Version,
-                  entry: Optional[Entry]) -> None:
+                  entry: Optional[Entry], floor: Version) -> None:
         if status == paxoswire.OK:
             op.promises[node] = entry
+            if floor > op.floor:
+                op.floor = floor
         else:
             _declined(op, node, status, seen)
         if len(op.promises) >= op.need:
@@ -233,8 +252,27 @@ class Proposer:
     # -- phase 2 ------------------------------------------------------------------
 
     def _propose(self, op: _Op) -> None:
+        store = self.acceptor.store
+        # An entry below a flush floor was flushed, though a member that has
+        # not heard of the flush yet (this one too, when it promised) still
+        # answers it: it counts as absent, and this node learns the floor.
+        floor = max(op.floor, store.flushed)
+        if floor > store.flushed:
+            store.raise_floor(floor)
+        if op.ballot <= floor:
+            # The flush reached this node after it promised: no acceptor would
+            # take this ballot; prepare again above the floor.
+            op.beaten = max(op.beaten, floor)
+            self._attempt(op)
+            return
+        promises: Dict[str, Optional[Entry]] = {
+            node: None if entry is None or entry[-3:] < floor else entry
+            for node, entry in op.promises.items()}
+        # Some member holds a flushed entry: "absent" is not chosen yet.
+        stale = any(entry is not None and promises[node] is None
+                    for node, entry in op.promises.items())
         newest: Optional[Entry] = None
-        for entry in op.promises.values():
+        for entry in promises.values():
             if entry is not None and (newest is None or newer(entry, newest)):
                 newest = entry
         if newest is not None and len(newest) == 6:
@@ -257,11 +295,11 @@ class Proposer:
         op.reply = reply
         if isinstance(value, _Keep):
             mark = None if newest is None else mark_of(newest)
-            held = [None if e is None else mark_of(e) for e in op.promises.values()]
-            if all(m == mark for m in held):
+            held = [None if e is None else mark_of(e) for e in promises.values()]
+            if not stale and all(m == mark for m in held):
                 self.fast_reads += 1
                 if newest is not None:  # the members that did not answer it: repaired
-                    self._spread(op, newest, {node for node, entry in op.promises.items()
+                    self._spread(op, newest, {node for node, entry in promises.items()
                                               if entry is not None and mark_of(entry) == mark})
                 self._answer(op)  # chosen already: nothing to write
                 return

@@ -8,13 +8,16 @@ out as in a ``T`` frame (see :mod:`distkv.cluster.consensus` for the rules)::
     P id:u64 ballot:version key-len:u32 key
                                   (prepare: promise ``ballot`` for ``key`` and
                                    answer what you hold of it)
-    p id:u64 status:u8 seen:version count:u32 [entry]
+    p id:u64 status:u8 seen:version floor:version count:u32 [entry]
                                   (status 0: promised, ``count`` 0 or 1 entry
-                                   follows (none: the key is not held); 1:
-                                   refused, ``seen`` is the promise or version
-                                   that beat the ballot; 2: not ready (loading,
-                                   or restarted too recently); ``seen`` is the
-                                   empty version unless refused)
+                                   follows (none: the key is not held), and
+                                   ``floor`` is the acceptor's flush floor
+                                   (every entry below it was flushed); 1:
+                                   refused, ``seen`` is the promise, version
+                                   or flush floor that beat the ballot; 2: not
+                                   ready (loading, or restarted too recently);
+                                   ``seen`` is the empty version unless
+                                   refused, ``floor`` unless promised)
     V id:u64 count:u32 entry      (accept: store this entry, whose version is
                                    the ballot; ``count`` is 1; never a counter)
     v id:u64 status:u8 seen:version
@@ -62,6 +65,8 @@ class Promise(NamedTuple):
     status: int
     seen: Version
     entry: Optional[Entry]
+    #: The acceptor's flush floor when it promised (ZERO otherwise).
+    floor: Version = ZERO
 
 
 class Accept(NamedTuple):
@@ -95,8 +100,9 @@ def encode_prepare(id_: int, key: bytes, ballot: Version) -> bytes:
 
 
 def encode_promise(id_: int, status: int, seen: Version = ZERO,
-                   key: bytes = b"", entry: Optional[Entry] = None) -> bytes:
-    body = [b"p", _ID_STATUS.pack(id_, status), wire._version(seen),
+                   key: bytes = b"", entry: Optional[Entry] = None,
+                   floor: Version = ZERO) -> bytes:
+    body = [b"p", _ID_STATUS.pack(id_, status), wire._version(seen), wire._version(floor),
             _COUNT.pack(0 if entry is None else 1)]
     if entry is not None:
         body.append(_entry_parts(key, entry))
@@ -138,11 +144,14 @@ def decode(body: bytes) -> Frame:
         return Prepare(id_, body[offset:], ballot)
     if kind == b"p":
         id_, status, seen, offset = _status(body)
+        floor, offset = wire._read_version(body, offset)
+        if floor.ms > wire.MAX_SEQ or (status != OK and floor != ZERO):
+            raise wire.WireError("malformed flush floor in promise")
         (count,) = _COUNT.unpack_from(body, offset)
         if count > 1 or (count and status != OK):
             raise wire.WireError("malformed entry count in promise")
         entries = wire._decode_entries(body, offset + _COUNT.size, count, "promise")
-        return Promise(id_, status, seen, entries[0][1] if entries else None)
+        return Promise(id_, status, seen, entries[0][1] if entries else None, floor)
     if kind == b"V":
         (id_,) = _ID.unpack_from(body, 1)
         (count,) = _COUNT.unpack_from(body, 1 + _ID.size)
