@@ -407,6 +407,27 @@ def test_a_flush_made_in_the_millisecond_of_a_transaction_keeps_it_whole() -> No
     assert run(schedule) == []
 
 
+def test_a_flush_held_only_on_a_crashed_nodes_data_dir_is_not_forgotten() -> None:
+    """Seed 103192's shrunk replay: n2 (memory only) flushes while n1 is down;
+    n3 saves the floor to its data dir and crashes; n2 crashes. No running
+    node held the floor then, so the checker took the flush for lost with n2
+    and expected n1's write below it to survive; n3 brings the floor back
+    and the write goes, as it should. Floors saved on a crashed node's dir count."""
+    schedule = Schedule(
+        seed=103192, size=3, disk=(True, False, True), skew=(-374, 741, 995), unlisted=(),
+        steps=(
+            Write(node="n1", key=1, size=898, tag=12),
+            Crash(node="n1"),
+            Flush(node="n2"),
+            Crash(node="n3"),
+            Partition(a="n2", b="n1", oneway=False),
+            Restart(node="n1", mode="own-dir", fresh_id=True, skew_ms=None),
+            Crash(node="n2"),
+        ),
+    )
+    assert run(schedule) == []
+
+
 @pytest.mark.parametrize("block", range(10))
 def test_seeds_hold_every_invariant(block: int) -> None:
     """A tenth of the CI tier's seeds: each run violates no invariant (a failure

@@ -81,6 +81,9 @@ class Runner:
         self.ids: Dict[str, str] = {name: name for name in names}
         self.dir_ids: Dict[str, str] = {d: n for n, d in self.dirs.items() if d is not None}
         self.copies: Dict[str, Tuple[str, str]] = {}
+        #: The flush floor each crashed node with a data dir saved there: it
+        #: comes back with the node, so a flush it holds is not lost.
+        self.down_floors: Dict[str, Version] = {}
         #: node -> the time until which it should refuse data commands, while loading
         self.should_load: Dict[str, float] = {}
         #: Nodes forgotten or left for good: never restarted, no longer checked.
@@ -232,6 +235,7 @@ class Runner:
         if name in self.cluster.nodes or name in self.gone:
             return
         self.gone.append(name)
+        self.down_floors.pop(name, None)  # its data dir never comes back
         node_id = self.ids.get(name, name)
         order = [by] + sorted(n for n in self.cluster.nodes if n != by)
         for other in order:
@@ -369,6 +373,8 @@ class Runner:
         assert self.cluster is not None
         if name not in self.cluster.nodes:
             return
+        if self.dirs[name] is not None:
+            self.down_floors[name] = self.cluster.nodes[name].store.flushed
         self.cluster.crash(name)
         if self.dirs[name] is None:
             self._data_lost()
@@ -393,8 +399,9 @@ class Runner:
                             held[key] = op.version
         self.history.lost_unless_held(held)
         self.counting.lost_unless_held(self.cluster.nodes)
-        self.history.flush_lost_unless_held(
-            max((node.store.flushed for node in self.cluster.nodes.values()), default=ZERO))
+        self.history.flush_lost_unless_held(max(
+            [node.store.flushed for node in self.cluster.nodes.values()]
+            + list(self.down_floors.values()), default=ZERO))
 
     def _restart(self, step: Restart) -> None:
         assert self.cluster is not None
@@ -422,6 +429,7 @@ class Runner:
             node_id = f"{name}i{self._made}"
         if path is not None:
             node_id = self.dir_ids.setdefault(path, node_id)
+        self.down_floors.pop(name, None)  # running, or its dir left behind
         if mode != "own-dir":
             self._data_lost()
             self.should_load[name] = self.cluster.net.seconds() + self.options["loading_wait"]
