@@ -389,6 +389,34 @@ def test_a_removal_lost_with_memory_only_nodes_is_made_again_and_purging_resumes
     assert runner.run() == []
 
 
+def test_a_departed_node_is_forgotten_under_every_id_it_went_by_and_purging_resumes(
+        ) -> None:
+    """Seed 103576's shrunk replay (purge): n1 restarts memory-only under a
+    fresh id while cut off from n3 (n2 down, n4 left), so no member ever saw
+    the new id at n1's address and marked the old id ``n1`` replaced; then it
+    dies for good. Forgetting only its last id (which no running node knows:
+    ``ERR Unknown node``) left ``n1`` a member whose node is gone, holding
+    every purge back, as the README says a dead member does until forgotten.
+    An operator forgets the ids the cluster lists for the dead machine: the
+    runner now forgets every id it went by, and the tombstone goes."""
+    schedule = Schedule(
+        seed=103576, size=4, disk=(False, False, True, True), skew=(385, 534, 931, -578),
+        unlisted=(("n3", "n4"),),
+        steps=(
+            Crash(node="n2"),
+            Leave(node="n4"),
+            Delete(node="n3", key=0),
+            Partition(a="n1", b="n3", oneway=False),
+            Restart(node="n1", mode="memory", fresh_id=True, skew_ms=None),
+            Crash(node="n1"),
+            Forget(node="n1", by="n3"),
+        ),
+    )
+    runner = Runner(schedule)
+    assert runner.run() == []
+    assert runner.ids["n1"] != "n1" and runner.past_ids["n1"] == ["n1", runner.ids["n1"]]
+
+
 def test_a_flush_made_in_the_millisecond_of_a_transaction_keeps_it_whole() -> None:
     """Seed 100231's shrunk replay (one of three atomic failures in the first
     1,000 seeds of a 10,000-seed run): n2's flush floor, its fresh version,

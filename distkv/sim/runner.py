@@ -79,6 +79,9 @@ class Runner:
             name: self._new_dir() if has else None for name, has in zip(names, schedule.disk)
         }
         self.ids: Dict[str, str] = {name: name for name in names}
+        #: Every id each node has gone by (a fresh-id restart adds one): an
+        #: operator forgetting a machine forgets every id the cluster lists for it.
+        self.past_ids: Dict[str, List[str]] = {name: [name] for name in names}
         self.dir_ids: Dict[str, str] = {d: n for n, d in self.dirs.items() if d is not None}
         self.copies: Dict[str, Tuple[str, str]] = {}
         #: The flush floor each crashed node with a data dir saved there: it
@@ -221,6 +224,7 @@ class Runner:
         path = self._new_dir() if step.disk else None
         self.dirs[name] = path
         self.ids[name] = name
+        self.past_ids[name] = [name]
         if path is not None:
             self.dir_ids[path] = name
         # It starts empty: it must load until a serving member synced it.
@@ -236,13 +240,30 @@ class Runner:
             return
         self.gone.append(name)
         self.down_floors.pop(name, None)  # its data dir never comes back
-        node_id = self.ids.get(name, name)
-        order = [by] + sorted(n for n in self.cluster.nodes if n != by)
-        for other in order:
-            node = self.cluster.nodes.get(other)
-            if node is not None and node.member_links.forget(node_id) is None:
-                break
+        self._forget_ids(name, by)
         self._data_lost()  # whatever only its data dir held is gone with it
+
+    def _forget_ids(self, name: str, by: Optional[str]) -> None:
+        """CLUSTER FORGET, on ``by`` or else on the first running node that
+        knows it, of every id the departed ``name`` went by that a running
+        node lists as a member and none holds removed (a removal some node
+        holds reaches the others by itself). Its present id, and an earlier
+        one still listed: a fresh-id restart that reached no member, so that
+        no member saw the new id at the old address and marked the old one
+        replaced, leaves the old id a member whose node is dead for good,
+        which holds purging back until it is forgotten (README, "Membership")."""
+        assert self.cluster is not None
+        nodes = self.cluster.nodes
+        order = ([by] if by in nodes else []) + sorted(n for n in nodes if n != by)
+        for node_id in self.past_ids.get(name, [name]):
+            if any(node.membership.is_removed(node_id) for node in nodes.values()):
+                continue
+            if not any(node.membership.is_member(node_id) for node in nodes.values()) \
+                    and node_id != self.ids.get(name, name):
+                continue  # an earlier id no node lists (or one marked replaced)
+            for other in order:
+                if nodes[other].member_links.forget(node_id) is None:
+                    break
 
     def _leave(self, name: str) -> None:
         """LEAVE on ``name``; once its links closed it stops for good. If no
@@ -260,6 +281,7 @@ class Runner:
             self._forget(name, sorted(self.cluster.nodes)[0])
         else:
             self.gone.append(name)
+            self._forget_ids(name, None)  # the ids it went by before, if still listed
             self._data_lost()
 
     def _command(self, index: int, name: str, *request: bytes) -> None:
@@ -437,6 +459,8 @@ class Runner:
             self.should_load.pop(name, None)
         self.dirs[name] = path
         self.ids[name] = node_id
+        if node_id not in self.past_ids[name]:
+            self.past_ids[name].append(node_id)
         node = self.cluster.start(
             name, path, step.skew_ms, None if node_id == name else node_id
         )
@@ -464,17 +488,11 @@ class Runner:
         """A removal that no running node holds any more (every node that
         heard it was memory only and has crashed since, as a write can be
         lost) is made again, as an operator would: CLUSTER FORGET on a node
-        that still lists the departed id. One that some node holds must reach
-        the others by itself: the purge check shows whether it did."""
-        assert self.cluster is not None
-        nodes = self.cluster.nodes
+        that still lists the departed id (any id the departed node went by).
+        One that some node holds must reach the others by itself: the purge
+        check shows whether it did."""
         for name in self.gone:
-            node_id = self.ids.get(name, name)
-            if any(node.membership.is_removed(node_id) for node in nodes.values()):
-                continue
-            for other in sorted(nodes):
-                if nodes[other].member_links.forget(node_id) is None:
-                    break
+            self._forget_ids(name, None)
 
     # -- the end -------------------------------------------------------------
 
