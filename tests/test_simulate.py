@@ -456,6 +456,33 @@ def test_a_flush_held_only_on_a_crashed_nodes_data_dir_is_not_forgotten() -> Non
     assert run(schedule) == []
 
 
+def test_a_flush_held_on_the_older_copy_a_node_restarts_from_is_not_forgotten() -> None:
+    """Seed 103322's shrunk replay: n1 flushes while cut off from n2 (memory
+    only, its clock 1.36 s ahead, which n1's clock has followed: the floor is
+    n2's millisecond plus one); n2, not having heard of it, writes k3 in that
+    same millisecond, below the floor. n1 restarts from a copy of its data
+    dir taken after the flush: the copy holds the floor, so n1 brings it back
+    and k3 goes everywhere, as a write concurrent with a flush and below it
+    should. The checker took the flush for lost with n1's replaced dir and
+    reported k3 lost; a floor saved in the copy a node restarts from counts."""
+    schedule = Schedule(
+        seed=103322, size=3, disk=(True, False, True), skew=(-428, 931, -546), unlisted=(),
+        steps=(
+            Crash(node="n3"),
+            Cut(a="n1", b="n2", deliver=False),
+            Flush(node="n1"),
+            Snapshot(node="n1"),
+            Write(node="n2", key=3, size=428, tag=23),
+            Restart(node="n1", mode="older-copy", fresh_id=False, skew_ms=None),
+        ),
+    )
+    runner = Runner(schedule)
+    assert runner.run() == []
+    (floor,) = runner.history.flushes
+    (write,) = runner.history.ops[b"k3"]
+    assert write.outcome == ACKED and write.version < floor
+
+
 @pytest.mark.parametrize("block", range(10))
 def test_seeds_hold_every_invariant(block: int) -> None:
     """A tenth of the CI tier's seeds: each run violates no invariant (a failure

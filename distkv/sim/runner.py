@@ -83,7 +83,9 @@ class Runner:
         #: operator forgetting a machine forgets every id the cluster lists for it.
         self.past_ids: Dict[str, List[str]] = {name: [name] for name in names}
         self.dir_ids: Dict[str, str] = {d: n for n, d in self.dirs.items() if d is not None}
-        self.copies: Dict[str, Tuple[str, str]] = {}
+        #: node -> (the copy of its data file, the node id it belongs to, the
+        #: flush floor saved in it: a restart from the copy brings that back).
+        self.copies: Dict[str, Tuple[str, str, Version]] = {}
         #: The flush floor each crashed node with a data dir saved there: it
         #: comes back with the node, so a flush it holds is not lost.
         self.down_floors: Dict[str, Version] = {}
@@ -386,10 +388,11 @@ class Runner:
         target = sqlite3.connect(copy)
         try:
             source.backup(target)  # what was committed, as another process would copy it
+            floor = _saved_floor(target)
         finally:
             target.close()
             source.close()
-        self.copies[name] = (copy, self.dir_ids[path])
+        self.copies[name] = (copy, self.dir_ids[path], floor)
 
     def _crash(self, name: str) -> None:
         assert self.cluster is not None
@@ -401,9 +404,12 @@ class Runner:
         if self.dirs[name] is None:
             self._data_lost()
 
-    def _data_lost(self) -> None:
+    def _data_lost(self, restored: Version = ZERO) -> None:
         """Data was thrown away (a memory-only node, a replaced data dir): what
-        no running node holds is lost as documented, no longer acknowledged."""
+        no running node holds is lost as documented, no longer acknowledged.
+        A flush is lost only if no running node, no crashed node's data dir
+        and no copy a node is restarting from (``restored``: its saved floor)
+        holds its floor."""
         assert self.cluster is not None
         held: Dict[bytes, Version] = {}
         for node in self.cluster.nodes.values():
@@ -423,7 +429,7 @@ class Runner:
         self.counting.lost_unless_held(self.cluster.nodes)
         self.history.flush_lost_unless_held(max(
             [node.store.flushed for node in self.cluster.nodes.values()]
-            + list(self.down_floors.values()), default=ZERO))
+            + list(self.down_floors.values()) + [restored]))
 
     def _restart(self, step: Restart) -> None:
         assert self.cluster is not None
@@ -437,12 +443,13 @@ class Runner:
             mode = "memory"
         path = self.dirs[name]
         node_id = self.ids[name]
+        restored = ZERO  # the flush floor the node comes back with
         if mode == "memory":
             path = None
         elif mode == "empty-dir":
             path = self._new_dir()
         elif mode == "older-copy":
-            copy, node_id = self.copies[name]
+            copy, node_id, restored = self.copies[name]
             path = self._new_dir()
             os.makedirs(path)
             shutil.copyfile(copy, os.path.join(path, FILENAME))
@@ -453,7 +460,7 @@ class Runner:
             node_id = self.dir_ids.setdefault(path, node_id)
         self.down_floors.pop(name, None)  # running, or its dir left behind
         if mode != "own-dir":
-            self._data_lost()
+            self._data_lost(restored)
             self.should_load[name] = self.cluster.net.seconds() + self.options["loading_wait"]
         else:
             self.should_load.pop(name, None)
@@ -521,6 +528,16 @@ class Runner:
         grace = self.options["tombstone_grace"] + self.options["max_clock_skew"]
         cluster.net.advance_by(grace + 6 * self.options["heartbeat"] + 2, step=0.5)
         self.violations.extend(checks.purged(cluster.nodes))
+
+
+def _saved_floor(db: sqlite3.Connection) -> Version:
+    """The flush floor saved in a data file (see
+    :meth:`distkv.disk.datafile.Disk.saved_floor`), ZERO if none."""
+    row = db.execute("SELECT value FROM meta WHERE name = 'flushed'").fetchone()
+    if row is None:
+        return ZERO
+    ms, counter, node = str(row[0]).split(":", 2)
+    return Version(int(ms), int(counter), node)
 
 
 def _value(tag: int, size: int) -> bytes:
