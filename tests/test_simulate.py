@@ -579,6 +579,24 @@ def test_a_node_that_does_not_list_a_serving_peer_still_loads_until_synced() -> 
     assert [str(v) for v in violations if v.invariant == "stale-service"] == []
 
 
+def test_members_left_with_no_serving_peer_serve_once_they_synced_each_other() -> None:
+    """Seed 102601 (shrunk): n3 leaves, n2 restarts on an empty data dir cut off
+    from dialling n1, n4 joins through n2, and n1, the last member holding the
+    data, leaves before any round of its reached n2 (what only it held is lost
+    with it). No member serves and none that could sync n2 is left: n2 and n4,
+    each synced by the other, serve (README, *Loading*: every member we know of
+    has synced us) rather than wait out --loading-wait for nobody, and the
+    simulator no longer takes that for stale service."""
+    schedule = Schedule(
+        seed=102601, size=3, disk=(False, True, True), skew=(-181, -105, 610),
+        steps=(
+            Leave("n3"), Partition("n2", "n1", True), Restart("n2", "empty-dir", False, None),
+            Join("n4", "n2", True), Delete("n1", 4), Leave("n1"), Incr("n4", 2, 5),
+        ),
+    )
+    assert run(schedule) == []
+
+
 def test_a_node_back_on_its_data_dir_loads_until_a_serving_peer_synced_it() -> None:
     """Seed 7411 of 10,000 (on d157af4): n3, back on an older copy of its data dir
     that lacks none of its own writes, ended its loading on a serving peer's

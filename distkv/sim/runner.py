@@ -7,7 +7,8 @@ nodes' command layers (pipelines through their front doors, see
 write and delete with its outcome in a :class:`~distkv.sim.history.History`. It also keeps
 what the checks need to know along the way: which node should still be
 loading (restarted without its data, and no serving peer has completed a
-round into it: answering a data command then is *stale service*), and which
+round into it, while some member may still serve it: answering a data command
+then is *stale service*), and which
 acknowledged writes were lost as documented with a memory-only node or a
 replaced data dir. After the last step it heals the network, brings every node
 back, lets the cluster settle and runs the checks of
@@ -23,7 +24,7 @@ import shutil
 import sqlite3
 import tempfile
 import traceback
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from distkv.cluster.wire import RoundMark
 from distkv.disk.datafile import FILENAME
@@ -91,6 +92,8 @@ class Runner:
         self.down_floors: Dict[str, Version] = {}
         #: node -> the time until which it should refuse data commands, while loading
         self.should_load: Dict[str, float] = {}
+        #: node -> the nodes whose rounds completed into it since it last started
+        self.rounds_into: Dict[str, Set[str]] = {}
         #: Nodes forgotten or left for good: never restarted, no longer checked.
         self.gone: List[str] = []
         #: Each transaction made, and the anti-entropy rounds into each node then.
@@ -230,7 +233,7 @@ class Runner:
         if path is not None:
             self.dir_ids[path] = name
         # It starts empty: it must load until a serving member synced it.
-        self.should_load[name] = self.cluster.net.seconds() + self.options["loading_wait"]
+        self._starts_loading(name)
         node = self.cluster.join(name, [step.via], path)
         self._watch(name, node)
 
@@ -244,6 +247,7 @@ class Runner:
         self.down_floors.pop(name, None)  # its data dir never comes back
         self._forget_ids(name, by)
         self._data_lost()  # whatever only its data dir held is gone with it
+        self._nobody_serves()
 
     def _forget_ids(self, name: str, by: Optional[str]) -> None:
         """CLUSTER FORGET, on ``by`` or else on the first running node that
@@ -285,6 +289,7 @@ class Runner:
             self.gone.append(name)
             self._forget_ids(name, None)  # the ids it went by before, if still listed
             self._data_lost()
+            self._nobody_serves()
 
     def _command(self, index: int, name: str, *request: bytes) -> None:
         assert self.cluster is not None
@@ -461,9 +466,10 @@ class Runner:
         self.down_floors.pop(name, None)  # running, or its dir left behind
         if mode != "own-dir":
             self._data_lost(restored)
-            self.should_load[name] = self.cluster.net.seconds() + self.options["loading_wait"]
+            self._starts_loading(name)
         else:
             self.should_load.pop(name, None)
+            self.rounds_into.pop(name, None)
         self.dirs[name] = path
         self.ids[name] = node_id
         if node_id not in self.past_ids[name]:
@@ -481,10 +487,36 @@ class Runner:
             original(peer, mark)
             sender = next((n for n, i in self.ids.items() if i == peer.node), None)
             assert self.cluster is not None
-            if sender is not None and sender in self.cluster.nodes and not self._loading(sender):
+            if sender is None or sender not in self.cluster.nodes:
+                return
+            self.rounds_into.setdefault(name, set()).add(sender)
+            if not self._loading(sender):
                 self.should_load.pop(name, None)
+            self._nobody_serves()
 
         node.synced = synced  # type: ignore[method-assign]
+
+    def _starts_loading(self, name: str) -> None:
+        """``name`` starts without its data: it loads until a serving peer syncs it."""
+        assert self.cluster is not None
+        self.should_load[name] = self.cluster.net.seconds() + self.options["loading_wait"]
+        self.rounds_into[name] = set()
+
+    def _nobody_serves(self) -> None:
+        """No member serves, and every other member has completed a round into
+        a loading node: it holds everything any member holds and may serve
+        (README, *Loading*). This is how a cluster whose serving members all
+        left (what only they held is lost with them) serves again without
+        waiting out ``loading_wait`` for nobody. Judged for every loading node
+        at once, on the states before any of them ends."""
+        members = [name for name in self.ids if name not in self.gone]
+        loading = {name for name in members if self._loading(name)}
+        if len(loading) < len(members):
+            return  # a member serves (or may, once back up): it must sync them
+        for name in loading:
+            others = loading - {name}
+            if others <= self.rounds_into.get(name, set()):
+                self.should_load.pop(name, None)
 
     def _loading(self, name: str) -> bool:
         assert self.cluster is not None
