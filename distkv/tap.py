@@ -22,7 +22,7 @@ import distkv
 from distkv import logs
 from distkv.cluster import tlsconfig, wire
 from distkv.cluster.handshake import MIN_SECRET_BYTES
-from distkv.cluster.membership import HOST, derived_node_id
+from distkv.cluster.membership import HOST, derived_node_id, split_address
 from distkv.cluster.quorum import parse_level
 from distkv.cluster.tlsconfig import TlsConfig
 from distkv.disk.datafile import SYNCHRONOUS, DiskError
@@ -42,18 +42,15 @@ _WILDCARD = frozenset(["", "0.0.0.0", "::"])
 
 def parse_peer(item: str) -> Tuple[str, int]:
     """``host:port`` (or ``[v6]:port``) -> (host, port), or UsageError."""
-    text = item.strip()
-    host, sep, port_text = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port_text.isdigit() or any(c.isspace() for c in host):
-        raise usage.UsageError(
-            f"bad peer address {item!r}: expected host:port, e.g. 127.0.0.1:9001"
-        )
-    port = int(port_text)
-    if not 0 < port < 65536:
+    address = split_address(item)
+    if address is not None:
+        return address
+    port_text = item.strip().rpartition(":")[2]
+    if port_text.isdigit() and not 0 < int(port_text) < 65536:
         raise usage.UsageError(f"bad peer address {item!r}: port must be 1-65535")
-    return host, port
+    raise usage.UsageError(
+        f"bad peer address {item!r}: expected host:port, e.g. 127.0.0.1:9001"
+    )
 
 
 def server_endpoint(value: str) -> str:

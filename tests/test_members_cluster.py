@@ -124,6 +124,55 @@ class MembershipClusterTests(SynchronousTestCase):
         self.assertEqual((len(link.outbox), link.outbox.bytes), (0, 0))
         self.assertEqual([n3.store.get(key) for key in (b"a", b"b", b"c")], [b"1", b"2", b"3"])
 
+    def test_forgetting_a_peer_address_that_never_answered_lets_purging_resume(self) -> None:
+        """A --peers address whose node died for good before any member learned its id
+        holds every purge back, and no id is there to forget: CLUSTER FORGET host:port
+        on one node removes it on every node (a memory-only node restarted with the
+        address in its peer list again learns it too), and purging resumes."""
+        cluster = self.make(3)
+        ghost = ("127.0.0.1", 7999)  # nothing ever listens there
+        cluster.ports["ghost"] = ghost[1]  # in every peer list a restart uses
+        for node in cluster.nodes.values():
+            node.add_peer(*ghost)
+        n1, n3 = cluster.nodes["n1"], cluster.nodes["n3"]
+        n1.store.set(b"k", b"v")
+        cluster.advance(5)
+        n1.store.delete(b"k")
+        cluster.advance(60)
+        self.assertEqual(self.tombstones(cluster), {"n1": 1, "n2": 1, "n3": 1})
+        self.assertIsNone(n1.members())
+        self.assertEqual(run(n3, b"CLUSTER", b"FORGET", b"127.0.0.1:7999"), OK)
+        cluster.crash("n2")
+        n2 = cluster.start("n2", None)
+        self.assertIn(ghost, [(link.host, link.port) for link in n2.replication.links.values()])
+        cluster.advance(GRACE + 30)
+        self.assertEqual(self.tombstones(cluster), {"n1": 0, "n2": 0, "n3": 0})
+        for node in cluster.nodes.values():
+            self.assertEqual(node.members(), sorted({"n1", "n2", "n3"} - {node.node_id}))
+            self.assertTrue(node.membership.is_removed("127.0.0.1:7999"))
+            self.assertNotIn(ghost, [(link.host, link.port)
+                                     for link in node.replication.links.values()])
+
+    def test_forget_by_address_removes_the_members_listed_there(self) -> None:
+        """CLUSTER FORGET host:port removes the member at that address; this node's
+        own address is refused as its own id is, and an address nobody lists or
+        dials is an unknown node."""
+        cluster = self.make(3)
+        n1 = cluster.nodes["n1"]
+        own = b"127.0.0.1:%d" % cluster.ports["n1"]
+        self.assertEqual(run(n1, b"CLUSTER", b"FORGET", own),
+                         Error("ERR I tried hard but I can't forget myself..."))
+        for unknown in (b"10.1.2.3:4", b"127.0.0.1:99999", b"127.0.0.1:"):
+            self.assertEqual(run(n1, b"CLUSTER", b"FORGET", unknown),
+                             Error("ERR Unknown node " + unknown.decode()))
+        cluster.crash("n2")
+        self.assertEqual(run(n1, b"CLUSTER", b"FORGET", b"localhost:%d" % cluster.ports["n2"]),
+                         OK)
+        cluster.settle()
+        for name in ("n1", "n3"):
+            self.assertTrue(cluster.nodes[name].membership.is_removed("n2"))
+            self.assertFalse(cluster.nodes[name].membership.is_removed("127.0.0.1:7001"))
+
     def test_forget_answers_like_redis_for_unknown_and_own_ids(self) -> None:
         cluster = self.make(2)
         n1 = cluster.nodes["n1"]

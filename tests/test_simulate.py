@@ -417,6 +417,32 @@ def test_a_departed_node_is_forgotten_under_every_id_it_went_by_and_purging_resu
     assert runner.ids["n1"] != "n1" and runner.past_ids["n1"] == ["n1", runner.ids["n1"]]
 
 
+def test_a_dead_peer_address_no_node_knows_an_id_for_is_forgotten_and_purging_resumes(
+        ) -> None:
+    """Seed 103704's shrunk replay (purge): n2 dies for good and memory-only n1
+    forgets it, then crashes before n3 heard the removal; n3 restarts on an
+    empty data dir. No running node knows n2's id any more, so there is no id
+    to forget, yet n2's address stays in every node's peer list, never
+    answers, and held every purge back for good. ``CLUSTER FORGET host:port``
+    removes the address on every node (the runner forgets it as an operator
+    would), and the tombstone goes."""
+    schedule = Schedule(
+        seed=103704, size=3, disk=(False, True, True), skew=(567, 400, 499), unlisted=(),
+        steps=(
+            Crash(node="n2"),
+            Forget(node="n2", by="n1"),
+            Crash(node="n1"),
+            Restart(node="n3", mode="empty-dir", fresh_id=False, skew_ms=None),
+            Advance(seconds=5.0),
+            Delete(node="n3", key=1),
+        ),
+    )
+    runner = Runner(schedule)
+    assert runner.run() == []
+    assert all(node.membership.is_removed("127.0.0.1:7001")
+               for node in runner.cluster.nodes.values())
+
+
 def test_a_flush_made_in_the_millisecond_of_a_transaction_keeps_it_whole() -> None:
     """Seed 100231's shrunk replay (one of three atomic failures in the first
     1,000 seeds of a 10,000-seed run): n2's flush floor, its fresh version,

@@ -31,6 +31,8 @@ from distkv.cluster.membership import (
     REPLACED,
     Member,
     Membership,
+    derived_node_id,
+    split_address,
 )
 from distkv.cluster.peers import PeerLink
 from distkv.cluster.replication import Replication, same_host
@@ -40,6 +42,8 @@ from distkv.store.hlc import Version
 log = Logger()
 
 Refusal = Tuple[str, str]
+
+_FORGET_SELF = "ERR I tried hard but I can't forget myself..."
 
 
 class MemberLinks:
@@ -204,14 +208,58 @@ class MemberLinks:
     # -- commands -------------------------------------------------------------
 
     def forget(self, node: str) -> Optional[str]:
-        """``CLUSTER FORGET node``: None, or the error to reply."""
+        """``CLUSTER FORGET node``: None, or the error to reply. ``node`` is a
+        node id, or else the ``host:port`` of members or of a peer address."""
         if node == self.own:
-            return "ERR I tried hard but I can't forget myself..."
+            return _FORGET_SELF
         current = self.membership.get(node)
-        if current is None or current.state == REMOVED:
-            return f"ERR Unknown node {node}"
-        self.membership.remove(node, self._stamp(current.version))
-        log.info("Node {node} forgotten: removed from the cluster for good", node=node)
+        if current is not None and current.state != REMOVED:
+            self._remove(current)
+            return None
+        address = split_address(node) if current is None else None
+        if address is not None:
+            return self._forget_address(*address, asked=node)
+        return f"ERR Unknown node {node}"
+
+    def _remove(self, member: Member) -> None:
+        self.membership.remove(member.node, self._stamp(member.version))
+        log.info("Node {node} forgotten: removed from the cluster for good", node=member.node)
+
+    def _forget_address(self, host: str, port: int, asked: str) -> Optional[str]:
+        """``CLUSTER FORGET host:port``: every member listed at that address
+        is removed; with none, a peer address this node dials is removed
+        under the id a memory-only node there would take (its address), so
+        that the removal travels like any other, every member stops dialling
+        the address, and an address that never answered (its node gone for
+        good before anyone learned its id) no longer holds purging back."""
+        dialled = [link for link in self.replication.links.values()
+                   if link.dials and link.port == port and same_host(link.host, host)]
+        answered = {link.remote.node for link in dialled if link.remote is not None}
+        there = [member for member in self.membership.listing()
+                 if member.state == MEMBER and (member.node in answered or (
+                     member.port == port and member.address is not None
+                     and same_host(member.host, host)))]
+        if any(member.node == self.own for member in there) \
+                or any(link.is_self for link in dialled):
+            return _FORGET_SELF
+        for member in there:
+            self._remove(member)
+        if there:
+            return None
+        if all(link.remote is not None for link in dialled):
+            return f"ERR Unknown node {asked}"  # nothing listed there, nothing unanswered
+        node = derived_node_id(host, port)
+        current = self.membership.get(node)
+        if current is not None and current.state == REMOVED:
+            self._drop_links(current)  # removed already: only the dialling was left
+            return None
+        stamp = self._stamp(current.version if current is not None else None)
+        self.membership.merge([Member(node, REMOVED, stamp, host, port, stamp)],
+                              lambda above: above)
+        if not self.membership.is_removed(node):
+            return f"ERR the member list is full ({MAX_MEMBERS} entries)"
+        log.info("Peer address {host}:{port} forgotten: removed from the cluster for good "
+                 "as node {node}", host=host, port=port, node=node)
         return None
 
     def leave(self) -> str:

@@ -83,6 +83,18 @@ def merge_entries(a: Member, b: Member) -> Member:
                   address_from.host, address_from.port, address_from.address_version)
 
 
+def split_address(text: str) -> Optional[Tuple[str, int]]:
+    """``host:port`` (or ``[v6]:port``) -> (host, port); None if it is not
+    one (no port, a port outside 1-65535, whitespace in the host)."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or any(c.isspace() for c in host):
+        return None
+    port = int(port_text)
+    return (host, port) if 0 < port < 65536 else None
+
+
 def derived_node_id(host: str, port: int) -> str:
     """The default id of a node that keeps no data dir: its address, so a
     restart at the same address comes back under the same id."""

@@ -26,6 +26,7 @@ import tempfile
 import traceback
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from distkv.cluster.membership import derived_node_id
 from distkv.cluster.wire import RoundMark
 from distkv.disk.datafile import FILENAME
 from distkv.front.commands import LOADING, Error, Pending
@@ -532,6 +533,26 @@ class Runner:
         check shows whether it did."""
         for name in self.gone:
             self._forget_ids(name, None)
+            self._forget_address(name)
+
+    def _forget_address(self, name: str) -> None:
+        """CLUSTER FORGET ``host:port`` of the departed ``name``, on a running
+        node that still dials that address unanswered when no id of it is left
+        to forget (every node that knew one restarted without it), as an
+        operator would: such an address holds purging back (README,
+        "Membership"). A removal some node holds reaches the others by itself."""
+        assert self.cluster is not None
+        nodes = self.cluster.nodes
+        port = self.cluster.ports[name]
+        address = f"127.0.0.1:{port}"
+        if any(node.membership.is_removed(derived_node_id("127.0.0.1", port))
+               for node in nodes.values()):
+            return
+        for other in sorted(nodes):
+            if any(link.dials and link.remote is None and link.port == port
+                   for link in nodes[other].replication.links.values()):
+                nodes[other].member_links.forget(address)
+                return
 
     # -- the end -------------------------------------------------------------
 
