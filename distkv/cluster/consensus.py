@@ -14,10 +14,11 @@ the key's current value; the function gives the new value. *Accept*: ``V(key,
 (new, b))`` to every member; an acceptor stores it unless it promised above
 ``b`` or holds ``b`` or newer, and answers once it is committed. A majority of
 acceptances and the operation is done. A read whose majority answered one
-identical version returns it without the second phase (that value is chosen:
-any later majority sees it or newer). **Why it is safe** (Paxos's argument,
-ballots being versions): say ``(v, b)`` was accepted by a majority ``Q``. Any
-proposer with ``b' > b`` whose majority ``Q'`` promised meets ``Q`` in an
+identical version, each *settled* (below), returns it without the second
+phase; any other read writes the value it read back at its own ballot (an
+accept phase with the same value) before it answers. **Why it is safe**
+(Paxos's argument, ballots being versions): say ``(v, b)`` was accepted by
+a majority ``Q``. Any proposer with ``b' > b`` whose majority ``Q'`` promised meets ``Q`` in an
 acceptor that accepted ``b`` before promising ``b'`` (after, it would have
 refused ``b``), so it answers a version ``>= b`` (an entry's version never goes
 down), and below ``b'`` (or it would have refused); by induction on ballots
@@ -28,7 +29,26 @@ version ``c`` always holds the value proposed at ballot ``c`` (one proposal per
 ballot: the node id is in it, and a restarted node proposes nothing until its
 clock passes the acceptor's restart floor, above every ballot it made before),
 which is why an accepted entry may also travel by replication and anti-entropy
-without harm. A flush raises a *floor* version below which every entry is gone
+without harm to that argument. But an entry merged that way skips the
+acceptor's promises, so being on a majority does not make it chosen: say ``(2,
+c)`` was accepted by A only (its coordinator died), B and C had promised ``d >
+c`` to a coordinator that read the older ``(1, b)`` and has C accept ``(f(1),
+d)``; anti-entropy brings ``(2, c)`` to B. A and B now agree on ``(2, c)``, and
+a read that answered 2 from them in one phase could be followed by one through
+A and C that finds ``(f(1), d)`` newest and answers it: 2 then 1 (with ``f``
+the identity: a read's own write-back). So the one-phase read counts only
+*settled* entries: an acceptor answers its entry as settled when no ballot
+above its version was promised there before it arrived (absent; no promise
+above it now; or known so since: an accept taken there, or an earlier prepare
+that found it settled; promises a restart forgot were at most its restart
+floor). **Why the one-phase read is safe:** say it read ``(w, c)`` settled from
+a majority ``Q``; take any proposal at ``d > c``, prepared by a majority ``S``,
+and ``X`` in ``Q`` and ``S``. ``X`` cannot have promised ``d`` before ``(w,
+c)`` arrived (the entry would not be settled: a promise leaves only when the
+version reaches it), so it promised ``d`` while holding ``(w, c)`` (its version
+was ``c`` then and at the read) and answered it: by induction on ``d`` the
+newest answer ``d`` saw is ``w`` or computed from it, as for a chosen value.
+A flush raises a *floor* version below which every entry is gone
 (see ``Store.raise_floor``): it acts as a write of "absent" at the floor to
 every key, so each promise carries its acceptor's floor, the proposer learns
 the highest one (raising its own store's) and counts every answered entry
