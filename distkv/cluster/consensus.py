@@ -90,7 +90,15 @@ from distkv.cluster import paxoswire, wire
 from distkv.cluster.acceptor import Acceptor
 from distkv.disk.journal import Batch
 from distkv.store.hlc import HybridClock, Version
-from distkv.store.store import Entry, expired, expires_of, make_entry, mark_of, newer
+from distkv.store.store import (
+    Entry,
+    expired,
+    expires_of,
+    make_entry,
+    mark_of,
+    newer,
+    version_of,
+)
 
 log = Logger()
 
@@ -140,7 +148,7 @@ class _Op:
     __slots__ = ("key", "change", "done", "writes", "ballot", "id", "accepting", "promises",
                  "refused", "absent", "accepted", "value", "reply", "attempts", "timer",
                  "sent_write", "beaten", "size", "need", "asked", "over", "retry", "writing",
-                 "floor")
+                 "floor", "unsettled")
 
     def __init__(self, key: bytes, change: Change, done: Done, writes: bool) -> None:
         self.key = key
@@ -172,6 +180,8 @@ class _Op:
         self.writing = False
         #: The highest flush floor among this attempt's promises.
         self.floor = Version(0, 0, "")
+        #: The members whose promise answered an entry not settled there.
+        self.unsettled: Set[str] = set()
 
 
 class Proposer:
@@ -239,6 +249,7 @@ class Proposer:
         op.accepting = op.writing = False
         op.promises, op.refused, op.absent, op.accepted = {}, set(), set(), set()
         op.floor = Version(0, 0, "")
+        op.unsettled = set()
         op.asked = senders
         self._ops[op.id] = op
         frame = paxoswire.encode_prepare(op.id, op.key, op.ballot)
@@ -262,6 +273,8 @@ class Proposer:
             op.promises[node] = entry
             if floor > op.floor:
                 op.floor = floor
+            if entry is not None and seen > version_of(entry):
+                op.unsettled.add(node)  # merged past a higher promise: maybe not chosen
         else:
             _declined(op, node, status, seen)
         if len(op.promises) >= op.need:
@@ -316,7 +329,9 @@ class Proposer:
         if isinstance(value, _Keep):
             mark = None if newest is None else mark_of(newest)
             held = [None if e is None else mark_of(e) for e in promises.values()]
-            if not stale and all(m == mark for m in held):
+            # One phase only on a majority agreeing on one settled entry
+            # (see the module's doc); else the value read is written back.
+            if not stale and not op.unsettled and all(m == mark for m in held):
                 self.fast_reads += 1
                 if newest is not None:  # the members that did not answer it: repaired
                     self._spread(op, newest, {node for node, entry in promises.items()
