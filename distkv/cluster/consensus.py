@@ -205,6 +205,9 @@ class Proposer:
         #: Counters for INFO.
         self.met = 0
         self.fast_reads = 0
+        #: Reads whose majority agreed on an entry some member held unsettled:
+        #: written back rather than answered in one phase.
+        self.unsettled_reads = 0
         self.conflicts = 0
         self.indeterminate = 0
         self.unavailable = 0
@@ -331,7 +334,10 @@ class Proposer:
             held = [None if e is None else mark_of(e) for e in promises.values()]
             # One phase only on a majority agreeing on one settled entry
             # (see the module's doc); else the value read is written back.
-            if not stale and not op.unsettled and all(m == mark for m in held):
+            agreed = not stale and all(m == mark for m in held)
+            if agreed and op.unsettled:
+                self.unsettled_reads += 1
+            if agreed and not op.unsettled:
                 self.fast_reads += 1
                 if newest is not None:  # the members that did not answer it: repaired
                     self._spread(op, newest, {node for node, entry in promises.items()
