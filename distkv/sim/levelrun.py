@@ -90,9 +90,10 @@ class _Client:
 def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
         ops: int = 30, keys: Sequence[bytes] = (b"k0", b"k1"), writers: Optional[int] = None,
         partitions: bool = True, crashes: bool = True,
-        quorum_timeout: float = 0.2) -> Recorded:
+        quorum_timeout: float = 0.2, sync_interval: float = 10.0) -> Recorded:
     """Run ``clients`` clients of ``ops`` requests each at ``level``; only the
-    first ``writers`` of them write (None: all)."""
+    first ``writers`` of them write (None: all); ``sync_interval`` is the
+    anti-entropy period at LINEARIZABLE."""
     rng = random.Random(seed)
     linear = level.upper() == b"LINEARIZABLE"
     options: Dict[str, Any] = {"sync_interval": 3600.0}
@@ -101,7 +102,7 @@ def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
         # rounds within the final settling, which is how a value some
         # acceptors took reaches the others when its coordinator crashed
         # before sending it on.
-        options = {"max_clock_skew": 1.0, "sync_interval": 10.0,
+        options = {"max_clock_skew": 1.0, "sync_interval": sync_interval,
                    "skew_ms": {f"n{i + 1}": rng.randint(-300, 300) for i in range(size)}}
     cluster = SimulatedCluster(size, quorum_timeout=quorum_timeout, **options)
     net = cluster.net
@@ -290,10 +291,11 @@ def main(argv: List[str]) -> int:
     first = int(argv[0]) if argv else 0
     count = int(argv[1]) if len(argv) > 1 else 100
     level = argv[2].upper().encode() if len(argv) > 2 else b"QUORUM"
+    sync = float(argv[3]) if len(argv) > 3 else 10.0
     bad = unsettled = 0
     for seed in range(first, first + count):
         if level == b"LINEARIZABLE":
-            recorded = run(seed, level=level)
+            recorded = run(seed, level=level, sync_interval=sync)
             unsettled += recorded.unsettled_reads
             problems = check_linearizable(recorded)
         else:
