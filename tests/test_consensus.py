@@ -98,6 +98,46 @@ def test_promises_are_bounded_and_a_dropped_one_binds_every_key() -> None:
     assert acc.accept(b"zzz", make_entry(b"v", ballot(9)))[0] == REFUSED
 
 
+def test_a_promise_says_whether_the_entry_it_answers_is_settled() -> None:
+    """An entry merged (as replication or anti-entropy do) past a higher
+    promise is answered with that promise as ``seen``: not settled, so no
+    one-phase read. Absent, merged with no higher promise, or taken by an
+    accept, it is settled (``seen`` ZERO), and stays so under the promises
+    later reads leave behind."""
+    acc = acceptor()
+    assert acc.prepare(b"k", ballot(20)) == (OK, ZERO, None)  # nothing held: settled
+    merged = make_entry(b"2", ballot(15))
+    acc.store.apply(b"k", merged)  # anti-entropy: no promise asked
+    assert acc.prepare(b"k", ballot(30)) == (OK, ballot(20), merged)
+    assert acc.prepare(b"k", ballot(40)) == (OK, ballot(30), merged)  # still not
+    written_back = make_entry(b"2", ballot(40))
+    assert acc.accept(b"k", written_back) == (OK, ZERO, None)
+    assert acc.prepare(b"k", ballot(50)) == (OK, ZERO, written_back)
+    assert acc.prepare(b"k", ballot(60)) == (OK, ZERO, written_back)  # read's promise left
+    quiet = make_entry(b"q", ballot(5))
+    acc.store.apply(b"q", quiet)  # no promise for it at all: settled
+    assert acc.prepare(b"q", ballot(70)) == (OK, ZERO, quiet)
+    assert acc.prepare(b"q", ballot(80)) == (OK, ZERO, quiet)  # remembered
+
+
+def test_promises_a_restart_or_the_bound_forgot_unsettle_older_entries() -> None:
+    """A restarted acceptor may have promised anything up to its floor
+    before: an entry at or below it is not settled until written back; one
+    above it is. A promise pushed out into ``dropped`` counts the same."""
+    acc = acceptor(floor=WALL + 100)
+    old, new = make_entry(b"o", ballot(100, 5, "z")), make_entry(b"n", ballot(101))
+    acc.store.apply(b"old", old)
+    acc.store.apply(b"new", new)
+    assert acc.prepare(b"old", ballot(200)) == (OK, Version(WALL + 101, 0, ""), old)
+    assert acc.prepare(b"new", ballot(200)) == (OK, ZERO, new)
+    bounded = acceptor(most=1)
+    bounded.prepare(b"a", ballot(10))
+    bounded.prepare(b"b", ballot(3))  # pushes a's promise out: dropped is 10
+    held = make_entry(b"v", ballot(8))
+    bounded.store.apply(b"c", held)
+    assert bounded.prepare(b"c", ballot(20)) == (OK, ballot(10), held)
+
+
 def test_an_accept_the_store_refuses_is_refused() -> None:
     """An accept the store does not take (below a flush) is answered
     refused, never OK, naming the flush floor: the proposer's next ballot

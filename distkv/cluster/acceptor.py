@@ -17,7 +17,10 @@ loads its data, or has not resynced since a restart without a data dir,
 refuses). A ballot at or below the store's flush floor is refused with the
 floor as what beat it (no entry below it could be stored, and the proposer
 retries above it), and a promise's answer carries the floor (see
-:meth:`distkv.node.Node.consensus_prepare`).
+:meth:`distkv.node.Node.consensus_prepare`). A promise's ``seen`` (unused
+by a refusal's meaning) says whether the entry it answers is *settled*: ZERO
+if so, else a ballot promised here above it (see :meth:`Acceptor._unsettled`);
+only settled entries let a read finish in one phase.
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ class Acceptor:
         self.floor_ms = floor_ms
         self.most = most
         self.promises: Dict[bytes, Version] = {}
+        #: The version each key (its promise slot) held when it was last known
+        #: *settled* here (see :meth:`prepare`); bounded like the promises.
+        self.settled: Dict[bytes, Version] = {}
         #: Every key counts as having promised this (see the module's doc).
         self.dropped = ZERO
         #: Counters for INFO.
@@ -89,13 +95,14 @@ class Acceptor:
             return unfit
         entry = self.store.entry(key)
         slot = _promised_as(key)
+        prior = max(self.promises.get(slot, ZERO), self.dropped)
         # Below the flush floor nothing could be accepted: refused, naming
         # the floor, so that the proposer's next ballot is above it.
-        beaten = max(self.promises.get(slot, ZERO), self.dropped, self.store.flushed,
-                     ZERO if entry is None else version_of(entry))
+        beaten = max(prior, self.store.flushed, ZERO if entry is None else version_of(entry))
         if ballot <= beaten:
             self.refused += 1
             return (REFUSED, beaten, None)
+        unsettled = self._unsettled(slot, entry, prior)
         promises = self.promises
         promises.pop(slot, None)  # re-inserted last: the dict's order is their age
         promises[slot] = ballot
@@ -105,7 +112,47 @@ class Acceptor:
         self.promised += 1
         # This node's own next ballots start above it: fewer refusals.
         self.store.clock.observe(ballot, count=False)
-        return (OK, ZERO, entry)
+        return (OK, unsettled, entry)
+
+    def _unsettled(self, slot: bytes, entry: Optional[Entry], prior: Version) -> Version:
+        """ZERO if ``entry`` is *settled* here, else a ballot promised above it.
+
+        An entry is settled when no ballot above its version was promised
+        here before it arrived. Replication, anti-entropy and read repair
+        merge entries without asking the promises, so an entry a coordinator
+        got accepted by one acceptor only can reach a majority that had
+        promised a higher ballot to a coordinator who computed its value from
+        an older one (and may still get it accepted somewhere): that entry is
+        on a majority yet not chosen, and a read must write it back rather
+        than answer it in one phase (see :mod:`distkv.cluster.consensus`).
+        Settled: absent (nothing is older), no promise above the version now
+        (a promise leaves only once the version reaches it, or into
+        ``dropped``, which counts), or known settled before (an accept taken
+        here, or an earlier prepare that found it so). Promises lost in a
+        restart were at most ``floor_ms``: an entry not above it is settled
+        only once known so since the restart.
+        """
+        if entry is None:
+            return ZERO
+        version = version_of(entry)
+        if self.settled.get(slot) == version:
+            self._remember(slot, version)
+            return ZERO
+        floor = self.floor_ms()
+        forgotten = Version(floor + 1, 0, "") if floor > 0 else ZERO
+        above = max(prior, forgotten)
+        if above > version:
+            return above
+        self._remember(slot, version)
+        return ZERO
+
+    def _remember(self, slot: bytes, version: Version) -> None:
+        """``slot``'s entry of ``version`` is settled here."""
+        settled = self.settled
+        settled.pop(slot, None)  # re-inserted last: the dict's order is their age
+        settled[slot] = version
+        if len(settled) > self.most:
+            del settled[next(iter(settled))]
 
     def accept(self, key: bytes, entry: Entry) -> Answer:
         """Store ``entry`` (its version the ballot) unless a higher ballot was
@@ -130,7 +177,10 @@ class Acceptor:
             self.refused += 1
             return (REFUSED, max(self.store.flushed, ZERO if now is None else version_of(now)),
                      None)
+        slot = _promised_as(key)
         if promised != ZERO and promised <= ballot:
-            del self.promises[_promised_as(key)]  # the entry's version holds it from now on
+            del self.promises[slot]  # the entry's version holds it from now on
+        # Taken at or above every promise (and above the restart floor): settled.
+        self._remember(slot, ballot)
         self.accepted += 1
         return (OK, ZERO, None)

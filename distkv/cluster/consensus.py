@@ -14,10 +14,11 @@ the key's current value; the function gives the new value. *Accept*: ``V(key,
 (new, b))`` to every member; an acceptor stores it unless it promised above
 ``b`` or holds ``b`` or newer, and answers once it is committed. A majority of
 acceptances and the operation is done. A read whose majority answered one
-identical version returns it without the second phase (that value is chosen:
-any later majority sees it or newer). **Why it is safe** (Paxos's argument,
-ballots being versions): say ``(v, b)`` was accepted by a majority ``Q``. Any
-proposer with ``b' > b`` whose majority ``Q'`` promised meets ``Q`` in an
+identical version, each *settled* (below), returns it without the second
+phase; any other read writes the value it read back at its own ballot (an
+accept phase with the same value) before it answers. **Why it is safe**
+(Paxos's argument, ballots being versions): say ``(v, b)`` was accepted by
+a majority ``Q``. Any proposer with ``b' > b`` whose majority ``Q'`` promised meets ``Q`` in an
 acceptor that accepted ``b`` before promising ``b'`` (after, it would have
 refused ``b``), so it answers a version ``>= b`` (an entry's version never goes
 down), and below ``b'`` (or it would have refused); by induction on ballots
@@ -28,7 +29,26 @@ version ``c`` always holds the value proposed at ballot ``c`` (one proposal per
 ballot: the node id is in it, and a restarted node proposes nothing until its
 clock passes the acceptor's restart floor, above every ballot it made before),
 which is why an accepted entry may also travel by replication and anti-entropy
-without harm. A flush raises a *floor* version below which every entry is gone
+without harm to that argument. But an entry merged that way skips the
+acceptor's promises, so being on a majority does not make it chosen: say ``(2,
+c)`` was accepted by A only (its coordinator died), B and C had promised ``d >
+c`` to a coordinator that read the older ``(1, b)`` and has C accept ``(f(1),
+d)``; anti-entropy brings ``(2, c)`` to B. A and B now agree on ``(2, c)``, and
+a read that answered 2 from them in one phase could be followed by one through
+A and C that finds ``(f(1), d)`` newest and answers it: 2 then 1 (with ``f``
+the identity: a read's own write-back). So the one-phase read counts only
+*settled* entries: an acceptor answers its entry as settled when no ballot
+above its version was promised there before it arrived (absent; no promise
+above it now; or known so since: an accept taken there, or an earlier prepare
+that found it settled; promises a restart forgot were at most its restart
+floor). **Why the one-phase read is safe:** say it read ``(w, c)`` settled from
+a majority ``Q``; take any proposal at ``d > c``, prepared by a majority ``S``,
+and ``X`` in ``Q`` and ``S``. ``X`` cannot have promised ``d`` before ``(w,
+c)`` arrived (the entry would not be settled: a promise leaves only when the
+version reaches it), so it promised ``d`` while holding ``(w, c)`` (its version
+was ``c`` then and at the read) and answered it: by induction on ``d`` the
+newest answer ``d`` saw is ``w`` or computed from it, as for a chosen value.
+A flush raises a *floor* version below which every entry is gone
 (see ``Store.raise_floor``): it acts as a write of "absent" at the floor to
 every key, so each promise carries its acceptor's floor, the proposer learns
 the highest one (raising its own store's) and counts every answered entry
@@ -70,7 +90,15 @@ from distkv.cluster import paxoswire, wire
 from distkv.cluster.acceptor import Acceptor
 from distkv.disk.journal import Batch
 from distkv.store.hlc import HybridClock, Version
-from distkv.store.store import Entry, expired, expires_of, make_entry, mark_of, newer
+from distkv.store.store import (
+    Entry,
+    expired,
+    expires_of,
+    make_entry,
+    mark_of,
+    newer,
+    version_of,
+)
 
 log = Logger()
 
@@ -120,7 +148,7 @@ class _Op:
     __slots__ = ("key", "change", "done", "writes", "ballot", "id", "accepting", "promises",
                  "refused", "absent", "accepted", "value", "reply", "attempts", "timer",
                  "sent_write", "beaten", "size", "need", "asked", "over", "retry", "writing",
-                 "floor")
+                 "floor", "unsettled")
 
     def __init__(self, key: bytes, change: Change, done: Done, writes: bool) -> None:
         self.key = key
@@ -152,6 +180,8 @@ class _Op:
         self.writing = False
         #: The highest flush floor among this attempt's promises.
         self.floor = Version(0, 0, "")
+        #: The members whose promise answered an entry not settled there.
+        self.unsettled: Set[str] = set()
 
 
 class Proposer:
@@ -175,6 +205,9 @@ class Proposer:
         #: Counters for INFO.
         self.met = 0
         self.fast_reads = 0
+        #: Reads whose majority agreed on an entry some member held unsettled:
+        #: written back rather than answered in one phase.
+        self.unsettled_reads = 0
         self.conflicts = 0
         self.indeterminate = 0
         self.unavailable = 0
@@ -219,6 +252,7 @@ class Proposer:
         op.accepting = op.writing = False
         op.promises, op.refused, op.absent, op.accepted = {}, set(), set(), set()
         op.floor = Version(0, 0, "")
+        op.unsettled = set()
         op.asked = senders
         self._ops[op.id] = op
         frame = paxoswire.encode_prepare(op.id, op.key, op.ballot)
@@ -242,6 +276,8 @@ class Proposer:
             op.promises[node] = entry
             if floor > op.floor:
                 op.floor = floor
+            if entry is not None and seen > version_of(entry):
+                op.unsettled.add(node)  # merged past a higher promise: maybe not chosen
         else:
             _declined(op, node, status, seen)
         if len(op.promises) >= op.need:
@@ -296,7 +332,12 @@ class Proposer:
         if isinstance(value, _Keep):
             mark = None if newest is None else mark_of(newest)
             held = [None if e is None else mark_of(e) for e in promises.values()]
-            if not stale and all(m == mark for m in held):
+            # One phase only on a majority agreeing on one settled entry
+            # (see the module's doc); else the value read is written back.
+            agreed = not stale and all(m == mark for m in held)
+            if agreed and op.unsettled:
+                self.unsettled_reads += 1
+            if agreed and not op.unsettled:
                 self.fast_reads += 1
                 if newest is not None:  # the members that did not answer it: repaired
                     self._spread(op, newest, {node for node, entry in promises.items()

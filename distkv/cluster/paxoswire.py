@@ -16,8 +16,12 @@ out as in a ``T`` frame (see :mod:`distkv.cluster.consensus` for the rules)::
                                    refused, ``seen`` is the promise, version
                                    or flush floor that beat the ballot; 2: not
                                    ready (loading, or restarted too recently);
-                                   ``seen`` is the empty version unless
-                                   refused, ``floor`` unless promised)
+                                   promised, ``seen`` is the empty version if
+                                   the entry is settled there, else a ballot
+                                   promised above it (see
+                                   :mod:`distkv.cluster.acceptor`); not ready,
+                                   it is empty; ``floor`` is empty unless
+                                   promised)
     V id:u64 count:u32 entry      (accept: store this entry, whose version is
                                    the ballot; ``count`` is 1; never a counter)
     v id:u64 status:u8 seen:version
