@@ -74,9 +74,10 @@ def make_certificates(directory):
     return {name: os.path.join(directory, name) for name in ("ca.pem", "node.crt", "node.key")}
 
 
-def redis_benchmark(port, n, pipeline, tls_ca=None, clients=50, timeout=600):
+def redis_benchmark(port, n, pipeline, tls_ca=None, clients=50, timeout=600, cpus=None):
     """One run: {test: {rps, ...}}, plus the lines that were not results."""
-    argv = ["redis-benchmark", "-h", HOST, "-p", str(port), "-q", "--csv", "-t", "set,get",
+    argv = ["taskset", "-c", cpus] if cpus else []
+    argv += ["redis-benchmark", "-h", HOST, "-p", str(port), "-q", "--csv", "-t", "set,get",
             "-n", str(n), "-c", str(clients), "-P", str(pipeline)]
     if tls_ca:
         argv += ["--tls", "--cacert", tls_ca]
@@ -137,6 +138,9 @@ def main():
     parser.add_argument("--no-redis", action="store_true", help="skip redis-server")
     parser.add_argument("--json", help="save every run here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--pin", action="store_true",
+                        help="servers on the first core, redis-benchmark on the others "
+                             "(so the client's own TLS does not take the server's core)")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.rounds = 30000, 2
@@ -169,17 +173,27 @@ def main():
                             ("redis tls", "redis", rtls, certs["ca.pem"], redis.pid)]
             else:
                 print("redis-server --tls-port does not work here: no redis figures")
+        client_cpus = None
+        if args.pin:
+            cores = sorted(os.sched_getaffinity(0))
+            if len(cores) < 2:
+                sys.exit("--pin needs at least two cores")
+            for _name, _, _port, _ca, pid in targets:
+                os.sched_setaffinity(pid, {cores[0]})
+            client_cpus = ",".join(str(c) for c in cores[1:])
+            print("servers pinned to core %d, redis-benchmark to %s" % (cores[0], client_cpus))
         print("load %.2f, %d cores, %s %s, commit %s" % (
             loadavg(), os.cpu_count(), platform.python_implementation(),
             platform.python_version(), commit()), flush=True)
         for _name, _, tport, ca, _pid in targets:  # warm-up, not recorded
-            redis_benchmark(tport, max(10000, args.requests // 10), 16, ca)
+            redis_benchmark(tport, max(10000, args.requests // 10), 16, ca, cpus=client_cpus)
         runs = []
         for rnd in range(args.rounds):
             for pipeline in (1, 16):
                 for name, _, tport, ca, pid in targets:
                     began, cpu = time.monotonic(), cpu_seconds(pid)
-                    rows, other, rc = redis_benchmark(tport, args.requests, pipeline, ca)
+                    rows, other, rc = redis_benchmark(tport, args.requests, pipeline, ca,
+                                                      cpus=client_cpus)
                     # The server's own CPU time per request (SET and GET runs): less
                     # moved by other load on the machine than req/s.
                     cpu_us = (cpu_seconds(pid) - cpu) * 1e6 / (2 * args.requests)
