@@ -106,13 +106,14 @@ class TlsServer(Protocol):
             self._fail(Failure(e))
             return
         self._handshaken = True
-        self._open = not self._closing
+        self._open = True  # for what was written before, even if closing since
         self._flush()
         early, self._early = self._early, []
         if early:
-            self._encrypt(b"".join(early))
+            self.write(b"".join(early))
         if self._failure is not None:
             return
+        self._open = not self._closing
         if self._closing:
             self._shutdown()
             return
@@ -186,14 +187,6 @@ class TlsServer(Protocol):
         if self._closing or self._lost or self._failure is not None or not data:
             return
         self._early.append(bytes(data))  # before the handshake's end
-
-    def _encrypt(self, data: bytes) -> None:
-        try:
-            self._tls_write(data)
-        except ssl.SSLError as e:
-            self._fail(Failure(e))
-            return
-        self._send(self._out_read())
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
