@@ -70,6 +70,15 @@ class Client:
         self.server.dataReceived(self.outgoing.read())  # our Finished (TLS 1.3)
         self.take()
 
+    def hello(self) -> None:
+        """Send the ClientHello and take the server's reply to it."""
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        self.server.dataReceived(self.outgoing.read())
+        self.take()
+
     def records(self, *messages: bytes) -> bytes:
         for message in messages:
             self.tls.write(message)
@@ -275,3 +284,98 @@ def test_the_front_door_hands_the_tls_transport_to_the_client_protocol(ca: Autho
     server.dataReceived(client.records(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n",
                                        b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"))
     assert client.read() == b"+OK\r\n$1\r\nv\r\n"
+
+
+def test_records_that_come_with_the_handshakes_end_reach_the_protocol(ca: Authority) -> None:
+    """Requests the client sends in the same TCP read as its Finished message
+    are delivered once the handshake completes, not left waiting for more bytes."""
+    server, tcp, inner = serve(ca)
+    client = Client(server, tcp, ca.path)
+    client.hello()
+    client.tls.do_handshake()  # TLS 1.3: the client is done after the server's flight
+    server.dataReceived(client.outgoing.read() + client.records(b"PING\r\n", b"GET a\r\n"))
+    assert b"".join(inner.received) == b"PING\r\nGET a\r\n"
+    server.write(b"+PONG\r\n")
+    assert client.read() == b"+PONG\r\n"
+
+
+def test_requests_of_several_full_records_in_one_read_all_arrive(ca: Authority) -> None:
+    """A request larger than one record (three full 16 KiB records and a short
+    one) sent in one read reaches the protocol whole and in order, and so does
+    an exactly 16 KiB one followed by a small one."""
+    server, tcp, inner = serve(ca)
+    client = Client(server, tcp, ca.path)
+    client.handshake()
+    big = bytes(range(256)) * 200 + b"end\r\n"  # 51,205 bytes
+    server.dataReceived(client.records(big))
+    assert b"".join(inner.received) == big
+    del inner.received[:]
+    exact = b"x" * (16 << 10)
+    server.dataReceived(client.records(exact, b"PING\r\n"))
+    assert b"".join(inner.received) == exact + b"PING\r\n"
+
+
+def test_a_large_reply_and_pipelined_replies_arrive_whole_and_in_order(ca: Authority) -> None:
+    """A 1 MiB reply and a hundred small replies written in turn reach the
+    client complete and in order (each write is encrypted and sent at once)."""
+    server, tcp, _ = serve(ca)
+    client = Client(server, tcp, ca.path)
+    client.handshake()
+    big = b"$1048576\r\n" + b"v" * (1 << 20) + b"\r\n"
+    server.write(big)
+    for i in range(100):
+        server.write(b":%d\r\n" % i)
+    assert client.read() == big + b"".join(b":%d\r\n" % i for i in range(100))
+
+
+def test_a_protocol_closing_mid_read_gets_no_more_requests(ca: Authority) -> None:
+    """When the protocol closes while handling the first of several records
+    in one read (a QUIT), the rest are not handed to it and its later writes
+    are dropped; the close_notify follows what it wrote before closing."""
+    server, tcp, inner = serve(ca)
+    client = Client(server, tcp, ca.path)
+    client.handshake()
+
+    def quit_on_first(data: bytes) -> None:
+        inner.received.append(data)
+        server.write(b"+OK\r\n")
+        server.loseConnection()
+
+    inner.dataReceived = quit_on_first  # type: ignore[method-assign]
+    server.dataReceived(client.records(b"QUIT\r\n", b"GET a\r\n"))
+    assert inner.received == [b"QUIT\r\n"]
+    server.write(b"late\r\n")
+    assert client.read() == b"+OK\r\n"
+    assert client.tls.unwrap() is None  # the close_notify came
+    assert tcp.disconnecting
+
+
+def test_a_connection_lost_during_the_handshake_ends_it_once(ca: Authority) -> None:
+    """A client that goes away in the middle of the handshake: the protocol's
+    connectionLost gets the TCP reason, bytes after it and writes are ignored,
+    and nothing reaches the protocol as data."""
+    server, tcp, inner = serve(ca)
+    client = Client(server, tcp, ca.path)
+    client.hello()
+    server.write(b"-ERR early\r\n")
+    server.connectionLost(Failure(ConnectionError("reset")))
+    assert inner.lost is not None and inner.lost.check(ConnectionError)
+    tcp.clear()
+    client.tls.do_handshake()
+    server.dataReceived(client.outgoing.read() + client.records(b"PING\r\n"))
+    server.write(b"+PONG\r\n")
+    assert inner.received == [] and tcp.value() == b""
+
+
+def test_abort_during_the_handshake_aborts_the_tcp_connection(ca: Authority) -> None:
+    """abortConnection before the handshake ends aborts the TCP connection at
+    once and what was written before it is never encrypted or sent."""
+    server, tcp, inner = serve(ca)
+    client = Client(server, tcp, ca.path)
+    client.hello()
+    server.write(b"-ERR early\r\n")
+    server.abortConnection()
+    assert tcp.disconnecting
+    client.tls.do_handshake()
+    server.dataReceived(client.outgoing.read() + client.records(b"PING\r\n"))
+    assert tcp.value() == b"" and inner.received == []

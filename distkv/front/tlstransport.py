@@ -8,7 +8,13 @@ calls per request: bytes read go into an ``ssl.MemoryBIO``, and the
 ``SSLObject`` is read while the BIO or OpenSSL still holds bytes (so a
 request costs one ``read``, not a second that ends in an exception); each
 write is encrypted at once and its records sent at once
-(:func:`distkv.front.sendnow.writer`). Flow control is the TCP transport's:
+(:func:`distkv.front.sendnow.writer`). The per-request calls go straight to
+the ``SSLObject``'s C object (its ``_sslobj``, there since Python 3.5, in
+PyPy too; the ``SSLObject`` itself where it is missing), skipping one Python
+frame each, and a read shorter than a whole record's worth is known to have
+emptied OpenSSL, so ``pending()`` is asked only after a full-size read; under
+a request-reply load each of those Python frames cost as much as the
+encryption itself. Flow control is the TCP transport's:
 a producer registered here is registered there, and pausing this transport
 pauses reading from the socket. Client certificates are asked for and
 verified by OpenSSL during the handshake against the context's CA only (see
@@ -59,7 +65,16 @@ class TlsServer(Protocol):
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self._tls = factory.context.wrap_bio(self._in, self._out, server_side=True)
+        # The C object's methods, bound once: SSLObject's own are Python
+        # wrappers around them (the same arguments, results and exceptions).
+        c_tls = getattr(self._tls, "_sslobj", None) or self._tls
+        self._tls_read = c_tls.read
+        self._tls_write = c_tls.write
+        self._tls_pending = c_tls.pending
+        self._out_read = self._out.read
         self._handshaken = False
+        #: Handshaken and neither closing, lost nor failed: records flow.
+        self._open = False
         self._early: List[bytes] = []  # written before the handshake finished
         self._closing = False  # loseConnection called
         self._failure: Optional[Failure] = None
@@ -75,45 +90,65 @@ class TlsServer(Protocol):
         self.wrappedProtocol.makeConnection(cast(ITransport, self))
 
     def dataReceived(self, data: bytes) -> None:
+        if self._open:  # the hot path: one request's record, one reply's
+            self._in.write(data)
+            self._decrypt()
+            return
         if self._lost or self._failure is not None or (self._closing and self._handshaken):
             return
         self._in.write(data)
-        tls = self._tls
         try:
-            if not self._handshaken:
+            self._tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return
+        except ssl.SSLError as e:
+            self._fail(Failure(e))
+            return
+        self._handshaken = True
+        self._open = True  # for what was written before, even if closing since
+        self._flush()
+        early, self._early = self._early, []
+        if early:
+            self.write(b"".join(early))
+        if self._failure is not None:
+            return
+        self._open = not self._closing
+        if self._closing:
+            self._shutdown()
+            return
+        if self._in.pending:  # records that came with the handshake's end
+            self._decrypt()
+
+    def _decrypt(self) -> None:
+        """Hand the protocol what the records in the incoming BIO hold."""
+        read, incoming, out = self._tls_read, self._in, self._out
+        try:
+            while True:
                 try:
-                    tls.do_handshake()
-                except ssl.SSLWantReadError:
-                    self._flush()
-                    return
-                self._handshaken = True
-                self._flush()
-                early, self._early = self._early, []
-                if early:
-                    self._encrypt(b"".join(early))
-                if self._failure is not None:
-                    return
-                if self._closing:
-                    self._shutdown()
-                    return
-            incoming = self._in
-            while incoming.pending or tls.pending():
-                try:
-                    plain = tls.read(READ_SIZE)
+                    plain = read(READ_SIZE)
                 except ssl.SSLWantReadError:
                     break  # part of a record: the rest comes later
                 if not plain:  # the client's close_notify
                     self.loseConnection()
                     return
                 self.wrappedProtocol.dataReceived(plain)
-                if self._lost or self._failure is not None or self._closing:
+                if not self._open:
                     return
+                # A read shorter than asked for emptied the record OpenSSL
+                # held (a record holds at most READ_SIZE bytes of plaintext).
+                if not incoming.pending and (
+                        len(plain) < READ_SIZE or not self._tls_pending()):
+                    break
         except ssl.SSLError as e:
             self._fail(Failure(e))
-        self._flush()
+            return
+        if out.pending:  # alerts, post-handshake messages
+            self._send(self._out_read())
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
+        self._open = False
         self.wrappedProtocol.connectionLost(self._failure or reason)
 
     def _flush(self) -> None:
@@ -124,6 +159,7 @@ class TlsServer(Protocol):
     def _fail(self, failure: Failure) -> None:
         """A handshake or record failed: send the alert and close."""
         self._failure = failure
+        self._open = False
         self._flush()
         self.transport.loseConnection()  # type: ignore[union-attr]
 
@@ -139,20 +175,18 @@ class TlsServer(Protocol):
     # -- the transport the wrapped protocol sees -----------------------
 
     def write(self, data: bytes) -> None:
+        if self._open:  # the hot path: encrypt and send at once
+            if data:
+                try:
+                    self._tls_write(data)
+                except ssl.SSLError as e:
+                    self._fail(Failure(e))
+                    return
+                self._send(self._out_read())
+            return
         if self._closing or self._lost or self._failure is not None or not data:
             return
-        if not self._handshaken:
-            self._early.append(bytes(data))
-            return
-        self._encrypt(data)
-
-    def _encrypt(self, data: bytes) -> None:
-        try:
-            self._tls.write(data)
-        except ssl.SSLError as e:
-            self._fail(Failure(e))
-            return
-        self._send(self._out.read())
+        self._early.append(bytes(data))  # before the handshake's end
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
@@ -161,6 +195,7 @@ class TlsServer(Protocol):
         if self._closing or self._lost:
             return
         self._closing = True
+        self._open = False
         self.disconnecting = True
         if self._failure is not None:
             return
@@ -170,6 +205,8 @@ class TlsServer(Protocol):
 
     def abortConnection(self) -> None:
         self._closing = True
+        self._lost = True  # nothing more is read, written or answered
+        self._open = False
         self.disconnecting = True
         self.transport.abortConnection()  # type: ignore[union-attr]
 
