@@ -8,8 +8,10 @@ value, ``EXEC``) through its front door; partitions; cut, stalled and duplicated
 restarts (memory only, from the node's own data dir, from an older copy of it,
 from an empty one; under the same or a fresh node id, at the same address);
 joins through one member, CLUSTER FORGET of a dead member, LEAVE; occasional
-FLUSHALLs; INCRBYs of a few counter keys (checked slot by slot, see
-:mod:`distkv.sim.counting`); clock skew within
+FLUSHALLs; INCRBYs and INCRBYFLOATs of a few counter keys (checked slot by slot, see
+:mod:`distkv.sim.counting`); expiries (``SET`` with ``PX``/``PXAT``,
+``PEXPIRE``/``PEXPIREAT`` with ``NX``/``XX``/``GT``/``LT``, ``GETEX``,
+``PERSIST``), read back as each node's clock says; clock skew within
 ``max_clock_skew``. Running a schedule is deterministic (the global ``random``,
 which Twisted's reconnect jitter uses, is seeded too), so a failing seed
 replays exactly; :func:`shrink` removes steps, delta-debugging style, while the
@@ -54,10 +56,12 @@ from distkv.sim.schedule import (
     Crash,
     Cut,
     Delete,
+    Expire,
     Flush,
     Forget,
     Heal,
     Incr,
+    IncrFloat,
     Join,
     Leave,
     Partition,
@@ -76,7 +80,8 @@ from distkv.sim.shrink import replay, shrink
 
 __all__ = [
     "INVARIANTS", "KEYS", "MODES", "NODE_OPTIONS",
-    "Advance", "Crash", "Cut", "Delete", "Flush", "Forget", "Heal", "Incr", "Join", "Leave", "Partition",
+    "Advance", "Crash", "Cut", "Delete", "Expire", "Flush", "Forget", "Heal", "Incr", "IncrFloat", "Join",
+    "Leave", "Partition",
     "Pipeline", "Read", "Restart",
     "Schedule", "Snapshot", "Stall", "Step", "Transaction", "Write",
     "Runner", "generate", "main", "replay", "run", "shrink",

@@ -19,13 +19,17 @@ from distkv.simulate import (
     Crash,
     Cut,
     Delete,
+    Expire,
     Flush,
     Forget,
+    Heal,
     Incr,
+    IncrFloat,
     Join,
     Leave,
     Partition,
     Pipeline,
+    Read,
     Restart,
     Runner,
     Schedule,
@@ -223,7 +227,7 @@ def test_the_counter_check_finds_a_lost_increment_and_an_invented_total() -> Non
     zero = Version(0, 0, "")
     for step, total in ((1, 2), (2, 5)):
         state = make(None, 0, zero, {("n1", 10, 0): (total, 10 + step, 0)}, {})
-        counting.record(step, b"c0", counter_entry(state)).settle(None)
+        counting.record(step, b"c0", counter_entry(state), "n1").settle(None)
     held = counter_entry(make(None, 0, zero, {("n1", 10, 0): (5, 12, 0)}, {}))
     assert counting.check("n1", {b"c0": held}, zero) == []
     behind = counter_entry(make(None, 0, zero, {("n1", 10, 0): (2, 11, 0)}, {}))
@@ -233,6 +237,143 @@ def test_the_counter_check_finds_a_lost_increment_and_an_invented_total() -> Non
     assert kinds(counting.check("n1", {b"c0": (b"6",) + held[1:]}, zero)) == ["counter"]  # type: ignore[operator]
     assert kinds(counting.check("n1", {}, zero)) == ["counter", "counter"]
     assert counting.check("n1", {}, Version(11, 0, "")) == []  # both below a flush
+
+
+def test_float_increments_count_exactly_and_the_check_finds_inexact_totals() -> None:
+    """INCRBYFLOATs and INCRBYs of one key through every node, n3 cut off,
+    n1 restored from an older copy: every acknowledged one counts, each
+    answered the value its key then read, and every replica reads the exact
+    decimal sum of its slots. A slot total that is not a whole number of
+    10^-17 units is not exact, and a value that is not the exact sum is caught."""
+    from fractions import Fraction
+
+    from distkv.sim.counting import Counting, decimal, exact_units
+    from distkv.store.counter import make
+    from distkv.store.store import counter_entry
+
+    schedule = Schedule(6, 3, (True, True, True), (0, 300, -300), (
+        Incr("n3", 3, 2), IncrFloat("n1", 3, "0.1"), IncrFloat("n2", 3, "0.25"), Snapshot("n1"),
+        Incr("n3", 3, 2),
+        Partition("n3", "n1"), Partition("n3", "n2"), IncrFloat("n3", 3, "2.125"),
+        IncrFloat("n1", 3, "0.001"), Crash("n1"), Restart("n1", "older-copy"), Advance(6.0),
+        IncrFloat("n1", 3, "0.5"), Heal(), Advance(1.0), IncrFloat("n2", 3, "1.5"),
+    ))
+    runner = Runner(schedule)
+    assert runner.run() == []
+    made = runner.counting.made
+    # The second INCRBY meets 2.35: not an integer, refused, not recorded.
+    assert len(made) == 7 and all(each.outcome == ACKED for each in made)
+    assert any(type(each.total) is Fraction for each in made)
+    assert decimal(Fraction(44, 10)) == b"4.4" and decimal(Fraction(-1, 10**17)) == b"-0.00000000000000001"
+
+    counting = Counting()
+    zero = Version(0, 0, "")
+    exact = Fraction(1, 10)
+    counting.record(1, b"c3", counter_entry(make(None, 0, zero, {("n1", 10, 0): (exact, 11, 0)}, {})),
+                    "n1").settle(None)
+    held = counter_entry(make(None, 0, zero, {("n1", 10, 0): (exact, 11, 0)}, {}))
+    assert held[0] == b"0.1" and counting.check("n1", {b"c3": held}, zero) == []
+    assert kinds(counting.check("n1", {b"c3": (b"0.10",) + held[1:]}, zero)) == ["counter"]  # type: ignore[operator]
+    assert exact_units(Fraction(7, 10**17)) and not exact_units(Fraction(1, 3 * 10**17))
+
+
+def test_the_float_check_finds_a_reply_or_a_slot_that_disagrees() -> None:
+    """An INCRBYFLOAT whose reply is not what its key then reads, or whose
+    slot did not grow by the difference it made, is caught when made."""
+    from fractions import Fraction
+
+    from distkv.sim.counting import Counting
+    from distkv.store.counter import make
+    from distkv.store.store import counter_entry
+
+    zero = Version(0, 0, "")
+    before = counter_entry(make(None, 0, zero, {("n1", 10, 0): (Fraction(1, 2), 11, 0)}, {}))
+    after = counter_entry(make(None, 0, zero, {("n1", 10, 0): (Fraction(3, 4), 12, 0)}, {}))
+    counting = Counting()
+    counting.record(2, b"c3", after, "n1")
+    assert counting.float_made(2, "n1", b"c3", b"0.25", b"0.75", before, after) == []
+    assert kinds(counting.float_made(2, "n1", b"c3", b"0.25", b"0.7", before, after)) == ["counter"] * 3
+    assert kinds(counting.float_made(2, "n1", b"c3", b"0.5", b"0.75", before, after)) == ["counter"]
+    assert kinds(counting.float_made(2, "n1", b"c3", b"0.25", b"0.75", None, after)) == ["counter"]
+
+
+def test_expiries_through_skewed_nodes_a_partition_and_a_restart_hold_every_invariant() -> None:
+    """A hand-made schedule: writes with PX and PXAT (one already past by its
+    node's clock) through nodes whose clocks differ by up to 1.2 s, PEXPIRE
+    with NX/XX/GT/LT, PEXPIREAT in the past, GETEX, PERSIST, a partition and a
+    restart from the data dir; reads check the keys as each node's clock says.
+    Every expiry change that wrote is recorded with its expiry, and every
+    invariant holds (expired keys missing everywhere, the kept ones equal)."""
+    schedule = Schedule(5, 3, (True, True, False), (0, 600, -600), (
+        Write("n1", 0, 10, 0, 1500), Write("n2", 1, 10, 1, 4000, True), Write("n3", 2, 10, 2),
+        Write("n1", 3, 10, 3), Write("n2", 4, 10, 4, -300, True), Read("n3", 4),
+        Expire("n3", 2, "PEXPIRE", 2000, "NX"), Expire("n1", 2, "PEXPIRE", 9000, "NX"),
+        Expire("n2", 2, "PEXPIRE", 5000, "GT"), Expire("n1", 1, "PERSIST", 0),
+        Partition("n3", "n1"), Partition("n3", "n2"), Expire("n3", 3, "GETEX", 1000),
+        Expire("n1", 3, "PEXPIREAT", -200, "XX"), Expire("n1", 3, "PEXPIRE", 7000, "LT"),
+        Advance(2.0), Read("n1", 0), Read("n2", 0), Read("n3", 3), Crash("n2"), Heal(),
+        Restart("n2", "own-dir"), Advance(1.0), Read("n2", 2), Expire("n2", 5, "PEXPIREAT", -100),
+    ))
+    runner = Runner(schedule)
+    assert runner.run() == []
+    ops = runner.history.ops
+    assert ops[b"k0"][0].expires and ops[b"k1"][0].expires and not ops[b"k1"][1].expires
+    assert [op.step for op in ops[b"k2"]] == [2, 6, 8]  # NX said no once
+    assert ops[b"k4"][0].expires and b"k5" not in ops  # nothing to expire
+    assert all(op.outcome == ACKED for key in ops for op in ops[key])
+
+
+def test_the_expiry_check_finds_an_expired_key_read_as_live(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node whose reads ignore expiry is caught: GET, EXISTS and PTTL of a
+    key past its expiry, and KEYS/DBSIZE listing it."""
+    from distkv.sim import checks
+    from distkv.store import store
+
+    cluster = SimulatedCluster(1, **NODE_OPTIONS)
+    cluster.net.advance_by(NODE_OPTIONS["loading_wait"] + 1, step=0.25)
+    node = cluster.nodes["n1"]
+    try:
+        node.dispatcher.run([b"SET", b"k0", b"v", b"PX", b"500"], checks._CHECKER)
+        node.dispatcher.run([b"SET", b"k1", b"w"], checks._CHECKER)
+        cluster.run()
+        assert checks.expired_reads("n1", node, [b"k0", b"k1"], 0, listing=True) == []
+        monkeypatch.setattr(store, "expired", lambda entry, now: False)
+        monkeypatch.setattr(node.store, "reclaim_expired", lambda: 0)
+        cluster.net.advance_by(1.0, step=0.25)
+        assert kinds(checks.expired_reads("n1", node, [b"k0", b"k1"], 0, listing=True)) == ["expiry"] * 2
+    finally:
+        cluster.crash("n1")
+
+
+def test_local_writes_while_settling_are_caught() -> None:
+    """A node that writes on its own while no client does (as a replicated
+    delete per expired key would) breaks the expiry invariant."""
+    from distkv.sim import checks
+
+    cluster = SimulatedCluster(2, **NODE_OPTIONS)
+    try:
+        cluster.net.advance_by(NODE_OPTIONS["loading_wait"] + 1, step=0.25)
+        writes = checks.LocalWrites(cluster.nodes)
+        cluster.nodes["n2"].store.set(b"k0", b"v")  # a local write; n1 applies it as a remote one
+        cluster.net.advance_by(1.0, step=0.25)
+        violations = writes.made()
+        assert kinds(violations) == ["expiry"] and "n2 made 1 local writes" in violations[0].detail
+    finally:
+        for name in list(cluster.nodes):
+            cluster.crash(name)
+
+
+def test_schedules_make_expiries_and_float_increments_often() -> None:
+    """Across 100 seeds, schedules write with relative and absolute expiries,
+    change expiries with every command and option, and add INCRBYFLOATs."""
+    steps = [step for seed in range(100) for step in generate(seed).steps]
+    writes = [s for s in steps if isinstance(s, Write) and s.ttl_ms]
+    assert {s.absolute for s in writes} == {True, False}
+    assert any(s.ttl_ms < 0 for s in writes)
+    expires = [s for s in steps if isinstance(s, Expire)]
+    assert {s.command for s in expires} == {"PEXPIRE", "PEXPIREAT", "GETEX", "PERSIST"}
+    assert {s.option for s in expires} == {"", "NX", "XX", "GT", "LT"}
+    assert len([s for s in steps if isinstance(s, IncrFloat)]) > 50
 
 
 def test_shrink_keeps_only_the_steps_the_failure_needs() -> None:

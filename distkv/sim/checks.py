@@ -6,7 +6,10 @@ transaction without the rest; once the cluster has healed and settled,
 :func:`history_kept` checks every replica against the recorded client history
 (:mod:`distkv.sim.history`: no acknowledged write lost, no resurrection, no
 phantom), :func:`converged` compares the replicas, and :func:`purged` asks
-whether tombstones past the grace are gone. The stale-service and exception
+whether tombstones past the grace are gone. *Expiry* is
+checked by :func:`expired_reads` when a client reads a key, and on every key
+of every node once settled, before anything else reclaims it; and by
+:class:`LocalWrites` over the settle period. The stale-service and exception
 invariants are found while the run goes, by :mod:`distkv.sim.runner`.
 Each function returns the violations it found (none: the invariant held).
 
@@ -24,17 +27,19 @@ takes no simulated time, and is still running at its end.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
+from distkv.front.commands import LOADING, Pending
+from distkv.front.replies import NIL, Array, Session
 from distkv.node import Node
 from distkv.sim.counting import is_counter
 from distkv.sim.history import History, Violation, check
 from distkv.store.hlc import Version
-from distkv.store.store import Entry, version_of
+from distkv.store.store import Entry, expired, version_of
 
 #: Every invariant the simulator checks, by the name its violations carry.
 INVARIANTS = {
-    "convergence": "every node holds the same keys, values and versions",
+    "convergence": "every node holds the same keys, values, versions and expiries",
     "lost-write": "every acknowledged write is present or superseded (last-writer-wins)",
     "resurrection": "an acknowledged delete not overwritten stays deleted everywhere",
     "phantom": "every entry a node holds is one a client wrote",
@@ -45,9 +50,15 @@ INVARIANTS = {
                "anti-entropy round holds its state on a healed network",
     "atomic": "no node holds part of a transaction without the rest (outside anti-entropy repairs)",
     "purge": "once all nodes are up and settled, tombstones past the grace are purged",
-    "counter": "every acknowledged INCRBY counts on every node after settling (its slot "
-               "holds at least the total it made, unless a FLUSHALL dropped the slot), every "
-               "slot's total is one an INCRBY made, and a counter reads as its slots' sum",
+    "counter": "every acknowledged INCRBY and INCRBYFLOAT counts on every node after settling "
+               "(its slot holds at least the total it made, unless a FLUSHALL dropped the slot), "
+               "every slot's total is one an increment made, in whole units of 10^-17, a counter "
+               "reads as its slots' exact sum, and an INCRBYFLOAT answers the value its key then "
+               "reads, its slot grown by exactly the difference",
+    "expiry": "a key whose value's expiry has passed by a node's clock reads as missing "
+              "there (GET, EXISTS, PTTL, KEYS, DBSIZE), a live one reads as stored; and "
+              "reclaiming expired keys writes nothing (no replicated delete: a node's "
+              "local writes do not move while the cluster settles with no client)",
     "exception": "the simulation itself raised (a crash in the code under test)",
 }
 
@@ -194,3 +205,76 @@ def purged(nodes: Mapping[str, Node]) -> List[Violation]:
                 f"after every node was up and settled (horizon {node.store.horizon})"
             ))
     return out
+
+
+_CHECKER = Session("simulator checks")
+
+
+def _ask(node: Node, *request: bytes) -> object:
+    outcome = node.dispatcher.run(list(request), _CHECKER)
+    return outcome.reply if isinstance(outcome, Pending) else outcome
+
+
+def expired_reads(name: str, node: Node, keys: Sequence[bytes], index: int,
+                  listing: bool = False) -> List[Violation]:
+    """Each of ``keys`` reads on ``node`` as its stored entry says by the
+    node's own clock: missing (GET nil, EXISTS 0, PTTL -2) when deleted or
+    its expiry has passed, its value otherwise; with ``listing``, KEYS and
+    DBSIZE show exactly the live keys too. Nothing is checked while the node
+    is loading. ``index`` is the step (-1: once settled)."""
+    store = node.store
+    now = store.clock.wall_ms()
+    entries = {key: store.entry(key) for key in keys}
+    when = "once settled" if index < 0 else f"step {index}"
+    out = []
+    live = set()
+    for key, entry in entries.items():
+        alive = entry is not None and entry[0] is not None and not expired(entry, now)
+        if alive:
+            live.add(key)
+        value = _ask(node, b"GET", key)
+        if value is LOADING:
+            return []
+        exists = _ask(node, b"EXISTS", key)
+        pttl = _ask(node, b"PTTL", key)
+        want = (entry[0] if alive and entry is not None else NIL, int(alive))
+        if (value, exists) != want or (pttl == -2) == alive:
+            out.append(Violation("expiry", (
+                f"{when}: {name} holds {key!r} as {entry!r} at {now} ms by its clock, and "
+                f"answered GET {value!r}, EXISTS {exists!r}, PTTL {pttl!r}")))
+    if listing:
+        listed = _ask(node, b"KEYS", b"*")
+        size = _ask(node, b"DBSIZE")
+        shown = set(listed.items) if isinstance(listed, Array) else None
+        if shown != live or size != len(live):
+            out.append(Violation("expiry", (
+                f"{when}: {name} lists {sorted(shown or (), key=repr)} (DBSIZE {size!r}) at {now} ms by "
+                f"its clock, its live keys are {sorted(live)}")))
+    return out
+
+
+class LocalWrites:
+    """Counts the local writes each node makes from now on (its store's
+    listeners hear them with a sequence number), to show that the active
+    expiry cycle reclaims without writing while no client writes."""
+
+    def __init__(self, nodes: Mapping[str, Node]) -> None:
+        self.nodes = dict(nodes)
+        self.counts = {name: 0 for name in nodes}
+        self.keys: Dict[str, List[bytes]] = {name: [] for name in nodes}
+        for name, node in nodes.items():
+            node.store.subscribe(self._listener(name))
+
+    def _listener(self, name: str) -> Callable[[bytes, Entry, int], None]:
+        def heard(key: bytes, entry: Entry, seq: int) -> None:
+            if seq:
+                self.counts[name] += 1
+                self.keys[name].append(key)
+        return heard
+
+    def made(self) -> List[Violation]:
+        """A violation for each node that wrote since (see the class)."""
+        return [Violation("expiry", (
+            f"{name} made {count} local writes ({sorted(set(self.keys[name]))}) while the "
+            f"cluster settled with no client (reclaimed {self.nodes[name].store.reclaimed} "
+            f"expired keys)")) for name, count in self.counts.items() if count]

@@ -2,7 +2,9 @@
 
 The fault simulator (:mod:`distkv.simulate`) records every write and delete a
 client made through some node: the key, the value (None for a delete), the
-version the node stamped, and how it ended: *acknowledged* (``OK`` or the
+version the node stamped (an expiry change that wrote, ``PEXPIRE``,
+``PERSIST``, ``GETEX``..., is the write of the value it left with its new
+expiry, or a delete when its time had passed), and how it ended: *acknowledged* (``OK`` or the
 delete count reached the client), *failed* (an error reply), or
 *indeterminate* (never answered: the node crashed before its commit). An
 acknowledged write whose only copies were lost with a memory-only node, or

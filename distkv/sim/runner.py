@@ -24,7 +24,7 @@ import shutil
 import sqlite3
 import tempfile
 import traceback
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from distkv.cluster.membership import derived_node_id
 from distkv.cluster.wire import RoundMark
@@ -42,10 +42,12 @@ from distkv.sim.schedule import (
     Crash,
     Cut,
     Delete,
+    Expire,
     Flush,
     Forget,
     Heal,
     Incr,
+    IncrFloat,
     Join,
     Leave,
     Partition,
@@ -149,11 +151,13 @@ class Runner:
         net = self.cluster.net
         if isinstance(step, Write):
             request = (b"SET", b"k%d" % step.key, _value(step.tag, step.size))
-            self._command(index, step.node, *(request + _expiry(step.tag)))
+            self._command(index, step.node, *(request + self._write_expiry(step)))
         elif isinstance(step, Delete):
             self._command(index, step.node, b"DEL", b"k%d" % step.key)
         elif isinstance(step, Read):
-            self._command(index, step.node, b"GET", b"k%d" % step.key)
+            self._read(index, step.node, b"k%d" % step.key)
+        elif isinstance(step, Expire):
+            self._expire(index, step)
         elif isinstance(step, Pipeline):
             self._pipeline(index, step)
         elif isinstance(step, Transaction):
@@ -185,24 +189,87 @@ class Runner:
             self._leave(step.node)
         elif isinstance(step, Flush):
             self._flush(step.node)
-        elif isinstance(step, Incr):
+        elif isinstance(step, (Incr, IncrFloat)):
             self._incr(index, step)
 
-    def _incr(self, index: int, step: Incr) -> None:
-        """INCRBY through the node's command layer, recorded with the slot
-        and total it made (a refused one changes nothing and is not)."""
+    def _write_expiry(self, step: Write) -> Tuple[bytes, ...]:
+        """The expiry options of ``step``'s SET: ``PX``, or ``PXAT`` by the
+        writing node's (skewed) clock."""
+        if not step.ttl_ms:
+            return _expiry(step.tag)
+        assert self.cluster is not None
+        node = self.cluster.nodes.get(step.node)
+        if not step.absolute or node is None:
+            return (b"PX", b"%d" % step.ttl_ms)
+        return (b"PXAT", b"%d" % (node.store.clock.wall_ms() + step.ttl_ms))
+
+    def _read(self, index: int, name: str, key: bytes) -> None:
+        """GET through ``name``; then the key must read on it as its entry
+        says by its clock (missing once expired)."""
+        self._command(index, name, b"GET", key)
+        assert self.cluster is not None
+        node = self.cluster.nodes.get(name)
+        if node is not None:
+            self.violations.extend(checks.expired_reads(name, node, [key], index))
+
+    def _expire(self, index: int, step: Expire) -> None:
+        """An expiry change through the node's command layer; one that wrote
+        (a new version) is recorded as the write of the value it left, or as
+        a delete when its time had passed."""
+        assert self.cluster is not None
+        node = self.cluster.nodes.get(step.node)
+        if node is None:
+            return
+        key = b"k%d" % step.key
+        request = [step.command.encode(), key]
+        if step.command == "PEXPIRE":
+            request.append(b"%d" % step.ms)
+        elif step.command == "PEXPIREAT":
+            request.append(b"%d" % (node.store.clock.wall_ms() + step.ms))
+        elif step.command == "GETEX":
+            request += [b"PX", b"%d" % step.ms] if step.ms > 0 else [b"PERSIST"]
+        if step.option:
+            request.append(step.option.encode())
+        before = node.store.entry(key)
+        outcome = node.dispatcher.run(request, self.session)
+        if outcome is LOADING:
+            return
+        self._served(index, step.node, request[0], key)
+        entry = node.store.entry(key)
+        if entry is None or before is not None and version_of(entry) == version_of(before):
+            return  # nothing written (the key was missing, or the option said no)
+        op = self.history.invoked(index, self.ids[step.node], key, entry[0], entry)
+        if isinstance(outcome, Pending):
+            outcome.batch.when_done(lambda error: _settled(op, error))
+        else:
+            _settled(op, outcome.message if isinstance(outcome, Error) else None)
+
+    def _incr(self, index: int, step: Union[Incr, IncrFloat]) -> None:
+        """INCRBY or INCRBYFLOAT through the node's command layer, recorded
+        with the slot and total it made (a refused one changes nothing and
+        is not)."""
         assert self.cluster is not None
         node = self.cluster.nodes.get(step.node)
         if node is None:
             return
         key = key_of(step.key)
-        outcome = node.dispatcher.run([b"INCRBY", key, b"%d" % step.amount], self.session)
+        before = node.store.entry(key)
+        if isinstance(step, IncrFloat):
+            request = [b"INCRBYFLOAT", key, step.amount.encode()]
+        else:
+            request = [b"INCRBY", key, b"%d" % step.amount]
+        outcome = node.dispatcher.run(request, self.session)
         if outcome is LOADING or isinstance(outcome, Error):
             return
-        self._served(index, step.node, b"INCRBY", key)
+        self._served(index, step.node, request[0], key)
         entry = node.store.entry(key)
         assert entry is not None
-        increment = self.counting.record(index, key, entry)
+        increment = self.counting.record(index, key, entry, node.node_id)
+        if isinstance(step, IncrFloat):
+            reply = outcome.reply if isinstance(outcome, Pending) else outcome
+            assert isinstance(reply, bytes)
+            self.violations.extend(self.counting.float_made(
+                index, step.node, key, request[2], reply, before, entry))
         if isinstance(outcome, Pending):
             outcome.batch.when_done(increment.settle)
         else:
@@ -563,6 +630,7 @@ class Runner:
         for name in list(cluster.ports):
             if name not in cluster.nodes and name not in self.gone:
                 self._restart(Restart(name, "own-dir"))
+        writes = checks.LocalWrites(cluster.nodes)
         wait = self.options["loading_wait"] + 3 * self.options["sync_interval"] + 20
         cluster.net.advance_by(wait / 2, step=0.5)
         self._forget_again()
@@ -570,7 +638,10 @@ class Runner:
         rounds.start(cluster.nodes)
         cluster.net.advance_by(wait / 2, step=0.5)
         self.violations.extend(rounds.stuck(cluster.nodes, wait / 2))
-        for node in cluster.nodes.values():  # what expired is missing, on every node alike
+        self.violations.extend(writes.made())
+        for name, node in cluster.nodes.items():  # what expired is missing, on every node alike
+            keys = sorted(node.store.snapshot())
+            self.violations.extend(checks.expired_reads(name, node, keys, -1, listing=True))
             node.store.reclaim_expired()
         snapshots = cluster.snapshots()
         self.violations.extend(checks.history_kept(self.history, snapshots))

@@ -8,8 +8,10 @@ connection (:mod:`distkv.sim.clients`); cut, stalled and duplicated deliveries; 
 of a data dir; crashes and restarts (memory only, from the node's own data dir,
 from an older copy of it, from an empty one; under the same or a fresh node
 id; with a new skew within ``max_clock_skew``); occasional ``FLUSHALL``s
-through a node; INCRBYs of a few counter keys through a node (see
-:mod:`distkv.sim.counting`); and membership changes: a new
+through a node; INCRBYs and INCRBYFLOATs of a few counter keys through a node (see
+:mod:`distkv.sim.counting`); expiries (writes with a relative or absolute
+one, by the writing node's skewed clock; ``PEXPIRE``/``PEXPIREAT`` with
+``NX``/``XX``/``GT``/``LT``, ``GETEX``, ``PERSIST`` of existing keys); and membership changes: a new
 node joins given one member's address, a crashed member is forgotten for good
 (``CLUSTER FORGET`` on a running one), a member leaves (``LEAVE``). Restarts
 reuse a node's address, under its id or a fresh one. :func:`generate` draws every
@@ -44,15 +46,28 @@ NODE_OPTIONS: Dict[str, Any] = {
     "cluster_secret": b"the simulated cluster's secret",
 }
 KEYS = 6
+#: What an INCRBYFLOAT adds: positive (a slot's total only grows), some
+#: summing to whole numbers (so INCRBYs of the key succeed again).
+FLOAT_AMOUNTS = ("0.5", "0.25", "0.75", "0.1", "1.5", "2.125", "0.001")
+#: The expiry changes an Expire step makes, and the options of PEXPIRE(AT).
+EXPIRE_COMMANDS = ("PEXPIRE", "PEXPIRE", "PEXPIREAT", "GETEX", "PERSIST")
+EXPIRE_OPTIONS = ("", "", "", "NX", "XX", "GT", "LT")
 MODES = ("memory", "own-dir", "older-copy", "empty-dir")
 
 
 @dataclass(frozen=True)
 class Write:
+    """``SET k<key>`` of ``size`` bytes through ``node``; with ``ttl_ms``, an
+    expiry that many ms after the node's clock (``PXAT`` if ``absolute``,
+    else ``PX``; an absolute one may be past already). Without it, every
+    tenth write expires (tags ending in 5: ``PX``, half a second to ten)."""
+
     node: str
     key: int
     size: int
     tag: int
+    ttl_ms: int = 0
+    absolute: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,20 @@ class Transaction:
     size: int
     tag: int
     resp: bool
+
+
+@dataclass(frozen=True)
+class Expire:
+    """An expiry change of ``k<key>`` through ``node``: ``PEXPIRE key ms
+    [option]``, ``PEXPIREAT key <node's clock + ms> [option]`` (``ms`` may
+    be negative: a time already past deletes the key), ``GETEX key PX ms``
+    (``GETEX key PERSIST`` when ``ms`` is 0) or ``PERSIST key``."""
+
+    node: str
+    key: int
+    command: str
+    ms: int
+    option: str = ""
 
 
 @dataclass(frozen=True)
@@ -176,6 +205,15 @@ class Incr:
 
 
 @dataclass(frozen=True)
+class IncrFloat:
+    """``INCRBYFLOAT c<key> <amount>`` through ``node`` (nothing if it is down)."""
+
+    node: str
+    key: int
+    amount: str
+
+
+@dataclass(frozen=True)
 class Flush:
     """``FLUSHALL`` through ``node`` (nothing if it is down)."""
 
@@ -184,7 +222,7 @@ class Flush:
 
 Step = Union[
     Write, Delete, Read, Pipeline, Transaction, Partition, Heal, Cut, Stall, Crash, Restart,
-    Snapshot, Advance, Join, Forget, Leave, Flush, Incr,
+    Snapshot, Advance, Join, Forget, Leave, Flush, Incr, IncrFloat, Expire,
 ]
 
 
@@ -227,11 +265,26 @@ def generate(seed: int, nodes: Optional[int] = None, steps: int = 40,
     changes = random.Random(seed ^ 0x5EED)
     # Flushes too: the other steps stay what they were.
     flushes = random.Random(seed ^ 0xF1054)
-    # And INCRBYs, a few at a time.
+    # And INCRBYs, a few at a time, and INCRBYFLOATs of the last two keys.
     counting = random.Random(seed ^ 0xC0C0)
+    # And expiries: on writes, and changed on existing keys.
+    expiring = random.Random(seed ^ 0xE1F)
     for tag in range(rng.randint(steps // 2, steps)):
         for _ in range(counting.choice((0, 0, 0, 1, 1, 2, 3))):
-            out.append(Incr(counting.choice(names), counting.randrange(COUNTERS), counting.randint(1, 5)))
+            if counting.random() < 0.3:
+                out.append(IncrFloat(counting.choice(names), counting.randrange(COUNTERS - 2, COUNTERS),
+                                     counting.choice(FLOAT_AMOUNTS)))
+            else:
+                out.append(Incr(counting.choice(names), counting.randrange(COUNTERS), counting.randint(1, 5)))
+        if expiring.random() < 0.12:
+            command = expiring.choice(EXPIRE_COMMANDS)
+            # Mostly ahead, sometimes within the clock skew either way.
+            ahead = expiring.random() < 0.8
+            ms = expiring.randint(200, 6000) if ahead else expiring.randint(-2 * half, 2 * half)
+            if command != "PEXPIREAT" and ms <= 0:
+                ms = 0 if command == "GETEX" else 1
+            option = expiring.choice(EXPIRE_OPTIONS) if command.startswith("PEXPIRE") else ""
+            out.append(Expire(expiring.choice(names), expiring.randrange(KEYS), command, ms, option))
         if flushes.random() < 0.04:
             out.append(Flush(flushes.choice(names)))
         if changes.random() < 0.05:
@@ -246,7 +299,12 @@ def generate(seed: int, nodes: Optional[int] = None, steps: int = 40,
         a, b = rng.sample(names, 2)
         roll = rng.random()
         if roll < 0.27:
-            out.append(Write(node, rng.randrange(KEYS), _size(rng, limit), tag))
+            write = Write(node, rng.randrange(KEYS), _size(rng, limit), tag)
+            if expiring.random() < 0.15:
+                absolute = expiring.random() < 0.5
+                ttl = expiring.randint(-half if absolute else 1, 6000)
+                write = Write(write.node, write.key, write.size, tag, ttl or 1, absolute)
+            out.append(write)
         elif roll < 0.37:
             out.append(Delete(node, rng.randrange(KEYS)))
         elif roll < 0.42:
