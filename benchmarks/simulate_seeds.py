@@ -53,10 +53,12 @@ def main() -> int:
     with ThreadPoolExecutor(args.jobs) as pool:
         blocks = [pool.submit(block, s, min(args.block, args.seed + args.seeds - s))
                   for s in starts]
-        for future in blocks:
+        for first, future in zip(starts, blocks):
             lines, counts = future.result()
             for line in lines:
                 print(line, flush=True)
+            print(f"# seeds {first}-{min(first + args.block, args.seed + args.seeds) - 1} "
+                  f"done ({time.monotonic() - started:.0f}s): {len(lines)} failed", flush=True)
             failed += sum(1 for line in lines if line.startswith("seed "))
             for kind, n in counts.items():
                 totals[kind] = totals.get(kind, 0) + n
