@@ -35,6 +35,7 @@ from distkv.cluster.quorum import ALL, LINEARIZABLE, ONE, QUORUM, Coordinator, p
 from distkv.front import lincmds
 from distkv.front.replcmds import Later
 from distkv.front.replies import SYNTAX, Error, Reply, Session, Status
+from distkv.store.store import Entry, Mark, mark_of
 
 if TYPE_CHECKING:
     from distkv.front.commands import Command, Dispatcher, Outcome
@@ -199,7 +200,9 @@ class Levels:
         heard of it. For a blind write (SET without options that read,
         SETEX, PSETEX, MSET) that fetch is a best effort: when it fails the
         write runs anyway (and waits for its level as usual, so it is
-        indeterminate rather than refused). A command that reads its keys
+        indeterminate rather than refused); and it runs at once, with the
+        fetch alongside its replication rather than before it (see
+        :meth:`_blind`). A command that reads its keys
         (a read, ``GETSET``, ``DEL``'s count, ``SET ... NX``...) does not run
         when its fetch fails: it answers the error, and nothing changed.
         """
@@ -233,6 +236,9 @@ class Levels:
             # A command whose reply or effect depends on what its keys held
             # does not run on what this node alone holds.
             gate = write == ONE or reads_first or (name == b"SET" and _set_reads(request))
+            if not gate:
+                return self._blind(command, request, session, write, keys, fetch, what,
+                                   deadline)
 
             def fetched(error: Optional[str]) -> None:
                 if error is not None and gate:
@@ -245,6 +251,49 @@ class Levels:
             return _pending(later)
 
         return leveled
+
+    def _blind(self, command: Command, request: Sequence[bytes], session: Session,
+               write: str, keys: Sequence[bytes], fetch: str, what: str,
+               deadline: float) -> Outcome:
+        """A blind write at a write level, in one round trip rather than two:
+        it runs now, and the versions its keys have on the fetch level's
+        members are asked for as it is replicated (no write-back: see
+        :meth:`Coordinator.read`). When an answer held a newer entry of a
+        key than the one just written (another node's clock is ahead and a
+        write there was stamped above ours), the write runs again, stamped
+        above what was fetched, and its answer waits for that one's level.
+
+        Why this keeps the promise: a write acknowledged before this one
+        began is on a quorum of the write level's members; the fetch asks a
+        quorum of the fetch level's (at least as strong), so one member in
+        both answers with that write or a newer entry, merged here. The
+        reply waits for the fetch, so the write acknowledged is stamped
+        above it: the first run's stamp when it already was, else the
+        second run's (a stamp is above every entry held here). The first
+        run's entry, if it lost, is an unacknowledged write that a newer
+        entry beats on every member: no read can return it after one that
+        returned the newer. Acknowledged still means applied and committed
+        on that many members."""
+        store = self.dispatcher.store
+        coordinator = self.coordinator
+        assert coordinator is not None
+        seq = store.seq
+        outcome = self._then_write(command, request, session, write, deadline)
+        if store.seq == seq:
+            return outcome  # wrote nothing (an error): nothing to order
+        wrote = {key: _mark(store.entry(key)) for key in keys}
+        later = Later()
+
+        def fetched(error: Optional[str]) -> None:
+            if error is None and any(_mark(store.entry(key)) != mark
+                                     for key, mark in wrote.items()):
+                self._finish(self._then_write(command, request, session, write, deadline),
+                             later)
+            else:  # ours is the newest (or the fetch failed: best effort)
+                self._finish(outcome, later)
+
+        coordinator.read(keys, fetch, fetched, what, repair=False)
+        return _pending(later)
 
     def _then_write(self, command: Command, request: Sequence[bytes], session: Session,
                     write: str, deadline: Optional[float] = None) -> Outcome:
@@ -362,6 +411,10 @@ def _level(word: bytes) -> Union[str, Error]:
 
 def _set_reads(request: Sequence[bytes]) -> bool:
     return len(request) > 3 and any(arg.upper() in _SET_READS for arg in request[3:])
+
+
+def _mark(entry: Optional[Entry]) -> Optional[Mark]:
+    return None if entry is None else mark_of(entry)
 
 
 def _pending(later: Later) -> Outcome:
