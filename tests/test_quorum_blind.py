@@ -1,0 +1,109 @@
+"""Blind writes at QUORUM and ALL (SET without options that read, SETEX,
+PSETEX, MSET) in one round trip, on a fake-clock cluster in one process:
+the write is replicated at once and its keys' versions are fetched alongside
+(see ``Levels._blind`` in :mod:`distkv.front.levelcmds`); a write stamped
+below an entry the fetch found runs again above it."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from distkv.testing import SimulatedCluster
+from distkv.store.store import version_of
+from tests.clusters import settled_cluster
+from tests.test_levels import Client, quorum_client
+
+
+def network_turns(cluster: SimulatedCluster, client: Client, *args: bytes) -> int:
+    """How many turns of the simulated network (every due call run, then
+    every connection's bytes delivered once each way) pass before ``client``
+    has the answer to ``args``: two per round trip between nodes."""
+    net = cluster.net
+    client.send(*args)
+    turns = 0
+    while not client.answer():
+        turns += 1
+        if turns > 100:
+            raise AssertionError(f"no answer to {args!r}")
+        net.advance(0)
+        for connection in list(net.connections):
+            if not connection.closed:
+                connection.step()
+    cluster.run()
+    return turns
+
+
+class OneRoundTripTests(SynchronousTestCase):
+    def test_a_blind_write_at_quorum_takes_one_round_trip_like_a_read(self) -> None:
+        """At QUORUM and at ALL, SET, SETEX and MSET are answered after as
+        many network turns as a GET (one round trip to the other members),
+        where INCR, whose reply depends on the value, fetches it first and
+        takes two round trips."""
+        cluster = settled_cluster(self)
+        for level in (b"QUORUM", b"ALL"):
+            client = quorum_client(cluster, "n1", level)
+            read = network_turns(cluster, client, b"GET", b"k")
+            self.assertEqual(read, 2)
+            for args in ((b"SET", b"k", b"v"), (b"SETEX", b"k", b"100", b"v"),
+                         (b"MSET", b"a", b"1", b"b", b"2")):
+                self.assertEqual(network_turns(cluster, client, *args), read, args)
+                self.assertTrue(client.answer().startswith(b"+OK"), client.answer())
+            self.assertEqual(network_turns(cluster, client, b"INCR", b"n"), 2 * read)
+        for node in cluster.nodes.values():
+            self.assertEqual((node.store.get(b"k"), node.store.get(b"b")), (b"v", b"2"))
+
+
+class OrderTests(SynchronousTestCase):
+    def test_a_blind_write_behind_another_nodes_clock_runs_again_above_it(self) -> None:
+        """n2's clock is 5 s behind. A QUORUM SET through n1 is acknowledged
+        (n1 and n3 hold it; n2 is cut off from n1), then a QUORUM SET of the
+        same key through n2, which never heard of the first: its first
+        stamp is below the first write's, the versions fetched from n3 show
+        it, and it runs again above it. It is acknowledged as the newer
+        write: a QUORUM read through n1 and every node once healed hold it."""
+        cluster = settled_cluster(self, skew_ms={"n2": -5_000})
+        cluster.net.block("n1", "n2")
+        self.assertEqual(quorum_client(cluster, "n1").ask(b"SET", b"k", b"first"), b"+OK\r\n")
+        first = cluster.nodes["n3"].store.entry(b"k")
+        assert first is not None
+        n2 = cluster.nodes["n2"]
+        self.assertIsNone(n2.store.entry(b"k"))
+        seq = n2.store.seq
+        self.assertEqual(quorum_client(cluster, "n2").ask(b"SET", b"k", b"second"),
+                         b"+OK\r\n")
+        self.assertEqual(n2.store.seq, seq + 2)  # written twice
+        second = n2.store.entry(b"k")
+        assert second is not None
+        self.assertGreater(version_of(second), version_of(first))
+        self.assertEqual(quorum_client(cluster, "n1").ask(b"GET", b"k"), b"$6\r\nsecond\r\n")
+        cluster.net.heal()
+        cluster.advance(2.0)
+        self.assertEqual([node.store.get(b"k") for node in cluster.nodes.values()],
+                         [b"second"] * 3)
+
+    def test_a_blind_write_above_every_fetched_entry_runs_once(self) -> None:
+        """With no clock behind, a QUORUM SET through n2 of a key n1 wrote
+        (and n2 missed) is stamped above it at once: it runs once."""
+        cluster = settled_cluster(self)
+        cluster.net.block("n1", "n2")
+        self.assertEqual(quorum_client(cluster, "n1").ask(b"SET", b"k", b"first"), b"+OK\r\n")
+        cluster.advance(0.01)  # n2's clock moves on past the first write's stamp
+        n2 = cluster.nodes["n2"]
+        seq = n2.store.seq
+        self.assertEqual(quorum_client(cluster, "n2").ask(b"SET", b"k", b"second"),
+                         b"+OK\r\n")
+        self.assertEqual(n2.store.seq, seq + 1)
+        self.assertEqual(quorum_client(cluster, "n3").ask(b"GET", b"k"), b"$6\r\nsecond\r\n")
+        cluster.net.heal()
+
+    def test_a_write_that_fails_writes_nothing_and_asks_nobody(self) -> None:
+        """A SET at QUORUM with a bad option answers its error at once and
+        asks no member for versions."""
+        cluster = settled_cluster(self)
+        client = quorum_client(cluster, "n1")
+        reads = cluster.nodes["n1"].quorum.reads_met
+        client.send(b"SET", b"k", b"v", b"EX", b"nope")
+        self.assertTrue(client.answer().startswith(b"-ERR"), client.answer())
+        cluster.run()
+        self.assertEqual(cluster.nodes["n1"].quorum.reads_met, reads)
+        self.assertIsNone(cluster.nodes["n1"].store.get(b"k"))
