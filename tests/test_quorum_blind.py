@@ -2,15 +2,23 @@
 PSETEX, MSET) in one round trip, on a fake-clock cluster in one process:
 the write is replicated at once and its keys' versions are fetched alongside
 (see ``Levels._blind`` in :mod:`distkv.front.levelcmds`); a write stamped
-below an entry the fetch found runs again above it."""
+below an entry the fetch found runs again above it. And the answers to
+LINEARIZABLE accepts that arrive together leave together."""
 
 from __future__ import annotations
 
+from typing import Callable, List
+
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from distkv.cluster import paxoswire, wire
+from distkv.cluster.peerproto import PeerConnection
+from distkv.store.hlc import Version
+from distkv.store.store import make_entry, version_of
 from distkv.testing import SimulatedCluster
-from distkv.store.store import version_of
 from tests.clusters import settled_cluster
+from tests.fakehost import FakeHost
 from tests.test_levels import Client, quorum_client
 
 
@@ -107,3 +115,37 @@ class OrderTests(SynchronousTestCase):
         cluster.run()
         self.assertEqual(cluster.nodes["n1"].quorum.reads_met, reads)
         self.assertIsNone(cluster.nodes["n1"].store.get(b"k"))
+
+
+class _Accepting(FakeHost):
+    """Answers every accept at once, but for key ``later``: once ``commit`` is called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: List[Callable[[], None]] = []
+
+    def consensus_accept(self, request: paxoswire.Accept, send: Callable[[bytes], None]) -> None:
+        answer = paxoswire.encode_accepted(request.id, paxoswire.OK)
+        if request.key == b"later":
+            self.waiting.append(lambda: send(answer))
+        else:
+            send(answer)
+
+
+class AcceptAnswerTests(SynchronousTestCase):
+    def test_accepts_read_together_are_answered_in_one_write(self) -> None:
+        """Three LINEARIZABLE accepts that arrive in one read are answered in
+        one write to the proposer; one answered once its commit is done (after
+        that read) is written then, on its own."""
+        host = _Accepting()
+        proto = PeerConnection(host, Clock(), 1.0, 1 << 20)  # type: ignore[arg-type]
+        proto.remote = wire.Hello("them", "1")
+        writes: List[bytes] = []
+        proto.write = writes.append  # type: ignore[method-assign]
+        entry = make_entry(b"v", Version(1, 0, "them"))
+        proto._receive([paxoswire.Accept(number, key, entry) for number, key
+                        in ((1, b"a"), (2, b"later"), (3, b"b"), (4, b"c"))])
+        self.assertEqual(writes, [b"".join(paxoswire.encode_accepted(number, paxoswire.OK)
+                                           for number in (1, 3, 4))])
+        host.waiting.pop()()
+        self.assertEqual(writes[1:], [paxoswire.encode_accepted(2, paxoswire.OK)])
