@@ -19,6 +19,7 @@ from distkv.store.store import make_entry, version_of
 from distkv.testing import SimulatedCluster
 from tests.clusters import settled_cluster
 from tests.fakehost import FakeHost
+from tests.respclient import command
 from tests.test_levels import Client, quorum_client
 
 
@@ -103,6 +104,41 @@ class OrderTests(SynchronousTestCase):
         self.assertEqual(n2.store.seq, seq + 1)
         self.assertEqual(quorum_client(cluster, "n3").ask(b"GET", b"k"), b"$6\r\nsecond\r\n")
         cluster.net.heal()
+
+    def test_pipelined_writes_of_one_key_end_with_the_last_and_run_once_each(self) -> None:
+        """Three SETs of one key pipelined on one connection at QUORUM, none
+        behind another node's clock: each runs once, in order, and every
+        node ends with the last."""
+        cluster = settled_cluster(self)
+        client = quorum_client(cluster, "n1")
+        n1 = cluster.nodes["n1"]
+        seq = n1.store.seq
+        client.send(b"SET", b"k", b"1")
+        client.proto.dataReceived(command(b"SET", b"k", b"2") + command(b"SET", b"k", b"3"))
+        cluster.run()
+        self.assertEqual(client.answer(), b"+OK\r\n" * 3)
+        self.assertEqual(n1.store.seq, seq + 3)
+        cluster.advance(1.0)
+        self.assertEqual([node.store.get(b"k") for node in cluster.nodes.values()], [b"3"] * 3)
+
+    def test_pipelined_writes_behind_another_nodes_clock_end_with_the_last(self) -> None:
+        """n2's clock is 5 s behind and n1 wrote the key (acknowledged at
+        QUORUM, n2 cut off from n1): two SETs of it pipelined through n2 at
+        QUORUM are both stamped below n1's write; they are answered OK and
+        the second one's value is what a QUORUM read and, once healed, every
+        node hold (the first does not run again over it)."""
+        cluster = settled_cluster(self, skew_ms={"n2": -5_000})
+        cluster.net.block("n1", "n2")
+        self.assertEqual(quorum_client(cluster, "n1").ask(b"SET", b"k", b"first"), b"+OK\r\n")
+        client = quorum_client(cluster, "n2")
+        client.send(b"SET", b"k", b"a")
+        client.proto.dataReceived(command(b"SET", b"k", b"b"))
+        cluster.run()
+        self.assertEqual(client.answer(), b"+OK\r\n" * 2)
+        self.assertEqual(quorum_client(cluster, "n3").ask(b"GET", b"k"), b"$1\r\nb\r\n")
+        cluster.net.heal()
+        cluster.advance(2.0)
+        self.assertEqual([node.store.get(b"k") for node in cluster.nodes.values()], [b"b"] * 3)
 
     def test_a_write_that_fails_writes_nothing_and_asks_nobody(self) -> None:
         """A SET at QUORUM with a bad option answers its error at once and
