@@ -1,7 +1,7 @@
 """Blind writes at QUORUM and ALL (SET without options that read, SETEX,
 PSETEX, MSET) in one round trip, on a fake-clock cluster in one process:
 the write is replicated at once and its keys' versions are fetched alongside
-(see ``Levels._blind`` in :mod:`distkv.front.levelcmds`); a write stamped
+(see :mod:`distkv.front.blindwrites`); a write stamped
 below an entry the fetch found runs again above it. And the answers to
 LINEARIZABLE accepts that arrive together leave together."""
 

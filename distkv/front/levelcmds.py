@@ -28,15 +28,13 @@ the others (``MULTI`` and ``WATCH`` too).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple, Union
 
 from distkv.cluster.consensus import Proposer
 from distkv.cluster.quorum import ALL, LINEARIZABLE, ONE, QUORUM, Coordinator, parse_level
-from distkv.front import lincmds
+from distkv.front import blindwrites, lincmds
 from distkv.front.replcmds import Later
 from distkv.front.replies import SYNTAX, Error, Reply, Session, Status
-from distkv.store.hlc import Version
-from distkv.store.store import Entry, version_of
 
 if TYPE_CHECKING:
     from distkv.front.commands import Command, Dispatcher, Outcome
@@ -103,7 +101,7 @@ class Levels:
         self._lin = (False, False)
         self._other_write = ONE
         #: The newest blind write at a level of each key whose fetch is out
-        #: (see :meth:`_blind`), by the reply it will answer.
+        #: (see :mod:`distkv.front.blindwrites`), by the reply it will answer.
         self._latest: Dict[bytes, Later] = {}
 
     def use(self, coordinator: Coordinator, read: str, write: str) -> None:
@@ -206,7 +204,7 @@ class Levels:
         write runs anyway (and waits for its level as usual, so it is
         indeterminate rather than refused); and it runs at once, with the
         fetch alongside its replication rather than before it (see
-        :meth:`_blind`). A command that reads its keys
+        :mod:`distkv.front.blindwrites`). A command that reads its keys
         (a read, ``GETSET``, ``DEL``'s count, ``SET ... NX``...) does not run
         when its fetch fails: it answers the error, and nothing changed.
         """
@@ -241,8 +239,8 @@ class Levels:
             # does not run on what this node alone holds.
             gate = write == ONE or reads_first or (name == b"SET" and _set_reads(request))
             if not gate:
-                return self._blind(command, request, session, write, keys, fetch, what,
-                                   deadline)
+                return blindwrites.run(self, command, request, session, write, keys, fetch,
+                                       what, deadline)
 
             def fetched(error: Optional[str]) -> None:
                 if error is not None and gate:
@@ -255,103 +253,6 @@ class Levels:
             return _pending(later)
 
         return leveled
-
-    def _blind(self, command: Command, request: Sequence[bytes], session: Session,
-               write: str, keys: Sequence[bytes], fetch: str, what: str,
-               deadline: float) -> Outcome:
-        """A blind write at a write level, in one round trip rather than two:
-        it runs now, and the versions its keys have on the fetch level's
-        members are asked for as it is replicated (no write-back: see
-        :meth:`Coordinator.read`). When a member answered a newer version of
-        a key than the one just written (a node whose clock is ahead wrote
-        it), the write runs again, stamped above what was fetched, and its
-        answer waits for that one's level; unless later writes here to that
-        key come after it: a later blind write whose fetch is out (it orders
-        itself the same way, so the last one run is the one that stays: a
-        pipeline keeps its order) or one already stamped above the fetched
-        entry, and then it answers once those are on their members too.
-
-        Why this keeps the promise: a write acknowledged before this one
-        began is on a quorum of the write level's members; the fetch asks a
-        quorum of the fetch level's (at least as strong), so one member in
-        both answers with that write or a newer entry, merged here. The
-        reply waits for the fetch, so what is on enough members when it
-        answers is above that entry: the first run, when it already was;
-        else the second run, or the later writes, stamped above every
-        entry held here. The first run's entry, if it lost, is an
-        unacknowledged write that a newer entry beats on every member: no
-        read can return it after one that returned the newer. Acknowledged
-        still means applied and committed on that many members."""
-        store = self.dispatcher.store
-        coordinator = self.coordinator
-        assert coordinator is not None
-        seq = store.seq
-        outcome = self._then_write(command, request, session, write, deadline)
-        if store.seq == seq:
-            return outcome  # wrote nothing (an error): nothing to order
-        wrote = {key: _version(store.entry(key)) for key in keys}
-        seen: Dict[bytes, Version] = {}
-        later = Later()
-        latest = self._latest
-        for key in keys:
-            latest[key] = later
-        me = store.clock.node
-
-        def fetched(error: Optional[str]) -> None:
-            followers = {}
-            for key in keys:
-                follower = latest.get(key)
-                if follower is later:
-                    del latest[key]
-                elif follower is not None:
-                    followers[key] = follower
-            beaten = [key for key, mine in wrote.items()
-                      if key in seen and (mine is None or seen[key] > mine)]
-            if error is not None or not beaten:  # ours is the newest (or best effort)
-                self._finish(outcome, later)
-                return
-            after = {key for key in beaten if key in followers}
-            if len(after) == len(beaten):
-                # Later writes here to those keys, which run after this one,
-                # are ordered above the fetched entries as this one would be:
-                # answered once the last of them is.
-                waits = list({id(f): f for f in followers.values()}.values())
-                self._after(outcome, waits, later)
-                return
-            for key in beaten:
-                version = _version(store.entry(key))
-                if key not in after and not (version is not None and version > seen[key]
-                                              and version[2] == me):
-                    # Written again, above every entry held here.
-                    self._finish(self._then_write(command, request, session, write,
-                                                  deadline), later)
-                    return
-            # Later writes of ours beat the fetched entries: once they are
-            # on enough members (and any later blind writes answered).
-            done = Later()
-            coordinator.write(store.seq, write, None, lambda error: done.done_with(
-                Error(error) if error is not None else later.reply), deadline)
-            self._after(outcome, [done] + list({id(f): f for f in followers.values()}.values()),
-                        later)
-
-        coordinator.read(keys, fetch, fetched, what, repair=False, seen=seen)
-        return _pending(later)
-
-    def _after(self, outcome: Outcome, waits: List[Later], later: Later) -> None:
-        """Finish ``later`` with ``outcome`` once every one of ``waits`` is
-        done, or with the first of their errors."""
-        if not waits:
-            self._finish(outcome, later)
-            return
-        first, rest = waits[0], waits[1:]
-
-        def then(error: Optional[str]) -> None:
-            if isinstance(first.reply, Error):
-                later.done_with(first.reply)
-            else:
-                self._after(outcome, rest, later)
-
-        first.when_done(then)
 
     def _then_write(self, command: Command, request: Sequence[bytes], session: Session,
                     write: str, deadline: Optional[float] = None) -> Outcome:
@@ -469,10 +370,6 @@ def _level(word: bytes) -> Union[str, Error]:
 
 def _set_reads(request: Sequence[bytes]) -> bool:
     return len(request) > 3 and any(arg.upper() in _SET_READS for arg in request[3:])
-
-
-def _version(entry: Optional[Entry]) -> Optional[Version]:
-    return None if entry is None else version_of(entry)
 
 
 def _pending(later: Later) -> Outcome:
