@@ -10,8 +10,11 @@ other load falls on every level alike. In each, ``redis-benchmark`` runs
 through node 1: SET then GET over ``--keyspace`` random keys, at a moderate
 load (``--moderate`` connections, no pipelining: the latency figures) and
 at a heavier one (``--clients`` connections: the throughput figure).
-Reported: medians over the rounds, and each level's throughput as a ratio
-of ONE's in the same rounds.
+Reported: medians over the rounds, each level's throughput as a ratio
+of ONE's in the same rounds, and the CPU time the three nodes spent per
+request (user + system, all loads): on a shared machine the steadiest figure.
+``--levels`` runs only some levels (and ONE); ``--before`` names another
+checkout, run alternated with ``--source``, for a before/after comparison.
 
 Usage: python benchmarks/levels.py [--rounds 3] [--requests 20000]
 """
@@ -76,45 +79,59 @@ def main():
     parser.add_argument("--twistd", default=benchlib.default_twistd())
     parser.add_argument("--source", default=os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), help="the checkout whose distkv the nodes run")
+    parser.add_argument("--levels", default=",".join(LEVELS),
+                        help="the levels to run, comma-separated (ONE is always run)")
+    parser.add_argument("--before", default=None,
+                        help="another checkout, run alternated with --source (its rows "
+                        "are marked 'before'): a before/after comparison in one run")
     args = parser.parse_args()
+    levels = ["one"] + [lv for lv in args.levels.lower().split(",") if lv in LEVELS and lv != "one"]
+    sources = [("", args.source)] + ([("before ", args.before)] if args.before else [])
     tool = shutil.which("redis-benchmark")
     if tool is None:
         sys.exit("redis-benchmark is not installed")
-    results = {(level, test, load): [] for level in LEVELS for test in ("set", "get")
-               for load in ("heavy", "moderate")}
+    results = {(tag + level, test, load): [] for tag, _ in sources for level in levels
+               for test in ("set", "get") for load in ("heavy", "moderate")}
     print("3 nodes on %s, %s; load average %.1f at the start (the machine is shared)"
           % (benchlib.HOST, sys.version.split()[0], benchlib.loadavg()))
     with tempfile.TemporaryDirectory() as workdir:
         for round_ in range(args.rounds):
-            for level in LEVELS:
-                procs, ports = start_cluster(args.twistd, workdir, level, args.source)
+            for (tag, source), level in [(s, lv) for lv in levels for s in sources]:
+                procs, ports = start_cluster(args.twistd, workdir, level, source)
                 try:
                     for test in ("set", "get"):
                         for load, clients in (("heavy", args.clients),
                                               ("moderate", args.moderate)):
+                            cpu = sum(benchlib.cpu_seconds(proc.pid) for proc in procs)
                             figures = bench(tool, ports[0], test, args.requests, clients,
                                             args.keyspace)
-                            results[(level, test, load)].append(figures)
-                            print("  round %d %-12s %s %-8s %8.0f req/s  p50 %.2f ms  p99 %.2f ms"
-                                  % (round_ + 1, level.upper(), test.upper(), load, *figures))
+                            cpu = sum(benchlib.cpu_seconds(proc.pid) for proc in procs) - cpu
+                            figures += (cpu * 1e6 / args.requests,)
+                            results[(tag + level, test, load)].append(figures)
+                            print("  round %d %-19s %s %-8s %8.0f req/s  p50 %.2f ms  p99 %.2f ms"
+                                  "  %4.0f us CPU/req" % (round_ + 1, tag + level.upper(),
+                                                          test.upper(), load, *figures))
                 finally:
                     for proc in procs:
                         benchlib.stop_node(proc)
     print("\nMedians over %d rounds (load average now %.1f):" % (args.rounds, benchlib.loadavg()))
-    print("%-12s %-4s %12s %8s %22s %22s" % ("level", "", "req/s heavy", "x ONE",
-                                            "p50/p99 ms heavy", "p50/p99 ms moderate"))
+    print("%-19s %-4s %12s %8s %22s %22s %10s" % ("level", "", "req/s heavy", "x ONE",
+                                                  "p50/p99 ms heavy", "p50/p99 ms moderate",
+                                                  "us CPU/req"))
     for test in ("set", "get"):
-        for level in LEVELS:
-            heavy = results[(level, test, "heavy")]
-            moderate = results[(level, test, "moderate")]
-            ratios = [mine[0] / one[0] for mine, one in zip(heavy, results[("one", test, "heavy")])]
-            print("%-12s %-4s %12.0f %8.2f %22s %22s" % (
-                level.upper(), test.upper(), statistics.median(r[0] for r in heavy),
+        for tag, level in [(tag, lv) for lv in levels for tag, _ in sources]:
+            heavy = results[(tag + level, test, "heavy")]
+            moderate = results[(tag + level, test, "moderate")]
+            ratios = [mine[0] / one[0] for mine, one
+                      in zip(heavy, results[(tag + "one", test, "heavy")])]
+            print("%-19s %-4s %12.0f %8.2f %22s %22s %10.0f" % (
+                tag + level.upper(), test.upper(), statistics.median(r[0] for r in heavy),
                 statistics.median(ratios),
                 "%.2f / %.2f" % (statistics.median(r[1] for r in heavy),
                                  statistics.median(r[2] for r in heavy)),
                 "%.2f / %.2f" % (statistics.median(r[1] for r in moderate),
-                                 statistics.median(r[2] for r in moderate))))
+                                 statistics.median(r[2] for r in moderate)),
+                statistics.median(r[3] for r in heavy + moderate)))
 
 
 if __name__ == "__main__":

@@ -181,6 +181,24 @@ class PeerHost(Protocol):
         """``remote`` answered a prepare or accept of ours."""
 
 
+class _Gather:
+    """The answers to accepts given while one read's frames are handled go
+    out with the others in one write at its end; one given later (once a
+    commit is done) is written at once."""
+
+    __slots__ = ("answers", "write")
+
+    def __init__(self, answers: List[bytes], write: Callable[[bytes], None]) -> None:
+        self.answers: Optional[List[bytes]] = answers
+        self.write = write
+
+    def send(self, data: bytes) -> None:
+        if self.answers is not None:
+            self.answers.append(data)
+        else:
+            self.write(data)
+
+
 @implementer(IPushProducer)
 class PeerConnection(sendnow.SendingProtocol):
     """Either end of a peer connection once the handshake is done."""
@@ -403,6 +421,7 @@ class PeerConnection(sendnow.SendingProtocol):
         applied = 0
         answers: List[bytes] = []
         answered = 0
+        gathered: Optional[_Gather] = None
         for frame in frames:
             if isinstance(frame, wire.Write):
                 host.apply(frame.key, frame.entry)
@@ -452,7 +471,9 @@ class PeerConnection(sendnow.SendingProtocol):
             elif isinstance(frame, paxoswire.Prepare):
                 answers.append(host.consensus_prepare(frame))
             elif isinstance(frame, paxoswire.Accept):
-                host.consensus_accept(frame, self.write)
+                if gathered is None:
+                    gathered = _Gather(answers, self.write)
+                host.consensus_accept(frame, gathered.send)
             elif isinstance(frame, (paxoswire.Promise, paxoswire.Accepted)):
                 host.consensus_answered(remote, frame)
             elif frame.kind == b"S":
@@ -471,6 +492,8 @@ class PeerConnection(sendnow.SendingProtocol):
                 self.link.round_applied(frame.round)
         if applied:
             self._acknowledge(remote, applied)
+        if gathered is not None:
+            gathered.answers = None
         if answers:
             self.write(b"".join(answers))
         if self._paused and not self._reading_paused and (

@@ -34,7 +34,8 @@ from twisted.logger import Logger
 
 from distkv.cluster import wire
 from distkv.disk.journal import Batch
-from distkv.store.store import Entry, Mark, mark_of
+from distkv.store.hlc import Version
+from distkv.store.store import Entry, Mark, mark_of, version_of
 
 log = Logger()
 
@@ -102,7 +103,7 @@ class _Write:
 class _Read:
     __slots__ = ("keys", "ids", "chunks", "level", "need", "size", "done", "write", "asked",
                  "parts", "versions", "answered", "finished", "ended", "stale", "rounds",
-                 "what", "spare")
+                 "what", "spare", "repair", "seen")
 
     def __init__(self, keys: Sequence[bytes], level: str, need: int, size: int,
                  done: Done, write: bool) -> None:
@@ -130,6 +131,11 @@ class _Read:
         self.what = "read"
         #: Members linked but not asked yet.
         self.spare: Dict[str, Send] = {}
+        #: Whether members that answered older entries are sent the newest
+        #: (False: the versions are only looked at; see Coordinator.read).
+        self.repair = True
+        #: Where the newest version each member answered of each key is kept, if anywhere.
+        self.seen: Optional[Dict[bytes, Version]] = None
 
 
 #: How many times one read repairs and asks again a member whose answer was
@@ -231,11 +237,20 @@ class Coordinator:
 
     # -- reads and barriers -----------------------------------------------------
 
-    def read(self, keys: Sequence[bytes], level: str, done: Done, what: str = "read") -> None:
+    def read(self, keys: Sequence[bytes], level: str, done: Done, what: str = "read",
+             repair: bool = True, seen: Optional[Dict[bytes, Version]] = None) -> None:
         """Merge the newest entries of ``keys`` that ``level``'s members hold
         into the local store, then call ``done(None)``; or ``done(error)``
-        (which names the command a ``what``: ``read`` or ``write``)."""
-        self._ask(keys, level, done, write=False, what=what)
+        (which names the command a ``what``: ``read`` or ``write``).
+
+        ``repair=False`` only looks: ``done(None)`` once enough members
+        answered, whatever they held, and none is sent the newest entries.
+        A blind write uses it for the versions its keys had on its members
+        (see :meth:`distkv.front.levelcmds.Levels._leveled`): what it wrote
+        itself is on its way to them, so a write-back would only repeat it.
+        ``seen``, if given, gets the newest version any member answered of
+        each key (keys nobody holds absent)."""
+        self._ask(keys, level, done, write=False, what=what, repair=repair, seen=seen)
 
     def barrier(self, level: str, done: Done) -> None:
         """``done(None)`` once ``level``'s members have applied every frame
@@ -244,7 +259,8 @@ class Coordinator:
         self._ask((), level, done, write=True)
 
     def _ask(self, keys: Sequence[bytes], level: str, done: Done, write: bool,
-             what: str = "read") -> None:
+             what: str = "read", repair: bool = True,
+             seen: Optional[Dict[bytes, Version]] = None) -> None:
         size, senders = self._view()
         need = needed(level, size)
         if need <= 1:
@@ -263,6 +279,8 @@ class Coordinator:
             return
         read = _Read(keys, level, need, size, done, write)
         read.what = what
+        read.repair = repair
+        read.seen = seen
         chunks = read.chunks = list(self._chunks(keys))
         for _ in chunks:
             number = next(self._ids)
@@ -370,11 +388,16 @@ class Coordinator:
         versions = read.versions[node]
         wanted = set(read.keys)
         merge = self.cluster.merge
+        seen = read.seen
         for key, entry in reply.entries:
             if key not in wanted:
                 continue  # not asked for: ignored
             merge(key, entry)
             versions[key] = mark_of(entry)
+            if seen is not None:
+                version = version_of(entry)
+                if key not in seen or version > seen[key]:
+                    seen[key] = version
         if reply.more:
             return
         read.parts[node] += 1
@@ -412,7 +435,7 @@ class Coordinator:
         fresh = 1
         read.stale = []
         for node in sorted(read.answered):
-            frames = _repairs(newest, read.versions[node])
+            frames = _repairs(newest, read.versions[node]) if read.repair else None
             if not frames:
                 fresh += 1
             elif read.rounds.get(node, 0) < WRITE_BACKS:
@@ -482,6 +505,8 @@ class Coordinator:
         for number in read.ids:
             self._reads.pop(number, None)
         read.ended = True
+        if not read.repair:
+            return
         local = self.cluster.local_entry
         newest = {key: local(key) for key in dict.fromkeys(read.keys)}
         for node in sorted(read.answered):

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple, Uni
 
 from distkv.cluster.consensus import Proposer
 from distkv.cluster.quorum import ALL, LINEARIZABLE, ONE, QUORUM, Coordinator, parse_level
-from distkv.front import lincmds
+from distkv.front import blindwrites, lincmds
 from distkv.front.replcmds import Later
 from distkv.front.replies import SYNTAX, Error, Reply, Session, Status
 
@@ -100,6 +100,9 @@ class Levels:
         #: and the write level of what is not.
         self._lin = (False, False)
         self._other_write = ONE
+        #: The newest blind write at a level of each key whose fetch is out
+        #: (see :mod:`distkv.front.blindwrites`), by the reply it will answer.
+        self._latest: Dict[bytes, Later] = {}
 
     def use(self, coordinator: Coordinator, read: str, write: str) -> None:
         """The node's coordinator and default levels."""
@@ -199,7 +202,9 @@ class Levels:
         heard of it. For a blind write (SET without options that read,
         SETEX, PSETEX, MSET) that fetch is a best effort: when it fails the
         write runs anyway (and waits for its level as usual, so it is
-        indeterminate rather than refused). A command that reads its keys
+        indeterminate rather than refused); and it runs at once, with the
+        fetch alongside its replication rather than before it (see
+        :mod:`distkv.front.blindwrites`). A command that reads its keys
         (a read, ``GETSET``, ``DEL``'s count, ``SET ... NX``...) does not run
         when its fetch fails: it answers the error, and nothing changed.
         """
@@ -233,6 +238,9 @@ class Levels:
             # A command whose reply or effect depends on what its keys held
             # does not run on what this node alone holds.
             gate = write == ONE or reads_first or (name == b"SET" and _set_reads(request))
+            if not gate:
+                return blindwrites.run(self, command, request, session, write, keys, fetch,
+                                       what, deadline)
 
             def fetched(error: Optional[str]) -> None:
                 if error is not None and gate:

@@ -1,0 +1,129 @@
+"""Blind writes at a write level (``QUORUM``, ``ALL``) in one round trip.
+
+A blind write (``SET`` without options that read, ``SETEX``, ``PSETEX``,
+``MSET``) must be stamped above every write acknowledged before it began,
+which another node may have made with a clock ahead of this one's: so the
+entries its keys have on the write level's members are fetched (see
+:mod:`distkv.front.levelcmds`). Rather than fetch first and then run (two
+round trips to the members), :func:`run` runs the write at once and fetches
+alongside its replication, then writes again only in the rare case the
+fetch shows a newer entry; why that keeps every promise is in its
+docstring.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+
+from distkv.front.replcmds import Later
+from distkv.front.replies import Error, Session
+from distkv.store.hlc import Version
+from distkv.store.store import Entry, version_of
+
+if TYPE_CHECKING:
+    from distkv.front.commands import Command, Outcome
+    from distkv.front.levelcmds import Levels
+
+
+def run(levels: Levels, command: Command, request: Sequence[bytes], session: Session,
+        write: str, keys: Sequence[bytes], fetch: str, what: str, deadline: float) -> Outcome:
+    """A blind write at a write level, in one round trip rather than two:
+    it runs now, and the versions its keys have on the fetch level's
+    members are asked for as it is replicated (no write-back: see
+    :meth:`~distkv.cluster.quorum.Coordinator.read`). When a member answered a newer version of
+    a key than the one just written (a node whose clock is ahead wrote
+    it), the write runs again, stamped above what was fetched, and its
+    answer waits for that one's level; unless later writes here to that
+    key come after it: a later blind write whose fetch is out (it orders
+    itself the same way, so the last one run is the one that stays: a
+    pipeline keeps its order) or one already stamped above the fetched
+    entry, and then it answers once those are on their members too.
+
+    Why this keeps the promise: a write acknowledged before this one
+    began is on a quorum of the write level's members; the fetch asks a
+    quorum of the fetch level's (at least as strong), so one member in
+    both answers with that write or a newer entry, merged here. The
+    reply waits for the fetch, so what is on enough members when it
+    answers is above that entry: the first run, when it already was;
+    else the second run, or the later writes, stamped above every
+    entry held here. The first run's entry, if it lost, is an
+    unacknowledged write that a newer entry beats on every member: no
+    read can return it after one that returned the newer. Acknowledged
+    still means applied and committed on that many members."""
+    store = levels.dispatcher.store
+    coordinator = levels.coordinator
+    assert coordinator is not None
+    seq = store.seq
+    outcome = levels._then_write(command, request, session, write, deadline)
+    if store.seq == seq:
+        return outcome  # wrote nothing (an error): nothing to order
+    wrote = {key: _version(store.entry(key)) for key in keys}
+    seen: Dict[bytes, Version] = {}
+    later = Later()
+    latest = levels._latest
+    for key in keys:
+        latest[key] = later
+    me = store.clock.node
+
+    def fetched(error: Optional[str]) -> None:
+        followers = {}
+        for key in keys:
+            follower = latest.get(key)
+            if follower is later:
+                del latest[key]
+            elif follower is not None:
+                followers[key] = follower
+        beaten = [key for key, mine in wrote.items()
+                  if key in seen and (mine is None or seen[key] > mine)]
+        if error is not None or not beaten:  # ours is the newest (or best effort)
+            levels._finish(outcome, later)
+            return
+        after = {key for key in beaten if key in followers}
+        if len(after) == len(beaten):
+            # Later writes here to those keys, which run after this one,
+            # are ordered above the fetched entries as this one would be:
+            # answered once the last of them is.
+            waits = list({id(f): f for f in followers.values()}.values())
+            _after(levels, outcome, waits, later)
+            return
+        for key in beaten:
+            version = _version(store.entry(key))
+            if key not in after and not (version is not None and version > seen[key]
+                                          and version[2] == me):
+                # Written again, above every entry held here.
+                levels._finish(levels._then_write(command, request, session, write,
+                                              deadline), later)
+                return
+        # Later writes of ours beat the fetched entries: once they are
+        # on enough members (and any later blind writes answered).
+        done = Later()
+        coordinator.write(store.seq, write, None, lambda error: done.done_with(
+            Error(error) if error is not None else later.reply), deadline)
+        _after(levels, outcome, [done] + list({id(f): f for f in followers.values()}.values()),
+                    later)
+
+    coordinator.read(keys, fetch, fetched, what, repair=False, seen=seen)
+    from distkv.front.commands import Pending  # commands imports levelcmds, which imports this
+
+    return Pending(later, later.reply)
+
+
+def _after(levels: Levels, outcome: Outcome, waits: List[Later], later: Later) -> None:
+    """Finish ``later`` with ``outcome`` once every one of ``waits`` is
+    done, or with the first of their errors."""
+    if not waits:
+        levels._finish(outcome, later)
+        return
+    first, rest = waits[0], waits[1:]
+
+    def then(error: Optional[str]) -> None:
+        if isinstance(first.reply, Error):
+            later.done_with(first.reply)
+        else:
+            _after(levels, outcome, rest, later)
+
+    first.when_done(then)
+
+
+def _version(entry: Optional[Entry]) -> Optional[Version]:
+    return None if entry is None else version_of(entry)
