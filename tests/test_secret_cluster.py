@@ -135,7 +135,7 @@ class HandshakeDeadlineTests(SynchronousTestCase):
             proto = Acceptor(FakeHost(secret=secret), clock, 5.0, MAX_FRAME)
             transport = StringTransport()
             proto.makeConnection(transport)
-            line = b"DISTKV-PEER 5 caller c0ffee 9001 " + b"a" * 64
+            line = b"DISTKV-PEER 6 caller c0ffee 9001 " + b"a" * 64
             sent = 0
             while not transport.disconnecting and sent < len(line):
                 proto.dataReceived(line[sent : sent + 1])
