@@ -48,6 +48,7 @@ class BatchFrameTests(SynchronousTestCase):
     def test_any_writes_batch_to_what_their_own_frames_decode_to(self, frames: list) -> None:  # type: ignore[type-arg]
         """Whatever the writes, their batch carries exactly what their W frames do."""
         encoded = [wire.encode_write(*f) for f in frames]
+        self.assertEqual(batchwire.batched(encoded, only_writes=True), batchwire.batched(encoded))
         [batch] = wire.FrameDecoder(1 << 20).feed(b"".join(batchwire.batched(encoded)))
         assert isinstance(batch, batchwire.Batch)
         self.assertEqual(batch.seq, frames[-1].seq)
@@ -70,6 +71,7 @@ class BatchFrameTests(SynchronousTestCase):
         big = wire.encode_write(1, b"big", entry(b"x" * batchwire.BATCH_BYTES))
         small = [wire.encode_write(i, b"k%d" % i, entry(b"v" * 1000)) for i in range(2, 600)]
         out = batchwire.batched([*small[:300], big, *small[300:]])
+        self.assertEqual(batchwire.batched([*small[:300], big, *small[300:]], True), out)
         self.assertIn(big, out)
         limit = wire.max_frame(1)
         for frame in out:

@@ -45,10 +45,17 @@ class Batch(NamedTuple):
     writes: List[Tuple[bytes, Entry]]
 
 
-def batched(frames: Sequence[bytes]) -> List[bytes]:
+def batched(frames: Sequence[bytes], only_writes: bool = False) -> List[bytes]:
     """``frames`` (``W`` and ``T`` frames, in order) with each run of ``W``
     frames joined into ``B`` frames of at most :data:`BATCH_BYTES` body; a
-    run of one, and a frame too large to share one, stays as it is."""
+    run of one, and a frame too large to share one, stays as it is.
+    ``only_writes``: the caller knows there is no ``T`` frame among them."""
+    if len(frames) < 2:
+        return list(frames)
+    if only_writes:
+        size = 1 + sum(map(len, frames))
+        if size <= BATCH_BYTES:  # the common case: one turn's writes, one frame
+            return [b"".join([_U32.pack(size), b"B", *frames])]
     out: List[bytes] = []
     run: List[bytes] = []
     size = 1

@@ -174,15 +174,17 @@ class Outbox:
         own frame when it came with one (see :meth:`add`), else encoded now;
         runs of writes joined into ``B`` frames (see :mod:`distkv.cluster.batchwire`)."""
         out = []
+        only_writes = True
         for seq, key, item in self._taken():
             frame = item[3]
             if frame is None:
                 if isinstance(key, int):
                     frame = wire.encode_transaction(seq, item[1])
+                    only_writes = False
                 else:
                     frame = wire.encode_write(seq, key, item[1])
             out.append(frame)
-        return batchwire.batched(out)
+        return batchwire.batched(out, only_writes)
 
     def _taken(self) -> List[Tuple[int, Union[bytes, int], Tuple[int, Any, int, Optional[bytes]]]]:
         """Take the next pending items the window allows, marking them in flight."""
