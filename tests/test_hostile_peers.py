@@ -44,7 +44,7 @@ def peer_socket(port: int, node_id: str = "intruder") -> socket.socket:
         data = sock.recv(1)
         assert data, "closed during the handshake"
         line += data
-    assert line.startswith(b"DISTKV-PEER-OK 5 "), line
+    assert line.startswith(b"DISTKV-PEER-OK 6 "), line
     return sock
 
 

@@ -61,7 +61,7 @@ class AcceptorTests(SynchronousTestCase):
         """The greeting gets only a challenge (our id and nonce); the node is not asked."""
         proto, host, transport = acceptor()
         proto.dataReceived(wire.greeting_line(CALLER._replace(nonce=b"\x01" * 32)))
-        self.assertTrue(transport.value().startswith(b"DISTKV-PEER-CHALLENGE 5 me "))
+        self.assertTrue(transport.value().startswith(b"DISTKV-PEER-CHALLENGE 6 me "))
         self.assertEqual(host.callers, [])
         self.assertIsNone(proto.remote)
 
