@@ -72,10 +72,10 @@ class HandshakeTests(SynchronousTestCase):
         dialling, accepting, lines = exchange()
         accepting.proved(lines[2])
         line, _ = accepting.answer(ANSWER)
-        self.assertTrue(lines[0].startswith(b"DISTKV-PEER 5 caller c0ffee 9001 " + b"01" * 32))
-        self.assertEqual(lines[1], b"DISTKV-PEER-CHALLENGE 5 answerer " + b"02" * 32 + b"\r\n")
+        self.assertTrue(lines[0].startswith(b"DISTKV-PEER 6 caller c0ffee 9001 " + b"01" * 32))
+        self.assertEqual(lines[1], b"DISTKV-PEER-CHALLENGE 6 answerer " + b"02" * 32 + b"\r\n")
         self.assertRegex(lines[2], rb"^DISTKV-PEER-PROOF [0-9a-f]{64}\r\n$")
-        self.assertRegex(line, rb"^DISTKV-PEER-OK 5 answerer beef 7 serving [0-9a-f]{64}\r\n$")
+        self.assertRegex(line, rb"^DISTKV-PEER-OK 6 answerer beef 7 serving [0-9a-f]{64}\r\n$")
         for sent in lines + [line]:
             self.assertNotIn(b"battery", sent)
 

@@ -44,7 +44,7 @@ def peer_socket(port: int, node_id: str = "intruder") -> socket.socket:
         data = sock.recv(1)
         assert data, "closed during the handshake"
         line += data
-    assert line.startswith(b"DISTKV-PEER-OK 5 "), line
+    assert line.startswith(b"DISTKV-PEER-OK 6 "), line
     return sock
 
 
@@ -60,7 +60,7 @@ def closed_by_node(sock: socket.socket) -> bool:
 
 def test_a_malformed_handshake_is_refused_with_a_reason(node: NodeProcess) -> None:
     sock = socket.create_connection(("127.0.0.1", node.port), timeout=10)
-    sock.sendall(b"DISTKV-PEER 5 bad/id 1 - -\r\n")
+    sock.sendall(b"DISTKV-PEER 6 bad/id 1 - -\r\n")
     reply = sock.makefile("rb").readline()
     assert reply.startswith(b"DISTKV-PEER-ERR protocol"), reply
     sock.close()

@@ -61,7 +61,7 @@ class AcceptorTests(SynchronousTestCase):
         """The greeting gets only a challenge (our id and nonce); the node is not asked."""
         proto, host, transport = acceptor()
         proto.dataReceived(wire.greeting_line(CALLER._replace(nonce=b"\x01" * 32)))
-        self.assertTrue(transport.value().startswith(b"DISTKV-PEER-CHALLENGE 5 me "))
+        self.assertTrue(transport.value().startswith(b"DISTKV-PEER-CHALLENGE 6 me "))
         self.assertEqual(host.callers, [])
         self.assertIsNone(proto.remote)
 
@@ -135,7 +135,7 @@ class HandshakeDeadlineTests(SynchronousTestCase):
             proto = Acceptor(FakeHost(secret=secret), clock, 5.0, MAX_FRAME)
             transport = StringTransport()
             proto.makeConnection(transport)
-            line = b"DISTKV-PEER 5 caller c0ffee 9001 " + b"a" * 64
+            line = b"DISTKV-PEER 6 caller c0ffee 9001 " + b"a" * 64
             sent = 0
             while not transport.disconnecting and sent < len(line):
                 proto.dataReceived(line[sent : sent + 1])

@@ -190,7 +190,7 @@ def test_an_attacker_who_knows_the_new_lines_cannot_prove_or_skip_the_secret(
         sock = connect(node.port)
         sock.sendall(dialling.greeting_line())
         challenge = read_line(sock)
-        assert challenge.startswith(b"DISTKV-PEER-CHALLENGE 5 node1 "), challenge
+        assert challenge.startswith(b"DISTKV-PEER-CHALLENGE 6 node1 "), challenge
         if attempt == "random proof":
             sock.sendall(wire.proof_line(os.urandom(32)) + forged_frames("node2"))
         elif attempt == "other secret":

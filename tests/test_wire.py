@@ -86,26 +86,26 @@ class WireTests(SynchronousTestCase):
         self.assertEqual(
             wire.parse_reply(wire.refusal_line("self", "it is me")), ("self", "it is me")
         )
-        for bad in (b"DISTKV-PEER 5 a b -\r\n", b"DISTKV-PEER 5 bad/id ab 9000 -\r\n",
-                    b"HELLO\r\n", b"DISTKV-PEER 5 a b 90000 -\r\n", b"DISTKV-PEER 5 a b -1 -\r\n",
-                    b"DISTKV-PEER 5 a b 9000 - extra\r\n", b"DISTKV-PEER 5 a b 9000 abcd\r\n",
-                    b"DISTKV-PEER 5 a b 9000 " + b"G" * 64 + b"\r\n"):
+        for bad in (b"DISTKV-PEER 6 a b -\r\n", b"DISTKV-PEER 6 bad/id ab 9000 -\r\n",
+                    b"HELLO\r\n", b"DISTKV-PEER 6 a b 90000 -\r\n", b"DISTKV-PEER 6 a b -1 -\r\n",
+                    b"DISTKV-PEER 6 a b 9000 - extra\r\n", b"DISTKV-PEER 6 a b 9000 abcd\r\n",
+                    b"DISTKV-PEER 6 a b 9000 " + b"G" * 64 + b"\r\n"):
             with self.assertRaises(wire.WireError):
                 wire.parse_greeting(bad)
-        for bad in (b"DISTKV-PEER-OK 5 a b 1 -\r\n", b"DISTKV-PEER-OK 5 a b x serving -\r\n",
-                    b"DISTKV-PEER-OK 5 a b 1 maybe -\r\n",
-                    b"DISTKV-PEER-OK 5 a b %d serving -\r\n" % 2**63,
-                    b"DISTKV-PEER-OK 5 a b 1 serving 00\r\n"):
+        for bad in (b"DISTKV-PEER-OK 6 a b 1 -\r\n", b"DISTKV-PEER-OK 6 a b x serving -\r\n",
+                    b"DISTKV-PEER-OK 6 a b 1 maybe -\r\n",
+                    b"DISTKV-PEER-OK 6 a b %d serving -\r\n" % 2**63,
+                    b"DISTKV-PEER-OK 6 a b 1 serving 00\r\n"):
             with self.assertRaises(wire.WireError):
                 wire.parse_reply(bad)
-        for bad in (b"DISTKV-PEER-CHALLENGE 5 a -\r\n", b"DISTKV-PEER-CHALLENGE 2 a " + b"0" * 64,
-                    b"DISTKV-PEER-CHALLENGE 5 bad/id " + b"0" * 64):
+        for bad in (b"DISTKV-PEER-CHALLENGE 6 a -\r\n", b"DISTKV-PEER-CHALLENGE 2 a " + b"0" * 64,
+                    b"DISTKV-PEER-CHALLENGE 6 bad/id " + b"0" * 64):
             with self.assertRaises(wire.WireError):
                 wire.parse_challenge(bad)
-        # Nodes of the releases before (protocols 3 and 4) are refused with
+        # Nodes of the releases before (protocols 3 to 5) are refused with
         # both versions named, never linked and fed frames they cannot read.
-        for old in ("3", "4"):
-            with self.assertRaisesRegex(wire.WireError, f"version b'{old}' .*speaks 5"):
+        for old in ("3", "4", "5"):
+            with self.assertRaisesRegex(wire.WireError, f"version b'{old}' .*speaks 6"):
                 wire.parse_greeting(f"DISTKV-PEER {old} a b 9000 -\r\n".encode())
         for bad in (b"DISTKV-PEER-PROOF -\r\n", b"DISTKV-PEER-PROOF " + b"0" * 63, b"PROOF x"):
             with self.assertRaises(wire.WireError):

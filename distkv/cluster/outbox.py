@@ -19,9 +19,12 @@ does not replace the item (the transaction must still reach the peer whole);
 it queues behind it, and wins there by its newer version.
 
 A write may come with its ``W`` frame already encoded (replication encodes
-each write once for every link): a connected outbox keeps it, counted in its
-bytes, and sends it as is; one that is down keeps the entry alone, and
-encodes it when it is sent.
+each write once for every link): a connected outbox keeps it and sends it as
+is; one that is down keeps the entry alone, and encodes it when it is sent.
+The frame is one object shared by every link, so no outbox counts it: an
+outbox's bytes are its entries' (:func:`entry_size`, whose overhead stands
+for a frame's head), the same whether the link is up or down, and the bound
+(``--outbox-bytes``) and STATUS's ``outbox_bytes`` mean the same either way.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import Any, Deque, Iterator, List, Optional, Sequence, Tuple, Union
 
-from distkv.cluster import wire
+from distkv.cluster import batchwire, wire
 from distkv.store.store import Entry
 
 #: The writes of one transaction, as one outbox item.
@@ -78,15 +81,13 @@ class Outbox:
     def add(self, seq: int, key: bytes, entry: Entry, frame: Optional[bytes] = None) -> None:
         """Queue local write number ``seq`` (numbers only ever grow);
         ``frame``: its ``W`` frame, encoded once for every link. It is kept
-        (and counted) only while connected: a link that is down holds the
-        entry alone, and its writes are encoded again when they are sent."""
+        only while connected (a link that is down holds the entry alone, and
+        its writes are encoded again when they are sent), and never counted:
+        every link shares it."""
         self.last_seq = seq
         size = entry_size(key, entry)
-        if frame is not None:
-            if self._connected:
-                size += len(frame)
-            else:
-                frame = None
+        if frame is not None and not self._connected:
+            frame = None
         old = self._pending.pop(key, None)
         if old is not None:
             self.bytes -= old[2]
@@ -170,17 +171,20 @@ class Outbox:
 
     def take_frames(self) -> List[bytes]:
         """What :meth:`take` gives, as the frames that carry it: each write's
-        own frame when it came with one (see :meth:`add`), else encoded now."""
+        own frame when it came with one (see :meth:`add`), else encoded now;
+        runs of writes joined into ``B`` frames (see :mod:`distkv.cluster.batchwire`)."""
         out = []
+        only_writes = True
         for seq, key, item in self._taken():
             frame = item[3]
             if frame is None:
                 if isinstance(key, int):
                     frame = wire.encode_transaction(seq, item[1])
+                    only_writes = False
                 else:
                     frame = wire.encode_write(seq, key, item[1])
             out.append(frame)
-        return out
+        return batchwire.batched(out, only_writes)
 
     def _taken(self) -> List[Tuple[int, Union[bytes, int], Tuple[int, Any, int, Optional[bytes]]]]:
         """Take the next pending items the window allows, marking them in flight."""

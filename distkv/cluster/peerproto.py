@@ -54,7 +54,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from distkv.cluster import paxoswire, tlsconfig, wire
+from distkv.cluster import batchwire, paxoswire, tlsconfig, wire
 from distkv.cluster.handshake import (
     Accepting,
     AuthError,
@@ -423,7 +423,12 @@ class PeerConnection(sendnow.SendingProtocol):
         answered = 0
         gathered: Optional[_Gather] = None
         for frame in frames:
-            if isinstance(frame, wire.Write):
+            if isinstance(frame, batchwire.Batch):
+                apply = host.apply
+                for key, entry in frame.writes:
+                    apply(key, entry)
+                applied = frame.seq
+            elif isinstance(frame, wire.Write):
                 host.apply(frame.key, frame.entry)
                 if frame.seq:  # 0: sent by anti-entropy, outside the outbox
                     applied = frame.seq

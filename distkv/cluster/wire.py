@@ -3,10 +3,10 @@
 A peer connection starts on the shared client port with one text line, so the
 front door can tell it from a client::
 
-    DISTKV-PEER 5 <node-id> <incarnation> <port> <nonce>\\r\\n      (connecting side)
-    DISTKV-PEER-CHALLENGE 5 <node-id> <nonce>\\r\\n             (accepting side, with a secret)
+    DISTKV-PEER 6 <node-id> <incarnation> <port> <nonce>\\r\\n      (connecting side)
+    DISTKV-PEER-CHALLENGE 6 <node-id> <nonce>\\r\\n             (accepting side, with a secret)
     DISTKV-PEER-PROOF <proof>\\r\\n                              (connecting side, with a secret)
-    DISTKV-PEER-OK 5 <node-id> <incarnation> <seen> <state> <proof>\\r\\n (accepting side)
+    DISTKV-PEER-OK 6 <node-id> <incarnation> <seen> <state> <proof>\\r\\n (accepting side)
     DISTKV-PEER-ERR <code> <message>\\r\\n                       (refusal, then close)
 
 ``port`` is the port the caller listens on (``-`` if none is known): with the
@@ -116,8 +116,11 @@ was applied, a flush among them)::
 LINEARIZABLE's per-key consensus (see :mod:`distkv.cluster.consensus`) has
 frames of its own, ``P``, ``p``, ``V`` and ``v``: see :mod:`distkv.cluster.paxoswire`.
 
+Runs of ``W`` frames travel joined in ``B`` frames, read in one pass: see
+:mod:`distkv.cluster.batchwire`.
+
 Protocol version 4 added ``R`` and ``r``, version 5 ``P``, ``p``, ``V`` and
-``v``; nodes of other versions refuse to link (the handshake names both
+``v``, version 6 ``B``; nodes of other versions refuse to link (the handshake names both
 versions).
 
 Replicated writes travel only as ``W`` and ``T`` frames, never as client commands, so a
@@ -140,10 +143,11 @@ from distkv.store.store import Entry, counter_entry, expires_of, expiring_entry
 #: 4: counters (the W/T flag 4), and quorum reads (the R and r frames);
 #: 5: a counter slot's total may be a fraction (INCRBYFLOAT's; its size
 #: negated), LINEARIZABLE's consensus (the P, p, V and v frames), and flush
-#: floors on a millisecond's edge (the empty node id). Nodes of other versions
+#: floors on a millisecond's edge (the empty node id); 6: batches of writes
+#: (the B frame, see :mod:`distkv.cluster.batchwire`). Nodes of other versions
 #: refuse each other at the handshake, saying why, rather than drop frames
 #: they cannot read.
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 MAGIC = b"DISTKV-PEER "
 OK_WORD = b"DISTKV-PEER-OK"
 ERR_WORD = b"DISTKV-PEER-ERR"
@@ -322,7 +326,7 @@ class ReadReply(NamedTuple):
 
 Frame = Union[Write, Transaction, Ack, Heartbeat, DigestOffer, KeyList, RoundMark, Members,
               Flush, ReadRequest, ReadReply, "paxoswire.Prepare", "paxoswire.Promise",
-              "paxoswire.Accept", "paxoswire.Accepted"]
+              "paxoswire.Accept", "paxoswire.Accepted", "batchwire.Batch"]
 
 #: The most keys one ``R`` frame may ask for (MGET of more keys is asked in
 #: several frames).
@@ -951,6 +955,8 @@ def decode_body(body: bytes) -> Frame:
             if expires:
                 return _new_tuple(Write, (seq, key, expiring_entry(value, expires, ms, counter, node)))
             return _new_tuple(Write, (seq, key, (value, ms, counter, node)))
+        if kind == b"B":
+            return batchwire.decode(body)
         if kind == b"T":
             return _decode_transaction(body)
         if kind == b"A" and len(body) == 9:
@@ -1092,5 +1098,5 @@ class FrameDecoder:
         return self._have if self._parts else 0
 
 
-# Last: paxoswire builds on this module's helpers.
-from distkv.cluster import paxoswire  # noqa: E402
+# Last: paxoswire and batchwire build on this module's helpers.
+from distkv.cluster import batchwire, paxoswire  # noqa: E402
