@@ -132,6 +132,8 @@ def main():
     parser.add_argument("--scrape-interval", type=float, default=1.0,
                         help="seconds between scrapes of /metrics during the runs (0: none)")
     parser.add_argument("--quick", action="store_true", help="-n 50000, 3 rounds")
+    parser.add_argument("--pin", action="store_true",
+                        help="nodes on the first core, redis-benchmark on the others")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--in-process", action="store_true",
                         help="also time the request path alone, in this process")
@@ -158,11 +160,20 @@ def main():
             proc = start_node(args.twistd, port, log, extra=extra, source=SOURCE)
             wait_listening(proc, port).close()
             nodes[name] = (proc, port, log)
+        client_cpus = None
+        if args.pin:
+            cores = sorted(os.sched_getaffinity(0))
+            if len(cores) < 2:
+                sys.exit("--pin needs at least two cores")
+            for proc, _port, _log in nodes.values():
+                os.sched_setaffinity(proc.pid, {cores[0]})
+            client_cpus = ",".join(str(c) for c in cores[1:])
+            print("nodes pinned to core %d, redis-benchmark to %s" % (cores[0], client_cpus))
         print("load %.2f, %d cores, %s %s, commit %s; -n %d -c 50 -P 16, %d rounds" % (
             loadavg(), os.cpu_count(), platform.python_implementation(),
             platform.python_version(), commit(), args.requests, args.rounds), flush=True)
         for _proc, port, _log in nodes.values():  # warm-up, not recorded
-            redis_benchmark(port, max(10000, args.requests // 10), 16)
+            redis_benchmark(port, max(10000, args.requests // 10), 16, cpus=client_cpus)
         runs = {name: [] for name in nodes}
         scrapes = failures = 0
         for rnd in range(args.rounds):
@@ -172,7 +183,7 @@ def main():
                     scraper = Scraper(metrics_port, args.scrape_interval)
                     scraper.start()
                 cpu = cpu_seconds(proc.pid)
-                rows, other, rc = redis_benchmark(port, args.requests, 16)
+                rows, other, rc = redis_benchmark(port, args.requests, 16, cpus=client_cpus)
                 cpu_us = (cpu_seconds(proc.pid) - cpu) * 1e6 / (2 * args.requests)
                 if scraper is not None:
                     scraper.done.set()

@@ -46,7 +46,7 @@ def parse_peer(item: str) -> Tuple[str, int]:
     if address is not None:
         return address
     port_text = item.strip().rpartition(":")[2]
-    if port_text.isdigit() and not 0 < int(port_text) < 65536:
+    if port_text.isascii() and port_text.isdigit() and not 0 < int(port_text[:6]) < 65536:
         raise usage.UsageError(f"bad peer address {item!r}: port must be 1-65535")
     raise usage.UsageError(
         f"bad peer address {item!r}: expected host:port, e.g. 127.0.0.1:9001"

@@ -162,7 +162,8 @@ class MembershipClusterTests(SynchronousTestCase):
         own = b"127.0.0.1:%d" % cluster.ports["n1"]
         self.assertEqual(run(n1, b"CLUSTER", b"FORGET", own),
                          Error("ERR I tried hard but I can't forget myself..."))
-        for unknown in (b"10.1.2.3:4", b"127.0.0.1:99999", b"127.0.0.1:"):
+        for unknown in (b"10.1.2.3:4", b"127.0.0.1:99999", b"127.0.0.1:",
+                        "127.0.0.1:\u00b2".encode(), b"127.0.0.1:" + b"9" * 5000):
             self.assertEqual(run(n1, b"CLUSTER", b"FORGET", unknown),
                              Error("ERR Unknown node " + unknown.decode()))
         cluster.crash("n2")

@@ -379,3 +379,28 @@ def test_abort_during_the_handshake_aborts_the_tcp_connection(ca: Authority) -> 
     client.tls.do_handshake()
     server.dataReceived(client.outgoing.read() + client.records(b"PING\r\n"))
     assert tcp.value() == b"" and inner.received == []
+
+
+def test_the_hot_path_binds_the_ssl_objects_c_methods_and_the_public_ones_serve_too(
+        ca: Authority) -> None:
+    """The transport calls ``SSLObject._sslobj``'s read, write and pending (a
+    private attribute of Python's ``ssl``, on CPython and PyPy alike) to skip
+    the Python wrappers: this pins that it is there and used. Where it is
+    missing the transport binds the public ``SSLObject`` methods, which take
+    the same arguments and raise the same errors: requests and replies cross
+    through them too."""
+    server, tcp, inner = serve(ca)
+    c_tls = getattr(server._tls, "_sslobj", None)
+    assert c_tls is not None, "ssl.SSLObject has no _sslobj: the hot path falls back"
+    assert [server._tls_read.__self__, server._tls_write.__self__,  # type: ignore[attr-defined]
+            server._tls_pending.__self__] == [c_tls] * 3  # type: ignore[attr-defined]
+    fallback, fallback_tcp, fallback_inner = serve(ca)
+    public = fallback._tls
+    fallback._tls_read, fallback._tls_write, fallback._tls_pending = (
+        public.read, public.write, public.pending)
+    client = Client(fallback, fallback_tcp, ca.path)
+    client.handshake()
+    fallback.dataReceived(client.records(b"PING\r\n", b"GET a\r\n"))
+    assert b"".join(fallback_inner.received) == b"PING\r\nGET a\r\n"
+    fallback.write(b"+PONG\r\n")
+    assert client.read() == b"+PONG\r\n"

@@ -89,7 +89,8 @@ def split_address(text: str) -> Optional[Tuple[str, int]]:
     host, sep, port_text = text.strip().rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not sep or not host or not port_text.isdigit() or any(c.isspace() for c in host):
+    if not sep or not host or not port_text.isascii() or not port_text.isdigit() \
+            or len(port_text) > 5 or any(c.isspace() for c in host):
         return None
     port = int(port_text)
     return (host, port) if 0 < port < 65536 else None

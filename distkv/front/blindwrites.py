@@ -1,7 +1,7 @@
 """Blind writes at a write level (``QUORUM``, ``ALL``) in one round trip.
 
-A blind write (``SET`` without options that read, ``SETEX``, ``PSETEX``,
-``MSET``) must be stamped above every write acknowledged before it began,
+A blind write of one key (``SET`` without options that read, ``SETEX``,
+``PSETEX``, an ``MSET`` of one key) must be stamped above every write acknowledged before it began,
 which another node may have made with a clock ahead of this one's: so the
 entries its keys have on the write level's members are fetched (see
 :mod:`distkv.front.levelcmds`). Rather than fetch first and then run (two

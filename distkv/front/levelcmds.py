@@ -202,9 +202,9 @@ class Levels:
         heard of it. For a blind write (SET without options that read,
         SETEX, PSETEX, MSET) that fetch is a best effort: when it fails the
         write runs anyway (and waits for its level as usual, so it is
-        indeterminate rather than refused); and it runs at once, with the
-        fetch alongside its replication rather than before it (see
-        :mod:`distkv.front.blindwrites`). A command that reads its keys
+        indeterminate rather than refused); and one of a single key runs at
+        once, with the fetch alongside its replication rather than before
+        it (see :mod:`distkv.front.blindwrites`). A command that reads its keys
         (a read, ``GETSET``, ``DEL``'s count, ``SET ... NX``...) does not run
         when its fetch fails: it answers the error, and nothing changed.
         """
@@ -238,7 +238,9 @@ class Levels:
             # A command whose reply or effect depends on what its keys held
             # does not run on what this node alone holds.
             gate = write == ONE or reads_first or (name == b"SET" and _set_reads(request))
-            if not gate:
+            if not gate and len(keys) == 1:
+                # One key only: run again, a write of several keys would
+                # overwrite a later write here to one of them.
                 return blindwrites.run(self, command, request, session, write, keys, fetch,
                                        what, deadline)
 
