@@ -584,6 +584,39 @@ def test_a_dead_peer_address_no_node_knows_an_id_for_is_forgotten_and_purging_re
                for node in runner.cluster.nodes.values())
 
 
+def test_a_key_gone_after_an_unacknowledged_expiry_change_is_not_a_lost_write() -> None:
+    """Seed 109354's shrunk replay (lost-write, the one failure of the
+    10,000-seed run from 100000 on `3bc39be`): n1's PEXPIRE NX of k3 gave the
+    key an expiry under a new version, reached its peers, and n1 crashed
+    before that write was committed, so its client never had an answer. The
+    expiring version won everywhere, expired, and the key went, as a delete
+    of it would have: the checker counted only later deletes, acknowledged
+    or not, as explaining a missing key, and now counts later writes with an
+    expiry too."""
+    schedule = Schedule(
+        seed=109354, size=4, disk=(True, True, True, True), skew=(806, -728, 116, 779),
+        unlisted=(),
+        steps=(
+            Join(node="n5", via="n3", disk=False),
+            Partition(a="n2", b="n1", oneway=False),
+            Write(node="n5", key=3, size=820, tag=11, ttl_ms=0, absolute=False),
+            Leave(node="n3"),
+            Partition(a="n1", b="n5", oneway=False),
+            Expire(node="n1", key=3, command="PEXPIRE", ms=1063, option="NX"),
+            Crash(node="n1"),
+            Restart(node="n4", mode="memory", fresh_id=False, skew_ms=None),
+        ),
+    )
+    runner = Runner(schedule)
+    assert runner.run() == []
+    ops = runner.history.ops[b"k3"]
+    acked = max((op for op in ops if op.outcome == ACKED), key=lambda op: op.version)
+    assert acked.expires == 0 and any(
+        op.outcome != ACKED and op.expires and op.version > acked.version for op in ops)
+    assert all(b"k3" not in node.store.keys() or node.store.get(b"k3") is None
+               for node in runner.cluster.nodes.values())
+
+
 def test_a_flush_made_in_the_millisecond_of_a_transaction_keeps_it_whole() -> None:
     """Seed 100231's shrunk replay (one of three atomic failures in the first
     1,000 seeds of a 10,000-seed run): n2's flush floor, its fresh version,

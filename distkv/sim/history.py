@@ -156,10 +156,13 @@ def check(history: History, replica: str, entries: Mapping[bytes, Entry]) -> Lis
         top = max(acked, key=lambda op: op.version)
         held = entries.get(key)
         if held is None:
-            deleted = [op for op in ops if op.value is None and op.version > top.version]
             # An expired write is gone like a delete (every run settles past
-            # each expiry before it is checked).
-            if top.value is not None and not deleted and not top.expires:
+            # each expiry before it is checked): a later delete or write with
+            # an expiry, acknowledged or not (one that landed wins), explains
+            # a missing key.
+            gone = [op for op in ops if (op.value is None or op.expires)
+                    and op.version > top.version]
+            if top.value is not None and not gone and not top.expires:
                 out.append(Violation(
                     "lost-write", f"{replica} lacks {key!r}: acknowledged {_describe(top)}"
                 ))
