@@ -29,12 +29,9 @@ from tests.realnodes import NodeProcess, free_ports, wait_until
 pytestmark = pytest.mark.process
 
 MIB = 1024  # in KiB, the unit of /proc/PID/status
-#: The README's bound for the default limits: a client costs the node at most
-#: about the soft limit (1 MiB), one reply and one request (1 MiB each here:
-#: no reply in this attack is larger; one up to the hard limit, 32 MiB, would
-#: be); tests/test_output_rss.py measured about 2.5 MiB per never-reading
-#: client and checks 4 MiB.
-PER_CLIENT_KIB = 4 * MIB
+#: The README's per-client bound (tests/hostile.py); tests/test_output_rss.py
+#: measures it for clients that never read.
+PER_CLIENT_KIB = hostile.PER_CLIENT_MIB * MIB
 #: A client that has been answered and holds nothing (measured: 2-5 KiB).
 PER_IDLE_KIB = 8
 #: Whatever one reactor turn allocates and frees (a parsed 1 MiB request...).

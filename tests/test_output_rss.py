@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import socket
 import time
 from pathlib import Path
@@ -10,29 +9,17 @@ from typing import List
 
 import pytest
 
+from tests.hostile import PER_CLIENT_MIB, command, memory_kib
 from tests.realnodes import NodeProcess, free_ports, wait_until
 
 pytestmark = pytest.mark.process
 
 VALUE = (1 << 20) - 3  # with the key "big", fills the default --max-request
-#: What README promises for the default limits: each client that never reads
-#: costs the node at most a few MiB (soft limit, one reply, one request).
-#: PyPy's collector hands freed reply buffers back later: measured about
-#: 10 MiB per such client there (tests/test_hostile_clients.py, same figure).
-PER_CLIENT_MIB = 4 if platform.python_implementation() == "CPython" else 10
 SLACK_MIB = 32
 
 
-def command(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-
-
 def rss_mib(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) // 1024
-    raise AssertionError(f"no {field} for {pid}")
+    return memory_kib(pid, field) // 1024
 
 
 def ask(sock: socket.socket, request: bytes, end: bytes) -> bytes:
