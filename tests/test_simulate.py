@@ -448,21 +448,22 @@ def test_a_restart_from_an_older_copy_starts_from_the_older_data() -> None:
     """A node restored from a snapshot taken before a write starts without that
     write (which the others still hold, so it stays acknowledged) and gets it back."""
     started: List[Entry] = []
-
-    class Watching(Runner):
-        def _restart(self, step: Restart) -> None:
-            super()._restart(step)
-            assert self.cluster is not None
-            entry = self.cluster.nodes["n1"].store.entry(b"k0")
-            started.append(entry)  # type: ignore[arg-type]
-
     schedule = Schedule(5, 3, (True, True, False), (0, 0, 0), (
         Write("n1", 0, 3, 0), Advance(0.5), Snapshot("n1"), Write("n2", 0, 4, 3),
         Advance(0.5), Crash("n1"), Restart("n1", "older-copy"), Advance(2.0),
     ))
     runner = Runner(schedule)
     assert runner.run() == []
-    watching = Watching(schedule)
+    watching = Runner(schedule)
+    fleet = watching.fleet
+    restart = fleet.restart
+
+    def restart_and_look(step: Restart) -> None:
+        restart(step)
+        assert fleet.cluster is not None
+        started.append(fleet.cluster.nodes["n1"].store.entry(b"k0"))  # type: ignore[arg-type]
+
+    fleet.restart = restart_and_look  # type: ignore[method-assign]
     assert watching.run() == []
     assert started[0] is not None and started[0][0] == b"0.v"  # the first write, not "3.vv"
     assert [op.outcome for op in watching.history.ops[b"k0"]] == [ACKED, ACKED]
@@ -498,7 +499,7 @@ def test_a_node_that_joins_through_one_member_ends_with_every_write() -> None:
     ))
     runner = Runner(schedule)
     assert runner.run() == []
-    assert runner.gone == ["n3", "n1"]
+    assert runner.fleet.gone == ["n3", "n1"]
 
 
 #: Seeds 139 and 276 of the first 300 run with membership steps (shrunk): a
@@ -555,7 +556,8 @@ def test_a_departed_node_is_forgotten_under_every_id_it_went_by_and_purging_resu
     )
     runner = Runner(schedule)
     assert runner.run() == []
-    assert runner.ids["n1"] != "n1" and runner.past_ids["n1"] == ["n1", runner.ids["n1"]]
+    fleet = runner.fleet
+    assert fleet.ids["n1"] != "n1" and fleet.past_ids["n1"] == ["n1", fleet.ids["n1"]]
 
 
 def test_a_dead_peer_address_no_node_knows_an_id_for_is_forgotten_and_purging_resumes(
