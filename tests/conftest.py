@@ -1,5 +1,6 @@
-"""Fixtures shared by the process-tier tests, the suite's Hypothesis profile, and
-the ``cpython_enough`` marker on modules whose subject is interpreter-independent."""
+"""Fixtures shared by the process-tier tests, the suite's Hypothesis profile
+(:mod:`tests.proptest`), and the ``cpython_enough`` marker on modules whose
+subject is interpreter-independent."""
 
 from __future__ import annotations
 
@@ -7,16 +8,9 @@ from pathlib import Path
 from typing import Dict, Iterator, List
 
 import pytest
-from hypothesis import HealthCheck, settings
 
+import tests.proptest  # noqa: F401  (loads the suite's Hypothesis profile)
 from tests.realnodes import Cluster
-
-# Hypothesis times how long it takes to generate inputs and fails a test
-# whose generation is "too slow"; on a loaded 2-core machine (real-process
-# tests beside it, PyPy warming up) that says nothing about the code. The
-# examples themselves are never timed either.
-settings.register_profile("distkv", suppress_health_check=[HealthCheck.too_slow], deadline=None)
-settings.load_profile("distkv")
 
 #: Modules whose subject is logic on a fake clock in one process (no real
 #: processes, no memory or size bounds, no speed paths): PyPy runs the same

@@ -30,6 +30,7 @@ from distkv.store.digest import Digest
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.longdouble import format_long_double, long_double
 from distkv.store.store import Entry, Store, counter_entry
+from tests.proptest import examples
 from tests.respclient import ask, connect
 from tests.scratch import scratch_dir
 
@@ -113,7 +114,7 @@ def run_history(history: List[Step]) -> Tuple[Dict[str, Store], List[Entry]]:
 
 
 class MergeTests(SynchronousTestCase):
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(history=steps, data=st.data())
     def test_merging_in_any_order_with_duplicates_converges(self, history: List[Step],
                                                             data: st.DataObject) -> None:
@@ -141,7 +142,7 @@ class MergeTests(SynchronousTestCase):
                 fresh.apply(KEY, entry)
             self.assertEqual(fresh.entry(KEY), finals[0])
 
-    @settings(max_examples=100, deadline=None)
+    @settings(max_examples=examples(100), deadline=None)
     @given(history=st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from(["incr", "deliver"]),
                                       st.integers(-3, 3)), max_size=60))
     def test_with_no_reset_every_increment_counts(self, history: List[Step]) -> None:
@@ -355,7 +356,7 @@ class RestartTests(SynchronousTestCase):
         self.assertEqual((again.get(KEY), b.get(KEY)), (b"11", b"11"))
 
 
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=examples(150), deadline=None)
     @given(steps)
     def test_a_bulk_load_merges_counters_as_one_by_one_loads_do(self, history: List[Step]) -> None:
         """A restart reads its data dir with Store.load_many: the entries any

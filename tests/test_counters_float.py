@@ -30,6 +30,7 @@ from distkv.store.counter import TOTAL_LIMIT, ZERO, CounterError, all_slots, dec
 from distkv.store.longdouble import decimal_text, number
 from distkv.store.store import counter_state
 from tests.clusters import settled_cluster
+from tests.proptest import examples
 from tests.redisoracle import redis_replies, start_redis_server
 from tests.respclient import ask, command, connect
 from tests.scratch import scratch_dir
@@ -205,7 +206,7 @@ increments = st.lists(st.tuples(st.sampled_from("abc"),
 
 
 class MergeTests(SynchronousTestCase):
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=examples(150), deadline=None)
     @given(history=steps, data=st.data())
     def test_merge_is_commutative_associative_and_idempotent(self, history: List[Step],
                                                              data: st.DataObject) -> None:
@@ -222,7 +223,7 @@ class MergeTests(SynchronousTestCase):
         self.assertEqual(merge(merge(a, b), c), merge(a, merge(b, c)))
         self.assertEqual(merge(a, a), a)
 
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=examples(150), deadline=None)
     @given(history=increments)
     def test_with_no_reset_every_contribution_counts_exactly(self, history: List[Step]) -> None:
         """INCRBYFLOATs and INCRBYs through any nodes, delivered in any

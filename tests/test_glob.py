@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.front.glob import compile_glob
 from distkv.node import Node
+from tests.proptest import examples
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 40000)
 
@@ -92,19 +93,19 @@ HIGH_KEY = st.binary(max_size=4).map(lambda b: bytes(HIGH_BYTES[3 + c % 6] for c
 
 
 class GlobSemanticsTests(SynchronousTestCase):
-    @settings(max_examples=3000, deadline=None)
+    @settings(max_examples=examples(3000), deadline=None)
     @given(PATTERN_BYTES, KEY_BYTES)
     def test_matches_exactly_what_redis_stringmatchlen_matches(self, pattern: bytes, key: bytes) -> None:
         """On patterns and keys of the glob's special bytes, the matcher agrees with Redis's algorithm."""
         self.assertEqual(compile_glob(pattern).match(key), reference(pattern, key), (pattern, key))
 
-    @settings(max_examples=500, deadline=None)
+    @settings(max_examples=examples(500), deadline=None)
     @given(st.binary(max_size=30), st.binary(max_size=12))
     def test_any_bytes_are_a_pattern_and_never_raise(self, pattern: bytes, key: bytes) -> None:
         """Every byte string compiles and matches without raising, and agrees with Redis's algorithm."""
         self.assertEqual(compile_glob(pattern).match(key), reference(pattern, key), (pattern, key))
 
-    @settings(max_examples=1500, deadline=None)
+    @settings(max_examples=examples(1500), deadline=None)
     @given(HIGH_PATTERN, HIGH_KEY)
     def test_ranges_order_bytes_as_signed_chars_like_redis(self, pattern: bytes, key: bytes) -> None:
         """Ranges with ends above 127 agree with Redis's algorithm, which compares signed chars."""

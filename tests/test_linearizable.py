@@ -19,6 +19,7 @@ from distkv.sim.linearizable import (
     linearizable,
     step,
 )
+from tests.proptest import examples
 
 K = b"k"
 
@@ -195,7 +196,7 @@ def _register_history(seed: int, clients: int, count: int) -> List[Op]:
     return history
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.integers(0, 10**6), st.integers(1, 4), st.integers(1, 40))
 def test_every_history_of_a_real_register_is_linearizable(seed: int, clients: int,
                                                           count: int) -> None:
@@ -204,7 +205,7 @@ def test_every_history_of_a_real_register_is_linearizable(seed: int, clients: in
     assert check(_register_history(seed, clients, count)) == []
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.integers(0, 10**6), st.integers(1, 4), st.integers(2, 40))
 def test_a_read_of_a_value_never_written_is_always_caught(seed: int, clients: int,
                                                           count: int) -> None:

@@ -23,6 +23,7 @@ from distkv.cluster.membership import (
 from distkv.disk.datafile import Disk, DiskError
 from distkv.store.hlc import Version
 from distkv.store.store import ZERO
+from tests.proptest import examples
 from tests.scratch import scratch_dir
 
 
@@ -51,7 +52,7 @@ entries = st.builds(
 
 
 class MergeRuleTests(SynchronousTestCase):
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(st.lists(entries, max_size=8), st.randoms())
     def test_every_order_and_duplication_of_delivery_gives_one_list(
         self, heard: List[Member], rng: object

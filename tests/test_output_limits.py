@@ -20,6 +20,7 @@ from distkv.front import resp
 from distkv.front.frontdoor import FrontDoor
 from distkv.front.replyqueue import OutputLimits
 from distkv.node import Node
+from tests.proptest import examples
 from tests.scratch import scratch_dir
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 6001)
@@ -253,7 +254,7 @@ class ParserWorkTests(SynchronousTestCase):
 
 
 class ReaderSplitTests(SynchronousTestCase):
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(
         st.lists(
             st.one_of(

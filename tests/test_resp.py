@@ -21,6 +21,7 @@ from distkv.front.replies import LOADING, Error, Session
 from distkv.front.resp import GROUP, PackedArguments, RequestReader, parse
 from distkv.node import Node
 from distkv.store.store import version_of
+from tests.proptest import examples
 from tests.scratch import scratch_dir
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 6000)
@@ -142,7 +143,7 @@ class RespParserTests(SynchronousTestCase):
             self.assertEqual((requests, used), ([[b"PING"]], len(data) + 14))
             self.assertIn(words, str(error))
 
-    @settings(max_examples=100, deadline=None)
+    @settings(max_examples=examples(100), deadline=None)
     @given(st.lists(st.lists(st.binary(max_size=30), min_size=1, max_size=5), max_size=8),
            st.integers(1, 40))
     def test_any_split_of_the_stream_parses_the_same(self, requests: List[List[bytes]],
@@ -158,7 +159,7 @@ class RespParserTests(SynchronousTestCase):
             buffer = buffer[used:]
         self.assertEqual((got, buffer), (requests, b""))
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(
         st.lists(
             st.one_of(
@@ -189,7 +190,7 @@ class RespParserTests(SynchronousTestCase):
             data = stream[:cut]
             self.assertEqual(parse(data, limit, fast=True), parse(data, limit, fast=False))
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(
         st.lists(
             st.tuples(

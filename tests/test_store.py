@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from distkv.store.digest import Digest
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.store import Entry, Store, make_entry, version_of
+from tests.proptest import examples
 
 
 def make_store(node: str = "a", wall: int = 1000) -> Store:
@@ -111,7 +112,7 @@ class StoreTests(SynchronousTestCase):
         self.assertIsNone(store.entry(b"k"))
         self.assertEqual(store.clock.refused, 1)
 
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=examples(150), deadline=None)
     @given(operations, st.randoms(use_true_random=False), st.integers(0, 3))
     def test_any_delivery_order_with_duplicates_converges(
         self, history: List[Tuple[int, bytes, object, bool]], rnd: object, dups: int
@@ -217,7 +218,7 @@ class DigestTests(SynchronousTestCase):
         ),
         st.integers(1, 4),  # FOLD_AT
     )
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     def test_a_digest_read_at_any_point_matches_one_computed_from_scratch(
         self, steps: List[Tuple[str, int, int]], fold_at: int
     ) -> None:
