@@ -170,6 +170,17 @@ class PipelineOrderTests(SynchronousTestCase):
                          b"+OK\r\n$1\r\na\r\n")
         self.assertEqual(values(cluster, b"k"), [[b"a"]] * 3)
 
+    def test_a_transaction_after_a_blind_write_runs_after_it(self) -> None:
+        """n2 and n3 hold k = 20 stamped ahead of n1's clock. SET k a (blind,
+        it runs again above that entry) then MULTI, SET k b, EXEC: every
+        node ends with b (out of order, SET k a ran again over it)."""
+        cluster = self.cluster()
+        written_ahead(cluster, b"k", b"20")
+        self.assertEqual(self.pipeline(cluster, (b"SET", b"k", b"a"), (b"MULTI",),
+                                       (b"SET", b"k", b"b"), (b"EXEC",)),
+                         b"+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n")
+        self.assertEqual(values(cluster, b"k"), [[b"b"]] * 3)
+
     def test_text_protocol_runs_a_pipeline_in_order(self) -> None:
         """The same over the text protocol: GETSET k a, GET k, GETSET k b,
         then SET k 1 and INCRBY k 5 with k = 20 stamped ahead on n2 and n3."""

@@ -235,8 +235,9 @@ class Levels:
             keys: Sequence[bytes] = ()
             if spec is not None and not (plain_set and not _set_reads(request)):
                 keys = keys_of(spec, request)
-            if not keys:
-                return self._then_write(command, request, session, write)
+            if not keys:  # a flush, say: after the blind writes before it
+                return self._in_order(session, lambda: self._then_write(
+                    command, request, session, write))
             later = Later()
             deadline = coordinator.clock.seconds() + coordinator.timeout
 
@@ -316,7 +317,26 @@ class Levels:
         write = self.levels(session)[1]
         if write == ONE or self.coordinator is None:
             return run()
-        return self._then_write(lambda request, session: run(), (), session, write)
+        return self._in_order(session, lambda: self._then_write(
+            lambda request, session: run(), (), session, write))
+
+    def _in_order(self, session: Session, run: Callable[[], Outcome]) -> Outcome:
+        """``run()`` now, or, while blind writes of ``session`` have not
+        settled (one may run again), once they have: the connection's next
+        requests wait for it (``session.waiting``)."""
+        if not session.settling:
+            return run()
+        later = Later()
+        ran = Batch()
+
+        def go() -> None:
+            self._finish(run(), later)
+            ran.finish(None)
+
+        blindwrites.after_settled(session, go)
+        if not ran.done:
+            session.waiting = ran
+        return _pending(later)
 
     def _finish(self, outcome: Outcome, later: Later) -> None:
         from distkv.front.commands import Pending
