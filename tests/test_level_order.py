@@ -181,6 +181,24 @@ class PipelineOrderTests(SynchronousTestCase):
                          b"+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n")
         self.assertEqual(values(cluster, b"k"), [[b"b"]] * 3)
 
+    def test_a_transaction_held_back_checks_its_watched_keys_when_it_runs(self) -> None:
+        """SET k a (blind, its fetch slow) then WATCH w, MULTI, SET w 1, EXEC:
+        another client writes w while EXEC waits for SET k a to settle, so
+        EXEC runs nothing and answers the nil array."""
+        cluster = self.cluster()
+        client = quorum_client(cluster, "n1")
+        slow_first(cluster)
+        client.transport.clear()
+        client.proto.dataReceived(b"".join(command(*request) for request in (
+            (b"SET", b"k", b"a"), (b"WATCH", b"w"), (b"MULTI",), (b"SET", b"w", b"1"),
+            (b"EXEC",))))
+        other, other_transport = connect(cluster.nodes["n1"], 6200)
+        other.dataReceived(command(b"SET", b"w", b"other"))
+        self.assertEqual(other_transport.value(), b"+OK\r\n")
+        cluster.advance(1.0)
+        self.assertEqual(client.answer(), b"+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*-1\r\n")
+        self.assertEqual(values(cluster, b"w"), [[b"other"]] * 3)
+
     def test_text_protocol_runs_a_pipeline_in_order(self) -> None:
         """The same over the text protocol: GETSET k a, GET k, GETSET k b,
         then SET k 1 and INCRBY k 5 with k = 20 stamped ahead on n2 and n3."""
