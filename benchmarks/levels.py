@@ -14,7 +14,9 @@ Reported: medians over the rounds, each level's throughput as a ratio
 of ONE's in the same rounds, and the CPU time the three nodes spent per
 request (user + system, all loads): on a shared machine the steadiest figure.
 ``--levels`` runs only some levels (and ONE); ``--before`` names another
-checkout, run alternated with ``--source``, for a before/after comparison.
+checkout, run alternated with ``--source``, for a before/after comparison;
+``--pipeline N`` has each connection send N requests at a time (a connection's
+commands that ask the members run one ask at a time, in order).
 
 Usage: python benchmarks/levels.py [--rounds 3] [--requests 20000]
 """
@@ -58,11 +60,11 @@ def start_cluster(twistd, workdir, level, source):
     return procs, ports
 
 
-def bench(tool, port, test, requests, clients, keyspace):
+def bench(tool, port, test, requests, clients, keyspace, pipeline=1):
     """(requests/s, p50 ms, p99 ms) from redis-benchmark's CSV line."""
     out = subprocess.run(
         [tool, "-h", benchlib.HOST, "-p", str(port), "-t", test, "-n", str(requests),
-         "-c", str(clients), "-r", str(keyspace), "-d", "100", "--csv"],
+         "-c", str(clients), "-r", str(keyspace), "-d", "100", "-P", str(pipeline), "--csv"],
         check=True, capture_output=True, text=True).stdout
     rows = list(csv.DictReader(io.StringIO(out)))
     row = rows[-1]
@@ -84,6 +86,8 @@ def main():
     parser.add_argument("--before", default=None,
                         help="another checkout, run alternated with --source (its rows "
                         "are marked 'before'): a before/after comparison in one run")
+    parser.add_argument("--pipeline", type=int, default=1,
+                        help="requests each connection sends at a time (redis-benchmark -P)")
     args = parser.parse_args()
     levels = ["one"] + [lv for lv in args.levels.lower().split(",") if lv in LEVELS and lv != "one"]
     sources = [("", args.source)] + ([("before ", args.before)] if args.before else [])
@@ -104,7 +108,7 @@ def main():
                                               ("moderate", args.moderate)):
                             cpu = sum(benchlib.cpu_seconds(proc.pid) for proc in procs)
                             figures = bench(tool, ports[0], test, args.requests, clients,
-                                            args.keyspace)
+                                            args.keyspace, args.pipeline)
                             cpu = sum(benchlib.cpu_seconds(proc.pid) for proc in procs) - cpu
                             figures += (cpu * 1e6 / args.requests,)
                             results[(tag + level, test, load)].append(figures)

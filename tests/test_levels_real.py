@@ -84,3 +84,33 @@ def _info(port: int) -> str:
         return "\n".join(client.report("INFO consistency"))
     finally:
         client.close()
+
+
+def test_a_redis_py_pipeline_at_quorum_runs_in_order(cluster: Cluster) -> None:
+    """Three nodes at QUORUM; one redis-py pipeline (no MULTI) through one
+    node of, per key: SET GET (the old value), GET, SET GET again, and an
+    INCRBY of one counter. Every reply is the in-order one (the second SET
+    answers the first's value, the GET between them sees it, the counter
+    counts up by one each time), and every node ends with the second
+    values and the full count."""
+    import redis
+
+    nodes = cluster.start(3, extra=LEVELS)
+    r = redis.Redis(port=nodes[0].port)
+    assert r.set("n", 0) is True
+    keys = [f"p{i}" for i in range(100)]
+    pipe = r.pipeline(transaction=False)
+    for key in keys:
+        pipe.set(key, "a", get=True)
+        pipe.get(key)
+        pipe.set(key, "b", get=True)
+        pipe.incrby("n", 1)
+    replies = pipe.execute()
+    expected = []
+    for count, _ in enumerate(keys, 1):
+        expected += [None, b"a", b"a", count]
+    assert replies == expected
+    for node in nodes:
+        reader = redis.Redis(port=node.port)
+        assert reader.mget(keys) == [b"b"] * len(keys)
+        assert reader.get("n") == b"%d" % len(keys)

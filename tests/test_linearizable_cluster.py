@@ -226,14 +226,20 @@ class LinearizableClusterTests(SynchronousTestCase):
         self.assertEqual(c.ask(b"GET", b"k"), b"$1\r\nw\r\n")
 
     def test_info_and_status_show_the_level_and_the_consensus(self) -> None:
-        """INFO consistency and STATUS report linearizable operations and the acceptor."""
+        """INFO consistency and STATUS report linearizable operations, the
+        reads that had to write back an unsettled value (counted by the
+        proposer: see tests/test_linearizable_reads.py), and the acceptor."""
         cluster = self.cluster()
         a = lin_client(cluster, "n1")
         a.ask(b"SET", b"k", b"v")
         info = a.ask(b"INFO", b"consistency")
         self.assertIn(b"linearizable_met:1\r\n", info)
+        self.assertIn(b"linearizable_unsettled_reads:0\r\n", info)
         self.assertIn(b"acceptor_ready:yes\r\n", info)
         self.assertIn(b"linearizable_waiting 0", Client(cluster, "n1").ask(b"STATUS"))
+        cluster.nodes["n1"].proposer.unsettled_reads = 3
+        self.assertIn(b"linearizable_unsettled_reads:3\r\n", a.ask(b"INFO", b"consistency"))
+        self.assertIn(b"linearizable_unsettled_reads 3", Client(cluster, "n1").ask(b"STATUS"))
 
     def test_a_flushed_value_a_lagging_member_holds_is_never_read_back(self) -> None:
         """After a FLUSHALL acknowledged at QUORUM, a LINEARIZABLE GET through

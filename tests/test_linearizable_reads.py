@@ -187,6 +187,7 @@ def test_a_value_anti_entropy_spread_past_a_promise_is_written_back_before_it_is
     assert failures == [], "\n".join(failure.describe() for failure in failures)
     assert (read_via_n2, read_via_n1) == ([b"2"], [b"2"])
     assert n2.proposer.fast_reads == 0  # it was written back, not read in one phase
+    assert n2.proposer.unsettled_reads == 1  # because n2's entry was not settled
     assert pending_set and slow_read
     assert all(m.store.get(KEY) == b"2" for m in net.members.values())
 

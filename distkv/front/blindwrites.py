@@ -8,12 +8,16 @@ entries its keys have on the write level's members are fetched (see
 round trips to the members), :func:`run` runs the write at once and fetches
 alongside its replication, then writes again only in the rare case the
 fetch shows a newer entry; why that keeps every promise is in its
-docstring.
+docstring. A connection's blind writes settle (decide whether to run again)
+in the order it sent them, whatever order their fetches answer in, and a
+later command of the connection that fetches first runs only once they all
+have (:func:`after_settled`): so its commands take effect in order.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+from collections import deque
+from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Sequence
 
 from distkv.front.replcmds import Later
 from distkv.front.replies import Error, Session
@@ -23,6 +27,51 @@ from distkv.store.store import Entry, version_of
 if TYPE_CHECKING:
     from distkv.front.commands import Command, Outcome
     from distkv.front.levelcmds import Levels
+
+
+class Blind(Later):
+    """A blind write's reply, and how its fetch settled."""
+
+    __slots__ = ("answered", "error", "settle", "failed", "then")
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: Its fetch answered (``error``: how it failed, if it did).
+        self.answered = False
+        self.error: Optional[str] = None
+        #: Decides, once the connection's earlier blind writes have, whether
+        #: it runs again.
+        self.settle: Callable[[Optional[str]], None] = _ignore
+        #: Its fetch failed: it could not order itself above what others hold.
+        self.failed = False
+        #: Called once it has settled (commands of the connection behind it).
+        self.then: Optional[List[Callable[[], None]]] = None
+
+
+def after_settled(session: Session, call: Callable[[], None]) -> None:
+    """Call ``call`` once every blind write ``session`` made so far has
+    settled (now, if none is out): a command that fetched first runs after
+    them, so it is not overwritten by one of them running again."""
+    queue = session.settling
+    if not queue:
+        call()
+        return
+    last = queue[-1]
+    if last.then is None:
+        last.then = [call]
+    else:
+        last.then.append(call)
+
+
+def _drain(queue: Deque[Blind]) -> None:
+    """Settle the blind writes whose fetch answered, oldest first, up to the
+    first still out."""
+    while queue and queue[0].answered:
+        blind = queue.popleft()
+        blind.settle(blind.error)
+        then, blind.then = blind.then, None
+        for call in then or ():
+            call()
 
 
 def run(levels: Levels, command: Command, request: Sequence[bytes], session: Session,
@@ -59,13 +108,18 @@ def run(levels: Levels, command: Command, request: Sequence[bytes], session: Ses
         return outcome  # wrote nothing (an error): nothing to order
     wrote = {key: _version(store.entry(key)) for key in keys}
     seen: Dict[bytes, Version] = {}
-    later = Later()
+    later = Blind()
     latest = levels._latest
     for key in keys:
         latest[key] = later
     me = store.clock.node
+    if session.settling is None:
+        session.settling = deque()
+    queue: Deque[Blind] = session.settling
+    queue.append(later)
 
     def fetched(error: Optional[str]) -> None:
+        later.failed = error is not None
         followers = {}
         for key in keys:
             follower = latest.get(key)
@@ -84,7 +138,7 @@ def run(levels: Levels, command: Command, request: Sequence[bytes], session: Ses
             # are ordered above the fetched entries as this one would be:
             # answered once the last of them is.
             waits = list({id(f): f for f in followers.values()}.values())
-            _after(levels, outcome, waits, later)
+            _after(levels, outcome, waits, later, write)
             return
         for key in beaten:
             version = _version(store.entry(key))
@@ -100,17 +154,27 @@ def run(levels: Levels, command: Command, request: Sequence[bytes], session: Ses
         coordinator.write(store.seq, write, None, lambda error: done.done_with(
             Error(error) if error is not None else later.reply), deadline)
         _after(levels, outcome, [done] + list({id(f): f for f in followers.values()}.values()),
-                    later)
+               later, write)
 
-    coordinator.read(keys, fetch, fetched, what, repair=False, seen=seen)
+    def answered(error: Optional[str]) -> None:
+        later.answered = True
+        later.error = error
+        _drain(queue)
+
+    later.settle = fetched
+    coordinator.read(keys, fetch, answered, what, repair=False, seen=seen)
     from distkv.front.commands import Pending  # commands imports levelcmds, which imports this
 
     return Pending(later, later.reply)
 
 
-def _after(levels: Levels, outcome: Outcome, waits: List[Later], later: Later) -> None:
+def _after(levels: Levels, outcome: Outcome, waits: List[Later], later: Later,
+           write: str) -> None:
     """Finish ``later`` with ``outcome`` once every one of ``waits`` is
-    done, or with the first of their errors."""
+    done, or with the first of their errors. A later blind write whose
+    fetch failed ran without knowing the newer entry this one's fetch
+    found, so it may be below it: this one was then not ordered above that
+    entry, and answers that its outcome is indeterminate."""
     if not waits:
         levels._finish(outcome, later)
         return
@@ -119,10 +183,27 @@ def _after(levels: Levels, outcome: Outcome, waits: List[Later], later: Later) -
     def then(error: Optional[str]) -> None:
         if isinstance(first.reply, Error):
             later.done_with(first.reply)
+        elif isinstance(first, Blind) and first.failed:
+            coordinator = levels.coordinator
+            assert coordinator is not None
+            coordinator.writes_indeterminate += 1
+            later.done_with(Error(unordered(write)))
         else:
-            _after(levels, outcome, rest, later)
+            _after(levels, outcome, rest, later, write)
 
     first.when_done(then)
+
+
+def unordered(write: str) -> str:
+    """The error of a blind write left below a newer entry a member holds."""
+    return (f"TIMEOUT write at {write} could not be ordered above a newer entry a member "
+            "holds (the later write of the key that was to order it could not fetch its "
+            "members' versions); outcome indeterminate: it was applied on this node and "
+            "may still reach the others")
+
+
+def _ignore(error: Optional[str]) -> None:
+    pass
 
 
 def _version(entry: Optional[Entry]) -> Optional[Version]:

@@ -17,7 +17,11 @@ first (``GETSET``, ``SET ... NX``, ``DEL``'s count...), first merges the
 newest entries the read level's members hold of its keys, then runs as
 usual on the local store; a write waits, after running, until the write
 level's members hold it (a flush: until they applied it). The replies are
-deferred (a :class:`~distkv.front.replcmds.Later`), so nothing blocks.
+deferred (a :class:`~distkv.front.replcmds.Later`), so nothing blocks; but
+a command that fetches before it runs sets ``session.waiting`` until it has
+run, and the connection runs its next request only then (a pipeline runs
+in order, one fetch at a time; waiting for the members to hold a write does
+not hold the next request back).
 Inside ``EXEC`` the queued commands run as they are (at ONE, reading this
 node's data); ``EXEC`` itself waits for its writes at the write level.
 At ``LINEARIZABLE`` a command runs as :mod:`distkv.front.lincmds` says: the
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple, Uni
 
 from distkv.cluster.consensus import Proposer
 from distkv.cluster.quorum import ALL, LINEARIZABLE, ONE, QUORUM, Coordinator, parse_level
+from distkv.disk.journal import Batch
 from distkv.front import blindwrites, lincmds
 from distkv.front.replcmds import Later
 from distkv.front.replies import SYNTAX, Error, Reply, Session, Status
@@ -230,8 +235,9 @@ class Levels:
             keys: Sequence[bytes] = ()
             if spec is not None and not (plain_set and not _set_reads(request)):
                 keys = keys_of(spec, request)
-            if not keys:
-                return self._then_write(command, request, session, write)
+            if not keys:  # a flush, say: after the blind writes before it
+                return self._in_order(session, lambda: self._then_write(
+                    command, request, session, write))
             later = Later()
             deadline = coordinator.clock.seconds() + coordinator.timeout
 
@@ -244,14 +250,24 @@ class Levels:
                 return blindwrites.run(self, command, request, session, write, keys, fetch,
                                        what, deadline)
 
+            ran = Batch()  # the connection's later commands wait for it to run
+
             def fetched(error: Optional[str]) -> None:
                 if error is not None and gate:
                     later.done_with(Error(error))
+                    ran.finish(None)
                     return
-                self._finish(self._then_write(command, request, session, write, deadline),
-                             later)
+
+                def run() -> None:
+                    self._finish(self._then_write(command, request, session, write,
+                                                  deadline), later)
+                    ran.finish(None)
+
+                blindwrites.after_settled(session, run)
 
             coordinator.read(keys, fetch, fetched, what)
+            if not ran.done:
+                session.waiting = ran
             return _pending(later)
 
         return leveled
@@ -301,7 +317,26 @@ class Levels:
         write = self.levels(session)[1]
         if write == ONE or self.coordinator is None:
             return run()
-        return self._then_write(lambda request, session: run(), (), session, write)
+        return self._in_order(session, lambda: self._then_write(
+            lambda request, session: run(), (), session, write))
+
+    def _in_order(self, session: Session, run: Callable[[], Outcome]) -> Outcome:
+        """``run()`` now, or, while blind writes of ``session`` have not
+        settled (one may run again), once they have: the connection's next
+        requests wait for it (``session.waiting``)."""
+        if not session.settling:
+            return run()
+        later = Later()
+        ran = Batch()
+
+        def go() -> None:
+            self._finish(run(), later)
+            ran.finish(None)
+
+        blindwrites.after_settled(session, go)
+        if not ran.done:
+            session.waiting = ran
+        return _pending(later)
 
     def _finish(self, outcome: Outcome, later: Later) -> None:
         from distkv.front.commands import Pending

@@ -11,8 +11,10 @@ majority agreed on and written back to a majority before the reply goes out::
     INCRBY key n      DECRBY key n
 
 A key's commands are atomic cluster-wide (``SET NX`` from two nodes: one
-wins; concurrent ``INCR`` all count). Other commands at that level (several
-keys, expiries, transactions, flushes...) answer an error saying so.
+wins; concurrent ``INCR`` all count), and a connection's run in order: its
+next request waits for the round (``session.waiting``, see
+:mod:`distkv.front.levelcmds`). Other commands at that level (several keys,
+expiries, transactions, flushes...) answer an error saying so.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple, Union
 
 from distkv.cluster.consensus import KEEP, Adjusted, Change, NewValue, Proposer
+from distkv.front import blindwrites
 from distkv.front.replcmds import Later
 from distkv.front.replies import (
     NIL,
@@ -167,7 +170,12 @@ def linearized(dispatcher: Dispatcher, proposer: Proposer, name: bytes,
         def done(reply: object, error: Optional[str]) -> None:
             later.done_with(Error(error) if error is not None else reply)  # type: ignore[arg-type]
 
-        proposer.run(request[1], change, writes, done)
+        key = request[1]
+        # After the connection's blind writes at a level have settled, and
+        # its next request only once this has run: in order.
+        blindwrites.after_settled(session, lambda: proposer.run(key, change, writes, done))
+        if not later.done:
+            session.waiting = later
         from distkv.front.commands import Pending  # commands imports levelcmds, which imports us
 
         return Pending(later, later.reply)

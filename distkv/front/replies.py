@@ -153,7 +153,7 @@ class Session:
 
     __slots__ = ("id", "name", "kind", "address", "protocol", "user", "commands", "multi",
                  "watched", "watched_bytes", "peer", "local", "since", "hang_up",
-                 "read_level", "write_level")
+                 "read_level", "write_level", "waiting", "settling")
 
     def __init__(self, kind: str, address: str = "") -> None:
         self.id = next(_ids)
@@ -189,6 +189,14 @@ class Session:
         #: The connection's consistency levels (CONSISTENCY); None: the node's.
         self.read_level: Optional[str] = None
         self.write_level: Optional[str] = None
+        #: A command of this connection that has not run yet (a level's
+        #: fetch, a LINEARIZABLE round): done once it has. The front end
+        #: takes it and runs no further request until then, so a
+        #: connection's commands run in the order it sent them.
+        self.waiting: Any = None
+        #: The connection's blind writes at a level whose fetch is not
+        #: settled yet, oldest first (see :mod:`distkv.front.blindwrites`).
+        self.settling: Any = None
 
 
 class Stats:

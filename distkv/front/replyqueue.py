@@ -125,7 +125,7 @@ class ReplyQueue:
         replies = slot[3]
         if error is not None:
             slot[0] = encode(Error(error)) * len(replies)
-        elif type(slot[2]) is Later:  # WAIT: its reply was decided as it finished
+        elif isinstance(slot[2], Later):  # WAIT: its reply was decided as it finished
             slot[0] = encode(slot[2].reply)
         elif replies.count(OK) == len(replies):  # the usual burst of SETs
             slot[0] = encode(OK) * len(replies)

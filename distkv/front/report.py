@@ -123,6 +123,7 @@ def consistency(node: Node) -> List[Tuple[str, object]]:
         ("linearizable_waiting", node.proposer.pending()),
         ("linearizable_met", node.proposer.met),
         ("linearizable_reads_unwritten", node.proposer.fast_reads),
+        ("linearizable_unsettled_reads", node.proposer.unsettled_reads),
         ("linearizable_conflicts", node.proposer.conflicts),
         ("linearizable_indeterminate", node.proposer.indeterminate),
         ("linearizable_refused", node.proposer.unavailable),

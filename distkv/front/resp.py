@@ -29,7 +29,9 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IPushProducer,
 )
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from distkv.front.cmdstats import Samples
@@ -601,6 +603,9 @@ class RespProtocol(ClientConnection):
         self._paused = False
         #: We stopped: replies waiting for a commit passed the soft limit.
         self._stopped = False
+        #: A command has not run yet (its fetch or round is out): the next
+        #: requests wait for it, and the connection is not read meanwhile.
+        self._blocked = False
         self._held: List[List[bytes]] = []  # requests received, not run yet
         self._unread: List[bytes] = []  # reads that arrived while stopped
         self._error: Optional[str] = None  # a protocol error after the held requests
@@ -628,18 +633,26 @@ class RespProtocol(ClientConnection):
             self._stopped = False
             self._go_on()
 
+    def _unblock(self, error: Optional[str]) -> None:
+        """The command the connection waited for has run: go on."""
+        self._blocked = False
+        self._go_on()
+
+    def _halted(self) -> bool:
+        return self._paused or self._stopped or self._blocked or self._closing
+
     def _go_on(self) -> None:
         """Run what was held back, then read again, unless told to stop."""
-        if self._paused or self._stopped or self._closing:
+        if self._halted():
             return
         if self._held:
             held, self._held = self._held, []
             self._run(held)
-        while self._unread and not (self._paused or self._stopped or self._closing):
+        while self._unread and not self._halted():
             data = b"".join(self._unread)
             self._unread = []
             self._receive(data)
-        if self._paused or self._stopped or self._closing:
+        if self._halted():
             return
         if self._error is not None:
             self._fail()
@@ -651,7 +664,7 @@ class RespProtocol(ClientConnection):
 
     def _settle(self) -> None:
         self._slow = bool(
-            self._closing or self._paused or self._stopped or self._held or self._unread
+            self._halted() or self._held or self._unread
             or self._error is not None or self._reader.busy()
         )
 
@@ -680,7 +693,7 @@ class RespProtocol(ClientConnection):
         stopped connection, errors."""
         if self._closing:
             return
-        if self._paused or self._stopped or self._held:
+        if self._paused or self._stopped or self._blocked or self._held:
             self._unread.append(data)
             self._slow = True
             return
@@ -689,7 +702,7 @@ class RespProtocol(ClientConnection):
         error = self._reader.feed(data, requests)
         self._run(requests)
         if error is not None:
-            if self._held or self._paused or self._stopped:
+            if self._held or self._paused or self._stopped or self._blocked:
                 self._error = error  # after the requests before it
             else:
                 self._error = error
@@ -828,7 +841,19 @@ class RespProtocol(ClientConnection):
                     write(b"".join(out))
                     out = []
                 owed.wait_for(outcome)  # type: ignore[arg-type]
-                continue
+                blocker = session.waiting
+                if blocker is None:
+                    continue
+                # It has not run yet: the rest wait until it has, in order.
+                session.waiting = None
+                self._held = list(remaining)
+                self._blocked = self._slow = True
+                dispatcher.stats.commands_processed -= len(self._held)
+                if tally is not None:
+                    tally.ran(name, run, samples)
+                cast(IPushProducer, self.transport).pauseProducing()
+                blocker.when_done(self._unblock)
+                return
             else:
                 close = False
                 if kind is Error and tally is not None:
@@ -887,8 +912,15 @@ class RespProtocol(ClientConnection):
     def readConnectionLost(self) -> None:
         # Half-close: answer what arrived (done as it arrived), then close.
         self._eof = True
-        if not (self._paused or self._stopped or self._held or self._unread):
+        if not (self._paused or self._stopped or self._blocked or self._held or self._unread):
             self._close()
 
     def writeConnectionLost(self) -> None:
         self._close()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # Requests held back (behind a command that had not run) are dropped.
+        self._closing = self._slow = True
+        self._held = []
+        self._unread = []
+        super().connectionLost(reason)

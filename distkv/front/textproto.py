@@ -35,8 +35,10 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IPushProducer,
 )
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from distkv.front.commands import (
@@ -135,6 +137,9 @@ class TextProtocol(ClientConnection, LineReceiver):
         #: passed the soft limit). Lines run again once neither holds.
         self._transport_paused = False
         self._stopped = False
+        #: A command has not run yet (its fetch or round is out): the next
+        #: lines wait for it, and the connection is not read meanwhile.
+        self._blocked = False
         self._owed.on_sent = self._owed_sent
 
     def pauseProducing(self) -> None:
@@ -143,7 +148,11 @@ class TextProtocol(ClientConnection, LineReceiver):
 
     def resumeProducing(self) -> None:
         self._transport_paused = False
-        if self._stopped:
+        self._go_on()
+
+    def _go_on(self) -> None:
+        """Run the lines held back and read again, unless something holds them."""
+        if self._stopped or self._blocked or self._transport_paused:
             return
         super().resumeProducing()
         if self._eof and not self.paused:
@@ -152,8 +161,12 @@ class TextProtocol(ClientConnection, LineReceiver):
     def _owed_sent(self) -> None:
         if self._stopped and self._owed.held <= self._limits.soft:
             self._stopped = False
-            if not self._transport_paused:
-                self.resumeProducing()
+            self._go_on()
+
+    def _unblock(self, error: Optional[str]) -> None:
+        """The command the connection waited for has run: go on."""
+        self._blocked = False
+        self._go_on()
 
     def lineReceived(self, line: bytes) -> None:
         if self._closing:
@@ -170,6 +183,14 @@ class TextProtocol(ClientConnection, LineReceiver):
     def _respond(self, outcome: Outcome) -> None:
         if isinstance(outcome, Pending):
             self._owed.wait_for(outcome)
+            blocker = self.session.waiting
+            if blocker is not None:
+                # It has not run yet: the next lines wait until it has.
+                self.session.waiting = None
+                self._blocked = True
+                if not self.paused:
+                    super().pauseProducing()
+                blocker.when_done(self._unblock)
             return
         close = isinstance(outcome, Status) and outcome.close
         if isinstance(outcome, (Array, Map, Lines)):
@@ -236,3 +257,8 @@ class TextProtocol(ClientConnection, LineReceiver):
 
     def writeConnectionLost(self) -> None:
         self._close()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # Lines held back (behind a command that had not run) are dropped.
+        self._closing = True
+        super().connectionLost(reason)

@@ -193,10 +193,14 @@ class Transactions:
         watched, session.watched = session.watched, None
         if transaction.failed:
             return EXECABORT
-        if watched and any(self._touched(key, held) for key, held in watched.items()):
-            return NIL_ARRAY
         queued = transaction.queued
-        return self._dispatcher.levels.transaction(session, lambda: self._run(queued, session))
+
+        def run() -> Outcome:  # at a level, maybe after the blind writes before it
+            if watched and any(self._touched(key, held) for key, held in watched.items()):
+                return NIL_ARRAY
+            return self._run(queued, session)
+
+        return self._dispatcher.levels.transaction(session, run)
 
     def _run(self, queued: List[Tuple[bytes, ...]], session: Session) -> Outcome:
         # Imported here: commands imports this module.
