@@ -129,7 +129,23 @@ def run(levels: Levels, command: Command, request: Sequence[bytes], session: Ses
                 followers[key] = follower
         beaten = [key for key, mine in wrote.items()
                   if key in seen and (mine is None or seen[key] > mine)]
-        if error is not None or not beaten:  # ours is the newest (or best effort)
+        if error is not None:
+            # Without the members' entries it cannot know it is above what
+            # they hold: once on its members (or failing to be), it answers
+            # that its outcome is indeterminate, never OK.
+            ran = Later()
+            levels._finish(outcome, ran)
+
+            def unknown(_: Optional[str]) -> None:
+                if not isinstance(ran.reply, Error):
+                    assert coordinator is not None
+                    coordinator.writes_indeterminate += 1
+                    ran.reply = Error(unfetched(write))
+                later.done_with(ran.reply)
+
+            ran.when_done(unknown)
+            return
+        if not beaten:  # ours is the newest
             levels._finish(outcome, later)
             return
         after = {key for key in beaten if key in followers}
@@ -181,13 +197,13 @@ def _after(levels: Levels, outcome: Outcome, waits: List[Later], later: Later,
     first, rest = waits[0], waits[1:]
 
     def then(error: Optional[str]) -> None:
-        if isinstance(first.reply, Error):
-            later.done_with(first.reply)
-        elif isinstance(first, Blind) and first.failed:
+        if isinstance(first, Blind) and first.failed:
             coordinator = levels.coordinator
             assert coordinator is not None
             coordinator.writes_indeterminate += 1
             later.done_with(Error(unordered(write)))
+        elif isinstance(first.reply, Error):
+            later.done_with(first.reply)
         else:
             _after(levels, outcome, rest, later, write)
 
@@ -200,6 +216,13 @@ def unordered(write: str) -> str:
             "holds (the later write of the key that was to order it could not fetch its "
             "members' versions); outcome indeterminate: it was applied on this node and "
             "may still reach the others")
+
+
+def unfetched(write: str) -> str:
+    """The error of a blind write that could not fetch its members' entries."""
+    return (f"TIMEOUT write at {write} could not fetch its members' entries of its keys in "
+            "time, so it may be below a newer one; outcome indeterminate: it was applied on "
+            "this node and may still reach the others")
 
 
 def _ignore(error: Optional[str]) -> None:
