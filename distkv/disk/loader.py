@@ -8,11 +8,16 @@ row: a few thousand entries) per reactor turn, answering ``LOADING`` to data
 commands in between, as Redis does while it reads its dump. It keeps the
 progress that ``INFO persistence`` reports with Redis's field names. No
 reactor here: the node schedules the steps, and a step's time budget is read
-from an injected timer.
+from an injected timer. The cyclic garbage collector is paused from the first
+step to the last: reading makes millions of tuples and no cycles, and CPython's
+collector, run every 700 of them and now and then over the whole growing
+store, cost about a quarter of a restart's reading (over a second for
+1,000,000 keys, see ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
 
+import gc
 import time
 from typing import Callable, Generator, Optional
 
@@ -35,6 +40,9 @@ class DataLoad:
         self.result: Optional[Loaded] = None
         self._timer = timer
         self._steps: Generator[int, None, Loaded] = disk.load_steps(into, unacked_above)
+        #: Whether the collector was on when reading began (and is to be put
+        #: back on when it ends); None while it is not paused.
+        self._gc_was: Optional[bool] = None
 
     @property
     def done(self) -> bool:
@@ -44,8 +52,13 @@ class DataLoad:
         """Read records for about ``budget`` seconds (at least one); True once
         everything is read. Raises :class:`~distkv.disk.datafile.DiskError`
         when the data cannot be read."""
+        if self.result is not None:
+            return True
         deadline = self._timer() + budget
         steps = self._steps
+        if self._gc_was is None:
+            self._gc_was = gc.isenabled()
+            gc.disable()
         try:
             while True:
                 self.loaded_bytes = next(steps)
@@ -54,7 +67,11 @@ class DataLoad:
         except StopIteration as finished:
             self.result = finished.value
             self.loaded_bytes = max(self.loaded_bytes, self.total_bytes)
+            self._resume_gc()
             return True
+        except BaseException:
+            self._resume_gc()
+            raise
 
     def run(self) -> Loaded:
         """Read everything now."""
@@ -65,7 +82,15 @@ class DataLoad:
 
     def cancel(self) -> None:
         """Stop reading (the node stops before its data is read)."""
+        self._resume_gc()
         self._steps.close()
+
+    def _resume_gc(self) -> None:
+        """Put the collector back as it was before the first step."""
+        if self._gc_was is not None:
+            if self._gc_was:
+                gc.enable()
+            self._gc_was = None
 
     def percent(self) -> float:
         """How much is read, in percent (Redis's ``loading_loaded_perc``)."""
