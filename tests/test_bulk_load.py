@@ -1,6 +1,7 @@
 """Reading a data dir back in bulk: Store.load_columns leaves the store as
 load_many (an entry at a time) does, and DataLoad pauses the cyclic garbage
-collector while it reads and puts it back after."""
+collector while it reads and puts it back after (a node: once the digest has
+taken the data in)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from typing import List, Optional, Tuple
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.disk.datafile import Disk, DiskError
 from distkv.disk.loader import DataLoad
+from distkv.front.commands import Request
+from distkv.node import Node
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.store import Entry, Store, make_entry
 from tests.scratch import fill_data_dir, scratch_dir
@@ -133,4 +137,47 @@ class CollectorPauseTests(SynchronousTestCase):
         load = self.reading(close=False)
         with self.assertRaises(DiskError):
             load.run()
+        self.assertTrue(gc.isenabled())
+
+
+class NodeCollectorTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.dir = scratch_dir(self)
+        fill_data_dir(self.dir, 300, per_row=100)
+        self.addCleanup(gc.enable)
+
+    def test_the_collector_stays_off_until_the_digest_has_the_data(self) -> None:
+        """A node reading its data dir in steps keeps the collector off while
+        it reads and while the digest takes the data in (serving meanwhile),
+        and turns it back on before it links to peers."""
+        import distkv.node
+
+        self.patch(distkv.node, "FOLD_STEP", 100)
+        done: List[str] = []
+        node = Node(self.clock, "a", data_dir=self.dir, load_in_steps=True)
+        self.addCleanup(lambda: node.cancel_load() or node.crash())
+        node.load_data(lambda: done.append("linked"), done.append, budget=0, pause=1)
+        for _ in range(4):  # three rows, then none left: read, 100 keys folded
+            self.clock.advance(1)
+            self.assertFalse(gc.isenabled())
+        self.assertEqual(node.dispatcher.execute(Request(b"GET", (b"k5",))), b"v5")
+        while not done:
+            self.assertFalse(gc.isenabled())
+            self.clock.advance(1)
+        self.assertEqual(done, ["linked"])
+        self.assertTrue(gc.isenabled())
+
+    def test_a_node_stopped_while_the_digest_folds_turns_the_collector_back_on(self) -> None:
+        """Stopped after its data is read but before the digest has it all, a
+        node leaves the collector on."""
+        node = Node(self.clock, "a", data_dir=self.dir, load_in_steps=True)
+        node.load_data(lambda: None, lambda why: None, budget=0, pause=1)
+        self.addCleanup(lambda: node.journal is not None and not node.journal.closed
+                        and node.crash())
+        for _ in range(4):
+            self.clock.advance(1)
+        self.assertFalse(gc.isenabled())
+        self.assertTrue(node.cancel_load())
         self.assertTrue(gc.isenabled())

@@ -9,10 +9,10 @@ commands in between, as Redis does while it reads its dump. It keeps the
 progress that ``INFO persistence`` reports with Redis's field names. No
 reactor here: the node schedules the steps, and a step's time budget is read
 from an injected timer. The cyclic garbage collector is paused from the first
-step to the last: reading makes millions of tuples and no cycles, and CPython's
-collector, run every 700 of them and now and then over the whole growing
-store, cost about a quarter of a restart's reading (over a second for
-1,000,000 keys, see ``benchmarks/RESULTS.md``).
+step to the last (:class:`CollectorPause`): reading makes millions of tuples
+and no cycles, and CPython's collector, run every 700 of them and now and then
+over the whole growing store, cost about a quarter of a restart's reading
+(over a second for 1,000,000 keys, see ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,36 @@ import time
 from typing import Callable, Generator, Optional
 
 from distkv.disk.datafile import Disk, Loaded, Loader
+
+#: How many pauses hold the collector off, and whether it was on before the first.
+_pauses = 0
+_was_enabled = False
+
+
+class CollectorPause:
+    """The cyclic garbage collector held off, and back as it was once no
+    pause holds it (a process may run several nodes: the simulator, tests)."""
+
+    def __init__(self) -> None:
+        self.held = False
+
+    def pause(self) -> None:
+        global _pauses, _was_enabled
+        if not self.held:
+            self.held = True
+            if _pauses == 0:
+                _was_enabled = gc.isenabled()
+                gc.disable()
+            _pauses += 1
+
+    def resume(self) -> None:
+        """Let the collector go; again: nothing."""
+        global _pauses
+        if self.held:
+            self.held = False
+            _pauses -= 1
+            if _pauses == 0 and _was_enabled:
+                gc.enable()
 
 
 class DataLoad:
@@ -40,9 +70,12 @@ class DataLoad:
         self.result: Optional[Loaded] = None
         self._timer = timer
         self._steps: Generator[int, None, Loaded] = disk.load_steps(into, unacked_above)
-        #: Whether the collector was on when reading began (and is to be put
-        #: back on when it ends); None while it is not paused.
-        self._gc_was: Optional[bool] = None
+        #: The collector, paused from the first step until everything is
+        #: read, or, with ``resume_when_read`` False, until the caller
+        #: resumes it (the node does once the digest has taken the data in:
+        #: the collection that follows walks every entry read, once).
+        self.collector = CollectorPause()
+        self.resume_when_read = True
 
     @property
     def done(self) -> bool:
@@ -56,9 +89,7 @@ class DataLoad:
             return True
         deadline = self._timer() + budget
         steps = self._steps
-        if self._gc_was is None:
-            self._gc_was = gc.isenabled()
-            gc.disable()
+        self.collector.pause()
         try:
             while True:
                 self.loaded_bytes = next(steps)
@@ -67,10 +98,11 @@ class DataLoad:
         except StopIteration as finished:
             self.result = finished.value
             self.loaded_bytes = max(self.loaded_bytes, self.total_bytes)
-            self._resume_gc()
+            if self.resume_when_read:
+                self.collector.resume()
             return True
         except BaseException:
-            self._resume_gc()
+            self.collector.resume()
             raise
 
     def run(self) -> Loaded:
@@ -82,15 +114,8 @@ class DataLoad:
 
     def cancel(self) -> None:
         """Stop reading (the node stops before its data is read)."""
-        self._resume_gc()
+        self.collector.resume()
         self._steps.close()
-
-    def _resume_gc(self) -> None:
-        """Put the collector back as it was before the first step."""
-        if self._gc_was is not None:
-            if self._gc_was:
-                gc.enable()
-            self._gc_was = None
 
     def percent(self) -> float:
         """How much is read, in percent (Redis's ``loading_loaded_perc``)."""
