@@ -172,6 +172,9 @@ class NodeCollectorTests(SynchronousTestCase):
     def test_a_node_stopped_while_the_digest_folds_turns_the_collector_back_on(self) -> None:
         """Stopped after its data is read but before the digest has it all, a
         node leaves the collector on."""
+        import distkv.node
+
+        self.patch(distkv.node, "FOLD_STEP", 100)
         node = Node(self.clock, "a", data_dir=self.dir, load_in_steps=True)
         node.load_data(lambda: None, lambda why: None, budget=0, pause=1)
         self.addCleanup(lambda: node.journal is not None and not node.journal.closed
