@@ -1008,8 +1008,9 @@ def iter_writes(buffer: bytes) -> Iterator[Tuple[int, bytes, Entry]]:
     return zip(*decode_writes(buffer))
 
 
-#: A ``W`` frame's head, its node id of the given length and its key length,
-#: read as one (see :func:`decode_writes`).
+#: A ``W`` frame's length, kind, sequence number and version's ms and
+#: counter; then its flags, node id length and node id of the given length as
+#: one bytes object; then its key length (see :func:`decode_writes`).
 _same_node_heads: Dict[int, struct.Struct] = {}
 
 
@@ -1029,16 +1030,17 @@ def decode_writes(buffer: bytes) -> Tuple[List[int], List[bytes], List[Entry]]:
     key_len_at = _KEYLEN.unpack_from
     nodes: Dict[bytes, str] = {}
     end = len(buffer)
-    # The node id of the frame before, and the struct for a frame of its.
-    last_raw, last_node, last_len = b"", "", -1
+    # The node id of the frame before, what a plain value's frame of its
+    # holds from its flags to its node id, and the struct that reads one.
+    last_node, last_tag = "", b""
     same: Callable[[bytes, int], Tuple[Any, ...]] = head
     same_size = end + 1  # none yet
     offset = 0
     try:
         while offset < end:
             if end - offset >= same_size:
-                length, kind, seq, ms, counter, flags, node_len, raw, key_len = same(buffer, offset)
-                if not flags and node_len == last_len and raw == last_raw and kind == b"W":
+                length, kind, seq, ms, counter, tag, key_len = same(buffer, offset)
+                if tag == last_tag and kind == b"W":
                     stop = offset + 4 + length
                     at = offset + same_size + key_len  # the value's first byte
                     if stop > end:
@@ -1059,12 +1061,13 @@ def decode_writes(buffer: bytes) -> Tuple[List[int], List[bytes], List[Entry]]:
             node = nodes.get(raw)
             if node is None:
                 node = nodes[raw] = raw.decode("ascii")
-            if node_len != last_len or raw != last_raw:
-                last_raw, last_node, last_len = raw, node, node_len
+            if node is not last_node:
+                last_node = node
+                last_tag = b"\x00" + node_len.to_bytes(2, "big") + raw
                 heads = _same_node_heads.get(node_len)
                 if heads is None:
                     heads = _same_node_heads[node_len] = struct.Struct(
-                        f"{_WRITE_FRAME.format}{node_len}sI")
+                        f">IcQQI{3 + node_len}sI")
                 same, same_size = heads.unpack_from, heads.size
             at += node_len
             expires = 0

@@ -802,8 +802,10 @@ class Store:
             batch = dict(zip(keys, entries))
             data = self._data
             changed = self._changed
+            # Until the digest first folds, it has noted every key ever held
+            # here, as None: noting one again as None changes nothing.
             if (len(batch) == count and data.keys().isdisjoint(batch)
-                    and changed.keys().isdisjoint(batch)):
+                    and (not self.digest.folded or changed.keys().isdisjoint(batch))):
                 data.update(batch)
                 changed.update(dict.fromkeys(batch))  # Digest.note(key, None) of each
                 dead = list(compress(keys, map(is_, map(_value_of, entries), repeat(None))))
