@@ -66,7 +66,7 @@ from distkv.cluster.stability import Stability
 from distkv.cluster.tlsconfig import PeerGate, TlsConfig
 from distkv.disk.datafile import Disk, DiskError, Loaded, PeerState
 from distkv.disk.journal import Batch, Journal
-from distkv.disk.loader import DataLoad
+from distkv.disk.loader import CollectorPause, DataLoad
 from distkv.expiry import ActiveExpiry
 from distkv.front import report
 from distkv.front.auth import Accounts, User
@@ -299,6 +299,8 @@ class Node:
         #: :meth:`load_data`), else None.
         self.data_load: Optional[DataLoad] = None
         self._load_call: Optional[IDelayedCall] = None
+        #: The collector a data dir's reading paused (see load_data).
+        self._collector: Optional[CollectorPause] = None
         #: False from the start of a stepped read of the data dir until the
         #: digest has taken in everything read (see load_data).
         self.digest_ready = True
@@ -446,12 +448,19 @@ class Node:
         self.digest_ready = False
         self.dispatcher.hold(READING)
 
+        # The collector stays paused until the digest has taken the data in:
+        # its first collection then walks every entry read (a few hundred ms
+        # for a million), and not before the node serves.
+        load.resume_when_read = False
+        self._collector = load.collector
+
         def fold() -> None:
             self._load_call = None
             if self.store.digest.fold_some(FOLD_STEP):
                 self._load_call = self.reactor.callLater(pause, fold)
                 return
             self.digest_ready = True
+            load.collector.resume()
             then()
 
         def step() -> None:
@@ -491,6 +500,8 @@ class Node:
             return False
         self.data_load = None
         self.digest_ready = True
+        if self._collector is not None:
+            self._collector.resume()
         if self._load_call is not None and self._load_call.active():
             self._load_call.cancel()
         if load is not None:
@@ -1101,6 +1112,8 @@ class Node:
 
     def stop_timers(self) -> None:
         """Stop the heartbeat's purge and checks, and the loading check."""
+        if self._collector is not None:
+            self._collector.resume()  # a process-wide pause: never left held
         if self._purge_loop is not None and self._purge_loop.running:
             self._purge_loop.stop()
         self.active_expiry.stop()

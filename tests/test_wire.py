@@ -48,6 +48,40 @@ class WireTests(SynchronousTestCase):
         stream = b"".join(wire.encode_write(*f) for f in frames)
         self.assertEqual([wire.Write(*w) for w in wire.iter_writes(stream)], list(frames))
 
+    @given(st.lists(st.tuples(
+        st.integers(0, wire.MAX_SEQ),
+        st.binary(max_size=12),
+        st.one_of(st.none(), st.binary(max_size=30)),
+        st.integers(0, 2**62),
+        st.sampled_from(["n1", "n2", "node-a", "node-b", "node-c", "x"]),
+        st.sampled_from([0, 0, 0, 1, 2**41]),
+    ), max_size=40))
+    def test_bulk_write_reader_agrees_on_runs_of_one_node(self, rows: list) -> None:  # type: ignore[type-arg]
+        """decode_writes reads a plain value written by the node of the frame
+        before it in one go: runs of one node id, node ids of one length
+        but different names (node-a, node-b), tombstones and expiries
+        between them, all decode as FrameDecoder decodes them."""
+        frames = [wire.Write(seq, key, make_entry(value, Version(ms, 7, node), expires))
+                  for seq, key, value, ms, node, expires in rows]
+        stream = b"".join(wire.encode_write(*f) for f in frames)
+        seqs, keys, entries = wire.decode_writes(stream)
+        self.assertEqual([wire.Write(*w) for w in zip(seqs, keys, entries)], frames)
+        self.assertEqual(wire.FrameDecoder(1 << 20).feed(stream), frames)
+
+    def test_bulk_write_reader_refuses_a_bad_frame_after_one_of_its_node(self) -> None:
+        """A frame cut short, with a key running past its end, or of another
+        kind, is refused when it follows a whole one of the same node (the
+        one-struct path), as when it comes first."""
+        first = wire.encode_write(1, b"a", make_entry(b"1", Version(1, 2, "n")))
+        write = wire.encode_write(2, b"k", make_entry(b"v", Version(1, 3, "n")))
+        key_len_at = len(write) - len(b"kv") - 4
+        overlong = write[:key_len_at] + (3).to_bytes(4, "big") + write[key_len_at + 4 :]
+        other_kind = write[:4] + b"X" + write[5:]
+        for bad in (write[:-1], overlong, overlong + write, other_kind, write + write[:9]):
+            with self.assertRaises(wire.WireError):
+                wire.decode_writes(first + bad)
+        self.assertEqual(len(wire.decode_writes(first + write + first)[0]), 3)
+
     def test_bulk_write_reader_refuses_anything_but_whole_writes(self) -> None:
         write = wire.encode_write(1, b"k", make_entry(b"v", Version(1, 2, "n")))
         key_len_at = len(write) - len(b"kv") - 4

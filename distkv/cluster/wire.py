@@ -131,7 +131,7 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from distkv.cluster import membership
 from distkv.cluster.membership import Member
@@ -1004,16 +1004,54 @@ def decode_body(body: bytes) -> Frame:
 
 def iter_writes(buffer: bytes) -> Iterator[Tuple[int, bytes, Entry]]:
     """``(seq, key, entry)`` of each ``W`` frame in ``buffer``, which holds
-    nothing else: the bulk path for reading a data dir back (see
-    :mod:`distkv.disk.datafile`), with each node id decoded once."""
+    nothing else (see :func:`decode_writes`)."""
+    return zip(*decode_writes(buffer))
+
+
+#: A ``W`` frame's length, kind, sequence number and version's ms and
+#: counter; then its flags, node id length and node id of the given length as
+#: one bytes object; then its key length (see :func:`decode_writes`).
+_same_node_heads: Dict[int, struct.Struct] = {}
+
+
+def decode_writes(buffer: bytes) -> Tuple[List[int], List[bytes], List[Entry]]:
+    """The sequence numbers, keys and entries of the ``W`` frames in
+    ``buffer``, which holds nothing else: the bulk path for reading a data dir
+    back (see :mod:`distkv.disk.datafile`), with each node id decoded once.
+    A plain value written by the node of the frame before it (nearly every
+    frame of a data dir) costs one ``struct`` call, for its head, node id and
+    key length together; any other frame is read field by field."""
+    seqs: List[int] = []
+    keys: List[bytes] = []
+    entries: List[Entry] = []
+    add_seq, add_key, add_entry = seqs.append, keys.append, entries.append
     head = _WRITE_FRAME.unpack_from
     head_size = _WRITE_FRAME.size
     key_len_at = _KEYLEN.unpack_from
     nodes: Dict[bytes, str] = {}
-    offset = 0
     end = len(buffer)
+    # The node id of the frame before, what a plain value's frame of its
+    # holds from its flags to its node id, and the struct that reads one.
+    last_node, last_tag = "", b""
+    same: Callable[[bytes, int], Tuple[Any, ...]] = head
+    same_size = end + 1  # none yet
+    offset = 0
     try:
         while offset < end:
+            if end - offset >= same_size:
+                length, kind, seq, ms, counter, tag, key_len = same(buffer, offset)
+                if tag == last_tag and kind == b"W":
+                    stop = offset + 4 + length
+                    at = offset + same_size + key_len  # the value's first byte
+                    if stop > end:
+                        raise WireError(f"not a whole write frame at byte {offset}")
+                    if at > stop:
+                        raise WireError("truncated key in write frame")
+                    add_seq(seq)
+                    add_key(buffer[at - key_len : at])
+                    add_entry((buffer[at:stop], ms, counter, last_node))
+                    offset = stop
+                    continue
             length, kind, seq, ms, counter, flags, node_len = head(buffer, offset)
             stop = offset + 4 + length
             if kind != b"W" or stop > end:
@@ -1023,32 +1061,39 @@ def iter_writes(buffer: bytes) -> Iterator[Tuple[int, bytes, Entry]]:
             node = nodes.get(raw)
             if node is None:
                 node = nodes[raw] = raw.decode("ascii")
+            if node is not last_node:
+                last_node = node
+                last_tag = b"\x00" + node_len.to_bytes(2, "big") + raw
+                heads = _same_node_heads.get(node_len)
+                if heads is None:
+                    heads = _same_node_heads[node_len] = struct.Struct(
+                        f">IcQQI{3 + node_len}sI")
+                same, same_size = heads.unpack_from, heads.size
             at += node_len
+            expires = 0
             if flags == _EXPIRES:
                 (expires,) = _SEQ.unpack_from(buffer, at)
                 at += _SEQ.size
-                (key_len,) = key_len_at(buffer, at)
-                at += 4
-                key = buffer[at : at + key_len]
-                if len(key) != key_len or at + key_len > stop:
-                    raise WireError("truncated key in write frame")
-                yield seq, key, expiring_entry(buffer[at + key_len : stop], expires, ms, counter, node)
-                offset = stop
-                continue
             (key_len,) = key_len_at(buffer, at)
             at += 4
             key = buffer[at : at + key_len]
             if len(key) != key_len or at + key_len > stop:
                 raise WireError("truncated key in write frame")
-            if flags == _COUNTER:
-                yield seq, key, _counter(buffer[at + key_len : stop], ms, counter, node)
-                offset = stop
-                continue
-            value: Optional[bytes] = None if flags & _TOMBSTONE else buffer[at + key_len : stop]
-            yield seq, key, (value, ms, counter, node)
+            rest = buffer[at + key_len : stop]
+            entry: Entry
+            if flags == _EXPIRES:
+                entry = expiring_entry(rest, expires, ms, counter, node)
+            elif flags == _COUNTER:
+                entry = _counter(rest, ms, counter, node)
+            else:
+                entry = (None if flags & _TOMBSTONE else rest, ms, counter, node)
+            add_seq(seq)
+            add_key(key)
+            add_entry(entry)
             offset = stop
     except (struct.error, UnicodeDecodeError) as e:
         raise WireError(f"malformed frame: {e}") from e
+    return seqs, keys, entries
 
 
 class FrameDecoder:

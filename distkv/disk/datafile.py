@@ -134,6 +134,9 @@ class Loader(Protocol):
 
     def load_many(self, records: Iterable[Row]) -> int: ...
 
+    def load_columns(self, seqs: Sequence[int], keys: Sequence[bytes],
+                     entries: Sequence[Entry]) -> int: ...
+
     def unload(self, key: bytes, version: Version) -> None: ...
 
     def entry(self, key: bytes) -> Optional[Entry]: ...
@@ -737,12 +740,12 @@ class _Replay:
         self.count = 0
 
     def writes(self, blob: bytes) -> None:
-        records = list(wire.iter_writes(bytes(blob)))
-        self.count += self._into.load_many(records)
+        seqs, keys, entries = wire.decode_writes(bytes(blob))
+        self.count += self._into.load_columns(seqs, keys, entries)
         above = self._above
-        if above is not None:
+        if above is not None and seqs and max(seqs) > above:
             candidates = self._candidates
-            for seq, key, entry in records:
+            for seq, key, entry in zip(seqs, keys, entries):
                 if seq > above:
                     candidates[key] = (seq, entry)
 

@@ -151,6 +151,10 @@ class Digest:
         #: writes it) to call note() only once per key; it is cleared in
         #: place, never replaced.
         self.changed: Dict[bytes, Optional[Stamped]] = dict.fromkeys(entries)
+        #: Whether anything was ever folded. Until then every key ever held
+        #: is noted, as None (what a store reading its data dir back relies
+        #: on, see :meth:`~distkv.store.store.Store.load_columns`).
+        self.folded = False
 
     def note(self, key: bytes, old: Optional[Stamped]) -> None:
         """Call before changing ``key``'s entry; ``old`` is the entry it holds now."""
@@ -198,6 +202,7 @@ class Digest:
         return len(self.changed)
 
     def _fold(self, changed: Iterable[Tuple[bytes, Optional[Stamped]]]) -> None:
+        self.folded = True
         hashes = self._hashes
         get = self._entries.get
         # _hash()'s formula inlined, with the last node id's number kept:
