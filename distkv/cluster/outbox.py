@@ -78,14 +78,16 @@ class Outbox:
         """The writes pending (a transaction counts each of its writes)."""
         return len(self._pending) + self._grouped
 
-    def add(self, seq: int, key: bytes, entry: Entry, frame: Optional[bytes] = None) -> None:
+    def add(self, seq: int, key: bytes, entry: Entry, frame: Optional[bytes] = None,
+            size: Optional[int] = None) -> None:
         """Queue local write number ``seq`` (numbers only ever grow);
         ``frame``: its ``W`` frame, encoded once for every link. It is kept
         only while connected (a link that is down holds the entry alone, and
         its writes are encoded again when they are sent), and never counted:
-        every link shares it."""
+        every link shares it. ``size``: its :func:`entry_size`, if known."""
         self.last_seq = seq
-        size = entry_size(key, entry)
+        if size is None:
+            size = entry_size(key, entry)
         if frame is not None and not self._connected:
             frame = None
         old = self._pending.pop(key, None)
