@@ -343,6 +343,7 @@ class Node:
         self.member_links.on_gone = self._member_gone
         self.member_links.on_left = self._on_left
         self.apply = self.store.apply
+        self.apply_all = self.store.apply_all
         self.started_at = reactor.seconds()
         self.data_dir = data_dir
         self.fsync = fsync

@@ -46,6 +46,10 @@ class FakeHost:
         self.applied_writes.append((key, entry))
         return None
 
+    def apply_all(self, writes: List[Tuple[bytes, Entry]]) -> object:
+        self.applied_writes.extend(writes)
+        return None
+
     def applied(self, remote: wire.Hello, seq: int) -> None:
         self.acknowledged.append((remote.node, seq))
 

@@ -112,8 +112,8 @@ class MembershipClusterTests(SynchronousTestCase):
         sent: List[bytes] = []
         link = next(iter(n1.replication.links.values()))
         original = link.outbox.add
-        link.outbox.add = lambda seq, key, entry, frame=None: (
-            sent.append(key), original(seq, key, entry, frame))[1]
+        link.outbox.add = lambda seq, key, entry, frame=None, size=None: (
+            sent.append(key), original(seq, key, entry, frame, size))[1]
         n1.store.set(b"a", b"1")
         n1.store.begin_group()
         n1.store.set(b"b", b"2")

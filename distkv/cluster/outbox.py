@@ -78,25 +78,29 @@ class Outbox:
         """The writes pending (a transaction counts each of its writes)."""
         return len(self._pending) + self._grouped
 
-    def add(self, seq: int, key: bytes, entry: Entry, frame: Optional[bytes] = None) -> None:
+    def add(self, seq: int, key: bytes, entry: Entry, frame: Optional[bytes] = None,
+            size: Optional[int] = None) -> None:
         """Queue local write number ``seq`` (numbers only ever grow);
         ``frame``: its ``W`` frame, encoded once for every link. It is kept
         only while connected (a link that is down holds the entry alone, and
         its writes are encoded again when they are sent), and never counted:
-        every link shares it."""
+        every link shares it. ``size``: its :func:`entry_size`, if known."""
         self.last_seq = seq
-        size = entry_size(key, entry)
-        if frame is not None and not self._connected:
-            frame = None
-        old = self._pending.pop(key, None)
+        if size is None:
+            size = entry_size(key, entry)
+        pending = self._pending
+        old = pending.pop(key, None)
         if old is not None:
             self.bytes -= old[2]
-        self._pending[key] = (seq, entry, size, frame)
-        self.bytes += size
         if self._connected:
-            self._unsent.append((seq, key))
-            if len(self._unsent) > 2 * len(self._pending) + 1024:
+            pending[key] = (seq, entry, size, frame)
+            unsent = self._unsent
+            unsent.append((seq, key))
+            if len(unsent) > 2 * len(pending) + 1024:
                 self._compact()
+        else:
+            pending[key] = (seq, entry, size, None)
+        self.bytes += size
         if self.bytes > self.max_bytes:
             self.overflow()
 
@@ -128,18 +132,23 @@ class Outbox:
             return  # old news, or a number we never sent
         self.acked = seq
         pending = self._pending
+        pop = pending.popitem
+        freed = 0
         while pending:
-            key = next(iter(pending))
-            item = pending[key]
-            if item[0] > seq:
+            key, item = pop(False)  # the oldest
+            if item[0] > seq:  # not acknowledged: back in front
+                pending[key] = item
+                pending.move_to_end(key, False)
                 break
-            del pending[key]
-            self.bytes -= item[2]
-            if isinstance(key, int):
+            freed += item[2]
+            if type(key) is int:
                 self._grouped -= len(item[1]) - 1
+        self.bytes -= freed
         in_flight = self._in_flight
+        flying = self._in_flight_bytes
         while in_flight and in_flight[0][0] <= seq:
-            self._in_flight_bytes -= in_flight.popleft()[1]
+            flying -= in_flight.popleft()[1]
+        self._in_flight_bytes = flying
 
     def _compact(self) -> None:
         # Superseded writes of a hot key pile up in the unsent queue while the
@@ -190,18 +199,23 @@ class Outbox:
         """Take the next pending items the window allows, marking them in flight."""
         out = []
         unsent = self._unsent
-        pending = self._pending
-        in_flight = self._in_flight
+        take = unsent.popleft
+        get = self._pending.get
+        fly = self._in_flight.append
         window = self.window
-        while unsent and self._in_flight_bytes < window:
-            seq, key = unsent.popleft()
-            item = pending.get(key)
+        flying = self._in_flight_bytes
+        sent = self._sent_seq
+        while unsent and flying < window:
+            seq, key = take()
+            item = get(key)
             if item is None or item[0] != seq:
                 continue  # acknowledged, superseded or dropped since queued
             out.append((seq, key, item))
-            self._sent_seq = seq
-            in_flight.append((seq, item[2]))
-            self._in_flight_bytes += item[2]
+            sent = seq
+            fly((seq, item[2]))
+            flying += item[2]
+        self._sent_seq = sent
+        self._in_flight_bytes = flying
         return out
 
     def owed(self) -> Iterator[Tuple[bytes, int]]:

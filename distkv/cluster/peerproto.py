@@ -129,6 +129,9 @@ class PeerHost(Protocol):
     def apply(self, key: bytes, entry: Entry) -> object:
         """Merge one replicated write into the store."""
 
+    def apply_all(self, writes: List[Tuple[bytes, Entry]]) -> object:
+        """Merge replicated writes into the store, in order, in one call."""
+
     def applied(self, remote: wire.Hello, seq: int) -> None:
         """``remote``'s local writes up to ``seq`` are applied here."""
 
@@ -424,9 +427,7 @@ class PeerConnection(sendnow.SendingProtocol):
         gathered: Optional[_Gather] = None
         for frame in frames:
             if isinstance(frame, batchwire.Batch):
-                apply = host.apply
-                for key, entry in frame.writes:
-                    apply(key, entry)
+                host.apply_all(frame.writes)
                 applied = frame.seq
             elif isinstance(frame, wire.Write):
                 host.apply(frame.key, frame.entry)

@@ -478,16 +478,19 @@ class PeerLink(ReconnectingClientFactory):
             else:
                 self._reactor.callLater(0, self._sync_tick)  # type: ignore[attr-defined]
 
-    def send(self, seq: int, key: bytes, entry: Entry, frame: Optional[bytes] = None) -> None:
+    def send(self, seq: int, key: bytes, entry: Entry, frame: Optional[bytes] = None,
+             size: Optional[int] = None, pump: bool = True) -> None:
         """Queue local write ``seq`` for this peer and send it if the link allows
-        (``frame``: the write already encoded, shared by every link)."""
+        (``frame``: the write already encoded, shared by every link; ``size``:
+        its entry's size in the outbox, if known; ``pump``: False when the
+        caller has :meth:`pump` called within this reactor turn's next one)."""
         outbox = self.outbox
         overflows = outbox.overflows
         already = outbox.needs_resync
-        outbox.add(seq, key, entry, frame)
+        outbox.add(seq, key, entry, frame, size)
         if outbox.overflows != overflows:  # the outbox set needs_resync itself
             self.mark_resync(f"its outbox passed {outbox.max_bytes} bytes", already)
-        if self._protocol is not None and self._pump_call is None:
+        if pump and self._protocol is not None and self._pump_call is None:
             # One frame batch per reactor turn, however many writes it holds.
             self._pump_call = self._reactor.callLater(0, self._scheduled_pump)  # type: ignore[attr-defined]
 

@@ -20,11 +20,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IConnector, IReactorSSL, IReactorTCP
+from twisted.internet.interfaces import IConnector, IDelayedCall, IReactorSSL, IReactorTCP
 from twisted.logger import Logger
 
 from distkv.cluster import wire
-from distkv.cluster.outbox import Outbox
+from distkv.cluster.outbox import Outbox, entry_size
 from distkv.cluster.peerproto import PeerConnection, PeerHost
 from distkv.cluster.peers import PeerLink
 from distkv.store.store import Entry, Store
@@ -75,6 +75,7 @@ class Replication(Service):
         self.links: Dict[Place, PeerLink] = {}
         self._subscribed = False
         self._connectors: List[IConnector] = []
+        self._pump_call: Optional[IDelayedCall] = None
         #: Told of every new link, so the node can hook it up.
         self.on_new_link: Callable[[PeerLink], None] = lambda link: None
         #: Told of a link closed for good (see :meth:`drop`).
@@ -179,11 +180,17 @@ class Replication(Service):
         if seq:  # our own write, not one merged from a peer
             if self._store.group is not None:
                 return  # a transaction's: sent whole by _group
-            # Encoded once for every link, not once per link as it is sent.
+            # Encoded and sized once for every link, not once per link; and
+            # one call in the next reactor turn pumps every link.
             frame = wire.encode_write(seq, key, entry)
+            size = entry_size(key, entry)
             for link in self.links.values():
                 if not link.is_self:
-                    link.send(seq, key, entry, frame)
+                    link.send(seq, key, entry, frame, size, False)
+            if self._pump_call is None:
+                self._pump_call = self._reactor.callLater(  # type: ignore[attr-defined]
+                    0, self._pump_all
+                )
         else:  # merged: every peer may lack it until a round (see PeerLink.floor)
             # The entry's version fields, compared as they are: a Version is
             # made only when one lowers a link's floor (rarely: merged writes
@@ -191,6 +198,13 @@ class Replication(Service):
             tail = entry[-3:]
             for link in self.links.values():
                 link.merged(tail)
+
+    def _pump_all(self) -> None:
+        """Every link sends what its outbox lets go: the writes of one turn
+        travel as one frame batch per link."""
+        self._pump_call = None
+        for link in list(self.links.values()):
+            link.pump()
 
     def _group(self, writes: List[Tuple[int, bytes, Entry]]) -> None:
         """A transaction's writes: to every peer as one frame (a key written
