@@ -541,7 +541,9 @@ class Store:
             if (last is not None and number is not None and self._own.get(key) is last
                     and type(last_total) is int):
                 result = number + amount
-                if INT64_MIN <= result <= INT64_MAX and current[0] is not None:
+                # One bound to check, the one ``amount``'s sign moves towards.
+                if ((result <= INT64_MAX if amount > 0 else result >= INT64_MIN)
+                        and current[0] is not None):
                     _, ms, counter, node = self.clock.stamp(None, current)
                     # The slot stays out of the shared dict: see counters.CounterState.
                     state = (base, 0, base_version, slots, observed, delta + amount,  # type: ignore[assignment]
