@@ -137,11 +137,10 @@ def expires_of(entry: Entry) -> int:
 
 def counter_entry(state: CounterState) -> Entry:
     """The entry of a counter key holding ``state``."""
-    version = state[counters.VERSION]
     value = counters.value(state)
     # A counter that reads as missing is a tombstone, which never expires.
     expires = state[counters.EXPIRES] if value is not None else 0
-    return (value, expires, state, version[0], version[1], version[2])
+    return (value, expires, state, state[counters.MS], state[counters.COUNTER], state[counters.NODE])
 
 
 def counter_state(entry: Entry) -> CounterState:
@@ -534,7 +533,7 @@ class Store:
         # (a fractional one, which INCRBYFLOAT left, goes through _incr).
         if current is not None and len(current) == 6 and not current[1]:
             state: CounterState = current[2]  # type: ignore[misc]
-            base, _, base_version, slots, observed, delta, _, number, last, last_total = state
+            base, _, base_version, slots, observed, delta, _, _, _, number, last, last_total = state
             # ``last``, the slot of its newest change if an increment's, is the
             # very object _incr() stored in _own once an INCR here made this
             # state (after a merge, an equal slot takes _incr() once).
@@ -547,7 +546,7 @@ class Store:
                     _, ms, counter, node = self.clock.stamp(None, current)
                     # The slot stays out of the shared dict: see counters.CounterState.
                     state = (base, 0, base_version, slots, observed, delta + amount,  # type: ignore[assignment]
-                             (ms, counter, node), result, last, last_total + amount)
+                             ms, counter, node, result, last, last_total + amount)
                     entry: Entry = (b"%d" % result, 0, state, ms, counter, node)
                     self.changes += 1
                     if key not in self._changed:
