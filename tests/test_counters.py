@@ -25,7 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from distkv.cluster import wire
 from distkv.disk.datafile import FILENAME
 from distkv.node import Node
-from distkv.store.counter import MAX_SLOTS, VERSION, ZERO, CounterState, decode, encode, make
+from distkv.store.counter import MAX_SLOTS, ZERO, CounterState, decode, encode, make, version
 from distkv.store.digest import Digest
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.longdouble import format_long_double, long_double
@@ -437,7 +437,7 @@ class EncodingTests(SynchronousTestCase):
         """Two states with the same newest version but different slots hash apart."""
         one = make(None, 0, Version(0, 0, ""), {("a", 5, 0): (1, 9, 0)}, {})
         two = make(None, 0, Version(0, 0, ""), {("a", 5, 0): (1, 9, 0), ("b", 1, 0): (2, 2, 0)}, {})
-        self.assertEqual(one[VERSION], two[VERSION])
+        self.assertEqual(version(one), version(two))
         digests = []
         for state in (one, two):
             digest = Digest({KEY: counter_entry(state)})

@@ -523,7 +523,7 @@ def _counter(raw: bytes, ms: int, counter: int, node: str) -> Entry:
         state = counters.decode(raw, valid_node_id)
     except counters.CounterError as e:
         raise WireError(str(e)) from e
-    if state[counters.VERSION] != (ms, counter, node):
+    if counters.version(state) != (ms, counter, node):
         raise WireError("a counter's version is not its state's")
     return counter_entry(state)
 

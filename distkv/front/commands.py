@@ -282,7 +282,8 @@ class Dispatcher:
     def persist_with(self, durable: Durable) -> None:
         """Writes are answered once ``durable`` says they are committed (the
         node's journal, opened once its data dir is read)."""
-        self._durable = durable
+        # Both names: INCR's handler reads the public one (see countercmds).
+        self.durable = self._durable = durable
 
     def refusal(self, write: bool) -> Optional[Error]:
         """Why a command (a ``write`` or not) cannot run now, or None: the

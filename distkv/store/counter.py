@@ -59,7 +59,6 @@ Total = Union[int, Fraction]
 SlotState = Tuple[Total, int, int]
 
 ZERO = Version(0, 0, "")
-_new_tuple = tuple.__new__
 #: Slot totals stay within +-2**126 (an INCR that would take one further is
 #: refused as an overflow), so each travels in at most 16 bytes.
 TOTAL_LIMIT = 1 << 126
@@ -126,7 +125,9 @@ def integer(value: Optional[bytes]) -> Optional[int]:
 #: costs several times as much to build). Its fields, by the indexes below:
 #: the base, its expiry and version, the slots, the observed slot states;
 #: then what is read off those once: what the slots add to the base, the
-#: newest version of any part, the value as an integer for INCR (None when
+#: newest version of any part (its ms, counter and node as three fields, as
+#: an entry holds them, so INCR builds no tuple for it; :func:`version`
+#: gives it as a Version), the value as an integer for INCR (None when
 #: it is not one), and the slot whose last change is that newest version
 #: (None when the newest change was not an increment) with its total. That
 #: slot is kept out of the ``SLOTS`` dict (its state is its total and the
@@ -134,17 +135,19 @@ def integer(value: Optional[bytes]) -> Optional[int]:
 #: dict; :func:`all_slots` gives every slot. Every field follows from the
 #: logical state, so two equal states are equal tuples.
 CounterState = Tuple[Optional[bytes], int, Version, Dict[Slot, SlotState], Dict[Slot, SlotState],
-                     Total, Version, Optional[int], Optional[Slot], Total]
+                     Total, int, int, str, Optional[int], Optional[Slot], Total]
 BASE: Final = 0
 EXPIRES: Final = 1
 BASE_VERSION: Final = 2
 SLOTS: Final = 3
 OBSERVED: Final = 4
 DELTA: Final = 5
-VERSION: Final = 6
-NUMBER: Final = 7
-LAST: Final = 8
-LAST_TOTAL: Final = 9
+MS: Final = 6
+COUNTER: Final = 7
+NODE: Final = 8
+NUMBER: Final = 9
+LAST: Final = 10
+LAST_TOTAL: Final = 11
 
 
 def make(base: Optional[bytes], expires: int, base_version: Version,
@@ -173,12 +176,12 @@ def make(base: Optional[bytes], expires: int, base_version: Version,
         number += delta
         if not INT64_MIN <= number <= INT64_MAX:
             number = None
-        return (base, expires, base_version, slots, observed, delta, _new_tuple(Version, newest), number,
-                last, last_total)
+        return (base, expires, base_version, slots, observed, delta, newest[0], newest[1], newest[2],
+                number, last, last_total)
     # A fractional sum, or a base that is not an integer: INCR reads the
     # value as it is written (``5.0e3`` is not an integer; 5000 is).
-    state = (base, expires, base_version, slots, observed, delta, _new_tuple(Version, newest), None,
-             last, last_total)
+    state = (base, expires, base_version, slots, observed, delta, newest[0], newest[1], newest[2],
+             None, last, last_total)
     text = value(state)
     number = None if text is None else integer(text)
     if number is None:
@@ -192,14 +195,18 @@ def oversized(state: CounterState) -> bool:
     return len(all_slots(state)) > MAX_SLOTS or len(state[OBSERVED]) > MAX_SLOTS
 
 
+def version(state: CounterState) -> Version:
+    """The newest version of any part of ``state``: its entry's."""
+    return Version(state[MS], state[COUNTER], state[NODE])
+
+
 def all_slots(state: CounterState) -> Dict[Slot, SlotState]:
     """Every slot of ``state`` (a new dict when one is kept aside)."""
     last = state[LAST]
     if last is None:
         return state[SLOTS]
     slots = state[SLOTS].copy()
-    version = state[VERSION]
-    slots[last] = (state[LAST_TOTAL], version[0], version[1])
+    slots[last] = (state[LAST_TOTAL], state[MS], state[COUNTER])
     return slots
 
 
@@ -272,8 +279,7 @@ def incremented(state: CounterState, slot: Slot, amount: int, ms: int, counter: 
         if not INT64_MIN <= number <= INT64_MAX:
             number = None
     return (state[BASE], state[EXPIRES], state[BASE_VERSION], slots, state[OBSERVED],
-            state[DELTA] + amount, _new_tuple(Version, (ms, counter, slot[0])), number, slot,
-            total + amount)
+            state[DELTA] + amount, ms, counter, slot[0], number, slot, total + amount)
 
 
 def reset(state: CounterState, base: Optional[bytes], expires: int, version: Version) -> CounterState:
@@ -293,13 +299,13 @@ def reclaimed(state: CounterState) -> CounterState:
     """What an expired counter becomes on a node whose clock passed its
     expiry (not replicated): deleted at its own version, every slot seen."""
     slots = all_slots(state)
-    return make(None, 0, state[VERSION], slots, _newest(state[OBSERVED], slots))
+    return make(None, 0, version(state), slots, _newest(state[OBSERVED], slots))
 
 
 def above(state: CounterState, floor: Version) -> Optional[CounterState]:
     """What a flush at ``floor`` leaves: the base if not older, the slots
     opened at or above it; None when nothing is left."""
-    if state[VERSION] < floor:
+    if version(state) < floor:
         return None
 
     def kept(parts: Dict[Slot, SlotState]) -> Dict[Slot, SlotState]:

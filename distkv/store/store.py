@@ -141,11 +141,10 @@ def expires_of(entry: Entry) -> int:
 
 def counter_entry(state: CounterState) -> Entry:
     """The entry of a counter key holding ``state``."""
-    version = state[counters.VERSION]
     value = counters.value(state)
     # A counter that reads as missing is a tombstone, which never expires.
     expires = state[counters.EXPIRES] if value is not None else 0
-    return (value, expires, state, version[0], version[1], version[2])
+    return (value, expires, state, state[counters.MS], state[counters.COUNTER], state[counters.NODE])
 
 
 def counter_state(entry: Entry) -> CounterState:
@@ -538,18 +537,20 @@ class Store:
         # (a fractional one, which INCRBYFLOAT left, goes through _incr).
         if current is not None and len(current) == 6 and not current[1]:
             state: CounterState = current[2]  # type: ignore[misc]
-            base, _, base_version, slots, observed, delta, _, number, last, last_total = state
+            base, _, base_version, slots, observed, delta, _, _, _, number, last, last_total = state
             # ``last``, the slot of its newest change if an increment's, is the
             # very object _incr() stored in _own once an INCR here made this
             # state (after a merge, an equal slot takes _incr() once).
             if (last is not None and number is not None and self._own.get(key) is last
                     and type(last_total) is int):
                 result = number + amount
-                if INT64_MIN <= result <= INT64_MAX and current[0] is not None:
+                # One bound to check, the one ``amount``'s sign moves towards.
+                if ((result <= INT64_MAX if amount > 0 else result >= INT64_MIN)
+                        and current[0] is not None):
                     _, ms, counter, node = self.clock.stamp(None, current)
                     # The slot stays out of the shared dict: see counters.CounterState.
                     state = (base, 0, base_version, slots, observed, delta + amount,  # type: ignore[assignment]
-                             (ms, counter, node), result, last, last_total + amount)
+                             ms, counter, node, result, last, last_total + amount)
                     entry: Entry = (b"%d" % result, 0, state, ms, counter, node)
                     self.changes += 1
                     if key not in self._changed:
