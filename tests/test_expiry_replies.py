@@ -417,3 +417,63 @@ class WatchExpiryTests(SynchronousTestCase):
         ask(proto, transport, b"MULTI")
         ask(proto, transport, b"SET", b"x", b"1")
         self.assertEqual(ask(proto, transport, b"EXEC"), b"*-1\r\n")
+
+
+class ReadOnceTests(SynchronousTestCase):
+    """A command takes a key's value and its expiry from one reading of the
+    store. Here every reading of the clock is a millisecond after the one
+    before, and the key expires between a command's first reading and its
+    next: a command that read the key alive, then its expiry again, found
+    none and wrote the value back with no expiry, a key that should be gone
+    living for ever (``distkv dump`` wrote a key of 1 ms without its expiry)."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.ticking = False
+
+        def now_ms() -> int:
+            if self.ticking:
+                self.clock.advance(0.001)
+            return int(self.clock.seconds() * 1000)
+
+        self.node = Node(self.clock, "n", now_ms=now_ms)  # type: ignore[arg-type]
+        self.proto, self.transport = connect(self.node)
+
+    def on_the_edge(self, *request: bytes) -> Tuple[bytes, int]:
+        """``request``'s reply, run on ``k`` = ``v`` expiring after the
+        command's first reading of the clock and before its second; then a
+        second passes. Also the expiry ``k`` had."""
+        expiry = int(self.clock.seconds() * 1000) + 2
+        ask(self.proto, self.transport, b"SET", b"k", b"v", b"PXAT", b"%d" % expiry)
+        self.ticking = True
+        try:
+            reply = ask(self.proto, self.transport, *request)
+        finally:
+            self.ticking = False
+        self.clock.advance(1)
+        return reply, expiry
+
+    def exists(self, key: bytes) -> bytes:
+        return ask(self.proto, self.transport, b"EXISTS", key)
+
+    def test_writes_that_keep_an_expiry_keep_the_one_they_read(self) -> None:
+        """APPEND, SETRANGE, SET KEEPTTL keep the expiry they read; RENAME moves it and
+        COPY copies it: the key they wrote is gone once that time has passed."""
+        for request, written in (
+            ((b"APPEND", b"k", b"w"), b"k"),
+            ((b"SETRANGE", b"k", b"0", b"x"), b"k"),
+            ((b"SET", b"k", b"x", b"KEEPTTL"), b"k"),
+            ((b"RENAME", b"k", b"r"), b"r"),
+            ((b"COPY", b"k", b"c"), b"c"),
+        ):
+            reply, _ = self.on_the_edge(*request)
+            self.assertFalse(reply.startswith(b"-"), (request, reply))
+            self.assertEqual(self.exists(written), b":0\r\n", request)
+
+    def test_pexpiretime_never_says_a_key_with_an_expiry_has_none(self) -> None:
+        """PEXPIRETIME and PTTL answer the expiry or -2, never -1 (no expiry)."""
+        reply, expiry = self.on_the_edge(b"PEXPIRETIME", b"k")
+        self.assertIn(reply, (b":%d\r\n" % expiry, b":-2\r\n"))
+        reply, _ = self.on_the_edge(b"PTTL", b"k")
+        self.assertIn(reply, (b":0\r\n", b":1\r\n", b":-2\r\n"))

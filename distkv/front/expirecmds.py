@@ -26,6 +26,7 @@ from distkv.front.replies import (
     raw_text,
     strict_int,
 )
+from distkv.store.store import expires_of
 
 if TYPE_CHECKING:
     from distkv.front.commands import Dispatcher, Entry, Outcome
@@ -155,7 +156,7 @@ class ExpiryCommands:
         if (flags & _NX and current is not None) or (flags & _XX and current is None):
             return NIL if not flags & _GET or old is None else old
         if flags & _KEEPTTL and current is not None:
-            when = store.expires(key)
+            when = expires_of(current)
         store.set(key, value, when)
         reply = (NIL if old is None else old) if flags & _GET else OK
         return self.dispatcher.after_commit(reply)
@@ -230,7 +231,7 @@ class ExpiryCommands:
             else:
                 store.expire(key, value, when)
             return self.dispatcher.after_commit(value)
-        if flags & _PERSIST and store.expires(key):
+        if flags & _PERSIST and expires_of(current):
             store.expire(key, value, 0)
             return self.dispatcher.after_commit(value)
         return value
@@ -283,7 +284,7 @@ class ExpiryCommands:
         current = store.live(key)
         if current is None:
             return Integer(0)
-        held = store.expires(key)
+        held = expires_of(current)
         if flags & _E_NX and held:
             return Integer(0)
         if flags & _E_XX and not held:
@@ -302,9 +303,10 @@ class ExpiryCommands:
 
     def _remaining(self, key: bytes) -> Optional[int]:
         """The key's expiry (ms), -1 for none, None when the key is missing."""
-        if self.store.live(key) is None:
+        current = self.store.live(key)  # read once: the clock may pass its expiry
+        if current is None:
             return None
-        return self.store.expires(key) or -1
+        return expires_of(current) or -1
 
     def ttl(self, args: Sequence[bytes], session: Session) -> Outcome:
         return self._expiry(args[0], 1000, relative=True)
@@ -342,7 +344,7 @@ class ExpiryCommands:
             return refused
         key = args[0]
         current = self.store.live(key)
-        if current is None or not self.store.expires(key):
+        if current is None or not expires_of(current):
             return Integer(0)
         value = current[0]
         assert value is not None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 import sys
-from typing import TYPE_CHECKING, Dict, Sequence
+from typing import TYPE_CHECKING, Dict, Optional, Sequence
 
 from distkv.front.replies import (
     NIL,
@@ -38,6 +38,8 @@ from distkv.front.replies import (
     wrong_arity,
 )
 from distkv.front.servercmds import subcommand_refusal
+from distkv.store import store as stored
+from distkv.store.store import expires_of
 
 if TYPE_CHECKING:
     from distkv.front.commands import Dispatcher, Entry, Outcome
@@ -88,10 +90,11 @@ class KeyCommands:
         if refused is not None:
             return refused
         key, tail = args
-        value = self.store.get(key) or b""
+        current = self.store.live(key)
+        value = b"" if current is None else current[0] or b""
         if not self._fits(key, len(value) + len(tail)):
             return TOO_BIG
-        self.store.set(key, value + tail, self.store.expires(key))  # keeps its expiry
+        self.store.set(key, value + tail, _expiry(current))  # keeps its expiry
         return self.dispatcher.after_commit(Integer(len(value) + len(tail)))
 
     def strlen(self, args: Sequence[bytes], session: Session) -> Outcome:
@@ -132,7 +135,8 @@ class KeyCommands:
             return NOT_INTEGER
         if offset < 0:
             return Error("ERR offset is out of range")
-        value = self.store.get(key)
+        current = self.store.live(key)
+        value = None if current is None else current[0]
         if not patch:
             return Integer(len(value or b""))
         if not self._fits(key, offset + len(patch)):
@@ -141,7 +145,7 @@ class KeyCommands:
         if len(value) < offset:
             value += bytes(offset - len(value))
         value = value[:offset] + patch + value[offset + len(patch) :]
-        self.store.set(key, value, self.store.expires(key))  # keeps its expiry
+        self.store.set(key, value, _expiry(current))  # keeps its expiry
         return self.dispatcher.after_commit(Integer(len(value)))
 
     def msetnx(self, args: Sequence[bytes], session: Session) -> Outcome:
@@ -192,7 +196,8 @@ class KeyCommands:
             return refused
         source, target = args
         store = self.store
-        value = store.get(source)
+        current = store.live(source)
+        value = None if current is None else current[0]
         if value is None:
             return NO_SUCH_KEY
         if source == target:
@@ -205,7 +210,7 @@ class KeyCommands:
         if alone:
             store.begin_group()
         try:
-            store.set(target, value, store.expires(source))  # the expiry moves too
+            store.set(target, value, _expiry(current))  # the expiry moves too
             store.delete(source)
         finally:
             if alone:
@@ -237,10 +242,11 @@ class KeyCommands:
         if source == target:
             return SAME_OBJECT
         store = self.store
-        value = store.get(source)
+        current = store.live(source)
+        value = None if current is None else current[0]
         if value is None or (not replace and target in store):
             return Integer(0)
-        store.set(target, value, store.expires(source))  # the expiry is copied too
+        store.set(target, value, _expiry(current))  # the expiry is copied too
         return self.dispatcher.after_commit(Integer(1))
 
     def randomkey(self, args: Sequence[bytes], session: Session) -> Outcome:
@@ -293,3 +299,10 @@ TUPLE_HEAD = 40
 def struct_size() -> int:
     """The size of a pointer on this machine."""
     return 8 if sys.maxsize > 1 << 32 else 4
+
+
+def _expiry(entry: Optional[stored.Entry]) -> int:
+    """The expiry of the live entry a command read (0: none). Read from that
+    entry, never from the store again: the clock may pass the expiry between
+    two reads, and the command would then write its value with none."""
+    return 0 if entry is None else expires_of(entry)

@@ -626,7 +626,9 @@ class Store:
         opened = slot in slots
         total = whole((slots[slot][0] if opened else 0) + written - before)  # type: ignore[index]
         if not counters.fits(total) or (not opened and len(slots) >= counters.OPEN_SLOTS):
-            self.set(key, text, self.expires(key))  # type: ignore[arg-type]
+            # The expiry of the entry read (read again, it may have passed).
+            kept = 0 if current is None or current[0] is None else expires_of(current)
+            self.set(key, text, kept)  # type: ignore[arg-type]
             return text
         stamp = self.clock.stamp(None, current)
         if not opened:  # a new slot (see _own)
