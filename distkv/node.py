@@ -1115,6 +1115,9 @@ class Node:
         """Stop the heartbeat's purge and checks, and the loading check."""
         if self._collector is not None:
             self._collector.resume()  # a process-wide pause: never left held
+        if self._load_call is not None and self._load_call.active():
+            self._load_call.cancel()  # no more reading or folding (which would pause it again)
+            self._load_call = None
         if self._purge_loop is not None and self._purge_loop.running:
             self._purge_loop.stop()
         self.active_expiry.stop()

@@ -19,6 +19,7 @@ from distkv.front.commands import Request
 from distkv.node import Node
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.store import Entry, Store, make_entry
+from tests.proptest import examples
 from tests.scratch import fill_data_dir, scratch_dir
 
 WALL = 1_700_000_000_000
@@ -55,7 +56,7 @@ def state(s: Store) -> object:
 
 
 class LoadColumnsTests(SynchronousTestCase):
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(batches, st.booleans())
     def test_load_columns_leaves_what_load_many_leaves(
             self, parts: List[Tuple[List[Record], Optional[bytes]]], floored: bool) -> None:
@@ -184,3 +185,18 @@ class NodeCollectorTests(SynchronousTestCase):
         self.assertFalse(gc.isenabled())
         self.assertTrue(node.cancel_load())
         self.assertTrue(gc.isenabled())
+
+    def test_a_node_crashed_while_reading_leaves_the_collector_on_for_good(self) -> None:
+        """A node crashed (or stopped) halfway through reading its data dir
+        reads no more: the collector it paused is on again, and stays on."""
+        node = Node(self.clock, "a", data_dir=self.dir, load_in_steps=True)
+        node.load_data(lambda: None, lambda why: None, budget=0, pause=1)
+        self.clock.advance(1)
+        self.assertFalse(gc.isenabled())
+        node.crash()
+        self.assertTrue(gc.isenabled())
+        for _ in range(6):
+            self.clock.advance(1)
+            self.assertTrue(gc.isenabled())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+

@@ -170,6 +170,31 @@ class PipelineOrderTests(SynchronousTestCase):
                          b"+OK\r\n$1\r\na\r\n")
         self.assertEqual(values(cluster, b"k"), [[b"a"]] * 3)
 
+    def test_a_switch_to_one_after_a_blind_write_runs_after_it(self) -> None:
+        """n2 and n3 hold k = 20 stamped ahead of n1's clock. SET k a (blind,
+        it runs again above that entry), CONSISTENCY ONE, SET k b, GET k:
+        every node ends with b (before, the switch ran at once, SET k b at
+        ONE ran before SET k a ran again, and a overwrote it everywhere)."""
+        cluster = self.cluster()
+        written_ahead(cluster, b"k", b"20")
+        self.assertEqual(self.pipeline(cluster, (b"SET", b"k", b"a"), (b"CONSISTENCY", b"ONE"),
+                                       (b"SET", b"k", b"b"), (b"GET", b"k")),
+                         b"+OK\r\n+read ONE write ONE\r\n+OK\r\n$1\r\nb\r\n")
+        cluster.advance(5.0)
+        self.assertEqual(values(cluster, b"k"), [[b"b"]] * 3)
+
+    def test_watch_after_a_blind_write_sees_what_it_left(self) -> None:
+        """n2 and n3 hold k = 20 stamped ahead of n1's clock. SET k a (blind,
+        it runs again above that entry), WATCH k, MULTI, SET k b, EXEC: no
+        write came after the WATCH, so EXEC runs and every node ends with b
+        (before, WATCH saw the first run's version and EXEC aborted)."""
+        cluster = self.cluster()
+        written_ahead(cluster, b"k", b"20")
+        self.assertEqual(self.pipeline(cluster, (b"SET", b"k", b"a"), (b"WATCH", b"k"),
+                                       (b"MULTI",), (b"SET", b"k", b"b"), (b"EXEC",)),
+                         b"+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n")
+        self.assertEqual(values(cluster, b"k"), [[b"b"]] * 3)
+
     def test_a_transaction_after_a_blind_write_runs_after_it(self) -> None:
         """n2 and n3 hold k = 20 stamped ahead of n1's clock. SET k a (blind,
         it runs again above that entry) then MULTI, SET k b, EXEC: every
@@ -182,15 +207,16 @@ class PipelineOrderTests(SynchronousTestCase):
         self.assertEqual(values(cluster, b"k"), [[b"b"]] * 3)
 
     def test_a_transaction_held_back_checks_its_watched_keys_when_it_runs(self) -> None:
-        """SET k a (blind, its fetch slow) then WATCH w, MULTI, SET w 1, EXEC:
+        """WATCH w, then SET k a (blind, its fetch slow), MULTI, SET w 1, EXEC:
         another client writes w while EXEC waits for SET k a to settle, so
-        EXEC runs nothing and answers the nil array."""
+        EXEC runs nothing and answers the nil array. (A WATCH sent after
+        SET k a would itself wait, and watch what the other client wrote.)"""
         cluster = self.cluster()
         client = quorum_client(cluster, "n1")
         slow_first(cluster)
         client.transport.clear()
         client.proto.dataReceived(b"".join(command(*request) for request in (
-            (b"SET", b"k", b"a"), (b"WATCH", b"w"), (b"MULTI",), (b"SET", b"w", b"1"),
+            (b"WATCH", b"w"), (b"SET", b"k", b"a"), (b"MULTI",), (b"SET", b"w", b"1"),
             (b"EXEC",))))
         other, other_transport = connect(cluster.nodes["n1"], 6200)
         other.dataReceived(command(b"SET", b"w", b"other"))

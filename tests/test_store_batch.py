@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.store import Entry, Store, expiring_entry, make_entry
+from tests.proptest import examples
 
 WALL = 1_000_000
 DRIFT = 5_000
@@ -82,7 +83,7 @@ def state(store: Store) -> object:
 
 
 class ApplyAllTests(SynchronousTestCase):
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(st.lists(writes(), max_size=12))
     def test_apply_all_leaves_the_store_as_applying_one_by_one(self, batch: List[Write]) -> None:
         """Whatever the batch holds (values, tombstones, expiring and expired

@@ -220,9 +220,9 @@ def unordered(write: str) -> str:
 
 def unfetched(write: str) -> str:
     """The error of a blind write that could not fetch its members' entries."""
-    return (f"TIMEOUT write at {write} could not fetch its members' entries of its keys in "
-            "time, so it may be below a newer one; outcome indeterminate: it was applied on "
-            "this node and may still reach the others")
+    return (f"TIMEOUT write at {write} could not fetch its members' entries of its keys "
+            "(too few answered), so it may be below a newer one; outcome indeterminate: it "
+            "was applied on this node and may still reach the others")
 
 
 def _ignore(error: Optional[str]) -> None:

@@ -236,7 +236,7 @@ class Levels:
             if spec is not None and not (plain_set and not _set_reads(request)):
                 keys = keys_of(spec, request)
             if not keys:  # a flush, say: after the blind writes before it
-                return self._in_order(session, lambda: self._then_write(
+                return self.in_order(session, lambda: self._then_write(
                     command, request, session, write))
             later = Later()
             deadline = coordinator.clock.seconds() + coordinator.timeout
@@ -317,10 +317,10 @@ class Levels:
         write = self.levels(session)[1]
         if write == ONE or self.coordinator is None:
             return run()
-        return self._in_order(session, lambda: self._then_write(
+        return self.in_order(session, lambda: self._then_write(
             lambda request, session: run(), (), session, write))
 
-    def _in_order(self, session: Session, run: Callable[[], Outcome]) -> Outcome:
+    def in_order(self, session: Session, run: Callable[[], Outcome]) -> Outcome:
         """``run()`` now, or, while blind writes of ``session`` have not
         settled (one may run again), once they have: the connection's next
         requests wait for it (``session.waiting``)."""
@@ -352,21 +352,31 @@ class Levels:
 
     # -- the CONSISTENCY command ------------------------------------------------
 
-    def command(self, args: Sequence[bytes], session: Session) -> Reply:
-        if args:
-            if session.multi is not None:
-                return Error("ERR CONSISTENCY inside MULTI is not allowed")
-            parsed = parse_levels(args)
-            if isinstance(parsed, Error):
-                return parsed
-            read, write = parsed
-            if args[0].upper() == b"DEFAULT":
-                session.read_level = session.write_level = None
-            else:
-                session.read_level = read or session.read_level
-                session.write_level = write or session.write_level
-            base = self.dispatcher.base_table(session)
-            session.commands = self.table(base, session)
+    def command(self, args: Sequence[bytes], session: Session) -> Outcome:
+        if not args:
+            return self._in_force(session)
+        if session.multi is not None:
+            return Error("ERR CONSISTENCY inside MULTI is not allowed")
+        parsed = parse_levels(args)
+        if isinstance(parsed, Error):
+            return parsed
+        default = args[0].upper() == b"DEFAULT"
+        # After the connection's blind writes have settled: one may run
+        # again, and must not overwrite a later command run at ONE.
+        return self.in_order(session, lambda: self._switch(session, parsed, default))
+
+    def _switch(self, session: Session, levels: Chosen, default: bool) -> Reply:
+        read, write = levels
+        if default:
+            session.read_level = session.write_level = None
+        else:
+            session.read_level = read or session.read_level
+            session.write_level = write or session.write_level
+        base = self.dispatcher.base_table(session)
+        session.commands = self.table(base, session)
+        return self._in_force(session)
+
+    def _in_force(self, session: Session) -> Reply:
         read, write = self.levels(session)
         return Status(b"read %s write %s" % (read.encode(), write.encode()))
 
@@ -416,5 +426,5 @@ def _pending(later: Later) -> Outcome:
 
 
 #: ``table(dispatcher)``'s entries: handler, least and most arguments, access.
-def table(levels: Levels) -> Dict[bytes, Tuple[Callable[..., Reply], int, int, str]]:
+def table(levels: Levels) -> Dict[bytes, Tuple[Callable[..., Outcome], int, int, str]]:
     return {b"CONSISTENCY": (levels.command, 0, 4, "read")}

@@ -152,7 +152,7 @@ class TextProtocol(ClientConnection, LineReceiver):
 
     def _go_on(self) -> None:
         """Run the lines held back and read again, unless something holds them."""
-        if self._stopped or self._blocked or self._transport_paused:
+        if self._stopped or self._blocked or self._transport_paused or self._closing:
             return
         super().resumeProducing()
         if self._eof and not self.paused:

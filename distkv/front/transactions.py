@@ -227,6 +227,11 @@ class Transactions:
     def _watch(self, args: Sequence[bytes], session: Session) -> Outcome:
         if session.multi is not None:
             return WATCH_INSIDE
+        if session.settling:  # it watches what they leave (one may run again)
+            return self._dispatcher.levels.in_order(session, lambda: self._watch_now(args, session))
+        return self._watch_now(args, session)
+
+    def _watch_now(self, args: Sequence[bytes], session: Session) -> Outcome:
         watched = session.watched
         if watched is None:
             watched = session.watched = {}
