@@ -1,6 +1,6 @@
 """The versioned key-value store: plain Python, no networking, no reactor.
 
-Every key maps to an :data:`Entry`: a value (or ``None`` for a tombstone) and
+Every key maps to an :data:`~distkv.store.entries.Entry`: a value (or ``None`` for a tombstone) and
 the :class:`~distkv.store.hlc.Version` of the write that produced it. Local writes are
 stamped by the injected :class:`~distkv.store.hlc.HybridClock`; remote writes are
 merged by keeping the highest version, which makes merging commutative,
@@ -33,152 +33,65 @@ stamps above it and survives.
 from __future__ import annotations
 
 from itertools import compress, repeat
-from operator import is_, itemgetter
+from operator import is_
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from distkv.store import counter as counters
 from distkv.store.counter import INT64_MAX, INT64_MIN, CounterState
 from distkv.store.digest import Digest
+from distkv.store.entries import (
+    ZERO as ZERO,
+)
+from distkv.store.entries import (
+    Entry as Entry,
+)
+from distkv.store.entries import (
+    Mark as Mark,
+)
+from distkv.store.entries import (
+    as_tombstone as as_tombstone,
+)
+from distkv.store.entries import (
+    counter_entry as counter_entry,
+)
+from distkv.store.entries import (
+    counter_state as counter_state,
+)
+from distkv.store.entries import (
+    expired as expired,
+)
+from distkv.store.entries import (
+    expires_of as expires_of,
+)
+from distkv.store.entries import (
+    expiring_entry as expiring_entry,
+)
+from distkv.store.entries import (
+    is_expiring as is_expiring,
+)
+from distkv.store.entries import (
+    make_entry as make_entry,
+)
+from distkv.store.entries import (
+    mark_of as mark_of,
+)
+from distkv.store.entries import (
+    newer as newer,
+)
+from distkv.store.entries import (
+    shared_ttl as shared_ttl,
+)
+from distkv.store.entries import (
+    value_of as value_of,
+)
+from distkv.store.entries import (
+    version_of as version_of,
+)
+from distkv.store.entries import (
+    with_expiry as with_expiry,
+)
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.longdouble import added, number, whole
-
-_new_tuple = tuple.__new__
-
-
-#: What a replica holds for one key: ``(value, ms, counter, node)``, a value
-#: (or ``None`` for a tombstone) and the version of the write that produced
-#: it. A plain tuple, not a class: one object per key (about 50 bytes less per
-#: key than a value and a Version), and built by the clock with one
-#: BUILD_TUPLE, where a tuple subclass would cost a call to ``tuple.__new__``
-#: on every write (about 1,500 instructions on CPython 3.11). The last three
-#: fields are where a ``Version``'s are counted from the end (``[-3]`` is
-#: ``ms``), so the clock and the digest take either. :func:`make_entry` builds
-#: one from a version, :func:`version_of` gives the version back.
-#:
-#: A key with an expiry holds a 5-tuple instead, ``(value, ttl, ms, counter,
-#: node)``. Its expiry is the absolute wall-clock time (ms since the epoch)
-#: ``ms + ttl`` at which the value stops being readable, carried with the
-#: versioned write like the value, so changing it (EXPIRE, PERSIST) is a
-#: write with a new version. It is kept relative to the version's ``ms``
-#: because keys written with the same TTL then share one int object
-#: (:func:`expiring_entry`): the fifth field is all an expiry costs them. A
-#: key without one pays nothing for it; the version is always the last three
-#: fields (``entry[-3:]``).
-#:
-#: A counter key (see :mod:`distkv.store.counter`) holds a 6-tuple,
-#: ``(value, expires, state, ms, counter, node)``: ``state`` is its
-#: :data:`~distkv.store.counter.CounterState`, ``value`` what GET reads off
-#: it (None when it reads as missing: a tombstone, for counting and purging),
-#: ``expires`` its base's expiry, absolute (0: none), and the version its
-#: state's. So ``entry[0]`` is the readable value and ``entry[-3:]`` the
-#: version, whatever the kind; an entry longer than 4 may have an expiry,
-#: which :func:`expires_of` and :func:`expired` read (never ``entry[1]``
-#: itself); merging is by :func:`~distkv.store.counter.merge` once either
-#: side is a counter, by :func:`newer` otherwise.
-Entry = Union[
-    Tuple[Optional[bytes], int, int, str],
-    Tuple[Optional[bytes], int, int, int, str],
-    Tuple[Optional[bytes], int, CounterState, int, int, str],
-]
-
-#: An entry's readable value (None: a tombstone), ``entry[0]``.
-_value_of = itemgetter(0)
-
-#: The TTL int objects entries share (see :data:`Entry`), bounded.
-_TTLS: Dict[int, int] = {}
-_MOST_TTLS = 4096
-
-
-def _shared_ttl(ttl: int) -> int:
-    shared = _TTLS.setdefault(ttl, ttl)
-    if len(_TTLS) > _MOST_TTLS:
-        _TTLS.clear()
-    return shared
-
-
-def expiring_entry(value: Optional[bytes], expires: int, ms: int, counter: int,
-                   node: str) -> Entry:
-    """The entry for ``value`` (None: a tombstone) at version ``(ms, counter,
-    node)``, readable until ``expires`` (ms since the epoch; 0: for ever)."""
-    if not expires or value is None:
-        return (value, ms, counter, node)
-    return (value, _shared_ttl(expires - ms), ms, counter, node)
-
-
-def make_entry(value: Optional[bytes], version: Version, expires: int = 0) -> Entry:
-    """The entry for ``value`` (None: a tombstone) written at ``version``,
-    readable until ``expires`` (ms since the epoch; 0: for ever)."""
-    if len(version) != 3:  # an entry passed for its version, say
-        raise TypeError(f"not a version: {version!r}")
-    return expiring_entry(value, expires, version[0], version[1], version[2])
-
-
-def version_of(entry: Entry) -> Version:
-    """The version of the write that produced ``entry``."""
-    return _new_tuple(Version, entry[-3:])
-
-
-#: What tells two entries of a key apart, cheaply (see :func:`mark_of`).
-Mark = Union[Tuple[int, int, str], Tuple[Tuple[int, int, str], int]]
-
-
-def mark_of(entry: Entry) -> Mark:
-    """``entry``'s version (its last three fields) and, for a counter, its
-    state's CRC-32 too: a counter's version is its newest change's, so two
-    states of one version can differ (one lacks an older increment)."""
-    if len(entry) == 6:
-        return (entry[-3:], counters.digest(entry[2]))  # type: ignore[misc,arg-type,return-value]
-    return entry[-3:]  # type: ignore[return-value]
-
-
-def expires_of(entry: Entry) -> int:
-    """When ``entry``'s value stops being readable (ms since the epoch), or 0."""
-    size = len(entry)
-    if size == 5:  # (value, ttl, ms, counter, node)
-        return entry[1] + entry[-3]  # type: ignore[misc,operator]
-    return entry[1] if size == 6 else 0  # type: ignore[misc]
-
-
-def counter_entry(state: CounterState) -> Entry:
-    """The entry of a counter key holding ``state``."""
-    value = counters.value(state)
-    # A counter that reads as missing is a tombstone, which never expires.
-    expires = state[counters.EXPIRES] if value is not None else 0
-    return (value, expires, state, state[counters.MS], state[counters.COUNTER], state[counters.NODE])
-
-
-def counter_state(entry: Entry) -> CounterState:
-    """``entry`` as a counter state: its own, or for a plain value or
-    tombstone, a base that saw no increment."""
-    if len(entry) == 6:
-        return entry[2]  # type: ignore[misc,return-value]
-    return counters.make(entry[0], expires_of(entry), version_of(entry), {}, {})
-
-
-def _expiring(entry: Entry) -> bool:
-    return len(entry) == 5 or (len(entry) == 6 and entry[1] != 0)  # type: ignore[misc]
-
-
-def with_expiry(entry: Entry, expires: int) -> Entry:
-    """``entry`` (as the clock stamped it: a 4-tuple) readable until ``expires``."""
-    return expiring_entry(entry[0], expires, entry[-3], entry[-2], entry[-1])  # type: ignore[arg-type]
-
-
-def expired(entry: Entry, now_ms: int) -> bool:
-    """True when ``entry`` holds a value whose expiry is at or before ``now_ms``."""
-    size = len(entry)
-    if size == 5:
-        return entry[1] + entry[-3] <= now_ms  # type: ignore[misc,operator]
-    return size == 6 and 0 < entry[1] <= now_ms  # type: ignore[misc,operator]
-
-
-def as_tombstone(entry: Entry) -> Entry:
-    """The tombstone at ``entry``'s version: what an expired entry counts as
-    (for a counter, its state deleted with every slot seen)."""
-    if len(entry) == 6:
-        return counter_entry(counters.reclaimed(entry[2]))  # type: ignore[misc,arg-type]
-    return (None, entry[-3], entry[-2], entry[-1])  # type: ignore[return-value]
-
 
 #: ``listener(key, entry, seq)``: ``seq`` numbers local writes from 1; 0 is a
 #: write merged from a peer.
@@ -189,39 +102,11 @@ FlushListener = Callable[[Version], None]
 #: ``listener([(seq, key, entry), ...])``: the local writes of one transaction.
 GroupListener = Callable[[List[Tuple[int, bytes, Entry]]], None]
 
-#: Below every real version.
-ZERO = Version(0, 0, "")
 #: A key INCR creates: no base (it counts as 0), no slot yet.
 #: Redis's errors for INCR and kin.
 NOT_INTEGER = "ERR value is not an integer or out of range"
 OVERFLOW = "ERR increment or decrement would overflow"
 TOO_MANY_SLOTS = "ERR too many nodes (or restarts of them) have incremented this counter"
-
-
-def newer(candidate: Entry, current: Entry) -> bool:
-    """True when ``candidate`` beats ``current`` under last-writer-wins.
-
-    Versions decide. Two writes can only share a version if a node restarted
-    with its clock set back (memory only, or from an older copy of its data
-    dir, under the same node id), so the value breaks that tie
-    deterministically (a tombstone loses to any value) and every replica
-    still picks the same. The digest hashes values too, so anti-entropy
-    finds such a tie between replicas and settles it this way (see
-    :mod:`distkv.cluster.antientropy`).
-    """
-    # Field by field (ms, counter, node), building no Version.
-    if candidate[-3] != current[-3]:
-        return candidate[-3] > current[-3]  # type: ignore[operator]
-    if candidate[-2] != current[-2]:
-        return candidate[-2] > current[-2]  # type: ignore[operator]
-    if candidate[-1] != current[-1]:
-        return candidate[-1] > current[-1]  # type: ignore[operator]
-    return _tiebreak(candidate) > _tiebreak(current)
-
-
-def _tiebreak(entry: Entry) -> Tuple[int, bytes, int]:
-    value = entry[0]
-    return (0, b"", 0) if value is None else (1, value, expires_of(entry))  # type: ignore[return-value]
 
 
 class Store:
@@ -479,7 +364,7 @@ class Store:
         entry: Entry = self.clock.stamp(value, current)
         if expires:
             ms = entry[-3]
-            entry = (value, _shared_ttl(expires - ms), ms, entry[-2], entry[-1])  # type: ignore[assignment,operator]
+            entry = (value, shared_ttl(expires - ms), ms, entry[-2], entry[-1])  # type: ignore[assignment,operator]
             self._with_expiry += 1
         if current is None:
             self._live += 1
@@ -873,7 +758,7 @@ class Store:
                     and (not self.digest.folded or changed.keys().isdisjoint(batch))):
                 data.update(batch)
                 changed.update(dict.fromkeys(batch))  # Digest.note(key, None) of each
-                dead = list(compress(keys, map(is_, map(_value_of, entries), repeat(None))))
+                dead = list(compress(keys, map(is_, map(value_of, entries), repeat(None))))
                 if dead:
                     self._tombstones.update(dead)
                 self._live += count - len(dead)
@@ -940,14 +825,14 @@ class Store:
             self._tombstones.discard(key)
         else:
             self._live -= 1
-            self._with_expiry -= _expiring(entry)
+            self._with_expiry -= is_expiring(entry)
 
     def _put(self, key: bytes, entry: Entry, current: Optional[Entry], seq: int) -> None:
         # The hot path of every write: _count() inlined.
         self.changes += 1
-        if len(entry) > 4 and _expiring(entry):
+        if len(entry) > 4 and is_expiring(entry):
             self._with_expiry += 1
-        if current is not None and len(current) > 4 and _expiring(current):
+        if current is not None and len(current) > 4 and is_expiring(current):
             self._with_expiry -= 1
         if current is None:
             if entry[0] is None:
@@ -970,7 +855,7 @@ class Store:
 
     def _count(self, key: bytes, current: Optional[Entry], entry: Entry) -> None:
         was_live = current is not None and current[0] is not None
-        self._with_expiry += _expiring(entry) - (current is not None and _expiring(current))
+        self._with_expiry += is_expiring(entry) - (current is not None and is_expiring(current))
         if entry[0] is None:
             self._tombstones.add(key)
         elif not was_live:
