@@ -81,8 +81,9 @@ from distkv.front.servercmds import ClusterControl
 from distkv.front.textproto import TextProtocol
 from distkv.shutdown import stop_process
 from distkv.store import digest
+from distkv.store.entries import ZERO, Entry
 from distkv.store.hlc import HybridClock, Version
-from distkv.store.store import ZERO, Entry, Store
+from distkv.store.store import Store
 
 log = Logger()
 

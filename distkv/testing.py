@@ -30,7 +30,7 @@ from twisted.test import iosim
 from zope.interface import implementer
 
 from distkv.node import Node
-from distkv.store.store import Entry
+from distkv.store.entries import Entry
 
 #: ``SimulatedCluster.start``'s default: the node's own data dir, if any.
 _OWN_DIR: Any = object()

@@ -9,8 +9,8 @@ from distkv.cluster import wire
 from distkv.cluster.handshake import PeerAuth
 from distkv.cluster.membership import Member
 from distkv.disk.journal import Batch
+from distkv.store.entries import Entry
 from distkv.store.hlc import Version
-from distkv.store.store import Entry
 
 ME = wire.Hello("me", "1")
 

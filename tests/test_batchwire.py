@@ -13,8 +13,8 @@ from distkv.cluster import batchwire, wire
 from distkv.cluster.outbox import Outbox, entry_size
 from distkv.front import report
 from distkv.node import Node
+from distkv.store.entries import Entry, expiring_entry, make_entry
 from distkv.store.hlc import Version
-from distkv.store.store import Entry, expiring_entry, make_entry
 from tests.clusters import settled_cluster
 from tests.test_wire import writes as write_frames
 

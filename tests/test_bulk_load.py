@@ -17,8 +17,9 @@ from distkv.disk.datafile import Disk, DiskError
 from distkv.disk.loader import DataLoad
 from distkv.front.commands import Request
 from distkv.node import Node
+from distkv.store.entries import Entry, make_entry
 from distkv.store.hlc import HybridClock, Version
-from distkv.store.store import Entry, Store, make_entry
+from distkv.store.store import Store
 from tests.proptest import examples
 from tests.scratch import fill_data_dir, scratch_dir
 

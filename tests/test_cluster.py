@@ -11,8 +11,9 @@ from distkv.cluster import wire
 from distkv.cluster.outbox import Outbox
 from distkv.cluster.peers import PeerLink
 from distkv.node import Node
+from distkv.store.entries import make_entry
 from distkv.store.hlc import HybridClock, Version
-from distkv.store.store import Store, make_entry
+from distkv.store.store import Store
 from distkv.testing import SimulatedCluster, SimulatedNetwork
 from tests.clusters import settled_cluster
 

@@ -12,8 +12,9 @@ from distkv.cluster import paxoswire, wire
 from distkv.cluster.acceptor import Acceptor
 from distkv.cluster.consensus import KEEP, Proposer
 from distkv.cluster.paxoswire import NOT_READY, OK, REFUSED
+from distkv.store.entries import ZERO, Entry, make_entry, version_of
 from distkv.store.hlc import HybridClock, Version
-from distkv.store.store import ZERO, Entry, Store, make_entry, version_of
+from distkv.store.store import Store
 
 WALL = 1_700_000_000_000
 

@@ -27,9 +27,10 @@ from distkv.disk.datafile import FILENAME
 from distkv.node import Node
 from distkv.store.counter import MAX_SLOTS, ZERO, CounterState, decode, encode, make, version
 from distkv.store.digest import Digest
+from distkv.store.entries import Entry, counter_entry
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.longdouble import format_long_double, long_double
-from distkv.store.store import Entry, Store, counter_entry
+from distkv.store.store import Store
 from tests.proptest import examples
 from tests.respclient import ask, connect
 from tests.scratch import scratch_dir

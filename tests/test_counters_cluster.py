@@ -19,8 +19,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from distkv.node import Node
 from distkv.store.counter import make
 from distkv.store.digest import bucket_of
+from distkv.store.entries import counter_entry, make_entry
 from distkv.store.hlc import Version
-from distkv.store.store import counter_entry, make_entry
 from distkv.testing import SimulatedCluster
 from tests.clusters import settled_cluster
 from tests.respclient import ask, command, connect

@@ -27,8 +27,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from distkv.cluster import wire
 from distkv.node import Node
 from distkv.store.counter import TOTAL_LIMIT, ZERO, CounterError, all_slots, decode, encode, make, merge
+from distkv.store.entries import counter_state
 from distkv.store.longdouble import decimal_text, number
-from distkv.store.store import counter_state
 from tests.clusters import settled_cluster
 from tests.proptest import examples
 from tests.redisoracle import redis_replies, start_redis_server

@@ -15,8 +15,8 @@ from distkv.disk import datafile as disk_module
 from distkv.disk.datafile import FILENAME, Disk
 from distkv.front.commands import Pending, Request
 from distkv.node import Node
+from distkv.store.entries import make_entry, version_of
 from distkv.store.hlc import Version
-from distkv.store.store import make_entry, version_of
 from distkv.testing import SimulatedCluster
 from tests.scratch import DataDirCase, scratch_dir
 

@@ -18,8 +18,8 @@ from distkv.disk.datafile import FILENAME, Disk, DiskError
 from distkv.disk.journal import Batch
 from distkv.front.commands import NIL, OK, Error, Pending, Request
 from distkv.node import Node
+from distkv.store.entries import make_entry, version_of
 from distkv.store.hlc import Version
-from distkv.store.store import make_entry, version_of
 from distkv.testing import SimulatedCluster
 from tests.fakehost import FakeHost
 from tests.scratch import DataDirCase, scratch_dir

@@ -19,8 +19,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from distkv.cluster import wire
 from distkv.node import Node
 from distkv.store.digest import Digest
+from distkv.store.entries import Entry, expires_of, make_entry, version_of
 from distkv.store.hlc import HybridClock, Version
-from distkv.store.store import Entry, Store, expires_of, make_entry, version_of
+from distkv.store.store import Store
 from distkv.testing import SimulatedCluster
 from tests.clusters import settled_cluster
 from tests.respclient import ask, connect

@@ -8,8 +8,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster import wire
 from distkv.cluster.outbox import Outbox, entry_size
+from distkv.store.entries import Entry, make_entry
 from distkv.store.hlc import Version
-from distkv.store.store import Entry, make_entry
 from tests.clusters import settled_cluster
 
 

@@ -18,8 +18,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from distkv.cluster import wire
 from distkv.front.auth import parse_users
 from distkv.node import Node
+from distkv.store.entries import ZERO, make_entry
 from distkv.store.hlc import HybridClock, Version
-from distkv.store.store import ZERO, Store, make_entry
+from distkv.store.store import Store
 from tests.clusters import settled_cluster
 from tests.respclient import ask, connect
 from tests.scratch import scratch_dir

@@ -97,8 +97,8 @@ class HybridClockTests(SynchronousTestCase):
     def test_the_counter_never_outgrows_its_32_bits(self) -> None:
         """Past the largest counter the wire can carry, the clock takes the next ms."""
         from distkv.cluster import wire
+        from distkv.store.entries import make_entry
         from distkv.store.hlc import MAX_COUNTER
-        from distkv.store.store import make_entry
 
         clock = HybridClock("a", FakeWall(5))
         top = Version(5, MAX_COUNTER, "z")

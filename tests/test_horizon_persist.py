@@ -11,8 +11,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from distkv.cluster import wire
 from distkv.cluster.antientropy import Round, answer_offer
 from distkv.disk.datafile import Disk
+from distkv.store.entries import ZERO, make_entry
 from distkv.store.hlc import HybridClock, Version
-from distkv.store.store import ZERO, Store, make_entry
+from distkv.store.store import Store
 from distkv.testing import SimulatedCluster
 from tests.scratch import DataDirCase, scratch_dir
 

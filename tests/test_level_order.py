@@ -20,8 +20,8 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.front import blindwrites
+from distkv.store.entries import make_entry
 from distkv.store.hlc import Version
-from distkv.store.store import make_entry
 from distkv.testing import SimulatedCluster
 from tests.clusters import settled_cluster
 from tests.respclient import command, connect

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from distkv.front.auth import parse_users
 from distkv.front.frontdoor import FrontDoor
 from distkv.node import Node
-from distkv.store.store import make_entry
+from distkv.store.entries import make_entry
 from distkv.testing import SimulatedCluster
 from tests.clusters import settled_cluster
 from tests.respclient import command, connect

@@ -16,8 +16,9 @@ from distkv.cluster.acceptor import Acceptor
 from distkv.cluster.consensus import KEEP, Change, Proposer
 from distkv.sim import linearizable
 from distkv.sim.linearizable import UNKNOWN, Op
+from distkv.store.entries import version_of
 from distkv.store.hlc import HybridClock
-from distkv.store.store import Store, version_of
+from distkv.store.store import Store
 
 WALL = 1_700_000_000_000
 NAMES = ("n1", "n2", "n3")

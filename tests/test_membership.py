@@ -21,8 +21,8 @@ from distkv.cluster.membership import (
     merge_entries,
 )
 from distkv.disk.datafile import Disk, DiskError
+from distkv.store.entries import ZERO
 from distkv.store.hlc import Version
-from distkv.store.store import ZERO
 from tests.proptest import examples
 from tests.scratch import scratch_dir
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster.outbox import ENTRY_OVERHEAD, Outbox
+from distkv.store.entries import Entry, make_entry
 from distkv.store.hlc import Version
-from distkv.store.store import Entry, make_entry
 
 
 def entry(value: bytes, ms: int = 1) -> Entry:

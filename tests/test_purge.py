@@ -8,8 +8,8 @@ import shutil
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster.stability import TOP, Stability
+from distkv.store.entries import ZERO, make_entry, version_of
 from distkv.store.hlc import Version
-from distkv.store.store import ZERO, make_entry, version_of
 from distkv.testing import SimulatedCluster
 from tests.scratch import scratch_dir
 

@@ -14,8 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster import paxoswire, wire
 from distkv.cluster.peerproto import PeerConnection
+from distkv.store.entries import make_entry, version_of
 from distkv.store.hlc import Version
-from distkv.store.store import make_entry, version_of
 from distkv.testing import SimulatedCluster
 from tests.clusters import settled_cluster
 from tests.fakehost import FakeHost

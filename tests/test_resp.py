@@ -20,7 +20,7 @@ from distkv.front.frontdoor import FrontDoor
 from distkv.front.replies import LOADING, Error, Session
 from distkv.front.resp import GROUP, PackedArguments, RequestReader, parse
 from distkv.node import Node
-from distkv.store.store import version_of
+from distkv.store.entries import version_of
 from tests.proptest import examples
 from tests.scratch import scratch_dir
 

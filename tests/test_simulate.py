@@ -42,8 +42,8 @@ from distkv.simulate import (
     run,
     shrink,
 )
+from distkv.store.entries import Entry, make_entry
 from distkv.store.hlc import Version
-from distkv.store.store import Entry, make_entry
 from distkv.testing import SimulatedCluster
 
 #: Seeds the CI tier runs (about 25 s on one core, the whole file about 30 s);
@@ -221,7 +221,7 @@ def test_the_counter_check_finds_a_lost_increment_and_an_invented_total() -> Non
     total no INCRBY made, or that reads other than its slots' sum, is caught."""
     from distkv.sim.counting import Counting
     from distkv.store.counter import make
-    from distkv.store.store import counter_entry
+    from distkv.store.entries import counter_entry
 
     counting = Counting()
     zero = Version(0, 0, "")
@@ -249,7 +249,7 @@ def test_float_increments_count_exactly_and_the_check_finds_inexact_totals() -> 
 
     from distkv.sim.counting import Counting, decimal, exact_units
     from distkv.store.counter import make
-    from distkv.store.store import counter_entry
+    from distkv.store.entries import counter_entry
 
     schedule = Schedule(6, 3, (True, True, True), (0, 300, -300), (
         Incr("n3", 3, 2), IncrFloat("n1", 3, "0.1"), IncrFloat("n2", 3, "0.25"), Snapshot("n1"),
@@ -284,7 +284,7 @@ def test_the_float_check_finds_a_reply_or_a_slot_that_disagrees() -> None:
 
     from distkv.sim.counting import Counting
     from distkv.store.counter import make
-    from distkv.store.store import counter_entry
+    from distkv.store.entries import counter_entry
 
     zero = Version(0, 0, "")
     before = counter_entry(make(None, 0, zero, {("n1", 10, 0): (Fraction(1, 2), 11, 0)}, {}))

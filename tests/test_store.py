@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.store.digest import Digest
+from distkv.store.entries import Entry, make_entry, version_of
 from distkv.store.hlc import HybridClock, Version
-from distkv.store.store import Entry, Store, make_entry, version_of
+from distkv.store.store import Store
 from tests.proptest import examples
 
 

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from distkv.store.entries import Entry, expiring_entry, make_entry
 from distkv.store.hlc import HybridClock, Version
-from distkv.store.store import Entry, Store, expiring_entry, make_entry
+from distkv.store.store import Store
 from tests.proptest import examples
 
 WALL = 1_000_000

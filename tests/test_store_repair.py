@@ -17,8 +17,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from distkv.cluster import wire
 from distkv.cluster.antientropy import Round, answer_offer
 from distkv.store.digest import Digest, bucket_of, entry_hash
+from distkv.store.entries import Entry, make_entry, newer
 from distkv.store.hlc import HybridClock, Version
-from distkv.store.store import Entry, Store, make_entry, newer
+from distkv.store.store import Store
 from distkv.testing import SimulatedCluster
 
 V = Version(1_000_000, 0, "n1")

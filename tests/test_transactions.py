@@ -38,7 +38,7 @@ from distkv.simulate import (
     Stall,
     Transaction,
 )
-from distkv.store.store import version_of
+from distkv.store.entries import version_of
 from distkv.testing import SimulatedCluster
 from tests.clusters import settled_cluster
 from tests.redisoracle import redis_replies, start_redis_server

@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster import wire
+from distkv.store.entries import make_entry
 from distkv.store.hlc import Version
-from distkv.store.store import make_entry
 
 writes = st.builds(
     wire.Write,

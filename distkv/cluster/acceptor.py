@@ -29,8 +29,9 @@ from hashlib import blake2b
 from typing import Callable, Dict, Optional, Tuple
 
 from distkv.cluster.paxoswire import NOT_READY, OK, REFUSED
+from distkv.store.entries import ZERO, Entry, mark_of, version_of
 from distkv.store.hlc import Version
-from distkv.store.store import ZERO, Entry, Store, mark_of, version_of
+from distkv.store.store import Store
 
 #: The most promises kept; past it the oldest is folded into ``dropped``.
 MOST_PROMISES = 65536

@@ -34,8 +34,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from distkv.cluster import wire
 from distkv.store.digest import select
+from distkv.store.entries import ZERO, Entry, version_of
 from distkv.store.hlc import Version
-from distkv.store.store import ZERO, Entry, Store, version_of
+from distkv.store.store import Store
 
 #: Bytes of write frames a round's stream yields at a time.
 CHUNK_BYTES = 256 * 1024

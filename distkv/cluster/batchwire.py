@@ -27,7 +27,7 @@ import struct
 from typing import List, NamedTuple, Sequence, Tuple
 
 from distkv.cluster import wire
-from distkv.store.store import Entry, expiring_entry
+from distkv.store.entries import Entry, expiring_entry
 
 #: The most body bytes one batch holds: within every node's frame limit.
 BATCH_BYTES = wire.KEY_LIST_BYTES

@@ -89,16 +89,8 @@ from twisted.logger import Logger
 from distkv.cluster import paxoswire, wire
 from distkv.cluster.acceptor import Acceptor
 from distkv.disk.journal import Batch
+from distkv.store.entries import Entry, expired, expires_of, make_entry, mark_of, newer, version_of
 from distkv.store.hlc import HybridClock, Version
-from distkv.store.store import (
-    Entry,
-    expired,
-    expires_of,
-    make_entry,
-    mark_of,
-    newer,
-    version_of,
-)
 
 log = Logger()
 

@@ -34,8 +34,8 @@ from __future__ import annotations
 import re
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
+from distkv.store.entries import ZERO
 from distkv.store.hlc import Version
-from distkv.store.store import ZERO
 
 MEMBER = "member"
 REPLACED = "replaced"

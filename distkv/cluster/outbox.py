@@ -33,7 +33,7 @@ from collections import OrderedDict, deque
 from typing import Any, Deque, Iterator, List, Optional, Sequence, Tuple, Union
 
 from distkv.cluster import batchwire, wire
-from distkv.store.store import Entry
+from distkv.store.entries import Entry
 
 #: The writes of one transaction, as one outbox item.
 Group = Tuple[Tuple[bytes, Entry], ...]

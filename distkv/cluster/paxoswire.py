@@ -39,8 +39,8 @@ import struct
 from typing import List, NamedTuple, Optional, Tuple, Union
 
 from distkv.cluster import wire
+from distkv.store.entries import ZERO, Entry
 from distkv.store.hlc import Version
-from distkv.store.store import ZERO, Entry
 
 #: Answers' statuses.
 OK = 0

@@ -68,8 +68,8 @@ from distkv.cluster.handshake import (
 from distkv.cluster.membership import Member
 from distkv.disk.journal import Batch
 from distkv.front import sendnow
+from distkv.store.entries import Entry
 from distkv.store.hlc import Version
-from distkv.store.store import Entry
 
 if TYPE_CHECKING:
     from distkv.cluster.peers import PeerLink

@@ -41,8 +41,9 @@ from distkv.cluster.antientropy import Round
 from distkv.cluster.outbox import Outbox
 from distkv.cluster.peerproto import Dialer, PeerConnection, PeerHost
 from distkv.ratelog import RateLimit
+from distkv.store.entries import ZERO, Entry, version_of
 from distkv.store.hlc import Version
-from distkv.store.store import ZERO, Entry, Store, version_of
+from distkv.store.store import Store
 
 log = Logger()
 

@@ -34,8 +34,8 @@ from twisted.logger import Logger
 
 from distkv.cluster import wire
 from distkv.disk.journal import Batch
+from distkv.store.entries import Entry, Mark, mark_of, version_of
 from distkv.store.hlc import Version
-from distkv.store.store import Entry, Mark, mark_of, version_of
 
 log = Logger()
 

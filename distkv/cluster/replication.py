@@ -27,7 +27,8 @@ from distkv.cluster import wire
 from distkv.cluster.outbox import Outbox, entry_size
 from distkv.cluster.peerproto import PeerConnection, PeerHost
 from distkv.cluster.peers import PeerLink
-from distkv.store.store import Entry, Store
+from distkv.store.entries import Entry
+from distkv.store.store import Store
 
 log = Logger()
 

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, Optional
 
+from distkv.store.entries import ZERO
 from distkv.store.hlc import Version
-from distkv.store.store import ZERO
 
 #: Above every real version: the floor of a cluster with no other members.
 TOP = Version(1 << 62, 0, "")

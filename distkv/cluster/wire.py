@@ -137,8 +137,8 @@ from distkv.cluster import membership
 from distkv.cluster.membership import Member
 from distkv.store import counter as counters
 from distkv.store.digest import BUCKETS, DIGEST_BYTES
+from distkv.store.entries import Entry, counter_entry, expires_of, expiring_entry
 from distkv.store.hlc import Version
-from distkv.store.store import Entry, counter_entry, expires_of, expiring_entry
 
 #: 4: counters (the W/T flag 4), and quorum reads (the R and r frames);
 #: 5: a counter slot's total may be a fraction (INCRBYFLOAT's; its size

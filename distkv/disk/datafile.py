@@ -80,8 +80,8 @@ from typing import (
 from distkv.cluster import wire
 from distkv.cluster.membership import HOST, STATES, Member
 from distkv.disk.dirlock import DirLock, LockedError
+from distkv.store.entries import ZERO, Entry
 from distkv.store.hlc import Version
-from distkv.store.store import ZERO, Entry
 
 #: 4: a write may carry an expiry (the ``W`` frame's flag 2); 5: a write may
 #: be a counter's state (flag 4); 6: a counter slot's total may be a fraction

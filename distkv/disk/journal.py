@@ -49,8 +49,9 @@ from twisted.python.failure import Failure
 from distkv.cluster.membership import Member
 from distkv.disk.datafile import SNAPSHOT_PART, SNAPSHOT_PART_BYTES, Disk, Row
 from distkv.ops.latency import Latency
+from distkv.store.entries import Entry
 from distkv.store.hlc import HybridClock, Version
-from distkv.store.store import Entry, Store
+from distkv.store.store import Store
 
 log = Logger()
 

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Sequenc
 
 from distkv.front.replcmds import Later
 from distkv.front.replies import Error, Session
+from distkv.store.entries import Entry, version_of
 from distkv.store.hlc import Version
-from distkv.store.store import Entry, version_of
 
 if TYPE_CHECKING:
     from distkv.front.commands import Command, Outcome

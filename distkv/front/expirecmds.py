@@ -26,7 +26,7 @@ from distkv.front.replies import (
     raw_text,
     strict_int,
 )
-from distkv.store.store import expires_of
+from distkv.store.entries import expires_of
 
 if TYPE_CHECKING:
     from distkv.front.commands import Dispatcher, Entry, Outcome

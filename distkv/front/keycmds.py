@@ -38,8 +38,8 @@ from distkv.front.replies import (
     wrong_arity,
 )
 from distkv.front.servercmds import subcommand_refusal
-from distkv.store import store as stored
-from distkv.store.store import expires_of
+from distkv.store import entries
+from distkv.store.entries import expires_of
 
 if TYPE_CHECKING:
     from distkv.front.commands import Dispatcher, Entry, Outcome
@@ -301,7 +301,7 @@ def struct_size() -> int:
     return 8 if sys.maxsize > 1 << 32 else 4
 
 
-def _expiry(entry: Optional[stored.Entry]) -> int:
+def _expiry(entry: Optional[entries.Entry]) -> int:
     """The expiry of the live entry a command read (0: none). Read from that
     entry, never from the store again: the clock may pass the expiry between
     two reads, and the command would then write its value with none."""

@@ -193,7 +193,7 @@ def member_facts(node: Node) -> List[MemberFacts]:
     member dialled), seconds since it last sent anything, the writes our
     outbox holds for it, and how old the oldest of them is (its lag)."""
     from distkv.cluster.peerproto import Dialer
-    from distkv.store.store import version_of
+    from distkv.store.entries import version_of
 
     now = node.reactor.seconds()
     facts = []

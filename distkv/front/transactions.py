@@ -37,7 +37,8 @@ from distkv.front.replies import (
     Session,
     wrong_arity,
 )
-from distkv.store.store import Entry, Mark, Store, mark_of
+from distkv.store.entries import Entry, Mark, mark_of
+from distkv.store.store import Store
 
 if TYPE_CHECKING:
     from distkv.front.commands import Command, Dispatcher, Outcome

@@ -34,8 +34,8 @@ from distkv.front.replies import NIL, Array, Session
 from distkv.node import Node
 from distkv.sim.counting import is_counter
 from distkv.sim.history import History, Violation, check
+from distkv.store.entries import Entry, expired, version_of
 from distkv.store.hlc import Version
-from distkv.store.store import Entry, expired, version_of
 
 #: Every invariant the simulator checks, by the name its violations carry.
 INVARIANTS = {

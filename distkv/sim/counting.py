@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Set
 
 from distkv.sim.history import ACKED, FAILED, INDETERMINATE, Violation
 from distkv.store import counter as counters
+from distkv.store.entries import Entry
 from distkv.store.hlc import Version
-from distkv.store.store import Entry
 
 if TYPE_CHECKING:
     from distkv.node import Node

@@ -26,8 +26,8 @@ from distkv.node import Node
 from distkv.sim.counting import Counting
 from distkv.sim.history import History
 from distkv.sim.schedule import Join, Restart, Schedule
+from distkv.store.entries import ZERO, version_of
 from distkv.store.hlc import Version
-from distkv.store.store import ZERO, version_of
 from distkv.testing import SimulatedCluster
 
 

@@ -38,8 +38,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Tuple
 
+from distkv.store.entries import Entry, expires_of, version_of
 from distkv.store.hlc import Version
-from distkv.store.store import Entry, expires_of, version_of
 
 ACKED = "acked"
 FAILED = "failed"

@@ -52,7 +52,7 @@ from distkv.sim.schedule import (
     Transaction,
     Write,
 )
-from distkv.store.store import ZERO, version_of
+from distkv.store.entries import ZERO, version_of
 from distkv.testing import SimulatedCluster
 
 

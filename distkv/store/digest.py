@@ -11,7 +11,7 @@ A version should name one write, but a node restarted with its clock behind
 (memory only, or from an older copy of its data dir) can stamp a version it
 already used, for another value; hashing the value as well lets two such
 replicas see their difference, which every replica then settles the same way
-(:func:`distkv.store.store.newer`), so equal digests mean (up to a 2**-64 chance,
+(:func:`distkv.store.entries.newer`), so equal digests mean (up to a 2**-64 chance,
 and a 2**-32 one for two values of one version) equal entries. XOR lets a
 write update its bucket in constant time by removing the old entry's hash and
 adding the new one (done lazily, for every key changed since the hashes were

@@ -40,55 +40,18 @@ from distkv.store import counter as counters
 from distkv.store.counter import INT64_MAX, INT64_MIN, CounterState
 from distkv.store.digest import Digest
 from distkv.store.entries import (
-    ZERO as ZERO,
-)
-from distkv.store.entries import (
-    Entry as Entry,
-)
-from distkv.store.entries import (
-    Mark as Mark,
-)
-from distkv.store.entries import (
-    as_tombstone as as_tombstone,
-)
-from distkv.store.entries import (
-    counter_entry as counter_entry,
-)
-from distkv.store.entries import (
-    counter_state as counter_state,
-)
-from distkv.store.entries import (
-    expired as expired,
-)
-from distkv.store.entries import (
-    expires_of as expires_of,
-)
-from distkv.store.entries import (
-    expiring_entry as expiring_entry,
-)
-from distkv.store.entries import (
-    is_expiring as is_expiring,
-)
-from distkv.store.entries import (
-    make_entry as make_entry,
-)
-from distkv.store.entries import (
-    mark_of as mark_of,
-)
-from distkv.store.entries import (
-    newer as newer,
-)
-from distkv.store.entries import (
-    shared_ttl as shared_ttl,
-)
-from distkv.store.entries import (
-    value_of as value_of,
-)
-from distkv.store.entries import (
-    version_of as version_of,
-)
-from distkv.store.entries import (
-    with_expiry as with_expiry,
+    ZERO,
+    Entry,
+    as_tombstone,
+    counter_entry,
+    counter_state,
+    expired,
+    expires_of,
+    is_expiring,
+    newer,
+    shared_ttl,
+    value_of,
+    version_of,
 )
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.longdouble import added, number, whole
