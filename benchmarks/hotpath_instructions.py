@@ -40,17 +40,8 @@ FEED = r'''
 import sys
 sys.path.insert(0, {here!r})
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from fakeio import Sink as Transport, command
 which, op, pipeline, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-
-def command(*args):
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-
-class Transport(StringTransport):
-    def setTcpNoDelay(self, enabled):
-        pass
-    def write(self, data):
-        pass
 
 key = b"key:__rand_int__"  # what redis-benchmark sends without -r
 one = {{"set": command(b"SET", key, b"xxx"), "get": command(b"GET", key),

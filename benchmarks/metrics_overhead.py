@@ -79,21 +79,11 @@ class Scraper(threading.Thread):
 
 def in_process(trials=40, reads=2000):
     """Seconds per request on the RESP path, metrics off and on: fastest trial each."""
+    from fakeio import Sink, command
     from twisted.internet.task import Clock
-    from twisted.internet.testing import StringTransport
 
     from distkv.node import Node
     from distkv.ops.service import enable
-
-    class Sink(StringTransport):
-        def setTcpNoDelay(self, enabled):
-            pass
-
-        def write(self, data):
-            pass
-
-    def command(*args):
-        return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
     def trial(metrics, name):
         node = Node(Clock(), "bench")

@@ -45,21 +45,12 @@ ROOT = os.path.dirname(HERE)
 SCRIPT = r'''
 import pickle, sys
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from distkv.cluster import wire
 from distkv.node import Node
 from distkv.testing import SimulatedCluster
+from fakeio import Sink as Transport, command
 
 mode, pipeline, batches, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-
-class Transport(StringTransport):
-    def setTcpNoDelay(self, enabled):
-        pass
-    def write(self, data):
-        pass
-
-def command(*args):
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 def chunks(count):
     n = 0
@@ -126,7 +117,7 @@ def _env() -> dict[str, str]:
     # A fixed hash seed: the same dict layouts in both runs, so start-up
     # costs the same and cancels out exactly.
     return dict(os.environ, PYTHONHASHSEED="0",
-                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+                PYTHONPATH=os.pathsep.join([ROOT, HERE, os.environ.get("PYTHONPATH", "")]))
 
 
 def count(python: str, mode: str, pipeline: int, batches: int, path: str) -> int:
