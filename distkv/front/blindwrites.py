@@ -32,18 +32,17 @@ if TYPE_CHECKING:
 class Blind(Later):
     """A blind write's reply, and how its fetch settled."""
 
-    __slots__ = ("answered", "error", "settle", "failed", "then")
+    __slots__ = ("answered", "fetch_error", "settle", "then")
 
     def __init__(self) -> None:
         super().__init__()
-        #: Its fetch answered (``error``: how it failed, if it did).
+        #: Its fetch answered (``fetch_error``: how it failed, if it did;
+        #: ``error``, a Batch's, is how the write itself ended).
         self.answered = False
-        self.error: Optional[str] = None
+        self.fetch_error: Optional[str] = None
         #: Decides, once the connection's earlier blind writes have, whether
         #: it runs again.
         self.settle: Callable[[Optional[str]], None] = _ignore
-        #: Its fetch failed: it could not order itself above what others hold.
-        self.failed = False
         #: Called once it has settled (commands of the connection behind it).
         self.then: Optional[List[Callable[[], None]]] = None
 
@@ -68,7 +67,7 @@ def _drain(queue: Deque[Blind]) -> None:
     first still out."""
     while queue and queue[0].answered:
         blind = queue.popleft()
-        blind.settle(blind.error)
+        blind.settle(blind.fetch_error)
         then, blind.then = blind.then, None
         for call in then or ():
             call()
@@ -119,7 +118,6 @@ def run(levels: Levels, command: Command, request: Sequence[bytes], session: Ses
     queue.append(later)
 
     def fetched(error: Optional[str]) -> None:
-        later.failed = error is not None
         followers = {}
         for key in keys:
             follower = latest.get(key)
@@ -174,7 +172,7 @@ def run(levels: Levels, command: Command, request: Sequence[bytes], session: Ses
 
     def answered(error: Optional[str]) -> None:
         later.answered = True
-        later.error = error
+        later.fetch_error = error
         _drain(queue)
 
     later.settle = fetched
@@ -197,7 +195,8 @@ def _after(levels: Levels, outcome: Outcome, waits: List[Later], later: Later,
     first, rest = waits[0], waits[1:]
 
     def then(error: Optional[str]) -> None:
-        if isinstance(first, Blind) and first.failed:
+        # A blind write is done only once settled: its fetch has answered.
+        if isinstance(first, Blind) and first.fetch_error is not None:
             coordinator = levels.coordinator
             assert coordinator is not None
             coordinator.writes_indeterminate += 1
