@@ -137,6 +137,38 @@ class StaleReplicaTests(SynchronousTestCase):
         self.assertIsNone(stale.entry(b"k"))
         self.assertEqual(stale.snapshot(), restarted.snapshot())
 
+    def test_a_tombstone_the_peer_purged_is_neither_sent_nor_dropped(self) -> None:
+        """A replica holding the tombstone a peer has purged (below the peer's
+        horizon) does not send it, and keeps it until its own horizon passes
+        it: dropping it let nodes below that horizon pass it back and forth
+        for ever (simulator seed 400335)."""
+        wall = [1_000_000]
+        peer = Store(HybridClock("p", lambda: wall[0]))
+        holder = Store(HybridClock("s", lambda: wall[0]))
+        peer.set(b"k", b"old")
+        wall[0] += 10
+        peer.delete(b"k")
+        tombstone = peer.entry(b"k")
+        assert tombstone is not None and tombstone[0] is None
+        holder.apply(b"k", tombstone)
+        wall[0] += 10
+        horizon = Version(wall[0], 0, "")
+        self.assertEqual(peer.purge(horizon), 1)
+        round_ = Round(holder, 1)
+        offer = wire.FrameDecoder(1 << 24).feed(round_.offer())[0]
+        answer = wire.FrameDecoder(1 << 24).feed(answer_offer(peer, offer))  # type: ignore[arg-type]
+        mark = answer[-1]
+        assert isinstance(mark, wire.RoundMark)
+        for frame in answer[:-1]:
+            round_.key_list(frame)  # type: ignore[arg-type]
+        sent = wire.FrameDecoder(1 << 24).feed(round_.keys_done(mark.horizon))
+        self.assertEqual([f for f in sent if isinstance(f, wire.Write)], [])
+        self.assertEqual(round_.dropped, 0)
+        self.assertEqual(holder.entry(b"k"), tombstone)
+        self.assertEqual((holder.tombstones, holder.stale_dropped), (1, 0))
+        self.assertEqual(holder.purge(horizon), 1)
+        self.assertEqual(holder.snapshot(), peer.snapshot())
+
 
 class WholeClusterRestartTests(SynchronousTestCase):
     OPTIONS = {"heartbeat": 1.0, "tombstone_grace": 5.0, "sync_interval": 10.0}

@@ -586,6 +586,35 @@ def test_a_dead_peer_address_no_node_knows_an_id_for_is_forgotten_and_purging_re
                for node in runner.cluster.nodes.values())
 
 
+def test_a_tombstone_one_node_purged_does_not_circulate_among_the_others_for_ever(
+        ) -> None:
+    """Seed 400335's shrunk replay (purge): n1's write of k0 expires at once
+    and becomes a tombstone everywhere; n3 gets it late (a stalled link), and
+    n5 restarts under a fresh id, so every horizon but n4's stops at the
+    tombstone's version while n4's passes it and purges it. Each round into n4
+    then dropped the tombstone from its sender, and a node below that horizon
+    sent it back to the sender round after round: every merge of it lowered the
+    floors to its version, and no node but n4 ever purged again. A tombstone
+    the peer purged is now kept (not sent) until the holder's own horizon
+    passes it (Round.below_horizon)."""
+    schedule = Schedule(
+        seed=400335, size=5, disk=(False, False, True, True, True),
+        skew=(500, 855, 953, 772, 254), unlisted=(),
+        steps=(
+            Advance(seconds=8.0),
+            Stall(a="n3", b="n1", seconds=2.5),
+            Write(node="n1", key=0, size=1285, tag=11, ttl_ms=189, absolute=True),
+            Cut(a="n4", b="n3", deliver=True),
+            Advance(seconds=5.0),
+            Restart(node="n5", mode="memory", fresh_id=True, skew_ms=None),
+        ),
+    )
+    runner = Runner(schedule)
+    assert runner.run() == []
+    assert runner.cluster is not None
+    assert all(node.store.purged for node in runner.cluster.nodes.values())
+
+
 def test_a_key_gone_after_an_unacknowledged_expiry_change_is_not_a_lost_write() -> None:
     """Seed 109354's shrunk replay (lost-write, the one failure of the
     10,000-seed run from 100000 on `3bc39be`): n1's PEXPIRE NX of k3 gave the

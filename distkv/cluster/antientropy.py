@@ -22,7 +22,8 @@ Absence is never a delete: a key one side lacks is sent, never removed, with
 one exception. The accepting side ends its answer with its stable horizon (see
 :mod:`distkv.cluster.stability`); a key it lacks whose version lies below that horizon
 was deleted and purged while this replica missed it (an old copy of a data
-dir), so it is dropped here rather than sent. Nothing here does I/O: the
+dir), so it is not sent, and a value of it is dropped here (a tombstone is
+kept until our own horizon passes it: :meth:`Round.below_horizon`). Nothing here does I/O: the
 functions return the bytes to write, as a stream of chunks a connection writes
 as fast as the peer reads, so a round over a large store never sits in memory
 as one block of bytes.
@@ -125,8 +126,9 @@ class Round:
             ties: List[Tuple[bytes, Entry]] = []
             for key, entry in items:
                 seen = theirs.get(key)
-                if seen is None and horizon is not None and store.drop_dead(key, horizon):
-                    self.dropped += 1
+                if seen is None and horizon is not None and entry[-3:] < horizon:
+                    # Deleted and purged there (see below_horizon).
+                    self.dropped += self.below_horizon(key, entry, horizon)
                 elif seen is None or entry[-3:] > seen or len(entry) == 6:
                     # A counter goes whatever its version: the peer's may be
                     # newer and still lack slots this one holds (a merge, not
@@ -148,6 +150,18 @@ class Round:
             for ties in (tied[start:] + tied[:start])[:TIE_BUCKETS]:
                 out.extend(ties)
         return out
+
+    def below_horizon(self, key: bytes, entry: Entry, horizon: Version) -> bool:
+        """The peer lacks ``key`` and had every write below its ``horizon``,
+        which ``entry`` lies below: the key was deleted and its tombstone
+        purged there. It is not sent. A value is dropped here (True): it was
+        deleted while this replica missed it. A tombstone is kept: it says the
+        same, and goes when our own horizon passes it. Dropping it would let
+        a node whose horizon lies at or below it send it back, round after
+        round (each round into the peer dropping it from the sender again):
+        every node that merges it lowers its floors to its version, so their
+        horizons would never pass it and purging would stop for good."""
+        return entry[0] is not None and self.store.drop_dead(key, horizon)
 
     def keys_done(self, horizon: Optional[Version] = None, serving: bool = False,
                   members: Optional[Sequence[str]] = None) -> bytes:
