@@ -70,6 +70,7 @@ from distkv.sim.schedule import (
     Restart,
     Schedule,
     Snapshot,
+    Split,
     Stall,
     Step,
     Transaction,
@@ -83,7 +84,7 @@ __all__ = [
     "Advance", "Crash", "Cut", "Delete", "Expire", "Flush", "Forget", "Heal", "Incr", "IncrFloat", "Join",
     "Leave", "Partition",
     "Pipeline", "Read", "Restart",
-    "Schedule", "Snapshot", "Stall", "Step", "Transaction", "Write",
+    "Schedule", "Snapshot", "Split", "Stall", "Step", "Transaction", "Write",
     "Runner", "generate", "main", "replay", "run", "shrink",
 ]
 
@@ -132,7 +133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             small = shrink(schedule, kind, args.shrink_budget, fails)
             out.write(f"  replay ({kind}, {len(small.steps)} of {len(schedule.steps)} steps):\n")
-            out.write("    " + replay(small).replace("\n", "\n    ") + "\n")
+            out.write("    " + replay(small, options).replace("\n", "\n    ") + "\n")
         out.flush()
     elapsed = time.monotonic() - started
     out.write(

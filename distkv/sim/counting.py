@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
 from fractions import Fraction
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Set
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Set
 
 from distkv.sim.history import ACKED, FAILED, INDETERMINATE, Violation
 from distkv.store import counter as counters
@@ -37,7 +37,7 @@ from distkv.store.entries import Entry
 from distkv.store.hlc import Version
 
 if TYPE_CHECKING:
-    from distkv.node import Node
+    from distkv.store.store import Store
 
 #: How many counter keys a run increments.
 COUNTERS = 4
@@ -97,6 +97,17 @@ def _slots(entry: Optional[Entry]) -> Dict[counters.Slot, counters.SlotState]:
     return counters.all_slots(entry[2])  # type: ignore[misc,arg-type]
 
 
+def _holds(stores: Sequence[Store], increment: Increment) -> bool:
+    slot = increment.slot
+    for store in stores:
+        if (slot[1], slot[2], slot[0]) < store.flushed:
+            return True
+        total = _slots(store.entry(increment.key)).get(slot, (None,))[0]
+        if total is not None and total >= increment.total:
+            return True
+    return False
+
+
 @dataclass
 class Counting:
     """Every INCRBY of a run."""
@@ -135,16 +146,14 @@ class Counting:
                                             f"took {old} to {new}"))
         return out
 
-    def lost_unless_held(self, nodes: Mapping[str, Node]) -> None:
-        """Data was thrown away: an increment no running node holds is lost."""
-        held: Dict[bytes, List[Dict[counters.Slot, counters.SlotState]]] = {}
+    def lost_unless_held(self, held: Sequence[Store], lost: Sequence[Store]) -> None:
+        """Data was thrown away (``lost``): an increment it held that none of
+        ``held`` (the running nodes', and the data dirs of nodes that are down)
+        still holds is lost. One it did not hold either keeps counting: it was
+        not lost with it. A store holds an increment whose slot it holds at
+        that total or above, or whose slot lies below its flush floor."""
         for increment in self.made:
-            if increment.lost:
-                continue
-            if increment.key not in held:
-                held[increment.key] = [_slots(node.store.entry(increment.key)) for node in nodes.values()]
-            if not any(slots.get(increment.slot, (0,))[0] >= increment.total
-                       for slots in held[increment.key]):
+            if not increment.lost and not _holds(held, increment) and _holds(lost, increment):
                 increment.lost = True
 
     def check(self, replica: str, entries: Mapping[bytes, Entry], floor: Version) -> List[Violation]:

@@ -4,8 +4,8 @@ A :class:`Fleet` starts, crashes, restarts (from its own data dir, an empty
 one, an older copy, or memory), joins, forgets and retires the nodes of a
 :class:`~distkv.sim.runner.Runner`'s cluster, as its schedule says, and keeps
 what the checks need to know about them: the ids each node went by, which
-node should still be loading (restarted without its data, and no serving peer
-has completed a round into it yet), and which acknowledged writes and flushes
+node should still be loading (restarted, and no serving peer has completed a
+round into it since), and which acknowledged writes and flushes
 were lost as documented with a memory-only node or a replaced data dir (it
 tells the :class:`~distkv.sim.history.History` and the
 :class:`~distkv.sim.counting.Counting`).
@@ -21,13 +21,14 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from distkv.cluster.membership import derived_node_id
 from distkv.cluster.wire import RoundMark
-from distkv.disk.datafile import FILENAME
+from distkv.disk.datafile import FILENAME, Disk
 from distkv.node import Node
 from distkv.sim.counting import Counting
 from distkv.sim.history import History
 from distkv.sim.schedule import Join, Restart, Schedule
 from distkv.store.entries import ZERO, version_of
-from distkv.store.hlc import Version
+from distkv.store.hlc import HybridClock, Version
+from distkv.store.store import Store
 from distkv.testing import SimulatedCluster
 
 
@@ -85,16 +86,20 @@ class Fleet:
         node = self.cluster.join(name, [step.via], path)
         self.watch(name, node)
 
-    def forget(self, name: str, by: str) -> None:
+    def forget(self, name: str, by: str, lost: Optional[Store] = None) -> None:
         """CLUSTER FORGET ``name`` (down for good) on ``by``, or on any running
-        node that knows it when ``by`` does not (as an operator would)."""
+        node that knows it when ``by`` does not (as an operator would).
+        ``lost``: what it held (default: what its data dir holds)."""
         assert self.cluster is not None
         if name in self.cluster.nodes or name in self.gone:
             return
+        if lost is None:
+            lost = self._dir_store(self.dirs[name])
         self.gone.append(name)
         self.down_floors.pop(name, None)  # its data dir never comes back
         self._forget_ids(name, by)
-        self._data_lost()  # whatever only its data dir held is gone with it
+        # whatever only it held is gone with it
+        self._data_lost([] if lost is None else [lost])
         self._nobody_serves()
 
     def _forget_ids(self, name: str, by: Optional[str]) -> None:
@@ -132,11 +137,11 @@ class Fleet:
         heard = any(other.membership.is_removed(node.node_id)
                     for other in self.cluster.nodes.values())
         if not heard:
-            self.forget(name, sorted(self.cluster.nodes)[0])
+            self.forget(name, sorted(self.cluster.nodes)[0], node.store)
         else:
             self.gone.append(name)
             self._forget_ids(name, None)  # the ids it went by before, if still listed
-            self._data_lost()
+            self._data_lost([node.store])
             self._nobody_serves()
 
     def snapshot(self, name: str) -> None:
@@ -158,35 +163,74 @@ class Fleet:
         assert self.cluster is not None
         if name not in self.cluster.nodes:
             return
+        store = self.cluster.nodes[name].store
         if self.dirs[name] is not None:
-            self.down_floors[name] = self.cluster.nodes[name].store.flushed
+            self.down_floors[name] = store.flushed
         self.cluster.crash(name)
         if self.dirs[name] is None:
-            self._data_lost()
+            self._data_lost([store])
 
-    def _data_lost(self, restored: Version = ZERO) -> None:
-        """Data was thrown away (a memory-only node, a replaced data dir): what
-        no running node holds is lost as documented, no longer acknowledged.
-        A flush is lost only if no running node, no crashed node's data dir
-        and no copy a node is restarting from (``restored``: its saved floor)
-        holds its floor."""
+    def _dir_store(self, path: Optional[str]) -> Optional[Store]:
+        """What the data dir ``path`` has committed, read as a restart would."""
+        if path is None or not os.path.exists(os.path.join(path, FILENAME)):
+            return None
+        store = Store(HybridClock(self.dir_ids.get(path, "reader"), lambda: 0))
+        disk = Disk(path)
+        try:
+            disk.load(store, None)
+        finally:
+            disk.close()
+        return store
+
+    def _holders(self) -> List[Store]:
+        """Every store that still holds data: the running nodes', and what the
+        data dir of each node that is down, and comes back on it, has
+        committed (a node restarting from an older copy or an empty dir is
+        down on its new dir by now: see :meth:`restart`)."""
         assert self.cluster is not None
+        stores = [node.store for node in self.cluster.nodes.values()]
+        for name in sorted(self.dirs):
+            if name not in self.cluster.nodes and name not in self.gone:
+                store = self._dir_store(self.dirs[name])
+                if store is not None:
+                    stores.append(store)
+        return stores
+
+    def _held(self, stores: List[Store]) -> Dict[bytes, Version]:
+        """The highest version of each key that ``stores`` hold. Where a store
+        no longer holds a key, a delete of it recorded below the store's
+        horizon counts as held (purged), and so does any write below the
+        store's flush floor (flushed: a flush is lost, or not, on its own)."""
         held: Dict[bytes, Version] = {}
-        for node in self.cluster.nodes.values():
-            for key, entry in node.store.items():
+        for store in stores:
+            for key, entry in store.items():
                 version = version_of(entry)
                 if key not in held or held[key] < version:
                     held[key] = version
-            horizon = node.store.horizon
+            horizon, flushed = store.horizon, store.flushed
             for key, ops in self.history.ops.items():
-                if node.store.entry(key) is None:  # purged: its deletes below the horizon count
+                if store.entry(key) is None:
                     for op in ops:
-                        if op.value is None and op.version < horizon and (
+                        if (op.value is None and op.version < horizon
+                                or op.version < flushed) and (
                             key not in held or held[key] < op.version
                         ):
                             held[key] = op.version
-        self.history.lost_unless_held(held)
-        self.counting.lost_unless_held(self.cluster.nodes)
+        return held
+
+    def _data_lost(self, lost: List[Store], restored: Version = ZERO) -> None:
+        """Data was thrown away (``lost``: a memory-only node's, a replaced or
+        departed data dir's): an acknowledged write that it held and nothing
+        else still holds is lost as documented, no longer acknowledged. One
+        that nothing held before either stays acknowledged: its loss is not
+        this one's (a node that acknowledged a write it never committed), and
+        the final checks find it. A flush is lost only if no running node, no
+        crashed node's data dir and no copy a node is restarting from
+        (``restored``: its saved floor) holds its floor."""
+        assert self.cluster is not None
+        after = self._holders()
+        self.history.lost_unless_held(self._held(after), self._held(lost))
+        self.counting.lost_unless_held(after, lost)
         self.history.flush_lost_unless_held(max(
             [node.store.flushed for node in self.cluster.nodes.values()]
             + list(self.down_floors.values()) + [restored]))
@@ -219,13 +263,14 @@ class Fleet:
         if path is not None:
             node_id = self.dir_ids.setdefault(path, node_id)
         self.down_floors.pop(name, None)  # running, or its dir left behind
-        if mode != "own-dir":
-            self._data_lost(restored)
-            self._starts_loading(name)
-        else:
-            self.should_load.pop(name, None)
-            self.rounds_into.pop(name, None)
+        replaced = self.dirs[name] if mode != "own-dir" else None
         self.dirs[name] = path
+        if mode != "own-dir":
+            old = self._dir_store(replaced)
+            self._data_lost([] if old is None else [old], restored)
+        # Back on its own dir it may have missed writes and deletes while
+        # down: it loads ("checking") until a serving peer synced it too.
+        self._starts_loading(name)
         self.ids[name] = node_id
         if node_id not in self.past_ids[name]:
             self.past_ids[name].append(node_id)
@@ -252,7 +297,7 @@ class Fleet:
         node.synced = synced  # type: ignore[method-assign]
 
     def _starts_loading(self, name: str) -> None:
-        """``name`` starts without its data: it loads until a serving peer syncs it."""
+        """``name`` (re)starts: it loads until a serving peer syncs it."""
         assert self.cluster is not None
         self.should_load[name] = self.cluster.net.seconds() + self.options["loading_wait"]
         self.rounds_into[name] = set()

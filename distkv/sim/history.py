@@ -103,15 +103,21 @@ class History:
         self.ops.setdefault(key, []).append(op)
         return op
 
-    def lost_unless_held(self, held: Mapping[bytes, Version]) -> int:
-        """Downgrade to indeterminate every acknowledged op of a key whose
-        version nobody still holds (``held``: the highest version of each key
-        on the nodes that keep their data); returns how many."""
+    def lost_unless_held(self, held: Mapping[bytes, Version],
+                         lost: Mapping[bytes, Version]) -> int:
+        """Downgrade to indeterminate every acknowledged op that the data just
+        thrown away held (``lost``: the highest version of each key in it)
+        and that nothing still holds (``held``: the same, over the running
+        nodes and the data dirs they come back on); returns how many. An op
+        that the lost data did not hold either keeps its outcome: it was not
+        lost with it, and the final check judges it."""
         count = 0
         for key, ops in self.ops.items():
             kept = held.get(key)
+            gone = lost.get(key)
             for op in ops:
-                if op.outcome == ACKED and (kept is None or kept < op.version):
+                if op.outcome == ACKED and (kept is None or kept < op.version) \
+                        and gone is not None and gone >= op.version:
                     op.outcome = INDETERMINATE
                     count += 1
         return count

@@ -47,6 +47,7 @@ from distkv.sim.schedule import (
     Restart,
     Schedule,
     Snapshot,
+    Split,
     Stall,
     Step,
     Transaction,
@@ -131,6 +132,11 @@ class Runner:
             net.advance_by(step.seconds, step=0.25)
         elif isinstance(step, Partition):
             net.block(step.a, step.b, step.oneway)
+        elif isinstance(step, Split):
+            for a in step.group:
+                for b in list(self.cluster.ports):
+                    if b not in step.group:
+                        net.block(a, b)
         elif isinstance(step, Heal):
             net.heal()
         elif isinstance(step, Cut):
@@ -280,8 +286,8 @@ class Runner:
             self.violations.append(Violation(
                 "stale-service",
                 f"step {index}: {name} answered {command.decode()} {key!r} "
-                f"while it should have been loading (restarted without its data, "
-                f"no serving peer has completed a round into it yet)",
+                f"while it should have been loading (restarted, and no serving peer "
+                f"has completed a round into it since)",
             ))
 
     def _pipeline(self, index: int, step: Pipeline) -> None:

@@ -2,8 +2,9 @@
 
 A :class:`Schedule` names the nodes of a run (3-5 by default), which of them
 start with a data dir, their clock skews, which peer lists leave a node out,
-and the steps: writes, overwrites, deletes and reads through a node; partitions
-(full or one-way) and heals; pipelines of requests from a client over a real
+and the steps: writes, overwrites, deletes and reads through a node;
+partitions (of one link, both ways or one way; one node isolated; the cluster
+split in two) and heals; pipelines of requests from a client over a real
 connection (:mod:`distkv.sim.clients`); cut, stalled and duplicated deliveries; snapshots
 of a data dir; crashes and restarts (memory only, from the node's own data dir,
 from an older copy of it, from an empty one; under the same or a fresh node
@@ -129,6 +130,14 @@ class Partition:
 
 
 @dataclass(frozen=True)
+class Split:
+    """Every node of ``group`` cut off from every node outside it, both ways:
+    one node isolated, or the cluster split in two."""
+
+    group: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Heal:
     pass
 
@@ -221,8 +230,8 @@ class Flush:
 
 
 Step = Union[
-    Write, Delete, Read, Pipeline, Transaction, Partition, Heal, Cut, Stall, Crash, Restart,
-    Snapshot, Advance, Join, Forget, Leave, Flush, Incr, IncrFloat, Expire,
+    Write, Delete, Read, Pipeline, Transaction, Partition, Split, Heal, Cut, Stall, Crash,
+    Restart, Snapshot, Advance, Join, Forget, Leave, Flush, Incr, IncrFloat, Expire,
 ]
 
 
@@ -269,6 +278,8 @@ def generate(seed: int, nodes: Optional[int] = None, steps: int = 40,
     counting = random.Random(seed ^ 0xC0C0)
     # And expiries: on writes, and changed on existing keys.
     expiring = random.Random(seed ^ 0xE1F)
+    # And partitions of whole groups: one node isolated, or two sides.
+    splits = random.Random(seed ^ 0x5B11)
     for tag in range(rng.randint(steps // 2, steps)):
         for _ in range(counting.choice((0, 0, 0, 1, 1, 2, 3))):
             if counting.random() < 0.3:
@@ -287,6 +298,9 @@ def generate(seed: int, nodes: Optional[int] = None, steps: int = 40,
             out.append(Expire(expiring.choice(names), expiring.randrange(KEYS), command, ms, option))
         if flushes.random() < 0.04:
             out.append(Flush(flushes.choice(names)))
+        if splits.random() < 0.03 and len(names) > 2:
+            count = 1 if splits.random() < 0.5 else splits.randint(1, len(names) // 2)
+            out.append(Split(tuple(sorted(splits.sample(names, count)))))
         if changes.random() < 0.05:
             change = _membership_step(changes, size + joined + 1, names, down, gone, has_dir)
             if change is not None:

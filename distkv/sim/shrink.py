@@ -8,10 +8,10 @@ prints a schedule as Python to paste into a regression test.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from distkv.sim.runner import run
-from distkv.sim.schedule import Schedule
+from distkv.sim.schedule import NODE_OPTIONS, Schedule
 
 
 def shrink(schedule: Schedule, invariant: str, budget: int = 200,
@@ -42,13 +42,15 @@ def shrink(schedule: Schedule, invariant: str, budget: int = 200,
     return replace(schedule, steps=tuple(steps))
 
 
-def replay(schedule: Schedule) -> str:
-    """Python to paste into a regression test."""
+def replay(schedule: Schedule, options: Optional[Dict[str, Any]] = None) -> str:
+    """Python to paste into a regression test (``options``: the node options
+    the run used, written out where they differ from the simulator's own)."""
     steps = ",\n        ".join(repr(step) for step in schedule.steps)
+    changed = {k: v for k, v in (options or {}).items() if NODE_OPTIONS.get(k) != v}
     return (
         "from distkv.simulate import *  # noqa: F403\n"
         f"schedule = Schedule(\n    seed={schedule.seed}, size={schedule.size}, "
         f"disk={schedule.disk!r}, skew={schedule.skew!r}, unlisted={schedule.unlisted!r},\n"
         f"    steps=(\n        {steps},\n    ),\n)\n"
-        "assert run(schedule) == []"
+        + (f"assert run(schedule, {changed!r}) == []" if changed else "assert run(schedule) == []")
     )
