@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Tuple
 
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster import wire
@@ -15,6 +16,7 @@ from distkv.store.entries import make_entry
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.store import Store
 from distkv.testing import SimulatedCluster, SimulatedNetwork
+from tests import respclient
 from tests.clusters import settled_cluster
 
 
@@ -147,17 +149,73 @@ class ClusterTests(SynchronousTestCase):
         self.assertTrue(cluster.converged())
         self.assertEqual(cluster.nodes["n3"].store.get(b"k"), b"from slow clock")
 
-    def test_versions_from_a_clock_hours_ahead_are_refused_and_counted(self) -> None:
-        """Writes stamped two hours in the future are refused by peers and counted in STATUS."""
+    def test_versions_from_a_clock_hours_ahead_are_refused_counted_and_logged(self) -> None:
+        """Writes stamped two hours in the future are refused by peers, counted in
+        STATUS, and logged once per heartbeat with how many (not once per write)."""
+        errors: List[str] = []
+
+        def observe(event: Any) -> None:
+            text = formatEvent(event)
+            if event.get("log_level") == LogLevel.error and "Refused" in text:
+                errors.append(text)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
         cluster = SimulatedCluster(2, skew_ms={"n2": 7_200_000}, max_clock_skew=60.0)
         self.addCleanup(cluster.stop)
         cluster.settle()
-        cluster.nodes["n2"].store.set(b"k", b"from the future")
+        self.assertEqual(errors, [])
+        for i in range(3):
+            cluster.nodes["n2"].store.set(b"k%d" % i, b"from the future")
         cluster.run()
         n1 = cluster.nodes["n1"]
-        self.assertIsNone(n1.store.get(b"k"))
-        self.assertIn("refused_future_versions 1", n1.status_lines())
+        self.assertIsNone(n1.store.get(b"k0"))
+        self.assertIn("refused_future_versions 3", n1.status_lines())
         self.assertTrue(link(cluster, "n2", "n1").outbox.drained())  # no stuck retries
+        cluster.advance(n1.heartbeat)  # the next heartbeat's check logs them
+        self.assertEqual(len(errors), 1, errors)
+        self.assertIn("Refused 3 replicated writes", errors[0])
+        self.assertIn("(3 in all)", errors[0])
+        cluster.advance(3 * n1.heartbeat)  # nothing new: nothing more logged
+        self.assertEqual(len(errors), 1, errors)
+
+    def test_a_write_that_fills_max_request_replicates_and_one_byte_more_is_refused(
+            self) -> None:
+        """Issue 11's first break, end to end: over RESP, an 8 KiB key whose value
+        fills the default --max-request (1 MiB) with it is acknowledged and
+        reaches both peers (its write frame fits their frame limit), and writes
+        after it follow; one byte more is refused and stored nowhere. The text
+        protocol takes the same write at its own limit (the line's bytes)."""
+        cluster = SimulatedCluster(3)
+        self.addCleanup(cluster.stop)
+        cluster.settle()
+        n1 = cluster.nodes["n1"]
+        limit = n1.max_request
+        key = b"k" * 8192
+        proto, transport = respclient.connect(n1)
+        self.assertEqual(respclient.ask(proto, transport, b"SET", key, b"v" * (limit - len(key))),
+                         b"+OK\r\n")
+        self.assertEqual(respclient.ask(proto, transport, b"SET", b"after", b"1"), b"+OK\r\n")
+        cluster.run()
+        for name in ("n2", "n3"):
+            self.assertEqual(len(cluster.nodes[name].store.get(key) or b""), limit - len(key))
+            self.assertEqual(cluster.nodes[name].store.get(b"after"), b"1")
+        proto, transport = respclient.connect(n1)
+        over = respclient.ask(proto, transport, b"SET", b"j" * 8192, b"v" * (limit - 8191))
+        self.assertTrue(over.startswith(b"-ERR"), over[:80])
+        cluster.run()
+        for node in cluster.nodes.values():
+            self.assertIsNone(node.store.get(b"j" * 8192))
+        for other in ("n2", "n3"):  # no link dropped, nothing stuck in an outbox
+            self.assertTrue(link(cluster, "n1", other).up)
+            self.assertTrue(link(cluster, "n1", other).outbox.drained())
+        text, text_transport = respclient.connect(n1, 6001)
+        line = b"SET t " + b"w" * (limit - 6) + b"\n"  # the line fills the limit, \n aside
+        text.dataReceived(line)
+        self.assertEqual(text_transport.value(), b"OK\r\n")
+        cluster.run()
+        for name in ("n2", "n3"):
+            self.assertEqual(len(cluster.nodes[name].store.get(b"t") or b""), limit - 6)
 
     def test_deleted_key_never_comes_back(self) -> None:
         """A delete made while one node is cut off wins when that node returns with the old value."""

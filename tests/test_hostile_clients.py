@@ -14,6 +14,7 @@ open-files limit allows fewer), and the bound covers the whole mix.
 
 from __future__ import annotations
 
+import os
 import resource
 import socket
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -74,6 +75,13 @@ def test_node_survives_hostile_clients_on_both_protocols_within_its_rss_bound(
     answered throughout, stored data is intact, and peak RSS stays under
     idle RSS + 4 MiB per active client + 8 KiB per idle client + 32 MiB."""
     idle_count, old_limits = open_files_for(CONNECTIONS)
+    if idle_count < CONNECTIONS:
+        resource.setrlimit(resource.RLIMIT_NOFILE, old_limits)
+        message = (f"the hard open files limit {old_limits[1]} leaves room for {idle_count} "
+                   f"idle clients, not the {CONNECTIONS} this test holds")
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
     (port,) = free_ports(1)
     node = DefaultNode(tmp_path, port, [], "hostile").start()
     kept: List[socket.socket] = []

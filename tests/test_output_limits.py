@@ -22,6 +22,7 @@ from distkv.front.replyqueue import OutputLimits
 from distkv.node import Node
 from tests.proptest import examples
 from tests.scratch import scratch_dir
+from tests.test_peer_backpressure import BufferedTransport
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 6001)
 VALUE = bytes(range(256)) * 400  # 102,400 bytes
@@ -151,6 +152,41 @@ class RespOutputLimitTests(SynchronousTestCase):
         proto, transport = connect(node)  # under the limit: answered whole
         proto.dataReceived(command(b"MGET", *keys[:5]))
         self.assertEqual(len(drain_all(transport, clock, 100)[0]), 4 + 5 * (9 + len(VALUE) + 2))
+
+
+class HardLimitTests(SynchronousTestCase):
+    def test_a_client_whose_queued_replies_pass_the_hard_limit_is_dropped_and_logged(
+            self) -> None:
+        """A connection whose transport buffers everything and never pauses it
+        (the client reads nothing, and the node is not told to stop): 300 GETs
+        of a 100 kB value in one read. Once the bytes queued for it pass the
+        hard limit (1 MiB) the node aborts the connection, logs it once, and
+        runs none of the requests after; other clients are served."""
+        events: List[str] = []
+
+        def observe(event: Any) -> None:
+            text = formatEvent(event)
+            if "Disconnecting RESP client" in text:
+                events.append(text)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        clock = Clock()
+        node = limited(clock)
+        node.store.set(b"big", VALUE)
+        proto = node.factory().buildProtocol(ADDRESS)
+        transport = BufferedTransport(peerAddress=ADDRESS)
+        proto.makeConnection(transport)
+        proto.dataReceived(command(b"GET", b"big") * 300 + command(b"SET", b"after", b"1"))
+        self.assertTrue(transport.disconnected)  # aborted, not closed after the replies
+        self.assertGreater(len(transport.value()), 1 << 20)
+        self.assertLess(len(transport.value()), (1 << 20) + SOFT + 2 * len(VALUE))
+        self.assertIsNone(node.store.get(b"after"))
+        self.assertEqual(len(events), 1)
+        self.assertIn("over the client output hard limit of 1048576", events[0])
+        other, other_transport = connect(node)
+        other.dataReceived(command(b"GET", b"big"))
+        self.assertEqual(len(drain_all(other_transport, clock, 100)[0]), 9 + len(VALUE) + 2)
 
 
 class ReadSizeTests(SynchronousTestCase):
