@@ -717,6 +717,26 @@ OWN_DIR_RESTART = Schedule(
 )
 
 
+def test_an_increment_its_own_nodes_flush_dropped_is_lost_with_that_node() -> None:
+    """Seed 500012's shrunk replay (counter): isolated n3 takes an INCRBY and
+    then a FLUSHALL that drops it, crashes, and is forgotten for good. The
+    increment and the flush went with n3's data dir. Reading that dir to see
+    what was lost, the checker must read its flush floor too (a restart reads
+    it first): without it, the increment looked held by nothing before either,
+    so not lost with n3, and its absence everywhere was reported."""
+    schedule = Schedule(
+        seed=500012, size=4, disk=(True, True, True, True), skew=(-372, -760, -814, 700),
+        steps=(
+            Split(group=("n3",)), Incr(node="n3", key=0, amount=5), Flush(node="n3"),
+            Crash(node="n3"), Forget(node="n3", by="n2"),
+        ),
+    )
+    runner = Runner(schedule)
+    assert runner.run() == []
+    [increment] = runner.counting.made
+    assert increment.outcome == ACKED and increment.lost
+
+
 def test_a_node_back_on_its_own_data_dir_loads_until_a_serving_peer_synced_it() -> None:
     """n3 restarts on its data dir while cut off from both peers, after missing
     a delete: it must answer LOADING ("checking", README "Loading") rather than

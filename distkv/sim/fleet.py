@@ -177,6 +177,7 @@ class Fleet:
         store = Store(HybridClock(self.dir_ids.get(path, "reader"), lambda: 0))
         disk = Disk(path)
         try:
+            store.restore_floor(disk.saved_floor())  # as a restart reads it: first
             disk.load(store, None)
         finally:
             disk.close()
