@@ -775,16 +775,22 @@ class RespProtocol(ClientConnection):
         out: List[bytes] = []
         room = self._soft - owed.held
         remaining = iter(requests)
-        # With metrics on: requests counted by name, a run of one command at
-        # a time (see distkv.front.cmdstats); otherwise one test of None each.
+        # With metrics on, requests are counted by name a run of one command
+        # at a time (see distkv.front.cmdstats). The next request of the
+        # command just run takes the first branch below, the one test a node
+        # without metrics makes too; a run's length is read off the iterator
+        # (how many requests are left) when the next command begins, and the
+        # last run's after the loop. A timed read takes the last branch for
+        # every request.
         tally = dispatcher.tally
         samples: Optional[Samples] = None
-        last: Any = None
-        name = b""
-        run = 0
-        calls: Dict[bytes, int] = {}
+        last: Any = None  # the command of the run going on (None: timing)
+        dropped = 0  # requests not run: those after a QUIT
         if tally is not None:
-            calls = tally.calls  # every command's name (and UNKNOWN)
+            calls: Dict[bytes, int] = tally.calls  # every command's name (and UNKNOWN)
+            current: Any = None  # the command being counted
+            name = b""  # its name, as counted
+            mark = len(requests)  # requests left when its run began, the first included
             if tally.armed:
                 samples = []
         for request in remaining:
@@ -796,18 +802,23 @@ class RespProtocol(ClientConnection):
                 command = commands[request[0]]
             except KeyError:
                 command = dispatcher.command(request[0], commands)
-            if tally is None:
+            if command is last:
+                outcome = command(request, session)
+            elif tally is None:
+                last = command
                 outcome = command(request, session)
             else:
-                if command is not last:  # one command, one name: named once a run
-                    if run:
-                        tally.count(name, run)
+                if command is not current:  # one command, one name: named once a run
+                    if current is not None:
+                        left = length_hint(remaining) + 1
+                        calls[name] += mark - left
+                        mark = left
+                    current = command
                     name = request[0]
                     if name not in calls:  # not its upper-case name, or no command
                         name = tally.name(name)
-                    last, run = command, 0
-                run += 1
                 if samples is None:
+                    last = command
                     outcome = command(request, session)
                 else:
                     began = tally.timer()
@@ -850,7 +861,7 @@ class RespProtocol(ClientConnection):
                 self._blocked = self._slow = True
                 dispatcher.stats.commands_processed -= len(self._held)
                 if tally is not None:
-                    tally.ran(name, run, samples)
+                    tally.ran(name, mark - len(self._held), samples)
                 cast(IPushProducer, self.transport).pauseProducing()
                 blocker.when_done(self._unblock)
                 return
@@ -880,7 +891,8 @@ class RespProtocol(ClientConnection):
                 if close:
                     self._closing = self._slow = True
                     # Requests after QUIT are dropped, not processed.
-                    dispatcher.stats.commands_processed -= length_hint(remaining)
+                    dropped = length_hint(remaining)
+                    dispatcher.stats.commands_processed -= dropped
                     break
                 if room >= 0:
                     continue
@@ -894,11 +906,14 @@ class RespProtocol(ClientConnection):
                 self._slow = True
                 dispatcher.stats.commands_processed -= len(self._held)
                 if tally is not None:
-                    tally.ran(name, run, samples)
+                    tally.ran(name, mark - len(self._held), samples)
                 return
             room = self._soft - owed.held
         if tally is not None:
-            tally.ran(name, run, samples)
+            if samples is None:
+                calls[name] += mark - dropped
+            else:
+                tally.ran(name, mark - dropped, samples)
         if out:
             write(b"".join(out))
         if self._closing:
