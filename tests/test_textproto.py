@@ -325,9 +325,11 @@ class LineWorkTests(SynchronousTestCase):
             self.assertEqual(reader.scanned, len(stream), limit)
             self.assertLessEqual(reader.copied, 2 * len(stream), limit)
 
-    def test_a_pipeline_of_short_lines_in_small_reads_is_searched_once(self) -> None:
+    def test_a_pipeline_of_short_lines_in_small_reads_is_read_in_linear_work(self) -> None:
         """20,000 pipelined SETs in 1,460-byte reads (lines straddling reads) are all
-        answered, each byte searched for a line end once and copied at most twice."""
+        answered, each byte searched for a line end at most twice (a read that may
+        be one whole line is searched up to its first line end first) and copied
+        at most twice."""
         node = Node(Clock(), "t1")
         stream = b"".join(b"SET key:%05d value-%d\r\n" % (i, i) for i in range(20000))
         proto, transport = connect(node)
@@ -336,5 +338,5 @@ class LineWorkTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"OK\r\n" * 20000)
         self.assertEqual(node.store.get(b"key:19999"), b"value-19999")
         reader = proto.inner._reader  # type: ignore[union-attr]
-        self.assertEqual(reader.scanned, len(stream))
+        self.assertLessEqual(reader.scanned, 2 * len(stream))
         self.assertLessEqual(reader.copied, 2 * len(stream))

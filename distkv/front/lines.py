@@ -68,6 +68,22 @@ class LineReader:
         if data:
             self._reads.append(data)
 
+    def lone_line(self, data: bytes) -> Optional[bytes]:
+        """``data``'s line, when nothing is held and ``data`` is one whole line
+        within the limit (the usual read of a client that waits for each
+        reply), taken without keeping ``data``; else None: feed it."""
+        if self._started or self._reads or self._read or data[-1:] != b"\n":
+            return None
+        eol = data.find(b"\n")
+        self.scanned += eol + 1
+        if eol != len(data) - 1:
+            return None  # more lines: searched again when fed (up to the first line end)
+        end = eol - 1 if eol and data[eol - 1] == 13 else eol  # 13: "\r"
+        if end > self.limit:
+            return None
+        self.copied += end
+        return data[:end]
+
     def held(self) -> int:
         """Bytes received that are not yet part of a line given out."""
         return (self._started + len(self._read) - self._at

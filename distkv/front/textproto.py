@@ -193,20 +193,27 @@ class TextProtocol(ClientConnection):
         if self._closing:
             return  # nothing after QUIT or an error runs: not even kept
         reader = self._reader
-        reader.feed(data)
         if self._receiving:
+            reader.feed(data)  # taken by the loop below, further up the stack
             return
         self._receiving = True
         try:
+            # The usual read of a client that waits for each reply, one whole
+            # line, is run without being kept; any other is fed to the reader.
+            line = None if self.paused else reader.lone_line(data)
+            if line is None:
+                reader.feed(data)
             while not self.paused and not self._closing:
-                try:
-                    line = reader.next_line()
-                except LineTooLongError as e:
-                    self._too_long(e.start)
-                    return
                 if line is None:
-                    return
+                    try:
+                        line = reader.next_line()
+                    except LineTooLongError as e:
+                        self._too_long(e.start)
+                        return
+                    if line is None:
+                        return
                 self.lineReceived(line)
+                line = None
                 if getattr(self.transport, "disconnecting", False):
                     return  # the connection is closing: run nothing more
         finally:
@@ -284,8 +291,8 @@ class TextProtocol(ClientConnection):
             self._finish()
 
     def _finish(self) -> None:
-        if self._closing:
-            return
+        if self._closing or self._receiving:
+            return  # (receiving: the loop taking lines finishes, then its caller)
         self.dataReceived(b"")  # lines held back while we were paused
         if self.paused or self._closing:
             return
