@@ -4,7 +4,6 @@ memory linear in the bytes received."""
 
 from __future__ import annotations
 
-import tracemalloc
 from typing import List, Optional, Tuple
 
 from hypothesis import given, settings
@@ -127,7 +126,9 @@ class LineReaderTests(SynchronousTestCase):
         """256 KiB of a line that arrives one byte per read is held in blocks, in
         about its own size, not as a quarter of a million small objects (~10 MB)."""
         if PYPY:
-            self.skipTest("tracemalloc does not trace PyPy's heap")
+            self.skipTest("PyPy has no tracemalloc")
+        import tracemalloc
+
         reader = LineReader(1 << 20)
         data = [bytes([97 + i % 26]) for i in range(256 << 10)]
         tracemalloc.start()
