@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -40,19 +40,23 @@ def resp_set(value: bytes) -> bytes:
     return b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n%s\r\n" % (len(value), value)
 
 
-def one_run(limit: int, build: Callable[[bytes], bytes], step: int) -> float:
-    """CPU seconds to read and run one SET at ``limit`` bytes in ``step``-byte reads."""
-    node = Node(Clock(), "bench", max_request=limit)
-    value = b"v" * (limit - 6)  # the text line "SET k <value>" fills the limit
-    stream = build(value)
+def timed_feed(node: Node, stream: bytes, step: int) -> Tuple[float, bytes]:
+    """CPU seconds to feed ``stream`` to a new connection in ``step``-byte reads,
+    and the replies."""
     proto = node.factory().buildProtocol(ADDRESS)
     transport = StringTransport(peerAddress=ADDRESS)
     proto.makeConnection(transport)
     began = time.process_time()
     for at in range(0, len(stream), step):
         proto.dataReceived(stream[at : at + step])
-    spent = time.process_time() - began
-    reply = transport.value()
+    return time.process_time() - began, transport.value()
+
+
+def one_run(limit: int, build: Callable[[bytes], bytes], step: int) -> float:
+    """CPU seconds to read and run one SET at ``limit`` bytes in ``step``-byte reads."""
+    node = Node(Clock(), "bench", max_request=limit)
+    value = b"v" * (limit - 6)  # the text line "SET k <value>" fills the limit
+    spent, reply = timed_feed(node, build(value), step)
     if reply not in (b"OK\r\n", b"+OK\r\n") or node.store.get(b"k") != value:
         raise SystemExit(f"wrong reply {reply[:80]!r} or value not stored")
     return spent
@@ -62,15 +66,8 @@ def pipeline_run(step: int) -> float:
     """CPU seconds to read and answer 100,000 pipelined text GETs in ``step``-byte reads."""
     node = Node(Clock(), "bench")
     node.store.set(b"key", b"value")
-    stream = b"GET key\r\n" * 100_000
-    proto = node.factory().buildProtocol(ADDRESS)
-    transport = StringTransport(peerAddress=ADDRESS)
-    proto.makeConnection(transport)
-    began = time.process_time()
-    for at in range(0, len(stream), step):
-        proto.dataReceived(stream[at : at + step])
-    spent = time.process_time() - began
-    if transport.value() != b"value\r\n" * 100_000:
+    spent, replies = timed_feed(node, b"GET key\r\n" * 100_000, step)
+    if replies != b"value\r\n" * 100_000:
         raise SystemExit("wrong replies to the pipelined GETs")
     return spent
 
