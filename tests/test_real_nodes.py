@@ -124,6 +124,33 @@ def test_half_close_with_real_netcat(cluster: Cluster) -> None:
     assert done.stdout == b"hello there\r\n"
 
 
+def _exchange(port: int, data: bytes, step: int) -> bytes:
+    """Send ``data`` in ``step``-byte writes, half-close, and read until the node closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for at in range(0, len(data), step):
+            sock.sendall(data[at : at + step])
+        sock.shutdown(socket.SHUT_WR)
+        replies = []
+        while True:
+            got = sock.recv(1 << 16)
+            if not got:
+                return b"".join(replies)
+            replies.append(got)
+
+
+def test_a_4_mib_text_line_sent_in_small_writes_is_stored(cluster: Cluster) -> None:
+    """A text SET of 4 MiB, sent in 1,460-byte writes to a node started with
+    --max-request 4194304, is answered OK and reads back whole; one byte more
+    gets the limit's ERR."""
+    (node,) = cluster.start(1, ["--max-request", str(4 << 20)])
+    line = (b"SET k " + bytes(range(97, 123)) * ((4 << 20) // 26 + 1))[: 4 << 20]
+    assert _exchange(node.port, line + b"\r\n", 1460) == b"OK\r\n"
+    assert _exchange(node.port, b"GET k\n", 1460) == line[6:] + b"\r\n"
+    assert _exchange(node.port, line + b"x\r\n", 1460) == \
+        b"ERR request exceeds the limit of 4194304 bytes; closing\r\n"
+
+
 def test_bad_options_and_help(tmp_path: Path) -> None:
     """Malformed peers and a busy port stop twistd non-zero with a clear message; --help lists all."""
     twistd = twistd_for(sys.executable)

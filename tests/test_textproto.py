@@ -138,7 +138,7 @@ class TextProtocolTests(SynchronousTestCase):
                 # The buffer was dropped: memory does not grow with what follows.
                 proto.dataReceived(b"y" * 10_000)
                 inner = proto.inner
-                self.assertLessEqual(len(inner._buffer), 64)  # type: ignore[union-attr]
+                self.assertLessEqual(inner._reader.held(), 64)  # type: ignore[union-attr]
 
     def test_request_at_the_limit_is_accepted(self) -> None:
         """A request exactly at the size limit is served."""
@@ -225,3 +225,118 @@ class BackpressureTests(SynchronousTestCase):
         inner.resumeProducing()
         self.assertEqual(transport.value(), b"PONG\r\n" + b"v\r\n" * 3)
         self.assertTrue(transport.disconnecting)
+
+
+#: Lines whose replies must not depend on where the stream is cut: both line
+#: endings, a "\r" inside a value, one more "\r" before the ending (kept in
+#: the value, as before), an empty line and a blank one.
+SPLIT_SCRIPT = [
+    (b"SET a one\r\n", b"OK\r\n"),
+    (b"SET b x\ry\n", b"OK\r\n"),
+    (b"SET c z\r\r\n", b"OK\r\n"),
+    (b"\r\n", b""),
+    (b" \t\n", b""),
+    (b"GET a\n", b"one\r\n"),
+    (b"GET b\r\n", b"x\ry\r\n"),
+    (b"GET c\n", b"z\r\r\n"),
+    (b"MGET a missing\r\n", b"one\r\n(nil)\r\nEND\r\n"),
+]
+
+
+class LineSplitTests(SynchronousTestCase):
+    def test_every_split_point_gives_the_unsplit_replies(self) -> None:
+        """The script cut into two reads at every byte (between a "\\r" and its
+        "\\n" too) is answered exactly as when it arrives in one read."""
+        data = b"".join(request for request, _ in SPLIT_SCRIPT)
+        expected = b"".join(reply for _, reply in SPLIT_SCRIPT)
+        self.assertEqual(converse(Node(Clock(), "t1"), data), expected)
+        for at in range(1, len(data)):
+            node = Node(Clock(), "t1")
+            proto, transport = connect(node)
+            proto.dataReceived(data[:at])
+            proto.dataReceived(data[at:])
+            self.assertEqual(transport.value(), expected, at)
+
+    def test_a_line_at_the_limit_split_at_every_byte(self) -> None:
+        """A line of exactly --max-request bytes ending in "\\r\\n", then a PING, cut at
+        every byte: served; one byte longer: refused and closed, the PING not run."""
+        line = b"SET k " + b"v" * 58
+        for extra, expected in ((b"", b"OK\r\nPONG\r\n"),
+                                (b"v", b"ERR request exceeds the limit of 64 bytes; closing\r\n")):
+            data = line + extra + b"\r\nPING\n"
+            for at in range(1, len(data)):
+                node = Node(Clock(), "t1", max_request=64)
+                proto, transport = connect(node)
+                proto.dataReceived(data[:at])
+                proto.dataReceived(data[at:])
+                self.assertEqual(transport.value(), expected, (extra, at))
+                self.assertEqual(transport.disconnecting, bool(extra))
+
+    def test_half_close_after_a_last_line_at_the_limit_and_its_cr(self) -> None:
+        """An unterminated last line of --max-request bytes and a "\\r" is run at the
+        half-close; one of --max-request + 1 bytes without it is refused."""
+        node = Node(Clock(), "t1", max_request=64)
+        line = b"SET k " + b"v" * 58
+        for last, expected in ((line + b"\r", b"OK\r\n"), (line + b"w", b"ERR request exceeds")):
+            proto, transport = connect(node)
+            proto.dataReceived(last)
+            self.assertEqual(transport.value(), b"")
+            proto.readConnectionLost()
+            self.assertTrue(transport.value().startswith(expected), transport.value())
+            self.assertTrue(transport.disconnecting)
+        self.assertEqual(node.store.get(b"k"), b"v" * 58)
+
+    def test_a_line_completed_while_paused_runs_in_order_after_resuming(self) -> None:
+        """Reads that arrive while the transport has paused the connection are kept,
+        a line spread over them included, and run in order once it resumes."""
+        node = Node(Clock(), "t1")
+        proto, transport = connect(node)
+        proto.dataReceived(b"SET k v\nGET ")
+        inner = proto.inner
+        assert inner is not None
+        inner.pauseProducing()
+        proto.dataReceived(b"k\r")
+        proto.dataReceived(b"\nSET k w\r\nGE")
+        proto.dataReceived(b"T k\n")
+        self.assertEqual(transport.value(), b"OK\r\n")
+        inner.resumeProducing()
+        self.assertEqual(transport.value(), b"OK\r\nv\r\nOK\r\nw\r\n")
+
+
+class LineWorkTests(SynchronousTestCase):
+    def test_a_set_at_the_limit_in_1460_byte_reads_is_read_in_work_linear_in_its_bytes(
+        self,
+    ) -> None:
+        """A text SET filling --max-request (1 MiB, and 4 MiB) arriving in 1,460-byte
+        reads is stored, and the connection searched each byte for the line end
+        once and copied it at most twice (Twisted's LineReceiver joined and split
+        its whole buffer at every read: about 720 and 2,900 times the line)."""
+        for limit in (1 << 20, 4 << 20):
+            node = Node(Clock(), "t1", max_request=limit)
+            value = b"v" * (limit - 6)
+            stream = b"SET k " + value + b"\r\n"
+            self.assertEqual(converse(node, stream, 1460), b"OK\r\n")
+            self.assertEqual(node.store.get(b"k"), value)
+            proto, transport = connect(node)
+            for at in range(0, len(stream), 1460):
+                proto.dataReceived(stream[at : at + 1460])
+            self.assertEqual(transport.value(), b"OK\r\n")
+            reader = proto.inner._reader  # type: ignore[union-attr]
+            self.assertEqual(reader.scanned, len(stream), limit)
+            self.assertLessEqual(reader.copied, 2 * len(stream), limit)
+
+    def test_a_pipeline_of_short_lines_in_small_reads_is_read_in_linear_work(self) -> None:
+        """20,000 pipelined SETs in 1,460-byte reads (lines straddling reads) are all
+        answered, each byte searched for a line end at most twice (a read that may
+        be one whole line is searched up to its first line end first) and copied
+        at most twice."""
+        node = Node(Clock(), "t1")
+        stream = b"".join(b"SET key:%05d value-%d\r\n" % (i, i) for i in range(20000))
+        proto, transport = connect(node)
+        for at in range(0, len(stream), 1460):
+            proto.dataReceived(stream[at : at + 1460])
+        self.assertEqual(transport.value(), b"OK\r\n" * 20000)
+        self.assertEqual(node.store.get(b"key:19999"), b"value-19999")
+        reader = proto.inner._reader  # type: ignore[union-attr]
+        self.assertLessEqual(reader.scanned, 2 * len(stream))
+        self.assertLessEqual(reader.copied, 2 * len(stream))

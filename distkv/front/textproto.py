@@ -29,7 +29,7 @@ reply that is ready waits behind an earlier write's.
 from __future__ import annotations
 
 import re
-from typing import List, Optional, Union
+from typing import List, Optional, Union, cast
 
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
@@ -37,7 +37,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -54,6 +53,7 @@ from distkv.front.commands import (
     Request,
     Status,
 )
+from distkv.front.lines import LineReader, LineTooLongError
 from distkv.front.replies import NIL_ARRAY
 from distkv.front.replyqueue import ClientConnection, OutputLimits, reply_size
 from distkv.ratelog import printable
@@ -119,18 +119,28 @@ def _array_lines(array: Union[Array, Map]) -> List[bytes]:
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
-class TextProtocol(ClientConnection, LineReceiver):
-    """Parses lines, runs them through the dispatcher, writes the replies."""
+class TextProtocol(ClientConnection):
+    """Parses lines, runs them through the dispatcher, writes the replies.
 
-    delimiter = b"\n"
+    Its reads go to a :class:`~distkv.front.lines.LineReader`, which searches
+    each byte for the line end once however the stream is cut (Twisted's
+    ``LineReceiver`` joined and split its whole buffer again at every read:
+    a line arriving in ``n`` reads cost ``n`` times its size), and lines are
+    taken from it one at a time while the connection is not paused.
+    """
 
     def __init__(
         self, dispatcher: Dispatcher, max_request: int, limits: Optional[OutputLimits] = None
     ) -> None:
         super().__init__(dispatcher, "text", format_reply, limits)
         self._limit = max_request
-        # One more for the CR of a CR LF line ending, which does not count.
-        self.MAX_LENGTH = max_request + 1
+        self._reader = LineReader(max_request)
+        #: No line is taken from the reader (and the transport is paused)
+        #: while this holds: the transport paused us, or we paused ourselves.
+        self.paused = False
+        #: Lines are being taken (further up the stack): a read that arrives
+        #: meanwhile is only kept, and taken by that loop.
+        self._receiving = False
         self._closing = False
         self._eof = False
         #: The transport paused us; we stopped (replies behind a commit
@@ -144,17 +154,28 @@ class TextProtocol(ClientConnection, LineReceiver):
 
     def pauseProducing(self) -> None:
         self._transport_paused = True
-        super().pauseProducing()
+        self._pause()
 
     def resumeProducing(self) -> None:
         self._transport_paused = False
         self._go_on()
 
+    def stopProducing(self) -> None:
+        self.paused = True
+        cast(IPushProducer, self.transport).stopProducing()
+
+    def _pause(self) -> None:
+        """Take no further line and stop reading."""
+        self.paused = True
+        cast(IPushProducer, self.transport).pauseProducing()
+
     def _go_on(self) -> None:
         """Run the lines held back and read again, unless something holds them."""
         if self._stopped or self._blocked or self._transport_paused or self._closing:
             return
-        super().resumeProducing()
+        self.paused = False
+        cast(IPushProducer, self.transport).resumeProducing()
+        self.dataReceived(b"")  # the lines held back while we were paused
         if self._eof and not self.paused:
             self._finish()
 
@@ -168,13 +189,39 @@ class TextProtocol(ClientConnection, LineReceiver):
         self._blocked = False
         self._go_on()
 
-    def lineReceived(self, line: bytes) -> None:
+    def dataReceived(self, data: bytes) -> None:
         if self._closing:
+            return  # nothing after QUIT or an error runs: not even kept
+        reader = self._reader
+        if self._receiving:
+            reader.feed(data)  # taken by the loop below, further up the stack
             return
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        elif len(line) > self._limit:
-            self.lineLengthExceeded(line)
+        self._receiving = True
+        try:
+            # The usual read of a client that waits for each reply, one whole
+            # line, is run without being kept; any other is fed to the reader.
+            line = None if self.paused else reader.lone_line(data)
+            if line is None:
+                reader.feed(data)
+            while not self.paused and not self._closing:
+                if line is None:
+                    try:
+                        line = reader.next_line()
+                    except LineTooLongError as e:
+                        self._too_long(e.start)
+                        return
+                    if line is None:
+                        return
+                self.lineReceived(line)
+                line = None
+                if getattr(self.transport, "disconnecting", False):
+                    return  # the connection is closing: run nothing more
+        finally:
+            self._receiving = False
+
+    def lineReceived(self, line: bytes) -> None:
+        """Run one line (its line ending removed, within the request limit)."""
+        if self._closing:
             return
         if not line.strip():
             return
@@ -189,7 +236,7 @@ class TextProtocol(ClientConnection, LineReceiver):
                 self.session.waiting = None
                 self._blocked = True
                 if not self.paused:
-                    super().pauseProducing()
+                    self._pause()
                 blocker.when_done(self._unblock)
             return
         close = isinstance(outcome, Status) and outcome.close
@@ -212,19 +259,19 @@ class TextProtocol(ClientConnection, LineReceiver):
                 # Replies waiting for a commit: run no further line until
                 # they are sent (the transport cannot pause us for them).
                 self._stopped = True
-                super().pauseProducing()
+                self._pause()
             return
         self.write(format_reply(outcome))
         if close:
             self._close()
 
-    def lineLengthExceeded(self, line: bytes) -> None:
+    def _too_long(self, start: bytes) -> None:
+        """A line over the limit, of which ``start`` is the first bytes."""
         if self._closing:
-            self.clearLineBuffer()
             return
         self._warn(
             "Closing {peer}: request over the {limit}-byte limit, starting {start}",
-            limit=self._limit, start=printable(line),
+            limit=self._limit, start=printable(start),
         )
         self._respond(
             Error(f"ERR request exceeds the limit of {self._limit} bytes; closing")
@@ -233,7 +280,7 @@ class TextProtocol(ClientConnection, LineReceiver):
 
     def _close(self) -> None:
         self._closing = True
-        self.clearLineBuffer()
+        self._reader.clear()
         self._owed.close_when_sent()
 
     def readConnectionLost(self) -> None:
@@ -244,13 +291,17 @@ class TextProtocol(ClientConnection, LineReceiver):
             self._finish()
 
     def _finish(self) -> None:
-        if self._closing:
-            return
+        if self._closing or self._receiving:
+            return  # (receiving: the loop taking lines finishes, then its caller)
         self.dataReceived(b"")  # lines held back while we were paused
         if self.paused or self._closing:
             return
-        rest = self.clearLineBuffer()
-        if rest:
+        rest = self._reader.rest()  # a last line without its "\n"
+        if rest.endswith(b"\r"):
+            rest = rest[:-1]
+        if len(rest) > self._limit:
+            self._too_long(rest)
+        elif rest:
             self.lineReceived(rest)
         if not self._closing:
             self._close()
