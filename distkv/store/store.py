@@ -402,9 +402,15 @@ class Store:
             # ``last``, the slot of its newest change if an increment's, is the
             # very object _incr() stored in _own once an INCR here made this
             # state (after a merge, an equal slot takes _incr() once).
-            if (last is not None and number is not None and self._own.get(key) is last
-                    and type(last_total) is int):
-                result = number + amount
+            if last is not None and number is not None and type(last_total) is int:
+                try:  # cheaper than _own.get() while the key is there
+                    mine = self._own[key] is last
+                except KeyError:  # another node's slot, or one of an earlier run here
+                    mine = False
+            else:
+                mine = False
+            if mine:
+                result = number + amount  # type: ignore[operator]  # not None: see above
                 # One bound to check, the one ``amount``'s sign moves towards.
                 if ((result <= INT64_MAX if amount > 0 else result >= INT64_MIN)
                         and held is not None):
