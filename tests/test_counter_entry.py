@@ -13,6 +13,8 @@ two tuples wrote (so peers and data dirs of either read each other's).
 from __future__ import annotations
 
 import itertools
+from fractions import Fraction
+from typing import Dict, Optional, Tuple
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -25,7 +27,7 @@ from distkv.front.textproto import format_reply
 from distkv.node import Node
 from distkv.store import counter as counters
 from distkv.store.entries import counter_state, expires_of, is_counter, version_of
-from distkv.store.hlc import HybridClock
+from distkv.store.hlc import HybridClock, Version
 from distkv.store.store import Store
 from distkv.testing import SimulatedCluster
 from tests.respclient import ask, command, connect
@@ -101,6 +103,54 @@ class EntryTests(SynchronousTestCase):
         self.assertTrue(is_counter(gone))
         self.assertEqual((gone[0], expires_of(gone)), (None, 0))
         self.assertEqual(counters.number_of(counter_state(gone)), 0)
+
+
+class FractionalSlotTests(SynchronousTestCase):
+    def test_incrby_on_a_fractional_slot_stops_at_its_bound(self) -> None:
+        """A slot INCRBYFLOAT made fractional is never kept aside, so INCRBY
+        in it, even right after an INCRBY of its own (INCR's fast path),
+        checks a fraction's bound (2**126 units of 10**-17, about 2**69.5):
+        node a's INCRBYs of 3 * 2**59, two at a time, each pair cancelled by node
+        b, are refused as an overflow at the first that would pass it, while
+        the value stays inside 64 bits."""
+        ticks = itertools.count(10**12)
+        a, b, c = (Store(HybridClock(name, ticks.__next__)) for name in "abc")
+        a.incr_float(KEY, b"0.5")
+        c.incr_float(KEY, b"0.5")
+        for source, target in ((a, c), (c, a), (a, b)):
+            target.apply(KEY, source.entry(KEY))  # type: ignore[arg-type]
+        self.assertEqual([store.get(KEY) for store in (a, b, c)], [b"1"] * 3)
+        step = 3 * 2**59  # the one refused is the second of a pair (492nd)
+        bound = Fraction(counters.TOTAL_LIMIT, counters.SCALE)
+        refused = next(n for n in itertools.count(1) if Fraction(1, 2) + n * step >= bound)
+        self.assertEqual(refused % 2, 0)
+        made = 0
+        while True:
+            for _ in range(2):  # the second on INCR's fast path, but for the bound
+                reply = a.incr(KEY, step)
+                if type(reply) is str:
+                    break
+                made += 1
+                self.assertEqual(reply, 1 + step * (2 - made % 2))
+                held = a.entry(KEY)
+                assert held is not None
+                self.assertEqual(held, counters.make(*_parts(counter_state(held))))
+            if type(reply) is str:
+                break
+            b.apply(KEY, a.entry(KEY))  # type: ignore[arg-type]
+            self.assertEqual(b.incr(KEY, -2 * step), 1)
+            a.apply(KEY, b.entry(KEY))  # type: ignore[arg-type]
+        self.assertEqual((made + 1, reply), (refused, "ERR increment or decrement would overflow"))
+        self.assertEqual(a.get(KEY), b"%d" % (1 + step * (made % 2)))
+
+
+_Slots = Dict[counters.Slot, counters.SlotState]
+
+
+def _parts(state: counters.CounterState) -> Tuple[Optional[bytes], int, Version, _Slots, _Slots]:
+    """What :func:`~distkv.store.counter.make` builds ``state`` from."""
+    return (state[counters.BASE], state[counters.EXPIRES],  # type: ignore[return-value]
+            state[counters.BASE_VERSION], counters.all_slots(state), state[counters.OBSERVED])
 
 
 class FormatTests(SynchronousTestCase):

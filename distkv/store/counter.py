@@ -135,8 +135,11 @@ def integer(value: Optional[bytes]) -> Optional[int]:
 #: and :func:`version` gives it as a Version. That slot is kept out of the
 #: ``SLOTS`` dict (its state is its total and the state's version), so INCR
 #: in its own slot builds one tuple and shares the dict; :func:`all_slots`
-#: gives every slot. Every field follows from the logical state, so two
-#: equal states are equal tuples. Readers outside this module and
+#: gives every slot. A slot whose total is fractional (INCRBYFLOAT's) is never
+#: kept aside, so a kept-aside total is always an int (INCR's fast path needs
+#: no check: a fraction's bound, about 2**69 units, is within INCRBY's
+#: reach). Every field follows from the logical state, so two equal states
+#: are equal tuples. Readers outside this module and
 #: :mod:`distkv.store.entries` go through their functions, never an index.
 CounterState = Tuple[Optional[bytes], int, Optional[bytes], Version, Dict[Slot, SlotState],
                      Dict[Slot, SlotState], Total, Optional[int], Optional[Slot], Total, int, int, str]
@@ -173,7 +176,7 @@ def make(base: Optional[bytes], expires: int, base_version: Version,
                 last = slot if parts is slots else None
     last_total: Total = 0
     if last is not None:
-        if slots[last][1:] != newest[:2]:
+        if slots[last][1:] != newest[:2] or type(slots[last][0]) is not int:
             last = None
         else:
             last_total = slots[last][0]
@@ -286,6 +289,9 @@ def incremented(state: CounterState, slot: Slot, amount: int, ms: int, counter: 
             slots = slots.copy()
         old = slots.pop(slot, None)
         total = 0 if old is None else old[0]
+        if type(total) is not int:  # a fractional total stays in the dict (see CounterState)
+            slots[slot] = (total + amount, ms, counter)
+            return make(state[BASE], state[EXPIRES], state[BASE_VERSION], slots, state[OBSERVED])
     number = state[NUMBER]
     if number is not None:
         number += amount

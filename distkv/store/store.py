@@ -402,7 +402,8 @@ class Store:
             # ``last``, the slot of its newest change if an increment's, is the
             # very object _incr() stored in _own once an INCR here made this
             # state (after a merge, an equal slot takes _incr() once).
-            if last is not None and number is not None and type(last_total) is int:
+            # Its total is an int (a fractional one is never kept aside).
+            if last is not None and number is not None:
                 try:  # cheaper than _own.get() while the key is there
                     mine = self._own[key] is last
                 except KeyError:  # another node's slot, or one of an earlier run here
