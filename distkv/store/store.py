@@ -336,7 +336,7 @@ class Store:
         elif current[0] is None:
             self._tombstones.discard(key)
             self._live += 1
-        elif len(current) == 5:  # (a 6-tuple, a counter, went to _reset_counter)
+        elif len(current) == 5:  # (a counter went to _reset_counter)
             self._with_expiry -= 1
         if key not in self._changed:  # once per key between digest reads
             self.digest.note(key, current)
