@@ -27,7 +27,7 @@ from distkv.disk.datafile import FILENAME
 from distkv.node import Node
 from distkv.store.counter import MAX_SLOTS, ZERO, CounterState, decode, encode, make, version
 from distkv.store.digest import Digest
-from distkv.store.entries import Entry, counter_entry
+from distkv.store.entries import Entry, counter_entry, counter_state
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.longdouble import format_long_double, long_double
 from distkv.store.store import Store
@@ -405,7 +405,7 @@ class EncodingTests(SynchronousTestCase):
         range or a frame version that is not the state's: WireError."""
         entry = self.sample()
         frame = wire.encode_write(7, KEY, entry)
-        state: CounterState = entry[2]  # type: ignore[misc]
+        state: CounterState = counter_state(entry)
         raw = encode(state)
         self.assertEqual(decode(raw, wire.valid_node_id), state)
         bad_frames = [frame[4:-1], frame[4:] + b"\0"]

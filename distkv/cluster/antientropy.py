@@ -35,7 +35,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from distkv.cluster import wire
 from distkv.store.digest import select
-from distkv.store.entries import ZERO, Entry, version_of
+from distkv.store.entries import ZERO, Entry, is_counter, version_of
 from distkv.store.hlc import Version
 from distkv.store.store import Store
 
@@ -129,7 +129,7 @@ class Round:
                 if seen is None and horizon is not None and entry[-3:] < horizon:
                     # Deleted and purged there (see below_horizon).
                     self.dropped += self.below_horizon(key, entry, horizon)
-                elif seen is None or entry[-3:] > seen or len(entry) == 6:
+                elif seen is None or entry[-3:] > seen or is_counter(entry):
                     # A counter goes whatever its version: the peer's may be
                     # newer and still lack slots this one holds (a merge, not
                     # last-writer-wins, settles them: distkv.store.counter).

@@ -89,7 +89,16 @@ from twisted.logger import Logger
 from distkv.cluster import paxoswire, wire
 from distkv.cluster.acceptor import Acceptor
 from distkv.disk.journal import Batch
-from distkv.store.entries import Entry, expired, expires_of, make_entry, mark_of, newer, version_of
+from distkv.store.entries import (
+    Entry,
+    expired,
+    expires_of,
+    is_counter,
+    make_entry,
+    mark_of,
+    newer,
+    version_of,
+)
 from distkv.store.hlc import HybridClock, Version
 
 log = Logger()
@@ -303,7 +312,7 @@ class Proposer:
         for entry in promises.values():
             if entry is not None and (newest is None or newer(entry, newest)):
                 newest = entry
-        if newest is not None and len(newest) == 6:
+        if newest is not None and is_counter(newest):
             self._end(op, None, "ERR this key holds a counter (INCR, INCRBY or INCRBYFLOAT at "
                                 "another level): LINEARIZABLE cannot read or change it; use "
                                 "the key at the level that made it")

@@ -39,7 +39,7 @@ import struct
 from typing import List, NamedTuple, Optional, Tuple, Union
 
 from distkv.cluster import wire
-from distkv.store.entries import ZERO, Entry
+from distkv.store.entries import ZERO, Entry, is_counter
 from distkv.store.hlc import Version
 
 #: Answers' statuses.
@@ -114,7 +114,7 @@ def encode_promise(id_: int, status: int, seen: Version = ZERO,
 
 
 def encode_accept(id_: int, key: bytes, entry: Entry) -> bytes:
-    if len(entry) == 6:
+    if is_counter(entry):
         raise ValueError("a counter state is never proposed")
     return wire._frame(b"V" + _ID.pack(id_) + _COUNT.pack(1) + _entry_parts(key, entry))
 
@@ -162,7 +162,7 @@ def decode(body: bytes) -> Frame:
         if count != 1:
             raise wire.WireError("malformed entry count in accept")
         ((key, entry),) = wire._decode_entries(body, 1 + _ID.size + _COUNT.size, 1, "accept")
-        if len(entry) == 6:
+        if is_counter(entry):
             raise wire.WireError("a counter state in an accept")
         return Accept(id_, key, entry)
     if kind == b"v":

@@ -34,7 +34,7 @@ from twisted.logger import Logger
 
 from distkv.cluster import wire
 from distkv.disk.journal import Batch
-from distkv.store.entries import Entry, Mark, mark_of, version_of
+from distkv.store.entries import Entry, Mark, is_counter, mark_of, version_of
 from distkv.store.hlc import Version
 
 log = Logger()
@@ -547,7 +547,7 @@ def _repairs(newest: Dict[bytes, Optional[Entry]], held: Dict[bytes, Mark]) -> L
         seen = held.get(key)
         if seen is None and entry[0] is None:
             continue
-        if len(entry) == 6:
+        if is_counter(entry):
             lacks = seen != mark_of(entry)
         else:
             lacks = seen is None or seen < entry[-3:]  # type: ignore[operator]

@@ -137,7 +137,7 @@ from distkv.cluster import membership
 from distkv.cluster.membership import Member
 from distkv.store import counter as counters
 from distkv.store.digest import BUCKETS, DIGEST_BYTES
-from distkv.store.entries import Entry, counter_entry, expires_of, expiring_entry
+from distkv.store.entries import Entry, counter_entry, counter_state, expires_of, expiring_entry, is_counter
 from distkv.store.hlc import Version
 
 #: 4: counters (the W/T flag 4), and quorum reads (the R and r frames);
@@ -477,7 +477,7 @@ def parse_proof(line: bytes) -> bytes:
 
 def encode_write(seq: int, key: bytes, entry: Entry) -> bytes:
     if len(entry) != 4:
-        if len(entry) == 6:
+        if is_counter(entry):
             return _encode_counter_write(seq, key, entry)
         return _encode_expiring_write(seq, key, entry)
     value, ms, counter, name = entry  # type: ignore[misc]
@@ -508,7 +508,7 @@ def _encode_expiring_write(seq: int, key: bytes, entry: Entry) -> bytes:
 
 
 def _encode_counter_write(seq: int, key: bytes, entry: Entry) -> bytes:
-    state = counters.encode(entry[2])  # type: ignore[misc,arg-type]
+    state = counters.encode(counter_state(entry))
     node = entry[-1].encode("ascii")  # type: ignore[union-attr]
     head = _WRITE_FRAME.pack(
         _WRITE_FIXED + len(node) + len(key) + len(state),
@@ -530,8 +530,8 @@ def _counter(raw: bytes, ms: int, counter: int, node: str) -> Entry:
 
 def value_bytes(entry: Entry) -> int:
     """The bytes ``entry``'s value takes in a write frame."""
-    if len(entry) == 6:
-        return len(counters.encode(entry[2]))  # type: ignore[misc,arg-type]
+    if is_counter(entry):
+        return len(counters.encode(counter_state(entry)))
     return len(entry[0] or b"")
 
 
@@ -566,9 +566,9 @@ def _encode_entries(writes: Sequence[Tuple[bytes, Entry]], parts: List[bytes]) -
     for key, entry in writes:
         value, ms, counter, name = entry[0], entry[-3], entry[-2], entry[-1]
         node = name.encode("ascii")  # type: ignore[union-attr]
-        if len(entry) == 6:
+        if is_counter(entry):
             flags = _COUNTER
-            value = counters.encode(entry[2])  # type: ignore[misc,arg-type]
+            value = counters.encode(counter_state(entry))
         elif len(entry) == 5:
             flags = _EXPIRES
         else:

@@ -45,7 +45,7 @@ class CounterCommands:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
         self.store = dispatcher.store
-        self._incr = dispatcher.store.incr
+        self._increment = dispatcher.store.increment
 
     def incr(self, request: Sequence[bytes], session: Session) -> Outcome:
         # The hot path: _add's steps for INCR, inlined.
@@ -56,12 +56,14 @@ class CounterCommands:
             return LOADING
         if dispatcher.write_refusal is not None:
             return dispatcher.write_refusal
-        result = self._incr(request[1], 1)
-        if type(result) is int:  # the reply (see replies.Integer); else Redis's error text
+        result = self._increment(request[1], 1)
+        if type(result) is not str:
+            # The counter's entry, whose value is the new number's text: the
+            # reply as it is (see replies.IntegerText).
             if dispatcher.durable is None:
-                return result
-            return dispatcher.after_commit(result)
-        return Error(str(result))
+                return result  # type: ignore[return-value]
+            return dispatcher.after_commit(result)  # type: ignore[arg-type]
+        return Error(result)  # type: ignore[arg-type]  # Redis's error text
 
     def _add(self, request: Sequence[bytes], length: int, amount: Optional[int]) -> Outcome:
         if len(request) != length:
@@ -78,10 +80,10 @@ class CounterCommands:
                 if amount == INT64_MIN:
                     return DECREMENT_OVERFLOW
                 amount = -amount
-        result = self.store.incr(request[1], amount)
-        if type(result) is int:
-            return dispatcher.after_commit(result)
-        return Error(str(result))
+        result = self.store.increment(request[1], amount)
+        if type(result) is not str:  # the counter's entry (see incr())
+            return dispatcher.after_commit(result)  # type: ignore[arg-type]
+        return Error(result)  # type: ignore[arg-type]
 
     def decr(self, request: Sequence[bytes], session: Session) -> Outcome:
         return self._add(request, 2, -1)

@@ -57,6 +57,24 @@ class NilArray:
 Integer = int
 
 
+#: An integer reply already written out in decimal: a plain ``tuple`` (never
+#: a subclass: the reply types below are NamedTuples) whose first field is
+#: the integer's text. INCR answers the counter entry it wrote, whose value
+#: GET reads is the new number's text (see
+#: :meth:`~distkv.store.store.Store.increment`), so RESP writes ``:``, that
+#: text and CR LF as they are rather than formatting the number a second
+#: time. RESP (its fast path, :func:`~distkv.front.resp.encode`, arrays, so
+#: EXEC's replies), the text protocol and :func:`~distkv.front.replyqueue.reply_size`
+#: know it; :func:`integer_text` reads it.
+IntegerText = Tuple[Any, ...]
+
+
+def integer_text(reply: IntegerText) -> bytes:
+    """The decimal text of an :data:`IntegerText` reply."""
+    text: bytes = reply[0]
+    return text
+
+
 class Error(NamedTuple):
     """A refusal; ``message`` starts with its code word, e.g. ``ERR ...``."""
 
@@ -81,7 +99,7 @@ class Map(NamedTuple):
     items: Tuple[Reply, ...]
 
 
-Reply = Union[bytes, Nil, NilArray, Status, int, Error, Lines, Array, Map]
+Reply = Union[bytes, Nil, NilArray, Status, int, Error, Lines, Array, Map, IntegerText]
 
 OK = Status(b"OK")
 PONG = Status(b"PONG")

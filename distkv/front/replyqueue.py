@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 
 from distkv.front import sendnow
 from distkv.front.replcmds import Later
-from distkv.front.replies import NIL, NIL_ARRAY, OK, Array, Error, Lines, Map, Reply
+from distkv.front.replies import NIL, NIL_ARRAY, OK, Array, Error, Lines, Map, Reply, integer_text
 from distkv.ratelog import RateLimit
 
 if TYPE_CHECKING:
@@ -64,6 +64,8 @@ def reply_size(reply: Reply) -> int:
         return 8
     if type(reply) is int:  # an integer reply (replies.Integer is int)
         return 24 + reply.bit_length() // 3
+    if type(reply) is tuple:  # an integer already written out (replies.IntegerText)
+        return 8 + len(integer_text(reply))
     return 32 + len(str(reply[0])) * 4  # type: ignore[index]
 
 

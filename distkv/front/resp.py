@@ -519,6 +519,8 @@ def encode(reply: Reply) -> bytes:
         return b"*-1\r\n"
     if kind is int:
         return b":%d\r\n" % (reply,)  # type: ignore[str-format]
+    if kind is tuple:  # IntegerText: INCR's, already written out
+        return b":" + reply[0] + b"\r\n"  # type: ignore[index,operator,no-any-return]
     # Every other reply type's first field is the one to encode (a Status's
     # text); an index rather than typing.cast, which is a Python call on this
     # hot path.
@@ -841,7 +843,15 @@ class RespProtocol(ClientConnection):
                     out.append(b"$%d\r\n%s\r\n" % (size, outcome))  # type: ignore[str-bytes-safe]
                 if room >= 0:
                     continue
-            elif kind is int:  # encode()'s, inline: INCR's reply
+            elif kind is tuple:  # INCR's reply, its text written out (replies.IntegerText)
+                if waiting:
+                    owed.then(b":" + outcome[0] + b"\r\n")  # type: ignore[index]
+                else:  # as three pieces: no bytes built for it
+                    out.append(b":")
+                    out.append(outcome[0])  # type: ignore[index]
+                    out.append(b"\r\n")
+                continue
+            elif kind is int:  # encode()'s, inline
                 if waiting:
                     owed.then(b":%d\r\n" % outcome)  # type: ignore[str-bytes-safe]
                 else:

@@ -54,7 +54,7 @@ from distkv.front.commands import (
     Status,
 )
 from distkv.front.lines import LineReader, LineTooLongError
-from distkv.front.replies import NIL_ARRAY
+from distkv.front.replies import NIL_ARRAY, integer_text
 from distkv.front.replyqueue import ClientConnection, OutputLimits, reply_size
 from distkv.ratelog import printable
 
@@ -96,6 +96,8 @@ def format_reply(reply: Reply) -> bytes:
         return reply.text + b"\r\n"
     if isinstance(reply, int):
         return b"%d\r\n" % (reply,)
+    if type(reply) is tuple:  # an integer already written out (replies.IntegerText)
+        return integer_text(reply) + b"\r\n"
     if isinstance(reply, Error):
         message = reply.message.replace("\r", " ").replace("\n", " ")
         if not message.startswith("ERR "):

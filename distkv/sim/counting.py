@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Set
 
 from distkv.sim.history import ACKED, FAILED, INDETERMINATE, Violation
 from distkv.store import counter as counters
-from distkv.store.entries import Entry
+from distkv.store import entries
+from distkv.store.entries import Entry, counter_state
 from distkv.store.hlc import Version
 
 if TYPE_CHECKING:
@@ -92,9 +93,9 @@ class Increment:
 
 
 def _slots(entry: Optional[Entry]) -> Dict[counters.Slot, counters.SlotState]:
-    if entry is None or len(entry) != 6:
+    if entry is None or not entries.is_counter(entry):
         return {}
-    return counters.all_slots(entry[2])  # type: ignore[misc,arg-type]
+    return counters.all_slots(counter_state(entry))
 
 
 def _holds(stores: Sequence[Store], increment: Increment) -> bool:

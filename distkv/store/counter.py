@@ -121,33 +121,43 @@ def integer(value: Optional[bytes]) -> Optional[int]:
     return number if INT64_MIN <= number <= INT64_MAX else None
 
 
-#: A counter's state, a plain tuple (INCR makes one per call, and any class
-#: costs several times as much to build). Its fields, by the indexes below:
-#: the base, its expiry and version, the slots, the observed slot states;
-#: then what is read off those once: what the slots add to the base, the
-#: newest version of any part (its ms, counter and node as three fields, as
-#: an entry holds them, so INCR builds no tuple for it; :func:`version`
-#: gives it as a Version), the value as an integer for INCR (None when
-#: it is not one), and the slot whose last change is that newest version
-#: (None when the newest change was not an increment) with its total. That
-#: slot is kept out of the ``SLOTS`` dict (its state is its total and the
-#: state's version), so INCR in its own slot builds one tuple and shares the
-#: dict; :func:`all_slots` gives every slot. Every field follows from the
-#: logical state, so two equal states are equal tuples.
-CounterState = Tuple[Optional[bytes], int, Version, Dict[Slot, SlotState], Dict[Slot, SlotState],
-                     Total, int, int, str, Optional[int], Optional[Slot], Total]
-BASE: Final = 0
+#: A counter's state, a plain tuple, which is also the key's entry (see
+#: :data:`~distkv.store.entries.Entry`): INCR builds this one tuple per call
+#: (any class costs several times as much to build). Its fields, by the
+#: indexes below: what GET reads off it (None when the key reads as missing:
+#: a tombstone, for counting and purging), the base's expiry, the base and
+#: its version, the slots, the observed slot states; then what is read off
+#: those once: what the slots add to the base, the value as an integer for
+#: INCR (None when it is not one), the slot whose last change is the newest
+#: version (None when the newest change was not an increment) with its total;
+#: last, the newest version of any part as three fields (ms, counter, node),
+#: where an entry holds its version, so ``state[-3:]`` is the entry's version
+#: and :func:`version` gives it as a Version. That slot is kept out of the
+#: ``SLOTS`` dict (its state is its total and the state's version), so INCR
+#: in its own slot builds one tuple and shares the dict; :func:`all_slots`
+#: gives every slot. A slot whose total is fractional (INCRBYFLOAT's) is never
+#: kept aside, so a kept-aside total is always an int (INCR's fast path needs
+#: no check: a fraction's bound, about 2**69 units, is within INCRBY's
+#: reach). Every field follows from the logical state, so two equal states
+#: are equal tuples. Readers outside this module and
+#: :mod:`distkv.store.entries` go through their functions, never an index.
+CounterState = Tuple[Optional[bytes], int, Optional[bytes], Version, Dict[Slot, SlotState],
+                     Dict[Slot, SlotState], Total, Optional[int], Optional[Slot], Total, int, int, str]
+VALUE: Final = 0
 EXPIRES: Final = 1
-BASE_VERSION: Final = 2
-SLOTS: Final = 3
-OBSERVED: Final = 4
-DELTA: Final = 5
-MS: Final = 6
-COUNTER: Final = 7
-NODE: Final = 8
-NUMBER: Final = 9
-LAST: Final = 10
-LAST_TOTAL: Final = 11
+BASE: Final = 2
+BASE_VERSION: Final = 3
+SLOTS: Final = 4
+OBSERVED: Final = 5
+DELTA: Final = 6
+NUMBER: Final = 7
+LAST: Final = 8
+LAST_TOTAL: Final = 9
+MS: Final = 10
+COUNTER: Final = 11
+NODE: Final = 12
+#: How many fields a state has: what tells a counter's entry from a plain one.
+FIELDS: Final = 13
 
 
 def make(base: Optional[bytes], expires: int, base_version: Version,
@@ -166,7 +176,7 @@ def make(base: Optional[bytes], expires: int, base_version: Version,
                 last = slot if parts is slots else None
     last_total: Total = 0
     if last is not None:
-        if slots[last][1:] != newest[:2]:
+        if slots[last][1:] != newest[:2] or type(slots[last][0]) is not int:
             last = None
         else:
             last_total = slots[last][0]
@@ -176,17 +186,17 @@ def make(base: Optional[bytes], expires: int, base_version: Version,
         number += delta
         if not INT64_MIN <= number <= INT64_MAX:
             number = None
-        return (base, expires, base_version, slots, observed, delta, newest[0], newest[1], newest[2],
-                number, last, last_total)
-    # A fractional sum, or a base that is not an integer: INCR reads the
-    # value as it is written (``5.0e3`` is not an integer; 5000 is).
-    state = (base, expires, base_version, slots, observed, delta, newest[0], newest[1], newest[2],
-             None, last, last_total)
+    else:
+        number = None
+    state: CounterState = (None, expires, base, base_version, slots, observed, delta, number, last,
+                           last_total, newest[0], newest[1], newest[2])
     text = value(state)
-    number = None if text is None else integer(text)
-    if number is None:
-        return state
-    return state[:NUMBER] + (number,) + state[LAST:]  # type: ignore[return-value]
+    if number is None and text is not None:
+        # A fractional sum, or a base that is not an integer: INCR reads the
+        # value as it is written (``5.0e3`` is not an integer; 5000 is).
+        number = integer(text)
+    return (text, expires, base, base_version, slots, observed, delta, number, last, last_total,
+            newest[0], newest[1], newest[2])
 
 
 def oversized(state: CounterState) -> bool:
@@ -200,6 +210,11 @@ def version(state: CounterState) -> Version:
     return Version(state[MS], state[COUNTER], state[NODE])
 
 
+def number_of(state: CounterState) -> Optional[int]:
+    """``state``'s value as an integer (INCR's reply), None when it is not one."""
+    return state[NUMBER]
+
+
 def all_slots(state: CounterState) -> Dict[Slot, SlotState]:
     """Every slot of ``state`` (a new dict when one is kept aside)."""
     last = state[LAST]
@@ -209,8 +224,6 @@ def all_slots(state: CounterState) -> Dict[Slot, SlotState]:
     slots[last] = (state[LAST_TOTAL], state[MS], state[COUNTER])
     return slots
 
-
-FRESH = make(None, 0, ZERO, {}, {})
 
 
 def moved(state: CounterState) -> bool:
@@ -245,6 +258,9 @@ def value(state: CounterState) -> Optional[bytes]:
     return base if exact is None else decimal_text(whole(exact + delta))
 
 
+FRESH = make(None, 0, ZERO, {}, {})
+
+
 def _base_rank(state: CounterState) -> Tuple[Version, bool, bytes, int]:
     # Versions decide; a tie (a node restarted with its clock behind, or a
     # value and its own expiry's reclaim) goes to the deleted base, then by
@@ -273,13 +289,20 @@ def incremented(state: CounterState, slot: Slot, amount: int, ms: int, counter: 
             slots = slots.copy()
         old = slots.pop(slot, None)
         total = 0 if old is None else old[0]
+        if type(total) is not int:  # a fractional total stays in the dict (see CounterState)
+            slots[slot] = (total + amount, ms, counter)
+            return make(state[BASE], state[EXPIRES], state[BASE_VERSION], slots, state[OBSERVED])
     number = state[NUMBER]
     if number is not None:
         number += amount
         if not INT64_MIN <= number <= INT64_MAX:
             number = None
-    return (state[BASE], state[EXPIRES], state[BASE_VERSION], slots, state[OBSERVED],
-            state[DELTA] + amount, ms, counter, slot[0], number, slot, total + amount)
+    new: CounterState = (
+        None if number is None else b"%d" % number, state[EXPIRES], state[BASE], state[BASE_VERSION],
+        slots, state[OBSERVED], state[DELTA] + amount, number, slot, total + amount, ms, counter, slot[0])
+    if number is None:  # the value as value() writes it out (the slot moved: never None)
+        return (value(new),) + new[1:]  # type: ignore[return-value]
+    return new
 
 
 def reset(state: CounterState, base: Optional[bytes], expires: int, version: Version) -> CounterState:

@@ -47,6 +47,7 @@ from hashlib import blake2b
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from distkv.store.counter import digest as crc32_of_counter
+from distkv.store.entries import COUNTER_FIELDS
 from distkv.store.hlc import Stamped, Version
 
 BUCKETS = 1024
@@ -80,8 +81,8 @@ def _value_part(stamped: Stamped) -> int:
     expiry see their difference."""
     if len(stamped) < 4:
         return NO_VALUE
-    if len(stamped) == 6:  # a counter: its whole state, read or not
-        return crc32_of_counter(stamped[2])
+    if len(stamped) == COUNTER_FIELDS:  # a counter: its whole state, read or not
+        return crc32_of_counter(stamped)  # type: ignore[arg-type]
     value = stamped[0]
     if value is None:
         return NO_VALUE

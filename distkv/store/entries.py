@@ -40,21 +40,27 @@ _new_tuple = tuple.__new__
 #: key without one pays nothing for it; the version is always the last three
 #: fields (``entry[-3:]``).
 #:
-#: A counter key (see :mod:`distkv.store.counter`) holds a 6-tuple,
-#: ``(value, expires, state, ms, counter, node)``: ``state`` is its
-#: :data:`~distkv.store.counter.CounterState`, ``value`` what GET reads off
-#: it (None when it reads as missing: a tombstone, for counting and purging),
-#: ``expires`` its base's expiry, absolute (0: none), and the version its
-#: state's. So ``entry[0]`` is the readable value and ``entry[-3:]`` the
-#: version, whatever the kind; an entry longer than 4 may have an expiry,
-#: which :func:`expires_of` and :func:`expired` read (never ``entry[1]``
-#: itself); merging is by :func:`~distkv.store.counter.merge` once either
-#: side is a counter, by :func:`newer` otherwise.
+#: A counter key (see :mod:`distkv.store.counter`) holds its
+#: :data:`~distkv.store.counter.CounterState` itself, a 13-tuple (one tuple
+#: per INCR): its first field is the readable value GET reads off it (None
+#: when it reads as missing: a tombstone, for counting and purging), its
+#: second its base's expiry (absolute; 0: none; readable only while the value
+#: is not None), its last three the version of its newest part. So
+#: ``entry[0]`` is the readable value and ``entry[-3:]`` the version, whatever
+#: the kind; an entry longer than 4 may have an expiry, which
+#: :func:`expires_of` and :func:`expired` read (never ``entry[1]`` itself);
+#: :func:`is_counter` tells a counter's entry, :func:`counter_state` gives
+#: its state, and nothing else indexes one; merging is by
+#: :func:`~distkv.store.counter.merge` once either side is a counter, by
+#: :func:`newer` otherwise.
 Entry = Union[
     Tuple[Optional[bytes], int, int, str],
     Tuple[Optional[bytes], int, int, int, str],
-    Tuple[Optional[bytes], int, CounterState, int, int, str],
+    CounterState,
 ]
+
+#: How many fields a counter's entry has (no plain entry has as many).
+COUNTER_FIELDS = counters.FIELDS
 
 #: An entry's readable value (None: a tombstone), ``entry[0]``.
 value_of = itemgetter(0)
@@ -101,8 +107,8 @@ def mark_of(entry: Entry) -> Mark:
     """``entry``'s version (its last three fields) and, for a counter, its
     state's CRC-32 too: a counter's version is its newest change's, so two
     states of one version can differ (one lacks an older increment)."""
-    if len(entry) == 6:
-        return (entry[-3:], counters.digest(entry[2]))  # type: ignore[misc,arg-type,return-value]
+    if len(entry) == COUNTER_FIELDS:
+        return (entry[-3:], counters.digest(entry))  # type: ignore[arg-type,return-value]
     return entry[-3:]  # type: ignore[return-value]
 
 
@@ -111,28 +117,31 @@ def expires_of(entry: Entry) -> int:
     size = len(entry)
     if size == 5:  # (value, ttl, ms, counter, node)
         return entry[1] + entry[-3]  # type: ignore[misc,operator]
-    return entry[1] if size == 6 else 0  # type: ignore[misc]
+    # A counter: its base's expiry, while it reads as a value.
+    return entry[1] if size == COUNTER_FIELDS and entry[0] is not None else 0  # type: ignore[misc,return-value]
+
+
+def is_counter(entry: Entry) -> bool:
+    """Whether ``entry`` is a counter's (its state: see :data:`Entry`)."""
+    return len(entry) == COUNTER_FIELDS
 
 
 def counter_entry(state: CounterState) -> Entry:
-    """The entry of a counter key holding ``state``."""
-    value = counters.value(state)
-    # A counter that reads as missing is a tombstone, which never expires.
-    expires = state[counters.EXPIRES] if value is not None else 0
-    return (value, expires, state, state[counters.MS], state[counters.COUNTER], state[counters.NODE])
+    """The entry of a counter key holding ``state``: the state itself."""
+    return state
 
 
 def counter_state(entry: Entry) -> CounterState:
     """``entry`` as a counter state: its own, or for a plain value or
     tombstone, a base that saw no increment."""
-    if len(entry) == 6:
-        return entry[2]  # type: ignore[misc,return-value]
+    if len(entry) == COUNTER_FIELDS:
+        return entry  # type: ignore[return-value]
     return counters.make(entry[0], expires_of(entry), version_of(entry), {}, {})
 
 
 def is_expiring(entry: Entry) -> bool:
     """Whether ``entry`` holds an expiry (counted in the store's ``with_expiry``)."""
-    return len(entry) == 5 or (len(entry) == 6 and entry[1] != 0)  # type: ignore[misc]
+    return len(entry) == 5 or (len(entry) == COUNTER_FIELDS and entry[1] != 0 and entry[0] is not None)
 
 
 def with_expiry(entry: Entry, expires: int) -> Entry:
@@ -145,14 +154,14 @@ def expired(entry: Entry, now_ms: int) -> bool:
     size = len(entry)
     if size == 5:
         return entry[1] + entry[-3] <= now_ms  # type: ignore[misc,operator]
-    return size == 6 and 0 < entry[1] <= now_ms  # type: ignore[misc,operator]
+    return size == COUNTER_FIELDS and 0 < entry[1] <= now_ms and entry[0] is not None  # type: ignore[operator]
 
 
 def as_tombstone(entry: Entry) -> Entry:
     """The tombstone at ``entry``'s version: what an expired entry counts as
     (for a counter, its state deleted with every slot seen)."""
-    if len(entry) == 6:
-        return counter_entry(counters.reclaimed(entry[2]))  # type: ignore[misc,arg-type]
+    if len(entry) == COUNTER_FIELDS:
+        return counters.reclaimed(entry)  # type: ignore[arg-type]
     return (None, entry[-3], entry[-2], entry[-1])  # type: ignore[return-value]
 
 

@@ -40,6 +40,7 @@ from distkv.store import counter as counters
 from distkv.store.counter import INT64_MAX, INT64_MIN, CounterState
 from distkv.store.digest import Digest
 from distkv.store.entries import (
+    COUNTER_FIELDS,
     ZERO,
     Entry,
     as_tombstone,
@@ -175,14 +176,15 @@ class Store:
         data = self._data
         gone = [
             (key, version_of(entry)) for key, entry in data.items()
-            if entry[-3:] < floor or (len(entry) == 6 and counters.above(entry[2], floor) is None)  # type: ignore[misc,arg-type]
+            if entry[-3:] < floor
+            or (len(entry) == COUNTER_FIELDS and counters.above(counter_state(entry), floor) is None)
         ]
         self._forget(gone)
         self.flush_dropped += len(gone)
         for key, entry in list(data.items()):
-            if len(entry) == 6:  # a counter: its slots opened below the floor go
-                kept = counters.above(entry[2], floor)  # type: ignore[misc,arg-type]
-                if kept is not None and kept is not entry[2]:  # type: ignore[misc]
+            if len(entry) == COUNTER_FIELDS:  # a counter: its slots opened below the floor go
+                kept = counters.above(counter_state(entry), floor)
+                if kept is not None and kept is not entry:
                     new = counter_entry(kept)
                     self._count(key, entry, new)
                     self.digest.note(key, entry)
@@ -322,7 +324,7 @@ class Store:
         # value; the clock reads the version off the entry and makes the new one.
         data = self._data
         current = data.get(key)
-        if current is not None and len(current) == 6:
+        if current is not None and len(current) == COUNTER_FIELDS:
             return self._reset_counter(key, value, expires, current)
         entry: Entry = self.clock.stamp(value, current)
         if expires:
@@ -334,7 +336,7 @@ class Store:
         elif current[0] is None:
             self._tombstones.discard(key)
             self._live += 1
-        elif len(current) == 5:  # (a 6-tuple, a counter, went to _reset_counter)
+        elif len(current) == 5:  # (a counter went to _reset_counter)
             self._with_expiry -= 1
         if key not in self._changed:  # once per key between digest reads
             self.digest.note(key, current)
@@ -351,9 +353,9 @@ class Store:
         its base and the increments it counts (see
         :func:`~distkv.store.counter.with_expiry`)."""
         current = self._data.get(key)
-        if current is None or len(current) != 6:
+        if current is None or len(current) != COUNTER_FIELDS:
             return self.set(key, value, expires)
-        state: CounterState = current[2]  # type: ignore[misc]
+        state = counter_state(current)
         stamp = self.clock.stamp(None, current)
         return self._put_counter(key, counters.with_expiry(state, expires, Version(*stamp[1:])), current)
 
@@ -361,7 +363,7 @@ class Store:
                        current: Entry) -> Entry:
         """SET (or, for a None ``value``, DEL) over a counter: a new base that
         saw every increment held here."""
-        state: CounterState = current[2]  # type: ignore[misc,assignment]
+        state = counter_state(current)
         stamp = self.clock.stamp(None, current)
         return self._put_counter(key, counters.reset(state, value, expires if value is not None else 0,
                                                   Version(*stamp[1:])), current)
@@ -376,30 +378,48 @@ class Store:
         """INCRBY: add ``amount`` to ``key``'s integer value in this node's
         own slot; returns the new value, or Redis's error text (the value is
         not an integer, or the sum would overflow 64 bits)."""
+        result = self.increment(key, amount)
+        if type(result) is str:
+            return result  # type: ignore[return-value]
+        return counters.number_of(result)  # type: ignore[arg-type,return-value]
+
+    def increment(self, key: bytes, amount: int) -> Union[CounterState, str]:
+        """:meth:`incr`, answering the counter's new entry (its state, whose
+        value, ``[0]``, is the new value's decimal text: see
+        :func:`~distkv.front.replies.integer_text`) rather than the number."""
         data = self._data
         current = data.get(key)
         # The hot path: a live counter with no expiry whose newest change was
         # an INCR of this node's (_incr's steps for it, with incremented()'s
-        # and _put()'s inlined). A slot's total is not bounded here: taking
-        # it past TOTAL_LIMIT (2**126) takes 2**63 calls of INCRBY's largest
-        # (a fractional one, which INCRBYFLOAT left, goes through _incr).
-        if current is not None and len(current) == 6 and not current[1]:
-            state: CounterState = current[2]  # type: ignore[misc]
-            base, _, base_version, slots, observed, delta, _, _, _, number, last, last_total = state
+        # and _put()'s inlined, the state unpacked in
+        # :data:`~distkv.store.counter.CounterState`'s order). A slot's total
+        # is not bounded here: taking it past TOTAL_LIMIT (2**126) takes
+        # 2**63 calls of INCRBY's largest (a fractional one, which
+        # INCRBYFLOAT left, goes through _incr).
+        if current is not None and len(current) == COUNTER_FIELDS and not current[1]:
+            (held, _, base, base_version, slots, observed, delta, number, last, last_total,
+             _, _, _) = current  # type: ignore[misc]
             # ``last``, the slot of its newest change if an increment's, is the
             # very object _incr() stored in _own once an INCR here made this
             # state (after a merge, an equal slot takes _incr() once).
-            if (last is not None and number is not None and self._own.get(key) is last
-                    and type(last_total) is int):
-                result = number + amount
+            # Its total is an int (a fractional one is never kept aside).
+            if last is not None and number is not None:
+                try:  # cheaper than _own.get() while the key is there
+                    mine = self._own[key] is last
+                except KeyError:  # another node's slot, or one of an earlier run here
+                    mine = False
+            else:
+                mine = False
+            if mine:
+                result = number + amount  # type: ignore[operator]  # not None: see above
                 # One bound to check, the one ``amount``'s sign moves towards.
                 if ((result <= INT64_MAX if amount > 0 else result >= INT64_MIN)
-                        and current[0] is not None):
+                        and held is not None):
                     _, ms, counter, node = self.clock.stamp(None, current)
                     # The slot stays out of the shared dict: see counters.CounterState.
-                    state = (base, 0, base_version, slots, observed, delta + amount,  # type: ignore[assignment]
-                             ms, counter, node, result, last, last_total + amount)
-                    entry: Entry = (b"%d" % result, 0, state, ms, counter, node)
+                    entry: CounterState = (b"%d" % result, 0, base, base_version, slots, observed,
+                                           delta + amount, result, last, last_total + amount,
+                                           ms, counter, node)
                     self.changes += 1
                     if key not in self._changed:
                         self.digest.note(key, current)
@@ -407,18 +427,16 @@ class Store:
                     self.seq = seq = self.seq + 1
                     for listener in self._listeners:
                         listener(key, entry, seq)
-                    return result
+                    return entry
         return self._incr(key, amount, current)
 
-    def _incr(self, key: bytes, amount: int, current: Optional[Entry]) -> Union[int, str]:
+    def _incr(self, key: bytes, amount: int, current: Optional[Entry]) -> Union[CounterState, str]:
         data = self._data
         if current is not None and len(current) > 4 and expired(current, self._wall()):
             self._reclaim(key, current)
             current = data[key]
         if current is None:
             state = counters.FRESH
-        elif len(current) == 6:
-            state = current[2]  # type: ignore[misc,assignment]
         else:  # a plain value (or tombstone) becomes the base of a counter
             state = counter_state(current)
         number = state[counters.NUMBER] if current is None or current[0] is not None else 0
@@ -438,12 +456,10 @@ class Store:
             slot = self._own[key] = (node, ms, counter)
         elif not counters.fits(slots[slot][0] + amount):
             return OVERFLOW
-        state = counters.incremented(state, slot, amount, ms, counter)
-        result = number + amount
-        entry = (b"%d" % result, state[counters.EXPIRES], state, ms, counter, node)
+        entry = counters.incremented(state, slot, amount, ms, counter)
         self.seq += 1
         self._put(key, entry, current, self.seq)
-        return result
+        return entry
 
     def incr_float(self, key: bytes, amount: bytes) -> Union[bytes, str]:
         """INCRBYFLOAT: ``key``'s value plus ``amount`` as Redis computes and
@@ -496,7 +512,7 @@ class Store:
         newer, must win over it.
         """
         current = self._data.get(key)
-        if current is not None and len(current) == 6:
+        if current is not None and len(current) == COUNTER_FIELDS:
             self._reset_counter(key, None, 0, current)
         else:
             self.seq += 1
@@ -591,7 +607,7 @@ class Store:
             if version_of(entry) < self.horizon:  # a purged delete's leftover
                 self.stale_dropped += 1
                 return False
-        if len(entry) == 6 or (current is not None and len(current) == 6):
+        if len(entry) == COUNTER_FIELDS or (current is not None and len(current) == COUNTER_FIELDS):
             merged = self._merged(entry, current)
             if merged is None:
                 return False
@@ -608,7 +624,7 @@ class Store:
         if current is not None:
             held = counter_state(current)
             state = counters.merge(held, state)
-            if state == held and len(current) == 6:
+            if state == held and len(current) == COUNTER_FIELDS:
                 return None
             if counters.oversized(state):
                 # Kept, it could not be sent to a peer nor read back from the
@@ -635,7 +651,7 @@ class Store:
         current = self._data.get(key)
         if expired(entry, self._wall()):
             entry = as_tombstone(entry)  # expired while the node was down
-        if len(entry) == 6 or (current is not None and len(current) == 6):
+        if len(entry) == COUNTER_FIELDS or (current is not None and len(current) == COUNTER_FIELDS):
             merged = self._merged(entry, current)
             if merged is not None:
                 self._count(key, current, merged)
@@ -673,7 +689,7 @@ class Store:
             if seq > high:
                 high = seq
             current = get(key)
-            if len(entry) == 6 or (current is not None and len(current) == 6):
+            if len(entry) == COUNTER_FIELDS or (current is not None and len(current) == COUNTER_FIELDS):
                 self._live = live  # a counter merges: load()'s way
                 self.load(key, entry)
                 live = self._live
@@ -780,7 +796,7 @@ class Store:
 
     def _drop(self, key: bytes) -> None:
         entry = self._data[key]
-        if len(entry) == 6:
+        if len(entry) == COUNTER_FIELDS:
             self._own.pop(key, None)
         self.digest.note(key, entry)
         del self._data[key]
