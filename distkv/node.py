@@ -915,6 +915,7 @@ class Node:
         has it applied more of our writes than we hold?"""
         self.member_links.linked(link, remote)
         self._tell_peers()
+        self.quorum.linked()  # a blind write's fetch may wait for it
         if accept is None:
             return
         if accept.seen > self.store.seq:

@@ -328,13 +328,14 @@ class FollowerFetchFailedTests(SynchronousTestCase):
         reads = []
         real_read = coordinator.read
 
-        def read(keys, level, done, what="read", repair=True, seen=None):  # type: ignore[no-untyped-def]
+        def read(keys, level, done, what="read", repair=True, seen=None,  # type: ignore[no-untyped-def]
+                 wait=False):
             reads.append(keys)
             if len(reads) == 2:  # the second SET's fetch
                 done("TIMEOUT write at QUORUM answered by 1 of 3 members within 1s "
                      "(2 needed); the command did not run")
                 return
-            real_read(keys, level, done, what, repair, seen)
+            real_read(keys, level, done, what, repair, seen, wait)
 
         coordinator.read = read  # type: ignore[method-assign]
         indeterminate = coordinator.writes_indeterminate

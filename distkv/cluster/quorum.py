@@ -103,7 +103,7 @@ class _Write:
 class _Read:
     __slots__ = ("keys", "ids", "chunks", "level", "need", "size", "done", "write", "asked",
                  "parts", "versions", "answered", "finished", "ended", "stale", "rounds",
-                 "what", "spare", "repair", "seen")
+                 "what", "spare", "repair", "seen", "links")
 
     def __init__(self, keys: Sequence[bytes], level: str, need: int, size: int,
                  done: Done, write: bool) -> None:
@@ -136,6 +136,9 @@ class _Read:
         self.repair = True
         #: Where the newest version each member answered of each key is kept, if anywhere.
         self.seen: Optional[Dict[bytes, Version]] = None
+        #: Too few members were linked when it began: it asks each one that
+        #: links before its timeout (see Coordinator.linked).
+        self.links = False
 
 
 #: How many times one read repairs and asks again a member whose answer was
@@ -155,6 +158,8 @@ class Coordinator:
         self.max_frame = max_frame
         self._writes: Dict[_Write, None] = {}
         self._reads: Dict[int, _Read] = {}
+        #: Reads waiting for more members to link (see linked).
+        self._link_waits: List[_Read] = []
         self._ids = itertools.count(1)
         #: Frames for each member's connection, sent at the end of the turn.
         self._out: Dict[Send, List[bytes]] = {}
@@ -238,7 +243,8 @@ class Coordinator:
     # -- reads and barriers -----------------------------------------------------
 
     def read(self, keys: Sequence[bytes], level: str, done: Done, what: str = "read",
-             repair: bool = True, seen: Optional[Dict[bytes, Version]] = None) -> None:
+             repair: bool = True, seen: Optional[Dict[bytes, Version]] = None,
+             wait: bool = False) -> None:
         """Merge the newest entries of ``keys`` that ``level``'s members hold
         into the local store, then call ``done(None)``; or ``done(error)``
         (which names the command a ``what``: ``read`` or ``write``).
@@ -249,8 +255,12 @@ class Coordinator:
         (see :meth:`distkv.front.levelcmds.Levels._leveled`): what it wrote
         itself is on its way to them, so a write-back would only repeat it.
         ``seen``, if given, gets the newest version any member answered of
-        each key (keys nobody holds absent)."""
-        self._ask(keys, level, done, write=False, what=what, repair=repair, seen=seen)
+        each key (keys nobody holds absent). With too few members linked, a
+        read fails at once (UNAVAILABLE), or with ``wait`` asks the members
+        that link before its timeout (a blind write's fetch: the write ran,
+        and waits for its members that long anyway)."""
+        self._ask(keys, level, done, write=False, what=what, repair=repair, seen=seen,
+                  wait=wait)
 
     def barrier(self, level: str, done: Done) -> None:
         """``done(None)`` once ``level``'s members have applied every frame
@@ -260,7 +270,7 @@ class Coordinator:
 
     def _ask(self, keys: Sequence[bytes], level: str, done: Done, write: bool,
              what: str = "read", repair: bool = True,
-             seen: Optional[Dict[bytes, Version]] = None) -> None:
+             seen: Optional[Dict[bytes, Version]] = None, wait: bool = False) -> None:
         size, senders = self._view()
         need = needed(level, size)
         if need <= 1:
@@ -268,7 +278,9 @@ class Coordinator:
             return
         if self.stopped:
             senders = {}
-        if not write and len(senders) + 1 < need:
+            wait = False
+        short = len(senders) + 1 < need
+        if not write and short and not wait:
             # Nobody to ask in time: say so at once rather than after the timeout.
             self.reads_failed += 1
             done(f"UNAVAILABLE {what} at {level} needs {need} of {size} members and "
@@ -281,6 +293,9 @@ class Coordinator:
         read.what = what
         read.repair = repair
         read.seen = seen
+        if short:
+            read.links = True
+            self._link_waits.append(read)
         chunks = read.chunks = list(self._chunks(keys))
         for _ in chunks:
             number = next(self._ids)
@@ -301,6 +316,24 @@ class Coordinator:
         if read.spare:
             self._hedging.append((now + self.hedge, read))
             self._schedule(now + self.hedge)
+
+    def linked(self) -> None:
+        """A member linked: the reads waiting for members ask the ones they
+        have not asked."""
+        waits = self._link_waits
+        if not waits:
+            return
+        self._cached = None
+        senders = self._view()[1]
+        for read in list(waits):
+            if not read.finished and not read.ended:
+                for node, send in senders.items():
+                    if node not in read.asked and node not in read.spare:
+                        self._ask_member(read, node, send)
+                if len(read.asked) + 1 < read.need:
+                    continue
+            read.links = False
+            waits.remove(read)
 
     def _ask_member(self, read: _Read, node: str, send: Send) -> None:
         read.asked[node] = send
@@ -414,7 +447,8 @@ class Coordinator:
                 self._end_read(read)
             elif read.spare:
                 self._ask_spares(read)
-            elif not read.stale:  # every member answered, too few can hold it
+            elif not read.stale and not read.links:
+                # Every member answered, too few can hold it.
                 self._read_expired(read)
 
     def _declined(self, read: _Read, node: str) -> None:
@@ -505,6 +539,9 @@ class Coordinator:
         for number in read.ids:
             self._reads.pop(number, None)
         read.ended = True
+        if read.links:
+            read.links = False
+            self._link_waits.remove(read)
         if not read.repair:
             return
         local = self.cluster.local_entry
@@ -528,6 +565,7 @@ class Coordinator:
         self._timer = None
         self._expiry.clear()
         self._hedging.clear()
+        self._link_waits.clear()
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._flush_call = None

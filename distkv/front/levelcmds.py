@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple, Union
 
+from twisted.logger import Logger
+
 from distkv.cluster.consensus import Proposer
 from distkv.cluster.quorum import ALL, LINEARIZABLE, ONE, QUORUM, Coordinator, parse_level
 from distkv.disk.journal import Batch
@@ -43,6 +45,8 @@ from distkv.front.replies import SYNTAX, Error, Reply, Session, Status
 
 if TYPE_CHECKING:
     from distkv.front.commands import Command, Dispatcher, Outcome
+
+log = Logger()
 
 #: How a command's keys are found: (first argument, last (-1: every one
 #: to the end), step), as Redis's key specs say.
@@ -258,14 +262,12 @@ class Levels:
                     ran.finish(None)
                     return
 
-                def run() -> None:
-                    self._finish(self._then_write(command, request, session, write,
-                                                  deadline), later)
-                    ran.finish(None)
+                blindwrites.after_settled(session, lambda: self._run(lambda: self._then_write(
+                    command, request, session, write, deadline), later, ran))
 
-                blindwrites.after_settled(session, run)
-
-            coordinator.read(keys, fetch, fetched, what)
+            # A blind write's fetch waits for members to link (it runs
+            # anyway, and waits for them as long); a read's fails at once.
+            coordinator.read(keys, fetch, fetched, what, wait=not gate)
             if not ran.done:
                 session.waiting = ran
             return _pending(later)
@@ -328,15 +330,23 @@ class Levels:
             return run()
         later = Later()
         ran = Batch()
-
-        def go() -> None:
-            self._finish(run(), later)
-            ran.finish(None)
-
-        blindwrites.after_settled(session, go)
+        blindwrites.after_settled(session, lambda: self._run(run, later, ran))
         if not ran.done:
             session.waiting = ran
         return _pending(later)
+
+    def _run(self, run: Callable[[], Outcome], later: Later, ran: Batch) -> None:
+        """``later`` gets what ``run()`` answers, and ``ran`` (the connection's
+        next requests wait for it) finishes whatever happens: a command that
+        raises answers an error and is logged."""
+        try:
+            self._finish(run(), later)
+        except Exception:
+            log.failure("A command run at a consistency level failed")
+            if not later.done:
+                later.done_with(Error(blindwrites.failed("running the command")))
+        finally:
+            ran.finish(None)
 
     def _finish(self, outcome: Outcome, later: Later) -> None:
         from distkv.front.commands import Pending
