@@ -285,6 +285,24 @@ class PauseTests(SynchronousTestCase):
         self.assertEqual(client.answer(), b":1\r\n+OK\r\n")
         self.assertTrue(producing(client.transport))
 
+    def test_a_lone_waiting_command_pauses_reading_only_once_more_arrives(self) -> None:
+        """A QUORUM GET alone in its read waits for its fetch with the client
+        still read from (a client waiting for its reply sends nothing, so
+        pausing would only cost syscalls); a request that arrives meanwhile
+        is held, not run, and pauses reading; once the GET has run, both
+        are answered in order and the client is read again."""
+        cluster = settled_cluster(self)
+        client = quorum_client(cluster, "n1")
+        client.transport.clear()
+        client.proto.dataReceived(command(b"GET", b"k"))
+        self.assertTrue(producing(client.transport))
+        client.proto.dataReceived(command(b"SET", b"k", b"v"))
+        self.assertFalse(producing(client.transport))
+        self.assertIsNone(cluster.nodes["n1"].store.get(b"k"))  # held behind the GET
+        cluster.run()
+        self.assertEqual(client.answer(), b"$-1\r\n+OK\r\n")
+        self.assertTrue(producing(client.transport))
+
     def test_pipelined_blind_writes_do_not_wait_for_each_other(self) -> None:
         """Blind writes (one-key SETs) run at once: three pipelined at QUORUM
         have all run on n1 before any member answered, and the client is

@@ -78,8 +78,9 @@ class Cluster(Protocol):
     def member_senders(self) -> Dict[str, Send]:
         """One live connection's ``send`` for each other member linked now."""
 
-    def members_holding(self, seq: int) -> int:
-        """How many other members applied and committed our writes up to ``seq``."""
+    def member_acks(self) -> List[int]:
+        """For each other member linked, up to which sequence number it
+        applied and committed our writes."""
 
     def local_entry(self, key: bytes) -> Optional[Entry]:
         """This node's entry of ``key``, tombstones included."""
@@ -103,7 +104,7 @@ class _Write:
 class _Read:
     __slots__ = ("keys", "ids", "chunks", "level", "need", "size", "done", "write", "asked",
                  "parts", "versions", "answered", "finished", "ended", "stale", "rounds",
-                 "what", "spare", "repair", "seen", "links")
+                 "what", "spare", "repair", "seen", "links", "fresh")
 
     def __init__(self, keys: Sequence[bytes], level: str, need: int, size: int,
                  done: Done, write: bool) -> None:
@@ -139,6 +140,9 @@ class _Read:
         #: Too few members were linked when it began: it asks each one that
         #: links before its timeout (see Coordinator.linked).
         self.links = False
+        #: Members whose answer held the newest entries when it was checked:
+        #: nothing to repair on them as it ends.
+        self.fresh: Set[str] = set()
 
 
 #: How many times one read repairs and asks again a member whose answer was
@@ -166,6 +170,9 @@ class Coordinator:
         self._flush_call: Optional[IDelayedCall] = None
         self._turn = 0
         self._cached: Optional[Tuple[int, Dict[str, Send]]] = None
+        #: The members of the view last looked up, in order.
+        self._senders: Dict[str, Send] = {}
+        self._order: List[str] = []
         #: When each write and read times out, and when each read asks its
         #: spare members, in the order they began (one timer for them all:
         #: they share one timeout, so the order is that of their ends).
@@ -221,16 +228,19 @@ class Coordinator:
         """A peer acknowledged our writes: answer the writes now met."""
         if not self._writes:
             return
-        holding = self.cluster.members_holding
+        acks = self.cluster.member_acks()  # once for every write waiting
         for waiter in list(self._writes):
-            if waiter.local and holding(waiter.seq) + 1 >= waiter.need:
-                self.writes_met += 1
-                self._end_write(waiter, None)
+            if waiter.local:
+                seq = waiter.seq
+                if sum([1 for ack in acks if ack >= seq]) + 1 >= waiter.need:
+                    self.writes_met += 1
+                    self._end_write(waiter, None)
 
     def _write_expired(self, waiter: _Write) -> None:
         if waiter.over:
             return
-        got = self.cluster.members_holding(waiter.seq) + (1 if waiter.local else 0)
+        got = sum([1 for ack in self.cluster.member_acks() if ack >= waiter.seq]) \
+            + (1 if waiter.local else 0)
         self.writes_indeterminate += 1
         self._end_write(waiter, indeterminate(got, waiter.need, self.cluster.quorum_members(),
                                               waiter.level, self.timeout))
@@ -296,18 +306,20 @@ class Coordinator:
         if short:
             read.links = True
             self._link_waits.append(read)
-        chunks = read.chunks = list(self._chunks(keys))
+        chunks = read.chunks = self._chunks(keys)
+        ids = read.ids
         for _ in chunks:
             number = next(self._ids)
-            read.ids.append(number)
+            ids.append(number)
             self._reads[number] = read
         # Ask just enough members (taking turns), and the others only if
         # those have not all answered after a while: half the work for a
         # QUORUM of three, with little more latency when one is slow.
-        order = sorted(senders)
+        order = self._order if senders is self._senders else sorted(senders)
         turn = self._turn % max(1, len(order))
         self._turn += 1
-        order = order[turn:] + order[:turn]
+        if turn:
+            order = order[turn:] + order[:turn]
         read.spare = {node: senders[node] for node in order[need - 1:]}
         for node in order[: need - 1]:
             self._ask_member(read, node, senders[node])
@@ -390,12 +402,16 @@ class Coordinator:
         if view is None or self._flush_call is None:
             cluster = self.cluster
             view = self._cached = (cluster.quorum_members(), cluster.member_senders())
+            self._senders = view[1]
+            self._order = sorted(view[1])
         return view
 
     def _chunks(self, keys: Sequence[bytes]) -> List[Sequence[bytes]]:
         """``keys`` cut into requests that stay within a frame and MAX_READ_KEYS."""
         if not keys:
             return [()]
+        if len(keys) == 1 and len(keys[0]) < self.max_frame - 64:
+            return [keys]
         limit = self.max_frame - 64
         chunks: List[Sequence[bytes]] = []
         chunk: List[bytes] = []
@@ -419,13 +435,16 @@ class Coordinator:
             self._declined(read, node)
             return
         versions = read.versions[node]
-        wanted = set(read.keys)
-        merge = self.cluster.merge
+        keys = read.keys
+        wanted = keys if len(keys) <= 4 else set(keys)
+        cluster = self.cluster
+        local = cluster.local_entry
         seen = read.seen
         for key, entry in reply.entries:
             if key not in wanted:
                 continue  # not asked for: ignored
-            merge(key, entry)
+            if local(key) != entry:  # the same entry (the usual answer): nothing to merge
+                cluster.merge(key, entry)
             versions[key] = mark_of(entry)
             if seen is not None:
                 version = version_of(entry)
@@ -468,10 +487,12 @@ class Coordinator:
         newest = {key: local(key) for key in dict.fromkeys(read.keys)}
         fresh = 1
         read.stale = []
+        read.fresh.clear()
         for node in sorted(read.answered):
             frames = _repairs(newest, read.versions[node]) if read.repair else None
             if not frames:
                 fresh += 1
+                read.fresh.add(node)
             elif read.rounds.get(node, 0) < WRITE_BACKS:
                 read.stale.append(node)
                 read.rounds[node] = read.rounds.get(node, 0) + 1
@@ -544,9 +565,12 @@ class Coordinator:
             self._link_waits.remove(read)
         if not read.repair:
             return
+        stale = read.answered - read.fresh  # entries held here since are replicated
+        if not stale:
+            return
         local = self.cluster.local_entry
         newest = {key: local(key) for key in dict.fromkeys(read.keys)}
-        for node in sorted(read.answered):
+        for node in sorted(stale):
             frames = _repairs(newest, read.versions[node])
             if frames:
                 self.repairs += len(frames)
