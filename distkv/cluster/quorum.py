@@ -445,6 +445,7 @@ class Coordinator:
                 continue  # not asked for: ignored
             if local(key) != entry:  # the same entry (the usual answer): nothing to merge
                 cluster.merge(key, entry)
+                read.fresh.clear()  # what the members found fresh held may be older now
             versions[key] = mark_of(entry)
             if seen is not None:
                 version = version_of(entry)
@@ -565,7 +566,9 @@ class Coordinator:
             self._link_waits.remove(read)
         if not read.repair:
             return
-        stale = read.answered - read.fresh  # entries held here since are replicated
+        # Members found fresh hold the newest, unless an answer merged since
+        # changed it (which empties fresh).
+        stale = read.answered - read.fresh
         if not stale:
             return
         local = self.cluster.local_entry
