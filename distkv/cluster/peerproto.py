@@ -429,7 +429,11 @@ class PeerConnection(sendnow.SendingProtocol):
             if isinstance(frame, batchwire.Batch):
                 host.apply_all(frame.writes)
                 applied = frame.seq
-            # Quorum reads' frames next: one or two per request at a level.
+            elif isinstance(frame, wire.Ack):
+                link = self.link
+                if link is not None and link.pushes_over(self):
+                    link.acked(frame.seq)
+            # Quorum reads' frames next: one per request at a level.
             elif isinstance(frame, wire.ReadRequest):
                 if (len(frame.keys) <= SMALL_READ and answered < SMALL_ANSWERS
                         and host.durable() is None):
@@ -450,10 +454,6 @@ class PeerConnection(sendnow.SendingProtocol):
                 for key, entry in frame.writes:
                     host.apply(key, entry)
                 applied = frame.seq
-            elif isinstance(frame, wire.Ack):
-                link = self.link
-                if link is not None and link.pushes_over(self):
-                    link.acked(frame.seq)
             elif isinstance(frame, wire.Heartbeat):
                 if frame.reply:
                     # Only an answer shows the other end hears us: a connection
