@@ -617,16 +617,18 @@ class Node:
                 senders[remote.node] = connections[-1].send
         return senders
 
-    def members_holding(self, seq: int) -> int:
-        """How many other members applied and committed our writes up to ``seq``."""
-        nodes = set()
+    def member_acks(self) -> List[int]:
+        """For each other member linked, up to which sequence number it
+        applied and committed our writes (the highest of its links')."""
+        acked: Dict[str, int] = {}
         is_member = self.membership.is_member
         for link in self.replication.links.values():
             remote = link.remote
-            if (not link.is_self and remote is not None and link.outbox.acked >= seq
-                    and is_member(remote.node)):
-                nodes.add(remote.node)
-        return len(nodes)
+            if not link.is_self and remote is not None and is_member(remote.node):
+                ack = link.outbox.acked
+                if ack > acked.get(remote.node, -1):
+                    acked[remote.node] = ack
+        return list(acked.values())
 
     def local_entry(self, key: bytes) -> Optional[Entry]:
         return self.store.entry(key)
@@ -638,8 +640,13 @@ class Node:
         if self.loading:  # our data may lack what a quorum acknowledged
             return iter([wire.encode_read_refusal(request.id)])
         entry = self.store.entry
-        found = [(key, held) for key, held in ((key, entry(key)) for key in request.keys)
-                 if held is not None]
+        keys = request.keys
+        if len(keys) == 1:  # the usual read
+            held = entry(keys[0])
+            found = [] if held is None else [(keys[0], held)]
+        else:
+            found = [(key, held) for key, held in ((key, entry(key)) for key in keys)
+                     if held is not None]
         return wire.encode_read_reply(request.id, found, wire.max_frame(self.max_request))
 
     def read_answered(self, peer: wire.Hello, reply: wire.ReadReply) -> None:
@@ -915,6 +922,7 @@ class Node:
         has it applied more of our writes than we hold?"""
         self.member_links.linked(link, remote)
         self._tell_peers()
+        self.quorum.linked()  # a blind write's fetch may wait for it
         if accept is None:
             return
         if accept.seen > self.store.seq:

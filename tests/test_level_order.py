@@ -285,6 +285,24 @@ class PauseTests(SynchronousTestCase):
         self.assertEqual(client.answer(), b":1\r\n+OK\r\n")
         self.assertTrue(producing(client.transport))
 
+    def test_a_lone_waiting_command_pauses_reading_only_once_more_arrives(self) -> None:
+        """A QUORUM GET alone in its read waits for its fetch with the client
+        still read from (a client waiting for its reply sends nothing, so
+        pausing would only cost syscalls); a request that arrives meanwhile
+        is held, not run, and pauses reading; once the GET has run, both
+        are answered in order and the client is read again."""
+        cluster = settled_cluster(self)
+        client = quorum_client(cluster, "n1")
+        client.transport.clear()
+        client.proto.dataReceived(command(b"GET", b"k"))
+        self.assertTrue(producing(client.transport))
+        client.proto.dataReceived(command(b"SET", b"k", b"v"))
+        self.assertFalse(producing(client.transport))
+        self.assertIsNone(cluster.nodes["n1"].store.get(b"k"))  # held behind the GET
+        cluster.run()
+        self.assertEqual(client.answer(), b"$-1\r\n+OK\r\n")
+        self.assertTrue(producing(client.transport))
+
     def test_pipelined_blind_writes_do_not_wait_for_each_other(self) -> None:
         """Blind writes (one-key SETs) run at once: three pipelined at QUORUM
         have all run on n1 before any member answered, and the client is
@@ -328,13 +346,14 @@ class FollowerFetchFailedTests(SynchronousTestCase):
         reads = []
         real_read = coordinator.read
 
-        def read(keys, level, done, what="read", repair=True, seen=None):  # type: ignore[no-untyped-def]
+        def read(keys, level, done, what="read", repair=True, seen=None,  # type: ignore[no-untyped-def]
+                 wait=False):
             reads.append(keys)
             if len(reads) == 2:  # the second SET's fetch
                 done("TIMEOUT write at QUORUM answered by 1 of 3 members within 1s "
                      "(2 needed); the command did not run")
                 return
-            real_read(keys, level, done, what, repair, seen)
+            real_read(keys, level, done, what, repair, seen, wait)
 
         coordinator.read = read  # type: ignore[method-assign]
         indeterminate = coordinator.writes_indeterminate

@@ -340,13 +340,14 @@ class QuorumReadTests(SynchronousTestCase):
         coordinator = cluster.nodes["n5"].quorum
         read = coordinator.read
 
-        def watched(keys: Any, level: str, done: Any, what: str = "read") -> None:
+        def watched(keys: Any, level: str, done: Any, what: str = "read",
+                    wait: bool = False) -> None:
             def answered(error: Any) -> None:  # who holds new as the read answers
                 holders.extend(name for name, node in cluster.nodes.items()
                                if node.store.get(b"k") == b"new")
                 done(error)
 
-            read(keys, level, answered, what)
+            read(keys, level, answered, what, wait=wait)
 
         coordinator.read = watched  # type: ignore[method-assign]
         self.assertEqual(client.ask(b"GET", b"k"), b"$3\r\nnew\r\n")

@@ -36,6 +36,25 @@ def test_read_request_and_reply_round_trip() -> None:
     assert decode(wire.encode_read_refusal(6)) == [wire.ReadReply(6, (), False, True)]
 
 
+def test_one_key_requests_and_one_entry_replies_round_trip() -> None:
+    """The usual exchange, encoded and decoded on its own short path: a
+    request for one key (empty too) and a reply of one entry of each kind
+    decode as the general layout would, byte for byte the same frames."""
+    for key in (b"k", b"", b"key:000042"):
+        frame = wire.encode_read_request(7, [key])
+        assert decode(frame) == [wire.ReadRequest(7, (key,))]
+        general = wire._frame(b"R" + struct.pack(">QI", 7, 1) + struct.pack(">I", len(key)) + key)
+        assert frame == general
+    for entry in ENTRIES:
+        frames = list(wire.encode_read_reply(8, [entry], 1 << 20))
+        assert len(frames) == 1
+        assert decode(frames[0]) == [wire.ReadReply(8, (entry,), False)]
+    # One entry larger than the body allowed still goes out, alone, as before.
+    big = (b"big", (b"v" * 2000, 1, 0, "n1"))
+    frames = list(wire.encode_read_reply(9, [big], 1000))
+    assert decode(b"".join(frames), 1 << 20) == [wire.ReadReply(9, (big,), False)]
+
+
 def test_a_large_reply_is_split_into_frames_within_the_limit() -> None:
     """An answer larger than a frame goes in several ``r`` frames, each within
     the limit, all but the last marked ``more``; together they hold every entry."""

@@ -429,6 +429,22 @@ class PeerConnection(sendnow.SendingProtocol):
             if isinstance(frame, batchwire.Batch):
                 host.apply_all(frame.writes)
                 applied = frame.seq
+            elif isinstance(frame, wire.Ack):
+                link = self.link
+                if link is not None and link.pushes_over(self):
+                    link.acked(frame.seq)
+            # Quorum reads' frames next: one per request at a level.
+            elif isinstance(frame, wire.ReadRequest):
+                if (len(frame.keys) <= SMALL_READ and answered < SMALL_ANSWERS
+                        and host.durable() is None):
+                    # Nothing to wait for, and small: one write for all of them.
+                    for chunk in host.read_answer(frame):
+                        answers.append(chunk)
+                        answered += len(chunk)
+                else:
+                    self._answer_read(frame)
+            elif isinstance(frame, wire.ReadReply):
+                host.read_answered(remote, frame)
             elif isinstance(frame, wire.Write):
                 host.apply(frame.key, frame.entry)
                 if frame.seq:  # 0: sent by anti-entropy, outside the outbox
@@ -438,10 +454,6 @@ class PeerConnection(sendnow.SendingProtocol):
                 for key, entry in frame.writes:
                     host.apply(key, entry)
                 applied = frame.seq
-            elif isinstance(frame, wire.Ack):
-                link = self.link
-                if link is not None and link.pushes_over(self):
-                    link.acked(frame.seq)
             elif isinstance(frame, wire.Heartbeat):
                 if frame.reply:
                     # Only an answer shows the other end hears us: a connection
@@ -463,17 +475,6 @@ class PeerConnection(sendnow.SendingProtocol):
                 host.members_heard(remote, frame.entries)
             elif isinstance(frame, wire.Flush):
                 host.flush_heard(remote, frame.floor)
-            elif isinstance(frame, wire.ReadRequest):
-                if (len(frame.keys) <= SMALL_READ and answered < SMALL_ANSWERS
-                        and host.durable() is None):
-                    # Nothing to wait for, and small: one write for all of them.
-                    for chunk in host.read_answer(frame):
-                        answers.append(chunk)
-                        answered += len(chunk)
-                else:
-                    self._answer_read(frame)
-            elif isinstance(frame, wire.ReadReply):
-                host.read_answered(remote, frame)
             elif isinstance(frame, paxoswire.Prepare):
                 answers.append(host.consensus_prepare(frame))
             elif isinstance(frame, paxoswire.Accept):

@@ -78,8 +78,9 @@ class Cluster(Protocol):
     def member_senders(self) -> Dict[str, Send]:
         """One live connection's ``send`` for each other member linked now."""
 
-    def members_holding(self, seq: int) -> int:
-        """How many other members applied and committed our writes up to ``seq``."""
+    def member_acks(self) -> List[int]:
+        """For each other member linked, up to which sequence number it
+        applied and committed our writes."""
 
     def local_entry(self, key: bytes) -> Optional[Entry]:
         """This node's entry of ``key``, tombstones included."""
@@ -103,7 +104,7 @@ class _Write:
 class _Read:
     __slots__ = ("keys", "ids", "chunks", "level", "need", "size", "done", "write", "asked",
                  "parts", "versions", "answered", "finished", "ended", "stale", "rounds",
-                 "what", "spare", "repair", "seen")
+                 "what", "spare", "repair", "seen", "links", "fresh")
 
     def __init__(self, keys: Sequence[bytes], level: str, need: int, size: int,
                  done: Done, write: bool) -> None:
@@ -136,6 +137,12 @@ class _Read:
         self.repair = True
         #: Where the newest version each member answered of each key is kept, if anywhere.
         self.seen: Optional[Dict[bytes, Version]] = None
+        #: Too few members were linked when it began: it asks each one that
+        #: links before its timeout (see Coordinator.linked).
+        self.links = False
+        #: Members whose answer held the newest entries when it was checked:
+        #: nothing to repair on them as it ends.
+        self.fresh: Set[str] = set()
 
 
 #: How many times one read repairs and asks again a member whose answer was
@@ -155,12 +162,17 @@ class Coordinator:
         self.max_frame = max_frame
         self._writes: Dict[_Write, None] = {}
         self._reads: Dict[int, _Read] = {}
+        #: Reads waiting for more members to link (see linked).
+        self._link_waits: List[_Read] = []
         self._ids = itertools.count(1)
         #: Frames for each member's connection, sent at the end of the turn.
         self._out: Dict[Send, List[bytes]] = {}
         self._flush_call: Optional[IDelayedCall] = None
         self._turn = 0
         self._cached: Optional[Tuple[int, Dict[str, Send]]] = None
+        #: The members of the view last looked up, in order.
+        self._senders: Dict[str, Send] = {}
+        self._order: List[str] = []
         #: When each write and read times out, and when each read asks its
         #: spare members, in the order they began (one timer for them all:
         #: they share one timeout, so the order is that of their ends).
@@ -216,16 +228,19 @@ class Coordinator:
         """A peer acknowledged our writes: answer the writes now met."""
         if not self._writes:
             return
-        holding = self.cluster.members_holding
+        acks = self.cluster.member_acks()  # once for every write waiting
         for waiter in list(self._writes):
-            if waiter.local and holding(waiter.seq) + 1 >= waiter.need:
-                self.writes_met += 1
-                self._end_write(waiter, None)
+            if waiter.local:
+                seq = waiter.seq
+                if sum([1 for ack in acks if ack >= seq]) + 1 >= waiter.need:
+                    self.writes_met += 1
+                    self._end_write(waiter, None)
 
     def _write_expired(self, waiter: _Write) -> None:
         if waiter.over:
             return
-        got = self.cluster.members_holding(waiter.seq) + (1 if waiter.local else 0)
+        got = sum([1 for ack in self.cluster.member_acks() if ack >= waiter.seq]) \
+            + (1 if waiter.local else 0)
         self.writes_indeterminate += 1
         self._end_write(waiter, indeterminate(got, waiter.need, self.cluster.quorum_members(),
                                               waiter.level, self.timeout))
@@ -238,7 +253,8 @@ class Coordinator:
     # -- reads and barriers -----------------------------------------------------
 
     def read(self, keys: Sequence[bytes], level: str, done: Done, what: str = "read",
-             repair: bool = True, seen: Optional[Dict[bytes, Version]] = None) -> None:
+             repair: bool = True, seen: Optional[Dict[bytes, Version]] = None,
+             wait: bool = False) -> None:
         """Merge the newest entries of ``keys`` that ``level``'s members hold
         into the local store, then call ``done(None)``; or ``done(error)``
         (which names the command a ``what``: ``read`` or ``write``).
@@ -249,8 +265,12 @@ class Coordinator:
         (see :meth:`distkv.front.levelcmds.Levels._leveled`): what it wrote
         itself is on its way to them, so a write-back would only repeat it.
         ``seen``, if given, gets the newest version any member answered of
-        each key (keys nobody holds absent)."""
-        self._ask(keys, level, done, write=False, what=what, repair=repair, seen=seen)
+        each key (keys nobody holds absent). With too few members linked, a
+        read fails at once (UNAVAILABLE), or with ``wait`` asks the members
+        that link before its timeout (a blind write's fetch: the write ran,
+        and waits for its members that long anyway)."""
+        self._ask(keys, level, done, write=False, what=what, repair=repair, seen=seen,
+                  wait=wait)
 
     def barrier(self, level: str, done: Done) -> None:
         """``done(None)`` once ``level``'s members have applied every frame
@@ -260,7 +280,7 @@ class Coordinator:
 
     def _ask(self, keys: Sequence[bytes], level: str, done: Done, write: bool,
              what: str = "read", repair: bool = True,
-             seen: Optional[Dict[bytes, Version]] = None) -> None:
+             seen: Optional[Dict[bytes, Version]] = None, wait: bool = False) -> None:
         size, senders = self._view()
         need = needed(level, size)
         if need <= 1:
@@ -268,7 +288,9 @@ class Coordinator:
             return
         if self.stopped:
             senders = {}
-        if not write and len(senders) + 1 < need:
+            wait = False
+        short = len(senders) + 1 < need
+        if not write and short and not wait:
             # Nobody to ask in time: say so at once rather than after the timeout.
             self.reads_failed += 1
             done(f"UNAVAILABLE {what} at {level} needs {need} of {size} members and "
@@ -281,18 +303,23 @@ class Coordinator:
         read.what = what
         read.repair = repair
         read.seen = seen
-        chunks = read.chunks = list(self._chunks(keys))
+        if short:
+            read.links = True
+            self._link_waits.append(read)
+        chunks = read.chunks = self._chunks(keys)
+        ids = read.ids
         for _ in chunks:
             number = next(self._ids)
-            read.ids.append(number)
+            ids.append(number)
             self._reads[number] = read
         # Ask just enough members (taking turns), and the others only if
         # those have not all answered after a while: half the work for a
         # QUORUM of three, with little more latency when one is slow.
-        order = sorted(senders)
+        order = self._order if senders is self._senders else sorted(senders)
         turn = self._turn % max(1, len(order))
         self._turn += 1
-        order = order[turn:] + order[:turn]
+        if turn:
+            order = order[turn:] + order[:turn]
         read.spare = {node: senders[node] for node in order[need - 1:]}
         for node in order[: need - 1]:
             self._ask_member(read, node, senders[node])
@@ -301,6 +328,24 @@ class Coordinator:
         if read.spare:
             self._hedging.append((now + self.hedge, read))
             self._schedule(now + self.hedge)
+
+    def linked(self) -> None:
+        """A member linked: the reads waiting for members ask the ones they
+        have not asked."""
+        waits = self._link_waits
+        if not waits:
+            return
+        self._cached = None
+        senders = self._view()[1]
+        for read in list(waits):
+            if not read.finished and not read.ended:
+                for node, send in senders.items():
+                    if node not in read.asked and node not in read.spare:
+                        self._ask_member(read, node, send)
+                if len(read.asked) + 1 < read.need:
+                    continue
+            read.links = False
+            waits.remove(read)
 
     def _ask_member(self, read: _Read, node: str, send: Send) -> None:
         read.asked[node] = send
@@ -357,12 +402,16 @@ class Coordinator:
         if view is None or self._flush_call is None:
             cluster = self.cluster
             view = self._cached = (cluster.quorum_members(), cluster.member_senders())
+            self._senders = view[1]
+            self._order = sorted(view[1])
         return view
 
     def _chunks(self, keys: Sequence[bytes]) -> List[Sequence[bytes]]:
         """``keys`` cut into requests that stay within a frame and MAX_READ_KEYS."""
         if not keys:
             return [()]
+        if len(keys) == 1 and len(keys[0]) < self.max_frame - 64:
+            return [keys]
         limit = self.max_frame - 64
         chunks: List[Sequence[bytes]] = []
         chunk: List[bytes] = []
@@ -386,13 +435,17 @@ class Coordinator:
             self._declined(read, node)
             return
         versions = read.versions[node]
-        wanted = set(read.keys)
-        merge = self.cluster.merge
+        keys = read.keys
+        wanted = keys if len(keys) <= 4 else set(keys)
+        cluster = self.cluster
+        local = cluster.local_entry
         seen = read.seen
         for key, entry in reply.entries:
             if key not in wanted:
                 continue  # not asked for: ignored
-            merge(key, entry)
+            if local(key) != entry:  # the same entry (the usual answer): nothing to merge
+                cluster.merge(key, entry)
+                read.fresh.clear()  # what the members found fresh held may be older now
             versions[key] = mark_of(entry)
             if seen is not None:
                 version = version_of(entry)
@@ -414,7 +467,8 @@ class Coordinator:
                 self._end_read(read)
             elif read.spare:
                 self._ask_spares(read)
-            elif not read.stale:  # every member answered, too few can hold it
+            elif not read.stale and not read.links:
+                # Every member answered, too few can hold it.
                 self._read_expired(read)
 
     def _declined(self, read: _Read, node: str) -> None:
@@ -434,10 +488,12 @@ class Coordinator:
         newest = {key: local(key) for key in dict.fromkeys(read.keys)}
         fresh = 1
         read.stale = []
+        read.fresh.clear()
         for node in sorted(read.answered):
             frames = _repairs(newest, read.versions[node]) if read.repair else None
             if not frames:
                 fresh += 1
+                read.fresh.add(node)
             elif read.rounds.get(node, 0) < WRITE_BACKS:
                 read.stale.append(node)
                 read.rounds[node] = read.rounds.get(node, 0) + 1
@@ -505,11 +561,19 @@ class Coordinator:
         for number in read.ids:
             self._reads.pop(number, None)
         read.ended = True
+        if read.links:
+            read.links = False
+            self._link_waits.remove(read)
         if not read.repair:
+            return
+        # Members found fresh hold the newest, unless an answer merged since
+        # changed it (which empties fresh).
+        stale = read.answered - read.fresh
+        if not stale:
             return
         local = self.cluster.local_entry
         newest = {key: local(key) for key in dict.fromkeys(read.keys)}
-        for node in sorted(read.answered):
+        for node in sorted(stale):
             frames = _repairs(newest, read.versions[node])
             if frames:
                 self.repairs += len(frames)
@@ -528,6 +592,7 @@ class Coordinator:
         self._timer = None
         self._expiry.clear()
         self._hedging.clear()
+        self._link_waits.clear()
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._flush_call = None

@@ -586,6 +586,9 @@ def _encode_entries(writes: Sequence[Tuple[bytes, Entry]], parts: List[bytes]) -
 
 def encode_read_request(id_: int, keys: Sequence[bytes]) -> bytes:
     """The ``R`` frame asking for the entries of ``keys`` (at most MAX_READ_KEYS)."""
+    if len(keys) == 1:  # the usual read: one key
+        key = keys[0]
+        return _frame(b"R%s%s%s" % (_TRANSACTION.pack(id_, 1), _KEYLEN.pack(len(key)), key))
     parts = [b"R", _TRANSACTION.pack(id_, len(keys))]
     for key in keys:
         parts.append(_KEYLEN.pack(len(key)))
@@ -601,6 +604,9 @@ def encode_read_reply(id_: int, entries: Sequence[Tuple[bytes, Entry]],
     """The ``r`` frames answering read ``id_`` with ``entries``, none of whose
     bodies is over ``max_body`` (a frame limit no smaller than one entry's)."""
     fixed = 1 + _READ_REPLY.size
+    if not entries or (len(entries) == 1 and fixed + transaction_size(entries) <= max_body):
+        yield _read_reply_frame(id_, entries, False)  # the usual answer: one frame
+        return
     chunk: List[Tuple[bytes, Entry]] = []
     size = fixed
     for key, entry in entries:
@@ -630,6 +636,11 @@ def _read_reply_frame(id_: int, entries: Sequence[Tuple[bytes, Entry]], more: bo
 
 def _decode_read_request(body: bytes) -> ReadRequest:
     id_, count = _TRANSACTION.unpack_from(body, 1)
+    if count == 1:  # the usual read: one key, and nothing after it
+        (key_len,) = _KEYLEN.unpack_from(body, TRANSACTION_FIXED)
+        if TRANSACTION_FIXED + _KEYLEN.size + key_len != len(body):
+            raise WireError("malformed read request")
+        return _new_tuple(ReadRequest, (id_, (body[TRANSACTION_FIXED + _KEYLEN.size:],)))
     # Every key takes its length at least; the count is bounded before any work.
     if count > MAX_READ_KEYS or count > (len(body) - TRANSACTION_FIXED) // _KEYLEN.size:
         raise WireError("malformed key count in read request")
@@ -957,6 +968,10 @@ def decode_body(body: bytes) -> Frame:
             return _new_tuple(Write, (seq, key, (value, ms, counter, node)))
         if kind == b"B":
             return batchwire.decode(body)
+        if kind == b"R":
+            return _decode_read_request(body)
+        if kind == b"r":
+            return _decode_read_reply(body)
         if kind == b"T":
             return _decode_transaction(body)
         if kind == b"A" and len(body) == 9:
@@ -991,10 +1006,6 @@ def decode_body(body: bytes) -> Frame:
             return _decode_members(body)
         if kind == b"F":
             return _decode_flush(body)
-        if kind == b"R":
-            return _decode_read_request(body)
-        if kind == b"r":
-            return _decode_read_reply(body)
         if kind in paxoswire.KINDS:
             return paxoswire.decode(body)
     except (struct.error, UnicodeDecodeError, IndexError) as e:

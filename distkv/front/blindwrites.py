@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Sequence
 
+from twisted.logger import Logger
+
 from distkv.front.replcmds import Later
 from distkv.front.replies import Error, Session
 from distkv.store.entries import Entry, version_of
@@ -27,6 +29,8 @@ from distkv.store.hlc import Version
 if TYPE_CHECKING:
     from distkv.front.commands import Command, Outcome
     from distkv.front.levelcmds import Levels
+
+log = Logger()
 
 
 class Blind(Later):
@@ -64,13 +68,23 @@ def after_settled(session: Session, call: Callable[[], None]) -> None:
 
 def _drain(queue: Deque[Blind]) -> None:
     """Settle the blind writes whose fetch answered, oldest first, up to the
-    first still out."""
+    first still out. A step that raises is logged and ends its own write
+    with an indeterminate error: the others still settle, and what waits
+    behind them still runs (else the connection would wait for ever)."""
     while queue and queue[0].answered:
         blind = queue.popleft()
-        blind.settle(blind.fetch_error)
+        try:
+            blind.settle(blind.fetch_error)
+        except Exception:
+            log.failure("Settling a blind write failed")
+            if not blind.done:
+                blind.done_with(Error(failed("settling the write")))
         then, blind.then = blind.then, None
         for call in then or ():
-            call()
+            try:
+                call()
+            except Exception:
+                log.failure("A command waiting for blind writes to settle failed")
 
 
 def run(levels: Levels, command: Command, request: Sequence[bytes], session: Session,
@@ -176,7 +190,7 @@ def run(levels: Levels, command: Command, request: Sequence[bytes], session: Ses
         _drain(queue)
 
     later.settle = fetched
-    coordinator.read(keys, fetch, answered, what, repair=False, seen=seen)
+    coordinator.read(keys, fetch, answered, what, repair=False, seen=seen, wait=True)
     from distkv.front.commands import Pending  # commands imports levelcmds, which imports this
 
     return Pending(later, later.reply)
@@ -207,6 +221,12 @@ def _after(levels: Levels, outcome: Outcome, waits: List[Later], later: Later,
             _after(levels, outcome, rest, later, write)
 
     first.when_done(then)
+
+
+def failed(doing: str) -> str:
+    """The error of a write at a level that failed for want of a bug fix."""
+    return (f"ERR internal error {doing} (see the node's log); outcome indeterminate: "
+            "it may have been applied on this node and may still reach the others")
 
 
 def unordered(write: str) -> str:

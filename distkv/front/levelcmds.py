@@ -1,15 +1,8 @@
-"""The CONSISTENCY command, and the commands run at a connection's levels.
+"""The commands run at a connection's consistency levels.
 
 Each connection reads and writes at a level (see :mod:`distkv.cluster.quorum`):
-the node's ``--read-level`` and ``--write-level`` until it says otherwise::
-
-    CONSISTENCY                             the levels in force
-    CONSISTENCY <level>                     both
-    CONSISTENCY READ <level> [WRITE <level>]
-    CONSISTENCY WRITE <level> [READ <level>]
-    CONSISTENCY DEFAULT                     back to the node's
-
-and the reply lists the levels in force (``read QUORUM write ALL``). A
+the node's ``--read-level`` and ``--write-level`` until it says otherwise
+(the CONSISTENCY command, :mod:`distkv.front.consistencycmd`). A
 connection whose levels are both ``ONE`` runs the plain command table; one
 at another level runs a table whose commands are wrapped here, so ``ONE``
 costs nothing. A read command, and a write command that reads its keys
@@ -32,17 +25,22 @@ the others (``MULTI`` and ``WATCH`` too).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple, Union
+from functools import partial
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple
+
+from twisted.logger import Logger
 
 from distkv.cluster.consensus import Proposer
-from distkv.cluster.quorum import ALL, LINEARIZABLE, ONE, QUORUM, Coordinator, parse_level
+from distkv.cluster.quorum import ALL, LINEARIZABLE, ONE, QUORUM, Coordinator
 from distkv.disk.journal import Batch
-from distkv.front import blindwrites, lincmds
+from distkv.front import blindwrites, consistencycmd, lincmds
 from distkv.front.replcmds import Later
-from distkv.front.replies import SYNTAX, Error, Reply, Session, Status
+from distkv.front.replies import Error, Reply, Session, Status
 
 if TYPE_CHECKING:
     from distkv.front.commands import Command, Dispatcher, Outcome
+
+log = Logger()
 
 #: How a command's keys are found: (first argument, last (-1: every one
 #: to the end), step), as Redis's key specs say.
@@ -258,14 +256,12 @@ class Levels:
                     ran.finish(None)
                     return
 
-                def run() -> None:
-                    self._finish(self._then_write(command, request, session, write,
-                                                  deadline), later)
-                    ran.finish(None)
+                blindwrites.after_settled(session, lambda: self._run(lambda: self._then_write(
+                    command, request, session, write, deadline), later, ran))
 
-                blindwrites.after_settled(session, run)
-
-            coordinator.read(keys, fetch, fetched, what)
+            # A blind write's fetch waits for members to link (it runs
+            # anyway, and waits for them as long); a read's fails at once.
+            coordinator.read(keys, fetch, fetched, what, wait=not gate)
             if not ran.done:
                 session.waiting = ran
             return _pending(later)
@@ -328,15 +324,23 @@ class Levels:
             return run()
         later = Later()
         ran = Batch()
-
-        def go() -> None:
-            self._finish(run(), later)
-            ran.finish(None)
-
-        blindwrites.after_settled(session, go)
+        blindwrites.after_settled(session, lambda: self._run(run, later, ran))
         if not ran.done:
             session.waiting = ran
         return _pending(later)
+
+    def _run(self, run: Callable[[], Outcome], later: Later, ran: Batch) -> None:
+        """``later`` gets what ``run()`` answers, and ``ran`` (the connection's
+        next requests wait for it) finishes whatever happens: a command that
+        raises answers an error and is logged."""
+        try:
+            self._finish(run(), later)
+        except Exception:
+            log.failure("A command run at a consistency level failed")
+            if not later.done:
+                later.done_with(Error(blindwrites.failed("running the command")))
+        finally:
+            ran.finish(None)
 
     def _finish(self, outcome: Outcome, later: Later) -> None:
         from distkv.front.commands import Pending
@@ -350,69 +354,10 @@ class Levels:
         else:
             later.done_with(outcome)
 
-    # -- the CONSISTENCY command ------------------------------------------------
-
-    def command(self, args: Sequence[bytes], session: Session) -> Outcome:
-        if not args:
-            return self._in_force(session)
-        if session.multi is not None:
-            return Error("ERR CONSISTENCY inside MULTI is not allowed")
-        parsed = parse_levels(args)
-        if isinstance(parsed, Error):
-            return parsed
-        default = args[0].upper() == b"DEFAULT"
-        # After the connection's blind writes have settled: one may run
-        # again, and must not overwrite a later command run at ONE.
-        return self.in_order(session, lambda: self._switch(session, parsed, default))
-
-    def _switch(self, session: Session, levels: Chosen, default: bool) -> Reply:
-        read, write = levels
-        if default:
-            session.read_level = session.write_level = None
-        else:
-            session.read_level = read or session.read_level
-            session.write_level = write or session.write_level
-        base = self.dispatcher.base_table(session)
-        session.commands = self.table(base, session)
-        return self._in_force(session)
-
-    def _in_force(self, session: Session) -> Reply:
+    def in_force(self, session: Session) -> Reply:
+        """The CONSISTENCY reply: the levels in force on ``session``."""
         read, write = self.levels(session)
         return Status(b"read %s write %s" % (read.encode(), write.encode()))
-
-
-Chosen = Tuple[Optional[str], Optional[str]]
-
-
-def parse_levels(args: Sequence[bytes]) -> Union[Chosen, Error]:
-    """CONSISTENCY's arguments: (read, write) levels (None: unchanged), or an Error."""
-    words = [arg.upper() for arg in args]
-    if words == [b"DEFAULT"]:
-        return (None, None)
-    if len(words) == 1 and words[0] not in (b"READ", b"WRITE"):
-        level = _level(words[0])
-        return level if isinstance(level, Error) else (level, level)
-    if len(words) not in (2, 4):
-        return SYNTAX
-    chosen: Dict[bytes, str] = {}
-    for index in range(0, len(words), 2):
-        which = words[index]
-        if which not in (b"READ", b"WRITE") or which in chosen:
-            return SYNTAX
-        level = _level(words[index + 1])
-        if isinstance(level, Error):
-            return level
-        chosen[which] = level
-    return (chosen.get(b"READ"), chosen.get(b"WRITE"))
-
-
-def _level(word: bytes) -> Union[str, Error]:
-    level = parse_level(word)
-    if level is None:
-        shown = word[:40].decode("ascii", "replace")
-        return Error(f"ERR unknown consistency level '{shown}' "
-                     "(ONE, QUORUM, ALL or LINEARIZABLE)")
-    return level
 
 
 def _set_reads(request: Sequence[bytes]) -> bool:
@@ -427,4 +372,4 @@ def _pending(later: Later) -> Outcome:
 
 #: ``table(dispatcher)``'s entries: handler, least and most arguments, access.
 def table(levels: Levels) -> Dict[bytes, Tuple[Callable[..., Outcome], int, int, str]]:
-    return {b"CONSISTENCY": (levels.command, 0, 4, "read")}
+    return {b"CONSISTENCY": (partial(consistencycmd.command, levels), 0, 4, "read")}

@@ -606,7 +606,8 @@ class RespProtocol(ClientConnection):
         #: We stopped: replies waiting for a commit passed the soft limit.
         self._stopped = False
         #: A command has not run yet (its fetch or round is out): the next
-        #: requests wait for it, and the connection is not read meanwhile.
+        #: requests wait for it, and the connection is not read meanwhile
+        #: once one more read arrived.
         self._blocked = False
         self._held: List[List[bytes]] = []  # requests received, not run yet
         self._unread: List[bytes] = []  # reads that arrived while stopped
@@ -698,6 +699,8 @@ class RespProtocol(ClientConnection):
         if self._paused or self._stopped or self._blocked or self._held:
             self._unread.append(data)
             self._slow = True
+            if self._blocked:  # hold no more than this until it has run
+                cast(IPushProducer, self.transport).pauseProducing()
             return
         if requests is None:
             requests = []
@@ -872,7 +875,12 @@ class RespProtocol(ClientConnection):
                 dispatcher.stats.commands_processed -= len(self._held)
                 if tally is not None:
                     tally.ran(name, mark - len(self._held), samples)
-                cast(IPushProducer, self.transport).pauseProducing()
+                # With nothing held the transport is paused only if more
+                # arrives meanwhile (see _receive): a client waiting for
+                # the reply sends nothing, and pausing and resuming would
+                # cost two syscalls a request.
+                if self._held:
+                    cast(IPushProducer, self.transport).pauseProducing()
                 blocker.when_done(self._unblock)
                 return
             else:
