@@ -7,7 +7,8 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster import wire
-from distkv.cluster.outbox import Outbox, entry_size
+from distkv.cluster.outbox import Outbox
+from distkv.cluster.outboxlog import entry_size
 from distkv.store.entries import Entry, make_entry
 from distkv.store.hlc import Version
 from tests.clusters import settled_cluster

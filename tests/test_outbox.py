@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from distkv.cluster.outbox import ENTRY_OVERHEAD, Outbox
+from distkv.cluster.outbox import Outbox
+from distkv.cluster.outboxlog import ENTRY_OVERHEAD
 from distkv.store.entries import Entry, make_entry
 from distkv.store.hlc import Version
 

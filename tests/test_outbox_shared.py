@@ -11,7 +11,8 @@ from typing import Dict, List, Tuple
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster import wire
-from distkv.cluster.outbox import Outbox, OutboxLog, entry_size
+from distkv.cluster.outbox import Outbox
+from distkv.cluster.outboxlog import OutboxLog, entry_size
 from distkv.store.entries import Entry, make_entry
 from distkv.store.hlc import Version
 
@@ -22,7 +23,7 @@ def entry(value: bytes, ms: int = 1) -> Entry:
 
 def linked(log: OutboxLog, window: int = 1 << 20) -> Outbox:
     """A link's outbox on ``log``, connected."""
-    box = log.cursor(window)
+    box = Outbox(log.max_bytes, window, log)
     box.rewind()
     return box
 

@@ -24,7 +24,8 @@ from twisted.internet.interfaces import IConnector, IDelayedCall, IReactorSSL, I
 from twisted.logger import Logger
 
 from distkv.cluster import wire
-from distkv.cluster.outbox import Outbox, OutboxLog, entry_size
+from distkv.cluster.outbox import Outbox
+from distkv.cluster.outboxlog import OutboxLog, entry_size
 from distkv.cluster.peerproto import PeerConnection, PeerHost
 from distkv.cluster.peers import PeerLink
 from distkv.store.entries import Entry
