@@ -13,8 +13,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from distkv.cluster import wire
 from distkv.cluster.outbox import Outbox
 from distkv.cluster.outboxlog import OutboxLog, entry_size
+from distkv.front.commands import OK, Request
 from distkv.store.entries import Entry, make_entry
 from distkv.store.hlc import Version
+from tests.clusters import settled_cluster
 
 
 def entry(value: bytes, ms: int = 1) -> Entry:
@@ -274,3 +276,25 @@ class AgainstPerLinkOutboxTests(SynchronousTestCase):
                                      sorted(s for s, _, w in model.pending.values()
                                             for _ in range(w)))
                 self.assertLessEqual(len(log), 4 * 300)
+
+
+class ClusterLogTests(SynchronousTestCase):
+    def test_a_down_peer_holds_the_log_until_it_is_forgotten(self) -> None:
+        """n3 down: n1's shared log keeps n1's writes for it (n2 has them all
+        acknowledged); once n3 is forgotten its link detaches and the log is empty."""
+        cluster = settled_cluster(self)
+        n1 = cluster.nodes["n1"]
+        cluster.crash("n3")
+        cluster.settle()
+        for i in range(20):
+            n1.store.set(b"k%d" % i, b"v")
+        cluster.settle()
+        links = {link.remote.node: link for link in n1.replication.links.values()
+                 if link.remote is not None}
+        self.assertTrue(links["n2"].outbox.drained())
+        self.assertEqual(len(links["n3"].outbox), 20)
+        self.assertGreaterEqual(len(n1.replication.outbox_log), 20)
+        self.assertEqual(n1.dispatcher.execute(Request(b"CLUSTER", (b"FORGET", b"n3"))), OK)
+        cluster.settle()
+        self.assertEqual(len(n1.replication.outbox_log), 0)
+        self.assertEqual([link.outbox.bytes for link in n1.replication.links.values()], [0])
