@@ -70,7 +70,7 @@ class Outbox:
 
     def _join(self, log: OutboxLog) -> None:
         self._log = log
-        self._ack = self._send = log.end
+        self._ack = self._send = log._base + len(log._seqs)
         self._released = log.live_bytes
         self._joined = log.appended
         log.cursors.append(self)
@@ -89,8 +89,8 @@ class Outbox:
     def __len__(self) -> int:
         """The writes pending (a transaction counts each of its writes)."""
         log = self._log
-        base, end = log._base, log.end
-        count = end - self._ack - log._frames[self._ack - base:].count(None)
+        base = log._base
+        count = base + len(log._seqs) - self._ack - log._frames[self._ack - base:].count(None)
         count += sum([n for at, n in log._groups.items() if at >= self._ack])
         return count + sum([len(item[1]) for item in self._backlog])
 
@@ -123,7 +123,7 @@ class Outbox:
     def overflow(self) -> None:
         """Drop everything pending for this link and ask for a full resync instead."""
         log = self._log
-        self._ack = self._send = log.end
+        self._ack = self._send = log._base + len(log._seqs)
         self._released = log.live_bytes
         self._drop_backlog()
         self._fly.clear()
@@ -151,30 +151,37 @@ class Outbox:
 
     def ack(self, seq: int) -> None:
         """The peer applied everything up to ``seq``."""
-        if seq <= self.acked or seq > self.last_seq:
-            return  # old news, or a number we never sent
+        if seq <= self.acked:
+            return  # old news
+        log = self._log
+        if seq > self._own_last and (log.appended == self._joined or seq > log.last_seq):
+            return  # a number we never sent
         self.acked = seq
         backlog = self._backlog
+        moved = False
         while backlog and backlog[0][0] <= seq:
             size = backlog.popleft()[2]
             self._own -= size
+            moved = True
             if self._backlog_sent:
                 self._backlog_sent -= 1
                 self._flying -= size
-        log = self._log
         base = log._base
-        start = self._ack
+        start = self._ack - base
         seqs = log._seqs
-        if start < log.end and seqs[start - base] <= seq:
-            stop = bisect_right(seqs, seq, start - base) + base
-            self._released += sum(log._sizes[start - base:stop - base])
+        if start < len(seqs) and seqs[start] <= seq:
+            stop = bisect_right(seqs, seq, start)
+            self._released += sum(log._sizes[start:stop])
+            stop += base
             self._ack = stop
             if self._send < stop:
                 self._send = stop
             fly = self._fly
             while fly and fly[0][0] <= stop:
                 self._flying -= fly.popleft()[1]
-        log.released()
+            moved = True
+        if moved:
+            log.released()
 
     def rewind(self) -> None:
         """A new connection: everything unacknowledged must be sent again."""
@@ -205,9 +212,11 @@ class Outbox:
         """What :meth:`take` gives, as the frames that carry it: each write's
         frame as the log holds it (one object for every link), runs of
         writes joined into ``B`` frames (see :mod:`distkv.cluster.batchwire`)."""
-        backlog, start, stop = self._advance()
         log = self._log
         base = log._base
+        if self._send - base == len(log._seqs) and self._backlog_sent == len(self._backlog):
+            return []  # nothing new (an acknowledgement's pump, mostly)
+        backlog, start, stop = self._advance()
         frames = log._frames[start - base:stop - base]
         if log._dead and None in frames:
             frames = [frame for frame in frames if frame is not None]
@@ -223,31 +232,33 @@ class Outbox:
             return [], start, start
         room = self.window - self._flying
         backlog: List[Tuple[int, Group, int, bytes]] = []
-        while self._backlog_sent < len(self._backlog) and room > 0:
-            item = self._backlog[self._backlog_sent]
-            backlog.append(item)
-            self._backlog_sent += 1
-            self._flying += item[2]
-            room -= item[2]
+        if self._backlog:
+            while self._backlog_sent < len(self._backlog) and room > 0:
+                item = self._backlog[self._backlog_sent]
+                backlog.append(item)
+                self._backlog_sent += 1
+                self._flying += item[2]
+                room -= item[2]
         log = self._log
         base = log._base
-        stop = log.end
-        if start >= stop or room <= 0:
-            return backlog, start, start
         sizes = log._sizes
-        taken = sum(sizes[start - base:])
+        end = len(sizes)
+        first = start - base
+        if first >= end or room <= 0:
+            return backlog, start, start
+        taken = sum(sizes[first:])
+        last = end
         if taken > room:  # a slow peer: up to the window
-            taken, stop = 0, start
-            while taken < room and stop < log.end:
-                taken += sizes[stop - base]
-                stop += 1
-        self._send = stop
+            taken, last = 0, first
+            while taken < room and last < end:
+                taken += sizes[last]
+                last += 1
+        self._send = stop = last + base
         if taken:
-            last = stop
             frames = log._frames
-            while frames[last - 1 - base] is None:  # acknowledged as the last live one
+            while frames[last - 1] is None:  # acknowledged as the last live one
                 last -= 1
-            self._fly.append((last, taken))
+            self._fly.append((last + base, taken))
             self._flying += taken
         return backlog, start, stop
 

@@ -60,10 +60,6 @@ class OutboxLog:
         # is live_bytes less this, so one comparison per write checks them all.
         self._floor = 0
 
-    @property
-    def end(self) -> int:
-        return self._base + len(self._seqs)
-
     def __len__(self) -> int:
         """The items held (superseded ones included)."""
         return len(self._seqs)
@@ -106,7 +102,7 @@ class OutboxLog:
             return
         group = tuple(writes)
         size = sum([entry_size(key, entry) for key, entry in group])
-        self._groups[self.end] = len(group) - 1
+        self._groups[self._base + len(self._seqs)] = len(group) - 1
         self._seqs.append(seq)
         self._keys.append(seq)
         self._payloads.append(group)
@@ -139,26 +135,39 @@ class OutboxLog:
                 cursor.on_overflow(already)
 
     def refloor(self) -> None:
-        self._floor = min([c._released - c._own for c in self.cursors], default=self.live_bytes)
+        floor = self.live_bytes  # no cursor holds more than every live byte
+        for cursor in self.cursors:
+            held = cursor._released - cursor._own
+            if held < floor:
+                floor = held
+        self._floor = floor
 
     def released(self) -> None:
         """A cursor moved on: drop what every cursor is past."""
-        self.refloor()
-        low = min([cursor._ack for cursor in self.cursors], default=self.end)
-        count = low - self._base
+        base = self._base
+        low = end = base + len(self._seqs)
+        floor = self.live_bytes
+        for cursor in self.cursors:
+            if cursor._ack < low:
+                low = cursor._ack
+            held = cursor._released - cursor._own
+            if held < floor:
+                floor = held
+        self._floor = floor
+        count = low - base
         if count <= 0:
             return
-        if count == len(self._seqs):
-            for held in (self._seqs, self._keys, self._payloads, self._frames, self._sizes):
-                held.clear()
+        if low == end:
+            self._seqs, self._keys, self._payloads, self._frames, self._sizes = [], [], [], [], []
             self._latest.clear()
-            self._groups.clear()
+            if self._groups:
+                self._groups.clear()
             self._dead = 0
             self._base = low
         elif count >= TRIM_AT_LEAST and 2 * count >= len(self._seqs):
             self._dead -= self._frames[:count].count(None)
-            for held in (self._seqs, self._keys, self._payloads, self._frames, self._sizes):
-                del held[:count]
+            for held_list in (self._seqs, self._keys, self._payloads, self._frames, self._sizes):
+                del held_list[:count]
             self._groups = {at: n for at, n in self._groups.items() if at >= low}
             self._base = low
 
