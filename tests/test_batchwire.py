@@ -10,7 +10,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster import batchwire, wire
-from distkv.cluster.outbox import Outbox, entry_size
+from distkv.cluster.outbox import Outbox
+from distkv.cluster.outboxlog import entry_size
 from distkv.front import report
 from distkv.node import Node
 from distkv.store.entries import Entry, expiring_entry, is_counter, make_entry

@@ -497,7 +497,7 @@ class LinkUpRoundTests(SynchronousTestCase):
         peer = PeerLink("127.0.0.1", 7001, local, clock, Outbox(1 << 20), 5.0, store, 60.0, 1 << 20)
         for i in range(5):
             entry = store.set(b"k%d" % i, b"v")
-            peer.send(store.seq, b"k%d" % i, entry)
+            peer.outbox.add(store.seq, b"k%d" % i, entry)
         proto = FakePush()
         self.assertTrue(peer.linked(proto, wire.Hello("b", "1")))  # type: ignore[arg-type]
         self.addCleanup(lambda: peer.unlinked(peer._protocol) if peer._protocol else None)

@@ -111,8 +111,9 @@ class MembershipClusterTests(SynchronousTestCase):
         cluster.settle()
         sent: List[bytes] = []
         link = next(iter(n1.replication.links.values()))
-        original = link.outbox.add
-        link.outbox.add = lambda seq, key, entry, frame=None, size=None: (
+        shared = n1.replication.outbox_log
+        original = shared.add
+        shared.add = lambda seq, key, entry, frame=None, size=None: (  # type: ignore[method-assign]
             sent.append(key), original(seq, key, entry, frame, size))[1]
         n1.store.set(b"a", b"1")
         n1.store.begin_group()

@@ -1,38 +1,42 @@
-"""The per-peer outbox: writes a peer has not yet acknowledged, bounded by bytes.
+"""The outbox: local writes the peers have not yet acknowledged, one log shared by every link.
 
-Every local write carries the node's local write sequence number (the same
-for every peer, and persisted with the write, so an outbox can be rebuilt
-from disk after a restart). Writes stay until the peer acknowledges a sequence number at or above theirs, so a
-link that drops and comes back sends again from the first unacknowledged write
-(the peer merges duplicates harmlessly). A key written again before the peer
-acknowledged it keeps only its newest entry: under last-writer-wins the older
-one can never matter, and a hot key cannot fill the outbox. When the pending
-bytes pass the bound the outbox empties itself and records that the peer needs
-a full resync (anti-entropy), rather than growing without limit. At most
-``window`` bytes are sent ahead of the acknowledgements, so a slow peer holds
-writes here, where they are counted, not in socket buffers.
+Every local write carries the node's local write sequence number (the same for
+every peer, and persisted with the write, so an outbox can be rebuilt from
+disk after a restart). A write is encoded and appended once, to the node's
+:class:`~distkv.cluster.outboxlog.OutboxLog`; each link's :class:`Outbox` is a
+cursor into it: the position of the next write to send and of the oldest not
+acknowledged. An item is dropped when every link has had it acknowledged (or
+was cut over). A link that drops and comes back sends again from its first
+unacknowledged write (the peer merges duplicates harmlessly). A key written
+again before a peer acknowledged it keeps only its newest entry: under last-
+writer-wins the older one can never matter, and a hot key cannot fill an
+outbox. A link's outbox is what it still has to send or have acknowledged: its
+bytes are its entries' (:func:`~distkv.cluster.outboxlog.entry_size`, whose
+overhead stands for a frame's head; the frame itself is shared by every link
+and counted by none), the same whether the link is up or down. When they pass
+the bound (``--outbox-bytes``) that link alone is cut over: its cursor jumps
+to the end, releasing its hold, and it records that the peer needs a full
+resync (anti-entropy). At most ``window`` bytes are sent ahead of a link's
+acknowledgements, so a slow peer holds writes here, where they are counted,
+not in socket buffers.
 
-The writes of one transaction are one item, under the sequence number of
-their last write (:meth:`Outbox.add_group`): taken, sent (as one ``T``
-frame), acknowledged and dropped together. A later write to one of its keys
-does not replace the item (the transaction must still reach the peer whole);
-it queues behind it, and wins there by its newer version.
-
-A write may come with its ``W`` frame already encoded (replication encodes
-each write once for every link): a connected outbox keeps it and sends it as
-is; one that is down keeps the entry alone, and encodes it when it is sent.
-The frame is one object shared by every link, so no outbox counts it: an
-outbox's bytes are its entries' (:func:`entry_size`, whose overhead stands
-for a frame's head), the same whether the link is up or down, and the bound
-(``--outbox-bytes``) and STATUS's ``outbox_bytes`` mean the same either way.
+The writes of one transaction are one item, under the sequence number of their
+last write (:meth:`~distkv.cluster.outboxlog.OutboxLog.add_group`): sent (as
+one ``T`` frame), acknowledged and dropped together. A later write to one of
+its keys does not replace the item (the transaction must still reach the peer
+whole); it queues behind it, and wins there by its newer version. Writes one
+link alone owes (those a restart reads back from the data dir, see
+:meth:`Outbox.add_backlog`) wait in that link's own backlog, sent first.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-from typing import Any, Deque, Iterator, List, Optional, Sequence, Tuple, Union
+from bisect import bisect_right
+from collections import deque
+from typing import Any, Callable, Deque, Iterator, List, Optional, Sequence, Tuple, Union
 
 from distkv.cluster import batchwire, wire
+from distkv.cluster.outboxlog import OutboxLog, entry_size
 from distkv.store.entries import Entry
 
 #: The writes of one transaction, as one outbox item.
@@ -41,199 +45,257 @@ Group = Tuple[Tuple[bytes, Entry], ...]
 #: write, ``(seq, seq, group)`` for a transaction (its key is an int).
 Item = Tuple[int, Union[bytes, int], Any]
 
-#: Rough per-entry overhead (frame header, version, bookkeeping) in bytes.
-ENTRY_OVERHEAD = 64
-
-
-def entry_size(key: bytes, entry: Entry) -> int:
-    value = entry[0]
-    return ENTRY_OVERHEAD + len(key) + (0 if value is None else len(value))
-
-
 class Outbox:
-    """Unacknowledged writes for one peer, in sequence order."""
+    """One link's cursor into an :class:`~distkv.cluster.outboxlog.OutboxLog`: what its peer has not
+    acknowledged. Made alone (``log`` None), it has a log of its own."""
 
-    def __init__(self, max_bytes: int, window: int = 1 << 20) -> None:
-        self.max_bytes = max_bytes
+    def __init__(self, max_bytes: int, window: int = 1 << 20,
+                 log: Optional[OutboxLog] = None) -> None:
         self.window = window
-        # key (or, for a transaction, its seq) -> (seq, entry or group, size,
-        # the write's encoded frame or None)
-        self._pending: OrderedDict[
-            Union[bytes, int], Tuple[int, Any, int, Optional[bytes]]
-        ] = OrderedDict()
-        self._unsent: Deque[Tuple[int, Union[bytes, int]]] = deque()
-        self._in_flight: Deque[Tuple[int, int]] = deque()
-        self._in_flight_bytes = 0
-        self.bytes = 0
-        self.last_seq = 0
         self.acked = 0
         self.needs_resync = False
         self.overflows = 0
+        #: Told when the bound cut this link over (whether a resync was pending).
+        self.on_overflow: Callable[[bool], None] = lambda already: None
         self._connected = False
-        self._sent_seq = 0
-        #: Writes pending in transactions beyond one per transaction.
-        self._grouped = 0
+        # This link's own writes, sent first: (seq, writes, size, frame).
+        self._backlog: Deque[Tuple[int, Group, int, bytes]] = deque()
+        self._backlog_sent = 0
+        self._own = 0
+        self._own_last = 0
+        # (position after the last write of a batch sent, its bytes), in order.
+        self._fly: Deque[Tuple[int, int]] = deque()
+        self._flying = 0
+        self._join(log if log is not None else OutboxLog(max_bytes))
+
+    def _join(self, log: OutboxLog) -> None:
+        self._log = log
+        self._ack = self._send = log._base + len(log._seqs)
+        self._released = log.live_bytes
+        self._joined = log.appended
+        log.cursors.append(self)
+        log.refloor()
+
+    @property
+    def max_bytes(self) -> int:
+        return self._log.max_bytes
+
+    @property
+    def last_seq(self) -> int:
+        log = self._log
+        shared = log.last_seq if log.appended > self._joined else 0
+        return shared if shared > self._own_last else self._own_last
 
     def __len__(self) -> int:
         """The writes pending (a transaction counts each of its writes)."""
-        return len(self._pending) + self._grouped
+        log = self._log
+        base = log._base
+        count = base + len(log._seqs) - self._ack - log._frames[self._ack - base:].count(None)
+        count += sum([n for at, n in log._groups.items() if at >= self._ack])
+        return count + sum([len(item[1]) for item in self._backlog])
 
     def add(self, seq: int, key: bytes, entry: Entry, frame: Optional[bytes] = None,
             size: Optional[int] = None) -> None:
-        """Queue local write number ``seq`` (numbers only ever grow);
-        ``frame``: its ``W`` frame, encoded once for every link. It is kept
-        only while connected (a link that is down holds the entry alone, and
-        its writes are encoded again when they are sent), and never counted:
-        every link shares it. ``size``: its :func:`entry_size`, if known."""
-        self.last_seq = seq
-        if size is None:
-            size = entry_size(key, entry)
-        pending = self._pending
-        old = pending.pop(key, None)
-        if old is not None:
-            self.bytes -= old[2]
-        if self._connected:
-            pending[key] = (seq, entry, size, frame)
-            unsent = self._unsent
-            unsent.append((seq, key))
-            if len(unsent) > 2 * len(pending) + 1024:
-                self._compact()
-        else:
-            pending[key] = (seq, entry, size, None)
-        self.bytes += size
-        if self.bytes > self.max_bytes:
-            self.overflow()
+        """Queue a write for every link of this outbox's log (see :meth:`OutboxLog.add`)."""
+        self._log.add(seq, key, entry, frame, size)
 
     def add_group(self, seq: int, writes: Sequence[Tuple[bytes, Entry]]) -> None:
-        """Queue the writes of one transaction, the last numbered ``seq``:
-        they go, and are dropped, only together."""
-        self.last_seq = seq
-        size = sum([entry_size(key, entry) for key, entry in writes])
-        self._pending[seq] = (seq, tuple(writes), size, None)
-        self._grouped += len(writes) - 1
-        self.bytes += size
-        if self._connected:
-            self._unsent.append((seq, seq))
-        if self.bytes > self.max_bytes:
+        """Queue a transaction for every link of this outbox's log."""
+        self._log.add_group(seq, writes)
+
+    def add_backlog(self, seq: int, writes: Sequence[Tuple[bytes, Entry]]) -> None:
+        """Queue writes for this link alone, as one transaction numbered
+        ``seq``, to go before the log's: the writes a restart found its peer
+        had not acknowledged, older than any the log holds for it."""
+        group = tuple(writes)
+        size = sum([entry_size(key, entry) for key, entry in group])
+        self._backlog.append((seq, group, size, wire.encode_transaction(seq, group)))
+        self._own += size
+        if seq > self._own_last:
+            self._own_last = seq
+        log = self._log
+        log.refloor()
+        if self.bytes > log.max_bytes:
+            already = self.needs_resync
             self.overflow()
+            self.on_overflow(already)
 
     def overflow(self) -> None:
-        """Drop everything pending and ask for a full resync instead."""
-        self._pending.clear()
-        self._unsent.clear()
-        self.bytes = 0
-        self._grouped = 0
+        """Drop everything pending for this link and ask for a full resync instead."""
+        log = self._log
+        self._ack = self._send = log._base + len(log._seqs)
+        self._released = log.live_bytes
+        self._drop_backlog()
+        self._fly.clear()
+        self._flying = 0
         self.needs_resync = True
         self.overflows += 1
+        log.released()
+
+    def _drop_backlog(self) -> None:
+        self._backlog.clear()
+        self._backlog_sent = 0
+        self._own = 0
+
+    def detach(self) -> None:
+        """The link is gone (or is this node itself): hold nothing in the log
+        any more, and get no more writes."""
+        log = self._log
+        if self in log.cursors:
+            log.cursors.remove(self)
+            log.released()
+        self._drop_backlog()
+        self._fly.clear()
+        self._flying = 0
+        self._join(OutboxLog(log.max_bytes))
 
     def ack(self, seq: int) -> None:
         """The peer applied everything up to ``seq``."""
-        if seq <= self.acked or seq > self.last_seq:
-            return  # old news, or a number we never sent
+        if seq <= self.acked:
+            return  # old news
+        log = self._log
+        if seq > self._own_last and (log.appended == self._joined or seq > log.last_seq):
+            return  # a number we never sent
         self.acked = seq
-        pending = self._pending
-        pop = pending.popitem
-        freed = 0
-        while pending:
-            key, item = pop(False)  # the oldest
-            if item[0] > seq:  # not acknowledged: back in front
-                pending[key] = item
-                pending.move_to_end(key, False)
-                break
-            freed += item[2]
-            if type(key) is int:
-                self._grouped -= len(item[1]) - 1
-        self.bytes -= freed
-        in_flight = self._in_flight
-        flying = self._in_flight_bytes
-        while in_flight and in_flight[0][0] <= seq:
-            flying -= in_flight.popleft()[1]
-        self._in_flight_bytes = flying
-
-    def _compact(self) -> None:
-        # Superseded writes of a hot key pile up in the unsent queue while the
-        # window is full; rebuild it from what is really pending and unsent.
-        sent = self._sent_seq
-        self._unsent = deque(
-            (item[0], key) for key, item in self._pending.items() if item[0] > sent
-        )
+        backlog = self._backlog
+        moved = False
+        while backlog and backlog[0][0] <= seq:
+            size = backlog.popleft()[2]
+            self._own -= size
+            moved = True
+            if self._backlog_sent:
+                self._backlog_sent -= 1
+                self._flying -= size
+        base = log._base
+        start = self._ack - base
+        seqs = log._seqs
+        if start < len(seqs) and seqs[start] <= seq:
+            stop = bisect_right(seqs, seq, start)
+            self._released += sum(log._sizes[start:stop])
+            stop += base
+            self._ack = stop
+            if self._send < stop:
+                self._send = stop
+            fly = self._fly
+            while fly and fly[0][0] <= stop:
+                self._flying -= fly.popleft()[1]
+            moved = True
+        if moved:
+            log.released()
 
     def rewind(self) -> None:
         """A new connection: everything unacknowledged must be sent again."""
+        self.disconnect()
         self._connected = True
-        self._sent_seq = 0
-        self._compact()
-        self._in_flight.clear()
-        self._in_flight_bytes = 0
 
     def disconnect(self) -> None:
         """The connection is gone; keep what is pending for the next one."""
         self._connected = False
-        self._unsent.clear()
-        self._in_flight.clear()
-        self._in_flight_bytes = 0
+        self._send = self._ack
+        self._backlog_sent = 0
+        self._fly.clear()
+        self._flying = 0
 
     def take(self) -> List[Item]:
         """The next writes to send, as many as the window allows: ``(seq,
         key, entry)``, or ``(seq, seq, writes)`` for a transaction."""
-        return [(seq, key, item[1]) for seq, key, item in self._taken()]
+        backlog, start, stop = self._advance()
+        log = self._log
+        base = log._base
+        out: List[Item] = [(seq, seq, group) for seq, group, _, _ in backlog]
+        for i in range(start - base, stop - base):
+            if log._frames[i] is not None:
+                out.append((log._seqs[i], log._keys[i], log._payloads[i]))
+        return out
 
     def take_frames(self) -> List[bytes]:
         """What :meth:`take` gives, as the frames that carry it: each write's
-        own frame when it came with one (see :meth:`add`), else encoded now;
-        runs of writes joined into ``B`` frames (see :mod:`distkv.cluster.batchwire`)."""
-        out = []
-        only_writes = True
-        for seq, key, item in self._taken():
-            frame = item[3]
-            if frame is None:
-                if isinstance(key, int):
-                    frame = wire.encode_transaction(seq, item[1])
-                    only_writes = False
-                else:
-                    frame = wire.encode_write(seq, key, item[1])
-            out.append(frame)
-        return batchwire.batched(out, only_writes)
+        frame as the log holds it (one object for every link), runs of
+        writes joined into ``B`` frames (see :mod:`distkv.cluster.batchwire`)."""
+        log = self._log
+        base = log._base
+        if self._send - base == len(log._seqs) and self._backlog_sent == len(self._backlog):
+            return []  # nothing new (an acknowledgement's pump, mostly)
+        backlog, start, stop = self._advance()
+        frames = log._frames[start - base:stop - base]
+        if log._dead and None in frames:
+            frames = [frame for frame in frames if frame is not None]
+        if backlog:
+            frames[:0] = [item[3] for item in backlog]
+        return batchwire.batched(frames, not backlog and not log._groups)  # type: ignore[arg-type]
 
-    def _taken(self) -> List[Tuple[int, Union[bytes, int], Tuple[int, Any, int, Optional[bytes]]]]:
-        """Take the next pending items the window allows, marking them in flight."""
-        out = []
-        unsent = self._unsent
-        take = unsent.popleft
-        get = self._pending.get
-        fly = self._in_flight.append
-        window = self.window
-        flying = self._in_flight_bytes
-        sent = self._sent_seq
-        while unsent and flying < window:
-            seq, key = take()
-            item = get(key)
-            if item is None or item[0] != seq:
-                continue  # acknowledged, superseded or dropped since queued
-            out.append((seq, key, item))
-            sent = seq
-            fly((seq, item[2]))
-            flying += item[2]
-        self._sent_seq = sent
-        self._in_flight_bytes = flying
-        return out
+    def _advance(self) -> Tuple[List[Tuple[int, Group, int, bytes]], int, int]:
+        """Mark the next items the window allows as sent: the backlog's, then
+        the log's positions ``start`` to ``stop``."""
+        start = self._send
+        if not self._connected:
+            return [], start, start
+        room = self.window - self._flying
+        backlog: List[Tuple[int, Group, int, bytes]] = []
+        if self._backlog:
+            while self._backlog_sent < len(self._backlog) and room > 0:
+                item = self._backlog[self._backlog_sent]
+                backlog.append(item)
+                self._backlog_sent += 1
+                self._flying += item[2]
+                room -= item[2]
+        log = self._log
+        base = log._base
+        sizes = log._sizes
+        end = len(sizes)
+        first = start - base
+        if first >= end or room <= 0:
+            return backlog, start, start
+        taken = sum(sizes[first:])
+        last = end
+        if taken > room:  # a slow peer: up to the window
+            taken, last = 0, first
+            while taken < room and last < end:
+                taken += sizes[last]
+                last += 1
+        self._send = stop = last + base
+        if taken:
+            frames = log._frames
+            while frames[last - 1] is None:  # acknowledged as the last live one
+                last -= 1
+            self._fly.append((last + base, taken))
+            self._flying += taken
+        return backlog, start, stop
 
     def owed(self) -> Iterator[Tuple[bytes, int]]:
         """``(key, seq)`` of every write still waiting for the peer's ack."""
-        for key, item in self._pending.items():
+        for seq, group, _, _ in self._backlog:
+            for written, _ in group:
+                yield written, seq
+        log = self._log
+        base = log._base
+        for i in range(self._ack - base, len(log._seqs)):
+            if log._frames[i] is None:
+                continue
+            key = log._keys[i]
             if isinstance(key, int):
-                for written, _ in item[1]:
-                    yield written, item[0]
+                for written, _ in log._payloads[i]:
+                    yield written, key
             else:
-                yield key, item[0]
+                yield key, log._seqs[i]
 
     def oldest(self) -> Optional[Entry]:
         """The pending write the peer has waited for longest, if any."""
-        if not self._pending:
-            return None
-        key, item = next(iter(self._pending.items()))
-        return item[1][0][1] if isinstance(key, int) else item[1]  # type: ignore[no-any-return]
+        if self._backlog:
+            return self._backlog[0][1][0][1]
+        log = self._log
+        base = log._base
+        for i in range(self._ack - base, len(log._seqs)):
+            if log._frames[i] is not None:
+                payload = log._payloads[i]
+                return payload[0][1] if isinstance(log._keys[i], int) else payload  # type: ignore[no-any-return]
+        return None
 
     def drained(self) -> bool:
         """True when the peer has acknowledged every write given to us."""
-        return not self._pending
+        return self.bytes == 0
+
+    @property
+    def bytes(self) -> int:  # last: the name would shadow the type in the class body
+        """What this link's outbox holds: its pending entries' sizes."""
+        return self._log.live_bytes - self._released + self._own

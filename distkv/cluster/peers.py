@@ -89,6 +89,7 @@ class PeerLink(ReconnectingClientFactory):
         #: What the last failure let through was: "unreachable" or a refusal's code.
         self._failure_kind = ""
         self.outbox = outbox
+        outbox.on_overflow = self._overflowed
         self._heartbeat = heartbeat
         self._store = store
         self.sync_interval = sync_interval
@@ -329,6 +330,7 @@ class PeerLink(ReconnectingClientFactory):
         self.stopTrying()
         self.outbox.overflow()  # nothing to hold for ourselves
         self.outbox.needs_resync = False
+        self.outbox.detach()
         if self.on_self is not None:
             self.on_self(self)
 
@@ -479,33 +481,18 @@ class PeerLink(ReconnectingClientFactory):
             else:
                 self._reactor.callLater(0, self._sync_tick)  # type: ignore[attr-defined]
 
-    def send(self, seq: int, key: bytes, entry: Entry, frame: Optional[bytes] = None,
-             size: Optional[int] = None, pump: bool = True) -> None:
-        """Queue local write ``seq`` for this peer and send it if the link allows
-        (``frame``: the write already encoded, shared by every link; ``size``:
-        its entry's size in the outbox, if known; ``pump``: False when the
-        caller has :meth:`pump` called within this reactor turn's next one)."""
-        outbox = self.outbox
-        overflows = outbox.overflows
-        already = outbox.needs_resync
-        outbox.add(seq, key, entry, frame, size)
-        if outbox.overflows != overflows:  # the outbox set needs_resync itself
-            self.mark_resync(f"its outbox passed {outbox.max_bytes} bytes", already)
-        if pump and self._protocol is not None and self._pump_call is None:
-            # One frame batch per reactor turn, however many writes it holds.
-            self._pump_call = self._reactor.callLater(0, self._scheduled_pump)  # type: ignore[attr-defined]
-
     def send_group(self, seq: int, writes: Sequence[Tuple[bytes, Entry]]) -> None:
-        """Queue the writes of one transaction (the last numbered ``seq``),
-        to go as one frame the peer applies in one call."""
-        outbox = self.outbox
-        overflows = outbox.overflows
-        already = outbox.needs_resync
-        outbox.add_group(seq, writes)
-        if outbox.overflows != overflows:
-            self.mark_resync(f"its outbox passed {outbox.max_bytes} bytes", already)
+        """Queue writes for this peer alone, as one transaction numbered
+        ``seq`` (the writes it had not acknowledged before a restart; every
+        other write reaches the links through their shared log, see
+        :mod:`distkv.cluster.outbox`), and send them if the link allows."""
+        self.outbox.add_backlog(seq, writes)
         if self._protocol is not None and self._pump_call is None:
             self._pump_call = self._reactor.callLater(0, self._scheduled_pump)  # type: ignore[attr-defined]
+
+    def _overflowed(self, already: bool) -> None:
+        """The outbox passed its bound and cut this link over to a resync."""
+        self.mark_resync(f"its outbox passed {self.outbox.max_bytes} bytes", already)
 
     def _scheduled_pump(self) -> None:
         self._pump_call = None

@@ -24,7 +24,8 @@ from twisted.internet.interfaces import IConnector, IDelayedCall, IReactorSSL, I
 from twisted.logger import Logger
 
 from distkv.cluster import wire
-from distkv.cluster.outbox import Outbox, entry_size
+from distkv.cluster.outbox import Outbox
+from distkv.cluster.outboxlog import OutboxLog, entry_size
 from distkv.cluster.peerproto import PeerConnection, PeerHost
 from distkv.cluster.peers import PeerLink
 from distkv.store.entries import Entry
@@ -74,6 +75,9 @@ class Replication(Service):
         self._flush_timeout = flush_timeout
         self._peer_host = peer_host
         self.links: Dict[Place, PeerLink] = {}
+        #: Every local write the links still owe their peers, once: each
+        #: link's outbox is a cursor into it (see :mod:`distkv.cluster.outbox`).
+        self.outbox_log = OutboxLog(outbox_bytes)
         self._subscribed = False
         self._connectors: List[IConnector] = []
         self._pump_call: Optional[IDelayedCall] = None
@@ -105,7 +109,7 @@ class Replication(Service):
             port,
             self.local,
             self._reactor,  # type: ignore[arg-type]
-            Outbox(self._outbox_bytes),
+            Outbox(self._outbox_bytes, log=self.outbox_log),
             self._heartbeat,
             self._store,
             self._sync_interval,
@@ -157,12 +161,14 @@ class Replication(Service):
                 if (other is not link and not other.dials and other.remote is not None
                         and other.remote.node == remote.node):
                     other.hand_over(link)
+                    other.outbox.detach()
                     del self.links[place]
         self.on_linked(link, remote, accept)
 
     def drop(self, link: PeerLink) -> None:
         """Close ``link`` for good and forget it (its node was removed)."""
         link.close()
+        link.outbox.detach()
         for place, other in list(self.links.items()):
             if other is link:
                 del self.links[place]
@@ -181,13 +187,10 @@ class Replication(Service):
         if seq:  # our own write, not one merged from a peer
             if self._store.group is not None:
                 return  # a transaction's: sent whole by _group
-            # Encoded and sized once for every link, not once per link; and
-            # one call in the next reactor turn pumps every link.
-            frame = wire.encode_write(seq, key, entry)
-            size = entry_size(key, entry)
-            for link in self.links.values():
-                if not link.is_self:
-                    link.send(seq, key, entry, frame, size, False)
+            # Encoded, sized and queued once for every link, not once per
+            # link; and one call in the next reactor turn pumps every link.
+            self.outbox_log.add(seq, key, entry, wire.encode_write(seq, key, entry),
+                                entry_size(key, entry))
             if self._pump_call is None:
                 self._pump_call = self._reactor.callLater(  # type: ignore[attr-defined]
                     0, self._pump_all
@@ -199,6 +202,9 @@ class Replication(Service):
             tail = entry[-3:]
             for link in self.links.values():
                 link.merged(tail)
+
+    def _pump_soon(self) -> None:
+        self._pump_call = self._reactor.callLater(0, self._pump_all)  # type: ignore[attr-defined]
 
     def _pump_all(self) -> None:
         """Every link sends what its outbox lets go: the writes of one turn
@@ -224,13 +230,11 @@ class Replication(Service):
             log.warn("A transaction of {count} writes is too large for one peer frame; "
                      "replicating its writes one by one", count=len(items))
             for seq, key, entry in writes:
-                for link in self.links.values():
-                    if not link.is_self:
-                        link.send(seq, key, entry)
-            return
-        for link in self.links.values():
-            if not link.is_self:
-                link.send_group(last, items)
+                self.outbox_log.add(seq, key, entry)
+        else:
+            self.outbox_log.add_group(last, items)
+        if self._pump_call is None:
+            self._pump_soon()
 
     def startService(self) -> None:
         super().startService()
