@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from callgrind import instructions  # noqa: E402
 
 # Runs inside the measured interpreter: which op pipeline rounds
 FEED = r'''
@@ -74,19 +74,8 @@ for _ in range(rounds):
 
 
 def count(python: str, which: str, op: str, pipeline: int, rounds: int) -> int:
-    # A fixed hash seed: the same dict layouts in both runs, so start-up
-    # costs the same and cancels out exactly.
-    env = dict(os.environ, PYTHONHASHSEED="0",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    done = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-         python, "-c", FEED.format(here=HERE), which, op, str(pipeline), str(rounds)],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=900,
-    )
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if done.returncode != 0 or found is None:
-        raise SystemExit(f"callgrind run failed ({which} {op}):\n{done.stderr[-2000:]}")
-    return int(found.group(1))
+    return instructions(python, FEED.format(here=HERE), [which, op, str(pipeline), str(rounds)],
+                        f"{which} {op}", timeout=900)
 
 
 def per_request(python: str, which: str, op: str, pipeline: int, low: int, high: int) -> int:

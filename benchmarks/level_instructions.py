@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from callgrind import env, instructions  # noqa: E402
 
 # Runs inside the measured interpreter.
 SCRIPT = r'''
@@ -134,23 +135,9 @@ else:
 '''
 
 
-def _env() -> dict[str, str]:
-    # A fixed hash seed: the same dict layouts in both runs, so start-up
-    # costs the same and cancels out exactly.
-    return dict(os.environ, PYTHONHASHSEED="0",
-                PYTHONPATH=os.pathsep.join([ROOT, HERE, os.environ.get("PYTHONPATH", "")]))
-
-
 def count(python: str, level: str, test: str, clients: int, rounds: int) -> int:
-    done = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-         python, "-c", SCRIPT, level, test, str(clients), str(rounds), "count"],
-        capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=1800,
-    )
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if done.returncode != 0 or found is None:
-        raise SystemExit(f"callgrind run failed ({level} {test}):\n{done.stderr[-2000:]}")
-    return int(found.group(1))
+    return instructions(python, SCRIPT, [level, test, str(clients), str(rounds), "count"],
+                        f"{level} {test}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -174,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         level, test = args.profile.split(":")
         subprocess.run([args.python, "-c", SCRIPT, level, test, str(args.clients),
                         str(max(1, args.requests // args.clients)), "profile"],
-                       check=True, env=_env(), cwd=ROOT)
+                       check=True, env=env(), cwd=ROOT)
         return
     if args.opcodes:
         print(f"Python bytecodes per request, three nodes in process, {args.clients} clients, "
@@ -183,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
             for level in args.levels.split(","):
                 subprocess.run([args.python, "-c", SCRIPT, level, test, str(args.clients),
                                 str(max(1, 200 // args.clients)), "opcodes", str(args.top)],
-                               check=True, env=_env(), cwd=ROOT)
+                               check=True, env=env(), cwd=ROOT)
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install -y valgrind)")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from callgrind import env, instructions  # noqa: E402
 
 # Runs inside the measured interpreter (and, for the capture, outside it).
 SCRIPT = r'''
@@ -113,23 +114,8 @@ elif mode == "peer":
 '''
 
 
-def _env() -> dict[str, str]:
-    # A fixed hash seed: the same dict layouts in both runs, so start-up
-    # costs the same and cancels out exactly.
-    return dict(os.environ, PYTHONHASHSEED="0",
-                PYTHONPATH=os.pathsep.join([ROOT, HERE, os.environ.get("PYTHONPATH", "")]))
-
-
 def count(python: str, mode: str, pipeline: int, batches: int, path: str) -> int:
-    done = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-         python, "-c", SCRIPT, mode, str(pipeline), str(batches), path],
-        capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=1800,
-    )
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if done.returncode != 0 or found is None:
-        raise SystemExit(f"callgrind run failed ({mode}):\n{done.stderr[-2000:]}")
-    return int(found.group(1))
+    return instructions(python, SCRIPT, [mode, str(pipeline), str(batches), path], mode)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -148,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         path = os.path.join(scratch, "stream.pickle")
         subprocess.run([args.python, "-c", SCRIPT, "capture", str(args.pipeline), str(high), path],
-                       check=True, env=_env(), cwd=ROOT)
+                       check=True, env=env(), cwd=ROOT)
         with open(path, "rb") as source:
             frames = pickle.load(source)
         print(f"instructions per write, in-process, -P {args.pipeline}, {args.python}; "
