@@ -89,6 +89,20 @@ def held(proto: Any) -> int:
     return sum(len(slot[0]) for slot in proto.inner._owed.slots if slot[0] is not None)
 
 
+def logged(case: SynchronousTestCase, needle: str) -> List[str]:
+    """The log lines containing ``needle`` from now to the end of ``case``."""
+    events: List[str] = []
+
+    def observe(event: Any) -> None:
+        text = formatEvent(event)
+        if needle in text:
+            events.append(text)
+
+    globalLogPublisher.addObserver(observe)
+    case.addCleanup(globalLogPublisher.removeObserver, observe)
+    return events
+
+
 def limited(clock: Clock, **kwargs: Any) -> Node:
     return Node(clock, "lim", client_output_limits=OutputLimits(soft=SOFT, hard=1 << 20),
                 **kwargs)
@@ -162,15 +176,7 @@ class HardLimitTests(SynchronousTestCase):
         of a 100 kB value in one read. Once the bytes queued for it pass the
         hard limit (1 MiB) the node aborts the connection, logs it once, and
         runs none of the requests after; other clients are served."""
-        events: List[str] = []
-
-        def observe(event: Any) -> None:
-            text = formatEvent(event)
-            if "Disconnecting RESP client" in text:
-                events.append(text)
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        events = logged(self, "Disconnecting RESP client")
         clock = Clock()
         node = limited(clock)
         node.store.set(b"big", VALUE)
@@ -328,15 +334,7 @@ class ProtocolErrorLogTests(SynchronousTestCase):
     def test_protocol_errors_are_logged_escaped_and_rate_limited(self) -> None:
         """Raw client bytes in a protocol-error warning are escaped, and many errors
         in a moment give one line."""
-        events: List[str] = []
-
-        def observe(event: Any) -> None:
-            text = formatEvent(event)
-            if "Closing RESP client" in text:
-                events.append(text)
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        events = logged(self, "Closing RESP client")
         node = Node(Clock(), "n")
         for _ in range(20):
             proto, transport = connect(node)
