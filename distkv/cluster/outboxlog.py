@@ -118,6 +118,7 @@ class OutboxLog:
         size = self._sizes[i]
         self._sizes[i] = 0
         self._frames[i] = None
+        self._payloads[i] = None  # its value is owed to no link: not kept alive
         self._dead += 1
         self.live_bytes -= size
         for cursor in self.cursors:
