@@ -91,7 +91,7 @@ class OutboxLog:
         self.live_bytes += size
         if self.live_bytes - self._floor > self.max_bytes:
             self._cut_over()
-        if len(self._latest) > 2 * len(seqs) + TRIM_AT_LEAST:
+        if len(self._latest) > 2 * len(self._seqs) + TRIM_AT_LEAST:  # _cut_over may replace it
             self._rekey()
 
     def add_group(self, seq: int, writes: Sequence[Tuple[bytes, Entry]]) -> None:

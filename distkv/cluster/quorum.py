@@ -151,6 +151,12 @@ class _Read:
 WRITE_BACKS = 2
 
 
+
+def holding(acks: List[int], seq: int) -> int:
+    """How many members hold our write ``seq``, from ``acks``, the last of our
+    writes each member acknowledged (a member applies them in order)."""
+    return sum([1 for ack in acks if ack >= seq])
+
 class Coordinator:
     """Waits for the members a level needs; ``timeout`` in seconds."""
 
@@ -232,15 +238,14 @@ class Coordinator:
         for waiter in list(self._writes):
             if waiter.local:
                 seq = waiter.seq
-                if sum([1 for ack in acks if ack >= seq]) + 1 >= waiter.need:
+                if holding(acks, seq) + 1 >= waiter.need:
                     self.writes_met += 1
                     self._end_write(waiter, None)
 
     def _write_expired(self, waiter: _Write) -> None:
         if waiter.over:
             return
-        got = sum([1 for ack in self.cluster.member_acks() if ack >= waiter.seq]) \
-            + (1 if waiter.local else 0)
+        got = holding(self.cluster.member_acks(), waiter.seq) + (1 if waiter.local else 0)
         self.writes_indeterminate += 1
         self._end_write(waiter, indeterminate(got, waiter.need, self.cluster.quorum_members(),
                                               waiter.level, self.timeout))
