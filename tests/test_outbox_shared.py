@@ -19,7 +19,6 @@ from distkv.store.entries import Entry, make_entry
 from distkv.store.hlc import Version
 from tests.clusters import settled_cluster
 
-
 PYPY = platform.python_implementation() == "PyPy"
 
 
