@@ -51,12 +51,8 @@ class Fleet:
         #: operator forgetting a machine forgets every id the cluster lists for it.
         self.past_ids: Dict[str, List[str]] = {name: [name] for name in names}
         self.dir_ids: Dict[str, str] = {d: n for n, d in self.dirs.items() if d is not None}
-        #: node -> (the copy of its data file, the node id it belongs to, the
-        #: flush floor saved in it: a restart from the copy brings that back).
-        self.copies: Dict[str, Tuple[str, str, Version]] = {}
-        #: The flush floor each crashed node with a data dir saved there: it
-        #: comes back with the node, so a flush it holds is not lost.
-        self.down_floors: Dict[str, Version] = {}
+        #: node -> (the copy of its data file, the node id it belongs to).
+        self.copies: Dict[str, Tuple[str, str]] = {}
         #: node -> the time until which it should refuse data commands, while loading
         self.should_load: Dict[str, float] = {}
         #: node -> the nodes whose rounds completed into it since it last started
@@ -95,8 +91,7 @@ class Fleet:
             return
         if lost is None:
             lost = self._dir_store(self.dirs[name])
-        self.gone.append(name)
-        self.down_floors.pop(name, None)  # its data dir never comes back
+        self.gone.append(name)  # its data dir never comes back
         self._forget_ids(name, by)
         # whatever only it held is gone with it
         self._data_lost([] if lost is None else [lost])
@@ -153,19 +148,16 @@ class Fleet:
         target = sqlite3.connect(copy)
         try:
             source.backup(target)  # what was committed, as another process would copy it
-            floor = _saved_floor(target)
         finally:
             target.close()
             source.close()
-        self.copies[name] = (copy, self.dir_ids[path], floor)
+        self.copies[name] = (copy, self.dir_ids[path])
 
     def crash(self, name: str) -> None:
         assert self.cluster is not None
         if name not in self.cluster.nodes:
             return
         store = self.cluster.nodes[name].store
-        if self.dirs[name] is not None:
-            self.down_floors[name] = store.flushed
         self.cluster.crash(name)
         if self.dirs[name] is None:
             self._data_lost([store])
@@ -219,22 +211,20 @@ class Fleet:
                             held[key] = op.version
         return held
 
-    def _data_lost(self, lost: List[Store], restored: Version = ZERO) -> None:
+    def _data_lost(self, lost: List[Store]) -> None:
         """Data was thrown away (``lost``: a memory-only node's, a replaced or
         departed data dir's): an acknowledged write that it held and nothing
         else still holds is lost as documented, no longer acknowledged. One
         that nothing held before either stays acknowledged: its loss is not
         this one's (a node that acknowledged a write it never committed), and
-        the final checks find it. A flush is lost only if no running node, no
-        crashed node's data dir and no copy a node is restarting from
-        (``restored``: its saved floor) holds its floor."""
+        the final checks find it. A flush is lost only if no running node and
+        no data dir a node comes back on (an older copy included) holds its
+        floor."""
         assert self.cluster is not None
         after = self._holders()
         self.history.lost_unless_held(self._held(after), self._held(lost))
         self.counting.lost_unless_held(after, lost)
-        self.history.flush_lost_unless_held(max(
-            [node.store.flushed for node in self.cluster.nodes.values()]
-            + list(self.down_floors.values()) + [restored]))
+        self.history.flush_lost_unless_held(max((store.flushed for store in after), default=ZERO))
 
     def restart(self, step: Restart) -> None:
         assert self.cluster is not None
@@ -248,13 +238,12 @@ class Fleet:
             mode = "memory"
         path = self.dirs[name]
         node_id = self.ids[name]
-        restored = ZERO  # the flush floor the node comes back with
         if mode == "memory":
             path = None
         elif mode == "empty-dir":
             path = self.new_dir()
         elif mode == "older-copy":
-            copy, node_id, restored = self.copies[name]
+            copy, node_id = self.copies[name]
             path = self.new_dir()
             os.makedirs(path)
             shutil.copyfile(copy, os.path.join(path, FILENAME))
@@ -263,12 +252,11 @@ class Fleet:
             node_id = f"{name}i{self._made}"
         if path is not None:
             node_id = self.dir_ids.setdefault(path, node_id)
-        self.down_floors.pop(name, None)  # running, or its dir left behind
         replaced = self.dirs[name] if mode != "own-dir" else None
         self.dirs[name] = path
         if mode != "own-dir":
             old = self._dir_store(replaced)
-            self._data_lost([] if old is None else [old], restored)
+            self._data_lost([] if old is None else [old])
         # Back on its own dir it may have missed writes and deletes while
         # down: it loads ("checking") until a serving peer synced it too.
         self._starts_loading(name)
@@ -353,13 +341,3 @@ class Fleet:
                    for link in nodes[other].replication.links.values()):
                 nodes[other].member_links.forget(address)
                 return
-
-
-def _saved_floor(db: sqlite3.Connection) -> Version:
-    """The flush floor saved in a data file (see
-    :meth:`distkv.disk.datafile.Disk.saved_floor`), ZERO if none."""
-    row = db.execute("SELECT value FROM meta WHERE name = 'flushed'").fetchone()
-    if row is None:
-        return ZERO
-    ms, counter, node = str(row[0]).split(":", 2)
-    return Version(int(ms), int(counter), node)
