@@ -625,7 +625,7 @@ class Node:
         for link in self.replication.links.values():
             remote = link.remote
             if not link.is_self and remote is not None and is_member(remote.node):
-                ack = link.outbox.acked
+                ack = link.outbox.vouched()
                 if ack > acked.get(remote.node, -1):
                     acked[remote.node] = ack
         return list(acked.values())
@@ -706,7 +706,7 @@ class Node:
         ``seq`` (WAIT's count; see :mod:`distkv.front.replcmds`)."""
         nodes = set()
         for link in self.replication.links.values():
-            if not link.is_self and link.remote is not None and link.outbox.acked >= seq:
+            if not link.is_self and link.remote is not None and link.outbox.vouched() >= seq:
                 nodes.add(link.remote.node)
         return len(nodes)
 

@@ -27,6 +27,15 @@ its keys does not replace the item (the transaction must still reach the peer
 whole); it queues behind it, and wins there by its newer version. Writes one
 link alone owes (those a restart reads back from the data dir, see
 :meth:`Outbox.add_backlog`) wait in that link's own backlog, sent first.
+
+A peer acknowledges the last write it applied, and applies a link's writes in
+order; so an acknowledgement of write ``n`` says it holds every write up to
+``n`` that the link sent. What a level or WAIT may count is
+:meth:`Outbox.vouched`, which leaves out writes the link was never to send: those
+before it joined a log that had writes, those an overflow cut over (both until
+a resync round that began after closes the gap, see :meth:`Outbox.resynced`),
+and a write superseded before the link sent it (until the peer acknowledges the
+write that superseded it).
 """
 
 from __future__ import annotations
@@ -44,6 +53,9 @@ Group = Tuple[Tuple[bytes, Entry], ...]
 #: What :meth:`Outbox.take` hands out: ``(seq, key, entry)`` for a single
 #: write, ``(seq, seq, group)`` for a transaction (its key is an int).
 Item = Tuple[int, Union[bytes, int], Any]
+
+#: A gap's end that no acknowledgement reaches: only a resync round closes it.
+NEVER = 1 << 62
 
 class Outbox:
     """One link's cursor into an :class:`~distkv.cluster.outboxlog.OutboxLog`: what its peer has not
@@ -66,6 +78,14 @@ class Outbox:
         # (position after the last write of a batch sent, its bytes), in order.
         self._fly: Deque[Tuple[int, int]] = deque()
         self._flying = 0
+        # Writes from _gap_low on were not all sent: acknowledgements vouch
+        # for them once one reaches _gap_high (0: no gap; NEVER: a resync
+        # round closes it). ``gaps`` counts the gap's openings and widenings.
+        self._gap_low = 0
+        self._gap_high = 0
+        self.gaps = 0
+        # Every write up to this one reached the peer in a completed round.
+        self._synced = 0
         self._join(log if log is not None else OutboxLog(max_bytes))
 
     def _join(self, log: OutboxLog) -> None:
@@ -75,6 +95,52 @@ class Outbox:
         self._joined = log.appended
         log.cursors.append(self)
         log.refloor()
+        if log.last_seq:  # writes went to other links before this one
+            self.skipped()
+
+    def vouched(self) -> int:
+        """Up to which sequence number the peer holds every write of ours
+        (or a newer write of its key): what a consistency level or WAIT may
+        count. The acknowledged number, less the writes of a gap; or the
+        last write a completed round covered, if higher."""
+        acked = self.acked
+        if acked < self._gap_high:
+            below = self._gap_low - 1
+            if below < acked:
+                acked = below
+        synced = self._synced
+        return synced if synced > acked else acked
+
+    def open_gap(self, low: int, high: int) -> None:
+        """Writes from ``low`` on may not reach the peer before write
+        ``high`` does (``NEVER``: before a resync round): vouch for none of
+        them until then. Two gaps make one that covers both."""
+        if self._gap_high:
+            if self._gap_low < low:
+                low = self._gap_low
+            if self._gap_high > high:
+                high = self._gap_high
+        if (low, high) != (self._gap_low, self._gap_high):
+            self._gap_low, self._gap_high = low, high
+            self.gaps += 1
+
+    def skipped(self) -> None:
+        """Writes after the acknowledged ones were never given to this link,
+        or were cut over: only a resync round makes up for them."""
+        self.open_gap(self.acked + 1, NEVER)
+
+    def resynced(self, gaps: int, through: int) -> bool:
+        """A round that began when ``gaps`` was :attr:`gaps` and our last
+        write was ``through`` completed: the peer holds every write up to
+        ``through`` (or a newer one of its key), and the link has sent every
+        write since unless the gap widened meanwhile; if it did not, the gap
+        is closed. True if that vouches for more writes."""
+        before = self.vouched()
+        if gaps == self.gaps:
+            self._gap_low = self._gap_high = 0
+        if through > self._synced:
+            self._synced = through
+        return self.vouched() > before
 
     @property
     def max_bytes(self) -> int:
@@ -130,6 +196,7 @@ class Outbox:
         self._flying = 0
         self.needs_resync = True
         self.overflows += 1
+        self.skipped()
         log.released()
 
     def _drop_backlog(self) -> None:
@@ -157,6 +224,8 @@ class Outbox:
         if seq > self._own_last and (log.appended == self._joined or seq > log.last_seq):
             return  # a number we never sent
         self.acked = seq
+        if self._gap_high and seq >= self._gap_high:
+            self._gap_low = self._gap_high = 0
         backlog = self._backlog
         moved = False
         while backlog and backlog[0][0] <= seq:

@@ -79,7 +79,7 @@ class OutboxLog:
         latest = self._latest
         old = latest.get(key)
         if old is not None and old >= self._base:
-            self._supersede(old)
+            self._supersede(old, seq)
         seqs = self._seqs
         self._latest[key] = self._base + len(seqs)
         seqs.append(seq)
@@ -113,7 +113,7 @@ class OutboxLog:
         if self.live_bytes - self._floor > self.max_bytes:
             self._cut_over()
 
-    def _supersede(self, at: int) -> None:
+    def _supersede(self, at: int, by: int) -> None:
         i = at - self._base
         size = self._sizes[i]
         self._sizes[i] = 0
@@ -124,6 +124,8 @@ class OutboxLog:
         for cursor in self.cursors:
             if cursor._ack > at:  # released it already: its bytes stay as they were
                 cursor._released -= size
+            elif cursor._send <= at:  # never sent there: the peer gets write ``by`` only
+                cursor.open_gap(self._seqs[i], by)
         self.refloor()
         if self._dead > len(self._seqs) - self._dead + TRIM_AT_LEAST:
             self._compact()

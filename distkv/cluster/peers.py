@@ -106,6 +106,8 @@ class PeerLink(ReconnectingClientFactory):
         self.on_round_cut: Optional[Callable[[PeerLink], None]] = None
         self._rounds_started = 0
         self._round_overflows = 0
+        self._round_gaps = 0
+        self._round_through = 0
         self.rounds_completed = 0
         self.resyncs = 0
         self.last_round_sent = 0
@@ -242,8 +244,10 @@ class PeerLink(ReconnectingClientFactory):
 
     def hand_over(self, to: PeerLink) -> None:
         """Give every connection to ``to`` (a link for the same node that dials
-        it); this link pushes no more. Its outbox need not go along: ``to``
-        has been given every write since it was made, before this link was."""
+        it); this link pushes no more. Its outbox does not go along: writes
+        it owes that ``to`` was never given (``to`` was made after them)
+        reach the peer in ``to``'s link-up round, and until a round completes
+        ``to`` vouches for none of them (see :meth:`Outbox.vouched`)."""
         connections, self._connections = self._connections, []
         self._stop_pushing()
         for proto in connections:
@@ -402,6 +406,8 @@ class PeerLink(ReconnectingClientFactory):
                 self._rounds_started += 1
                 self._round = Round(self._store, self._rounds_started)
                 self._round_overflows = self.outbox.overflows
+                self._round_gaps = self.outbox.gaps
+                self._round_through = self._store.seq
                 # The round covers what we hold as its digest is taken: a
                 # bucket equal then is not looked at again, so what we merge
                 # from now on may miss the peer (see floor()).
@@ -466,6 +472,9 @@ class PeerLink(ReconnectingClientFactory):
         self.last_round_sent = current.sent
         self.round_entries_sent += current.sent
         cut, self._round_cut = self._round_cut, None
+        if self.outbox.resynced(self._round_gaps, self._round_through) \
+                and self.on_acked is not None:
+            self.on_acked(self)  # writes at a level may count this peer now
         if self.outbox.overflows == self._round_overflows and cut is not None:
             self._proven = True
             merged = self._merged_since_cut

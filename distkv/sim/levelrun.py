@@ -21,24 +21,39 @@ replicas must agree after the run (anti-entropy runs every 10 s there).
 ``python -m distkv.sim.levelrun [first-seed] [count] [level]`` runs seeds and
 checks each history with :mod:`distkv.sim.sessions` (and, for the seeds with
 a single writer, :mod:`distkv.sim.linearizable`), or at ``LINEARIZABLE`` as
-said above.
+said above; every third seed below ``LINEARIZABLE`` bounds the outboxes so
+tightly (:data:`SMALL_OUTBOX`) that partitions cut links over to resyncs.
+Crashes come one node at a time, and only while no node is loading: a node
+back empty that has not synced yet has lost its data, so a second crash then
+would be two failures at once. As a node answers a SET at QUORUM or ALL with
+OK, the run looks at every node's store then and there: the write (or a newer
+entry of its key) must be on as many nodes as the level needs
+(:attr:`Recorded.underheld`), which no history check could see once a round
+has carried it on.
 """
 
 from __future__ import annotations
 
 import random
 import sys
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from functools import partial
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
+from distkv.cluster import quorum
 from distkv.sim import linearizable, sessions
 from distkv.sim.linearizable import UNKNOWN, Op
+from distkv.store.entries import Entry, version_of
+from distkv.store.hlc import Version
 from distkv.testing import SimulatedCluster
 
 #: Fake seconds between two looks at the clients' connections.
 TICK = 0.005
+#: An outbox bound (``--outbox-bytes``) that a partition of a few fake
+#: seconds passes: every third seed of :func:`main` runs with it.
+SMALL_OUTBOX = 600
 
 
 class Recorded(NamedTuple):
@@ -52,6 +67,9 @@ class Recorded(NamedTuple):
     #: how often a run made the interleaving a one-phase read gets wrong
     #: (counted on the nodes up at the end).
     unsettled_reads: int = 0
+    #: Writes at QUORUM or ALL answered OK while fewer members than the
+    #: level needs held them (or a newer entry of their key), described.
+    underheld: Tuple[str, ...] = ()
 
 
 def resp(*args: bytes) -> bytes:
@@ -85,16 +103,42 @@ class _Client:
         self.made = 0
         #: The request under way: its node, kind, key, value, call time.
         self.busy: Optional[Tuple[str, str, bytes, Optional[bytes], float]] = None
+        #: The version the request's SET got as it ran, if it ran at once.
+        self.wrote: Optional[Version] = None
+        #: Told as the node writes an answer (see :class:`_Transport`).
+        self.answering: Callable[[bytes], None] = lambda data: None
+
+
+class _Transport(StringTransport):
+    """A client's connection, which tells the client as the node writes an
+    answer: what the cluster holds is looked at then, not once the network
+    has gone quiet (by when a round may have carried a write on)."""
+
+    def __init__(self, address: IPv4Address, client: _Client) -> None:
+        super().__init__(peerAddress=address)
+        self.client = client
+
+    def write(self, data: bytes) -> None:
+        self.client.answering(data)
+        super().write(data)
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        data = list(data)
+        self.client.answering(b"".join(data))
+        super().writeSequence(data)
 
 
 def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
         ops: int = 30, keys: Sequence[bytes] = (b"k0", b"k1"), writers: Optional[int] = None,
         partitions: bool = True, crashes: bool = True,
-        quorum_timeout: float = 0.2, sync_interval: float = 10.0) -> Recorded:
+        quorum_timeout: float = 0.2, sync_interval: float = 10.0,
+        outbox_bytes: Optional[int] = None) -> Recorded:
     """Run ``clients`` clients of ``ops`` requests each at ``level``; only the
     first ``writers`` of them write (None: all); ``sync_interval`` is the
-    anti-entropy period at LINEARIZABLE."""
+    anti-entropy period at LINEARIZABLE; ``outbox_bytes``, if given, a bound
+    small enough that a partition cuts outboxes over to resyncs."""
     rng = random.Random(seed)
+    random.seed(seed)  # Twisted's reconnect jitter draws from it: a seed replays
     linear = level.upper() == b"LINEARIZABLE"
     options: Dict[str, Any] = {"sync_interval": 3600.0}
     if linear:
@@ -104,6 +148,8 @@ def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
         # before sending it on.
         options = {"max_clock_skew": 1.0, "sync_interval": sync_interval,
                    "skew_ms": {f"n{i + 1}": rng.randint(-300, 300) for i in range(size)}}
+    if outbox_bytes is not None:
+        options["outbox_bytes"] = outbox_bytes
     cluster = SimulatedCluster(size, quorum_timeout=quorum_timeout, **options)
     net = cluster.net
     try:
@@ -118,6 +164,11 @@ def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
         for name in names:
             _connect(cluster, name, everyone, level)
         history: List[Op] = []
+        underheld: List[str] = []
+        need = 1 if linear else quorum.needed(level.decode().upper(), size)
+        if need > 1:
+            for client in everyone:
+                client.answering = partial(_check_held, cluster, client, need, underheld)
         down: Optional[str] = None
         unsettled = 0  # a crashed node's count, kept
         for _ in range(ops * 1000):
@@ -136,7 +187,13 @@ def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
                         if other != lone:
                             net.block(lone, other)
             if crashes and rng.random() < 0.01:
-                if down is None:  # one node at a time: a quorum keeps every write
+                # One node at a time, and only once every node that came back
+                # has loaded what its peers hold: a node back empty and not yet
+                # synced has lost what it held, so crashing another would be
+                # two failures at once, more than a quorum is built to survive.
+                if down is None and any(node.loading for node in cluster.nodes.values()):
+                    pass
+                elif down is None:
                     down = rng.choice(names)
                     unsettled += cluster.nodes[down].proposer.unsettled_reads
                     cluster.crash(down)
@@ -149,7 +206,7 @@ def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
             running = [name for name in names if name != down]
             for client in everyone:
                 if client.busy is None and client.left:
-                    _start(client, rng, running, keys, net.seconds(), linear)
+                    _start(cluster, client, rng, running, keys, net.seconds(), linear)
             net.advance(TICK)
             net.run()
             for client in everyone:
@@ -169,9 +226,39 @@ def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
                 if value is not None:
                     held[key] = value
         unsettled += sum(node.proposer.unsettled_reads for node in cluster.nodes.values())
-        return Recorded(history, replicas, tuple(keys), unsettled)
+        return Recorded(history, replicas, tuple(keys), unsettled, tuple(underheld))
     finally:
         cluster.stop()
+
+
+def _check_held(cluster: SimulatedCluster, client: _Client, need: int,
+                underheld: List[str], data: bytes) -> None:
+    """The node begins to answer ``client`` with ``data``: if that answers a
+    write as done, is the write on as many nodes as its level needs?"""
+    busy, version = client.busy, client.wrote
+    if busy is None or version is None or client.connections[busy[0]][1].value():
+        return  # not a SET that ran at once, or its answer began before
+    if data.startswith(b"+OK"):
+        short = _short_of(cluster, busy[0], busy[2], version, need)
+        if short is not None:
+            underheld.append(short)
+
+
+def _short_of(cluster: SimulatedCluster, node: str, key: bytes, version: Version,
+              need: int) -> Optional[str]:
+    """Whether a write of ``key`` at ``version`` that node ``node`` just
+    answered OK is on fewer than ``need`` nodes (it or a newer entry of its
+    key: a blind write may be run again above a newer one): how, if so."""
+    holders = sorted(name for name, other in cluster.nodes.items()
+                     if _at_least(other.store.entry(key), version))
+    if len(holders) >= need:
+        return None
+    return (f"{node} answered a write of {key!r} (version {version}) OK when only "
+            f"{holders} held it, fewer than the {need} its level needs")
+
+
+def _at_least(entry: Optional[Entry], version: Version) -> bool:
+    return entry is not None and version_of(entry) >= version
 
 
 def _connect(cluster: SimulatedCluster, name: str, everyone: List[_Client],
@@ -180,7 +267,7 @@ def _connect(cluster: SimulatedCluster, name: str, everyone: List[_Client],
     for client in everyone:
         address = IPv4Address("TCP", "127.0.0.1", 20000 + client.number)
         proto = cluster.nodes[name].factory().buildProtocol(address)
-        transport = StringTransport(peerAddress=address)
+        transport = _Transport(address, client)
         proto.makeConnection(transport)
         proto.dataReceived(resp(b"CONSISTENCY", level))
         client.connections[name] = (proto, transport)
@@ -210,14 +297,15 @@ def _args(kind: str, value: Optional[bytes]) -> Tuple[object, ...]:
     return ()
 
 
-def _start(client: _Client, rng: random.Random, names: List[str], keys: Sequence[bytes],
-           now: float, linear: bool = False) -> None:
+def _start(cluster: SimulatedCluster, client: _Client, rng: random.Random, names: List[str],
+           keys: Sequence[bytes], now: float, linear: bool = False) -> None:
     node = rng.choice(names)
     key = rng.choice(keys)
     roll = rng.random()
     proto, transport = client.connections[node]
     transport.clear()
     client.left -= 1
+    client.wrote = None
     if linear and client.writes and roll < 0.3:
         if roll < 0.15:
             client.busy = (node, "incr", key, None, now)
@@ -235,17 +323,21 @@ def _start(client: _Client, rng: random.Random, names: List[str], keys: Sequence
         value = b"c%d-%d" % (client.number, client.made)
         client.busy = (node, "set", key, value, now)
         proto.dataReceived(resp(b"SET", key, value))
+        entry = cluster.nodes[node].store.entry(key)
+        if entry is not None and entry[0] == value:  # it ran at once (a blind write)
+            client.wrote = version_of(entry)
     else:
         client.busy = (node, "delete", key, None, now)
         proto.dataReceived(resp(b"DEL", key))
 
 
-def _finish(client: _Client, history: List[Op], now: float) -> None:
+def _finish(client: _Client, history: List[Op], now: float) -> Optional[str]:
+    """Record the client's request if it was answered; the answer's kind."""
     assert client.busy is not None
     node, kind, key, value, call = client.busy
     reply = parse(bytes(client.connections[node][1].value()))
     if reply is None:
-        return
+        return None
     client.busy = None
     what, out = reply
     if what == "error":
@@ -253,7 +345,7 @@ def _finish(client: _Client, history: List[Op], now: float) -> None:
             history.append(Op(client.number, kind, key, (1,), call, now, linearizable.NOT_INTEGER))
         elif kind != "get" and "indeterminate" in str(out):
             history.append(Op(client.number, kind, key, _args(kind, value), call, None, UNKNOWN))
-        return  # a read not met, or a write refused before it ran: nothing happened
+        return what  # a read not met, or a write refused before it ran: nothing happened
     if kind == "incr":
         history.append(Op(client.number, "incr", key, (1,), call, now, out))
     elif kind == "cas":
@@ -264,11 +356,13 @@ def _finish(client: _Client, history: List[Op], now: float) -> None:
         history.append(Op(client.number, "set", key, (value,), call, now, None))
     else:
         history.append(Op(client.number, "delete", key, (), call, now, out))
+    return what
 
 
 def check_linearizable(recorded: Recorded) -> List[str]:
     """What a LINEARIZABLE run breaks: linearizability, or replicas that disagree."""
-    found = [f.describe() for f in linearizable.check(recorded.history)]
+    found = list(recorded.underheld)
+    found += [f.describe() for f in linearizable.check(recorded.history)]
     values = {name: held for name, held in recorded.replicas.items()}
     if len({tuple(sorted(held.items())) for held in values.values()}) > 1:
         found.append(f"replicas differ after the run: {values!r}")
@@ -278,7 +372,8 @@ def check_linearizable(recorded: Recorded) -> List[str]:
 def check(recorded: Recorded, linear: bool = False) -> List[str]:
     """Every promise ``recorded`` breaks, described; linearizability too if ``linear``."""
     history = recorded.history
-    found = [v.describe() for v in sessions.read_your_writes(history)]
+    found = list(recorded.underheld)
+    found += [v.describe() for v in sessions.read_your_writes(history)]
     found += [v.describe() for v in sessions.monotonic_reads(history)]
     found += [v.describe() for v in sessions.converged(history, recorded.replicas,
                                                        recorded.keys)]
@@ -300,7 +395,8 @@ def main(argv: List[str]) -> int:
             problems = check_linearizable(recorded)
         else:
             single = seed % 2 == 0
-            recorded = run(seed, level=level, writers=1 if single else None)
+            recorded = run(seed, level=level, writers=1 if single else None,
+                           outbox_bytes=SMALL_OUTBOX if seed % 3 == 2 else None)
             problems = check(recorded, linear=single)
         if problems:
             bad += 1
