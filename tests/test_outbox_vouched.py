@@ -76,6 +76,28 @@ class VouchedTests(SynchronousTestCase):
         self.assertTrue(box.resynced(gaps, 3))
         self.assertEqual(box.vouched(), 4)
 
+    def test_a_second_cut_over_during_a_round_keeps_the_gap_open(self) -> None:
+        """A round begins after the first cut-over; a second cut-over comes
+        while it runs (the gap looks the same): that round cannot close the
+        gap, since what the second cut dropped came after it began."""
+        log = OutboxLog(300)
+        box = linked(log, window=100)
+        log.add(1, b"a", entry(b"x" * 150))
+        log.add(2, b"b", entry(b"y" * 150))
+        self.assertTrue(box.needs_resync)
+        round_began = box.gaps
+        log.add(3, b"c", entry(b"x" * 150))
+        log.add(4, b"d", entry(b"y" * 150))
+        self.assertEqual(box.overflows, 2)
+        box.resynced(round_began, 2)
+        self.assertEqual(box.vouched(), 2)  # what the round covered, not 3 or 4
+        log.add(5, b"e", entry(b"5"))
+        box.take()
+        box.ack(5)
+        self.assertEqual(box.vouched(), 2)
+        self.assertTrue(box.resynced(box.gaps, 4))
+        self.assertEqual(box.vouched(), 5)
+
     def test_a_completed_round_vouches_for_every_write_before_it_began(self) -> None:
         """Writes 1-3 are cut over and nothing is acknowledged after them: a
         round that began after write 3 vouches for 1-3 once it completes."""

@@ -126,8 +126,13 @@ class Outbox:
 
     def skipped(self) -> None:
         """Writes after the acknowledged ones were never given to this link,
-        or were cut over: only a resync round makes up for them."""
+        or were cut over: only a resync round that begins after this makes
+        up for them (so one under way now cannot, even if the gap it was to
+        close looks the same)."""
+        gaps = self.gaps
         self.open_gap(self.acked + 1, NEVER)
+        if self.gaps == gaps:
+            self.gaps += 1
 
     def resynced(self, gaps: int, through: int) -> bool:
         """A round that began when ``gaps`` was :attr:`gaps` and our last
