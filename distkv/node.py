@@ -368,7 +368,7 @@ class Node:
         self._ballot_floor = wire.MAX_SEQ
         self._max_skew_ms = int(max_clock_skew * 1000)
         self.acceptor = ConsensusAcceptor(self.store, self.clock.wall_ms,
-                                          int(max_clock_skew * 1000), self._acceptor_ready,
+                                          int(max_clock_skew * 1000), self.restored,
                                           self._acceptor_floor)
         self.proposer = Proposer(self, self.acceptor, self.clock, reactor, quorum_timeout)
         self.dispatcher.levels.proposer = self.proposer
@@ -637,7 +637,7 @@ class Node:
         return self.store.apply(key, entry)
 
     def read_answer(self, request: wire.ReadRequest) -> Iterator[bytes]:
-        if self.loading:  # our data may lack what a quorum acknowledged
+        if not self.restored():  # our data may lack what a quorum acknowledged
             return iter([wire.encode_read_refusal(request.id)])
         entry = self.store.entry
         keys = request.keys
@@ -659,11 +659,16 @@ class Node:
         before a restart are lost (a lone member has no other proposer)."""
         return 0 if self.quorum_members() == 1 else self._ballot_floor
 
-    def _acceptor_ready(self) -> bool:
-        """The acceptor answers unless the node loads, or, without a data dir
-        (so without what it accepted before a restart), until it has synced
-        from enough members that one of any majority that accepted a value
-        is among them."""
+    def restored(self) -> bool:
+        """Whether this node holds every write a majority acknowledged (and
+        every value a majority accepted) before it started: not while it
+        loads, and, without a data dir (so without what it held before a
+        restart), not until it has synced from enough members that one of
+        any majority is among them. Until then the consistency levels do not
+        count it (see :mod:`distkv.cluster.quorum`) and its acceptor does
+        not answer: a node back empty that synced from one peer holds what
+        that peer held, which may lack a write the node itself helped
+        acknowledge."""
         if self.loading:
             return False
         if self.data_dir is not None:

@@ -5,7 +5,7 @@ was made after the write). On a fake-clock cluster in one process."""
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from distkv.node import Node
 from tests.clusters import settled_cluster
 from tests.respclient import command
-from tests.test_levels import Client
+from tests.test_levels import Client, quorum_client
 
 
 class Watched(StringTransport):
@@ -124,3 +124,99 @@ class SupersedeGapTests(SynchronousTestCase):
         self.assertEqual(writer.value(), b"+OK\r\n")
         self.assertIn(writer.seen, ([b"v1"], [b"v2"]))
         cluster.net.heal()
+
+
+class InFlightSupersedeTests(SynchronousTestCase):
+    def test_a_write_superseded_in_flight_then_lost_with_its_connection_is_not_counted(
+            self) -> None:
+        """n3 is cut off and ``k`` is ``v0`` everywhere. A QUORUM ``SET k v1
+        XX`` runs on n1; a 1 MiB ONE write follows and the pump writes both
+        to n2; ``SET k v2`` at ONE supersedes ``v1`` while it is on the wire,
+        and the connection drops with both. The next one resends the large
+        write alone first (it fills the window, and ``v1`` is never sent
+        again); n2 acknowledges it, which says nothing of ``k``: the QUORUM
+        SET answers OK only once n2 holds ``k`` at ``v1`` or newer."""
+        cluster = settled_cluster(self, quorum_timeout=30.0, max_request=4 << 20)
+        net = cluster.net
+        n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+        other = Client(cluster, "n1", 6000)
+        self.assertEqual(other.ask(b"SET", b"k", b"v0"), b"+OK\r\n")
+        cluster.advance(1.0)
+        net.block("n1", "n3")
+        net.run()
+        writer = watched_client(n1, lambda: n2.store.get(b"k"))
+        writer.proto.dataReceived(command(b"SET", b"k", b"v1", b"XX"))  # type: ignore[attr-defined]
+        for _ in range(1000):  # one connection step at a time, until v1 runs on n1
+            if n1.store.get(b"k") == b"v1":
+                break
+            net.advance(0)
+            for connection in list(net.connections):
+                if not connection.closed:
+                    connection.step()
+        self.assertEqual(n1.store.get(b"k"), b"v1")
+        other.send(b"SET", b"big", b"x" * (1 << 20))
+        net.advance(0)  # the pump writes v1 and big to n2; nothing is delivered
+        other.send(b"SET", b"k", b"v2")  # supersedes v1 on the wire
+        net.cut("n1", "n2")  # and the bytes on the wire are lost
+        deadline = net.seconds() + 20.0
+        while not writer.value() and net.seconds() < deadline:
+            cluster.advance(0.05)
+        self.assertEqual(writer.value(), b"+OK\r\n")
+        self.assertIn(writer.seen, ([b"v1"], [b"v2"]))
+        net.heal()
+
+
+class IncarnationTests(SynchronousTestCase):
+    def test_a_peer_back_empty_counts_for_nothing_until_a_round_with_it(self) -> None:
+        """n2 acknowledged n1's write of ``k``, then crashes and comes back
+        memory-only, holding nothing. As n1's link to it comes up, neither
+        WAIT's count nor a level's counts n2 for that write."""
+        cluster = settled_cluster(self)
+        n1 = cluster.nodes["n1"]
+        client = Client(cluster, "n1", 6000)
+        self.assertEqual(client.ask(b"SET", b"k", b"v"), b"+OK\r\n")
+        cluster.advance(1.0)
+        seq = n1.store.seq
+        self.assertEqual(n1.peers_holding(seq), 2)
+        cluster.crash("n2")
+        seen = []
+        inner = n1.replication.on_linked
+
+        def look(link: Any, remote: Any, accept: Any) -> None:
+            inner(link, remote, accept)
+            if remote.node == "n2":
+                seen.append((n1.peers_holding(seq), cluster.nodes["n2"].store.get(b"k")))
+
+        n1.replication.on_linked = look  # type: ignore[method-assign]
+        cluster.start("n2", None)
+        cluster.advance(5.0)
+        self.assertEqual(seen[0], (1, None))  # only n3 holds it as n2 links
+        self.assertEqual(n1.peers_holding(seq), 2)  # and n2 again once a round ran
+        self.assertEqual(cluster.nodes["n2"].store.get(b"k"), b"v")
+
+
+class HotKeyTests(SynchronousTestCase):
+    def test_a_quorum_set_answers_while_a_hot_key_is_rewritten_every_turn(self) -> None:
+        """A ONE client on n1 pipelines two SETs of one key every 2 ms (the
+        first is always superseded before it is acknowledged), and the
+        network delivers one step at a time. A QUORUM SET of another key on
+        n1 answers OK well within its timeout: the holes the hot key leaves
+        close as the acknowledgements reach each one's end."""
+        cluster = settled_cluster(self, quorum_timeout=1.0)
+        net = cluster.net
+        hot = Client(cluster, "n1", 6000)
+        levelled = quorum_client(cluster, "n1")
+        for i in range(200):
+            if i == 20:
+                levelled.send(b"SET", b"x", b"1")
+            hot.proto.dataReceived(command(b"SET", b"hot", b"a%d" % i)
+                                   + command(b"SET", b"hot", b"b%d" % i))
+            net.advance(0.002)
+            for connection in list(net.connections):
+                if not connection.closed:
+                    connection.step()
+            if i > 20 and levelled.answer():
+                break
+        self.assertEqual(levelled.answer(), b"+OK\r\n")
+        self.assertLess(i, 200)
+        net.run()

@@ -30,12 +30,14 @@ link alone owes (those a restart reads back from the data dir, see
 
 A peer acknowledges the last write it applied, and applies a link's writes in
 order; so an acknowledgement of write ``n`` says it holds every write up to
-``n`` that the link sent. What a level or WAIT may count is
-:meth:`Outbox.vouched`, which leaves out writes the link was never to send: those
-before it joined a log that had writes, those an overflow cut over (both until
-a resync round that began after closes the gap, see :meth:`Outbox.resynced`),
-and a write superseded before the link sent it (until the peer acknowledges the
-write that superseded it).
+``n`` that reached it over the link. What a level or WAIT may count is
+:meth:`Outbox.vouched`, which leaves out the writes that may not have: those
+before the link joined a log that had writes, those an overflow cut over, every
+one while the peer is a new incarnation (it may hold nothing: see
+:meth:`Outbox.lost`), all until a round that began after them completes (see
+:meth:`Outbox.resynced`); and a write superseded before the peer acknowledged
+it (its frame is not sent again after a reconnect), until the peer
+acknowledges the write that superseded it (a hole, see :meth:`Outbox.superseded`).
 """
 
 from __future__ import annotations
@@ -54,8 +56,6 @@ Group = Tuple[Tuple[bytes, Entry], ...]
 #: write, ``(seq, seq, group)`` for a transaction (its key is an int).
 Item = Tuple[int, Union[bytes, int], Any]
 
-#: A gap's end that no acknowledgement reaches: only a resync round closes it.
-NEVER = 1 << 62
 
 class Outbox:
     """One link's cursor into an :class:`~distkv.cluster.outboxlog.OutboxLog`: what its peer has not
@@ -78,12 +78,16 @@ class Outbox:
         # (position after the last write of a batch sent, its bytes), in order.
         self._fly: Deque[Tuple[int, int]] = deque()
         self._flying = 0
-        # Writes from _gap_low on were not all sent: acknowledgements vouch
-        # for them once one reaches _gap_high (0: no gap; NEVER: a resync
-        # round closes it). ``gaps`` counts the gap's openings and widenings.
-        self._gap_low = 0
-        self._gap_high = 0
-        self.gaps = 0
+        # Writes from _cut_low on may not have reached the peer: only a round
+        # that began after the cut vouches for them (0: no cut). ``cuts``
+        # counts the cuts, so that a round can tell whether one came after
+        # it began.
+        self._cut_low = 0
+        self.cuts = 0
+        # (low, high): write ``low`` was superseded by ``high`` before the
+        # peer acknowledged it; acknowledgements vouch for it once one
+        # reaches ``high``. Highs grow along the deque, and so do lows.
+        self._holes: Deque[Tuple[int, int]] = deque()
         # Every write up to this one reached the peer in a completed round.
         self._synced = 0
         self._join(log if log is not None else OutboxLog(max_bytes))
@@ -101,50 +105,57 @@ class Outbox:
     def vouched(self) -> int:
         """Up to which sequence number the peer holds every write of ours
         (or a newer write of its key): what a consistency level or WAIT may
-        count. The acknowledged number, less the writes of a gap; or the
-        last write a completed round covered, if higher."""
+        count. The acknowledged number, less a cut's writes and the first
+        hole's; or the last write a completed round covered, if higher."""
         acked = self.acked
-        if acked < self._gap_high:
-            below = self._gap_low - 1
-            if below < acked:
-                acked = below
+        if self._cut_low and self._cut_low <= acked:
+            acked = self._cut_low - 1
+        holes = self._holes
+        if holes and holes[0][0] <= acked:
+            acked = holes[0][0] - 1
         synced = self._synced
         return synced if synced > acked else acked
 
-    def open_gap(self, low: int, high: int) -> None:
-        """Writes from ``low`` on may not reach the peer before write
-        ``high`` does (``NEVER``: before a resync round): vouch for none of
-        them until then. Two gaps make one that covers both."""
-        if self._gap_high:
-            if self._gap_low < low:
-                low = self._gap_low
-            if self._gap_high > high:
-                high = self._gap_high
-        if (low, high) != (self._gap_low, self._gap_high):
-            self._gap_low, self._gap_high = low, high
-            self.gaps += 1
+    def superseded(self, low: int, high: int) -> None:
+        """Write ``low``, not acknowledged yet, was superseded by write
+        ``high``, the newest: the peer may get ``high`` alone."""
+        holes = self._holes
+        while holes and holes[-1][0] >= low:
+            holes.pop()  # a later hole that ends before this one does
+        holes.append((low, high))
 
     def skipped(self) -> None:
         """Writes after the acknowledged ones were never given to this link,
-        or were cut over: only a resync round that begins after this makes
-        up for them (so one under way now cannot, even if the gap it was to
-        close looks the same)."""
-        gaps = self.gaps
-        self.open_gap(self.acked + 1, NEVER)
-        if self.gaps == gaps:
-            self.gaps += 1
+        or were cut over: only a round that begins after this makes up for
+        them (so one under way now cannot)."""
+        if not self._cut_low:
+            self._cut_low = self.acked + 1
+        self.cuts += 1
 
-    def resynced(self, gaps: int, through: int) -> bool:
-        """A round that began when ``gaps`` was :attr:`gaps` and our last
-        write was ``through`` completed: the peer holds every write up to
-        ``through`` (or a newer one of its key), and the link has sent every
-        write since unless the gap widened meanwhile; if it did not, the gap
-        is closed. True if that vouches for more writes."""
+    def lost(self) -> None:
+        """The peer is a new incarnation (or another node at its address),
+        which may hold none of our writes: vouch for none until a round
+        that begins after this completes."""
+        self._cut_low = 1
+        self._synced = 0
+        self._holes.clear()
+        self.cuts += 1
+
+    def resynced(self, cuts: int, through: int) -> bool:
+        """A round that began when ``cuts`` was :attr:`cuts` and our last
+        write was ``through`` completed: unless a cut came since (the peer
+        may even be another incarnation now), the peer holds every write up
+        to ``through`` (or a newer one of its key) and the link has given it
+        every write after. True if that vouches for more writes."""
+        if cuts != self.cuts:
+            return False
         before = self.vouched()
-        if gaps == self.gaps:
-            self._gap_low = self._gap_high = 0
+        self._cut_low = 0
         if through > self._synced:
             self._synced = through
+        holes = self._holes
+        while holes and holes[0][1] <= through:
+            holes.popleft()
         return self.vouched() > before
 
     @property
@@ -229,8 +240,9 @@ class Outbox:
         if seq > self._own_last and (log.appended == self._joined or seq > log.last_seq):
             return  # a number we never sent
         self.acked = seq
-        if self._gap_high and seq >= self._gap_high:
-            self._gap_low = self._gap_high = 0
+        holes = self._holes
+        while holes and holes[0][1] <= seq:
+            holes.popleft()
         backlog = self._backlog
         moved = False
         while backlog and backlog[0][0] <= seq:

@@ -106,7 +106,7 @@ class PeerLink(ReconnectingClientFactory):
         self.on_round_cut: Optional[Callable[[PeerLink], None]] = None
         self._rounds_started = 0
         self._round_overflows = 0
-        self._round_gaps = 0
+        self._round_cuts = 0
         self._round_through = 0
         self.rounds_completed = 0
         self.resyncs = 0
@@ -199,6 +199,9 @@ class PeerLink(ReconnectingClientFactory):
         if previous is not None and previous != remote:
             self.mark_resync("it restarted as a new incarnation")
         if previous != remote:
+            # It may hold none of our writes (back empty, or another node),
+            # and on a first link since we started we cannot tell.
+            self.outbox.lost()
             self._proven = False
             self._held_floor = ZERO
             # Connections with the node's previous incarnation (or another
@@ -406,7 +409,7 @@ class PeerLink(ReconnectingClientFactory):
                 self._rounds_started += 1
                 self._round = Round(self._store, self._rounds_started)
                 self._round_overflows = self.outbox.overflows
-                self._round_gaps = self.outbox.gaps
+                self._round_cuts = self.outbox.cuts
                 self._round_through = self._store.seq
                 # The round covers what we hold as its digest is taken: a
                 # bucket equal then is not looked at again, so what we merge
@@ -472,7 +475,7 @@ class PeerLink(ReconnectingClientFactory):
         self.last_round_sent = current.sent
         self.round_entries_sent += current.sent
         cut, self._round_cut = self._round_cut, None
-        if self.outbox.resynced(self._round_gaps, self._round_through) \
+        if self.outbox.resynced(self._round_cuts, self._round_through) \
                 and self.on_acked is not None:
             self.on_acked(self)  # writes at a level may count this peer now
         if self.outbox.overflows == self._round_overflows and cut is not None:

@@ -88,6 +88,11 @@ class Cluster(Protocol):
     def merge(self, key: bytes, entry: Entry) -> object:
         """Merge an entry another member holds into the local store."""
 
+    def restored(self) -> bool:
+        """Whether this node holds every write a majority acknowledged before
+        it started (False for a node back empty, until it synced from enough
+        members): until then its own entries do not count for a read."""
+
 
 class _Write:
     __slots__ = ("seq", "level", "need", "done", "local", "over")
@@ -291,6 +296,10 @@ class Coordinator:
         if need <= 1:
             done(None)
             return
+        if need < size and not self.cluster.restored():
+            # Our entries may lack a write we helped acknowledge before we
+            # came back empty: the members asked must be a quorum without us.
+            need += 1
         if self.stopped:
             senders = {}
             wait = False

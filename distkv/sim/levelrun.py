@@ -22,9 +22,11 @@ replicas must agree after the run (anti-entropy runs every 10 s there).
 checks each history with :mod:`distkv.sim.sessions` (and, for the seeds with
 a single writer, :mod:`distkv.sim.linearizable`), or at ``LINEARIZABLE`` as
 said above; every third seed below ``LINEARIZABLE`` bounds the outboxes so
-tightly (:data:`SMALL_OUTBOX`) that partitions cut links over to resyncs.
-Crashes come one node at a time, and only while no node is loading: a node
-back empty that has not synced yet has lost its data, so a second crash then
+tightly (:data:`SMALL_OUTBOX`, over :data:`MANY_KEYS`) that partitions cut
+links over to resyncs (:attr:`Recorded.overflows` counts them).
+Crashes come one node at a time, and only while every node holds what it
+held (:meth:`distkv.node.Node.restored`): a node back empty that has not
+synced from enough members yet has lost its data, so a second crash then
 would be two failures at once. As a node answers a SET at QUORUM or ALL with
 OK, the run looks at every node's store then and there: the write (or a newer
 entry of its key) must be on as many nodes as the level needs
@@ -51,9 +53,12 @@ from distkv.testing import SimulatedCluster
 
 #: Fake seconds between two looks at the clients' connections.
 TICK = 0.005
-#: An outbox bound (``--outbox-bytes``) that a partition of a few fake
-#: seconds passes: every third seed of :func:`main` runs with it.
-SMALL_OUTBOX = 600
+#: An outbox bound (``--outbox-bytes``) that a partition passes once writes
+#: of three of :data:`MANY_KEYS` wait for a peer (a key written again
+#: replaces its older write in the outbox, so two keys never would): every
+#: third seed of :func:`main` runs with both.
+SMALL_OUTBOX = 200
+MANY_KEYS = tuple(b"k%d" % i for i in range(6))
 
 
 class Recorded(NamedTuple):
@@ -70,6 +75,8 @@ class Recorded(NamedTuple):
     #: Writes at QUORUM or ALL answered OK while fewer members than the
     #: level needs held them (or a newer entry of their key), described.
     underheld: Tuple[str, ...] = ()
+    #: How often a link's outbox passed ``--outbox-bytes`` and was cut over.
+    overflows: int = 0
 
 
 def resp(*args: bytes) -> bytes:
@@ -170,7 +177,7 @@ def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
             for client in everyone:
                 client.answering = partial(_check_held, cluster, client, need, underheld)
         down: Optional[str] = None
-        unsettled = 0  # a crashed node's count, kept
+        unsettled = overflows = 0  # a crashed node's counts, kept
         for _ in range(ops * 1000):
             if not any(client.left or client.busy for client in everyone):
                 break
@@ -188,14 +195,16 @@ def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
                             net.block(lone, other)
             if crashes and rng.random() < 0.01:
                 # One node at a time, and only once every node that came back
-                # has loaded what its peers hold: a node back empty and not yet
-                # synced has lost what it held, so crashing another would be
-                # two failures at once, more than a quorum is built to survive.
-                if down is None and any(node.loading for node in cluster.nodes.values()):
+                # holds again what it held (see Node.restored): a node back
+                # empty and not yet synced from enough members has lost it, so
+                # crashing another would be two failures at once, more than a
+                # quorum is built to survive.
+                if down is None and not all(node.restored() for node in cluster.nodes.values()):
                     pass
                 elif down is None:
                     down = rng.choice(names)
                     unsettled += cluster.nodes[down].proposer.unsettled_reads
+                    overflows += _overflows(cluster.nodes[down])
                     cluster.crash(down)
                     for client in everyone:
                         _lost(client, down, history)
@@ -226,9 +235,14 @@ def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
                 if value is not None:
                     held[key] = value
         unsettled += sum(node.proposer.unsettled_reads for node in cluster.nodes.values())
-        return Recorded(history, replicas, tuple(keys), unsettled, tuple(underheld))
+        overflows += sum(_overflows(node) for node in cluster.nodes.values())
+        return Recorded(history, replicas, tuple(keys), unsettled, tuple(underheld), overflows)
     finally:
         cluster.stop()
+
+
+def _overflows(node: Any) -> int:
+    return sum(link.outbox.overflows for link in node.replication.links.values())
 
 
 def _check_held(cluster: SimulatedCluster, client: _Client, need: int,
@@ -395,8 +409,10 @@ def main(argv: List[str]) -> int:
             problems = check_linearizable(recorded)
         else:
             single = seed % 2 == 0
+            small = seed % 3 == 2
             recorded = run(seed, level=level, writers=1 if single else None,
-                           outbox_bytes=SMALL_OUTBOX if seed % 3 == 2 else None)
+                           outbox_bytes=SMALL_OUTBOX if small else None,
+                           keys=MANY_KEYS if small else (b"k0", b"k1"))
             problems = check(recorded, linear=single)
         if problems:
             bad += 1
