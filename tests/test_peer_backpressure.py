@@ -152,7 +152,8 @@ class StuckRoundTests(SynchronousTestCase):
         """Key lists keep a round alive, and so does its own stream still being written."""
         peer, clock, connection = self.link()
         clock.advance(59)
-        peer.keys_done(1, None)  # the answer came: now our entries go out
+        assert peer._round is not None
+        peer.keys_done(peer._round.number, None)  # the answer came: now our entries go out
         clock.advance(60)
         self.assertEqual(peer._rounds_started, 1)  # the stream has not finished
         connection.then[-1]()  # ... now it has

@@ -220,3 +220,19 @@ class HotKeyTests(SynchronousTestCase):
         self.assertEqual(levelled.answer(), b"+OK\r\n")
         self.assertLess(i, 200)
         net.run()
+
+
+class RoundNumberTests(SynchronousTestCase):
+    def test_no_two_links_of_a_node_run_rounds_under_one_number(self) -> None:
+        """A round's end closes a link's gaps; after ``hand_over`` a link can
+        hear, on a connection it inherited, the end of another link's round:
+        numbers unique across the links keep it from passing for its own."""
+        cluster = settled_cluster(self)
+        links = list(cluster.nodes["n1"].replication.links.values())
+        numbers = []
+        for link in links:
+            link._sync_tick()
+            assert link._round is not None
+            numbers.append(link._round.number)
+        self.assertEqual(len(set(numbers)), len(links))
+        cluster.net.run()

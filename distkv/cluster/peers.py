@@ -21,6 +21,7 @@ resync mark. :mod:`distkv.cluster.replication` holds the links and fans writes o
 
 from __future__ import annotations
 
+import itertools
 from functools import partial
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -49,6 +50,11 @@ log = Logger()
 
 #: Seconds between two lines about one peer that cannot be reached or refuses us.
 FAILURE_LOG_INTERVAL = 60.0
+
+#: Round numbers, unique across the process's links: after ``hand_over`` a
+#: link may answer on a connection another link ran a round over, and that
+#: round's end must not pass for its own round's.
+_round_numbers = itertools.count(1)
 
 
 class PeerLink(ReconnectingClientFactory):
@@ -407,7 +413,7 @@ class PeerLink(ReconnectingClientFactory):
                 self._round_after = None
                 self._round_owed = False
                 self._rounds_started += 1
-                self._round = Round(self._store, self._rounds_started)
+                self._round = Round(self._store, next(_round_numbers) & 0xFFFFFFFF)
                 self._round_overflows = self.outbox.overflows
                 self._round_cuts = self.outbox.cuts
                 self._round_through = self._store.seq
