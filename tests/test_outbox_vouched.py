@@ -127,11 +127,12 @@ class VouchedTests(SynchronousTestCase):
         box.ack(3)
         self.assertEqual(box.vouched(), 3)
 
-    def test_a_write_superseded_after_it_was_sent_counts_once_its_successor_is_acked(self) -> None:
+    def test_a_write_superseded_on_the_wire_then_lost_with_its_connection_counts_after_a_round(
+            self) -> None:
         """Write 1 of ``k`` was sent before 3 rewrote it; the connection drops
         and the peer never got it; on the next one 1 is not sent again (only
-        its successor 3 is). So an acknowledgement of 2 vouches for nothing
-        from 1 on, whichever connection carried it; one of 3 for all."""
+        its successor 3 is). So no acknowledgement vouches for it, whichever
+        connection carried it: only a round that began after the drop."""
         log = OutboxLog(1 << 20)
         box = linked(log)
         log.add(1, b"k", entry(b"old"))
@@ -144,7 +145,42 @@ class VouchedTests(SynchronousTestCase):
         box.ack(2)
         self.assertEqual(box.vouched(), 0)
         box.ack(3)
+        self.assertEqual(box.vouched(), 0)
+        self.assertTrue(box.resynced(box.cuts, 3))
         self.assertEqual(box.vouched(), 3)
+
+    def test_a_write_superseded_on_the_wire_that_arrives_leaves_nothing_behind(self) -> None:
+        """The same with no drop: write 1 arrives before 2, so an
+        acknowledgement of 2 vouches for both."""
+        log = OutboxLog(1 << 20)
+        box = linked(log)
+        log.add(1, b"k", entry(b"old"))
+        log.add(2, b"other", entry(b"x"))
+        box.take()
+        log.add(3, b"k", entry(b"new", 2))
+        box.ack(2)
+        self.assertEqual(box.vouched(), 2)
+        box.disconnect()  # after the acknowledgement: nothing was lost
+        self.assertEqual(box.vouched(), 2)
+
+    def test_a_chain_of_unsent_rewrites_counts_once_the_last_is_acked(self) -> None:
+        """Write 1 of ``k`` is superseded unsent by 3, and 3 unsent by 5; the
+        link sends 2, 4 (other keys) and 5. An acknowledgement of 4 is past 3
+        but the peer never got 3: nothing from 1 on counts until 5 is acked."""
+        log = OutboxLog(1 << 20)
+        box = Outbox(log.max_bytes, 1 << 20, log)
+        log.add(1, b"k", entry(b"1"))
+        log.add(2, b"a", entry(b"2"))
+        log.add(3, b"k", entry(b"3", 2))
+        log.add(4, b"b", entry(b"4"))
+        log.add(5, b"k", entry(b"5", 3))
+        box.rewind()
+        self.assertEqual([item[0] for item in box.take()], [2, 4, 5])
+        box.ack(4)
+        self.assertEqual(box.vouched(), 0)
+        box.ack(5)
+        self.assertEqual(box.vouched(), 5)
+        self.assertEqual((len(box._holes), box._hole_ends), (0, {}))
 
     def test_a_hot_key_rewritten_every_turn_leaves_the_acknowledged_writes_vouched(self) -> None:
         """A key written twice per reactor turn, the peer acknowledging each

@@ -36,15 +36,17 @@ before the link joined a log that had writes, those an overflow cut over, every
 one while the peer is a new incarnation (it may hold nothing: see
 :meth:`Outbox.lost`), all until a round that began after them completes (see
 :meth:`Outbox.resynced`); and a write superseded before the peer acknowledged
-it (its frame is not sent again after a reconnect), until the peer
-acknowledges the write that superseded it (a hole, see :meth:`Outbox.superseded`).
+it: one not sent yet until the peer acknowledges the write that superseded it
+(a hole, see :meth:`Outbox.superseded`), and one on the wire when its
+connection drops (it is not sent again, only its successor) until a round
+(it counts as a cut).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
-from typing import Any, Callable, Deque, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from distkv.cluster import batchwire, wire
 from distkv.cluster.outboxlog import OutboxLog, entry_size
@@ -84,10 +86,15 @@ class Outbox:
         # it began.
         self._cut_low = 0
         self.cuts = 0
-        # (low, high): write ``low`` was superseded by ``high`` before the
-        # peer acknowledged it; acknowledgements vouch for it once one
-        # reaches ``high``. Highs grow along the deque, and so do lows.
+        # (low, high): write ``low`` was superseded, unsent, by ``high``
+        # (through a chain of such writes of its key); acknowledgements vouch
+        # for it once one reaches ``high``. Highs grow along the deque, and so
+        # do lows; _hole_ends maps each hole's high to its low.
         self._holes: Deque[Tuple[int, int]] = deque()
+        self._hole_ends: Dict[int, int] = {}
+        # The newest write superseded while on the wire and not acknowledged
+        # (0: none): should the connection drop, the peer may lack it for good.
+        self._dead_sent = 0
         # Every write up to this one reached the peer in a completed round.
         self._synced = 0
         self._join(log if log is not None else OutboxLog(max_bytes))
@@ -116,13 +123,26 @@ class Outbox:
         synced = self._synced
         return synced if synced > acked else acked
 
-    def superseded(self, low: int, high: int) -> None:
-        """Write ``low``, not acknowledged yet, was superseded by write
-        ``high``, the newest: the peer may get ``high`` alone."""
-        holes = self._holes
+    def superseded(self, seq: int, by: int, sent: bool) -> None:
+        """Write ``seq``, not acknowledged yet, was superseded by write ``by``,
+        the newest; ``sent``: it is on the wire. Unsent, the peer gets ``by``
+        instead (or the write that supersedes that one in turn): a hole. On
+        the wire, it arrives unless the connection drops (see :meth:`disconnect`)."""
+        if sent:
+            if seq > self._dead_sent:
+                self._dead_sent = seq
+            return
+        holes, ends = self._holes, self._hole_ends
+        low = ends.pop(seq, seq)  # a hole that ended at ``seq`` now ends at ``by``
         while holes and holes[-1][0] >= low:
-            holes.pop()  # a later hole that ends before this one does
-        holes.append((low, high))
+            ends.pop(holes.pop()[1], None)  # a later hole: this one covers it
+        holes.append((low, by))
+        ends[by] = low
+
+    def _close_holes(self, through: int) -> None:
+        holes = self._holes
+        while holes and holes[0][1] <= through:
+            self._hole_ends.pop(holes.popleft()[1], None)
 
     def skipped(self) -> None:
         """Writes after the acknowledged ones were never given to this link,
@@ -139,6 +159,8 @@ class Outbox:
         self._cut_low = 1
         self._synced = 0
         self._holes.clear()
+        self._hole_ends.clear()
+        self._dead_sent = 0
         self.cuts += 1
 
     def resynced(self, cuts: int, through: int) -> bool:
@@ -153,9 +175,7 @@ class Outbox:
         self._cut_low = 0
         if through > self._synced:
             self._synced = through
-        holes = self._holes
-        while holes and holes[0][1] <= through:
-            holes.popleft()
+        self._close_holes(through)
         return self.vouched() > before
 
     @property
@@ -240,9 +260,10 @@ class Outbox:
         if seq > self._own_last and (log.appended == self._joined or seq > log.last_seq):
             return  # a number we never sent
         self.acked = seq
-        holes = self._holes
-        while holes and holes[0][1] <= seq:
-            holes.popleft()
+        if self._holes:
+            self._close_holes(seq)
+        if seq >= self._dead_sent:  # it arrived
+            self._dead_sent = 0
         backlog = self._backlog
         moved = False
         while backlog and backlog[0][0] <= seq:
@@ -275,7 +296,12 @@ class Outbox:
         self._connected = True
 
     def disconnect(self) -> None:
-        """The connection is gone; keep what is pending for the next one."""
+        """The connection is gone; keep what is pending for the next one. A
+        write superseded while on the wire is not sent again (its successor
+        is): the peer may lack it, as if cut over."""
+        if self._dead_sent:
+            self._dead_sent = 0
+            self.skipped()
         self._connected = False
         self._send = self._ack
         self._backlog_sent = 0

@@ -124,8 +124,8 @@ class OutboxLog:
         for cursor in self.cursors:
             if cursor._ack > at:  # released it already: its bytes stay as they were
                 cursor._released -= size
-            else:  # not acknowledged: a reconnect resends write ``by`` only
-                cursor.superseded(self._seqs[i], by)
+            else:  # not acknowledged: the peer may get write ``by`` only
+                cursor.superseded(self._seqs[i], by, cursor._send > at)
         self.refloor()
         if self._dead > len(self._seqs) - self._dead + TRIM_AT_LEAST:
             self._compact()
