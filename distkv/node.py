@@ -399,6 +399,7 @@ class Node:
         })
         #: node id -> when its last anti-entropy round into us completed
         self.synced_from: Dict[str, float] = {}
+        self._restored = False  # see restored()
 
     def _begin_data_dir(self, disk: Disk) -> DataLoad:
         """What the data dir says before its entries are read, and the reading of them."""
@@ -671,13 +672,15 @@ class Node:
         acknowledge."""
         if self.loading:
             return False
-        if self.data_dir is not None:
+        if self.data_dir is not None or self._restored:
             return True
         size = self.quorum_members()
         wanted = min(size - 1, size - (size // 2 + 1) + 1)
         is_member = self.membership.is_member
         synced = sum(1 for node in self.synced_from if is_member(node))
-        return synced >= wanted
+        # Once true, for good: members that join later need nothing we lost.
+        self._restored = synced >= wanted
+        return self._restored
 
     def consensus_prepare(self, request: paxoswire.Prepare) -> bytes:
         """The ``p`` frame answering a peer's prepare."""

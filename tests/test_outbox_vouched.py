@@ -231,3 +231,62 @@ class VouchedTests(SynchronousTestCase):
         self.assertFalse(box.resynced(before, 2))  # a round from before it came back
         self.assertTrue(box.resynced(box.cuts, 3))
         self.assertEqual(box.vouched(), 3)
+
+    def test_a_covered_hole_keeps_its_key_chain(self) -> None:
+        """Unsent: 2 (``k``) is superseded by 3, then 1 (``a``) by 4, whose hole
+        covers the first; then 3 by 5. The link sends 4 alone (a one-byte
+        window) and the peer acknowledges it: of ``k`` it holds nothing, so
+        write 2 must not count; it does once 5 is acknowledged."""
+        log = OutboxLog(1 << 20)
+        box = Outbox(log.max_bytes, 1, log)
+        log.add(1, b"a", entry(b"1"))
+        log.add(2, b"k", entry(b"2"))
+        log.add(3, b"k", entry(b"3", 2))
+        log.add(4, b"a", entry(b"4", 2))
+        log.add(5, b"k", entry(b"5", 3))
+        box.rewind()
+        self.assertEqual([item[0] for item in box.take()], [4])
+        box.ack(4)
+        self.assertLess(box.vouched(), 2)
+        self.assertEqual([item[0] for item in box.take()], [5])
+        box.ack(5)
+        self.assertEqual(box.vouched(), 5)
+
+    def test_holes_stay_few_while_the_peer_is_away(self) -> None:
+        """No link to the peer; 20,000 keys are each written twice (the first
+        superseded unsent): the outbox overflows again and again, and each
+        cut drops the holes it covers, so they do not pile up."""
+        log = OutboxLog(4096)
+        box = Outbox(log.max_bytes, 1 << 20, log)
+        seq = 0
+        for i in range(20000):
+            seq += 1
+            log.add(seq, b"key%d" % i, entry(b"a"))
+            seq += 1
+            log.add(seq, b"key%d" % i, entry(b"b", 2))
+        self.assertGreater(box.overflows, 100)
+        self.assertLess(len(box._holes) + len(box._hole_ends), 200)
+
+    def test_a_hot_key_a_window_behind_is_held_back_until_a_round(self) -> None:
+        """Each turn writes a hot key and three others; the window lets three
+        out and the peer acknowledges them: the hot key's newest write is
+        superseded before it is ever sent, so its hole's end moves on for
+        ever. ``held_back`` says so (the link then runs a round), and that
+        round's end vouches for every write made before it began."""
+        log = OutboxLog(1 << 30)
+        box = linked(log, window=3 * 69)
+        seq = 0
+        for turn in range(400):
+            seq += 1
+            log.add(seq, b"hot", entry(b"h%d" % (turn % 10), seq))
+            for j in range(3):
+                seq += 1
+                log.add(seq, b"c%d-%d" % (j, turn), entry(b"c", seq))
+            taken = box.take()
+            if taken:
+                box.ack(taken[-1][0])
+        self.assertLess(box.vouched(), box.acked - 100)
+        self.assertTrue(box.held_back())
+        began = seq
+        self.assertTrue(box.resynced(box.cuts, began))
+        self.assertGreaterEqual(box.vouched(), began)

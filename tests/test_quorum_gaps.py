@@ -236,3 +236,55 @@ class RoundNumberTests(SynchronousTestCase):
             numbers.append(link._round.number)
         self.assertEqual(len(set(numbers)), len(links))
         cluster.net.run()
+
+
+class CoveredHoleTests(SynchronousTestCase):
+    def test_a_key_rewritten_behind_another_keys_hole_is_not_counted_early(self) -> None:
+        """n1 is cut off: ``SET a a1`` (ONE), ``SET k v1`` (QUORUM), ``SET k
+        v2``, a 1 MiB ``SET a``, ``SET k v3``. Linked with n2 again, n1 sends
+        the 1 MiB write alone (it fills the window) and n2 acknowledges it,
+        which says nothing of ``k``: the QUORUM SET answers OK only once n2
+        holds ``k``."""
+        cluster = settled_cluster(self, quorum_timeout=5.0, max_request=4 << 20)
+        for other in ("n2", "n3"):
+            cluster.net.block("n1", other)
+        cluster.net.run()
+        n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+        other = Client(cluster, "n1", 6000)
+        self.assertEqual(other.ask(b"SET", b"a", b"a1"), b"+OK\r\n")
+        writer = watched_client(n1, lambda: n2.store.get(b"k"))
+        writer.proto.dataReceived(command(b"SET", b"k", b"v1"))  # type: ignore[attr-defined]
+        self.assertEqual(other.ask(b"SET", b"k", b"v2"), b"+OK\r\n")
+        self.assertEqual(other.ask(b"SET", b"a", b"x" * (1 << 20)), b"+OK\r\n")
+        self.assertEqual(other.ask(b"SET", b"k", b"v3"), b"+OK\r\n")
+        cluster.net.unblock("n1", "n2")
+        deadline = cluster.net.seconds() + 4.0
+        while not writer.value() and cluster.net.seconds() < deadline:
+            cluster.advance(0.05)
+        self.assertEqual(writer.value(), b"+OK\r\n")
+        self.assertIn(writer.seen, ([b"v1"], [b"v2"], [b"v3"]))
+        cluster.net.heal()
+
+
+class HeldBackTests(SynchronousTestCase):
+    def test_an_ack_that_finds_a_hole_holding_writes_back_starts_a_round(self) -> None:
+        """A link whose hole keeps acknowledged writes from counting (a hot
+        key rewritten before the link sends it) starts a round on the next
+        acknowledgement, rather than waiting up to ``--sync-interval``."""
+        cluster = settled_cluster(self)
+        n1 = cluster.nodes["n1"]
+        for i in range(3):
+            self.assertEqual(Client(cluster, "n1").ask(b"SET", b"k%d" % i, b"v"), b"+OK\r\n")
+        link = next(link for link in n1.replication.links.values()
+                    if link.remote is not None and link.remote.node == "n2")
+        cluster.net.run()
+        self.assertIsNone(link._round)
+        outbox = link.outbox
+        outbox.acked = n1.store.seq
+        outbox._holes.append((1, n1.store.seq + 10))  # as a hot key's would be
+        outbox._hole_ends[n1.store.seq + 10] = 1
+        started = link._rounds_started
+        link.acked(n1.store.seq)
+        self.assertEqual(link._rounds_started, started + 1)
+        cluster.net.run()
+        self.assertFalse(outbox.held_back())

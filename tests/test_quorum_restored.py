@@ -54,3 +54,24 @@ class BackEmptyTests(SynchronousTestCase):
         self.assertTrue(n1.restored())
         for node in ("n3", "n1"):
             self.assertEqual(quorum_client(cluster, node).ask(b"GET", b"k"), b"$3\r\nnew\r\n")
+
+
+class LatchTests(SynchronousTestCase):
+    def test_a_restored_node_stays_counted_when_the_cluster_grows(self) -> None:
+        """n1 synced from both others (restored in a cluster of 3); n4 and n5
+        join while n1 cannot reach them. n1 lost nothing, so it still counts:
+        a QUORUM read through it answers with a majority (n1, n2, n3) up."""
+        cluster = settled_cluster(self, quorum_timeout=1.0)
+        n1 = cluster.nodes["n1"]
+        self.assertEqual(quorum_client(cluster, "n1").ask(b"SET", b"k", b"v"), b"+OK\r\n")
+        self.assertTrue(n1.restored())
+        for new in ("n4", "n5"):
+            cluster.net.block("n1", new)
+        cluster.join("n4", via=["n2"])
+        cluster.join("n5", via=["n2"])
+        cluster.advance(20.0)
+        self.assertEqual(n1.quorum_members(), 5)
+        self.assertTrue(n1.restored())
+        self.assertEqual(quorum_client(cluster, "n1").ask(b"GET", b"k"), b"$1\r\nv\r\n")
+        cluster.net.heal()
+        cluster.advance(20.0)

@@ -135,14 +135,31 @@ class Outbox:
         holes, ends = self._holes, self._hole_ends
         low = ends.pop(seq, seq)  # a hole that ended at ``seq`` now ends at ``by``
         while holes and holes[-1][0] >= low:
-            ends.pop(holes.pop()[1], None)  # a later hole: this one covers it
+            # A later hole, which this one covers; its end stays mapped, as
+            # its key's chain may go on (and must keep its low).
+            holes.pop()
         holes.append((low, by))
         ends[by] = low
 
-    def _close_holes(self, through: int) -> None:
+    def held_back(self) -> bool:
+        """Whether a hole keeps acknowledged writes from counting: a key
+        rewritten faster than the link sends it (the link is a window
+        behind) moves the hole's end on for ever; only a round ends it."""
         holes = self._holes
+        return bool(holes) and holes[0][0] <= self.acked and self.vouched() < self.acked
+
+    def _close_holes(self, through: int) -> None:
+        holes, ends = self._holes, self._hole_ends
         while holes and holes[0][1] <= through:
-            self._hole_ends.pop(holes.popleft()[1], None)
+            ends.pop(holes.popleft()[1], None)
+        # The ends of covered holes linger: those at or below ``through``
+        # are acknowledged (or were covered by a round), never superseded
+        # unsent again, so never looked up.
+        if not holes:
+            ends.clear()
+        elif len(ends) > 2 * len(holes) + 64:
+            for high in [high for high in ends if high <= through]:
+                del ends[high]
 
     def skipped(self) -> None:
         """Writes after the acknowledged ones were never given to this link,
@@ -151,6 +168,11 @@ class Outbox:
         if not self._cut_low:
             self._cut_low = self.acked + 1
         self.cuts += 1
+        # Every hole begins past the acknowledged writes, so the cut covers
+        # it, until a round that began after this: one that covers every
+        # hole's end too. (Kept, they would pile up while a peer is away.)
+        self._holes.clear()
+        self._hole_ends.clear()
 
     def lost(self) -> None:
         """The peer is a new incarnation (or another node at its address),

@@ -563,6 +563,8 @@ class PeerLink(ReconnectingClientFactory):
         self.outbox.ack(seq)
         if self.on_acked is not None:
             self.on_acked(self)
+        if self._round is None and self.outbox.held_back():
+            self._sync_tick()  # its end vouches for what a hot key's hole holds back
         self.pump()
         if self._round_after is not None and seq >= self._round_after:
             self._round_after = None
