@@ -8,18 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.cluster.outbox import Outbox
 from distkv.cluster.outboxlog import OutboxLog
-from distkv.store.entries import Entry, make_entry
-from distkv.store.hlc import Version
-
-
-def entry(value: bytes, ms: int = 1) -> Entry:
-    return make_entry(value, Version(ms, 0, "a"))
-
-
-def linked(log: OutboxLog, window: int = 1 << 20) -> Outbox:
-    box = Outbox(log.max_bytes, window, log)
-    box.rewind()
-    return box
+from tests.test_outbox_shared import entry, linked
 
 
 class VouchedTests(SynchronousTestCase):

@@ -5,13 +5,14 @@ was made after the write). On a fake-clock cluster in one process."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from distkv.node import Node
+from distkv.testing import SimulatedCluster
 from tests.clusters import settled_cluster
 from tests.respclient import command
 from tests.test_levels import Client, quorum_client
@@ -48,6 +49,28 @@ def watched_client(node: Node, look: Callable[[], Optional[bytes]]) -> Watched:
     return transport
 
 
+def cut_off_writer(case: SynchronousTestCase, **options: object) -> Tuple[SimulatedCluster, Watched]:
+    """A settled cluster with n1 cut off from n2 and n3, and a QUORUM client
+    of n1 that notes n2's value of ``k`` as each answer is written."""
+    cluster = settled_cluster(case, quorum_timeout=5.0, **options)
+    for other in ("n2", "n3"):
+        cluster.net.block("n1", other)
+    cluster.net.run()
+    n2 = cluster.nodes["n2"]
+    return cluster, watched_client(cluster.nodes["n1"], lambda: n2.store.get(b"k"))
+
+
+def answered(cluster: SimulatedCluster, writer: Watched, seconds: float = 4.0,
+             meanwhile: Callable[[], None] = lambda: None) -> bytes:
+    """``writer``'s answer, once written or after ``seconds`` (``meanwhile``
+    called every 50 ms until then)."""
+    deadline = cluster.net.seconds() + seconds
+    while not writer.value() and cluster.net.seconds() < deadline:
+        meanwhile()
+        cluster.advance(0.05)
+    return bytes(writer.value())
+
+
 class OverflowGapTests(SynchronousTestCase):
     def test_a_write_cut_from_an_overflowed_outbox_is_not_counted_by_later_acks(self) -> None:
         """n1 is cut off from both peers when a QUORUM SET of ``k`` runs there;
@@ -55,12 +78,8 @@ class OverflowGapTests(SynchronousTestCase):
         with n2 again: n2 acknowledges n1's next writes, which says nothing
         of ``k``, cut from the outbox unsent. So the SET answers OK only once
         n2 holds ``k`` (the resync round carried it), never before."""
-        cluster = settled_cluster(self, quorum_timeout=5.0, outbox_bytes=4096)
-        for other in ("n2", "n3"):
-            cluster.net.block("n1", other)
-        cluster.net.run()
-        n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
-        writer = watched_client(n1, lambda: n2.store.get(b"k"))
+        cluster, writer = cut_off_writer(self, outbox_bytes=4096)
+        n1 = cluster.nodes["n1"]
         writer.proto.dataReceived(command(b"SET", b"k", b"v"))  # type: ignore[attr-defined]
         cluster.net.run()
         filler = Client(cluster, "n1", 6000)
@@ -68,11 +87,8 @@ class OverflowGapTests(SynchronousTestCase):
             self.assertEqual(filler.ask(b"SET", b"fill%d" % i, b"x" * 1000), b"+OK\r\n")
         self.assertTrue(all(link.outbox.needs_resync for link in n1.replication.links.values()))
         cluster.net.unblock("n1", "n2")
-        deadline = cluster.net.seconds() + 4.0
-        while not writer.value() and cluster.net.seconds() < deadline:
-            filler.send(b"SET", b"later", b"%f" % cluster.net.seconds())
-            cluster.advance(0.05)
-        self.assertEqual(writer.value(), b"+OK\r\n")
+        later = lambda: filler.send(b"SET", b"later", b"%f" % cluster.net.seconds())  # noqa: E731
+        self.assertEqual(answered(cluster, writer, meanwhile=later), b"+OK\r\n")
         self.assertEqual(writer.seen, [b"v"])  # n2 held k when the SET answered
         cluster.net.heal()
 
@@ -80,21 +96,13 @@ class OverflowGapTests(SynchronousTestCase):
         """The same cut-over with no write after it: nothing is acknowledged
         again, yet the SET answers OK once the resync round completed (that
         round carried ``k``), well before its timeout."""
-        cluster = settled_cluster(self, quorum_timeout=5.0, outbox_bytes=4096)
-        for other in ("n2", "n3"):
-            cluster.net.block("n1", other)
-        cluster.net.run()
-        n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
-        writer = watched_client(n1, lambda: n2.store.get(b"k"))
+        cluster, writer = cut_off_writer(self, outbox_bytes=4096)
         writer.proto.dataReceived(command(b"SET", b"k", b"v"))  # type: ignore[attr-defined]
         filler = Client(cluster, "n1", 6000)
         for i in range(8):
             self.assertEqual(filler.ask(b"SET", b"fill%d" % i, b"x" * 1000), b"+OK\r\n")
         cluster.net.unblock("n1", "n2")
-        deadline = cluster.net.seconds() + 4.0
-        while not writer.value() and cluster.net.seconds() < deadline:
-            cluster.advance(0.05)
-        self.assertEqual(writer.value(), b"+OK\r\n")
+        self.assertEqual(answered(cluster, writer), b"+OK\r\n")
         self.assertEqual(writer.seen, [b"v"])
         cluster.net.heal()
 
@@ -107,21 +115,13 @@ class SupersedeGapTests(SynchronousTestCase):
         fills the send window) and n2 acknowledges it: that says nothing of
         ``k``, whose newer write is still to come. The SET answers OK only
         once n2 holds ``k``."""
-        cluster = settled_cluster(self, quorum_timeout=5.0, max_request=4 << 20)
-        for other in ("n2", "n3"):
-            cluster.net.block("n1", other)
-        cluster.net.run()
-        n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
-        writer = watched_client(n1, lambda: n2.store.get(b"k"))
+        cluster, writer = cut_off_writer(self, max_request=4 << 20)
         writer.proto.dataReceived(command(b"SET", b"k", b"v1"))  # type: ignore[attr-defined]
         other = Client(cluster, "n1", 6000)
         self.assertEqual(other.ask(b"SET", b"big", b"x" * (1 << 20)), b"+OK\r\n")
         self.assertEqual(other.ask(b"SET", b"k", b"v2"), b"+OK\r\n")
         cluster.net.unblock("n1", "n2")
-        deadline = cluster.net.seconds() + 4.0
-        while not writer.value() and cluster.net.seconds() < deadline:
-            cluster.advance(0.05)
-        self.assertEqual(writer.value(), b"+OK\r\n")
+        self.assertEqual(answered(cluster, writer), b"+OK\r\n")
         self.assertIn(writer.seen, ([b"v1"], [b"v2"]))
         cluster.net.heal()
 
@@ -245,23 +245,15 @@ class CoveredHoleTests(SynchronousTestCase):
         the 1 MiB write alone (it fills the window) and n2 acknowledges it,
         which says nothing of ``k``: the QUORUM SET answers OK only once n2
         holds ``k``."""
-        cluster = settled_cluster(self, quorum_timeout=5.0, max_request=4 << 20)
-        for other in ("n2", "n3"):
-            cluster.net.block("n1", other)
-        cluster.net.run()
-        n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+        cluster, writer = cut_off_writer(self, max_request=4 << 20)
         other = Client(cluster, "n1", 6000)
         self.assertEqual(other.ask(b"SET", b"a", b"a1"), b"+OK\r\n")
-        writer = watched_client(n1, lambda: n2.store.get(b"k"))
         writer.proto.dataReceived(command(b"SET", b"k", b"v1"))  # type: ignore[attr-defined]
         self.assertEqual(other.ask(b"SET", b"k", b"v2"), b"+OK\r\n")
         self.assertEqual(other.ask(b"SET", b"a", b"x" * (1 << 20)), b"+OK\r\n")
         self.assertEqual(other.ask(b"SET", b"k", b"v3"), b"+OK\r\n")
         cluster.net.unblock("n1", "n2")
-        deadline = cluster.net.seconds() + 4.0
-        while not writer.value() and cluster.net.seconds() < deadline:
-            cluster.advance(0.05)
-        self.assertEqual(writer.value(), b"+OK\r\n")
+        self.assertEqual(answered(cluster, writer), b"+OK\r\n")
         self.assertIn(writer.seen, ([b"v1"], [b"v2"], [b"v3"]))
         cluster.net.heal()
 
