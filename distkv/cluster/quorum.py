@@ -156,11 +156,11 @@ class _Read:
 WRITE_BACKS = 2
 
 
-
 def holding(acks: List[int], seq: int) -> int:
-    """How many members hold our write ``seq``, from ``acks``, the last of our
-    writes each member acknowledged (a member applies them in order)."""
+    """How many members hold our write ``seq``, from ``acks``: up to which of
+    our writes each member holds every one (see ``Outbox.vouched``)."""
     return sum([1 for ack in acks if ack >= seq])
+
 
 class Coordinator:
     """Waits for the members a level needs; ``timeout`` in seconds."""

@@ -192,9 +192,7 @@ class Replication(Service):
             self.outbox_log.add(seq, key, entry, wire.encode_write(seq, key, entry),
                                 entry_size(key, entry))
             if self._pump_call is None:
-                self._pump_call = self._reactor.callLater(  # type: ignore[attr-defined]
-                    0, self._pump_all
-                )
+                self._pump_soon()
         else:  # merged: every peer may lack it until a round (see PeerLink.floor)
             # The entry's version fields, compared as they are: a Version is
             # made only when one lowers a link's floor (rarely: merged writes

@@ -199,16 +199,14 @@ def run(seed: int, level: bytes = b"QUORUM", size: int = 3, clients: int = 4,
                 # empty and not yet synced from enough members has lost it, so
                 # crashing another would be two failures at once, more than a
                 # quorum is built to survive.
-                if down is None and not all(node.restored() for node in cluster.nodes.values()):
-                    pass
-                elif down is None:
+                if down is None and all(node.restored() for node in cluster.nodes.values()):
                     down = rng.choice(names)
                     unsettled += cluster.nodes[down].proposer.unsettled_reads
                     overflows += _overflows(cluster.nodes[down])
                     cluster.crash(down)
                     for client in everyone:
                         _lost(client, down, history)
-                else:  # back, memory only: it loads from its peers
+                elif down is not None:  # back, memory only: it loads from its peers
                     cluster.start(down)
                     _connect(cluster, down, everyone, level)
                     down = None
@@ -345,13 +343,13 @@ def _start(cluster: SimulatedCluster, client: _Client, rng: random.Random, names
         proto.dataReceived(resp(b"DEL", key))
 
 
-def _finish(client: _Client, history: List[Op], now: float) -> Optional[str]:
-    """Record the client's request if it was answered; the answer's kind."""
+def _finish(client: _Client, history: List[Op], now: float) -> None:
+    """Record the client's request if it was answered."""
     assert client.busy is not None
     node, kind, key, value, call = client.busy
     reply = parse(bytes(client.connections[node][1].value()))
     if reply is None:
-        return None
+        return
     client.busy = None
     what, out = reply
     if what == "error":
@@ -359,7 +357,7 @@ def _finish(client: _Client, history: List[Op], now: float) -> Optional[str]:
             history.append(Op(client.number, kind, key, (1,), call, now, linearizable.NOT_INTEGER))
         elif kind != "get" and "indeterminate" in str(out):
             history.append(Op(client.number, kind, key, _args(kind, value), call, None, UNKNOWN))
-        return what  # a read not met, or a write refused before it ran: nothing happened
+        return  # a read not met, or a write refused before it ran: nothing happened
     if kind == "incr":
         history.append(Op(client.number, "incr", key, (1,), call, now, out))
     elif kind == "cas":
@@ -370,7 +368,6 @@ def _finish(client: _Client, history: List[Op], now: float) -> Optional[str]:
         history.append(Op(client.number, "set", key, (value,), call, now, None))
     else:
         history.append(Op(client.number, "delete", key, (), call, now, out))
-    return what
 
 
 def check_linearizable(recorded: Recorded) -> List[str]:
