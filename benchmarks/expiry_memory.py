@@ -9,12 +9,15 @@ before pymalloc rounds each block up to 16 bytes), per key and the
 difference per key. The kinds with an expiry:
 
 * ``same TTL``: every key written with the same TTL (``SET k v EX 3600``),
-  so every key's expiry is a different time: what a cache does. The store
-  keeps an expiry relative to its write's version, so these share one TTL
-  object.
-* ``distinct TTL``: every key with its own TTL: the worst case, where every
-  key needs an int object of its own.
+  so every key's expiry is a different time: what a cache does.
+* ``distinct TTL``: every key with its own TTL.
 * ``64 per TTL``: 64 keys in a row share a TTL.
+
+The store holds an expiry as three 14-bit digits, each an int object every
+entry shares (see :data:`distkv.store.entries.Entry`), so all three cost the
+same. The digits' table (16,384 ints) is made once per process, the first
+time an expiry is stored; each run makes it before it measures, and prints
+what it costs.
 
 Every kind writes one key per millisecond of a fake clock, as keys written
 at different moments are.
@@ -29,17 +32,18 @@ the store's layout and in candidates, without a store (one shared value, a
 distinct ``ms`` made as the node's clock makes it, and a distinct TTL, per
 key), and prints the bytes per entry of each above the plain 4-tuple's:
 
-* ``5-tuple + TTL int``: the store's ``(value, ttl, ms, counter, node)``. Its
-  fifth field is free on CPython (a 4-tuple and a 5-tuple take the same
-  80-byte pymalloc block); the TTL int is not (28 bytes, a 32-byte block).
-* ``ms|TTL packed``: ``(value, ms << 48 | ttl, counter, node)``, the version's
-  ms and the TTL in one int (3 digits of 30 bits instead of 2: a 48-byte
-  block instead of 32). It would meet 16 bytes on CPython, but the version
-  would no longer be the entry's last three fields, which every reader of a
-  version takes (and on PyPy an int past 64 bits is a big integer).
-* ``7-tuple, shared digits``: ``(value, t2, t1, t0, ms, counter, node)``, the
-  TTL as three 14-bit digits, each an int every entry shares (a 7-tuple takes
-  a 96-byte block).
+* ``7-tuple, shared digits``: the store's ``(value, e2, e1, e0, ms,
+  counter, node)``, the expiry as three 14-bit digits, each an int every
+  entry shares (a 7-tuple takes a 96-byte block, a 4-tuple an 80-byte one).
+* ``5-tuple + TTL int``: the layout before it, ``(value, ttl, ms, counter,
+  node)``. Its fifth field is free on CPython (a 4-tuple and a 5-tuple take
+  the same 80-byte pymalloc block); the TTL int is not (28 bytes, a 32-byte
+  block), unless keys written with the same TTL share it.
+* ``ms|TTL packed``: ``(value, ms << 48 | ttl, counter, node)``, the
+  version's ms and the TTL in one int (3 digits of 30 bits instead of 2: a
+  48-byte block instead of 32). The version would no longer be the entry's
+  last three fields, which every reader of a version takes (and on PyPy an
+  int past 64 bits is a big integer).
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ try:
 except ImportError:  # PyPy
     tracemalloc = None  # type: ignore[assignment]
 
-from distkv.store.hlc import HybridClock
+from distkv.store.entries import make_entry
+from distkv.store.hlc import HybridClock, Version
 from distkv.store.store import Store
 
 WALL = 1_700_000_000_000
@@ -87,7 +92,15 @@ def fill(keys: int, kind: str) -> Store:
     return store
 
 
+def digits_table() -> int:
+    """The bytes the shared digits' table takes (made on the first expiry)."""
+    before = tracemalloc.get_traced_memory()[0] if tracemalloc is not None else 0
+    make_entry(b"v", Version(1, 0, "n1"), WALL)
+    return tracemalloc.get_traced_memory()[0] - before if tracemalloc is not None else 0
+
+
 def measure(keys: int, kind: str, traced: bool) -> int:
+    make_entry(b"v", Version(1, 0, "n1"), WALL)  # the digits' table: no key's cost
     gc.collect()
     if traced:
         tracemalloc.start()
@@ -105,8 +118,8 @@ def measure(keys: int, kind: str, traced: bool) -> int:
     return used
 
 
-LAYOUTS = {"plain": "4-tuple, no expiry", "ttl": "5-tuple + TTL int",
-           "packed": "ms|TTL packed", "digits": "7-tuple, shared digits"}
+LAYOUTS = {"plain": "4-tuple, no expiry", "digits": "7-tuple, shared digits",
+           "ttl": "5-tuple + TTL int", "packed": "ms|TTL packed"}
 
 
 def layout(keys: int, kind: str) -> list:
@@ -176,6 +189,10 @@ def main() -> None:
         print(measure_layout(args.keys, args.one_layout, traced=False))
         return
     print(f"{sys.implementation.name} {sys.version.split()[0]}, {args.keys} keys")
+    if tracemalloc is not None:
+        tracemalloc.start()
+        print(f"  the digits' table, once per process: {digits_table() / 1024:.0f} kB (tracemalloc)")
+        tracemalloc.stop()
     if args.layouts:
         show_layouts(args.keys)
         return

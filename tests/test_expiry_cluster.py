@@ -19,7 +19,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from distkv.cluster import wire
 from distkv.node import Node
 from distkv.store.digest import Digest
-from distkv.store.entries import Entry, expires_of, make_entry, version_of
+from distkv.store.entries import (
+    EXPIRING_FIELDS,
+    Entry,
+    expires_of,
+    is_expiring,
+    make_entry,
+    version_of,
+)
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.store import Store
 from distkv.testing import SimulatedCluster
@@ -55,24 +62,34 @@ class Recorder:
 
 
 class StoreTests(SynchronousTestCase):
-    def test_keys_with_the_same_ttl_share_it_whenever_they_were_written(self) -> None:
-        """An expiry is kept relative to its write's version, so keys written
-        with the same TTL at different moments (here or by a peer, whose
-        writes arrive by W frame) hold one TTL object: an expiry costs them
-        one tuple field. The absolute expiry reads back unchanged."""
+    def test_an_expiry_is_held_in_digits_every_entry_shares(self) -> None:
+        """Every key with an expiry, whatever its TTL and however it was
+        written (here, or by a peer, whose writes arrive by W frame), holds
+        it in digit objects it shares with every other such key: no int
+        object of its own. The absolute expiry reads back exactly, at the
+        digits' edges and past the last year the top digit is shared."""
         wall = [1_700_000_000_000]
         store = Store(HybridClock("a", lambda: wall[0]))
         entries = []
-        for i in range(3):
-            wall[0] += 1234 * i
-            entries.append(store.set(b"k%d" % i, b"v", expires=wall[0] + 3_600_000))
+        for i in range(300):
+            wall[0] += 7 * i
+            entries.append(store.set(b"k%d" % i, b"v", expires=wall[0] + 1000 + 13 * i * i))
         frame = wire.encode_write(1, b"r", make_entry(b"v", Version(wall[0] + 7, 0, "b"),
-                                                      wall[0] + 7 + 3_600_000))
+                                                      wall[0] + 12_345))
         entries.append(wire.decode_body(frame[4:]).entry)  # type: ignore[union-attr]
-        self.assertEqual([expires_of(entry) - entry[-3] for entry in entries],  # type: ignore[operator]
-                         [3_600_000] * 4)
-        self.assertEqual(len({id(entry[1]) for entry in entries}), 1)
-        self.assertEqual(expires_of(entries[2]), 1_700_000_000_000 + 1234 * 3 + 3_600_000)
+        self.assertEqual(len({expires_of(entry) for entry in entries}), len(entries))
+        held: dict = {}  # type: ignore[type-arg]
+        for entry in entries:
+            self.assertEqual(len(entry), EXPIRING_FIELDS)
+            self.assertEqual(version_of(entry), entry[-3:])
+            for digit in entry[1:4]:
+                self.assertIs(held.setdefault(digit, digit), digit)  # one object per digit
+        self.assertEqual(expires_of(entries[-1]), wall[0] + 12_345)
+        for expires in (1, (1 << 14) - 1, 1 << 14, (1 << 28) - 1, 1 << 28, (1 << 42) - 1,
+                        1 << 42, 1 << 62, (1 << 64) - 1, 1_700_000_000_000):
+            entry = make_entry(b"v", Version(5, 0, "a"), expires)
+            self.assertEqual((expires_of(entry), version_of(entry)), (expires, (5, 0, "a")))
+        self.assertEqual(make_entry(b"v", Version(5, 0, "a"), 0), (b"v", 5, 0, "a"))
 
     def test_an_expired_value_becomes_the_tombstone_at_its_version(self) -> None:
         """At its expiry a value reads as missing, and the store holds the
@@ -254,7 +271,7 @@ class ClusterExpiryTests(SynchronousTestCase):
         n2.active_expiry.stop()
         cluster.advance(1)
         n1.store.reclaim_expired()
-        self.assertEqual(len(n2.store.entry(b"k")), 5)  # type: ignore[arg-type]
+        self.assertTrue(is_expiring(n2.store.entry(b"k")))  # type: ignore[arg-type]
         cluster.advance(12)
         self.assertEqual(n1.store.snapshot(), n2.store.snapshot())
         self.assertIsNone(n2.store.entry(b"k")[0])  # type: ignore[index]

@@ -137,7 +137,15 @@ from distkv.cluster import membership
 from distkv.cluster.membership import Member
 from distkv.store import counter as counters
 from distkv.store.digest import BUCKETS, DIGEST_BYTES
-from distkv.store.entries import Entry, counter_entry, counter_state, expires_of, expiring_entry, is_counter
+from distkv.store.entries import (
+    EXPIRING_FIELDS,
+    Entry,
+    counter_entry,
+    counter_state,
+    expires_of,
+    expiring_entry,
+    is_counter,
+)
 from distkv.store.hlc import Version
 
 #: 4: counters (the W/T flag 4), and quorum reads (the R and r frames);
@@ -549,7 +557,7 @@ def transaction_size(writes: Sequence[Tuple[bytes, Entry]]) -> int:
     """The body size of the transaction frame that carries ``writes``."""
     return TRANSACTION_FIXED + sum([
         TRANSACTION_WRITE_FIXED + len(entry[-1]) + len(key) + value_bytes(entry)  # type: ignore[arg-type]
-        + (_SEQ.size if len(entry) == 5 else 0)
+        + (_SEQ.size if len(entry) == EXPIRING_FIELDS else 0)
         for key, entry in writes
     ])
 
@@ -569,7 +577,7 @@ def _encode_entries(writes: Sequence[Tuple[bytes, Entry]], parts: List[bytes]) -
         if is_counter(entry):
             flags = _COUNTER
             value = counters.encode(counter_state(entry))
-        elif len(entry) == 5:
+        elif len(entry) == EXPIRING_FIELDS:
             flags = _EXPIRES
         else:
             flags = _TOMBSTONE if value is None else 0

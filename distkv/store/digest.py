@@ -47,7 +47,7 @@ from hashlib import blake2b
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from distkv.store.counter import digest as crc32_of_counter
-from distkv.store.entries import COUNTER_FIELDS
+from distkv.store.entries import COUNTER_FIELDS, EXPIRING_FIELDS, expires_of
 from distkv.store.hlc import Stamped, Version
 
 BUCKETS = 1024
@@ -86,8 +86,8 @@ def _value_part(stamped: Stamped) -> int:
     value = stamped[0]
     if value is None:
         return NO_VALUE
-    if len(stamped) == 5:  # (value, ttl, ms, ...): the expiry is ttl + ms
-        return hash((_crc32(value), stamped[1] + stamped[-3]))  # type: ignore[misc,operator]
+    if len(stamped) == EXPIRING_FIELDS:
+        return hash((_crc32(value), expires_of(stamped)))  # type: ignore[arg-type]
     return _crc32(value)  # type: ignore[arg-type]
 
 

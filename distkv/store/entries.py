@@ -11,7 +11,7 @@ module builds entries (:func:`make_entry`, :func:`expiring_entry`,
 from __future__ import annotations
 
 from operator import itemgetter
-from typing import Dict, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 from distkv.store import counter as counters
 from distkv.store.counter import CounterState
@@ -30,13 +30,15 @@ _new_tuple = tuple.__new__
 #: ``ms``), so the clock and the digest take either. :func:`make_entry` builds
 #: one from a version, :func:`version_of` gives the version back.
 #:
-#: A key with an expiry holds a 5-tuple instead, ``(value, ttl, ms, counter,
-#: node)``. Its expiry is the absolute wall-clock time (ms since the epoch)
-#: ``ms + ttl`` at which the value stops being readable, carried with the
-#: versioned write like the value, so changing it (EXPIRE, PERSIST) is a
-#: write with a new version. It is kept relative to the version's ``ms``
-#: because keys written with the same TTL then share one int object
-#: (:func:`expiring_entry`): the fifth field is all an expiry costs them. A
+#: A key with an expiry holds a 7-tuple instead, ``(value, e2, e1, e0, ms,
+#: counter, node)``. Its expiry is the absolute wall-clock time (ms since the
+#: epoch) at which the value stops being readable, carried with the versioned
+#: write like the value, so changing it (EXPIRE, PERSIST) is a write with a
+#: new version. It is held as three 14-bit digits, ``e2 << 28 | e1 << 14 |
+#: e0``, each an int object every entry shares (:data:`_DIGITS`; ``e2`` is
+#: one until the year 2109 and stays exact past it): an expiry costs a key two
+#: more tuple fields (a 7-tuple takes a 96-byte pymalloc block, a 4-tuple or
+#: a 5-tuple an 80-byte one) and no object of its own, whatever its TTL. A
 #: key without one pays nothing for it; the version is always the last three
 #: fields (``entry[-3:]``).
 #:
@@ -55,7 +57,7 @@ _new_tuple = tuple.__new__
 #: :func:`newer` otherwise.
 Entry = Union[
     Tuple[Optional[bytes], int, int, str],
-    Tuple[Optional[bytes], int, int, int, str],
+    Tuple[Optional[bytes], int, int, int, int, int, str],
     CounterState,
 ]
 
@@ -65,16 +67,22 @@ COUNTER_FIELDS = counters.FIELDS
 #: An entry's readable value (None: a tombstone), ``entry[0]``.
 value_of = itemgetter(0)
 
-#: The TTL int objects entries share (see :data:`Entry`), bounded.
-_TTLS: Dict[int, int] = {}
-_MOST_TTLS = 4096
+#: How many fields an entry with an expiry has (see :data:`Entry`).
+EXPIRING_FIELDS = 7
+
+#: An expiry's digits: ``_DIGITS[d]`` is the one int object for digit ``d``
+#: that every entry holds, made the first time an expiry is stored (16,384
+#: ints, about 650 kB). A tuple, not a list: PyPy keeps a list of ints
+#: unboxed and would make a new int object at every read.
+_DIGIT_BITS = 14
+_DIGIT_MASK = (1 << _DIGIT_BITS) - 1
+_DIGITS: Tuple[int, ...] = ()
 
 
-def shared_ttl(ttl: int) -> int:
-    shared = _TTLS.setdefault(ttl, ttl)
-    if len(_TTLS) > _MOST_TTLS:
-        _TTLS.clear()
-    return shared
+def _fill_digits() -> Tuple[int, ...]:
+    global _DIGITS
+    _DIGITS = tuple(range(1 << _DIGIT_BITS))
+    return _DIGITS
 
 
 def expiring_entry(value: Optional[bytes], expires: int, ms: int, counter: int,
@@ -83,7 +91,16 @@ def expiring_entry(value: Optional[bytes], expires: int, ms: int, counter: int,
     node)``, readable until ``expires`` (ms since the epoch; 0: for ever)."""
     if not expires or value is None:
         return (value, ms, counter, node)
-    return (value, shared_ttl(expires - ms), ms, counter, node)
+    digits = _DIGITS or _fill_digits()
+    top = expires >> (2 * _DIGIT_BITS)
+    return (value, digits[top] if 0 <= top <= _DIGIT_MASK else top,
+            digits[(expires >> _DIGIT_BITS) & _DIGIT_MASK], digits[expires & _DIGIT_MASK],
+            ms, counter, node)
+
+
+def _joined(entry: Entry) -> int:
+    """The expiry an entry of :data:`EXPIRING_FIELDS` fields holds in its digits."""
+    return entry[1] << 2 * _DIGIT_BITS | entry[2] << _DIGIT_BITS | entry[3]  # type: ignore[operator]
 
 
 def make_entry(value: Optional[bytes], version: Version, expires: int = 0) -> Entry:
@@ -115,8 +132,8 @@ def mark_of(entry: Entry) -> Mark:
 def expires_of(entry: Entry) -> int:
     """When ``entry``'s value stops being readable (ms since the epoch), or 0."""
     size = len(entry)
-    if size == 5:  # (value, ttl, ms, counter, node)
-        return entry[1] + entry[-3]  # type: ignore[misc,operator]
+    if size == EXPIRING_FIELDS:  # (value, e2, e1, e0, ms, counter, node)
+        return _joined(entry)
     # A counter: its base's expiry, while it reads as a value.
     return entry[1] if size == COUNTER_FIELDS and entry[0] is not None else 0  # type: ignore[misc,return-value]
 
@@ -141,7 +158,8 @@ def counter_state(entry: Entry) -> CounterState:
 
 def is_expiring(entry: Entry) -> bool:
     """Whether ``entry`` holds an expiry (counted in the store's ``with_expiry``)."""
-    return len(entry) == 5 or (len(entry) == COUNTER_FIELDS and entry[1] != 0 and entry[0] is not None)
+    return len(entry) == EXPIRING_FIELDS or (len(entry) == COUNTER_FIELDS and entry[1] != 0
+                                             and entry[0] is not None)
 
 
 def with_expiry(entry: Entry, expires: int) -> Entry:
@@ -152,8 +170,8 @@ def with_expiry(entry: Entry, expires: int) -> Entry:
 def expired(entry: Entry, now_ms: int) -> bool:
     """True when ``entry`` holds a value whose expiry is at or before ``now_ms``."""
     size = len(entry)
-    if size == 5:
-        return entry[1] + entry[-3] <= now_ms  # type: ignore[misc,operator]
+    if size == EXPIRING_FIELDS:
+        return _joined(entry) <= now_ms
     return size == COUNTER_FIELDS and 0 < entry[1] <= now_ms and entry[0] is not None  # type: ignore[operator]
 
 

@@ -41,6 +41,7 @@ from distkv.store.counter import INT64_MAX, INT64_MIN, CounterState
 from distkv.store.digest import Digest
 from distkv.store.entries import (
     COUNTER_FIELDS,
+    EXPIRING_FIELDS,
     ZERO,
     Entry,
     as_tombstone,
@@ -50,9 +51,9 @@ from distkv.store.entries import (
     expires_of,
     is_expiring,
     newer,
-    shared_ttl,
     value_of,
     version_of,
+    with_expiry,
 )
 from distkv.store.hlc import HybridClock, Version
 from distkv.store.longdouble import added, number, whole
@@ -328,15 +329,14 @@ class Store:
             return self._reset_counter(key, value, expires, current)
         entry: Entry = self.clock.stamp(value, current)
         if expires:
-            ms = entry[-3]
-            entry = (value, shared_ttl(expires - ms), ms, entry[-2], entry[-1])  # type: ignore[assignment,operator]
+            entry = with_expiry(entry, expires)
             self._with_expiry += 1
         if current is None:
             self._live += 1
         elif current[0] is None:
             self._tombstones.discard(key)
             self._live += 1
-        elif len(current) == 5:  # (a counter went to _reset_counter)
+        elif len(current) == EXPIRING_FIELDS:  # (a counter went to _reset_counter)
             self._with_expiry -= 1
         if key not in self._changed:  # once per key between digest reads
             self.digest.note(key, current)
@@ -694,7 +694,7 @@ class Store:
                 self.load(key, entry)
                 live = self._live
                 continue
-            if len(entry) == 5 and expired(entry, wall):
+            if len(entry) == EXPIRING_FIELDS and expired(entry, wall):
                 entry = as_tombstone(entry)  # expired while the node was down
             if floored and entry[-3:] < floor:
                 continue
@@ -706,7 +706,7 @@ class Store:
                     tombstones.add(key)
                 else:
                     live += 1
-                    expiring += len(entry) == 5
+                    expiring += len(entry) == EXPIRING_FIELDS
             elif newer(entry, current):
                 self._live = live
                 self._count(key, current, entry)
