@@ -10,13 +10,15 @@ import pytest
 
 from distkv.cluster import wire
 from distkv.cluster.quorum import ALL, ONE, QUORUM, needed, parse_level
+from distkv.store.entries import make_entry
+from distkv.store.hlc import Version
 from distkv.testing import SimulatedCluster
 from tests.test_levels import Client
 
 ENTRIES = [
     (b"a", (b"v", 1, 2, "n1")),
     (b"gone", (None, 5, 0, "n2")),
-    (b"ttl", (b"x" * 50, 1_800_000_000_000, 7, 1, "n3")),
+    (b"ttl", make_entry(b"x" * 50, Version(7, 1, "n3"), 1_800_000_000_000)),
 ]
 
 
