@@ -72,7 +72,7 @@ EXPIRING_FIELDS = 7
 
 #: An expiry's digits: ``_DIGITS[d]`` is the one int object for digit ``d``
 #: that every entry holds, made the first time an expiry is stored (16,384
-#: ints, about 650 kB). A tuple, not a list: PyPy keeps a list of ints
+#: ints, about 630 kB). A tuple, not a list: PyPy keeps a list of ints
 #: unboxed and would make a new int object at every read.
 _DIGIT_BITS = 14
 _DIGIT_MASK = (1 << _DIGIT_BITS) - 1
